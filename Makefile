@@ -1,0 +1,56 @@
+# nachos-deploy: `make demo` brings up a stack of probe components; `make test` runs every check.
+# Both work on a fresh Debian machine as root with no container registry: they install the engine,
+# Compose v2 and offline stand-in images first (scripts/bootstrap.sh), fast when already there.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := compose/demo/nachos-deploy.yaml
+EXAMPLES := $(wildcard compose/*/nachos-deploy.yaml)
+
+.PHONY: install engine images demo demo-down test lint typecheck pytest compose clean help
+
+help:
+	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
+	@echo "make demo      - install, start a Docker engine, build offline images, bring the demo stack up"
+	@echo "make demo-down - remove the demo stack (keeps its JetStream volume)"
+	@echo "make test      - install, engine, images, then ruff, mypy --strict and pytest"
+	@echo "make compose   - regenerate the rendered examples under compose/"
+
+$(BIN)/nachos-deploy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/nachos-deploy
+
+engine: install
+	PYTHON=$(CURDIR)/$(BIN)/python bash scripts/install-engine.sh
+
+images: engine
+	PYTHON=$(CURDIR)/$(BIN)/python bash scripts/build-images.sh
+
+demo: images
+	$(BIN)/nachos-deploy up -c $(DEMO)
+
+demo-down: install
+	$(BIN)/nachos-deploy down -c $(DEMO)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy --strict nachos_deploy
+
+pytest: images
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+compose: install
+	@for f in $(EXAMPLES); do $(BIN)/nachos-deploy render -c $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -1,0 +1,3 @@
+from nachos_deploy.cli import main
+
+main()

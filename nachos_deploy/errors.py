@@ -1,0 +1,56 @@
+"""The one domain error type and the documented exit codes.
+
+Every failure a user can cause or meet is a :class:`DeployError` carrying its exit code; the CLI turns
+it into one message and that code in a single place, so no user error ends in a traceback.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes, documented in the README; scripts rely on them."""
+
+    OK = 0
+    FAILED = 1  # a check did not pass: render --check differs, status unhealthy, doctor failed
+    USAGE = 2  # bad command line (Typer/Click's own code)
+    CONFIG = 3  # the deploy file, nachos.toml, an override or --set is invalid
+    ENVIRONMENT = 4  # Docker engine or Compose v2 missing or unreachable, or an image is missing
+    BUS = 5  # the bus did not become healthy; no component was started
+    COMPONENT = 6  # a component did not come up running, healthy and on the bus
+    OUTPUT = 7  # the output folder could not be written
+    INTERRUPTED = 130
+
+
+class DeployError(Exception):
+    """A failure with a user-facing message (one paragraph: what, where, how to fix) and an exit code."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, *, exit_code: ExitCode | None = None, details: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(DeployError):
+    exit_code = ExitCode.CONFIG
+
+
+class EnvironmentProblem(DeployError):
+    exit_code = ExitCode.ENVIRONMENT
+
+
+class BusFailure(DeployError):
+    exit_code = ExitCode.BUS
+
+
+class ComponentFailure(DeployError):
+    exit_code = ExitCode.COMPONENT
+
+
+class OutputError(DeployError):
+    exit_code = ExitCode.OUTPUT

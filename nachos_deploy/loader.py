@@ -1,0 +1,275 @@
+"""Reading the configuration layers from disk and the environment, and explaining what is wrong.
+
+This is the I/O edge of configuration: it reads the deploy file and ``nachos.toml``, merges the layers
+(see :mod:`nachos_deploy.config`) and turns every validation failure into one :class:`ConfigError`
+paragraph that names the file (or the variable or ``--set``), the dotted key, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from nachos_deploy.config import Component, DeployConfig
+from nachos_deploy.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "nachos-deploy.yaml"
+ENV_PREFIX = "NACHOS_DEPLOY_"
+ENV_CONFIG_PATH = "NACHOS_DEPLOY_CONFIG"  # names the deploy file; not a key override
+_FREE_FORM = ("environment", "secrets")  # keys below these keep their case in variable names
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What nachos-deploy reads from the platform's own ``nachos.toml``: which channels and tools run."""
+
+    path: Path | None = None
+    channels: Mapping[str, bool] = field(default_factory=dict)
+    tools: Mapping[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated configuration with where it came from; paths in it are relative to ``base_dir``."""
+
+    config: DeployConfig
+    base_dir: Path
+    config_path: Path | None
+    platform: Platform
+
+
+def load(
+    config_path: Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    sets: Sequence[str] = (),
+) -> Loaded:
+    """Load every layer. Without ``config_path`` the default file is used when present, else defaults."""
+    cwd = cwd or Path.cwd()
+    environ = environ if environ is not None else {}
+    explicit = config_path is not None or bool(environ.get(ENV_CONFIG_PATH))
+    path = config_path or Path(environ.get(ENV_CONFIG_PATH) or DEFAULT_CONFIG_NAME)
+    if not path.is_absolute():
+        path = cwd / path
+    data: dict[str, Any] = {}
+    if path.is_file():
+        data = _read_yaml(path)
+        found: Path | None = path
+    elif explicit:
+        raise ConfigError(
+            f"The deploy file {path} does not exist. Check the path given with --config or "
+            f"{ENV_CONFIG_PATH}, or leave both out to use {DEFAULT_CONFIG_NAME} in the current folder "
+            "(or the built-in defaults when there is none)."
+        )
+    else:
+        found = None
+    base_dir = path.parent
+    origins: dict[tuple[str, ...], str] = {}
+    for key_path, value, origin in [*_env_overrides(environ), *_set_overrides(sets)]:
+        _put(data, key_path, value)
+        origins[key_path] = origin
+    config = validate(data, source=str(found) if found else "the built-in defaults", origins=origins)
+    platform_path = base_dir / config.platform_config
+    platform = read_platform(platform_path) if platform_path.is_file() else Platform()
+    return Loaded(config=config, base_dir=base_dir, config_path=found, platform=platform)
+
+
+def validate(
+    data: Mapping[str, Any],
+    *,
+    source: str = "the deploy file",
+    origins: Mapping[tuple[str, ...], str] | None = None,
+) -> DeployConfig:
+    """Validate merged data, raising one ConfigError paragraph that covers every problem found."""
+    try:
+        return DeployConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(error, origins or {}, source) for error in exc.errors()]
+        where = sorted({origin for origin, _ in problems})
+        text = "; ".join(problem for _, problem in problems)
+        raise ConfigError(
+            f"Invalid configuration from {', '.join(where)}: {text}. Fix the value(s) named and run "
+            "the command again (`nachos-deploy validate` checks without writing anything)."
+        ) from None
+
+
+def read_platform(path: Path) -> Platform:
+    """Which channels and tools ``nachos.toml`` enables; its other settings are the platform's own."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML ({exc}). Fix its syntax; nachos-deploy reads only its "
+            "[channels.<name>] and [tools.<name>] 'enabled' keys."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}). Check its permissions and encoding.") from None
+
+    def enabled(section: str) -> dict[str, bool]:
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table of tables such as [{section}.NAME].")
+        result: dict[str, bool] = {}
+        for name, entry in table.items():
+            flag = entry.get("enabled", False) if isinstance(entry, dict) else False
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{path}: {section}.{name}.enabled must be true or false, not {flag!r}.")
+            result[name] = flag
+        return result
+
+    return Platform(path=path, channels=enabled("channels"), tools=enabled("tools"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"The deploy file {path} cannot be read ({exc}). Check its permissions.") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"The deploy file {path} is not valid YAML{where}: {problem}. Fix the syntax there "
+            "(check indentation and quote values that contain ': ' or '#')."
+        ) from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"The deploy file {path} must be a mapping of keys such as 'project:' and 'bus:', "
+            f"not a {type(document).__name__}. See the configuration reference in the README."
+        )
+    return document
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any, str]]:
+    """``NACHOS_DEPLOY_BUS__MAX_PAYLOAD=1MB`` sets ``bus.max_payload``; a '_' in a component name is '-'."""
+    result = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_PATH:
+            continue
+        raw = [part for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(raw):
+            continue
+        parts: list[str] = []
+        for index, part in enumerate(raw):
+            if index > 0 and parts[index - 1] in _FREE_FORM:
+                parts.append(part)
+            elif index == 1 and parts[0] == "components":
+                parts.append(part.lower().replace("_", "-"))
+            else:
+                parts.append(part.lower())
+        result.append((tuple(parts), _scalar(environ[name]), f"environment variable {name}"))
+    return result
+
+
+def _set_overrides(sets: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]]:
+    result = []
+    for item in sets:
+        key, sep, value = item.partition("=")
+        parts = tuple(key.strip().split("."))
+        if not sep or not all(parts):
+            raise ConfigError(
+                f"--set {item!r} is not of the form key.path=value; for example "
+                "--set bus.max_payload=1MB or --set components.slack.enabled=true."
+            )
+        result.append((parts, _scalar(value), f"--set {key.strip()}"))
+    return result
+
+
+def _scalar(text: str) -> Any:
+    """Overrides are strings, except true/false/null and flow lists or mappings (``[a, b]``)."""
+    stripped = text.strip()
+    if stripped in ("true", "false", "null", "~") or stripped[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            return text
+    return text
+
+
+def _put(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in key_path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[key_path[-1]] = value
+
+
+def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -> tuple[str, str]:
+    """One ``key: problem (got X)`` clause, and where the bad value came from."""
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc) or "(top level)"
+    origin = source
+    for length in range(len(loc), 0, -1):
+        if loc[:length] in origins:
+            origin = origins[loc[:length]]
+            break
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return origin, f"{key} is not a known key ({hint}known keys here: {', '.join(known)})"
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if loc and loc[-1].endswith("port") and kind.startswith(("less_than", "greater_than", "int_")):
+        message = "must be a port number from 0 to 65535 (0 picks a free port on the host)"
+    elif kind.startswith("int_"):
+        message = "must be a whole number"
+    elif kind == "bool_parsing" or kind == "bool_type":
+        message = "must be true or false"
+    elif kind == "string_pattern_mismatch" and loc == ("project",):
+        message = (
+            "must be a Compose project name: lowercase letters, digits, '-' and '_', starting with a "
+            "letter or digit"
+        )
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        message = "must be a mapping of keys"
+    got = error.get("input")
+    if kind != "extra_forbidden" and not isinstance(got, dict | list) and repr(got) not in message:
+        message = f"{message} (got {got!r})"
+    return origin, f"{key}: {message}"
+
+
+def _known_keys(loc: tuple[str, ...]) -> list[str]:
+    """Field names of the model found at ``loc``, for 'did you mean' hints."""
+    model: type[BaseModel] = DeployConfig
+    for part in loc:
+        if model is DeployConfig and part == "components":
+            continue
+        if part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+            nested = _model_in(annotation)
+            if nested is None:
+                break
+            model = nested
+        elif model is Component or issubclass(model, Component):
+            continue
+        else:
+            model = Component
+    return sorted(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

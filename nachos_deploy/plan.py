@@ -1,0 +1,361 @@
+"""From a validated configuration to the full list of services, with every default resolved.
+
+Pure: no disk, clock or environment. The plan is what both the renderer and the lifecycle read, so
+"which components run, in which order, under which bus connection name" is decided here once.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from nachos_deploy import catalog
+from nachos_deploy.catalog import Role
+from nachos_deploy.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck
+from nachos_deploy.loader import Platform
+from nachos_deploy.units import format_size
+
+_HERE = PurePath()
+BUS = "bus"
+INTERNAL_NETWORK = "nachos-internal"
+EGRESS_NETWORK = "egress"
+HOST_NETWORK = "host-access"
+CLIENT_PORT = 4222
+MONITOR_PORT = 8222
+NATS_CONFIG_FILE = "nats.conf"
+NATS_CONFIG_TARGET = "/etc/nats/nats.conf"
+COMPOSE_FILE = "docker-compose.yml"
+PLATFORM_CONFIG_FILE = "nachos.toml"
+BUS_VOLUME = "bus-data"
+GATEWAY_VOLUME = "gateway-data"
+BUS_URL = f"nats://{BUS}:{CLIENT_PORT}"
+# /healthz answers ok with JetStream off, so the probe also asks /jsz for a store_dir.
+BUS_HEALTH_TEST = (
+    "wget -q --spider http://127.0.0.1:8222/healthz && "
+    "wget -qO- http://127.0.0.1:8222/jsz | grep -q '\"store_dir\"'"
+)
+GATEWAY_HEALTH_TEST = (
+    "CMD",
+    "node",
+    "-e",
+    f"fetch('http://127.0.0.1:{catalog.GATEWAY_HEALTH_PORT}/health')"
+    ".then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))",
+)
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A literal value, or (``reference``) the name of a host variable Compose substitutes at start."""
+
+    name: str
+    value: str
+    reference: bool = False
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # a named volume, or a path relative to the output folder
+    target: str
+    read_only: bool = False
+
+    @property
+    def is_volume(self) -> bool:
+        return not self.source.startswith((".", "/"))
+
+
+@dataclass(frozen=True)
+class HealthPlan:
+    test: tuple[str, ...] | str
+    interval: str
+    timeout: str
+    retries: int
+    start_period: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    host_ip: str
+    published: int  # 0: the engine picks a free port
+    target: int
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    name: str
+    role: Role
+    image: str
+    build_context: str | None = None
+    build_dockerfile: str | None = None
+    command: tuple[str, ...] | str | None = None
+    environment: tuple[EnvVar, ...] = ()
+    networks: tuple[str, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    ports: tuple[PortPlan, ...] = ()
+    healthcheck: HealthPlan | None = None
+    user: str | None = None
+    limits: Limits = Limits()
+    connection_name: str | None = None  # the name it must show on the bus's /connz; None: not checked
+
+
+@dataclass(frozen=True)
+class BusPlan:
+    service: ServicePlan
+    max_payload: int
+    max_pending: int
+    store_dir: str
+    client_port: int
+    monitor_port: int
+    bind_address: str
+
+    @property
+    def max_payload_text(self) -> str:
+        return format_size(self.max_payload)
+
+    @property
+    def max_pending_text(self) -> str:
+        return format_size(self.max_pending)
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: str
+    bus: BusPlan
+    components: tuple[ServicePlan, ...]
+    networks: tuple[tuple[str, bool], ...]  # (name, internal)
+    volumes: tuple[str, ...]
+    platform_config_source: str  # relative to the output folder
+    generate_platform_config: bool
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def services(self) -> tuple[ServicePlan, ...]:
+        return (self.bus.service, *self.components)
+
+    def component(self, name: str) -> ServicePlan:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+
+def make_plan(
+    config: DeployConfig,
+    platform: Platform | None = None,
+    *,
+    base_dir: PurePath = _HERE,
+    output_dir: PurePath | None = None,
+) -> Plan:
+    """Resolve every default. Paths in the plan are relative to ``output_dir`` (the compose file's)."""
+    platform = platform or Platform()
+    output_dir = output_dir if output_dir is not None else base_dir / config.output
+    warnings: list[str] = []
+
+    names = _enabled_components(config, platform)
+    channels = [name for name, role in names if role is Role.CHANNEL]
+    if platform.path is not None:
+        platform_source, generate = _relative(PurePath(platform.path), output_dir), False
+    else:
+        platform_source, generate = f"./{PLATFORM_CONFIG_FILE}", True
+
+    components = tuple(
+        _component(name, role, config, channels, platform_source, base_dir, output_dir)
+        for name, role in names
+    )
+    bus = _bus(config)
+    # The platform's ADR default (10MB) is above NATS's advice on purpose; warn only on a user's choice.
+    if config.bus.max_payload > MAX_PAYLOAD_ADVISED and "max_payload" in config.bus.model_fields_set:
+        warnings.append(
+            f"bus.max_payload is {bus.max_payload_text}: NATS advises 8MB at most, since large "
+            "messages hold up every other client on the connection."
+        )
+    if config.bus.bind_address not in ("127.0.0.1", "::1"):
+        warnings.append(
+            f"bus.bind_address is {config.bus.bind_address}: the bus ports are reachable from other "
+            "hosts, and the bus has no authentication yet."
+        )
+
+    network_names = {INTERNAL_NETWORK: True, HOST_NETWORK: False}
+    for service in components:
+        for network in service.networks:
+            network_names.setdefault(network, False)
+    volumes = {BUS_VOLUME}
+    for service in components:
+        volumes.update(mount.source for mount in service.mounts if mount.is_volume)
+    return Plan(
+        project=config.project,
+        bus=bus,
+        components=components,
+        networks=tuple(network_names.items()),
+        volumes=tuple(sorted(volumes)),
+        platform_config_source=platform_source,
+        generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
+        warnings=tuple(warnings),
+    )
+
+
+def _enabled_components(config: DeployConfig, platform: Platform) -> list[tuple[str, Role]]:
+    """Enabled components in start order: gateway, llm-proxy, channels, tools, then extras."""
+    candidates: dict[str, Role] = {name: known.role for name, known in catalog.KNOWN.items()}
+    for name in platform.channels:
+        candidates.setdefault(name, Role.CHANNEL)
+    for name in platform.tools:
+        candidates.setdefault(name, Role.TOOL)
+    for name, component in config.components.items():
+        if component.role is not None:
+            candidates[name] = Role(component.role)
+        else:
+            candidates.setdefault(name, Role.EXTRA)
+
+    def enabled(name: str, role: Role) -> bool:
+        explicit = config.components.get(name, Component()).enabled
+        if explicit is not None:
+            return explicit
+        if role is Role.CHANNEL and name in platform.channels:
+            return platform.channels[name]
+        if role is Role.TOOL and name in platform.tools:
+            return platform.tools[name]
+        if name in catalog.KNOWN:
+            return catalog.KNOWN[name].enabled
+        return True  # an extra the user wrote down runs unless disabled
+
+    order = list(Role)
+    chosen = [(name, role) for name, role in candidates.items() if enabled(name, role)]
+    return sorted(chosen, key=lambda item: order.index(item[1]))  # stable: catalog, then file order
+
+
+def _component(
+    name: str,
+    role: Role,
+    config: DeployConfig,
+    channels: list[str],
+    platform_source: str,
+    base_dir: PurePath,
+    output_dir: PurePath,
+) -> ServicePlan:
+    settings = config.components.get(name, Component())
+    known = catalog.known(name, role)
+    connection_name: str | None = known.connection_name
+    if settings.connection_name is False:
+        connection_name = None
+    elif settings.connection_name is not None:
+        connection_name = settings.connection_name
+
+    env: dict[str, EnvVar] = {}
+
+    def put(key: str, value: str, *, reference: bool = False, required: bool = True) -> None:
+        env[key] = EnvVar(key, value, reference, required)
+
+    put("NATS_URL", BUS_URL)
+    put("NATS_SERVERS", BUS_URL)  # upstream's gateway reads only this one, the others only NATS_URL
+    put("NACHOS_COMPONENT", name)
+    put("NACHOS_ROLE", str(role))
+    if connection_name:
+        put("NACHOS_CONNECTION_NAME", connection_name)
+    mounts: list[Mount] = []
+    if role is not Role.EXTRA:
+        put("NACHOS_CONFIG_PATH", catalog.PLATFORM_CONFIG_PATH)
+        put("NACHOS_CONFIG", catalog.PLATFORM_CONFIG_PATH)
+        mounts.append(Mount(platform_source, catalog.PLATFORM_CONFIG_PATH, read_only=True))
+    for key, value in known.environment:
+        put(key, value)
+    if role is Role.GATEWAY and channels:
+        put("GATEWAY_CHANNELS", ",".join(channels))
+    for secret in known.secrets:
+        put(secret.name, secret.name, reference=True, required=secret.required)
+    for key, source in settings.secrets.items():
+        put(key, source, reference=True)
+    for key, value in settings.environment.items():
+        put(key, value)
+
+    if role is Role.GATEWAY:
+        mounts.append(Mount(GATEWAY_VOLUME, catalog.GATEWAY_DATA_DIR))
+    if name == "filesystem" and not settings.volumes:
+        mounts.append(Mount(_relative(base_dir / "workspace", output_dir), catalog.WORKSPACE_DIR, True))
+    for item in settings.volumes:
+        source, target, *mode = item.split(":")
+        if source.startswith("."):
+            source = _relative(base_dir / source, output_dir)
+        mounts.append(Mount(source, target, read_only=mode == ["ro"]))
+
+    egress = settings.egress if settings.egress is not None else known.egress
+    networks = [INTERNAL_NETWORK, *([EGRESS_NETWORK] if egress else []), *settings.networks]
+
+    healthcheck: HealthPlan | None = None
+    if isinstance(settings.healthcheck, Healthcheck):
+        check = settings.healthcheck
+        test = tuple(check.test) if isinstance(check.test, list) else check.test
+        healthcheck = HealthPlan(test, check.interval, check.timeout, check.retries, check.start_period)
+    elif settings.healthcheck is None and role is Role.GATEWAY:
+        healthcheck = HealthPlan(GATEWAY_HEALTH_TEST, "5s", "3s", 3, "10s")
+
+    build_context = build_dockerfile = None
+    image = settings.image or f"{config.images.prefix}{known.image_name}:{config.images.tag}"
+    if settings.build is not None:
+        build_context = _relative(base_dir / settings.build.context, output_dir)
+        build_dockerfile = settings.build.dockerfile
+
+    command = settings.command
+    return ServicePlan(
+        name=name,
+        role=role,
+        image=image,
+        build_context=build_context,
+        build_dockerfile=build_dockerfile,
+        command=tuple(command) if isinstance(command, list) else command,
+        environment=tuple(env.values()),
+        networks=tuple(dict.fromkeys(networks)),
+        mounts=tuple(mounts),
+        healthcheck=healthcheck,
+        user=settings.user if settings.user is not None else _default_user(role),
+        limits=Limits(settings.resources.memory, settings.resources.cpus, settings.resources.pids),
+        connection_name=connection_name,
+    )
+
+
+def _default_user(role: Role) -> str | None:
+    return None if role is Role.EXTRA else catalog.DEFAULT_USER
+
+
+def _bus(config: DeployConfig) -> BusPlan:
+    bus = config.bus
+    service = ServicePlan(
+        name=BUS,
+        role=Role.EXTRA,
+        image=bus.image,
+        command=("--config", NATS_CONFIG_TARGET, "--js", "--store_dir", bus.store_dir),
+        networks=(INTERNAL_NETWORK, HOST_NETWORK),
+        mounts=(
+            Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
+            Mount(BUS_VOLUME, bus.store_dir),
+        ),
+        ports=(
+            PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
+            PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
+        ),
+        healthcheck=HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), bus.healthcheck_interval, "2s", 3),
+        limits=Limits(bus.resources.memory, bus.resources.cpus, bus.resources.pids),
+    )
+    return BusPlan(
+        service=service,
+        max_payload=bus.max_payload,
+        max_pending=bus.max_pending,
+        store_dir=bus.store_dir,
+        client_port=bus.client_port,
+        monitor_port=bus.monitor_port,
+        bind_address=bus.bind_address,
+    )
+
+
+def _relative(path: PurePath, start: PurePath) -> str:
+    """A POSIX path from the output folder to ``path``, so rendered files do not embed a home folder."""
+    relative = posixpath.relpath(PurePath(path).as_posix(), PurePath(start).as_posix())
+    return relative if relative.startswith(".") else f"./{relative}"

@@ -1,0 +1,461 @@
+"""A tiny stand-in Nachos component, shipped in a container image as the module ``nachos_probe``.
+
+It lets a stack be brought up and checked end to end before the real components exist: it joins
+the bus under a connection name, answers a health ping and the request subjects of its role,
+and can serve an HTTP /health for the container healthcheck. It is copied into the image as a
+single file, so it imports only the standard library and nats-py, never nachos_deploy.
+
+Environment:
+  NACHOS_COMPONENT         component name (required); used in subjects, so no dots or spaces
+  NATS_URL / NATS_SERVERS  bus URL, else the first of the comma list; default nats://bus:4222
+  NACHOS_CONNECTION_NAME   connection name shown in /connz (default: the component name)
+  NACHOS_ROLE              gateway | llm-proxy | channel | tool | extra (default: extra)
+  PROBE_SUBJECTS           comma list replacing the role's subjects
+  PROBE_HTTP_PORT          serve GET /health on 0.0.0.0:PORT (default 0: no HTTP)
+  PROBE_FAIL_AT_START      exit at once with this code, to play a component that dies at start
+  PROBE_CONNECT_WINDOW     seconds to keep trying the first connection (default 5)
+  PROBE_RECONNECT_ATTEMPTS reconnect attempts after a lost connection, >= 1 (default 10)
+  PROBE_RECONNECT_WAIT     seconds between reconnect attempts (default 2)
+
+Exit codes: 0 on SIGTERM/SIGINT, 1 when the bus is unreachable at start or the connection is
+finally closed (so the container restarts rather than idling), 2 for a configuration error.
+``--check`` asks the running probe's /health and exits 0 only on HTTP 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from nats import errors as nats_errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+ROLES = ("gateway", "llm-proxy", "channel", "tool", "extra")
+DEFAULT_NATS_URL = "nats://bus:4222"
+PING_SUBJECT_PREFIX = "nachos.health.ping"
+
+EXIT_OK = 0
+EXIT_BUS = 1
+EXIT_CONFIG = 2
+
+_CONNECT_TIMEOUT = 2.0
+_SHUTDOWN_STEP = 0.4
+"""Bound for each of drain and close at shutdown, so SIGTERM ends the process well within 1 s."""
+
+_CHECK_TIMEOUT = 2.0
+
+
+class ConfigError(Exception):
+    """The environment does not describe a usable probe; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    component: str
+    role: str
+    nats_url: str
+    connection_name: str
+    subjects: tuple[str, ...]
+    http_port: int
+    connect_window: float
+    reconnect_attempts: int
+    reconnect_wait: float
+
+    @property
+    def ping_subject(self) -> str:
+        return f"{PING_SUBJECT_PREFIX}.{self.component}"
+
+
+def role_subjects(role: str, component: str) -> tuple[str, ...]:
+    """The request subjects a real component of ``role`` would serve."""
+    if role == "gateway":
+        return ("nachos.policy.check",)
+    if role == "llm-proxy":
+        return ("nachos.llm.request",)
+    if role == "channel":
+        return (f"nachos.channel.{component}.outbound",)
+    if role == "tool":
+        return (f"nachos.tool.{component}.request",)
+    return ()
+
+
+def _redact(url: str) -> str:
+    """Drop user:password from a URL before it is printed into a container log."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
+def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a number") from None
+    if not value >= minimum:  # also rejects nan
+        raise ConfigError(f"{key}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def _integer(env: Mapping[str, str], key: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{key}={raw!r} must be between {low} and {high}")
+    return value
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Read the probe's environment, refusing values that would only fail later and vaguely."""
+    component = env.get("NACHOS_COMPONENT", "").strip()
+    if not component:
+        raise ConfigError("NACHOS_COMPONENT is not set; it names this component on the bus")
+    if any(ch.isspace() or ch in ".*>" for ch in component):
+        rule = "no dots, spaces, '*' or '>'"
+        raise ConfigError(f"NACHOS_COMPONENT={component!r} cannot be one subject token ({rule})")
+
+    role = env.get("NACHOS_ROLE", "").strip() or "extra"
+    if role not in ROLES:
+        raise ConfigError(f"NACHOS_ROLE={role!r} is not one of {', '.join(ROLES)}")
+
+    nats_url = env.get("NATS_URL", "").strip()
+    if not nats_url:
+        servers = [s.strip() for s in env.get("NATS_SERVERS", "").split(",") if s.strip()]
+        nats_url = servers[0] if servers else DEFAULT_NATS_URL
+
+    connection_name = env.get("NACHOS_CONNECTION_NAME", "").strip() or component
+
+    if env.get("PROBE_SUBJECTS", "").strip():
+        raw_subjects = env["PROBE_SUBJECTS"].split(",")
+        subjects = tuple(s.strip() for s in raw_subjects if s.strip())
+        bad = [s for s in subjects if any(ch.isspace() for ch in s) or ".." in s]
+        if bad:
+            raise ConfigError(f"PROBE_SUBJECTS has invalid subjects: {', '.join(bad)}")
+    else:
+        subjects = role_subjects(role, component)
+
+    return Settings(
+        component=component,
+        role=role,
+        nats_url=nats_url,
+        connection_name=connection_name,
+        subjects=subjects,
+        http_port=_integer(env, "PROBE_HTTP_PORT", 0, low=0, high=65535),
+        connect_window=_number(env, "PROBE_CONNECT_WINDOW", 5.0, minimum=0.1),
+        reconnect_attempts=_integer(env, "PROBE_RECONNECT_ATTEMPTS", 10, low=1, high=10_000),
+        reconnect_wait=_number(env, "PROBE_RECONNECT_WAIT", 2.0, minimum=0.0),
+    )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception whose ``str`` may be empty (nats-py timeouts are)."""
+    if isinstance(exc, ConnectionRefusedError):
+        # asyncio words it "Connect call failed", which hides the one fact that matters.
+        return "connection refused"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP /health
+
+
+def start_health_server(
+    port: int,
+    component: str,
+    connected: threading.Event,
+) -> ThreadingHTTPServer:
+    """Serve /health from a thread so a busy or blocked event loop cannot stall the healthcheck.
+
+    The answer reflects ``connected``, which the NATS callbacks keep up to date.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if urllib.parse.urlsplit(self.path).path != "/health":
+                self._answer(404, {"ok": False, "error": "not found"})
+                return
+            ok = connected.is_set()
+            self._answer(200 if ok else 503, {"ok": ok, "component": component})
+
+        def _answer(self, status: int, doc: dict[str, object]) -> None:
+            body = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # A healthcheck every few seconds would otherwise bury the component's own log.
+            return
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.1},
+        name="probe-health",
+        daemon=True,
+    )
+    thread.start()
+    return server
+
+
+def check(env: Mapping[str, str]) -> int:
+    """The container healthcheck: 0 only when the running probe says HTTP 200 on /health."""
+    try:
+        port = _integer(env, "PROBE_HTTP_PORT", 0, low=0, high=65535)
+    except ConfigError as exc:
+        _say(f"probe --check: {exc}")
+        return EXIT_BUS
+    if port == 0:
+        _say("probe --check: PROBE_HTTP_PORT is not set, so there is no /health to ask")
+        return EXIT_BUS
+    # Straight to loopback: a proxy from the environment must not answer for us.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://127.0.0.1:{port}/health"
+    try:
+        with opener.open(url, timeout=_CHECK_TIMEOUT) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as err:
+        with err:
+            _say(f"probe --check: {url} answered HTTP {err.code}")
+        return EXIT_BUS
+    except (OSError, ValueError) as exc:
+        _say(f"probe --check: {url} is not reachable: {_describe(exc)}")
+        return EXIT_BUS
+    return EXIT_OK if status == 200 else EXIT_BUS
+
+
+# --------------------------------------------------------------------------------------------
+# NATS
+
+
+async def run(settings: Settings) -> int:
+    """Connect, serve until SIGTERM/SIGINT (exit 0) or until the connection is lost for good."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    name = settings.component
+    url = _redact(settings.nats_url)
+    connected = threading.Event()
+    closed = asyncio.Event()
+    errors: list[BaseException] = []
+    ready = False
+
+    async def on_error(exc: Exception) -> None:
+        # nats-py would log a traceback per error; a component log wants one line, and before
+        # the first connection only the last refusal matters, for the final message.
+        errors.append(exc)
+        del errors[:-1]
+        if ready:
+            _say(f"probe {name}: bus error: {_describe(exc)}")
+
+    async def on_disconnected() -> None:
+        connected.clear()
+        if ready and not stop.is_set():
+            _say(f"probe {name}: disconnected from the bus, reconnecting")
+
+    async def on_reconnected() -> None:
+        connected.set()
+        _say(f"probe {name}: reconnected to the bus")
+
+    async def on_closed() -> None:
+        connected.clear()
+        closed.set()
+
+    server: ThreadingHTTPServer | None = None
+    if settings.http_port:
+        try:
+            server = start_health_server(settings.http_port, name, connected)
+        except OSError as exc:
+            _say(f"probe {name}: cannot serve /health on port {settings.http_port}: {exc}")
+            return EXIT_BUS
+
+    client = Client()
+    options: dict[str, Any] = {
+        "name": settings.connection_name,
+        "allow_reconnect": True,
+        "connect_timeout": min(_CONNECT_TIMEOUT, settings.connect_window),
+        "max_reconnect_attempts": settings.reconnect_attempts,
+        "reconnect_time_wait": settings.reconnect_wait,
+        "ping_interval": 10,
+        "max_outstanding_pings": 3,
+        "drain_timeout": 1,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+        "closed_cb": on_closed,
+    }
+    try:
+        connecting = _connect(client, settings, options)
+        outcome = await _until_stopped(connecting, stop, settings.connect_window)
+        if outcome is _STOPPED:
+            return EXIT_OK
+        if isinstance(outcome, BaseException):
+            cause = errors[-1] if errors else outcome
+            _say(f"probe {name}: cannot connect to the bus at {url}: {_describe(cause)}")
+            return EXIT_BUS
+
+        subjects = [settings.ping_subject, *settings.subjects]
+        await client.subscribe(settings.ping_subject, cb=_ping_handler(settings))
+        for subject in settings.subjects:
+            await client.subscribe(subject, cb=_echo_handler(settings))
+        await client.flush()
+        ready = True
+        connected.set()
+        answering = ", ".join(subjects)
+        as_name = settings.connection_name
+        print(f"probe {name} connected to {url} as {as_name}; answering {answering}", flush=True)
+
+        stop_wait = asyncio.ensure_future(stop.wait())
+        closed_wait = asyncio.ensure_future(closed.wait())
+        await asyncio.wait({stop_wait, closed_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        closed_wait.cancel()
+        if stop.is_set():
+            return EXIT_OK
+        last = f": {_describe(errors[-1])}" if errors else ""
+        _say(f"probe {name}: connection to the bus at {url} is closed for good{last}")
+        return EXIT_BUS
+    finally:
+        stop.set()  # tells the callbacks that what follows is our own doing
+        await _shutdown(client)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+_STOPPED = object()
+
+
+async def _connect(client: Client, settings: Settings, options: dict[str, Any]) -> None:
+    await client.connect(settings.nats_url, **options)
+
+
+async def _until_stopped(
+    connecting: Coroutine[Any, Any, None], stop: asyncio.Event, window: float
+) -> object | BaseException | None:
+    """Run the first connection for at most ``window`` seconds, unless a signal comes first.
+
+    Returns None once connected, ``_STOPPED`` on a signal, or the exception that ended it.
+    """
+    task: asyncio.Task[None] = asyncio.ensure_future(connecting)
+    stop_wait = asyncio.ensure_future(stop.wait())
+    try:
+        first = asyncio.FIRST_COMPLETED
+        done, _ = await asyncio.wait({task, stop_wait}, timeout=window, return_when=first)
+    finally:
+        stop_wait.cancel()
+    if task in done:
+        return task.exception()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    if stop.is_set():
+        return _STOPPED
+    return TimeoutError(f"no connection within {window:g}s")
+
+
+async def _shutdown(client: Client) -> None:
+    """Drain so in-flight replies still go out, but never let a dead bus delay the exit."""
+    if client.is_connected:
+        with contextlib.suppress(nats_errors.Error, TimeoutError):
+            await asyncio.wait_for(client.drain(), _SHUTDOWN_STEP)
+    if not client.is_closed:
+        with contextlib.suppress(nats_errors.Error, OSError, TimeoutError):
+            await asyncio.wait_for(client.close(), _SHUTDOWN_STEP)
+
+
+def _ping_handler(settings: Settings) -> Callable[[Msg], Awaitable[None]]:
+    body = json.dumps({"component": settings.component, "role": settings.role, "ok": True})
+
+    async def handle(msg: Msg) -> None:
+        if msg.reply:
+            await msg.respond(body.encode())
+
+    return handle
+
+
+def _echo_handler(settings: Settings) -> Callable[[Msg], Awaitable[None]]:
+    async def handle(msg: Msg) -> None:
+        if not msg.reply:
+            return
+        doc = {
+            "component": settings.component,
+            "subject": msg.subject,
+            "echo": msg.data.decode("utf-8", errors="replace"),
+        }
+        await msg.respond(json.dumps(doc).encode())
+
+    return handle
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    env = os.environ
+    if args == ["--check"]:
+        return check(env)
+    if args:
+        _say("usage: python3 -m nachos_probe [--check]")
+        return EXIT_CONFIG
+
+    fail_at_start = env.get("PROBE_FAIL_AT_START", "").strip()
+    if fail_at_start:
+        try:
+            code = int(fail_at_start)
+        except ValueError:
+            _say(f"probe: PROBE_FAIL_AT_START={fail_at_start!r} is not an exit code")
+            return EXIT_CONFIG
+        who = env.get("NACHOS_COMPONENT", "").strip() or "?"
+        _say(f"probe {who}: failing at start with exit code {code} (PROBE_FAIL_AT_START)")
+        return code
+
+    try:
+        settings = load_settings(env)
+    except ConfigError as exc:
+        _say(f"probe: {exc}")
+        return EXIT_CONFIG
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Templates to file contents, in memory: nothing here touches the disk, the clock or the environment.
+
+Every ``{{ }}`` in the Compose template goes through :func:`yaml_scalar`, so a configuration value is
+always one quoted YAML scalar: quotes, newlines, ``: ``, ``#`` or ``{{ }}`` in a value cannot change the
+file's structure, and ``$`` is doubled so Compose does not substitute inside data. Host variables are
+referenced only where the plan says so (``${VAR}``), which is how secrets stay out of rendered files.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from nachos_deploy import __version__
+from nachos_deploy.errors import DeployError
+from nachos_deploy.plan import (
+    COMPOSE_FILE,
+    NATS_CONFIG_FILE,
+    PLATFORM_CONFIG_FILE,
+    EnvVar,
+    Plan,
+)
+
+HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
+
+
+def templates_dir() -> Path:
+    """Packaged templates in a wheel; the checkout's top-level ``templates/`` in an editable install."""
+    packaged = Path(str(resources.files("nachos_deploy"))) / "templates"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if checkout.is_dir():
+        return checkout
+    raise DeployError(
+        "nachos-deploy's templates are missing from its installation; reinstall it "
+        "(pip install --force-reinstall nachos-deploy)."
+    )
+
+
+def yaml_scalar(value: object) -> str:
+    """One YAML scalar on one line; strings always quoted, and ``$`` escaped for Compose."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("$", "$$")
+    dumped: str = yaml.safe_dump(text, default_style='"', width=2**31, allow_unicode=True)
+    return dumped.removesuffix("\n").removesuffix("\n...")
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
+def yaml_key(value: object) -> str:
+    """A mapping key: bare when it is a plain name (they are validated as such), quoted otherwise."""
+    text = str(value)
+    if _PLAIN_KEY.fullmatch(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return yaml_scalar(text)
+
+
+def env_value(var: EnvVar) -> str:
+    """A literal value, or a ``${VAR}`` reference (``${VAR:-}`` when it may be left unset)."""
+    if var.reference:
+        return yaml_scalar_raw("${" + var.value + ("}" if var.required else ":-}"))
+    return yaml_scalar(var.value)
+
+
+def yaml_scalar_raw(text: str) -> str:
+    """Like yaml_scalar but keeps ``$``: only for references the plan built itself."""
+    dumped: str = yaml.safe_dump(text, default_style='"', width=2**31, allow_unicode=True)
+    return dumped.removesuffix("\n")
+
+
+class _Literal(str):
+    """Already-quoted template output that finalize must pass through."""
+
+
+def _environment(loader_dir: Path, finalize: Any) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(loader_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=finalize,
+    )
+
+
+def _finalize_yaml(value: object) -> str:
+    if isinstance(value, _Literal):
+        return str(value)
+    return yaml_scalar(value)
+
+
+@functools.cache
+def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
+    """Compiled once per process: rendering is called often (tests, --check, up)."""
+    directory = templates_dir()
+    compose_env = _environment(directory, _finalize_yaml)
+    compose_env.filters["env_value"] = lambda var: _Literal(env_value(var))
+    compose_env.filters["key"] = lambda name: _Literal(yaml_key(name))
+    compose_env.filters["safe_comment"] = lambda text: _Literal(" ".join(str(text).split()))
+    return compose_env, _environment(directory, _finalize_text)
+
+
+def render(plan: Plan) -> dict[str, str]:
+    """File name → content for the output folder, deterministic for a given plan."""
+    compose_env, text_env = _environments()
+    context: dict[str, Any] = {"plan": plan, "header": HEADER, "version": __version__}
+    try:
+        files = {
+            COMPOSE_FILE: compose_env.get_template("docker-compose.yml.j2").render(context),
+            NATS_CONFIG_FILE: text_env.get_template("nats.conf.j2").render(context),
+        }
+        if plan.generate_platform_config:
+            files[PLATFORM_CONFIG_FILE] = text_env.get_template("nachos.toml.j2").render(context)
+    except jinja2.TemplateError as exc:
+        raise DeployError(f"A template failed to render: {exc}. This is a bug in nachos-deploy.") from exc
+    return files
+
+
+def _finalize_text(value: object) -> str:
+    """nats.conf and nachos.toml only receive numbers and checked paths; refuse anything else."""
+    if isinstance(value, bool | int | float):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    text = str(value)
+    if any(ch in text for ch in '"\n\\{}#'):
+        raise jinja2.TemplateError(f"unsafe value {text!r} in a text template")
+    return text

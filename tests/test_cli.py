@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nachos_deploy import __version__
+from nachos_deploy.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_version() -> None:
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out.strip() == f"nachos-deploy {__version__}"
+
+
+@pytest.mark.parametrize("command", ["render", "validate", "up", "down", "status", "logs", "doctor"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    code, out, _ = run(command, "--help")
+    assert code == 0
+    assert "Example" in out
+
+
+def test_render_in_an_empty_folder(workdir: Path) -> None:
+    code, out, err = run("render")
+    assert code == 0, err
+    compose = yaml.safe_load((workdir / ".nachos" / "docker-compose.yml").read_text())
+    assert set(compose["services"]) == {"bus", "gateway", "llm-proxy"}
+    assert compose["networks"]["nachos-internal"]["internal"] is True
+    for port in compose["services"]["bus"]["ports"]:
+        assert port["host_ip"] == "127.0.0.1"
+    assert "max_payload: 10MB" in (workdir / ".nachos" / "nats.conf").read_text()
+    assert (workdir / ".nachos" / "nachos.toml").is_file()
+
+
+def test_render_is_byte_identical_and_check_passes(workdir: Path) -> None:
+    assert run("render")[0] == 0
+    first = (workdir / ".nachos" / "docker-compose.yml").read_bytes()
+    code, out, _ = run("render")
+    assert code == 0 and "unchanged" in out
+    assert (workdir / ".nachos" / "docker-compose.yml").read_bytes() == first
+    code, out, _ = run("render", "--check")
+    assert code == 0 and "up to date" in out
+
+
+def test_check_names_the_files_that_differ_and_writes_nothing(workdir: Path) -> None:
+    assert run("render")[0] == 0
+    code, _, err = run("render", "--check", "--set", "bus.max_payload=1MB")
+    assert code == 1
+    assert "nats.conf" in err and "docker-compose.yml" not in err
+    assert "max_payload: 10MB" in (workdir / ".nachos" / "nats.conf").read_text()
+
+
+def test_check_on_a_missing_folder_fails(workdir: Path) -> None:
+    code, _, err = run("render", "--check", "--output", "nowhere")
+    assert code == 1 and "docker-compose.yml" in err
+    assert not (workdir / "nowhere").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("bus:\n  max_paylod: 1MB\n", "bus.max_paylod is not a known key"),
+        ("bus:\n  max_payload: ten\n", "bus.max_payload: 'ten' is not a size"),
+        ("bus:\n  client_port: 70000\n", "bus.client_port: must be a port number"),
+        ("bus: [\n", "is not valid YAML at line"),
+    ],
+)
+def test_bad_config_is_one_message_exit_3_no_traceback_no_files(
+    workdir: Path, content: str, expected: str
+) -> None:
+    (workdir / "nachos-deploy.yaml").write_text(content)
+    for command in ("render", "validate"):
+        code, out, err = run(command)
+        assert code == 3
+        assert expected in " ".join(err.split())
+        assert "nachos-deploy.yaml" in err
+        assert "Traceback" not in err + out
+    assert not (workdir / ".nachos").exists()
+    assert [p.name for p in workdir.iterdir()] == ["nachos-deploy.yaml"]
+
+
+def test_unwritable_output_is_exit_7(workdir: Path) -> None:
+    (workdir / "file").write_text("not a folder")
+    code, _, err = run("render", "--output", "file/sub")
+    assert code == 7
+    assert "Cannot create the output folder" in err
+
+
+def test_bad_set_syntax(workdir: Path) -> None:
+    code, _, err = run("render", "--set", "nonsense")
+    assert code == 3 and "key.path=value" in err
+
+
+def test_warning_on_stderr_for_large_payload(workdir: Path) -> None:
+    code, _, err = run("render", "--set", "bus.max_payload=12MB")
+    assert code == 0
+    assert "warning:" in err and "advises 8MB" in err
+
+
+def test_validate_reports_compose_step(workdir: Path) -> None:
+    code, out, err = run("validate")
+    assert code == 0, err
+    assert "Configuration is valid" in out
+    assert re.search(r"Docker Compose [\d.]+ accepts|Skipped the Compose check", out)
+    assert not (workdir / ".nachos").exists()

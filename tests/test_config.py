@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nachos_deploy.errors import ConfigError, ExitCode
+from nachos_deploy.loader import load
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_file_gives_the_documented_defaults(tmp_path: Path) -> None:
+    loaded = load(cwd=tmp_path, environ={})
+    config = loaded.config
+    assert loaded.config_path is None
+    assert config.project == "nachos"
+    assert config.bus.image == "nats:alpine"
+    assert config.bus.max_payload == 10 * 1024 * 1024
+    assert config.bus.store_dir == "/data"
+    assert (config.bus.client_port, config.bus.monitor_port) == (4222, 8222)
+    assert config.bus.bind_address == "127.0.0.1"
+    assert config.bus.healthcheck_interval == "1s"
+
+
+def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
+    write(tmp_path / "nachos-deploy.yaml", "project: from-file\nbus:\n  client_port: 1111\n")
+    env = {"NACHOS_DEPLOY_PROJECT": "from-env", "NACHOS_DEPLOY_BUS__MONITOR_PORT": "2222"}
+    loaded = load(cwd=tmp_path, environ=env, sets=["project=from-cli"])
+    assert loaded.config.project == "from-cli"
+    assert loaded.config.bus.client_port == 1111
+    assert loaded.config.bus.monitor_port == 2222
+    assert load(cwd=tmp_path, environ=env).config.project == "from-env"
+    assert load(cwd=tmp_path, environ={}).config.project == "from-file"
+
+
+def test_env_names_components_with_underscores_for_hyphens(tmp_path: Path) -> None:
+    env = {
+        "NACHOS_DEPLOY_COMPONENTS__LLM_PROXY__ENABLED": "false",
+        "NACHOS_DEPLOY_COMPONENTS__GATEWAY__ENVIRONMENT__LOG_LEVEL": "debug",
+    }
+    config = load(cwd=tmp_path, environ=env).config
+    assert config.components["llm-proxy"].enabled is False
+    assert config.components["gateway"].environment == {"LOG_LEVEL": "debug"}
+
+
+def test_set_parses_lists_and_booleans(tmp_path: Path) -> None:
+    config = load(
+        cwd=tmp_path,
+        environ={},
+        sets=["components.x.command=[a, 'b c']", "components.x.enabled=true", "bus.max_payload=1MB"],
+    ).config
+    assert config.components["x"].command == ["a", "b c"]
+    assert config.components["x"].enabled is True
+    assert config.bus.max_payload == 1024 * 1024
+
+
+def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
+    write(tmp_path / "other.yaml", "project: other\n")
+    loaded = load(cwd=tmp_path, environ={"NACHOS_DEPLOY_CONFIG": "other.yaml"})
+    assert loaded.config.project == "other"
+
+
+def errors_for(tmp_path: Path, text: str, sets: list[str] | None = None) -> ConfigError:
+    path = write(tmp_path / "nachos-deploy.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load(path, cwd=tmp_path, environ={}, sets=sets or [])
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert "\n" not in info.value.message  # one paragraph
+    return info.value
+
+
+def test_unknown_key_names_file_key_and_suggestion(tmp_path: Path) -> None:
+    message = errors_for(tmp_path, "bus:\n  max_paylod: 1MB\n").message
+    assert str(tmp_path / "nachos-deploy.yaml") in message
+    assert "bus.max_paylod is not a known key" in message
+    assert "did you mean 'max_payload'" in message
+
+
+def test_unknown_component_key(tmp_path: Path) -> None:
+    message = errors_for(tmp_path, "components:\n  gateway:\n    imgae: x\n").message
+    assert "components.gateway.imgae is not a known key" in message
+    assert "did you mean 'image'" in message
+
+
+def test_bad_size_says_how_to_fix(tmp_path: Path) -> None:
+    message = errors_for(tmp_path, "bus:\n  max_payload: ten\n").message
+    assert "bus.max_payload" in message
+    assert "'ten' is not a size" in message
+    assert "10MB" in message
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_bad_port(tmp_path: Path, port: str) -> None:
+    message = errors_for(tmp_path, f"bus:\n  client_port: {port}\n").message
+    assert "bus.client_port: must be a port number from 0 to 65535" in message
+
+
+def test_max_payload_limits(tmp_path: Path) -> None:
+    assert "above nats-server's limit of 64MB" in errors_for(tmp_path, "bus: {max_payload: 65MB}").message
+    message = errors_for(tmp_path, "bus: {max_payload: 32MB, max_pending: 16MB}").message
+    assert "above max_pending" in message
+
+
+def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
+    message = errors_for(tmp_path, "bus:\n  image: [unclosed\n").message
+    assert "is not valid YAML at line" in message
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    assert "must be a mapping" in errors_for(tmp_path, "- a\n- b\n").message
+
+
+def test_error_names_the_override_it_came_from(tmp_path: Path) -> None:
+    error = errors_for(tmp_path, "project: fine\n", sets=["bus.client_port=99999"])
+    assert "--set bus.client_port" in error.message
+
+
+def test_bad_component_name_and_secret_value(tmp_path: Path) -> None:
+    assert "cannot name a component" in errors_for(tmp_path, "components:\n  Bad_Name: {}\n").message
+    message = errors_for(tmp_path, "components:\n  x:\n    secrets:\n      TOKEN: 'abc-123'\n").message
+    assert "must name the host environment variable" in message
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "nope.yaml", cwd=tmp_path, environ={})
+
+
+def test_platform_toml_enables_channels_and_tools(tmp_path: Path) -> None:
+    write(tmp_path / "nachos.toml", "[channels.slack]\nenabled = true\n[tools.filesystem]\nenabled = false\n")
+    loaded = load(cwd=tmp_path, environ={})
+    assert loaded.platform.channels == {"slack": True}
+    assert loaded.platform.tools == {"filesystem": False}
+
+
+def test_platform_toml_syntax_error(tmp_path: Path) -> None:
+    write(tmp_path / "nachos.toml", "[channels.slack\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load(cwd=tmp_path, environ={})

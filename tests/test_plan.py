@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from pathlib import Path, PurePath
+
+from nachos_deploy.catalog import Role
+from nachos_deploy.config import DeployConfig
+from nachos_deploy.loader import Platform
+from nachos_deploy.plan import make_plan
+
+
+def plan_of(data: dict[str, object], platform: Platform | None = None):  # type: ignore[no-untyped-def]
+    return make_plan(
+        DeployConfig.model_validate(data),
+        platform,
+        base_dir=PurePath("/srv/app"),
+        output_dir=PurePath("/srv/app/.nachos"),
+    )
+
+
+def env_of(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {var.name: var.value for var in service.environment}
+
+
+def test_default_stack_is_bus_gateway_llm_proxy() -> None:
+    plan = plan_of({})
+    assert [s.name for s in plan.services] == ["bus", "gateway", "llm-proxy"]
+    assert plan.generate_platform_config
+    assert plan.warnings == ()
+
+
+def test_every_component_finds_the_bus_both_ways() -> None:
+    plan = plan_of({"components": {"slack": {"enabled": True}, "extra-thing": {"image": "x:1"}}})
+    for service in plan.components:
+        env = env_of(service)
+        assert env["NATS_URL"] == env["NATS_SERVERS"] == "nats://bus:4222"
+        assert env["NACHOS_COMPONENT"] == service.name
+        assert "nachos-internal" in service.networks
+
+
+def test_connection_names_follow_upstream() -> None:
+    plan = plan_of({"components": {"slack": {"enabled": True}, "filesystem": {"enabled": True}}})
+    names = {s.name: s.connection_name for s in plan.components}
+    assert names == {
+        "gateway": "gateway",
+        "llm-proxy": "llm-proxy",
+        "slack": "channel-slack",
+        "filesystem": "tool-filesystem",
+    }
+
+
+def test_platform_toml_enables_and_deploy_file_wins() -> None:
+    platform = Platform(path=Path("/srv/app/nachos.toml"), channels={"slack": True, "matrix": True})
+    plan = plan_of({"components": {"slack": {"enabled": False}}}, platform)
+    names = [s.name for s in plan.components]
+    assert "slack" not in names
+    assert "matrix" in names  # an unknown channel from nachos.toml is a generic channel
+    assert plan.component("matrix").role is Role.CHANNEL
+    assert plan.platform_config_source == "../nachos.toml"
+    assert not plan.generate_platform_config
+
+
+def test_secrets_are_references_never_values() -> None:
+    plan = plan_of({"components": {"discord": {"enabled": True}}})
+    token = next(v for v in plan.component("discord").environment if v.name == "DISCORD_BOT_TOKEN")
+    assert token.reference and token.value == "DISCORD_BOT_TOKEN"
+
+
+def test_egress_only_where_the_internet_is_needed() -> None:
+    plan = plan_of({"components": {"webchat": {"enabled": True}, "telegram": {"enabled": True}}})
+    assert "egress" in plan.component("llm-proxy").networks
+    assert "egress" in plan.component("telegram").networks
+    assert "egress" not in plan.component("gateway").networks
+    assert "egress" not in plan.component("webchat").networks
+    assert plan.bus.service.networks == ("nachos-internal", "host-access")
+
+
+def test_relative_paths_from_the_output_folder() -> None:
+    plan = plan_of({"components": {"filesystem": {"enabled": True}}})
+    workspace = next(m for m in plan.component("filesystem").mounts if m.target == "/workspace")
+    assert workspace.source == "../workspace"
+    assert workspace.read_only
+
+
+def test_start_order_is_roles_then_file_order() -> None:
+    plan = plan_of(
+        {
+            "components": {
+                "zeta": {"image": "z"},
+                "filesystem": {"enabled": True},
+                "alpha": {"image": "a"},
+                "slack": {"enabled": True},
+            }
+        }
+    )
+    assert [s.name for s in plan.components] == [
+        "gateway",
+        "llm-proxy",
+        "slack",
+        "filesystem",
+        "zeta",
+        "alpha",
+    ]
+
+
+def test_warnings_for_large_payload_and_open_bind() -> None:
+    plan = plan_of({"bus": {"max_payload": "16MB", "bind_address": "0.0.0.0"}})
+    assert any("advises 8MB" in w for w in plan.warnings)
+    assert any("reachable from other hosts" in w for w in plan.warnings)
+
+
+def test_image_scheme_is_retargeted_by_one_setting() -> None:
+    plan = plan_of({"images": {"prefix": "reg.local:5000/n/", "tag": "2.1"}})
+    assert plan.component("gateway").image == "reg.local:5000/n/gateway:2.1"
+    assert plan.component("llm-proxy").image == "reg.local:5000/n/llm-proxy:2.1"

@@ -1,0 +1,402 @@
+"""The stand-in component (nachos_deploy/probe.py), run as a real process against a real bus."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nachos_deploy.health import BusUnavailable, connection_names, request
+from nachos_deploy.probe import ConfigError, load_settings
+from tests.natsserver import NatsServer, nats_server, nats_server_factory
+
+__all__ = ["nats_server", "nats_server_factory"]  # fixtures, used by name
+
+natsserver = pytest.mark.natsserver
+
+PROBE = Path(__file__).resolve().parent.parent / "nachos_deploy" / "probe.py"
+READY_TIMEOUT = 10.0
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The test's environment without anything that could steer the probe, plus ``values``."""
+    prefixes = ("NATS_", "NACHOS_", "PROBE_", "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(values)
+    return env
+
+
+@dataclass
+class Probe:
+    process: subprocess.Popen[str]
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def wait_ready(self) -> str:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.ready.wait(0.02):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.1)  # let the readers catch the last lines
+                output = "\n".join(self.stdout + self.stderr)
+                pytest.fail(f"probe not ready (exit {self.process.poll()}):\n{output}")
+        return self.stdout[0]
+
+    def signal_and_wait(self, sig: signal.Signals, timeout: float = 5.0) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        return code, time.monotonic() - started
+
+
+@contextlib.contextmanager
+def run_probe(
+    env: Mapping[str, str],
+    *,
+    command: list[str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[Probe]:
+    """Start the probe as a process; it is stopped (SIGTERM, then kill) when the block ends."""
+    process = subprocess.Popen(
+        command or [sys.executable, str(PROBE)],
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    probe = Probe(process)
+
+    def pump(stream: Any, lines: list[str], is_stdout: bool) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+            if is_stdout and " connected to " in line:
+                probe.ready.set()
+
+    readers = [
+        threading.Thread(target=pump, args=(process.stdout, probe.stdout, True), daemon=True),
+        threading.Thread(target=pump, args=(process.stderr, probe.stderr, False), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        yield probe
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        for reader in readers:
+            reader.join(5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def run_once(
+    env: Mapping[str, str],
+    *args: str,
+    timeout: float = 10,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(PROBE), *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ask(nats_url: str, subject: str, payload: bytes = b"") -> dict[str, Any]:
+    reply = json.loads(request(nats_url, subject, payload, timeout=2))
+    assert isinstance(reply, dict)
+    return reply
+
+
+def http_get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, json.loads(err.read())
+
+
+# --- answering on the bus --------------------------------------------------------------------
+
+ROLE_SUBJECTS = {
+    "gateway": "nachos.policy.check",
+    "llm-proxy": "nachos.llm.request",
+    "channel": "nachos.channel.comp-1.outbound",
+    "tool": "nachos.tool.comp-1.request",
+}
+
+
+@natsserver
+@pytest.mark.parametrize("role", sorted(ROLE_SUBJECTS))
+def test_answers_ping_and_its_role_subject(nats_server: NatsServer, role: str) -> None:
+    env = clean_env(NACHOS_COMPONENT="comp-1", NACHOS_ROLE=role, NATS_URL=nats_server.nats_url)
+    subject = ROLE_SUBJECTS[role]
+    with run_probe(env) as probe:
+        line = probe.wait_ready()
+        assert line == (
+            f"probe comp-1 connected to {nats_server.nats_url} as comp-1; "
+            f"answering nachos.health.ping.comp-1, {subject}"
+        )
+
+        pong = ask(nats_server.nats_url, "nachos.health.ping.comp-1")
+        echo = ask(nats_server.nats_url, subject, b"hi \xff there")
+
+        others = set(ROLE_SUBJECTS.values()) - {subject}
+        for other in others:
+            with pytest.raises(BusUnavailable, match="nothing on the bus answers"):
+                request(nats_server.nats_url, other, timeout=1)
+
+    assert pong == {"component": "comp-1", "role": role, "ok": True}
+    assert echo == {"component": "comp-1", "subject": subject, "echo": "hi \ufffd there"}
+
+
+@natsserver
+def test_extra_role_answers_only_ping_and_probe_subjects_replace_the_role(
+    nats_server: NatsServer,
+) -> None:
+    url = nats_server.nats_url
+    extra = clean_env(NACHOS_COMPONENT="x1", NATS_URL=url)
+    custom = clean_env(
+        NACHOS_COMPONENT="x2",
+        NACHOS_ROLE="gateway",
+        PROBE_SUBJECTS=" demo.one , demo.two.* ",
+        NATS_URL=url,
+    )
+    with run_probe(extra) as first, run_probe(custom) as second:
+        assert first.wait_ready().endswith("answering nachos.health.ping.x1")
+        assert second.wait_ready().endswith("answering nachos.health.ping.x2, demo.one, demo.two.*")
+
+        assert ask(url, "nachos.health.ping.x1") == {"component": "x1", "role": "extra", "ok": True}
+        assert ask(url, "demo.one", b"1") == {"component": "x2", "subject": "demo.one", "echo": "1"}
+        assert ask(url, "demo.two.b")["subject"] == "demo.two.b"
+        with pytest.raises(BusUnavailable, match="nothing on the bus answers"):
+            request(url, "nachos.policy.check", timeout=1)
+
+
+@natsserver
+def test_listed_on_the_bus_under_its_connection_name(nats_server: NatsServer) -> None:
+    named = clean_env(
+        NACHOS_COMPONENT="slack",
+        NACHOS_CONNECTION_NAME="nachos-slack",
+        # The first of the list is used; the second would be refused.
+        NATS_SERVERS=f"{nats_server.nats_url}, nats://127.0.0.1:{closed_port()}",
+    )
+    default = clean_env(NACHOS_COMPONENT="discord", NATS_URL=nats_server.nats_url)
+    with run_probe(named) as first, run_probe(default) as second:
+        assert f"connected to {nats_server.nats_url} as nachos-slack;" in first.wait_ready()
+        second.wait_ready()
+        names = connection_names(nats_server.monitor_url)
+    assert names == {"nachos-slack": 1, "discord": 1}
+
+
+# --- HTTP health and the container healthcheck -----------------------------------------------
+
+
+@natsserver
+def test_http_health_and_check_follow_the_connection(nats_server: NatsServer) -> None:
+    port = closed_port()
+    env = clean_env(
+        NACHOS_COMPONENT="web",
+        NATS_URL=nats_server.nats_url,
+        PROBE_HTTP_PORT=str(port),
+    )
+    health_url = f"http://127.0.0.1:{port}/health"
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        assert http_get(health_url) == (200, {"ok": True, "component": "web"})
+        assert http_get(f"http://127.0.0.1:{port}/other")[0] == 404
+        check = run_once(env, "--check")
+        assert check.returncode == 0, check.stderr
+
+        nats_server.stop()  # the bus goes away; the probe keeps trying to reconnect
+        deadline = time.monotonic() + 3
+        while (status := http_get(health_url))[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == (503, {"ok": False, "component": "web"})
+        assert run_once(env, "--check").returncode == 1
+
+        # Even while reconnecting, a stop request ends it at once and cleanly.
+        code, took = probe.signal_and_wait(signal.SIGTERM)
+    assert code == 0
+    assert took < 1.0
+    assert not any("Traceback" in line for line in probe.stderr), probe.stderr
+
+
+def test_check_fails_when_nothing_serves_health() -> None:
+    unanswered = run_once(clean_env(PROBE_HTTP_PORT=str(closed_port())), "--check")
+    unset = run_once(clean_env(), "--check")
+
+    assert unanswered.returncode == 1
+    assert "not reachable" in unanswered.stderr
+    assert unset.returncode == 1
+    assert "PROBE_HTTP_PORT" in unset.stderr
+
+
+# --- starting and stopping -------------------------------------------------------------------
+
+
+def test_exits_1_fast_when_the_bus_is_unreachable() -> None:
+    url = f"nats://127.0.0.1:{closed_port()}"
+    env = clean_env(NACHOS_COMPONENT="lonely", NATS_URL=url, PROBE_CONNECT_WINDOW="0.5")
+
+    started = time.monotonic()
+    result = run_once(env)
+
+    assert result.returncode == 1
+    assert time.monotonic() - started < 3
+    assert result.stdout == ""
+    expected = f"probe lonely: cannot connect to the bus at {url}: connection refused"
+    assert result.stderr.strip() == expected
+
+
+@pytest.mark.parametrize("code", [3, 42])
+def test_fail_at_start_exits_with_that_code(code: int) -> None:
+    env = clean_env(NACHOS_COMPONENT="doomed", PROBE_FAIL_AT_START=str(code))
+    started = time.monotonic()
+    result = run_once(env)
+    assert result.returncode == code
+    assert time.monotonic() - started < 3
+    assert "PROBE_FAIL_AT_START" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "NACHOS_COMPONENT is not set"),
+        ({"NACHOS_COMPONENT": "a", "NACHOS_ROLE": "boss"}, "NACHOS_ROLE='boss' is not one of"),
+        ({"NACHOS_COMPONENT": "a.b"}, "cannot be one subject token"),
+        ({"NACHOS_COMPONENT": "a", "PROBE_HTTP_PORT": "http"}, "PROBE_HTTP_PORT='http'"),
+    ],
+)
+def test_bad_configuration_exits_2(env: dict[str, str], message: str) -> None:
+    result = run_once(clean_env(**env), timeout=5)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@natsserver
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_exits_0_quickly(nats_server: NatsServer, sig: signal.Signals) -> None:
+    env = clean_env(NACHOS_COMPONENT="stopper", NATS_URL=nats_server.nats_url)
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        code, took = probe.signal_and_wait(sig)
+    assert code == 0
+    assert took < 1.0
+    assert probe.stderr == []
+    assert connection_names(nats_server.monitor_url) == {}
+
+
+def test_stop_signal_while_still_connecting_exits_0() -> None:
+    env = clean_env(NACHOS_COMPONENT="early", NATS_URL=f"nats://127.0.0.1:{closed_port()}")
+    with run_probe(env) as probe:
+        time.sleep(0.6)  # inside the 5 s connect window
+        assert probe.process.poll() is None
+        code, took = probe.signal_and_wait(signal.SIGTERM)
+    assert code == 0
+    assert took < 1.0
+
+
+@natsserver
+def test_exits_1_when_the_connection_is_closed_for_good(nats_server: NatsServer) -> None:
+    env = clean_env(
+        NACHOS_COMPONENT="orphan",
+        NATS_URL=nats_server.nats_url,
+        PROBE_RECONNECT_ATTEMPTS="1",
+        PROBE_RECONNECT_WAIT="0.1",
+    )
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        nats_server.stop()
+        code = probe.process.wait(timeout=5)
+    assert code == 1
+    assert any("closed for good" in line for line in probe.stderr), probe.stderr
+
+
+# --- shipped as one file ---------------------------------------------------------------------
+
+
+def test_imports_only_the_standard_library_and_nats() -> None:
+    tree = ast.parse(PROBE.read_text(encoding="utf-8"))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative imports break the single-file copy"
+            assert node.module is not None
+            roots.add(node.module.split(".")[0])
+    assert roots - set(sys.stdlib_module_names) == {"nats"}
+
+
+@natsserver
+def test_runs_as_module_nachos_probe_from_a_lone_copy(
+    nats_server: NatsServer,
+    tmp_path: Path,
+) -> None:
+    shutil.copy(PROBE, tmp_path / "nachos_probe.py")
+    env = clean_env(NACHOS_COMPONENT="copy", NATS_URL=nats_server.nats_url)
+    command = [sys.executable, "-m", "nachos_probe"]
+    with run_probe(env, command=command, cwd=tmp_path) as probe:
+        probe.wait_ready()
+        assert ask(nats_server.nats_url, "nachos.health.ping.copy")["ok"] is True
+
+
+# --- settings, without a process -------------------------------------------------------------
+
+
+def test_settings_defaults() -> None:
+    settings = load_settings({"NACHOS_COMPONENT": "c"})
+    assert settings.nats_url == "nats://bus:4222"
+    assert settings.role == "extra"
+    assert settings.connection_name == "c"
+    assert settings.subjects == ()
+    assert settings.http_port == 0
+    assert settings.ping_subject == "nachos.health.ping.c"
+
+
+def test_settings_url_precedence() -> None:
+    both = {"NACHOS_COMPONENT": "c", "NATS_URL": "nats://a:1", "NATS_SERVERS": "nats://b:2"}
+    servers = {"NACHOS_COMPONENT": "c", "NATS_SERVERS": " , nats://b:2,nats://c:3"}
+    assert load_settings(both).nats_url == "nats://a:1"
+    assert load_settings(servers).nats_url == "nats://b:2"
+
+
+def test_settings_reject_a_reconnect_count_nats_py_reads_as_unlimited() -> None:
+    with pytest.raises(ConfigError, match="PROBE_RECONNECT_ATTEMPTS"):
+        load_settings({"NACHOS_COMPONENT": "c", "PROBE_RECONNECT_ATTEMPTS": "0"})

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import string
+from pathlib import PurePath
+from typing import Any
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nachos_deploy.config import DeployConfig
+from nachos_deploy.plan import make_plan
+from nachos_deploy.render import render
+
+
+def rendered(data: dict[str, Any]) -> dict[str, str]:
+    plan = make_plan(
+        DeployConfig.model_validate(data), base_dir=PurePath("/a"), output_dir=PurePath("/a/.nachos")
+    )
+    return render(plan)
+
+
+def compose_of(data: dict[str, Any]) -> dict[str, Any]:
+    document = yaml.safe_load(rendered(data)["docker-compose.yml"])
+    assert isinstance(document, dict)
+    return document
+
+
+def test_bus_and_networks() -> None:
+    doc = compose_of({})
+    bus = doc["services"]["bus"]
+    assert bus["command"] == ["--config", "/etc/nats/nats.conf", "--js", "--store_dir", "/data"]
+    assert not any("max_payload" in arg for arg in bus["command"])
+    assert {"host_ip": "127.0.0.1", "published": "4222", "target": 4222, "protocol": "tcp"} in bus["ports"]
+    test = bus["healthcheck"]["test"][1]
+    assert "/healthz" in test and "/jsz" in test
+    assert "start_interval" not in bus["healthcheck"]
+    assert doc["networks"]["nachos-internal"] == {"internal": True}
+    assert doc["volumes"] == {"bus-data": {}, "gateway-data": {}}
+    for name, service in doc["services"].items():
+        assert "container_name" not in service
+        assert service["init"] is True
+        assert service["restart"] == "unless-stopped"
+        if name != "bus":
+            assert service["depends_on"] == {"bus": {"condition": "service_healthy"}}
+
+
+def test_nats_config_carries_max_payload() -> None:
+    conf = rendered({})["nats.conf"]
+    assert "max_payload: 10MB\n" in conf
+    assert "http_port: 8222\n" in conf
+    assert "max_payload: 1MB\n" in rendered({"bus": {"max_payload": 1048576}})["nats.conf"]
+
+
+def test_ephemeral_ports_have_no_published_value() -> None:
+    ports = compose_of({"bus": {"client_port": 0}})["services"]["bus"]["ports"]
+    assert ports[0] == {"host_ip": "127.0.0.1", "target": 4222, "protocol": "tcp"}
+
+
+def test_secret_references() -> None:
+    env = compose_of({"components": {"whatsapp": {"enabled": True}}})["services"]["whatsapp"]["environment"]
+    assert env["WHATSAPP_TOKEN"] == "${WHATSAPP_TOKEN}"
+    assert env["WHATSAPP_APP_SECRET"] == "${WHATSAPP_APP_SECRET:-}"
+
+
+def test_rendering_is_deterministic() -> None:
+    data = {"components": {"slack": {"enabled": True}, "x": {"image": "x", "environment": {"B": 1, "A": 2}}}}
+    assert rendered(data) == rendered(data)
+
+
+# Values are data: whatever the text, it comes back as the same string (with '$' escaped for Compose).
+pieces = st.sampled_from(
+    [*string.printable, "{{", "}}", "{%", ": ", " #", "${HOME}", "é", "\u2028", "\x85", "🙂", "'", '"']
+)
+tricky = st.lists(pieces, max_size=20).map("".join) | st.text(max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=tricky, command=st.lists(tricky, max_size=3), image=tricky.filter(lambda s: s != ""))
+def test_values_are_data_not_structure(value: str, command: list[str], image: str) -> None:
+    data = {
+        "components": {
+            "probe": {"image": image, "command": command, "environment": {"VALUE": value}, "user": value}
+        }
+    }
+    service = compose_of(data)["services"]["probe"]
+    assert service["environment"]["VALUE"] == value.replace("$", "$$")
+    assert service["image"] == image.replace("$", "$$")
+    assert service.get("command", []) == [arg.replace("$", "$$") for arg in command]
+    assert service.get("user", "") == value.replace("$", "$$")
