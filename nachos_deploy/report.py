@@ -1,0 +1,63 @@
+"""Terminal output for people: tables and next steps. JSON output is built by the results themselves."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from nachos_deploy.doctor import Check
+from nachos_deploy.lifecycle import ServiceReport, StatusResult, UpResult
+
+_MARK = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
+_LEVEL = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
+
+
+def _services_table(services: list[ServiceReport]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("service", "state", "health", "on the bus"):
+        table.add_column(column)
+    for service in services:
+        state = service.status if service.status == "running" else f"[red]{service.status}[/]"
+        table.add_row(service.name, state, service.health or "-", _MARK[service.connected])
+    return table
+
+
+def print_up(console: Console, result: UpResult) -> None:
+    console.print(_services_table(result.services))
+    phases = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.phases.items())
+    console.print(f"Times: {phases}")
+    if result.bus is not None and result.bus.round_trip_ms is not None:
+        console.print(
+            f"Bus: nats-server {result.bus.server_version}, JetStream on, max_payload "
+            f"{result.bus.max_payload} bytes, round trip {result.bus.round_trip_ms:.2f} ms"
+        )
+    console.print(f"NATS:       {result.endpoints.nats_url}")
+    console.print(f"Monitoring: {result.endpoints.monitor_url}")
+    console.print(
+        f"Project {result.project} is up. Check it with `nachos-deploy status -p {result.project}`, "
+        f"remove it with `nachos-deploy down -p {result.project}`."
+    )
+
+
+def print_status(console: Console, result: StatusResult) -> None:
+    console.print(_services_table(result.services))
+    if result.endpoints is not None:
+        console.print(f"NATS: {result.endpoints.nats_url}   Monitoring: {result.endpoints.monitor_url}")
+    if result.bus:
+        memory = f"{result.bus_memory / 1024**2:.1f} MiB" if result.bus_memory else "unknown"
+        jetstream = "on" if result.bus.get("jetstream") else "off"
+        console.print(
+            f"Bus: nats-server {result.bus.get('version')}, JetStream {jetstream}, "
+            f"{result.bus.get('connections')} client connection(s), container memory {memory}"
+        )
+    for problem in result.problems:
+        console.print(f"[red]problem:[/] {problem}")
+    if result.ok:
+        console.print(f"Project {result.project}: everything is running, healthy and on the bus.")
+
+
+def print_checks(console: Console, checks: list[Check]) -> None:
+    for check in checks:
+        console.print(f"{_LEVEL[check.level]}  {check.name}: {check.detail}")
+        if check.fix and check.level != "pass":
+            console.print(f"      fix: {check.fix}")
