@@ -62,12 +62,16 @@ class BusUnavailable(Exception):
 
 @dataclass(frozen=True)
 class BusEndpoints:
+    """Where the host reaches the bus: its client port and its HTTP monitoring port."""
+
     nats_url: str
     monitor_url: str
 
 
 @dataclass(frozen=True)
 class BusReport:
+    """The outcome of one check; facts are filled in as far as the check got before failing."""
+
     healthy: bool
     problem: str | None
     server_version: str | None
@@ -200,7 +204,7 @@ def _client_options(name: str, timeout: float, errors: list[BaseException]) -> d
     return {
         "name": name,
         "allow_reconnect": False,
-        "max_reconnect_attempts": 0,
+        "max_reconnect_attempts": 1,
         "reconnect_time_wait": 0,
         "connect_timeout": timeout,
         "error_cb": on_error,

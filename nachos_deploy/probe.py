@@ -332,10 +332,15 @@ async def run(settings: Settings) -> int:
             return EXIT_BUS
 
         subjects = [settings.ping_subject, *settings.subjects]
-        await client.subscribe(settings.ping_subject, cb=_ping_handler(settings))
-        for subject in settings.subjects:
-            await client.subscribe(subject, cb=_echo_handler(settings))
-        await client.flush()
+        try:
+            await client.subscribe(settings.ping_subject, cb=_ping_handler(settings))
+            for subject in settings.subjects:
+                await client.subscribe(subject, cb=_echo_handler(settings))
+            # The server has our subscriptions once it answers a PING; only then are we ready.
+            await client.flush(timeout=2)
+        except (nats_errors.Error, OSError, TimeoutError) as exc:
+            _say(f"probe {name}: cannot subscribe on the bus at {url}: {_describe(exc)}")
+            return EXIT_BUS
         ready = True
         connected.set()
         answering = ", ".join(subjects)

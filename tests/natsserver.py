@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from nachos_deploy.health import BusEndpoints
+from nachos_deploy.health import BusEndpoints, connection_names
 
 __all__ = [
     "NatsServer",
@@ -33,6 +33,7 @@ __all__ = [
     "find_nats_server",
     "nats_server",
     "nats_server_factory",
+    "no_connections_left",
     "start_nats_server",
 ]
 
@@ -167,6 +168,14 @@ def start_nats_server(
         reader.join(STOP_TIMEOUT)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def no_connections_left(monitor_url: str) -> bool:
+    """Whether the bus lists no clients, allowing it a moment to notice closed sockets."""
+    deadline = time.monotonic() + 2
+    while (names := connection_names(monitor_url)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return names == {}
 
 
 ServerFactory = Callable[..., NatsServer]

@@ -32,7 +32,7 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 
 
 def test_render_in_an_empty_folder(workdir: Path) -> None:
-    code, out, err = run("render")
+    code, _out, err = run("render")
     assert code == 0, err
     compose = yaml.safe_load((workdir / ".nachos" / "docker-compose.yml").read_text())
     assert set(compose["services"]) == {"bus", "gateway", "llm-proxy"}
