@@ -342,6 +342,34 @@ def logs(
 
 @app.command()
 @handle_errors
+def request(
+    subject: Annotated[str, typer.Argument(help="Subject, e.g. nachos.health.ping.gateway.")],
+    data: Annotated[str, typer.Argument(help="Payload (UTF-8 text).")] = "",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the reply.", min=0.1)
+    ] = 2.0,
+) -> None:
+    """Send one request through the running stack's bus and print the reply: a quick way to talk to
+    a component. Exits 1 when nobody answers in time.
+
+    Example: nachos-deploy request nachos.health.ping.gateway
+    """
+    from nachos_deploy import health, lifecycle
+
+    endpoints = lifecycle.running_endpoints(_stack(config, set_, project, output))
+    try:
+        reply = health.request(endpoints.nats_url, subject, data.encode(), timeout=timeout)
+    except health.BusUnavailable as exc:
+        raise DeployError(f"No reply on {subject}: {exc}", exit_code=ExitCode.FAILED) from None
+    out.print(reply.decode("utf-8", errors="replace"), markup=False)
+
+
+@app.command()
+@handle_errors
 def doctor(
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -109,7 +109,12 @@ def check_compose_file(project: str, compose_file: Path, directory: Path) -> Non
 
 
 def up(
-    client: DockerClient, services: Sequence[str], *, dependencies: bool = True, build: bool = False
+    client: DockerClient,
+    services: Sequence[str],
+    *,
+    dependencies: bool = True,
+    build: bool = False,
+    failure: ExitCode = ExitCode.COMPONENT,
 ) -> None:
     """Create and start services without waiting; the caller checks health itself, faster."""
     try:
@@ -122,17 +127,16 @@ def up(
             build=build,
         )
     except DockerException as exc:
+        text = _stderr(exc)
+        hint = ""
+        if "port is already allocated" in text or "address already in use" in text:
+            hint = (
+                " A host port is taken by another program or stack: choose other ports with "
+                "--set bus.client_port=PORT --set bus.monitor_port=PORT (0 picks free ones)."
+            )
         raise DeployError(
-            f"docker compose up {' '.join(services)} failed: {_stderr(exc)}",
-            exit_code=_up_exit_code(exc),
+            f"docker compose up {' '.join(services)} failed: {text}.{hint}", exit_code=failure
         ) from None
-
-
-def _up_exit_code(exc: DockerException) -> ExitCode:
-    text = (exc.stderr or "").lower()
-    if "no such image" in text or "pull access denied" in text or "not found" in text:
-        return ExitCode.ENVIRONMENT
-    return ExitCode.COMPONENT
 
 
 def states(client: DockerClient) -> dict[str, ServiceState]:

@@ -143,7 +143,7 @@ def up(
 
     mark = time.monotonic()
     progress("Starting the bus")
-    engine.up(client, [BUS])
+    engine.up(client, [BUS], failure=ExitCode.BUS)
     endpoints, report = _gate_bus(client, stack, deadline, progress)
     phases["bus"] = time.monotonic() - mark
 
@@ -324,6 +324,19 @@ def staged(stack: Stack) -> Iterator[Path]:
         folder = Path(tmp) / "stack"
         files.write_all(folder, stack.files)
         yield folder / stack.compose_file.name
+
+
+def running_endpoints(stack: Stack) -> Endpoints:
+    """Host URLs of a running stack's bus, or a clear error when it is not running."""
+    engine.require_engine()
+    with staged(stack) as compose_file:
+        endpoints = bus_endpoints(engine.compose_client(stack.project, compose_file, stack.output_dir), stack)
+    if endpoints is None:
+        raise DeployError(
+            f"The bus of project {stack.project} is not running; start it with `nachos-deploy up`.",
+            exit_code=ExitCode.FAILED,
+        )
+    return endpoints
 
 
 @dataclass

@@ -9,6 +9,7 @@ referenced only where the plan says so (``${VAR}``), which is how secrets stay o
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from importlib import resources
 from pathlib import Path
@@ -120,9 +121,13 @@ def render(plan: Plan) -> dict[str, str]:
     compose_env, text_env = _environments()
     context: dict[str, Any] = {"plan": plan, "header": HEADER, "version": __version__}
     try:
+        nats_conf = text_env.get_template("nats.conf.j2").render(context)
+        # Compose does not look into bind-mounted files: a label with their hash makes a changed
+        # nats.conf recreate the bus instead of leaving it running with the old limits.
+        context["bus_config_hash"] = hashlib.sha256(nats_conf.encode()).hexdigest()[:16]
         files = {
             COMPOSE_FILE: compose_env.get_template("docker-compose.yml.j2").render(context),
-            NATS_CONFIG_FILE: text_env.get_template("nats.conf.j2").render(context),
+            NATS_CONFIG_FILE: nats_conf,
         }
         if plan.generate_platform_config:
             files[PLATFORM_CONFIG_FILE] = text_env.get_template("nachos.toml.j2").render(context)

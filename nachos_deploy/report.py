@@ -33,10 +33,13 @@ def print_up(console: Console, result: UpResult) -> None:
         )
     console.print(f"NATS:       {result.endpoints.nats_url}")
     console.print(f"Monitoring: {result.endpoints.monitor_url}")
-    console.print(
-        f"Project {result.project} is up. Check it with `nachos-deploy status -p {result.project}`, "
-        f"remove it with `nachos-deploy down -p {result.project}`."
-    )
+    pings = [s.name for s in result.services if s.name != "bus"]
+    console.print(f"Project {result.project} is up. Use the same --config/--project with these:")
+    if pings:
+        console.print(f"  talk to it:   nachos-deploy request nachos.health.ping.{pings[0]}")
+    console.print("  check it:     nachos-deploy status")
+    console.print("  its logs:     nachos-deploy logs -f")
+    console.print("  remove it:    nachos-deploy down   (add --volumes --yes to delete its data)")
 
 
 def print_status(console: Console, result: StatusResult) -> None:

@@ -24,7 +24,9 @@ def test_version() -> None:
     assert out.strip() == f"nachos-deploy {__version__}"
 
 
-@pytest.mark.parametrize("command", ["render", "validate", "up", "down", "status", "logs", "doctor"])
+@pytest.mark.parametrize(
+    "command", ["render", "validate", "up", "down", "status", "logs", "doctor", "request"]
+)
 def test_every_command_has_help_with_an_example(command: str) -> None:
     code, out, _ = run(command, "--help")
     assert code == 0
@@ -55,10 +57,14 @@ def test_render_is_byte_identical_and_check_passes(workdir: Path) -> None:
 
 def test_check_names_the_files_that_differ_and_writes_nothing(workdir: Path) -> None:
     assert run("render")[0] == 0
+    code, _, err = run("render", "--check", "--set", "components.gateway.user=0")
+    assert code == 1
+    assert "docker-compose.yml" in err and "nats.conf" not in err
     code, _, err = run("render", "--check", "--set", "bus.max_payload=1MB")
     assert code == 1
-    assert "nats.conf" in err and "docker-compose.yml" not in err
+    assert "nats.conf" in err  # and the compose file, whose bus label carries the config's hash
     assert "max_payload: 10MB" in (workdir / ".nachos" / "nats.conf").read_text()
+    assert "1001:1001" in (workdir / ".nachos" / "docker-compose.yml").read_text()
 
 
 def test_check_on_a_missing_folder_fails(workdir: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -148,6 +149,8 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     assert echo["component"] == "llm-proxy" and echo["echo"] == "prompt"
     echo = json.loads(health.request(nats_url, "nachos.tool.filesystem.request", b"ls"))
     assert echo["component"] == "filesystem"
+    code, out, _ = deployment.run("request", "nachos.health.ping.webchat")
+    assert code == 0 and json.loads(out)["component"] == "webchat"
 
     code, out, _ = deployment.run("status", "--json")
     assert code == 0
@@ -215,6 +218,29 @@ def test_a_component_not_on_the_bus_fails_by_connz(deployment: Deployment) -> No
     code, out, err = deployment.run("up", "--timeout", "6")
     assert code == 6, out + err
     assert "is not connected to the bus as 'channel-webchat'" in " ".join(err.split())
+
+
+def test_a_changed_bus_config_recreates_the_bus(deployment: Deployment) -> None:
+    code, out, err = deployment.run("up", "--json", "--only", "bus")
+    assert code == 0, err
+    assert json.loads(out)["bus"]["max_payload"] == 10 * 1024 * 1024
+    first = containers(deployment.project)["bus"]
+    code, out, err = deployment.run("up", "--json", "--only", "bus", "--set", "bus.max_payload=1MB")
+    assert code == 0, err
+    assert json.loads(out)["bus"]["max_payload"] == 1024 * 1024
+    assert containers(deployment.project)["bus"] != first
+    code, out, _ = deployment.run("request", "_nobody.listens", "x", "--timeout", "0.5")
+    assert code == 1 and "No reply" in out + _
+
+
+def test_a_taken_host_port_is_a_bus_failure_with_a_fix(deployment: Deployment) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = deployment.run("up", "--set", f"bus.client_port={port}")
+    assert code == 5, out + err
+    assert "--set bus.client_port=PORT" in " ".join(err.split())
 
 
 def test_unknown_only_service_is_a_config_error(deployment: Deployment) -> None:
