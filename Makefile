@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO := compose/demo/nachos-deploy.yaml
 EXAMPLES := $(wildcard compose/*/nachos-deploy.yaml)
 
-.PHONY: install engine images demo demo-down test lint typecheck pytest compose clean help
+.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench clean help
 
 help:
 	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
@@ -16,6 +16,7 @@ help:
 	@echo "make demo-down - remove the demo stack (keeps its JetStream volume)"
 	@echo "make test      - install, engine, images, then ruff, mypy --strict and pytest"
 	@echo "make compose   - regenerate the rendered examples under compose/"
+	@echo "make bench     - measure bus start, request/reply latency and memory on the real engine"
 
 $(BIN)/nachos-deploy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,9 @@ test: lint typecheck pytest
 
 compose: install
 	@for f in $(EXAMPLES); do $(BIN)/nachos-deploy render -c $$f || exit 1; done
+
+bench: images
+	$(BIN)/python benchmarks/bus.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

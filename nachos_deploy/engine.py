@@ -34,14 +34,6 @@ class ServiceState:
     restart_count: int
     image: str
 
-    @property
-    def failed(self) -> bool:
-        return self.status in ("exited", "dead", "restarting") or self.restart_count > 0
-
-    @property
-    def ready(self) -> bool:
-        return self.status == "running" and self.health in (None, "healthy")
-
 
 def compose_client(project: str, compose_file: Path, directory: Path | None = None) -> DockerClient:
     return DockerClient(

@@ -308,10 +308,12 @@ def down(stack: Stack, *, volumes: bool) -> DownResult:
     existing = engine.project_volumes(stack.project)
     with staged(stack) as compose_file:
         engine.down(engine.compose_client(stack.project, compose_file, stack.output_dir), volumes=volumes)
-    remaining = engine.project_volumes(stack.project) if volumes else existing
-    if volumes and remaining:
-        engine.remove_volumes(remaining)  # volumes of services no longer in the configuration
-    return DownResult(stack.project, existing if volumes else [], [] if volumes else existing)
+    if not volumes:
+        return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
+    leftovers = engine.project_volumes(stack.project)  # of services no longer in the configuration
+    if leftovers:
+        engine.remove_volumes(leftovers)
+    return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])
 
 
 @contextlib.contextmanager

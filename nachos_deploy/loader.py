@@ -249,19 +249,14 @@ def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -
 def _known_keys(loc: tuple[str, ...]) -> list[str]:
     """Field names of the model found at ``loc``, for 'did you mean' hints."""
     model: type[BaseModel] = DeployConfig
-    for part in loc:
+    for index, part in enumerate(loc):
         if model is DeployConfig and part == "components":
-            continue
-        if part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-            nested = _model_in(annotation)
+            model = Component  # the next part is a component's name, then its keys
+        elif not (model is Component and index > 0 and loc[index - 1] == "components"):
+            nested = _model_in(model.model_fields[part].annotation) if part in model.model_fields else None
             if nested is None:
                 break
             model = nested
-        elif model is Component or issubclass(model, Component):
-            continue
-        else:
-            model = Component
     return sorted(model.model_fields)
 
 

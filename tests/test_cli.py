@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -120,3 +121,34 @@ def test_validate_reports_compose_step(workdir: Path) -> None:
     assert "Configuration is valid" in out
     assert re.search(r"Docker Compose [\d.]+ accepts|Skipped the Compose check", out)
     assert not (workdir / ".nachos").exists()
+
+
+@pytest.fixture
+def no_engine(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Docker CLI pointed at a socket nobody listens on: the engine is unreachable, for real."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{workdir}/no-docker.sock")
+    return workdir
+
+
+def test_up_without_an_engine_is_exit_4_with_a_fix(no_engine: Path) -> None:
+    code, out, err = run("up", "--json")
+    assert code == 4
+    assert "Traceback" not in out + err
+    assert "scripts/install-engine.sh" in " ".join(err.split())
+    document = json.loads(out)
+    assert document["ok"] is False and document["exit_code"] == 4
+
+
+def test_doctor_without_an_engine_fails_each_check_with_a_fix(no_engine: Path) -> None:
+    code, out, _ = run("doctor", "--json")
+    assert code == 1
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["config"]["level"] == "pass"
+    assert checks["engine"]["level"] == "fail" and checks["engine"]["fix"]
+
+
+def test_status_and_down_without_an_engine(no_engine: Path) -> None:
+    for command in ("status", "down", "logs"):
+        code, out, err = run(command)
+        assert code == 4, (command, out, err)
+        assert "Traceback" not in out + err
