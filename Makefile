@@ -34,6 +34,7 @@ images: engine
 
 demo: images
 	$(BIN)/nachos-deploy up -c $(DEMO)
+	@echo "(nachos-deploy is $(BIN)/nachos-deploy: run 'source $(BIN)/activate' to put it on PATH)"
 
 demo-down: install
 	$(BIN)/nachos-deploy down -c $(DEMO)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -235,7 +236,12 @@ def up(
     if json_:
         out.print_json(data=result.as_json(), indent=2)
     else:
-        report.print_up(out, result)
+        selector = " ".join(
+            f"{flag} {shlex.quote(str(value))}"
+            for flag, value in (("-c", config), ("-p", project), ("-o", output))
+            if value is not None
+        )
+        report.print_up(out, result, selector)
 
 
 @app.command()

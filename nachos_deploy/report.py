@@ -22,7 +22,8 @@ def _services_table(services: list[ServiceReport]) -> Table:
     return table
 
 
-def print_up(console: Console, result: UpResult) -> None:
+def print_up(console: Console, result: UpResult, selector: str = "") -> None:
+    """The summary; ``selector`` holds the -c/-p/-o options that name this stack in the next commands."""
     console.print(_services_table(result.services))
     phases = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.phases.items())
     console.print(f"Times: {phases}")
@@ -34,12 +35,14 @@ def print_up(console: Console, result: UpResult) -> None:
     console.print(f"NATS:       {result.endpoints.nats_url}")
     console.print(f"Monitoring: {result.endpoints.monitor_url}")
     pings = [s.name for s in result.services if s.name != "bus"]
-    console.print(f"Project {result.project} is up. Use the same --config/--project with these:")
+    cmd = "nachos-deploy"
+    tail = f" {selector}" if selector else ""
+    console.print(f"Project {result.project} is up.")
     if pings:
-        console.print(f"  talk to it:   nachos-deploy request nachos.health.ping.{pings[0]}")
-    console.print("  check it:     nachos-deploy status")
-    console.print("  its logs:     nachos-deploy logs -f")
-    console.print("  remove it:    nachos-deploy down   (add --volumes --yes to delete its data)")
+        console.print(f"  talk to it:   {cmd} request nachos.health.ping.{pings[0]}{tail}")
+    console.print(f"  check it:     {cmd} status{tail}")
+    console.print(f"  its logs:     {cmd} logs -f{tail}")
+    console.print(f"  remove it:    {cmd} down{tail}   (add --volumes --yes to delete its data)")
 
 
 def print_status(console: Console, result: StatusResult) -> None:
