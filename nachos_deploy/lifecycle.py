@@ -36,9 +36,13 @@ class ServiceReport:
     health: str | None
     connection_name: str | None
     connected: bool | None  # None: not checked (the bus itself, or no connection name)
+    # The bus is proven by the host-side gate, often before Docker's first healthcheck probe has run.
+    proven: bool = False
 
     @property
     def ok(self) -> bool:
+        if self.proven:
+            return self.status == "running"
         return self.status == "running" and self.health in (None, "healthy") and self.connected is not False
 
     def as_json(self) -> dict[str, Any]:
@@ -143,8 +147,11 @@ def up(
 
     mark = time.monotonic()
     progress("Starting the bus")
+    previous = engine.states(client).get(BUS)
     engine.up(client, [BUS], failure=ExitCode.BUS)
-    endpoints, report = _gate_bus(client, stack, deadline, progress)
+    restarts = previous.restart_count if previous else 0
+    progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
+    endpoints, report = _gate_bus(client, stack, deadline, restarts)
     phases["bus"] = time.monotonic() - mark
 
     mark = time.monotonic()
@@ -158,15 +165,23 @@ def up(
     phases["total"] = time.monotonic() - started
     bus_state = engine.states(client).get(BUS)
     bus_report = ServiceReport(
-        BUS, bus_state.status if bus_state else "unknown", bus_state.health if bus_state else None, None, None
+        BUS,
+        bus_state.status if bus_state else "unknown",
+        bus_state.health if bus_state else None,
+        None,
+        None,
+        proven=True,
     )
     return UpResult(stack.project, endpoints, [bus_report, *reports], phases, report, changed)
 
 
 def _gate_bus(
-    client: DockerClient, stack: Stack, deadline: float, progress: Progress
+    client: DockerClient, stack: Stack, deadline: float, restarts_before: int
 ) -> tuple[Endpoints, health.BusReport]:
-    """Poll the bus from the host until it is proven healthy; fail at once if its container fails."""
+    """Poll the bus from the host until it is proven healthy; fail at once if its container fails.
+
+    A restart counts only if it happened during this call: a bus that restarted once last week (and
+    kept the same container) must not block a later `up`."""
 
     def container_problem() -> str | None:
         state = engine.states(client).get(BUS)
@@ -174,14 +189,13 @@ def _gate_bus(
             return "the bus container does not exist"
         if state.status in ("exited", "dead"):
             return f"the bus container exited with code {state.exit_code}"
-        if state.status == "restarting" or state.restart_count > 0:
-            return f"the bus container is restarting (restarted {state.restart_count} time(s))"
+        if state.status == "restarting" or state.restart_count > restarts_before:
+            return f"the bus container is restarting (exit code {state.exit_code})"
         return None
 
     endpoints: Endpoints | None = None
     report: health.BusReport | None = None
     problem: str | None = None
-    progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
     while time.monotonic() < deadline:
         problem = container_problem()
         if problem:

@@ -174,6 +174,7 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     code, out, err = deployment.run("up", "--json", "--only", "bus")
     assert code == 0, err
     assert set(containers(deployment.project)) == {"bus"}
+    assert [s["ok"] for s in json.loads(out)["services"]] == [True]
     assert asyncio.run(_stream_messages(json.loads(out)["nats_url"], create=False)) == 1
 
     code, _, err = deployment.run("down", "--volumes")  # no terminal and no --yes: refused
