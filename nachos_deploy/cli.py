@@ -162,8 +162,6 @@ def validate(
 
     Example: nachos-deploy validate --set bus.max_payload=1MB
     """
-    import tempfile
-
     from nachos_deploy import engine
     from nachos_deploy import files as files_mod
 
@@ -177,11 +175,9 @@ def validate(
     if version is None:
         out.print("Skipped the Compose check: no Compose v2 CLI found (`docker compose version`).")
         return
-    with tempfile.TemporaryDirectory(prefix="nachos-deploy-validate-") as tmp:
-        staged = Path(tmp) / stack.output_dir.name
-        files_mod.write_all(staged, stack.files)
+    with files_mod.staged(stack.output_dir, stack.files) as folder:
         # Relative paths in the file are resolved from the real output folder, as at `up`.
-        engine.check_compose_file(stack.project, staged / stack.compose_file.name, stack.output_dir)
+        engine.check_compose_file(stack.project, folder / stack.compose_file.name, stack.output_dir)
     out.print(f"Docker Compose {version} accepts the rendered files.")
 
 
@@ -339,8 +335,7 @@ def logs(
             exit_code=ExitCode.USAGE,
         )
     engine.require_engine()
-    with lifecycle.staged(stack) as compose_file:
-        client = engine.compose_client(stack.project, compose_file, stack.output_dir)
+    with lifecycle.compose_client(stack) as client:
         for chunk in engine.stream_logs(client, services or [], follow=follow, tail=tail):
             sys.stdout.write(chunk)
             sys.stdout.flush()

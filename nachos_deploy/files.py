@@ -6,9 +6,10 @@ are they moved into place, each with an atomic rename. A failure leaves no half-
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from nachos_deploy.errors import OutputError
@@ -60,3 +61,16 @@ def write_all(output_dir: Path, files: Mapping[str, str]) -> list[str]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return changed
+
+
+@contextlib.contextmanager
+def staged(output_dir: Path, files: Mapping[str, str]) -> Iterator[Path]:
+    """A folder holding the files as rendered now: the output folder when it is up to date, else a
+    temporary copy, so that reading commands (validate, status, down) never rewrite the output."""
+    if not differences(output_dir, files):
+        yield output_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="nachos-deploy-") as tmp:
+        folder = Path(tmp) / output_dir.name
+        write_all(folder, files)
+        yield folder

@@ -10,11 +10,9 @@ health does not prove it is on the bus.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from python_on_whales import DockerClient
@@ -320,8 +318,8 @@ def down(stack: Stack, *, volumes: bool) -> DownResult:
     """Remove containers and networks; JetStream and other volumes only when asked."""
     engine.require_engine()
     existing = engine.project_volumes(stack.project)
-    with staged(stack) as compose_file:
-        engine.down(engine.compose_client(stack.project, compose_file, stack.output_dir), volumes=volumes)
+    with compose_client(stack) as client:
+        engine.down(client, volumes=volumes)
     if not volumes:
         return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
     leftovers = engine.project_volumes(stack.project)  # of services no longer in the configuration
@@ -331,22 +329,17 @@ def down(stack: Stack, *, volumes: bool) -> DownResult:
 
 
 @contextlib.contextmanager
-def staged(stack: Stack) -> Iterator[Path]:
-    """The compose file as rendered now, without touching the output folder when it is out of date."""
-    if not files.differences(stack.output_dir, stack.files):
-        yield stack.compose_file
-        return
-    with tempfile.TemporaryDirectory(prefix="nachos-deploy-") as tmp:
-        folder = Path(tmp) / "stack"
-        files.write_all(folder, stack.files)
-        yield folder / stack.compose_file.name
+def compose_client(stack: Stack) -> Iterator[DockerClient]:
+    """A Compose client on the files as rendered now; relative paths resolve from the output folder."""
+    with files.staged(stack.output_dir, stack.files) as folder:
+        yield engine.compose_client(stack.project, folder / stack.compose_file.name, stack.output_dir)
 
 
 def running_endpoints(stack: Stack) -> Endpoints:
     """Host URLs of a running stack's bus, or a clear error when it is not running."""
     engine.require_engine()
-    with staged(stack) as compose_file:
-        endpoints = bus_endpoints(engine.compose_client(stack.project, compose_file, stack.output_dir), stack)
+    with compose_client(stack) as client:
+        endpoints = bus_endpoints(client, stack)
     if endpoints is None:
         raise DeployError(
             f"The bus of project {stack.project} is not running; start it with `nachos-deploy up`.",
@@ -382,8 +375,7 @@ class StatusResult:
 def status(stack: Stack) -> StatusResult:
     """Each planned service's container state, health and bus connection, and the bus's own view."""
     engine.require_engine()
-    with staged(stack) as compose_file:
-        client = engine.compose_client(stack.project, compose_file, stack.output_dir)
+    with compose_client(stack) as client:
         states = engine.states(client)
         endpoints = bus_endpoints(client, stack) if BUS in states else None
     overview: dict[str, Any] | None = None
