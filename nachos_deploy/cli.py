@@ -39,6 +39,7 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="FILE",
         help="Deploy file (default: ./nachos-deploy.yaml, or $NACHOS_DEPLOY_CONFIG; built-in "
         "defaults when there is none).",
         show_default=False,
@@ -48,6 +49,7 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
+        metavar="KEY=VALUE",
         help="Override one key, e.g. --set bus.max_payload=1MB (repeatable; beats the file and "
         "NACHOS_DEPLOY_* variables).",
         show_default=False,
@@ -58,6 +60,7 @@ ProjectOpt = Annotated[
     typer.Option(
         "--project",
         "-p",
+        metavar="NAME",
         help="Compose project name (overrides the `project` key).",
         show_default=False,
     ),
@@ -67,6 +70,7 @@ OutputOpt = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="DIR",
         help="Folder for the rendered files (default: the `output` key, ./.nachos beside the deploy file).",
         show_default=False,
     ),
@@ -196,11 +200,18 @@ def up(
     project: ProjectOpt = None,
     output: OutputOpt = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds for the whole start, bus and components.", min=1)
+        float,
+        typer.Option(
+            "--timeout", metavar="SECONDS", help="Seconds for the whole start, bus and components.", min=1
+        ),
     ] = 120.0,
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", help="Start only this service (repeatable); the bus always starts first."),
+        typer.Option(
+            "--only",
+            metavar="SERVICE",
+            help="Start only this service (repeatable); the bus always starts first.",
+        ),
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -318,7 +329,9 @@ def logs(
     project: ProjectOpt = None,
     output: OutputOpt = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines of each.", min=0)] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", metavar="N", help="Only the last N lines of each.", min=0)
+    ] = None,
 ) -> None:
     """Print the logs of the stack's services.
 
@@ -351,7 +364,7 @@ def request(
     project: ProjectOpt = None,
     output: OutputOpt = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for the reply.", min=0.1)
+        float, typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the reply.", min=0.1)
     ] = 2.0,
 ) -> None:
     """Send one request through the running stack's bus and print the reply: a quick way to talk to
