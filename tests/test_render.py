@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import json
+import os
 import string
-from pathlib import PurePath
+import subprocess
+import uuid
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nachos_deploy import files
 from nachos_deploy.config import DeployConfig
 from nachos_deploy.plan import make_plan
 from nachos_deploy.render import render
@@ -88,3 +93,37 @@ def test_values_are_data_not_structure(value: str, command: list[str], image: st
     assert service["image"] == image.replace("$", "$$")
     assert service.get("command", []) == [arg.replace("$", "$$") for arg in command]
     assert service.get("user", "") == value.replace("$", "$$")
+
+
+def test_a_container_sees_values_unchanged_and_secrets_from_the_host(engine: str, tmp_path: Path) -> None:
+    """End to end through Compose and a container: '$' escaping and references mean what we say."""
+    value = "a $HOME ${NOPE} $$ {{ x }} 'q' \"dq\" #c: d\nline2 é"
+    data = {
+        "project": f"ndt-{uuid.uuid4().hex[:10]}",
+        "components": {
+            "gateway": {"enabled": False},
+            "llm-proxy": {"enabled": False},
+            "probe": {
+                "image": "nachos-deploy/probe:latest",
+                "environment": {"VALUE": value},
+                "secrets": {"TOKEN": "NACHOS_T_SECRET"},
+            },
+        },
+    }
+    plan = make_plan(DeployConfig.model_validate(data), base_dir=tmp_path, output_dir=tmp_path / "out")
+    files.write_all(tmp_path / "out", render(plan))
+    compose = ["docker", "compose", "-p", plan.project, "-f", str(tmp_path / "out" / "docker-compose.yml")]
+    show = "import os, json; print(json.dumps([os.environ['VALUE'], os.environ['TOKEN']]))"
+    try:
+        result = subprocess.run(
+            [*compose, "run", "--rm", "--no-deps", "--entrypoint", "python3", "probe", "-c", show],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NACHOS_T_SECRET": "from-the-host"},
+            timeout=120,
+        )
+    finally:
+        subprocess.run([*compose, "down", "--volumes"], capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [value, "from-the-host"]
+    assert "from-the-host" not in (tmp_path / "out" / "docker-compose.yml").read_text()
