@@ -7,7 +7,7 @@ internet, and the credentials they exit without. Any name not listed here is a u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -38,7 +38,6 @@ class Known:
     enabled: bool = False
     secrets: tuple[Secret, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
-    subjects: tuple[str, ...] = field(default=())
 
 
 CHANNELS = ("webchat", "slack", "discord", "telegram", "whatsapp")
@@ -76,7 +75,6 @@ def _channel(name: str) -> Known:
         connection_name=f"channel-{name}",
         egress=name != "webchat",
         secrets=_CHANNEL_SECRETS.get(name, ()),
-        subjects=(f"nachos.channel.{name}.outbound",),
     )
 
 
@@ -90,7 +88,6 @@ def _tool(name: str) -> Known:
         connection_name=f"tool-{name}",
         egress=name == "browser",
         environment=environment,
-        subjects=(f"nachos.tool.{name}.request",),
     )
 
 
@@ -105,7 +102,6 @@ KNOWN: dict[str, Known] = {
             ("GATEWAY_DB_PATH", f"{GATEWAY_DATA_DIR}/gateway.db"),
             ("POLICY_PATH", "/app/policies"),
         ),
-        subjects=("nachos.policy.check",),
     ),
     "llm-proxy": Known(
         role=Role.LLM_PROXY,
@@ -117,7 +113,6 @@ KNOWN: dict[str, Known] = {
             Secret("ANTHROPIC_API_KEY", required=False),
             Secret("OPENAI_API_KEY", required=False),
         ),
-        subjects=("nachos.llm.request",),
     ),
     **{name: _channel(name) for name in CHANNELS},
     **{name: _tool(name) for name in TOOLS},
