@@ -73,7 +73,8 @@ def main() -> None:
                 gates.append(result.phases["bus"])
                 if run == 0:
                     samples = asyncio.run(round_trips(result.endpoints.nats_url, args.requests))
-                    state = engine.states(lifecycle.client_for(stack))["bus"]
+                    with lifecycle.compose_client(stack) as client:
+                        state = engine.states(client)["bus"]
                     memory = engine.container_memory(state.container)
                 mark = time.monotonic()
                 lifecycle.down(stack, volumes=True)

@@ -91,10 +91,6 @@ class UpResult:
         }
 
 
-def client_for(stack: Stack) -> DockerClient:
-    return engine.compose_client(stack.project, stack.compose_file)
-
-
 def bus_endpoints(client: DockerClient, stack: Stack) -> Endpoints | None:
     """Host URLs of the running bus from its published ports (which may have been picked by the engine)."""
     client_port = engine.published_port(client, BUS, CLIENT_PORT)
@@ -141,7 +137,7 @@ def up(
         )
     changed = files.write_all(stack.output_dir, stack.files)
     phases["prepare"] = time.monotonic() - started
-    client = client_for(stack)
+    client = engine.compose_client(stack.project, stack.compose_file)
 
     mark = time.monotonic()
     progress("Starting the bus")
@@ -235,8 +231,8 @@ def _verify_components(
     progress: Progress,
 ) -> list[ServiceReport]:
     """Wait until every component is running, healthy and on the bus; fail fast on an exit or restart."""
-    pending = {c.name for c in components}
     reports: dict[str, ServiceReport] = {}
+    restarts: dict[str, int] = {}
     while True:
         states = engine.states(client)
         try:
@@ -247,7 +243,9 @@ def _verify_components(
         for component in components:
             state = states.get(component.name)
             baseline = before.get(component.name)
-            restarts = (state.restart_count if state else 0) - (baseline.restart_count if baseline else 0)
+            restarts[component.name] = (state.restart_count if state else 0) - (
+                baseline.restart_count if baseline else 0
+            )
             if state is None:
                 reports[component.name] = ServiceReport(
                     component.name, "missing", None, component.connection_name, False
@@ -259,7 +257,7 @@ def _verify_components(
             )
             if (
                 state.status in ("exited", "dead", "restarting")
-                or restarts > 0
+                or restarts[component.name] > 0
                 or state.health == "unhealthy"
             ):
                 failed.append(component.name)
@@ -273,29 +271,30 @@ def _verify_components(
         progress(f"Waiting for {', '.join(sorted(pending))}")
         time.sleep(POLL * 2)
     culprits = failed or sorted(pending)
-    lines = []
-    for name in culprits:
-        report = reports[name]
-        why = _why(report, states.get(name))
-        lines.append(f"--- {name}: {why}\n{_indent(engine.logs_tail(client, name, LOG_LINES))}")
+    reasons = {name: _why(reports[name], states.get(name), restarts.get(name, 0)) for name in culprits}
+    lines = [
+        f"--- {name}: {why}\n{_indent(engine.logs_tail(client, name, LOG_LINES))}"
+        for name, why in reasons.items()
+    ]
     raise ComponentFailure(
         f"{', '.join(culprits)} did not come up: "
-        + "; ".join(f"{name} {_why(reports[name], states.get(name))}" for name in culprits)
+        + "; ".join(f"{name} {why}" for name, why in reasons.items())
         + f". The stack is left as it is for inspection (`nachos-deploy status`, `nachos-deploy logs "
         f"{culprits[0]}`); remove it with `nachos-deploy down -p {stack.project}`.",
         details="\n".join(lines),
     )
 
 
-def _why(report: ServiceReport, state: engine.ServiceState | None) -> str:
+def _why(report: ServiceReport, state: engine.ServiceState | None, restarts: int = 0) -> str:
+    """Why a service is not ok; ``restarts`` counts only the restarts seen during this command."""
     if state is None:
         return "has no container"
     if state.status in ("exited", "dead"):
         return f"exited with code {state.exit_code}"
-    if state.status == "restarting" or (state.restart_count and state.status != "running"):
+    if state.status == "restarting":
         return f"is restarting (last exit code {state.exit_code})"
-    if state.restart_count and report.status == "running":
-        return f"restarted {state.restart_count} time(s) (last exit code {state.exit_code})"
+    if restarts > 0:
+        return f"restarted {restarts} time(s) (last exit code {state.exit_code})"
     if state.health not in (None, "healthy"):
         return f"is {state.health or 'not healthy'} by its healthcheck"
     if report.connected is False:
