@@ -45,6 +45,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy --strict nachos_deploy
+	$(BIN)/mypy --strict images/probe/nachos_probe.py
 
 pytest: images
 	$(BIN)/pytest
@@ -56,6 +57,7 @@ compose: install
 
 bench: images
 	$(BIN)/python benchmarks/bus.py
+	$(BIN)/python benchmarks/up.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

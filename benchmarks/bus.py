@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nats
 
-from nachos_deploy import engine, lifecycle
+from nachos_deploy import engine, lifecycle, project
 from nachos_deploy.stack import prepare
 
 
@@ -73,7 +73,7 @@ def main() -> None:
                 gates.append(result.phases["bus"])
                 if run == 0:
                     samples = asyncio.run(round_trips(result.endpoints.nats_url, args.requests))
-                    with lifecycle.compose_client(stack) as client:
+                    with project.compose_client(stack) as client:
                         state = engine.states(client)["bus"]
                     memory = engine.container_memory(state.container)
                 mark = time.monotonic()

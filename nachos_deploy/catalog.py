@@ -2,11 +2,13 @@
 
 These defaults follow what the upstream components were observed to need (see the README's component
 table): the variables they read, the connection name they use on the bus, whether they must reach the
-internet, and the credentials they exit without. Any name not listed here is a user-defined extra.
+internet, the credentials they exit without, and how their health can be proven. Any name not listed
+here is a user-defined extra.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,6 +40,8 @@ class Known:
     enabled: bool = False
     secrets: tuple[Secret, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    # The platform publishes no image for it (webchat): a deployment must name one.
+    upstream_image: bool = True
 
 
 CHANNELS = ("webchat", "slack", "discord", "telegram", "whatsapp")
@@ -75,20 +79,50 @@ def _channel(name: str) -> Known:
         connection_name=f"channel-{name}",
         egress=name != "webchat",
         secrets=_CHANNEL_SECRETS.get(name, ()),
+        upstream_image=name != "webchat",
     )
 
 
 def _tool(name: str) -> Known:
-    environment: tuple[tuple[str, str], ...] = (("TOOL_ID", name),)
+    environment: tuple[tuple[str, str], ...] = ()
     if name == "filesystem":
-        environment = (("TOOL_ID", name), ("TOOL_MODE", "read"), ("ALLOWED_PATHS", WORKSPACE_DIR))
+        environment = (("TOOL_MODE", "read"), ("ALLOWED_PATHS", WORKSPACE_DIR))
+    elif name == "code-runner":
+        environment = (("LANGUAGE", "python"),)
     return Known(
         role=Role.TOOL,
         image_name=f"tool-{name}",
-        connection_name=f"tool-{name}",
+        connection_name=f"tool-{name}",  # replaced by tool-<tool id> in the plan
         egress=name == "browser",
         environment=environment,
     )
+
+
+FILESYSTEM_MODES = {
+    "read": "filesystem_read",
+    "write": "filesystem_write",
+    "edit": "filesystem_edit",
+    "patch": "filesystem_patch",
+    "config": "config_patch",
+}
+CODE_RUNNER_LANGUAGES = ("python", "javascript")
+
+
+def tool_id(name: str, environment: Mapping[str, str]) -> str:
+    """The id a tool answers under (``nachos.tool.<id>.request``), which upstream derives from its
+    mode rather than its name. ValueError names the variable and the values allowed."""
+    if name == "filesystem":
+        mode = environment.get("TOOL_MODE", "read")
+        if mode not in FILESYSTEM_MODES:
+            raise ValueError(f"TOOL_MODE={mode!r}: the filesystem tool knows {', '.join(FILESYSTEM_MODES)}")
+        return FILESYSTEM_MODES[mode]
+    if name == "code-runner":
+        language = environment.get("LANGUAGE", "python")
+        if language not in CODE_RUNNER_LANGUAGES:
+            allowed = ", ".join(CODE_RUNNER_LANGUAGES)
+            raise ValueError(f"LANGUAGE={language!r}: the code-runner tool knows {allowed}")
+        return f"code_runner_{language}"
+    return environment.get("TOOL_ID") or name.replace("-", "_")
 
 
 KNOWN: dict[str, Known] = {

@@ -139,7 +139,7 @@ def render(
 
     stack = _stack(config, set_, project, output)
     if check:
-        changed = files.differences(stack.output_dir, stack.files)
+        changed = files.differences(stack.output_dir, stack.files, stack.stale)
         if changed:
             err.print(
                 f"{stack.output_dir} is out of date: {', '.join(changed)} differ(s) from the "
@@ -148,8 +148,8 @@ def render(
             raise typer.Exit(int(ExitCode.FAILED))
         out.print(f"{stack.output_dir} is up to date ({', '.join(sorted(stack.files))}).")
         return
-    changed = files.write_all(stack.output_dir, stack.files)
-    state = f"updated {', '.join(changed)}" if changed else "unchanged"
+    changed = files.write_all(stack.output_dir, stack.files, stack.stale)
+    state = f"updated or removed {', '.join(changed)}" if changed else "unchanged"
     out.print(f"Rendered {stack.output_dir} ({state}).")
 
 
@@ -161,27 +161,31 @@ def validate(
     project: ProjectOpt = None,
     output: OutputOpt = None,
 ) -> None:
-    """Check the configuration, then let `docker compose config` check the rendered files (when a
-    Compose v2 CLI is installed; no engine is needed). Writes nothing to the output folder.
+    """Check the configuration and that every required secret is set (in the environment or the
+    output folder's .env), then let `docker compose config` check the rendered files (when a Compose
+    v2 CLI is installed; no engine is needed). Writes nothing to the output folder.
 
     Example: nachos-deploy validate --set bus.max_payload=1MB
     """
     from nachos_deploy import engine
-    from nachos_deploy import files as files_mod
+    from nachos_deploy import project as project_mod
 
     stack = _stack(config, set_, project, output)
+    stack.require_secrets()
     out.print(
         f"Configuration is valid: project {stack.project}, services "
-        + ", ".join(service.name for service in stack.plan.services)
+        + ", ".join(
+            f"{service.name} (tool id {service.tool_id})" if service.tool_id else service.name
+            for service in stack.plan.services
+        )
         + "."
     )
     version = engine.compose_version()
     if version is None:
         out.print("Skipped the Compose check: no Compose v2 CLI found (`docker compose version`).")
         return
-    with files_mod.staged(stack.output_dir, stack.files) as folder:
-        # Relative paths in the file are resolved from the real output folder, as at `up`.
-        engine.check_compose_file(stack.project, folder / stack.compose_file.name, stack.output_dir)
+    with project_mod.compose_client(stack) as client:
+        engine.check_compose_file(client, stack.compose_file)
     out.print(f"Docker Compose {version} accepts the rendered files.")
 
 
@@ -245,7 +249,7 @@ def up(
     else:
         selector = " ".join(
             f"{flag} {shlex.quote(str(value))}"
-            for flag, value in (("-c", config), ("-p", project), ("-o", output))
+            for flag, value in (("-c", config), ("-p", result.project), ("-o", output))
             if value is not None
         )
         report.print_up(out, result, selector)
@@ -309,9 +313,10 @@ def status(
 
     Example: nachos-deploy status --json
     """
-    from nachos_deploy import lifecycle, report
+    from nachos_deploy import report
+    from nachos_deploy.status import status as stack_status
 
-    result = lifecycle.status(_stack(config, set_, project, output))
+    result = stack_status(_stack(config, set_, project, output))
     if json_:
         out.print_json(data=result.as_json(), indent=2)
     else:
@@ -337,7 +342,8 @@ def logs(
 
     Example: nachos-deploy logs bus --tail 50 -f
     """
-    from nachos_deploy import engine, lifecycle
+    from nachos_deploy import engine
+    from nachos_deploy import project as project_mod
 
     stack = _stack(config, set_, project, output)
     unknown = sorted(set(services or ()) - {s.name for s in stack.plan.services})
@@ -348,7 +354,7 @@ def logs(
             exit_code=ExitCode.USAGE,
         )
     engine.require_engine()
-    with lifecycle.compose_client(stack) as client:
+    with project_mod.compose_client(stack) as client:
         for chunk in engine.stream_logs(client, services or [], follow=follow, tail=tail):
             sys.stdout.write(chunk)
             sys.stdout.flush()
@@ -357,7 +363,7 @@ def logs(
 @app.command()
 @handle_errors
 def request(
-    subject: Annotated[str, typer.Argument(help="Subject, e.g. nachos.health.ping.gateway.")],
+    subject: Annotated[str, typer.Argument(help="Subject, e.g. nachos.gateway.subagents.list.")],
     data: Annotated[str, typer.Argument(help="Payload (UTF-8 text).")] = "",
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -370,14 +376,16 @@ def request(
     """Send one request through the running stack's bus and print the reply: a quick way to talk to
     a component. Exits 1 when nobody answers in time.
 
-    Example: nachos-deploy request nachos.health.ping.gateway
+    Example: nachos-deploy request nachos.gateway.subagents.list '{}'
     """
-    from nachos_deploy import health, lifecycle
+    from nachos_deploy import natsclient
+    from nachos_deploy import project as project_mod
+    from nachos_deploy.monitor import BusUnavailable
 
-    endpoints = lifecycle.running_endpoints(_stack(config, set_, project, output))
+    endpoints = project_mod.running_endpoints(_stack(config, set_, project, output))
     try:
-        reply = health.request(endpoints.nats_url, subject, data.encode(), timeout=timeout)
-    except health.BusUnavailable as exc:
+        reply = natsclient.request(endpoints.nats_url, subject, data.encode(), timeout=timeout)
+    except BusUnavailable as exc:
         raise DeployError(f"No reply on {subject}: {exc}", exit_code=ExitCode.FAILED) from None
     out.print(reply.decode("utf-8", errors="replace"), markup=False)
 

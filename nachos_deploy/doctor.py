@@ -38,6 +38,9 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
     elif stack is not None:
         where = stack.loaded.config_path or "built-in defaults"
         checks.append(Check("config", "pass", f"valid ({where}); services: {_services(stack)}"))
+        checks.append(_secrets(stack))
+        for warning in stack.plan.warnings:
+            checks.append(Check("config", "warn", warning))
 
     engine_version: str | None = None
     try:
@@ -82,6 +85,19 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
     if stack is not None:
         checks.extend(_ports(stack, engine_version is not None))
     return checks
+
+
+def _secrets(stack: Stack) -> Check:
+    missing = stack.missing_secrets()
+    if not missing:
+        count = len(stack.plan.required_secrets())
+        return Check("secrets", "pass", f"all {count} required secret(s) are set")
+    return Check(
+        "secrets",
+        "fail",
+        "not set: " + ", ".join(f"{variable} (for {component})" for component, variable in missing),
+        f"export them, or put VARIABLE=value lines in {stack.output_dir / '.env'}",
+    )
 
 
 def _services(stack: Stack) -> str:

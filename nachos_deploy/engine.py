@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from python_on_whales import DockerClient, DockerException
@@ -23,6 +24,15 @@ INSTALL_HINT = (
 
 
 @dataclass(frozen=True)
+class Probe:
+    """One run of a container's healthcheck, as the engine logged it."""
+
+    started: float  # seconds since the epoch
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
 class ServiceState:
     """One container of the project, read from the engine."""
 
@@ -30,16 +40,27 @@ class ServiceState:
     container: str
     status: str  # created, running, restarting, exited, ...
     health: str | None  # healthy, unhealthy, starting; None without a healthcheck
-    exit_code: int
-    restart_count: int
+    exit_code: int  # of the last run that ended; Docker resets it to 0 when a restart begins
+    restart_count: int  # restarts by the restart policy since the container was created
     image: str
+    container_id: str = ""
+    started_at: float | None = None  # start of the current run, seconds since the epoch
+    probes: tuple[Probe, ...] = ()  # the last few healthcheck runs, oldest first
 
 
-def compose_client(project: str, compose_file: Path, directory: Path | None = None) -> DockerClient:
+def compose_client(
+    project: str,
+    compose_file: Path,
+    directory: Path | None = None,
+    env_files: Sequence[Path] = (),
+) -> DockerClient:
+    """A client for one project. ``env_files`` replace Compose's own reading of ``.env`` in the
+    project folder, so a caller passing them must list that file first when it exists."""
     return DockerClient(
         compose_files=[compose_file],
         compose_project_name=project,
         compose_project_directory=directory or compose_file.parent,
+        compose_env_files=list(env_files),
     )
 
 
@@ -65,7 +86,7 @@ def engine_version() -> str:
         raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
     except DockerException as exc:
         raise EnvironmentProblem(
-            f"The Docker engine does not answer ({_first_line(exc)}). Start it (as root: "
+            f"The Docker engine does not answer ({_stderr(exc)}). Start it (as root: "
             "`bash scripts/install-engine.sh` starts dockerd) or set DOCKER_HOST. "
             "`nachos-deploy doctor` checks everything."
         ) from None
@@ -89,14 +110,15 @@ def require_engine() -> tuple[str, str]:
     return engine, compose
 
 
-def check_compose_file(project: str, compose_file: Path, directory: Path) -> None:
+def check_compose_file(client: DockerClient, shown_as: Path) -> None:
     """`docker compose config`: Compose's own validation of the rendered file (needs no engine)."""
     try:
-        compose_client(project, compose_file, directory).compose.config(return_json=True)
+        client.compose.config(return_json=True)
     except DockerException as exc:
         raise ConfigError(
-            f"Docker Compose rejects {compose_file}: {_stderr(exc)}. This usually means an override "
-            "produced a value Compose does not accept; check the key it names."
+            f"Docker Compose rejects the rendered {shown_as}: {_stderr(exc)}. Nothing was written. "
+            "This usually means a value in the deploy file or an override is one Compose does not "
+            "accept; check the key it names."
         ) from None
 
 
@@ -143,6 +165,11 @@ def states(client: DockerClient) -> dict[str, ServiceState]:
             state = container.state
             labels = container.config.labels or {}
             health = state.health.status if state.health is not None else None
+            probes = tuple(
+                Probe(entry.start.timestamp(), int(entry.exit_code or 0), (entry.output or "").strip())
+                for entry in ((state.health.log or []) if state.health is not None else [])
+                if entry.start is not None
+            )
             result[labels.get("com.docker.compose.service", container.name)] = ServiceState(
                 service=labels.get("com.docker.compose.service", container.name),
                 container=container.name,
@@ -151,10 +178,54 @@ def states(client: DockerClient) -> dict[str, ServiceState]:
                 exit_code=int(state.exit_code or 0),
                 restart_count=int(container.restart_count or 0),
                 image=str(container.config.image),
+                container_id=str(container.id),
+                started_at=_epoch(state.started_at),
+                probes=probes,
             )
         except DockerException:
             continue  # removed between ps and inspect
     return result
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    # Docker reports 0001-01-01 for a container that never ran.
+    if moment is None or moment.year < 2000:
+        return None
+    return moment.timestamp()
+
+
+def restart(client: DockerClient, services: Sequence[str]) -> None:
+    """Restart containers now: also ends a restart policy's back-off wait, which after a long bus
+    outage can keep a component down for a minute after the bus is back."""
+    try:
+        client.compose.restart(list(services), timeout=5)
+    except DockerException as exc:
+        raise DeployError(
+            f"docker compose restart {' '.join(services)} failed: {_stderr(exc)}",
+            exit_code=ExitCode.COMPONENT,
+        ) from None
+
+
+def exit_codes_since(container_id: str, since: float) -> list[int]:
+    """Exit codes of the container's runs that ended after ``since`` (epoch seconds), oldest first.
+
+    The container's own state cannot tell them once the restart policy has started it again (its
+    exit code then reads 0), so they come from the engine's ``die`` events."""
+    try:
+        events = _plain().system.events(
+            since=datetime.fromtimestamp(since - 1, tz=UTC),
+            until=datetime.now(tz=UTC),
+            filters={"container": container_id, "event": "die"},
+        )
+        codes = []
+        for event in events:
+            attributes = (event.actor.attributes if event.actor else None) or {}
+            code = attributes.get("exitCode")
+            if code is not None and str(code).lstrip("-").isdigit():
+                codes.append(int(code))
+        return codes
+    except DockerException:
+        return []
 
 
 def published_port(client: DockerClient, service: str, target: int) -> int | None:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 from nachos_deploy.errors import OutputError
 
 
-def differences(output_dir: Path, files: Mapping[str, str]) -> list[str]:
-    """Names of the rendered files that are missing from ``output_dir`` or differ from it."""
-    changed = []
+def differences(output_dir: Path, files: Mapping[str, str], remove: Collection[str] = ()) -> list[str]:
+    """Names of the rendered files that are missing from ``output_dir`` or differ from it, and of
+    the files in ``remove`` (written by an earlier render, no longer produced) still there."""
+    changed = [name for name in sorted(remove) if (output_dir / name).exists()]
     for name, content in sorted(files.items()):
         path = output_dir / name
         try:
@@ -29,9 +30,25 @@ def differences(output_dir: Path, files: Mapping[str, str]) -> list[str]:
     return changed
 
 
-def write_all(output_dir: Path, files: Mapping[str, str]) -> list[str]:
-    """Write every file or none; returns the names whose content changed."""
-    changed = differences(output_dir, files)
+def stale(output_dir: Path, files: Mapping[str, str], candidates: Collection[str], marker: str) -> list[str]:
+    """Files an earlier render wrote (they are among ``candidates`` and carry ``marker`` in their
+    first lines) that this render no longer produces: left there, they would be mistaken for output,
+    e.g. a generated nachos.toml after the user put their own beside the deploy file."""
+    found = []
+    for name in sorted(set(candidates) - set(files)):
+        try:
+            with (output_dir / name).open(encoding="utf-8", errors="replace") as handle:
+                head = handle.read(512)
+        except OSError:
+            continue
+        if marker in head:
+            found.append(name)
+    return found
+
+
+def write_all(output_dir: Path, files: Mapping[str, str], remove: Collection[str] = ()) -> list[str]:
+    """Write every file or none, then remove ``remove``; returns the names that changed."""
+    changed = differences(output_dir, files, remove)
     if not changed:
         return []
     parent = output_dir.parent
@@ -52,7 +69,10 @@ def write_all(output_dir: Path, files: Mapping[str, str]) -> list[str]:
             staging.rename(output_dir)
             return changed
         for name in changed:
-            (staging / name).replace(output_dir / name)
+            if name in files:
+                (staging / name).replace(output_dir / name)
+            else:
+                (output_dir / name).unlink()
     except OSError as exc:
         raise OutputError(
             f"Cannot write the rendered files to {output_dir} ({exc.strerror or exc}). Nothing was "
@@ -61,6 +81,25 @@ def write_all(output_dir: Path, files: Mapping[str, str]) -> list[str]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return changed
+
+
+def dotenv_names(path: Path) -> set[str]:
+    """Names that a Compose ``.env`` file sets to a non-empty value (``KEY=value``, ``export KEY=...``,
+    quoted or not; comments and blank lines skipped). A missing file sets nothing."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return set()
+    names = set()
+    for line in lines:
+        text = line.strip().removeprefix("export ").strip()
+        if not text or text.startswith("#") or "=" not in text:
+            continue
+        name, _, value = text.partition("=")
+        value = value.strip()
+        if value and value not in ('""', "''") and not value.startswith("#"):
+            names.add(name.strip())
+    return names
 
 
 @contextlib.contextmanager

@@ -10,29 +10,22 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from nachos_deploy import platform_config
 from nachos_deploy.config import Component, DeployConfig
 from nachos_deploy.errors import ConfigError
+from nachos_deploy.platform_config import Platform
 
 DEFAULT_CONFIG_NAME = "nachos-deploy.yaml"
 ENV_PREFIX = "NACHOS_DEPLOY_"
 ENV_CONFIG_PATH = "NACHOS_DEPLOY_CONFIG"  # names the deploy file; not a key override
 _FREE_FORM = ("environment", "secrets")  # keys below these keep their case in variable names
-
-
-@dataclass(frozen=True)
-class Platform:
-    """What nachos-deploy reads from the platform's own ``nachos.toml``: which channels and tools run."""
-
-    path: Path | None = None
-    channels: Mapping[str, bool] = field(default_factory=dict)
-    tools: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,7 +95,8 @@ def validate(
 
 
 def read_platform(path: Path) -> Platform:
-    """Which channels and tools ``nachos.toml`` enables; its other settings are the platform's own."""
+    """Which channels and tools ``nachos.toml`` enables (a table without ``enabled`` is on, as the
+    platform reads it), and what in it the platform would refuse; its other settings are its own."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -114,18 +108,23 @@ def read_platform(path: Path) -> Platform:
         raise ConfigError(f"{path} cannot be read ({exc}). Check its permissions and encoding.") from None
 
     def enabled(section: str) -> dict[str, bool]:
-        table = document.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table of tables such as [{section}.NAME].")
-        result: dict[str, bool] = {}
-        for name, entry in table.items():
-            flag = entry.get("enabled", False) if isinstance(entry, dict) else False
+        try:
+            flags = platform_config.enabled_tables(document, section)
+        except TypeError:
+            raise ConfigError(
+                f"{path}: [{section}] must be a table of tables such as [{section}.NAME]."
+            ) from None
+        for name, flag in flags.items():
             if not isinstance(flag, bool):
                 raise ConfigError(f"{path}: {section}.{name}.enabled must be true or false, not {flag!r}.")
-            result[name] = flag
-        return result
+        return flags
 
-    return Platform(path=path, channels=enabled("channels"), tools=enabled("tools"))
+    return Platform(
+        path=path,
+        channels=enabled("channels"),
+        tools=enabled("tools"),
+        problems=platform_config.problems_in(document),
+    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

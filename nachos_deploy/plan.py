@@ -7,17 +7,22 @@ Pure: no disk, clock or environment. The plan is what both the renderer and the 
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from nachos_deploy import catalog
 from nachos_deploy.catalog import Role
 from nachos_deploy.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck
-from nachos_deploy.loader import Platform
+from nachos_deploy.errors import ConfigError
+from nachos_deploy.platform_config import Platform
 from nachos_deploy.units import format_size
 
 _HERE = PurePath()
 BUS = "bus"
+VOLUME_INIT = "volume-init"  # one-shot service that makes component volumes writable by their user
+VOLUME_INIT_ROOT = "/volumes"
 INTERNAL_NETWORK = "nachos-internal"
 EGRESS_NETWORK = "egress"
 HOST_NETWORK = "host-access"
@@ -74,6 +79,20 @@ class HealthPlan:
     start_period: str | None = None
 
 
+# Renders Docker's `disable: true`: the image's own check (which for the platform's images proves
+# nothing, or never passes) is switched off, and the bus's /connz is the proof instead.
+HEALTH_DISABLED = HealthPlan(test=("NONE",), interval="", timeout="", retries=0)
+
+
+@dataclass(frozen=True)
+class PreparedVolume:
+    """A named volume the one-shot init service hands to the component user that writes it."""
+
+    volume: str
+    owner: str  # uid:gid
+    used_by: str
+
+
 @dataclass(frozen=True)
 class Limits:
     memory: int | None = None
@@ -104,6 +123,8 @@ class ServicePlan:
     user: str | None = None
     limits: Limits = Limits()
     connection_name: str | None = None  # the name it must show on the bus's /connz; None: not checked
+    tool_id: str | None = None  # tools: the id in nachos.tool.<id>.request, derived from the mode
+    waits_for_volumes: bool = False  # depends on the volume-init service having completed
 
 
 @dataclass(frozen=True)
@@ -134,11 +155,23 @@ class Plan:
     volumes: tuple[str, ...]
     platform_config_source: str  # relative to the output folder
     generate_platform_config: bool
+    prepared_volumes: tuple[PreparedVolume, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
     @property
     def services(self) -> tuple[ServicePlan, ...]:
         return (self.bus.service, *self.components)
+
+    def required_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
+        """(component, host variable) for every required secret of the named components (all when
+        None); Compose would fill a missing one with an empty string, and the component then exits."""
+        return [
+            (service.name, var.value)
+            for service in self.components
+            if names is None or service.name in names
+            for var in service.environment
+            if var.reference and var.required
+        ]
 
     def component(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -183,6 +216,25 @@ def make_plan(
             "hosts, and the bus has no authentication yet."
         )
 
+    if platform.problems and platform.path is not None:
+        warnings.append(
+            f"{platform.path} would be refused by the platform's components ("
+            + "; ".join(platform.problems)
+            + "): they exit at start. Fix it as the platform's configuration reference says."
+        )
+    for service in components:
+        known = catalog.known(service.name, service.role)
+        if not known.upstream_image and not config.components.get(service.name, Component()).image:
+            warnings.append(
+                f"components.{service.name}: the Nachos platform publishes no {service.name} image; "
+                f"{service.image} must be one you built (set components.{service.name}.image)."
+            )
+    prepared, unprepared = _prepared_volumes(components)
+    warnings.extend(unprepared)
+    components = tuple(
+        replace(c, waits_for_volumes=any(p.used_by == c.name for p in prepared)) for c in components
+    )
+
     network_names = {INTERNAL_NETWORK: True, HOST_NETWORK: False}
     for service in components:
         for network in service.networks:
@@ -198,6 +250,7 @@ def make_plan(
         volumes=tuple(sorted(volumes)),
         platform_config_source=platform_source,
         generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
+        prepared_volumes=prepared,
         warnings=tuple(warnings),
     )
 
@@ -244,6 +297,17 @@ def _component(
     settings = config.components.get(name, Component())
     known = catalog.known(name, role)
     connection_name: str | None = known.connection_name
+    tool_id: str | None = None
+    literal = {**dict(known.environment), **settings.environment}
+    if role is Role.TOOL:
+        try:
+            tool_id = catalog.tool_id(name, literal)
+        except ValueError as exc:
+            raise ConfigError(
+                f"Invalid configuration: components.{name}.environment: {exc}. The tool's id, and so "
+                "its request subject, follows it; choose one of those values."
+            ) from None
+        connection_name = f"tool-{tool_id}"  # upstream names the connection tool-<TOOL_ID>
     if settings.connection_name is False:
         connection_name = None
     elif settings.connection_name is not None:
@@ -265,6 +329,8 @@ def _component(
         put("NACHOS_CONFIG_PATH", catalog.PLATFORM_CONFIG_PATH)
         put("NACHOS_CONFIG", catalog.PLATFORM_CONFIG_PATH)
         mounts.append(Mount(platform_source, catalog.PLATFORM_CONFIG_PATH, read_only=True))
+    if tool_id is not None:
+        put("TOOL_ID", tool_id)
     for key, value in known.environment:
         put(key, value)
     if role is Role.GATEWAY and channels:
@@ -279,7 +345,9 @@ def _component(
     if role is Role.GATEWAY:
         mounts.append(Mount(GATEWAY_VOLUME, catalog.GATEWAY_DATA_DIR))
     if name == "filesystem" and not settings.volumes:
-        mounts.append(Mount(_relative(base_dir / "workspace", output_dir), catalog.WORKSPACE_DIR, True))
+        # Only the read mode may have the workspace read-only: the others exist to change it.
+        read_only = literal.get("TOOL_MODE", "read") == "read"
+        mounts.append(Mount(_relative(base_dir / "workspace", output_dir), catalog.WORKSPACE_DIR, read_only))
     for item in settings.volumes:
         source, target, *mode = item.split(":")
         if source.startswith("."):
@@ -289,13 +357,7 @@ def _component(
     egress = settings.egress if settings.egress is not None else known.egress
     networks = [INTERNAL_NETWORK, *([EGRESS_NETWORK] if egress else []), *settings.networks]
 
-    healthcheck: HealthPlan | None = None
-    if isinstance(settings.healthcheck, Healthcheck):
-        check = settings.healthcheck
-        test = tuple(check.test) if isinstance(check.test, list) else check.test
-        healthcheck = HealthPlan(test, check.interval, check.timeout, check.retries, check.start_period)
-    elif settings.healthcheck is None and role is Role.GATEWAY:
-        healthcheck = HealthPlan(GATEWAY_HEALTH_TEST, "5s", "3s", 3, "10s")
+    healthcheck = _healthcheck(settings, role)
 
     build_context = build_dockerfile = None
     image = settings.image or f"{config.images.prefix}{known.image_name}:{config.images.tag}"
@@ -318,7 +380,53 @@ def _component(
         user=settings.user if settings.user is not None else _default_user(role),
         limits=Limits(settings.resources.memory, settings.resources.cpus, settings.resources.pids),
         connection_name=connection_name,
+        tool_id=tool_id,
     )
+
+
+def _healthcheck(settings: Component, role: Role) -> HealthPlan | None:
+    """nachos-deploy owns the check of every platform component: the images' own checks prove
+    nothing (`node -e process.exit(0)` every 30 s, which also delays the first verdict by 30 s) or
+    never pass (the filesystem tool probes a port it does not serve). The gateway serves a real
+    `GET /health`; for the others the bus's /connz is the proof. An extra keeps its image's check."""
+    if isinstance(settings.healthcheck, Healthcheck):
+        check = settings.healthcheck
+        test = tuple(check.test) if isinstance(check.test, list) else check.test
+        return HealthPlan(test, check.interval, check.timeout, check.retries, check.start_period)
+    if settings.healthcheck is False:
+        return HEALTH_DISABLED
+    if role is Role.GATEWAY:
+        return HealthPlan(GATEWAY_HEALTH_TEST, "2s", "3s", 3, "30s")
+    if role is Role.EXTRA:
+        return None
+    return HEALTH_DISABLED
+
+
+_NUMERIC_USER = re.compile(r"^\d+(:\d+)?$")
+
+
+def _prepared_volumes(
+    components: Sequence[ServicePlan],
+) -> tuple[tuple[PreparedVolume, ...], list[str]]:
+    """Writable named volumes of components with a known numeric user. Docker creates a fresh named
+    volume owned by root, and an image without the folder gives the component no say in that, so
+    the upstream gateway (uid 1001) cannot create its database there without this."""
+    prepared: dict[str, PreparedVolume] = {}
+    warnings = []
+    for service in components:
+        for mount in service.mounts:
+            if not mount.is_volume or mount.read_only or service.user is None:
+                continue
+            if not _NUMERIC_USER.match(service.user):
+                warnings.append(
+                    f"components.{service.name}.user is {service.user!r}: volume {mount.source} cannot be "
+                    "made writable for a user name; give uid:gid (e.g. 1001:1001)."
+                )
+                continue
+            uid, _, gid = service.user.partition(":")
+            owner = f"{uid}:{gid or uid}"
+            prepared.setdefault(mount.source, PreparedVolume(mount.source, owner, service.name))
+    return tuple(prepared[name] for name in sorted(prepared)), warnings
 
 
 def _default_user(role: Role) -> str | None:

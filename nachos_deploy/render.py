@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,14 @@ from nachos_deploy.plan import (
     COMPOSE_FILE,
     NATS_CONFIG_FILE,
     PLATFORM_CONFIG_FILE,
+    VOLUME_INIT,
+    VOLUME_INIT_ROOT,
     EnvVar,
     Plan,
 )
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
+OUTPUT_NAMES = (COMPOSE_FILE, NATS_CONFIG_FILE, PLATFORM_CONFIG_FILE)  # every file render may write
 
 
 def templates_dir() -> Path:
@@ -116,10 +120,30 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     return compose_env, _environment(directory, _finalize_text)
 
 
+def volume_init_script(plan: Plan) -> str:
+    """Chown each prepared volume unless it already has the right owner (so a second run over a
+    large database costs one stat), and let the owner write its top folder."""
+    steps = []
+    for prepared in plan.prepared_volumes:
+        folder = shlex.quote(f"{VOLUME_INIT_ROOT}/{prepared.volume}")
+        owner = shlex.quote(prepared.owner)
+        steps.append(
+            f'[ "$(stat -c %u:%g {folder})" = {owner} ] || chown -R {owner} {folder}; chmod u+rwx {folder}'
+        )
+    return " && ".join(f"({step})" for step in steps) or "true"
+
+
 def render(plan: Plan) -> dict[str, str]:
     """File name → content for the output folder, deterministic for a given plan."""
     compose_env, text_env = _environments()
-    context: dict[str, Any] = {"plan": plan, "header": HEADER, "version": __version__}
+    context: dict[str, Any] = {
+        "plan": plan,
+        "header": HEADER,
+        "version": __version__,
+        "init_name": VOLUME_INIT,
+        "init_root": VOLUME_INIT_ROOT,
+        "init_script": volume_init_script(plan),
+    }
     try:
         nats_conf = text_env.get_template("nats.conf.j2").render(context)
         # Compose does not look into bind-mounted files: a label with their hash makes a changed

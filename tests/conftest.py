@@ -56,3 +56,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+PROBE_DIR = ROOT / "images" / "probe"

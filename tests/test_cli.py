@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,7 @@ def test_render_in_an_empty_folder(workdir: Path) -> None:
     code, _out, err = run("render")
     assert code == 0, err
     compose = yaml.safe_load((workdir / ".nachos" / "docker-compose.yml").read_text())
-    assert set(compose["services"]) == {"bus", "gateway", "llm-proxy"}
+    assert set(compose["services"]) == {"bus", "gateway", "llm-proxy", "volume-init"}
     assert compose["networks"]["nachos-internal"]["internal"] is True
     for port in compose["services"]["bus"]["ports"]:
         assert port["host_ip"] == "127.0.0.1"
@@ -135,6 +137,7 @@ def test_up_without_an_engine_is_exit_4_with_a_fix(no_engine: Path) -> None:
     assert code == 4
     assert "Traceback" not in out + err
     assert "scripts/install-engine.sh" in " ".join(err.split())
+    assert "Cannot connect to the Docker daemon" in " ".join(err.split())  # Docker's reason, not the command
     document = json.loads(out)
     assert document["ok"] is False and document["exit_code"] == 4
 
@@ -152,3 +155,54 @@ def test_status_and_down_without_an_engine(no_engine: Path) -> None:
         code, out, err = run(command)
         assert code == 4, (command, out, err)
         assert "Traceback" not in out + err
+
+
+def test_a_file_render_no_longer_produces_is_removed_and_check_sees_it(workdir: Path) -> None:
+    assert run("render")[0] == 0
+    generated = workdir / ".nachos" / "nachos.toml"
+    assert generated.is_file()
+    (workdir / ".nachos" / "notes.txt").write_text("mine")  # not ours: never touched
+    # The user brings their own platform config: the generated one is now stale.
+    (workdir / "nachos.toml").write_text(
+        '[nachos]\nname = "x"\nversion = "1"\n[llm]\nprovider = "anthropic"\nmodel = "m"\n'
+        '[security]\nmode = "standard"\n'
+    )
+    code, _, err = run("render", "--check")
+    assert code == 1 and "nachos.toml" in err
+    assert run("render")[0] == 0
+    assert not generated.exists()
+    assert (workdir / ".nachos" / "notes.txt").read_text() == "mine"
+    assert run("render", "--check")[0] == 0
+
+
+def test_validate_reports_tool_ids(workdir: Path) -> None:
+    code, out, _ = run("validate", "--set", "components.filesystem.enabled=true")
+    assert code == 0
+    assert "filesystem (tool id filesystem_read)" in out
+
+
+def test_status_loads_no_nats_client(workdir: Path) -> None:
+    # status reads the engine and the bus's HTTP monitoring only; the NATS client is for up/request.
+    script = (
+        "import sys; from typer.testing import CliRunner; from nachos_deploy.cli import app; "
+        "CliRunner().invoke(app, ['status']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_pure_core_imports_no_edge() -> None:
+    # config -> plan -> render touch no disk, engine, bus or terminal: they import none of those modules.
+    script = (
+        "import sys; import nachos_deploy.render, nachos_deploy.plan, nachos_deploy.platform_config; "
+        "edges = ('python_on_whales', 'nats', 'rich', 'typer', 'nachos_deploy.loader', "
+        "'nachos_deploy.files', 'nachos_deploy.engine', 'nachos_deploy.stack'); "
+        "print(sorted(m for m in sys.modules if m in edges or m.split('.')[0] in edges))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

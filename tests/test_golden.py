@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from nachos_deploy import files
+from nachos_deploy import files, platform_config
 from nachos_deploy.stack import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,3 +26,31 @@ def test_golden_files_match(example: Path) -> None:
     assert not changed, f"{example.name}: {changed} out of date; run `make compose` to regenerate"
     on_disk = {p.name for p in stack.output_dir.iterdir()}
     assert on_disk == set(stack.files), "stale files in the rendered folder; run `make compose`"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_platform_configs_are_ones_the_platform_accepts(example: Path) -> None:
+    # The platform refuses unknown keys ("Unknown config key: tools.code-runner") and exits at start;
+    # the key tree checked here follows its validation code.
+    stack = prepare(example / "nachos-deploy.yaml", cwd=example, environ={})
+    own = example / "nachos.toml"
+    text = own.read_text() if own.is_file() else stack.files.get("nachos.toml")
+    if text is None:
+        assert not stack.plan.components  # a bus alone needs no platform configuration
+        return
+    document = tomllib.loads(text)
+    assert platform_config.problems_in(document) == ()
+    assert not [w for w in stack.plan.warnings if "refused by the platform" in w]
+
+
+def test_the_platform_key_check_catches_what_the_platform_refuses() -> None:
+    document = {
+        "nachos": {"name": "x"},
+        "llm": {"provider": "anthropic", "model": "m"},
+        "security": {"mode": "standard"},
+        "tools": {"code-runner": {"enabled": True}},
+    }
+    assert platform_config.problems_in(document) == (
+        "unknown key tools.code-runner",
+        "missing required key nachos.version",
+    )

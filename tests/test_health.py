@@ -18,17 +18,11 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from nachos_deploy import health
-from nachos_deploy.health import (
-    BusEndpoints,
-    BusReport,
-    BusUnavailable,
-    bus_overview,
-    check_bus,
-    connection_names,
-    request,
-    wait_for_bus,
-)
+from nachos_deploy import monitor
+from nachos_deploy.gate import check_bus, wait_for_bus
+from nachos_deploy.monitor import BusEndpoints, BusUnavailable, bus_overview, connection_names
+from nachos_deploy.natsclient import request
+from nachos_deploy.results import BusReport
 from tests.natsserver import (
     NatsServer,
     ServerFactory,
@@ -312,6 +306,22 @@ def test_wait_for_bus_keeps_an_unhealthy_bus_unhealthy(nats_server_factory: Serv
     assert report.problem == "bus max_payload is 4096, config says 1048576"
 
 
+@natsserver
+def test_wait_for_bus_gives_up_soon_on_a_bus_set_up_wrong(nats_server_factory: ServerFactory) -> None:
+    # A running bus with another max_payload will not change by waiting: the gate stops after the
+    # settle time instead of polling until the deadline, and says so.
+    server = nats_server_factory(max_payload=4096)
+    started = time.monotonic()
+    report = wait_for_bus(
+        server.endpoints,
+        expected_max_payload=DEFAULT_MAX_PAYLOAD,
+        deadline=time.monotonic() + 30,
+        settle=0.3,
+    )
+    assert report.lasting and report.problem == "bus max_payload is 4096, config says 1048576"
+    assert time.monotonic() - started < 20  # far from the 30 s deadline, whatever the machine's load
+
+
 # --- connection_names ------------------------------------------------------------------------
 
 
@@ -342,7 +352,7 @@ def test_connection_names_follows_pages(
     nats_server: NatsServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(health, "_CONNZ_PAGE", 2)
+    monkeypatch.setattr(monitor, "_CONNZ_PAGE", 2)
     counts = asyncio.run(
         _with_clients(nats_server.nats_url, ["a", "b", "c", "a", "d"], nats_server.monitor_url)
     )

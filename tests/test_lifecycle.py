@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +24,26 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nachos_deploy import health
 from nachos_deploy.cli import app
+from nachos_deploy.natsclient import request
 
 PROBE = "nachos-deploy/probe:latest"
 runner = CliRunner()
+# The probe's own HTTP /health as a fast check, for probes whose health a test watches closely.
+FAST_CHECK = {"test": ["CMD", "python3", "-m", "nachos_probe", "--check"], "interval": "1s", "retries": 1}
 
 
 def probe(**extra: Any) -> dict[str, Any]:
+    """A probe in place of a component. Its image ships a healthcheck that never passes (as the
+    filesystem tool's does): platform roles get it replaced by the defaults, and an extra must say
+    what it wants, here no check."""
+    if extra.get("role") is None and "healthcheck" not in extra:
+        extra["healthcheck"] = False
+    return {"image": PROBE, "egress": False, **extra}
+
+
+def platform_probe(**extra: Any) -> dict[str, Any]:
+    """A probe as a platform component, under the defaults: nothing about its health is set."""
     return {"image": PROBE, "egress": False, **extra}
 
 
@@ -99,14 +114,15 @@ def deployment(engine: str, tmp_path: Path) -> Iterator[Deployment]:
         )
 
 
+# Under the defaults: the gateway probe serves GET /health on 3000 and the rendered `node -e fetch`
+# check runs unchanged (the probe image has a `node` for it); it writes its database to the fresh
+# gateway-data volume as uid 1001; the others keep the image's never-passing check unless the
+# defaults switch it off.
 FOUR = {
-    "gateway": probe(
-        environment={"PROBE_HTTP_PORT": 3000},
-        healthcheck={"test": ["CMD", "python3", "-m", "nachos_probe", "--check"], "interval": "1s"},
-    ),
-    "llm-proxy": probe(),
-    "webchat": probe(enabled=True),
-    "filesystem": probe(enabled=True),
+    "gateway": platform_probe(),
+    "llm-proxy": platform_probe(),
+    "webchat": platform_probe(enabled=True),
+    "filesystem": platform_probe(enabled=True),
 }
 
 
@@ -135,22 +151,24 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
         "gateway",
         "llm-proxy",
         "channel-webchat",
-        "tool-filesystem",
+        "tool-filesystem_read",
     }
+    assert result["services"][4]["tool_id"] == "filesystem_read"
+    assert result["services"][1]["health"] == "healthy"
     nats_url = result["nats_url"]
     assert nats_url.startswith("nats://127.0.0.1:")
     assert result["bus"]["jetstream"] is True
     assert result["bus"]["max_payload"] == 10 * 1024 * 1024
 
     for name in ("gateway", "llm-proxy", "webchat", "filesystem"):
-        reply = json.loads(health.request(nats_url, f"nachos.health.ping.{name}", b"hi"))
+        reply = json.loads(request(nats_url, f"nachos.health.ping.{name}", b"hi"))
         assert reply["component"] == name and reply["ok"] is True
-    echo = json.loads(health.request(nats_url, "nachos.llm.request", b"prompt"))
+    echo = json.loads(request(nats_url, "nachos.llm.request", b"prompt"))
     assert echo["component"] == "llm-proxy" and echo["echo"] == "prompt"
-    echo = json.loads(health.request(nats_url, "nachos.tool.filesystem.request", b"ls"))
+    echo = json.loads(request(nats_url, "nachos.tool.filesystem_read.request", b"ls"))
     assert echo["component"] == "filesystem"
-    code, out, _ = deployment.run("request", "nachos.health.ping.webchat")
-    assert code == 0 and json.loads(out)["component"] == "webchat"
+    code, out, _ = deployment.run("request", "nachos.gateway.subagents.list", "{}")
+    assert code == 0 and json.loads(out) == {"ok": True, "runs": []}
 
     code, out, _ = deployment.run("status", "--json")
     assert code == 0
@@ -188,7 +206,7 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
 
 def test_a_bus_that_cannot_start_stops_everything(deployment: Deployment) -> None:
     # The probe image is no nats-server: given the bus's flags it exits at once, like a broken config.
-    deployment.write({"webchat": probe(enabled=True)}, image=PROBE)
+    deployment.write({"webchat": platform_probe(enabled=True)}, image=PROBE)
     code, out, err = deployment.run("up", "--timeout", "30")
     assert code == 5, out + err
     text = " ".join(err.split())
@@ -200,7 +218,7 @@ def test_a_bus_that_cannot_start_stops_everything(deployment: Deployment) -> Non
 
 def test_a_component_that_exits_at_start_is_named(deployment: Deployment) -> None:
     deployment.write(
-        {"webchat": probe(enabled=True), "crasher": probe(environment={"PROBE_FAIL_AT_START": 3})}
+        {"webchat": platform_probe(enabled=True), "crasher": probe(environment={"PROBE_FAIL_AT_START": 3})}
     )
     code, out, err = deployment.run("up", "--timeout", "60")
     assert code == 6, out + err
@@ -215,10 +233,17 @@ def test_a_component_that_exits_at_start_is_named(deployment: Deployment) -> Non
 def test_a_component_not_on_the_bus_fails_by_connz(deployment: Deployment) -> None:
     # Running and healthy is not enough: the bus must list the component under its connection name.
     # This probe runs and is healthy but joins under another name than channel-webchat.
-    deployment.write({"webchat": probe(enabled=True, environment={"NACHOS_CONNECTION_NAME": "impostor"})})
+    deployment.write(
+        {"webchat": platform_probe(enabled=True, environment={"NACHOS_CONNECTION_NAME": "impostor"})}
+    )
     code, out, err = deployment.run("up", "--timeout", "6")
     assert code == 6, out + err
     assert "is not connected to the bus as 'channel-webchat'" in " ".join(err.split())
+    # status judges by the same rule: running, but not on the bus, is a problem
+    code, out, _ = deployment.run("status", "--json")
+    assert code == 1
+    webchat = next(s for s in json.loads(out)["services"] if s["name"] == "webchat")
+    assert webchat["status"] == "running" and webchat["connected"] is False and webchat["ok"] is False
 
 
 def test_a_changed_bus_config_recreates_the_bus(deployment: Deployment) -> None:
@@ -257,3 +282,212 @@ def test_doctor_passes_with_a_free_port_setup(deployment: Deployment) -> None:
     assert checks["compose"]["level"] == "pass"
     assert checks["images"]["level"] == "pass"
     assert code == 0
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def gateway_db(project: str) -> tuple[str, list[str]]:
+    """Owner and lines of the gateway's database file in its named volume."""
+    out = docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{project}_gateway-data:/d",
+        "nats:alpine",
+        "sh",
+        "-c",
+        "stat -c %u:%g /d/gateway.db && cat /d/gateway.db",
+    )
+    owner, *lines = out.splitlines()
+    return owner, lines
+
+
+def test_a_fresh_volume_is_writable_by_a_non_root_component(deployment: Deployment) -> None:
+    # The upstream gateway runs as 1001 and its image has no /app/data: on a fresh named volume
+    # (owned by root) it dies with SQLITE_CANTOPEN unless the volume is handed to it first.
+    deployment.write({"gateway": platform_probe()})
+    code, out, err = deployment.run("up", "--json", "--timeout", "60")
+    assert code == 0, out + err
+    owner, lines = gateway_db(deployment.project)
+    assert owner == "1001:1001" and len(lines) == 1
+    assert deployment.run("up", "--timeout", "60")[0] == 0  # a second up: the init runs again
+    assert deployment.run("down")[0] == 0  # keeps the volume
+    code, out, err = deployment.run("up", "--timeout", "60")
+    assert code == 0, out + err
+    owner, lines = gateway_db(deployment.project)
+    assert owner == "1001:1001" and len(lines) == 2  # the same database, opened again after down
+
+
+def test_image_healthchecks_are_replaced_by_the_defaults(deployment: Deployment) -> None:
+    # The probe image's own check never passes and runs every 30 s (like the filesystem tool's);
+    # left on, the components would sit in "starting" for 30 s and then turn unhealthy.
+    deployment.write(
+        {
+            "llm-proxy": platform_probe(),
+            "filesystem": platform_probe(enabled=True),
+            "archiver": probe(),  # an extra that switches its image's check off itself
+        }
+    )
+    code, out, err = deployment.run("up", "--json", "--timeout", "20")
+    assert code == 0, out + err
+    assert all(s["ok"] and s["health"] in (None, "healthy") for s in json.loads(out)["services"])
+    ids = containers(deployment.project)
+    for service in ("llm-proxy", "filesystem", "archiver"):
+        assert docker("inspect", "-f", "{{json .Config.Healthcheck.Test}}", ids[service]) == '["NONE"]'
+
+
+def test_up_waits_for_a_component_healthcheck(deployment: Deployment) -> None:
+    # On the bus at once, but healthy only 3 s later: up must not report it before Docker does.
+    deployment.write(
+        {
+            "slow": probe(
+                environment={"PROBE_HTTP_PORT": 8000, "PROBE_HEALTHY_AFTER": 3},
+                healthcheck={**FAST_CHECK, "start_period": "30s"},  # failures while starting are fine
+            )
+        }
+    )
+    code, out, err = deployment.run("up", "--json", "--timeout", "60")
+    assert code == 0, out + err
+    slow = next(s for s in json.loads(out)["services"] if s["name"] == "slow")
+    assert slow["health"] == "healthy" and slow["connected"] is True
+
+
+def test_a_restart_during_up_fails_with_the_exit_code_of_the_failed_run(deployment: Deployment) -> None:
+    # It connects, exits 4 once, and runs fine after the restart policy starts it again: the state
+    # then reads exit code 0, and the container looks running and on the bus.
+    deployment.write(
+        {
+            "flaky": probe(
+                environment={"PROBE_EXIT_ONCE": 4, "PROBE_HTTP_PORT": 8000},
+                healthcheck={**FAST_CHECK, "interval": "2s"},
+            )
+        }
+    )
+    code, out, err = deployment.run("up", "--timeout", "60")
+    assert code == 6, out + err
+    text = " ".join(err.split())
+    assert "flaky did not come up: flaky restarted 1 time(s) during this run (exit code 4)" in text
+
+
+def test_a_missing_required_secret_is_refused_with_its_name(deployment: Deployment) -> None:
+    deployment.write({"telegram": platform_probe(enabled=True)})
+    code, _, err = deployment.run("up")
+    assert code == 3
+    assert "telegram needs TELEGRAM_BOT_TOKEN" in " ".join(err.split())
+    assert containers(deployment.project) == {}
+    assert not (deployment.folder / ".nachos").exists()  # nothing written
+    code, _, err = deployment.run("validate")
+    assert code == 3 and "TELEGRAM_BOT_TOKEN" in err
+    code, out, _ = deployment.run("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert code == 1 and checks["secrets"]["level"] == "fail"
+    assert "TELEGRAM_BOT_TOKEN (for telegram)" in checks["secrets"]["detail"]
+
+    # Reading and removing commands work without it, and Compose says nothing about blank values.
+    for command in (("status",), ("logs",), ("down",)):
+        done = subprocess.run(
+            [sys.executable, "-m", "nachos_deploy", *command, "-c", str(deployment.file)],
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"},
+            timeout=60,
+        )
+        assert "variable is not set" not in done.stderr, done.stderr
+        assert "TELEGRAM_BOT_TOKEN" not in done.stderr, done.stderr
+        assert done.returncode in (0, 1), done.stderr  # status: 1, nothing runs
+
+    # The output folder's .env counts, as it does for Compose.
+    (deployment.folder / ".nachos").mkdir()
+    (deployment.folder / ".nachos" / ".env").write_text("TELEGRAM_BOT_TOKEN=t0k3n\n")
+    code, out, err = deployment.run("validate")
+    assert code == 0, out + err
+
+
+def test_a_configuration_compose_rejects_writes_nothing(deployment: Deployment) -> None:
+    code, _, err = deployment.run(
+        "up", "--set", "components.x.image=" + PROBE, "--set", "components.x.command=echo 'oops"
+    )
+    assert code == 3, err
+    assert "Docker Compose rejects" in err and "Nothing was written" in " ".join(err.split())
+    assert not (deployment.folder / ".nachos").exists()
+    assert containers(deployment.project) == {}
+
+
+OUTAGE_TRIES = {"PROBE_RECONNECT_ATTEMPTS": 2, "PROBE_RECONNECT_WAIT": 0.5, "PROBE_CONNECT_WINDOW": 0.5}
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_up_heals_what_a_long_outage_left_and_status_tells_the_truth(deployment: Deployment) -> None:
+    # As measured with the real images after an outage longer than their ten reconnects: the gateway
+    # comes back (but its health says unhealthy for a while), llm-proxy exits 0 and then
+    # restart-loops while the bus is away, the whatsapp channel stays running and off the bus.
+    deployment.write(
+        {
+            "gateway": platform_probe(
+                environment={"PROBE_ON_BUS_LOSS": "forever", "PROBE_HTTP_PORT": 3000},
+                healthcheck=FAST_CHECK,
+            ),
+            "llm-proxy": platform_probe(environment={**OUTAGE_TRIES, "PROBE_ON_BUS_LOSS": "exit0"}),
+            "webchat": platform_probe(
+                enabled=True, environment={**OUTAGE_TRIES, "PROBE_ON_BUS_LOSS": "stay"}
+            ),
+        }
+    )
+    code, out, err = deployment.run("up", "--timeout", "60")
+    assert code == 0, out + err
+    ids = containers(deployment.project)
+    docker("stop", "-t", "1", ids["bus"])  # stopped by hand: the restart policy leaves it down
+
+    code, out, _ = deployment.run("status", "--json")
+    assert code == 1  # with the bus down, nothing is ok
+    status = json.loads(out)
+    assert not any(s["ok"] for s in status["services"])
+    assert all(s["connected"] is False for s in status["services"] if s["name"] != "bus")
+
+    def health(service: str) -> str:
+        return docker("inspect", "-f", "{{.State.Health.Status}}", ids[service])
+
+    wait_for(lambda: health("gateway") == "unhealthy", "the gateway to turn unhealthy")
+    time.sleep(2)  # past the others' reconnect window
+
+    code, out, err = deployment.run("up", "--json", "--timeout", "60")
+    assert code == 0, out + err
+    result = {s["name"]: s for s in json.loads(out)["services"]}
+    assert all(s["ok"] and s["connected"] is not False for s in result.values())
+    assert result["webchat"].get("restarted_by_up") is True
+    assert deployment.run("status")[0] == 0
+    assert containers(deployment.project)["webchat"] == ids["webchat"]  # restarted, not recreated
+
+
+def test_up_stops_at_once_when_the_bus_dies_while_components_start(deployment: Deployment) -> None:
+    # The component never gets on the bus, so up waits; killing the bus must end that wait with
+    # the bus's own exit code, not blame the component at the timeout.
+    deployment.write(
+        {"webchat": platform_probe(enabled=True, environment={"NACHOS_CONNECTION_NAME": "impostor"})}
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nachos_deploy", "up", "-c", str(deployment.file), "--timeout", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: "webchat" in containers(deployment.project), "the component to be created", 60)
+        time.sleep(0.5)
+        docker("kill", containers(deployment.project)["bus"])
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 5, err
+    assert "The bus exited with code 137" in " ".join(err.split())

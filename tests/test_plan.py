@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path, PurePath
 
+import pytest
+
 from nachos_deploy.catalog import Role
 from nachos_deploy.config import DeployConfig
-from nachos_deploy.loader import Platform
-from nachos_deploy.plan import make_plan
+from nachos_deploy.errors import ConfigError
+from nachos_deploy.plan import HEALTH_DISABLED, make_plan
+from nachos_deploy.platform_config import Platform
 
 
 def plan_of(data: dict[str, object], platform: Platform | None = None):  # type: ignore[no-untyped-def]
@@ -44,8 +47,89 @@ def test_connection_names_follow_upstream() -> None:
         "gateway": "gateway",
         "llm-proxy": "llm-proxy",
         "slack": "channel-slack",
-        "filesystem": "tool-filesystem",
+        "filesystem": "tool-filesystem_read",  # upstream: tool-<TOOL_ID>, the id following the mode
     }
+
+
+def test_tool_ids_follow_the_mode_and_name_the_subject() -> None:
+    plan = plan_of(
+        {
+            "components": {
+                "filesystem": {"enabled": True, "environment": {"TOOL_MODE": "patch"}},
+                "code-runner": {"enabled": True, "environment": {"LANGUAGE": "javascript"}},
+                "browser": {"enabled": True},
+            }
+        }
+    )
+    ids = {s.name: s.tool_id for s in plan.components if s.tool_id}
+    assert ids == {
+        "filesystem": "filesystem_patch",
+        "code-runner": "code_runner_javascript",
+        "browser": "browser",
+    }
+    env = {v.name: v.value for v in plan.component("filesystem").environment}
+    assert env["TOOL_ID"] == "filesystem_patch"
+    workspace = next(m for m in plan.component("filesystem").mounts if m.target == "/workspace")
+    assert workspace.read_only is False  # only the read mode gets the workspace read-only
+    assert (
+        plan_of({"components": {"filesystem": {"enabled": True}}})
+        .component("filesystem")
+        .mounts[-1]
+        .read_only
+    )
+
+
+def test_an_unknown_tool_mode_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"components.filesystem.environment: TOOL_MODE='delete'"):
+        plan_of({"components": {"filesystem": {"enabled": True, "environment": {"TOOL_MODE": "delete"}}}})
+
+
+def test_catalog_components_own_their_healthchecks() -> None:
+    plan = plan_of(
+        {
+            "components": {
+                "filesystem": {"enabled": True},
+                "x": {"image": "x"},
+                "y": {"image": "y", "healthcheck": False},
+            }
+        }
+    )
+    gateway = plan.component("gateway").healthcheck
+    assert gateway is not None and "http://127.0.0.1:3000/health" in " ".join(gateway.test)
+    assert plan.component("llm-proxy").healthcheck is HEALTH_DISABLED
+    assert plan.component("filesystem").healthcheck is HEALTH_DISABLED
+    assert plan.component("x").healthcheck is None  # an extra keeps its image's own check
+    assert plan.component("y").healthcheck is HEALTH_DISABLED
+
+
+def test_written_volumes_are_prepared_for_their_user() -> None:
+    plan = plan_of(
+        {
+            "components": {
+                "x": {"image": "x", "user": "2000:3000", "volumes": ["x-data:/data", "ro-data:/ro:ro"]},
+                "y": {"image": "y", "volumes": ["y-data:/data"]},  # the image's user: unknown
+                "z": {"image": "z", "user": "app", "volumes": ["z-data:/data"]},
+            }
+        }
+    )
+    prepared = {(p.volume, p.owner) for p in plan.prepared_volumes}
+    assert prepared == {("gateway-data", "1001:1001"), ("x-data", "2000:3000")}
+    assert plan.component("gateway").waits_for_volumes and plan.component("x").waits_for_volumes
+    assert not plan.component("y").waits_for_volumes
+    assert any("z-data cannot be made writable" in w for w in plan.warnings)
+
+
+def test_required_secrets_are_listed_per_component() -> None:
+    plan = plan_of({"components": {"telegram": {"enabled": True}, "llm-proxy": {"secrets": {"K": "HOST_K"}}}})
+    assert plan.required_secrets() == [("llm-proxy", "HOST_K"), ("telegram", "TELEGRAM_BOT_TOKEN")]
+    assert plan.required_secrets(["telegram"]) == [("telegram", "TELEGRAM_BOT_TOKEN")]
+
+
+def test_webchat_has_no_upstream_image() -> None:
+    plan = plan_of({"components": {"webchat": {"enabled": True}}})
+    assert any("publishes no webchat image" in w for w in plan.warnings)
+    plan = plan_of({"components": {"webchat": {"enabled": True, "image": "acme/webchat:1"}}})
+    assert not any("webchat" in w for w in plan.warnings)
 
 
 def test_platform_toml_enables_and_deploy_file_wins() -> None:

@@ -22,15 +22,17 @@ from typing import Any
 
 import pytest
 
-from nachos_deploy.health import BusUnavailable, connection_names, request
-from nachos_deploy.probe import ConfigError, load_settings
+from nachos_deploy.monitor import BusUnavailable, connection_names
+from nachos_deploy.natsclient import request
+from tests.conftest import PROBE_DIR
 from tests.natsserver import NatsServer, nats_server, nats_server_factory, no_connections_left
+from tests.probe_module import ConfigError, load_settings, role_subjects
 
 __all__ = ["nats_server", "nats_server_factory"]  # fixtures, used by name
 
 natsserver = pytest.mark.natsserver
 
-PROBE = Path(__file__).resolve().parent.parent / "nachos_deploy" / "probe.py"
+PROBE = PROBE_DIR / "nachos_probe.py"
 READY_TIMEOUT = 10.0
 
 
@@ -153,7 +155,7 @@ def http_get(url: str) -> tuple[int, dict[str, Any]]:
 # --- answering on the bus --------------------------------------------------------------------
 
 ROLE_SUBJECTS = {
-    "gateway": "nachos.policy.check",
+    "gateway": "nachos.gateway.subagents.info",
     "llm-proxy": "nachos.llm.request",
     "channel": "nachos.channel.comp-1.outbound",
     "tool": "nachos.tool.comp-1.request",
@@ -169,7 +171,7 @@ def test_answers_ping_and_its_role_subject(nats_server: NatsServer, role: str) -
         line = probe.wait_ready()
         assert line == (
             f"probe comp-1 connected to {nats_server.nats_url} as comp-1; "
-            f"answering nachos.health.ping.comp-1, {subject}"
+            f"answering nachos.health.ping.comp-1, {', '.join(role_subjects(role, 'comp-1'))}"
         )
 
         pong = ask(nats_server.nats_url, "nachos.health.ping.comp-1")
@@ -237,7 +239,8 @@ def test_http_health_and_check_follow_the_connection(nats_server: NatsServer) ->
     health_url = f"http://127.0.0.1:{port}/health"
     with run_probe(env) as probe:
         probe.wait_ready()
-        assert http_get(health_url) == (200, {"ok": True, "component": "web"})
+        healthy = {"status": "healthy", "ok": True, "component": "web"}
+        assert http_get(health_url) == (200, {**healthy, "checks": {"database": "ok", "bus": "ok"}})
         assert http_get(f"http://127.0.0.1:{port}/other")[0] == 404
         check = run_once(env, "--check")
         assert check.returncode == 0, check.stderr
@@ -246,7 +249,8 @@ def test_http_health_and_check_follow_the_connection(nats_server: NatsServer) ->
         deadline = time.monotonic() + 3
         while (status := http_get(health_url))[0] == 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert status == (503, {"ok": False, "component": "web"})
+        unhealthy = {"status": "unhealthy", "ok": False, "component": "web"}
+        assert status == (503, {**unhealthy, "checks": {"database": "ok", "bus": "disconnected"}})
         assert run_once(env, "--check").returncode == 1
 
         # Even while reconnecting, a stop request ends it at once and cleanly.
@@ -346,6 +350,158 @@ def test_exits_1_when_the_connection_is_closed_for_good(nats_server: NatsServer)
         code = probe.process.wait(timeout=5)
     assert code == 1
     assert any("closed for good" in line for line in probe.stderr), probe.stderr
+
+
+@natsserver
+def test_plays_the_gateway_the_platform_ships(nats_server: NatsServer, tmp_path: Path) -> None:
+    # The real gateway answers nachos.gateway.subagents.list, listens on its channels' inbound
+    # subjects, opens its database at GATEWAY_DB_PATH and serves GET /health on GATEWAY_HEALTH_PORT.
+    port = closed_port()
+    env = clean_env(
+        NACHOS_COMPONENT="gateway",
+        NACHOS_ROLE="gateway",
+        NATS_URL=nats_server.nats_url,
+        GATEWAY_CHANNELS="slack,whatsapp",
+        GATEWAY_DB_PATH=str(tmp_path / "gateway.db"),
+        GATEWAY_HEALTH_PORT=str(port),
+    )
+    with run_probe(env) as probe:
+        line = probe.wait_ready()
+        assert "nachos.channel.slack.inbound, nachos.channel.whatsapp.inbound" in line
+        assert ask(nats_server.nats_url, "nachos.gateway.subagents.list", b"{}") == {"ok": True, "runs": []}
+        status, doc = http_get(f"http://127.0.0.1:{port}/health")
+        assert status == 200 and doc["status"] == "healthy" and doc["checks"]["bus"] == "ok"
+    assert (tmp_path / "gateway.db").read_text().startswith("start ")
+
+
+def test_a_database_it_cannot_open_is_sqlite_cantopen(tmp_path: Path) -> None:
+    # The upstream gateway on a root-owned volume: it dies at start, before touching the bus.
+    env = clean_env(NACHOS_COMPONENT="gateway", GATEWAY_DB_PATH=str(tmp_path / "missing" / "gateway.db"))
+    done = run_once(env)
+    assert done.returncode == 1
+    assert "SQLITE_CANTOPEN" in done.stderr
+
+
+@natsserver
+def test_a_tool_answers_under_its_tool_id(nats_server: NatsServer) -> None:
+    env = clean_env(
+        NACHOS_COMPONENT="filesystem",
+        NACHOS_ROLE="tool",
+        TOOL_ID="filesystem_read",
+        NATS_URL=nats_server.nats_url,
+    )
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        assert ask(nats_server.nats_url, "nachos.tool.filesystem_read.request")["component"] == "filesystem"
+
+
+@natsserver
+@pytest.mark.parametrize(("mode", "code"), [("exit0", 0), ("exit", 1)])
+def test_bus_loss_exits_with_the_mode_code(nats_server: NatsServer, mode: str, code: int) -> None:
+    # llm-proxy exits 0 when its reconnects run out (so restart: on-failure would never restart it).
+    env = clean_env(
+        NACHOS_COMPONENT="llm-proxy",
+        NATS_URL=nats_server.nats_url,
+        PROBE_ON_BUS_LOSS=mode,
+        PROBE_RECONNECT_ATTEMPTS="1",
+        PROBE_RECONNECT_WAIT="0.1",
+    )
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        nats_server.stop()
+        assert probe.process.wait(timeout=5) == code
+
+
+@natsserver
+def test_bus_loss_stay_keeps_running_off_the_bus_in_silence(nats_server_factory: Any) -> None:
+    # The platform's channels after a long outage: running, never reconnecting, saying nothing.
+    first = nats_server_factory()
+    env = clean_env(
+        NACHOS_COMPONENT="whatsapp",
+        NATS_URL=first.nats_url,
+        PROBE_ON_BUS_LOSS="stay",
+        PROBE_RECONNECT_ATTEMPTS="1",
+        PROBE_RECONNECT_WAIT="0.1",
+    )
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        first.stop()
+        time.sleep(1.5)
+        assert probe.process.poll() is None
+        errors_before = len(probe.stderr)
+        time.sleep(0.5)
+        assert len(probe.stderr) == errors_before  # silent
+        code, _ = probe.signal_and_wait(signal.SIGTERM)
+    assert code == 0
+
+
+@natsserver
+def test_healthy_after_delays_http_health(nats_server: NatsServer) -> None:
+    port = closed_port()
+    env = clean_env(
+        NACHOS_COMPONENT="slow",
+        NATS_URL=nats_server.nats_url,
+        PROBE_HTTP_PORT=str(port),
+        PROBE_HEALTHY_AFTER="60",
+    )
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        status, doc = http_get(f"http://127.0.0.1:{port}/health")
+    assert status == 503 and doc["checks"]["bus"] == "ok"
+
+
+def test_image_check_never_passes_unless_trivial() -> None:
+    # The image's own HEALTHCHECK: like the filesystem tool's, it asks a port nothing serves.
+    assert run_once(clean_env(), "--image-check").returncode == 1
+    assert run_once(clean_env(PROBE_IMAGE_CHECK="trivial"), "--image-check").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [("process.exit(0)", 0), ("process.exit(4)", 4), ("fetch('http://127.0.0.1:9/health').then()", 1)],
+)
+def test_node_stand_in_runs_the_rendered_checks(script: str, code: int) -> None:
+    done = subprocess.run(
+        [sys.executable, str(PROBE_DIR / "node"), "-e", script], capture_output=True, timeout=10, check=False
+    )
+    assert done.returncode == code
+
+
+@natsserver
+def test_node_stand_in_runs_the_gateway_check_of_the_plan(nats_server: NatsServer) -> None:
+    from nachos_deploy.plan import GATEWAY_HEALTH_TEST
+
+    port = closed_port()
+    env = clean_env(NACHOS_COMPONENT="gw", NATS_URL=nats_server.nats_url, PROBE_HTTP_PORT=str(port))
+    script = GATEWAY_HEALTH_TEST[-1].replace("3000", str(port))
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        done = subprocess.run(
+            [sys.executable, str(PROBE_DIR / "node"), "-e", script],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+
+
+@natsserver
+def test_exit_once_exits_only_on_the_first_run(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = Path("/tmp/nachos-probe-exited-once")
+    marker.unlink(missing_ok=True)
+    env = clean_env(NACHOS_COMPONENT="flaky", NATS_URL=nats_server.nats_url, PROBE_EXIT_ONCE="4")
+    try:
+        with run_probe(env) as probe:
+            probe.wait_ready()
+            assert probe.process.wait(timeout=5) == 4
+        with run_probe(env) as probe:
+            probe.wait_ready()
+            time.sleep(0.8)
+            assert probe.process.poll() is None
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 # --- shipped as one file ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ import json
 import os
 import string
 import subprocess
+import sys
 import uuid
 from pathlib import Path, PurePath
 from typing import Any
@@ -44,10 +45,34 @@ def test_bus_and_networks() -> None:
     assert doc["volumes"] == {"bus-data": {}, "gateway-data": {}}
     for name, service in doc["services"].items():
         assert "container_name" not in service
+        if name == "volume-init":
+            continue
         assert service["init"] is True
         assert service["restart"] == "unless-stopped"
         if name != "bus":
-            assert service["depends_on"] == {"bus": {"condition": "service_healthy"}}
+            assert service["depends_on"]["bus"] == {"condition": "service_healthy"}
+    assert doc["services"]["gateway"]["depends_on"]["volume-init"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert "volume-init" not in doc["services"]["llm-proxy"]["depends_on"]
+
+
+def test_volume_init_hands_fresh_volumes_to_the_component_user() -> None:
+    init = compose_of({})["services"]["volume-init"]
+    assert init["user"] == "0:0" and init["restart"] == "no" and init["network_mode"] == "none"
+    assert init["volumes"] == [
+        {"type": "volume", "source": "gateway-data", "target": "/volumes/gateway-data"}
+    ]
+    script = init["entrypoint"][2]
+    assert "chown -R 1001:1001 /volumes/gateway-data" in script
+    assert "$$(stat" in script  # Compose must not substitute the shell's $(...)
+
+
+def test_healthcheck_false_disables_the_image_check() -> None:
+    services = compose_of({"components": {"x": {"image": "x", "healthcheck": False}}})["services"]
+    assert services["x"]["healthcheck"] == {"disable": True}
+    assert services["llm-proxy"]["healthcheck"] == {"disable": True}
+    assert "healthcheck" not in compose_of({"components": {"x": {"image": "x"}}})["services"]["x"]
 
 
 def test_nats_config_carries_max_payload() -> None:
@@ -68,9 +93,37 @@ def test_secret_references() -> None:
     assert env["WHATSAPP_APP_SECRET"] == "${WHATSAPP_APP_SECRET:-}"
 
 
-def test_rendering_is_deterministic() -> None:
-    data = {"components": {"slack": {"enabled": True}, "x": {"image": "x", "environment": {"B": 1, "A": 2}}}}
-    assert rendered(data) == rendered(data)
+def test_rendering_is_deterministic_across_processes(tmp_path: Path) -> None:
+    # Two interpreters with different hash seeds: set and dict orders that depend on string hashing
+    # would show up as differences.
+    (tmp_path / "nachos-deploy.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "components": {
+                    "slack": {"enabled": True},
+                    "x": {"image": "x", "environment": {"B": 1, "A": 2}, "volumes": ["b:/b", "a:/a"]},
+                    "y": {"image": "y", "user": "5:5", "volumes": ["c:/c", "a2:/a"]},
+                }
+            }
+        )
+    )
+    script = (
+        "import json, sys; from pathlib import Path; from nachos_deploy.stack import prepare; "
+        "s = prepare(Path(sys.argv[1]), environ={}); print(json.dumps(dict(s.files), sort_keys=True))"
+    )
+    outputs = []
+    for seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "nachos-deploy.yaml")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    assert "volume-init" in outputs[0]
 
 
 # Values are data: whatever the text, it comes back as the same string (with '$' escaped for Compose).

@@ -1,25 +1,42 @@
-"""A tiny stand-in Nachos component, shipped in a container image as the module ``nachos_probe``.
+"""A stand-in Nachos component, shipped in the image ``nachos-deploy/probe`` as module ``nachos_probe``.
 
-It lets a stack be brought up and checked end to end before the real components exist: it joins
-the bus under a connection name, answers a health ping and the request subjects of its role,
-and can serve an HTTP /health for the container healthcheck. It is copied into the image as a
-single file, so it imports only the standard library and nats-py, never nachos_deploy.
+The platform's real images cannot be built everywhere, so this program reproduces, one environment
+variable at a time, every behaviour of theirs a deployment must cope with (see the README's "The
+probe"): it joins the bus under the component's connection name, answers its role's subjects from
+the platform's subject map, writes its database where the gateway does, serves the gateway's
+GET /health, and can die at start, crash once, stay off the bus after a long outage or exit 0 then,
+as the real ones do. It imports only the standard library and nats-py, never nachos_deploy.
 
 Environment:
   NACHOS_COMPONENT         component name (required); used in subjects, so no dots or spaces
   NATS_URL / NATS_SERVERS  bus URL, else the first of the comma list; default nats://bus:4222
   NACHOS_CONNECTION_NAME   connection name shown in /connz (default: the component name)
   NACHOS_ROLE              gateway | llm-proxy | channel | tool | extra (default: extra)
+  GATEWAY_CHANNELS         gateway role: channels whose inbound subjects it subscribes to
+  TOOL_ID                  tool role: the id in nachos.tool.<id>.request (default: the component)
+  GATEWAY_DB_PATH          open (create) this file for writing at start, as the gateway opens its
+                           SQLite database; exit 1 with SQLITE_CANTOPEN when that fails
   PROBE_SUBJECTS           comma list replacing the role's subjects
-  PROBE_HTTP_PORT          serve GET /health on 0.0.0.0:PORT (default 0: no HTTP)
+  PROBE_HTTP_PORT          serve GET /health on 0.0.0.0:PORT (default: GATEWAY_HEALTH_PORT for the
+                           gateway role, else 0: no HTTP)
+  PROBE_HEALTHY_AFTER      seconds after connecting before /health says 200 (default 0)
   PROBE_FAIL_AT_START      exit at once with this code, to play a component that dies at start
+  PROBE_EXIT_ONCE          exit with this code 0.5 s after the first connection of this container
+                           (a marker in /tmp survives restarts), then run normally after a restart
+  PROBE_ON_BUS_LOSS        when the reconnects run out: exit (code 1, default), exit0 (llm-proxy),
+                           stay (running, off the bus, silent: the channels), forever (never give
+                           up reconnecting: the tools)
   PROBE_CONNECT_WINDOW     seconds to keep trying the first connection (default 5)
   PROBE_RECONNECT_ATTEMPTS reconnect attempts after a lost connection, >= 1 (default 10)
   PROBE_RECONNECT_WAIT     seconds between reconnect attempts (default 2)
+  PROBE_IMAGE_CHECK        what the image's own HEALTHCHECK does: broken (default: asks
+                           :8080/health, which nothing serves, like the filesystem tool's image) or
+                           trivial (passes, like `node -e process.exit(0)` in the gateway's)
 
 Exit codes: 0 on SIGTERM/SIGINT, 1 when the bus is unreachable at start or the connection is
 finally closed (so the container restarts rather than idling), 2 for a configuration error.
-``--check`` asks the running probe's /health and exits 0 only on HTTP 200.
+``--check`` asks the running probe's /health and exits 0 only on HTTP 200; ``--image-check`` is
+the image's own healthcheck.
 """
 
 from __future__ import annotations
@@ -31,12 +48,14 @@ import os
 import signal
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from nats import errors as nats_errors
@@ -73,22 +92,36 @@ class Settings:
     connect_window: float
     reconnect_attempts: int
     reconnect_wait: float
+    on_bus_loss: str = "exit"
+    exit_once: int | None = None
+    healthy_after: float = 0.0
+    db_path: str = ""
 
     @property
     def ping_subject(self) -> str:
         return f"{PING_SUBJECT_PREFIX}.{self.component}"
 
 
-def role_subjects(role: str, component: str) -> tuple[str, ...]:
-    """The request subjects a real component of ``role`` would serve."""
+GATEWAY_REQUESTS = tuple(
+    [f"nachos.gateway.subagents.{verb}" for verb in ("list", "spawn", "info", "stop", "log")]
+    + [f"nachos.gateway.sandbox.{verb}" for verb in ("explain", "list", "recreate")]
+)
+BUS_LOSS_MODES = ("exit", "exit0", "stay", "forever")
+EXIT_ONCE_MARKER = "/tmp/nachos-probe-exited-once"
+
+
+def role_subjects(role: str, component: str, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """What a real component of ``role`` subscribes to or answers, from the platform's subject map."""
+    env = env or {}
     if role == "gateway":
-        return ("nachos.policy.check",)
+        channels = [c.strip() for c in env.get("GATEWAY_CHANNELS", "").split(",") if c.strip()]
+        return (*GATEWAY_REQUESTS, *(f"nachos.channel.{c}.inbound" for c in channels))
     if role == "llm-proxy":
         return ("nachos.llm.request",)
     if role == "channel":
         return (f"nachos.channel.{component}.outbound",)
     if role == "tool":
-        return (f"nachos.tool.{component}.request",)
+        return (f"nachos.tool.{env.get('TOOL_ID', '').strip() or component}.request",)
     return ()
 
 
@@ -159,7 +192,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         if bad:
             raise ConfigError(f"PROBE_SUBJECTS has invalid subjects: {', '.join(bad)}")
     else:
-        subjects = role_subjects(role, component)
+        subjects = role_subjects(role, component, env)
+
+    on_bus_loss = env.get("PROBE_ON_BUS_LOSS", "").strip() or "exit"
+    if on_bus_loss not in BUS_LOSS_MODES:
+        raise ConfigError(f"PROBE_ON_BUS_LOSS={on_bus_loss!r} is not one of {', '.join(BUS_LOSS_MODES)}")
+    exit_once: int | None = None
+    if env.get("PROBE_EXIT_ONCE", "").strip():
+        exit_once = _integer(env, "PROBE_EXIT_ONCE", 1, low=0, high=255)
+    default_port = env.get("GATEWAY_HEALTH_PORT", "0") if role == "gateway" else "0"
 
     return Settings(
         component=component,
@@ -167,10 +208,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         nats_url=nats_url,
         connection_name=connection_name,
         subjects=subjects,
-        http_port=_integer(env, "PROBE_HTTP_PORT", 0, low=0, high=65535),
+        http_port=_integer({"PROBE_HTTP_PORT": default_port, **env}, "PROBE_HTTP_PORT", 0, low=0, high=65535),
         connect_window=_number(env, "PROBE_CONNECT_WINDOW", 5.0, minimum=0.1),
         reconnect_attempts=_integer(env, "PROBE_RECONNECT_ATTEMPTS", 10, low=1, high=10_000),
         reconnect_wait=_number(env, "PROBE_RECONNECT_WAIT", 2.0, minimum=0.0),
+        on_bus_loss=on_bus_loss,
+        exit_once=exit_once,
+        healthy_after=_number(env, "PROBE_HEALTHY_AFTER", 0.0, minimum=0.0),
+        db_path=env.get("GATEWAY_DB_PATH", "").strip(),
     )
 
 
@@ -195,11 +240,14 @@ def start_health_server(
     port: int,
     component: str,
     connected: threading.Event,
+    healthy_after: float = 0.0,
 ) -> ThreadingHTTPServer:
     """Serve /health from a thread so a busy or blocked event loop cannot stall the healthcheck.
 
-    The answer reflects ``connected``, which the NATS callbacks keep up to date.
+    The answer reflects ``connected``, which the NATS callbacks keep up to date, and says 503 for
+    ``healthy_after`` seconds after the first connection (a component that is slow to be ready).
     """
+    first_connected: list[float] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -207,7 +255,13 @@ def start_health_server(
                 self._answer(404, {"ok": False, "error": "not found"})
                 return
             ok = connected.is_set()
-            self._answer(200 if ok else 503, {"ok": ok, "component": component})
+            if ok and not first_connected:
+                first_connected.append(time.monotonic())
+            if ok and time.monotonic() - first_connected[0] < healthy_after:
+                ok = False
+            checks = {"database": "ok", "bus": "ok" if connected.is_set() else "disconnected"}
+            doc = {"status": "healthy" if ok else "unhealthy", "ok": ok, "component": component}
+            self._answer(200 if ok else 503, {**doc, "checks": checks})
 
         def _answer(self, status: int, doc: dict[str, object]) -> None:
             body = json.dumps(doc).encode()
@@ -259,6 +313,28 @@ def check(env: Mapping[str, str]) -> int:
     return EXIT_OK if status == 200 else EXIT_BUS
 
 
+def image_check(env: Mapping[str, str]) -> int:
+    """The HEALTHCHECK baked into the probe image, standing in for the platform images' own checks:
+    by default it asks :8080/health, which nothing serves (the filesystem tool's image does this and
+    turns unhealthy); ``PROBE_IMAGE_CHECK=trivial`` passes like the gateway's `node -e
+    process.exit(0)`. nachos-deploy must replace or disable it for platform components."""
+    if env.get("PROBE_IMAGE_CHECK", "").strip() == "trivial":
+        return EXIT_OK
+    return check({"PROBE_HTTP_PORT": "8080"})
+
+
+def open_database(path: str) -> str | None:
+    """Open (create) the database file for writing as the gateway does with SQLite; the error, if any.
+
+    Each start appends a line, so a test can tell the data survived a restart or a `down`."""
+    try:
+        with Path(path).open("a", encoding="utf-8") as handle:
+            handle.write(f"start {time.time():.3f}\n")
+    except OSError as exc:
+        return f"SQLITE_CANTOPEN: unable to open database file {path} ({exc.strerror})"
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # NATS
 
@@ -298,10 +374,16 @@ async def run(settings: Settings) -> int:
         connected.clear()
         closed.set()
 
+    if settings.db_path:
+        problem = open_database(settings.db_path)
+        if problem:
+            _say(f"probe {name}: {problem}")
+            return EXIT_BUS
+
     server: ThreadingHTTPServer | None = None
     if settings.http_port:
         try:
-            server = start_health_server(settings.http_port, name, connected)
+            server = start_health_server(settings.http_port, name, connected, settings.healthy_after)
         except OSError as exc:
             _say(f"probe {name}: cannot serve /health on port {settings.http_port}: {exc}")
             return EXIT_BUS
@@ -311,7 +393,7 @@ async def run(settings: Settings) -> int:
         "name": settings.connection_name,
         "allow_reconnect": True,
         "connect_timeout": min(_CONNECT_TIMEOUT, settings.connect_window),
-        "max_reconnect_attempts": settings.reconnect_attempts,
+        "max_reconnect_attempts": -1 if settings.on_bus_loss == "forever" else settings.reconnect_attempts,
         "reconnect_time_wait": settings.reconnect_wait,
         "ping_interval": 10,
         "max_outstanding_pings": 3,
@@ -335,7 +417,7 @@ async def run(settings: Settings) -> int:
         try:
             await client.subscribe(settings.ping_subject, cb=_ping_handler(settings))
             for subject in settings.subjects:
-                await client.subscribe(subject, cb=_echo_handler(settings))
+                await client.subscribe(subject, cb=_answer_handler(settings, subject))
             # The server has our subscriptions once it answers a PING; only then are we ready.
             await client.flush(timeout=2)
         except (nats_errors.Error, OSError, TimeoutError) as exc:
@@ -347,6 +429,12 @@ async def run(settings: Settings) -> int:
         as_name = settings.connection_name
         print(f"probe {name} connected to {url} as {as_name}; answering {answering}", flush=True)
 
+        if settings.exit_once is not None and not Path(EXIT_ONCE_MARKER).exists():
+            Path(EXIT_ONCE_MARKER).touch()
+            await asyncio.sleep(0.5)
+            _say(f"probe {name}: exiting once with code {settings.exit_once} (PROBE_EXIT_ONCE)")
+            return settings.exit_once
+
         stop_wait = asyncio.ensure_future(stop.wait())
         closed_wait = asyncio.ensure_future(closed.wait())
         await asyncio.wait({stop_wait, closed_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -354,9 +442,13 @@ async def run(settings: Settings) -> int:
         closed_wait.cancel()
         if stop.is_set():
             return EXIT_OK
+        if settings.on_bus_loss == "stay":
+            # The platform's channels: running, off the bus, and silent about it, for ever.
+            await stop.wait()
+            return EXIT_OK
         last = f": {_describe(errors[-1])}" if errors else ""
         _say(f"probe {name}: connection to the bus at {url} is closed for good{last}")
-        return EXIT_BUS
+        return EXIT_OK if settings.on_bus_loss == "exit0" else EXIT_BUS
     finally:
         stop.set()  # tells the callbacks that what follows is our own doing
         await _shutdown(client)
@@ -416,9 +508,14 @@ def _ping_handler(settings: Settings) -> Callable[[Msg], Awaitable[None]]:
     return handle
 
 
-def _echo_handler(settings: Settings) -> Callable[[Msg], Awaitable[None]]:
+def _answer_handler(settings: Settings, subject: str) -> Callable[[Msg], Awaitable[None]]:
+    """Echo requests; answer the gateway's subagents.list as the real gateway does."""
+
     async def handle(msg: Msg) -> None:
         if not msg.reply:
+            return
+        if subject == "nachos.gateway.subagents.list":
+            await msg.respond(json.dumps({"ok": True, "runs": []}).encode())
             return
         doc = {
             "component": settings.component,
@@ -439,8 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ
     if args == ["--check"]:
         return check(env)
+    if args == ["--image-check"]:
+        return image_check(env)
     if args:
-        _say("usage: python3 -m nachos_probe [--check]")
+        _say("usage: python3 -m nachos_probe [--check | --image-check]")
         return EXIT_CONFIG
 
     fail_at_start = env.get("PROBE_FAIL_AT_START", "").strip()

@@ -1,0 +1,175 @@
+"""The bus's HTTP monitoring port, read from the host: health, JetStream, limits and connections.
+
+Only the standard library is used, so ``status`` (which needs nothing else) loads no NATS client. Every
+failure, HTTP or JSON, becomes one human line (``MonitorProblem`` or ``BusUnavailable``), because the
+callers show it to an operator who gains nothing from a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+_CONNZ_PAGE = 10_000
+
+
+class BusUnavailable(Exception):
+    """The bus could not be reached or did not answer; the message is one line for a human."""
+
+
+class MonitorProblem(Exception):
+    """A monitoring step failed; the message is the line shown to the operator."""
+
+
+@dataclass(frozen=True)
+class BusEndpoints:
+    """Where the host reaches the bus: its client port and its HTTP monitoring port."""
+
+    nats_url: str
+    monitor_url: str
+
+
+# The monitor is reached directly: an http_proxy meant for the internet must not swallow or
+# reroute requests to 127.0.0.1 or to a host on the compose network.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception whose ``str`` may be empty (nats-py timeouts are)."""
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        return describe(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
+    if isinstance(exc, ConnectionRefusedError):
+        # asyncio words it "Connect call failed", which hides the one fact that matters.
+        return "connection refused"
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _monitor_url(monitor_url: str, path: str) -> str:
+    base = monitor_url.rstrip("/")
+    scheme = urllib.parse.urlsplit(base).scheme
+    if scheme not in ("http", "https"):
+        raise MonitorProblem(f"bus monitor URL {monitor_url!r} is not an http(s) URL")
+    return base + path
+
+
+def _error_body(err: urllib.error.HTTPError) -> str:
+    """The monitor explains a failing /healthz in a JSON ``error`` field; surface it."""
+    try:
+        raw = err.read(4096)
+    except OSError:
+        return ""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return " ".join(raw.decode("utf-8", "replace").split())[:200]
+    if isinstance(doc, dict):
+        for key in ("error", "description", "status"):
+            value = doc.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return ""
+
+
+def get_json(monitor_url: str, path: str, timeout: float) -> dict[str, Any]:
+    """GET a monitoring endpoint; any failure becomes a ``MonitorProblem`` naming the endpoint."""
+    url = _monitor_url(monitor_url, path)
+    endpoint = path.split("?", 1)[0]
+    try:
+        with _OPENER.open(url, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            detail = _error_body(err)
+        suffix = f": {detail}" if detail else ""
+        raise MonitorProblem(f"bus monitor {endpoint} answered HTTP {err.code}{suffix}") from None
+    except (OSError, ValueError) as err:
+        # URLError, timeouts, refused/reset connections and malformed URLs all land here.
+        raise MonitorProblem(
+            f"bus monitor at {monitor_url} is not reachable ({endpoint}: {describe(err)})"
+        ) from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise MonitorProblem(f"bus monitor {endpoint} did not answer JSON") from None
+    if not isinstance(doc, dict):
+        raise MonitorProblem(f"bus monitor {endpoint} answered unexpected JSON")
+    return doc
+
+
+def jetstream_enabled(section: object) -> bool:
+    """Whether a ``/jsz`` document (or the ``jetstream`` part of ``/varz``) shows JetStream on.
+
+    ``/healthz`` reports ok with JetStream off, so it cannot be trusted for this. With JetStream
+    off, ``/jsz`` says ``"disabled": true`` and its config has zero limits and no store_dir, and
+    ``/varz`` has an empty ``jetstream`` object; any of these means off.
+    """
+    if not isinstance(section, dict) or section.get("disabled") is True:
+        return False
+    config = section.get("config")
+    if not isinstance(config, dict):
+        return False
+    if config.get("store_dir"):
+        return True
+    limits = (config.get("max_memory"), config.get("max_storage"))
+    return any(isinstance(limit, int) and limit > 0 for limit in limits)
+
+
+def int_field(doc: dict[str, Any], key: str) -> int | None:
+    value = doc.get(key)
+    # bool is an int subclass, and never a meaningful size or count here.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def connection_names(monitor_url: str, *, timeout: float = 1.0) -> dict[str, int]:
+    """Count the bus's client connections per connection name ("" for unnamed ones).
+
+    Containers name their connection after themselves, so this is how the CLI sees which
+    components are really on the bus, as opposed to merely running. Raises ``BusUnavailable``.
+    """
+    counts: dict[str, int] = {}
+    offset = 0
+    try:
+        while True:
+            page = get_json(monitor_url, f"/connz?limit={_CONNZ_PAGE}&offset={offset}", timeout)
+            conns = page.get("connections")
+            if not isinstance(conns, list):
+                raise MonitorProblem("bus monitor /connz answered without a connections list")
+            for conn in conns:
+                name = conn.get("name") if isinstance(conn, dict) else None
+                key = name if isinstance(name, str) else ""
+                counts[key] = counts.get(key, 0) + 1
+            offset += len(conns)
+            total = int_field(page, "total")
+            if not conns or total is None or offset >= total:
+                return counts
+    except MonitorProblem as problem:
+        raise BusUnavailable(str(problem)) from None
+
+
+def bus_overview(monitor_url: str, *, timeout: float = 1.0) -> dict[str, object]:
+    """A few ``/varz`` facts for a status line; raises ``BusUnavailable`` when unreachable.
+
+    ``mem`` is the server's resident memory in bytes; ``uptime`` is the server's own
+    duration string (e.g. ``"1h2m3s"``).
+    """
+    try:
+        varz = get_json(monitor_url, "/varz", timeout)
+    except MonitorProblem as problem:
+        raise BusUnavailable(str(problem)) from None
+    version = varz.get("version")
+    uptime = varz.get("uptime")
+    return {
+        "version": version if isinstance(version, str) else None,
+        "jetstream": jetstream_enabled(varz.get("jetstream")),
+        "connections": int_field(varz, "connections"),
+        "max_payload": int_field(varz, "max_payload"),
+        "mem": int_field(varz, "mem"),
+        "uptime": uptime if isinstance(uptime, str) else None,
+    }

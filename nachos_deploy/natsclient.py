@@ -1,0 +1,172 @@
+"""A short-lived NATS client for the host side: the gate's round trip and the ``request`` command.
+
+This is the only module that imports nats-py. Each call runs its own short event loop with
+``asyncio.run``, so these functions must not be called from inside a running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import urllib.parse
+from typing import Any
+
+from nats import errors as nats_errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from nachos_deploy.monitor import BusUnavailable, MonitorProblem, describe
+
+PROBE_CONNECTION_NAME = "nachos-deploy-probe"
+"""Name of the health-check client, so it can be told apart (and ignored) in ``/connz``."""
+
+REQUEST_CONNECTION_NAME = "nachos-deploy"
+"""Name of the one-shot ``request`` client, distinct from the health probe for the same reason."""
+
+HEALTH_SUBJECT_PREFIX = "_nachos_deploy.health"
+"""Private subjects for the round trip: nothing on a Nachos bus may answer on them but us."""
+
+MIN_STEP_TIMEOUT = 0.05
+"""Floor for a step's timeout near a deadline, so the last attempt can still say what is wrong."""
+
+
+def _client_options(name: str, timeout: float, errors: list[BaseException]) -> dict[str, Any]:
+    """Options for a short-lived client that must fail fast and quietly.
+
+    nats-py logs every error with a traceback unless given its own ``error_cb``; the one here
+    only records them, so the caller can phrase the last one. ``max_reconnect_attempts`` is 1,
+    not 0: nats-py (2.16) reads 0 as "no limit" while picking a server for the first
+    connection and would retry a refused port until cancelled. With 1 and no wait it gives up
+    after two immediate tries. A dict is used because nats-py annotates ``connect_timeout`` as
+    int although it is only ever given to ``asyncio.wait_for``.
+    """
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    return {
+        "name": name,
+        "allow_reconnect": False,
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0,
+        "connect_timeout": timeout,
+        "error_cb": on_error,
+        "verbose": False,
+        "pedantic": False,
+    }
+
+
+def _connect_failure(nats_url: str, exc: BaseException, errors: list[BaseException]) -> str:
+    """Prefer the socket error nats-py saw over its generic NoServersError/timeout."""
+    cause: BaseException = exc
+    if isinstance(exc, nats_errors.NoServersError | TimeoutError) and errors:
+        cause = errors[-1]
+    return f"cannot connect to the bus at {_redact(nats_url)}: {describe(cause)}"
+
+
+def _redact(url: str) -> str:
+    """Drop user:password from a URL before it is shown."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
+async def _connect(client: Client, nats_url: str, options: dict[str, Any], timeout: float) -> None:
+    """Connect within ``timeout`` overall; nats-py's own timeout bounds each phase only."""
+    async with asyncio.timeout(timeout):
+        await client.connect(nats_url, **options)
+
+
+async def _close_quietly(client: Client) -> None:
+    # Closing a half-open client must never replace the error that made us close it.
+    with contextlib.suppress(Exception):
+        await client.close()
+
+
+async def _round_trip_async(nats_url: str, connect_timeout: float, request_timeout: float) -> float:
+    """Request/reply with ourselves on a private subject; returns milliseconds."""
+    errors: list[BaseException] = []
+    client = Client()
+    try:
+        try:
+            await _connect(
+                client,
+                nats_url,
+                _client_options(PROBE_CONNECTION_NAME, connect_timeout, errors),
+                connect_timeout,
+            )
+        except (OSError, nats_errors.Error, TimeoutError) as exc:
+            raise MonitorProblem(_connect_failure(nats_url, exc, errors)) from None
+
+        subject = f"{HEALTH_SUBJECT_PREFIX}.{secrets.token_hex(8)}"
+        token = secrets.token_bytes(16)
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        try:
+            # Same connection: the server sees SUB before the request's PUB, so no flush needed.
+            sub = await client.subscribe(subject, cb=echo)
+            started = time.perf_counter()
+            reply = await client.request(subject, token, timeout=request_timeout)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            await sub.unsubscribe()
+        except nats_errors.NoRespondersError:
+            raise MonitorProblem("the bus did not route a request back to its own subscriber") from None
+        except TimeoutError:
+            raise MonitorProblem(f"no reply to the round trip within {request_timeout:.2g}s") from None
+        except (OSError, nats_errors.Error) as exc:
+            raise MonitorProblem(f"bus round trip failed: {describe(exc)}") from None
+        if reply.data != token:
+            raise MonitorProblem("bus round trip returned a different payload than was sent")
+        return elapsed_ms
+    finally:
+        await _close_quietly(client)
+
+
+def request(nats_url: str, subject: str, payload: bytes = b"", *, timeout: float = 2.0) -> bytes:
+    """Send one request and return the reply's payload, all within ``timeout`` seconds.
+
+    Raises ``BusUnavailable`` when the bus cannot be reached, nobody listens on ``subject``, or
+    no reply comes in time, because to a CLI user these all mean "that component is not there".
+    """
+
+    async def run() -> bytes:
+        errors: list[BaseException] = []
+        client = Client()
+        started = time.monotonic()
+        try:
+            try:
+                await _connect(
+                    client,
+                    nats_url,
+                    _client_options(REQUEST_CONNECTION_NAME, timeout, errors),
+                    timeout,
+                )
+            except (OSError, nats_errors.Error, TimeoutError) as exc:
+                raise BusUnavailable(_connect_failure(nats_url, exc, errors)) from None
+            left = max(MIN_STEP_TIMEOUT, timeout - (time.monotonic() - started))
+            try:
+                reply = await client.request(subject, payload, timeout=left)
+            except nats_errors.NoRespondersError:
+                raise BusUnavailable(f"nothing on the bus answers on {subject}") from None
+            except TimeoutError:
+                raise BusUnavailable(f"no reply on {subject} within {timeout:.2g}s") from None
+            except (OSError, nats_errors.Error) as exc:
+                raise BusUnavailable(f"request on {subject} failed: {describe(exc)}") from None
+            return bytes(reply.data)
+        finally:
+            await _close_quietly(client)
+
+    return asyncio.run(run())
+
+
+def round_trip(nats_url: str, connect_timeout: float, request_timeout: float) -> float:
+    """Request/reply with ourselves on a private subject; milliseconds. Raises ``MonitorProblem``."""
+    return asyncio.run(_round_trip_async(nats_url, connect_timeout, request_timeout))

@@ -1,0 +1,155 @@
+"""One look at a running stack, and the one rule that says whether each of its services is ok.
+
+``up`` and ``status`` both ask :func:`observe`, so they cannot disagree: a service is ok only when its
+container is running, healthy where it has a check, and (where it has a connection name) listed on
+the bus's ``/connz``. A container's own state proves nothing about the bus: after a long outage the
+platform's channels keep running, disconnected, for ever.
+
+``up`` passes a :class:`Since`, which narrows what counts against a service to what happened during
+this ``up``: restarts of the current container after the baseline, and healthcheck runs after the
+bus was proven (a health verdict from before an outage is stale, not a failure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from python_on_whales import DockerClient
+
+from nachos_deploy import engine, monitor
+from nachos_deploy.engine import ServiceState
+from nachos_deploy.plan import BUS, HEALTH_DISABLED, ServicePlan
+from nachos_deploy.results import ServiceReport
+
+DEFAULT_RETRIES = 3  # Docker's, for an image's own check whose settings we do not know
+
+
+@dataclass(frozen=True)
+class BusView:
+    """The bus's own view of who is connected; ``connections`` is None when it did not answer."""
+
+    connections: Mapping[str, int] | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Since:
+    """What "during this up" means: the moment (epoch seconds) after which healthcheck runs count,
+    and each container's restart count at that moment, by container id."""
+
+    at: float
+    restarts: Mapping[str, int]
+
+    def restarts_of(self, state: ServiceState) -> int:
+        return state.restart_count - self.restarts.get(state.container_id, 0)
+
+
+@dataclass(frozen=True)
+class Observation:
+    states: Mapping[str, ServiceState]
+    bus: BusView
+    reports: list[ServiceReport]
+
+    def report(self, name: str) -> ServiceReport:
+        return next(report for report in self.reports if report.name == name)
+
+
+def look_at_bus(monitor_url: str | None) -> BusView:
+    if monitor_url is None:
+        return BusView(None, "the bus has no published monitoring port (is it running?)")
+    try:
+        return BusView(monitor.connection_names(monitor_url, timeout=1.0))
+    except monitor.BusUnavailable as exc:
+        return BusView(None, str(exc))
+
+
+def observe(
+    client: DockerClient,
+    services: Sequence[ServicePlan],
+    monitor_url: str | None,
+    *,
+    since: Since | None = None,
+    healed: frozenset[str] = frozenset(),
+) -> Observation:
+    """Read the containers and the bus once, and judge every service in ``services``."""
+    states = engine.states(client)
+    bus = look_at_bus(monitor_url)
+    reports = [
+        judge(service, states.get(service.name), bus, since, healed=service.name in healed)
+        for service in services
+    ]
+    return Observation(states, bus, reports)
+
+
+def judge(
+    service: ServicePlan,
+    state: ServiceState | None,
+    bus: BusView,
+    since: Since | None = None,
+    *,
+    healed: bool = False,
+) -> ServiceReport:
+    """The one rule. Pure: everything it needs was read beforehand."""
+    problem, final = _problem(service, state, since)
+    connected: bool | None = None
+    if service.name == BUS:
+        if problem is None and bus.connections is None:
+            problem = f"its monitoring does not answer: {bus.problem}"
+    elif service.connection_name is not None:
+        connected = bool(bus.connections) and service.connection_name in (bus.connections or {})
+        if problem is None and bus.connections is None:
+            problem = f"cannot be on the bus: {bus.problem}"
+        elif problem is None and not connected:
+            problem = f"is not connected to the bus as {service.connection_name!r}"
+    return ServiceReport(
+        name=service.name,
+        status=state.status if state else "missing",
+        health=state.health if state else None,
+        connection_name=service.connection_name,
+        connected=connected,
+        problem=problem,
+        final=final,
+        tool_id=service.tool_id,
+        healed=healed,
+    )
+
+
+def _problem(
+    service: ServicePlan, state: ServiceState | None, since: Since | None
+) -> tuple[str | None, bool]:
+    """The container's own problem, if any, and whether waiting could clear it."""
+    if state is None:
+        return "has no container", False
+    if state.status in ("exited", "dead"):
+        return f"exited with code {state.exit_code}", True
+    if state.status == "restarting":
+        return f"is restarting (last exit code {state.exit_code})", True
+    if state.status == "created":
+        return "was created but has not started", False
+    if since is not None and since.restarts_of(state) > 0:
+        return f"restarted {since.restarts_of(state)} time(s) during this run", True
+    if state.health == "starting" and service.name != BUS:  # the bus is proven from the host
+        return "is waiting for its first healthcheck", False
+    if state.health == "unhealthy":
+        return _unhealthy(service, state, since)
+    return None, False
+
+
+def _unhealthy(service: ServicePlan, state: ServiceState, since: Since | None) -> tuple[str, bool]:
+    last = state.probes[-1].output if state.probes else ""
+    detail = f" ({' '.join(last.split())[:200]})" if last else ""
+    if since is None:
+        return f"is unhealthy by its healthcheck{detail}", True
+    check = service.healthcheck
+    retries = check.retries if check is not None and check is not HEALTH_DISABLED else DEFAULT_RETRIES
+    reference = max(since.at, state.started_at or 0.0)
+    fresh = [probe for probe in state.probes if probe.started >= reference]
+    failing = 0
+    for probe in reversed(fresh):
+        if probe.exit_code == 0:
+            break
+        failing += 1
+    if failing >= retries:
+        return f"is unhealthy by its healthcheck{detail}", True
+    return "is unhealthy from before this run; waiting for a fresh healthcheck", False

@@ -1,0 +1,68 @@
+"""A stack as a Compose project on the engine: its client, and where the host reaches its bus.
+
+Every command that talks to Compose gets its client here, so they all see the same files and the
+same variables. Required secrets that are not set are passed to Compose as blanks: commands that only
+read or remove the stack (``status``, ``logs``, ``down``) must work without them, and without Compose's
+warnings about blank variables; ``up`` and ``validate`` refuse them before they get here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from python_on_whales import DockerClient
+
+from nachos_deploy import engine, files
+from nachos_deploy.errors import DeployError, ExitCode
+from nachos_deploy.plan import BUS, CLIENT_PORT, MONITOR_PORT
+from nachos_deploy.results import Endpoints
+from nachos_deploy.stack import DOTENV, Stack
+
+
+@contextlib.contextmanager
+def compose_client(stack: Stack) -> Iterator[DockerClient]:
+    """A Compose client on the files as rendered now; relative paths resolve from the output folder."""
+    unset = sorted({name for _, name in stack.plan.required_secrets()} - stack.variables)
+    with contextlib.ExitStack() as stack_of_files:
+        folder = stack_of_files.enter_context(files.staged(stack.output_dir, stack.files))
+        env_files: list[Path] = []
+        if unset:
+            dotenv = stack.output_dir / DOTENV
+            if dotenv.is_file():
+                env_files.append(dotenv)  # --env-file replaces Compose's own reading of it
+            blanks = stack_of_files.enter_context(tempfile.TemporaryDirectory(prefix="nachos-deploy-"))
+            blank_file = Path(blanks) / "unset.env"
+            blank_file.write_text("".join(f"{name}=\n" for name in unset), encoding="utf-8")
+            env_files.append(blank_file)
+        yield engine.compose_client(
+            stack.project, folder / stack.compose_file.name, stack.output_dir, env_files
+        )
+
+
+def bus_endpoints(client: DockerClient, stack: Stack) -> Endpoints | None:
+    """Host URLs of the running bus from its published ports (which may have been picked by the engine)."""
+    client_port = engine.published_port(client, BUS, CLIENT_PORT)
+    monitor_port = engine.published_port(client, BUS, MONITOR_PORT)
+    if not client_port or not monitor_port:
+        return None
+    host = stack.plan.bus.bind_address
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+    return Endpoints(f"nats://{host}:{client_port}", f"http://{host}:{monitor_port}")
+
+
+def running_endpoints(stack: Stack) -> Endpoints:
+    """Host URLs of a running stack's bus, or a clear error when it is not running."""
+    engine.require_engine()
+    with compose_client(stack) as client:
+        endpoints = bus_endpoints(client, stack)
+    if endpoints is None:
+        raise DeployError(
+            f"The bus of project {stack.project} is not running; start it with "
+            f"`nachos-deploy up -p {stack.project}`.",
+            exit_code=ExitCode.FAILED,
+        )
+    return endpoints

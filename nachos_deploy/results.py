@@ -1,0 +1,131 @@
+"""What the commands found: plain result types and their JSON, apart from the code that finds them.
+
+``report`` prints them for people, the CLI prints their ``as_json`` for scripts; neither needs the
+Docker or NATS libraries to do so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BusReport:
+    """The outcome of one gate check; facts are filled in as far as the check got before failing.
+
+    ``lasting`` marks a problem of a bus that answers but is set up wrong (JetStream off, another
+    max_payload): waiting cannot clear it, so the gate gives up on it within a second."""
+
+    healthy: bool
+    problem: str | None
+    server_version: str | None
+    jetstream: bool
+    max_payload: int | None
+    connections: int | None
+    round_trip_ms: float | None
+    lasting: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """One service at one moment, judged by :func:`nachos_deploy.observe.judge` (the only place that
+    decides whether a service is ok)."""
+
+    name: str
+    status: str  # the container's state, or "missing"
+    health: str | None
+    connection_name: str | None
+    connected: bool | None  # None: not checked (the bus itself, or no connection name)
+    problem: str | None = None  # None: running, healthy where it has a check, and on the bus
+    final: bool = False  # the problem cannot clear by waiting (an exit, a restart, a fresh failure)
+    tool_id: str | None = None
+    healed: bool = False  # `up` restarted it because it was off the bus or stuck restarting
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "health": self.health,
+            "connection_name": self.connection_name,
+            "connected": self.connected,
+            "ok": self.ok,
+            "problem": self.problem,
+        }
+        if self.tool_id is not None:
+            doc["tool_id"] = self.tool_id
+        if self.healed:
+            doc["restarted_by_up"] = True
+        return doc
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    nats_url: str
+    monitor_url: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"nats_url": self.nats_url, "monitor_url": self.monitor_url}
+
+
+@dataclass
+class UpResult:
+    project: str
+    endpoints: Endpoints
+    services: list[ServiceReport]
+    phases: dict[str, float] = field(default_factory=dict)
+    bus: BusReport | None = None
+    changed_files: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        bus = self.bus
+        return {
+            "ok": True,
+            "project": self.project,
+            **self.endpoints.as_json(),
+            "services": [service.as_json() for service in self.services],
+            "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
+            "bus": {
+                "version": bus.server_version,
+                "jetstream": bus.jetstream,
+                "max_payload": bus.max_payload,
+                "round_trip_ms": bus.round_trip_ms,
+            }
+            if bus
+            else None,
+        }
+
+
+@dataclass
+class DownResult:
+    project: str
+    volumes_removed: list[str]
+    volumes_kept: list[str]
+
+
+@dataclass
+class StatusResult:
+    project: str
+    endpoints: Endpoints | None
+    services: list[ServiceReport]
+    bus: dict[str, Any] | None
+    bus_memory: int | None
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "project": self.project,
+            **(self.endpoints.as_json() if self.endpoints else {"nats_url": None, "monitor_url": None}),
+            "services": [service.as_json() for service in self.services],
+            "bus": {**(self.bus or {}), "container_memory": self.bus_memory} if self.bus else None,
+            "problems": self.problems,
+        }
