@@ -219,13 +219,17 @@ def up(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Start the stack: render, start the bus alone and prove it healthy from the host (/healthz,
-    JetStream on in /jsz, max_payload in /varz, a NATS request/reply round trip), only then start the
-    components and wait until each is running, healthy and connected to the bus (/connz).
+    """Start the stack: check the configuration and required secrets, let Compose check the files,
+    write them, start the bus alone and prove it healthy from the host (/healthz, JetStream on in /jsz,
+    max_payload in /varz, a NATS request/reply round trip), only then start the components and wait
+    until each is running, healthy and connected to the bus (/connz).
+
+    Converges on a stack a bus outage left behind: components running but off the bus, or stuck in a
+    restart back-off, are restarted; only restarts and failed healthchecks of this run count.
 
     A bus that fails stops everything before any component starts (exit 5); a component that fails is
-    named with its last log lines (exit 6) and the stack is left for inspection. Running `up` again on
-    an unchanged stack changes nothing.
+    named with the exit code of its failed run and its last log lines (exit 6) and the stack is left for
+    inspection. Running `up` again on an unchanged stack changes nothing.
 
     Example: nachos-deploy up --timeout 60 --json
     """
@@ -309,7 +313,8 @@ def status(
 ) -> None:
     """Show each service's state and health, whether it is connected to the bus (the bus's /connz),
     and the bus's own view: version, JetStream, client connections, container memory. Exits 0 only
-    when everything is running, healthy and connected; 1 otherwise.
+    when everything is running, healthy and connected (the same rule `up` applies: with the bus down,
+    no component is ok); 1 otherwise. Works without the required secrets.
 
     Example: nachos-deploy status --json
     """

@@ -314,7 +314,15 @@ def test_a_fresh_volume_is_writable_by_a_non_root_component(deployment: Deployme
     assert code == 0, out + err
     owner, lines = gateway_db(deployment.project)
     assert owner == "1001:1001" and len(lines) == 1
-    assert deployment.run("up", "--timeout", "60")[0] == 0  # a second up: the init runs again
+    code, out, err = deployment.run("up", "--timeout", "60")  # a second up: the init runs again
+    assert code == 0, out + err
+    text = " ".join(out.split())
+    # The next commands name this project (it may come from the file, --set or the environment)
+    # and a subject the platform's gateway answers.
+    assert (
+        f"request nachos.gateway.subagents.list '{{}}' -c {deployment.file} -p {deployment.project}" in text
+    )
+    assert f"down -c {deployment.file} -p {deployment.project}" in text
     assert deployment.run("down")[0] == 0  # keeps the volume
     code, out, err = deployment.run("up", "--timeout", "60")
     assert code == 0, out + err
