@@ -123,12 +123,14 @@ def _problem(
         return "has no container", False
     if state.status in ("exited", "dead"):
         return f"exited with code {state.exit_code}", True
+    # Docker counts a restart when the policy decides on it, before the back-off wait, so during
+    # `up` the count tells the story in every state: restarting now, or running again.
+    if since is not None and since.restarts_of(state) > 0:
+        return f"restarted {since.restarts_of(state)} time(s) during this run", True
     if state.status == "restarting":
         return f"is restarting (last exit code {state.exit_code})", True
     if state.status == "created":
         return "was created but has not started", False
-    if since is not None and since.restarts_of(state) > 0:
-        return f"restarted {since.restarts_of(state)} time(s) during this run", True
     if state.health == "starting" and service.name != BUS:  # the bus is proven from the host
         return "is waiting for its first healthcheck", False
     if state.health == "unhealthy":
