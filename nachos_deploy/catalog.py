@@ -19,6 +19,7 @@ class Role(StrEnum):
     CHANNEL = "channel"
     TOOL = "tool"
     EXTRA = "extra"
+    SIDECAR = "sidecar"  # a component's own bus server; never a component itself
 
 
 @dataclass(frozen=True)

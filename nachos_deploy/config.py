@@ -12,7 +12,15 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from nachos_deploy.units import parse_duration, parse_size
 
@@ -23,7 +31,8 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[str, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,53}$"  # room for the sidecar's "bus-" and network's "-link"
+RESERVED_NAMES = ("bus", "volume-init")
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
@@ -83,6 +92,7 @@ class Images(Model):
 
 
 class Bus(Model):
+    auth: bool = True  # false: the open bus of old, for debugging (doctor and up warn)
     image: str = "nats:alpine"
     max_payload: Size = 10 * 1024 * 1024
     max_pending: Size = 64 * 1024 * 1024
@@ -136,6 +146,35 @@ class Bus(Model):
         return self
 
 
+SUBJECT_PATTERN = re.compile(r"^[A-Za-z0-9_$*>-]+(\.[A-Za-z0-9_$*>-]+)*$")
+
+
+def _subjects(value: list[str]) -> list[str]:
+    for subject in value:
+        tokens = subject.split(".")
+        if not SUBJECT_PATTERN.match(subject) or any(
+            (">" in t and (t != ">" or i != len(tokens) - 1)) or ("*" in t and t != "*")
+            for i, t in enumerate(tokens)
+        ):
+            raise ValueError(
+                f"{subject!r} is not a NATS subject: dot-separated tokens of letters, digits, '_', '-' "
+                "or '$', where a token may be '*' and the last may be '>'"
+            )
+    return value
+
+
+Subjects = Annotated[list[str], AfterValidator(_subjects)]
+
+
+class Permissions(Model):
+    """Subjects a component may use on top of its role's (an extra has none but its ping)."""
+
+    publish: Subjects = []
+    subscribe: Subjects = []
+    respond: Subjects = []  # request subjects it answers
+    request: Subjects = []  # subjects it sends requests on (it then also gets the replies)
+
+
 class Component(Model):
     """One container besides the bus; every key is optional and overrides the component's defaults."""
 
@@ -153,6 +192,7 @@ class Component(Model):
     resources: Resources = Resources()
     healthcheck: Healthcheck | Literal[False] | None = None
     connection_name: str | Literal[False] | None = None
+    permissions: Permissions = Permissions()
 
     @field_validator("environment", "secrets")
     @classmethod
@@ -218,9 +258,10 @@ class DeployConfig(Model):
     @classmethod
     def _component_names(cls, value: dict[str, Component]) -> dict[str, Component]:
         for name in value:
-            if name == "bus" or not re.fullmatch(NAME_PATTERN, name):
+            if name in RESERVED_NAMES or name.startswith("bus-") or not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(
                     f"{name!r} cannot name a component: use lowercase letters, digits and '-', "
-                    "starting with a letter, and not 'bus'"
+                    "starting with a letter; 'bus', 'volume-init' and names starting with 'bus-' "
+                    "(the bus sidecars) are taken"
                 )
         return value

@@ -6,8 +6,9 @@ user can act on, so callers never see a raw ``DockerException``.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,10 @@ class ServiceState:
     container_id: str = ""
     started_at: float | None = None  # start of the current run, seconds since the epoch
     probes: tuple[Probe, ...] = ()  # the last few healthcheck runs, oldest first
+    addresses: tuple[tuple[str, str], ...] = ()  # (Compose network name, IP address)
+
+    def address_on(self, network: str) -> str | None:
+        return next((ip for name, ip in self.addresses if name == network), None)
 
 
 def compose_client(
@@ -181,6 +186,11 @@ def states(client: DockerClient) -> dict[str, ServiceState]:
                 container_id=str(container.id),
                 started_at=_epoch(state.started_at),
                 probes=probes,
+                addresses=tuple(
+                    (labels_of_network, str(settings.ip_address))
+                    for labels_of_network, settings in (container.network_settings.networks or {}).items()
+                    if settings.ip_address
+                ),
             )
         except DockerException:
             continue  # removed between ps and inspect
@@ -226,6 +236,30 @@ def exit_codes_since(container_id: str, since: float) -> list[int]:
         return codes
     except DockerException:
         return []
+
+
+def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> dict[str, object | None]:
+    """GET ``http://<address>:8222<path>`` for each ``name: address`` from inside ``container`` (one
+    ``docker exec`` with busybox wget, as the nats image has): how the host reads servers that
+    publish no port. Addresses, not names, and `timeout` rather than wget's -T: a statically linked
+    busybox (the offline stand-in's) crashes on both.
+    A host that does not answer, or a failed exec, gives None."""
+    script = "; ".join(
+        f"echo @@{name}; timeout 2 wget -qO- 'http://{address}:8222{path}' || echo"
+        for name, address in hosts.items()
+    )
+    try:
+        output = str(_plain().container.execute(container, ["sh", "-c", script]))
+    except DockerException:
+        return dict.fromkeys(hosts)
+    result: dict[str, object | None] = dict.fromkeys(hosts)  # a name not in the output: None
+    for chunk in output.split("@@")[1:]:
+        host, _, body = chunk.partition("\n")
+        try:
+            result[host.strip()] = json.loads(body) if body.strip() else None
+        except ValueError:
+            result[host.strip()] = None
+    return result
 
 
 def published_port(client: DockerClient, service: str, target: int) -> int | None:

@@ -83,23 +83,31 @@ def write_all(output_dir: Path, files: Mapping[str, str], remove: Collection[str
     return changed
 
 
-def dotenv_names(path: Path) -> set[str]:
-    """Names that a Compose ``.env`` file sets to a non-empty value (``KEY=value``, ``export KEY=...``,
-    quoted or not; comments and blank lines skipped). A missing file sets nothing."""
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables a Compose ``.env``-style file sets (``KEY=value``, ``export KEY=...``, quoted
+    or not; comments and blank lines skipped). A missing file sets nothing."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return set()
-    names = set()
+        return {}
+    values: dict[str, str] = {}
     for line in lines:
         text = line.strip().removeprefix("export ").strip()
         if not text or text.startswith("#") or "=" not in text:
             continue
         name, _, value = text.partition("=")
         value = value.strip()
-        if value and value not in ('""', "''") and not value.startswith("#"):
-            names.add(name.strip())
-    return names
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif value.startswith("#"):
+            value = ""
+        values[name.strip()] = value
+    return values
+
+
+def dotenv_names(path: Path) -> set[str]:
+    """Names that a ``.env`` file sets to a non-empty value."""
+    return {name for name, value in read_env_file(path).items() if value}
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from python_on_whales import DockerClient
 
-from nachos_deploy import engine, files, gate, project
+from nachos_deploy import credentials, engine, files, gate, project
 from nachos_deploy.errors import BusFailure, ComponentFailure, ConfigError, DeployError, ExitCode
 from nachos_deploy.monitor import BusEndpoints
 from nachos_deploy.observe import Observation, Since, observe
@@ -64,6 +64,8 @@ def up(
     with project.compose_client(stack) as client:
         engine.check_compose_file(client, stack.compose_file)  # before anything is written
     changed = files.write_all(stack.output_dir, stack.files, stack.stale)
+    if stack.plan.auth:
+        credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first
     phases["prepare"] = time.monotonic() - started
 
     with project.compose_client(stack) as client:
@@ -141,8 +143,15 @@ def _start_components(
     progress: Progress,
 ) -> list[ServiceReport]:
     """Heal what an outage left, start the components, and wait until every one is ok."""
-    services = [stack.plan.bus.service, *components]
     bus_proven = time.time()
+    sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
+    since = Since(bus_proven, {s.container_id: s.restart_count for s in engine.states(client).values()})
+    if sidecars:  # the second link of the chain: each sidecar logged in at the hub
+        progress(f"Starting the bus sidecars {', '.join(s.name for s in sidecars)}")
+        engine.up(client, [s.name for s in sidecars], dependencies=False)
+        _wait_until_ok(
+            client, stack, [stack.plan.bus.service, *sidecars], endpoints, deadline, since, progress
+        )
     healed = _heal(client, components, endpoints, progress)
     if any(c.waits_for_volumes for c in components):
         _wait_for_volume_init(client, stack, deadline, progress)
@@ -151,6 +160,20 @@ def _start_components(
     if components:
         progress(f"Starting {', '.join(c.name for c in components)}")
         engine.up(client, [c.name for c in components], dependencies=False)
+    services = [stack.plan.bus.service, *sidecars, *components]
+    return _wait_until_ok(client, stack, services, endpoints, deadline, since, progress, healed)
+
+
+def _wait_until_ok(
+    client: DockerClient,
+    stack: Stack,
+    services: Sequence[ServicePlan],
+    endpoints: Endpoints,
+    deadline: float,
+    since: Since,
+    progress: Progress,
+    healed: frozenset[str] = frozenset(),
+) -> list[ServiceReport]:
     while True:
         seen = observe(client, services, endpoints.monitor_url, since=since, healed=healed)
         bus = seen.report(BUS)

@@ -169,7 +169,32 @@ def bus_overview(monitor_url: str, *, timeout: float = 1.0) -> dict[str, object]
         "version": version if isinstance(version, str) else None,
         "jetstream": jetstream_enabled(varz.get("jetstream")),
         "connections": int_field(varz, "connections"),
+        "leafnodes": int_field(varz, "leafnodes"),
         "max_payload": int_field(varz, "max_payload"),
         "mem": int_field(varz, "mem"),
         "uptime": uptime if isinstance(uptime, str) else None,
     }
+
+
+def leaf_names(monitor_url: str, *, timeout: float = 1.0) -> set[str]:
+    """Server names of the leaf nodes connected to the hub (``/leafz``): the bus sidecars that are
+    logged in with their credentials. Raises ``BusUnavailable``."""
+    try:
+        page = get_json(monitor_url, "/leafz", timeout)
+    except MonitorProblem as problem:
+        raise BusUnavailable(str(problem)) from None
+    leafs = page.get("leafs")
+    if not isinstance(leafs, list):
+        return set()
+    return {leaf["name"] for leaf in leafs if isinstance(leaf, dict) and isinstance(leaf.get("name"), str)}
+
+
+def parse_connz_names(doc: object) -> dict[str, int]:
+    """Connection name → count in one ``/connz`` document ("" for unnamed connections)."""
+    counts: dict[str, int] = {}
+    conns = doc.get("connections") if isinstance(doc, dict) else None
+    for conn in conns if isinstance(conns, list) else []:
+        name = conn.get("name") if isinstance(conn, dict) else None
+        key = name if isinstance(name, str) else ""
+        counts[key] = counts.get(key, 0) + 1
+    return counts

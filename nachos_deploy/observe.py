@@ -13,13 +13,13 @@ bus was proven (a health verdict from before an outage is stale, not a failure).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from python_on_whales import DockerClient
 
 from nachos_deploy import engine, monitor
 from nachos_deploy.engine import ServiceState
-from nachos_deploy.plan import BUS, HEALTH_DISABLED, ServicePlan
+from nachos_deploy.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, ServicePlan
 from nachos_deploy.results import ServiceReport
 
 DEFAULT_RETRIES = 3  # Docker's, for an image's own check whose settings we do not know
@@ -27,10 +27,15 @@ DEFAULT_RETRIES = 3  # Docker's, for an image's own check whose settings we do n
 
 @dataclass(frozen=True)
 class BusView:
-    """The bus's own view of who is connected; ``connections`` is None when it did not answer."""
+    """The bus's own view of who is connected; ``connections`` is None when it did not answer.
+
+    With authentication on, components sit behind their sidecars: ``leafs`` are the sidecars logged
+    in at the hub, ``sidecars`` what each sidecar's own ``/connz`` lists (None: it did not answer)."""
 
     connections: Mapping[str, int] | None
     problem: str | None = None
+    leafs: frozenset[str] | None = None
+    sidecars: Mapping[str, Mapping[str, int] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,13 +60,41 @@ class Observation:
         return next(report for report in self.reports if report.name == name)
 
 
-def look_at_bus(monitor_url: str | None) -> BusView:
+def look_at_bus(
+    monitor_url: str | None,
+    sidecars: Sequence[str] = (),
+    states: Mapping[str, ServiceState] | None = None,
+    *,
+    leafs: bool = False,
+) -> BusView:
+    """The hub's connections and leaf nodes from the host, and, for ``sidecars``, each one's own
+    ``/connz``, read from inside the hub's container (the sidecars publish no port)."""
     if monitor_url is None:
         return BusView(None, "the bus has no published monitoring port (is it running?)")
     try:
-        return BusView(monitor.connection_names(monitor_url, timeout=1.0))
+        connections = monitor.connection_names(monitor_url, timeout=1.0)
+        leaf_names = frozenset(monitor.leaf_names(monitor_url)) if leafs or sidecars else None
     except monitor.BusUnavailable as exc:
         return BusView(None, str(exc))
+    seen: dict[str, Mapping[str, int] | None] = dict.fromkeys(sidecars)
+    states = states or {}
+    hub = states.get(BUS)
+    if sidecars and hub is not None:
+        addresses = {
+            name: address for name in sidecars if (address := _internal_address(states.get(name))) is not None
+        }
+        documents = engine.monitor_from_inside(hub.container, addresses, "/connz?limit=1024")
+        seen = {
+            name: None if doc is None else monitor.parse_connz_names(doc) for name, doc in documents.items()
+        }
+    return BusView(connections, None, leaf_names, seen)
+
+
+def _internal_address(state: ServiceState | None) -> str | None:
+    """A sidecar's address on nachos-internal, the one network it shares with the hub."""
+    if state is None:
+        return None
+    return next((ip for network, ip in state.addresses if network.endswith(f"_{INTERNAL_NETWORK}")), None)
 
 
 def observe(
@@ -74,7 +107,9 @@ def observe(
 ) -> Observation:
     """Read the containers and the bus once, and judge every service in ``services``."""
     states = engine.states(client)
-    bus = look_at_bus(monitor_url)
+    sidecars = [s.sidecar for s in services if s.sidecar]
+    leafs = bool(sidecars) or any(s.leaf_name for s in services)
+    bus = look_at_bus(monitor_url, sidecars, states, leafs=leafs)
     reports = [
         judge(service, states.get(service.name), bus, since, healed=service.name in healed)
         for service in services
@@ -96,6 +131,19 @@ def judge(
     if service.name == BUS:
         if problem is None and bus.connections is None:
             problem = f"its monitoring does not answer: {bus.problem}"
+    elif service.leaf_name is not None:  # a sidecar: logged in at the hub with its credentials?
+        connected = bus.leafs is not None and service.leaf_name in bus.leafs
+        if problem is None and bus.connections is None:
+            problem = f"cannot reach the hub: {bus.problem}"
+        elif problem is None and not connected:
+            problem = "is not connected to the hub as a leaf node (/leafz)"
+    elif service.connection_name is not None and service.sidecar is not None:
+        names = bus.sidecars.get(service.sidecar)
+        connected = names is not None and service.connection_name in names
+        if problem is None and names is None:
+            problem = f"cannot be on the bus: its sidecar {service.sidecar} does not answer"
+        elif problem is None and not connected:
+            problem = f"is not connected to its sidecar {service.sidecar} as {service.connection_name!r}"
     elif service.connection_name is not None:
         connected = bool(bus.connections) and service.connection_name in (bus.connections or {})
         if problem is None and bus.connections is None:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
-from nachos_deploy import catalog
+from nachos_deploy import catalog, permissions
 from nachos_deploy.catalog import Role
 from nachos_deploy.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck
 from nachos_deploy.errors import ConfigError
+from nachos_deploy.permissions import Permissions
 from nachos_deploy.platform_config import Platform
 from nachos_deploy.units import format_size
 
@@ -35,6 +36,15 @@ PLATFORM_CONFIG_FILE = "nachos.toml"
 BUS_VOLUME = "bus-data"
 GATEWAY_VOLUME = "gateway-data"
 BUS_URL = f"nats://{BUS}:{CLIENT_PORT}"
+LEAF_PORT = 7422
+CREDENTIALS_DIR = "credentials"
+BUS_CREDENTIALS = f"./{CREDENTIALS_DIR}/{BUS}.env"
+OPERATOR_USER = "nachos-deploy"
+OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"
+LEAF_URL = "NACHOS_LEAF_URL"
+SIDECAR_HEALTH_TEST = (
+    "wget -qO- http://127.0.0.1:8222/leafz | grep -q '\"leafnodes\": 1'"  # joined to the hub
+)
 # /healthz answers ok with JetStream off, so the probe also asks /jsz for a store_dir.
 BUS_HEALTH_TEST = (
     "wget -q --spider http://127.0.0.1:8222/healthz && "
@@ -125,6 +135,25 @@ class ServicePlan:
     connection_name: str | None = None  # the name it must show on the bus's /connz; None: not checked
     tool_id: str | None = None  # tools: the id in nachos.tool.<id>.request, derived from the mode
     waits_for_volumes: bool = False  # depends on the volume-init service having completed
+    depends_on: tuple[tuple[str, str], ...] = ()  # (service, Compose condition)
+    env_files: tuple[str, ...] = ()  # relative to the output folder; may not exist yet
+    sidecar: str | None = None  # a component's bus sidecar, the only server it can reach
+    leaf_name: str | None = None  # a sidecar's server name, as the hub's /leafz lists it
+    permissions: Permissions | None = None  # a component's rights on the bus (with auth on)
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """A component's own nats-server: leaf node of the hub, on a network only the two of them share.
+    The component connects anonymously and gets exactly its role's rights (``no_auth_user``); the
+    sidecar reaches the hub as the component's leaf user, limited there the same way again."""
+
+    service: ServicePlan
+    component: str
+    config_file: str  # rendered into the output folder
+    leaf_user: str
+    password_variable: str  # in the hub's credentials file
+    permissions: Permissions
 
 
 @dataclass(frozen=True)
@@ -157,10 +186,20 @@ class Plan:
     generate_platform_config: bool
     prepared_volumes: tuple[PreparedVolume, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    auth: bool = True
+    sidecars: tuple[Sidecar, ...] = ()
 
     @property
     def services(self) -> tuple[ServicePlan, ...]:
-        return (self.bus.service, *self.components)
+        return (self.bus.service, *(s.service for s in self.sidecars), *self.components)
+
+    def with_sidecars(self, components: Iterable[ServicePlan]) -> list[ServicePlan]:
+        """The sidecars of ``components``, then the components: what starting them means."""
+        names = {c.name for c in components}
+        return [
+            *(s.service for s in self.sidecars if s.component in names),
+            *(c for c in self.components if c.name in names),
+        ]
 
     def required_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
         """(component, host variable) for every required secret of the named components (all when
@@ -211,9 +250,10 @@ def make_plan(
             "messages hold up every other client on the connection."
         )
     if config.bus.bind_address not in ("127.0.0.1", "::1"):
+        guard = "only the operator password guards it" if config.bus.auth else "and it has no authentication"
         warnings.append(
             f"bus.bind_address is {config.bus.bind_address}: the bus ports are reachable from other "
-            "hosts, and the bus has no authentication yet."
+            f"hosts, {guard}."
         )
 
     if platform.problems and platform.path is not None:
@@ -235,7 +275,18 @@ def make_plan(
         replace(c, waits_for_volumes=any(p.used_by == c.name for p in prepared)) for c in components
     )
 
+    if not config.bus.auth:
+        warnings.append(
+            "bus.auth is false: the bus accepts anyone, so any process on this host and any container "
+            "on nachos-internal can read every message and publish as any component. Use it only to debug."
+        )
+    sidecars, components = _wire(config, components, channels)
+    if config.bus.auth:
+        bus = replace(bus, service=replace(bus.service, env_files=(BUS_CREDENTIALS,)))
+
     network_names = {INTERNAL_NETWORK: True, HOST_NETWORK: False}
+    for sidecar in sidecars:
+        network_names[sidecar.service.networks[-1]] = True
     for service in components:
         for network in service.networks:
             network_names.setdefault(network, False)
@@ -252,7 +303,79 @@ def make_plan(
         generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
         prepared_volumes=prepared,
         warnings=tuple(warnings),
+        auth=config.bus.auth,
+        sidecars=tuple(sidecars),
     )
+
+
+def _wire(
+    config: DeployConfig, components: tuple[ServicePlan, ...], channels: list[str]
+) -> tuple[list[Sidecar], tuple[ServicePlan, ...]]:
+    """Connect each component to the bus: through its own sidecar when the bus requires
+    authentication (the platform's components cannot authenticate), else to the hub directly."""
+    tool_ids = [c.tool_id for c in components if c.tool_id]
+    sidecars: list[Sidecar] = []
+    wired: list[ServicePlan] = []
+    for component in components:
+        depends = [(BUS, "service_healthy")]
+        if component.waits_for_volumes:
+            depends.append((VOLUME_INIT, "service_completed_successfully"))
+        if config.bus.auth:
+            sidecar = _sidecar(config, component, channels, tool_ids)
+            sidecars.append(sidecar)
+            depends[0] = (sidecar.service.name, "service_healthy")
+            url = f"nats://{sidecar.service.name}:{CLIENT_PORT}"
+            environment = tuple(
+                replace(var, value=url) if var.name in ("NATS_URL", "NATS_SERVERS") else var
+                for var in component.environment
+            )
+            networks = tuple(
+                sidecar.service.networks[-1] if n == INTERNAL_NETWORK else n for n in component.networks
+            )
+            component = replace(
+                component,
+                environment=environment,
+                networks=networks,
+                sidecar=sidecar.service.name,
+                permissions=sidecar.permissions,
+            )
+        wired.append(replace(component, depends_on=tuple(depends)))
+    return sidecars, tuple(wired)
+
+
+def _sidecar(
+    config: DeployConfig, component: ServicePlan, channels: list[str], tool_ids: list[str]
+) -> Sidecar:
+    settings = config.components.get(component.name, Component()).permissions
+    rights = permissions.for_component(
+        component.name,
+        component.role,
+        channels=channels,
+        tool_ids=tool_ids,
+        tool_id=component.tool_id,
+        extra=permissions.Permissions(
+            publish=tuple(settings.publish),
+            subscribe=tuple(settings.subscribe),
+            answers=tuple(settings.respond),
+            requests=tuple(settings.request),
+        ),
+    )
+    name = f"{BUS}-{component.name}"
+    config_file = f"sidecar-{component.name}.conf"
+    service = ServicePlan(
+        name=name,
+        role=Role.SIDECAR,
+        image=config.bus.image,
+        command=("--config", NATS_CONFIG_TARGET),
+        networks=(INTERNAL_NETWORK, f"{component.name}-link"),
+        mounts=(Mount(f"./{config_file}", NATS_CONFIG_TARGET, read_only=True),),
+        healthcheck=HealthPlan(("CMD-SHELL", SIDECAR_HEALTH_TEST), config.bus.healthcheck_interval, "2s", 3),
+        depends_on=((BUS, "service_healthy"),),
+        env_files=(f"./{CREDENTIALS_DIR}/{name}.env",),
+        leaf_name=name,
+    )
+    variable = "NACHOS_LEAF_" + component.name.upper().replace("-", "_") + "_PASSWORD"
+    return Sidecar(service, component.name, config_file, f"leaf-{component.name}", variable, rights)
 
 
 def _enabled_components(config: DeployConfig, platform: Platform) -> list[tuple[str, Role]]:

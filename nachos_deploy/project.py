@@ -15,7 +15,7 @@ from pathlib import Path
 
 from python_on_whales import DockerClient
 
-from nachos_deploy import engine, files
+from nachos_deploy import credentials, engine, files
 from nachos_deploy.errors import DeployError, ExitCode
 from nachos_deploy.plan import BUS, CLIENT_PORT, MONITOR_PORT
 from nachos_deploy.results import Endpoints
@@ -51,7 +51,12 @@ def bus_endpoints(client: DockerClient, stack: Stack) -> Endpoints | None:
     host = stack.plan.bus.bind_address
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
-    return Endpoints(f"nats://{host}:{client_port}", f"http://{host}:{monitor_port}")
+    nats_url = f"nats://{host}:{client_port}"
+    if stack.plan.auth:
+        login = credentials.load(stack.output_dir)
+        if login is not None:
+            nats_url = login.operator_url(nats_url)
+    return Endpoints(nats_url, f"http://{host}:{monitor_port}")
 
 
 def running_endpoints(stack: Stack) -> Endpoints:

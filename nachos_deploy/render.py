@@ -23,7 +23,12 @@ from nachos_deploy import __version__
 from nachos_deploy.errors import DeployError
 from nachos_deploy.plan import (
     COMPOSE_FILE,
+    CREDENTIALS_DIR,
+    LEAF_PORT,
+    LEAF_URL,
     NATS_CONFIG_FILE,
+    OPERATOR_PASSWORD,
+    OPERATOR_USER,
     PLATFORM_CONFIG_FILE,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
@@ -32,7 +37,9 @@ from nachos_deploy.plan import (
 )
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
-OUTPUT_NAMES = (COMPOSE_FILE, NATS_CONFIG_FILE, PLATFORM_CONFIG_FILE)  # every file render may write
+GITIGNORE = ".gitignore"
+OUTPUT_NAMES = (COMPOSE_FILE, NATS_CONFIG_FILE, PLATFORM_CONFIG_FILE, GITIGNORE)  # and sidecar-*.conf
+SIDECAR_PATTERN = "sidecar-*.conf"
 
 
 def templates_dir() -> Path:
@@ -117,7 +124,14 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     compose_env.filters["env_value"] = lambda var: _Literal(env_value(var))
     compose_env.filters["key"] = lambda name: _Literal(yaml_key(name))
     compose_env.filters["safe_comment"] = lambda text: _Literal(" ".join(str(text).split()))
-    return compose_env, _environment(directory, _finalize_text)
+    text_env = _environment(directory, _finalize_text)
+    text_env.filters["subjects"] = _subjects
+    return compose_env, text_env
+
+
+def _subjects(subjects: tuple[str, ...]) -> _Literal:
+    """A list of quoted subjects for a nats-server config; subjects are validated as such."""
+    return _Literal(", ".join(f'"{_finalize_text(subject)}"' for subject in subjects))
 
 
 def volume_init_script(plan: Plan) -> str:
@@ -138,6 +152,10 @@ def render(plan: Plan) -> dict[str, str]:
     compose_env, text_env = _environments()
     context: dict[str, Any] = {
         "plan": plan,
+        "leaf_port": LEAF_PORT,
+        "operator_user": OPERATOR_USER,
+        "operator_password": OPERATOR_PASSWORD,
+        "leaf_url": LEAF_URL,
         "header": HEADER,
         "version": __version__,
         "init_name": VOLUME_INIT,
@@ -152,7 +170,13 @@ def render(plan: Plan) -> dict[str, str]:
         files = {
             COMPOSE_FILE: compose_env.get_template("docker-compose.yml.j2").render(context),
             NATS_CONFIG_FILE: nats_conf,
+            # The credentials nachos-deploy generates beside the rendered files stay out of git.
+            GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n",
         }
+        for sidecar in plan.sidecars:
+            files[sidecar.config_file] = text_env.get_template("sidecar.conf.j2").render(
+                {**context, "sidecar": sidecar}
+            )
         if plan.generate_platform_config:
             files[PLATFORM_CONFIG_FILE] = text_env.get_template("nachos.toml.j2").render(context)
     except jinja2.TemplateError as exc:
@@ -162,6 +186,8 @@ def render(plan: Plan) -> dict[str, str]:
 
 def _finalize_text(value: object) -> str:
     """nats.conf and nachos.toml only receive numbers and checked paths; refuse anything else."""
+    if isinstance(value, _Literal):
+        return str(value)
     if isinstance(value, bool | int | float):
         return str(value).lower() if isinstance(value, bool) else str(value)
     text = str(value)

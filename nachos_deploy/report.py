@@ -36,7 +36,7 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
             f"Bus: nats-server {result.bus.server_version}, JetStream on, max_payload "
             f"{result.bus.max_payload} bytes, round trip {result.bus.round_trip_ms:.2f} ms"
         )
-    console.print(f"NATS:       {result.endpoints.nats_url}")
+    console.print(f"NATS:       {result.endpoints.shown_nats_url}")
     console.print(f"Monitoring: {result.endpoints.monitor_url}")
     cmd = "nachos-deploy"
     tail = f" {selector}" if selector else ""
@@ -63,7 +63,7 @@ def _request_hint(services: list[ServiceReport]) -> str | None:
 def print_status(console: Console, result: StatusResult) -> None:
     console.print(_services_table(result.services))
     if result.endpoints is not None:
-        console.print(f"NATS: {result.endpoints.nats_url}   Monitoring: {result.endpoints.monitor_url}")
+        console.print(f"NATS: {result.endpoints.shown_nats_url}   Monitoring: {result.endpoints.monitor_url}")
     if result.bus:
         memory = f"{result.bus_memory / 1024**2:.1f} MiB" if result.bus_memory else "unknown"
         jetstream = "on" if result.bus.get("jetstream") else "off"

@@ -6,6 +6,7 @@ Docker or NATS libraries to do so.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +66,31 @@ class ServiceReport:
 
 @dataclass(frozen=True)
 class Endpoints:
+    """Where the host reaches the bus. ``nats_url`` carries the operator's credentials when the bus
+    requires them, so a caller can use it as it is; people are shown ``shown_nats_url``."""
+
     nats_url: str
     monitor_url: str
 
+    @property
+    def shown_nats_url(self) -> str:
+        return redact(self.nats_url)
+
     def as_json(self) -> dict[str, str]:
         return {"nats_url": self.nats_url, "monitor_url": self.monitor_url}
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (the user name stays: it says which identity is used)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 @dataclass

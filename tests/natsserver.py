@@ -101,6 +101,8 @@ def start_nats_server(
     *,
     jetstream: bool = True,
     max_payload: int | None = None,
+    config_text: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[NatsServer]:
     """Run nats-server on 127.0.0.1 with random client and monitor ports until the block ends.
 
@@ -115,12 +117,16 @@ def start_nats_server(
         store_dir = workdir / "jetstream"
         args += ["--jetstream", "--store_dir", str(store_dir)]
     if max_payload is not None:
+        config_text = f"max_payload: {max_payload}\n"
+    if config_text is not None:
+        # Flags given on the command line (the random ports) win over the file's.
         config = workdir / "nats.conf"
-        config.write_text(f"max_payload: {max_payload}\n", encoding="utf-8")
+        config.write_text(config_text, encoding="utf-8")
         args += ["--config", str(config)]
 
     process = subprocess.Popen(
         args,
+        env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

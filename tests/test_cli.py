@@ -40,7 +40,14 @@ def test_render_in_an_empty_folder(workdir: Path) -> None:
     code, _out, err = run("render")
     assert code == 0, err
     compose = yaml.safe_load((workdir / ".nachos" / "docker-compose.yml").read_text())
-    assert set(compose["services"]) == {"bus", "gateway", "llm-proxy", "volume-init"}
+    assert set(compose["services"]) == {
+        "bus",
+        "bus-gateway",
+        "bus-llm-proxy",
+        "gateway",
+        "llm-proxy",
+        "volume-init",
+    }
     assert compose["networks"]["nachos-internal"]["internal"] is True
     for port in compose["services"]["bus"]["ports"]:
         assert port["host_ip"] == "127.0.0.1"

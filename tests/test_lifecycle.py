@@ -146,18 +146,21 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     assert code == 0, err
     result = json.loads(out)
     assert result["ok"] is True
-    assert [s["name"] for s in result["services"]] == ["bus", "gateway", "llm-proxy", "webchat", "filesystem"]
+    names = ["gateway", "llm-proxy", "webchat", "filesystem"]
+    assert [s["name"] for s in result["services"]] == ["bus", *(f"bus-{n}" for n in names), *names]
     assert all(s["ok"] for s in result["services"])
-    assert {s["connection_name"] for s in result["services"][1:]} == {
+    services = {s["name"]: s for s in result["services"]}
+    assert {services[n]["connection_name"] for n in names} == {
         "gateway",
         "llm-proxy",
         "channel-webchat",
         "tool-filesystem_read",
     }
-    assert result["services"][4]["tool_id"] == "filesystem_read"
-    assert result["services"][1]["health"] == "healthy"
+    assert all(services[f"bus-{n}"]["connected"] is True for n in names)  # leaf nodes at the hub
+    assert services["filesystem"]["tool_id"] == "filesystem_read"
+    assert services["gateway"]["health"] == "healthy"
     nats_url = result["nats_url"]
-    assert nats_url.startswith("nats://127.0.0.1:")
+    assert nats_url.startswith("nats://nachos-deploy:") and "@127.0.0.1:" in nats_url
     assert result["bus"]["jetstream"] is True
     assert result["bus"]["max_payload"] == 10 * 1024 * 1024
 
@@ -175,7 +178,7 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     assert code == 0
     status = json.loads(out)
     assert status["bus"]["jetstream"] is True
-    assert status["bus"]["connections"] >= 4
+    assert status["bus"]["leafnodes"] == 4  # the components' sidecars
 
     # up again on the unchanged stack: nothing is recreated
     before = containers(deployment.project)
@@ -239,7 +242,8 @@ def test_a_component_not_on_the_bus_fails_by_connz(deployment: Deployment) -> No
     )
     code, out, err = deployment.run("up", "--timeout", "6")
     assert code == 6, out + err
-    assert "is not connected to the bus as 'channel-webchat'" in " ".join(err.split())
+    # behind its sidecar, the proof is the sidecar's own /connz listing the connection name
+    assert "is not connected to its sidecar bus-webchat as 'channel-webchat'" in " ".join(err.split())
     # status judges by the same rule: running, but not on the bus, is a problem
     code, out, _ = deployment.run("status", "--json")
     assert code == 1
@@ -437,7 +441,10 @@ def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def test_up_heals_what_a_long_outage_left_and_status_tells_the_truth(deployment: Deployment) -> None:
+@pytest.mark.parametrize("auth", [True, False], ids=["sidecars", "open-bus"])
+def test_up_heals_what_a_long_outage_left_and_status_tells_the_truth(
+    deployment: Deployment, auth: bool
+) -> None:
     # As measured with the real images after an outage longer than their ten reconnects: the gateway
     # comes back (but its health says unhealthy for a while), llm-proxy exits 0 and then
     # restart-loops while the bus is away, the whatsapp channel stays running and off the bus.
@@ -451,12 +458,16 @@ def test_up_heals_what_a_long_outage_left_and_status_tells_the_truth(deployment:
             "webchat": platform_probe(
                 enabled=True, environment={**OUTAGE_TRIES, "PROBE_ON_BUS_LOSS": "stay"}
             ),
-        }
+        },
+        auth=auth,
     )
     code, out, err = deployment.run("up", "--timeout", "60")
     assert code == 0, out + err
     ids = containers(deployment.project)
-    docker("stop", "-t", "1", ids["bus"])  # stopped by hand: the restart policy leaves it down
+    # Stopped by hand, so the restart policy leaves them down: the hub, and the sidecars (a hub outage
+    # alone does not reach components behind sidecars: they keep their connection to the sidecar).
+    outage = [cid for name, cid in ids.items() if name == "bus" or name.startswith("bus-")]
+    docker("stop", "-t", "1", *outage)
 
     code, out, _ = deployment.run("status", "--json")
     assert code == 1  # with the bus down, nothing is ok
@@ -516,7 +527,8 @@ def test_a_health_verdict_from_before_an_outage_does_not_fail_up(deployment: Dep
                 },
                 healthcheck={**FAST_CHECK, "interval": "4s"},
             )
-        }
+        },
+        auth=False,  # the gateway on the hub itself, so a hub outage is its outage
     )
     code, out, err = deployment.run("up", "--json", "--timeout", "60")
     assert code == 0, out + err
@@ -545,3 +557,34 @@ def test_a_health_verdict_from_before_an_outage_does_not_fail_up(deployment: Dep
     assert code == 0, out + err
     gateway = next(s for s in json.loads(out)["services"] if s["name"] == "gateway")
     assert gateway["health"] == "healthy" and "restarted_by_up" not in gateway
+
+
+def reaches(container: str, host: str, port: int = 4222) -> bool:
+    """Whether a TCP connection from inside ``container`` to ``host:port`` succeeds."""
+    script = f"import socket; socket.create_connection(({host!r}, {port}), timeout=2).close()"
+    done = subprocess.run(
+        ["docker", "exec", container, "python3", "-c", script], capture_output=True, text=True, timeout=30
+    )
+    return done.returncode == 0
+
+
+def test_components_reach_the_bus_only_through_their_own_sidecar(deployment: Deployment) -> None:
+    deployment.write({"llm-proxy": platform_probe(), "webchat": platform_probe(enabled=True)})
+    code, out, err = deployment.run("up", "--json", "--timeout", "60")
+    assert code == 0, out + err
+    result = json.loads(out)
+    # The URL up gives works as it is (it carries the operator's credentials) ...
+    assert result["nats_url"].startswith("nats://nachos-deploy:")
+    assert json.loads(request(result["nats_url"], "nachos.health.ping.webchat"))["ok"] is True
+    # ... and without them the hub refuses the host's client.
+    anonymous = "nats://" + result["nats_url"].split("@", 1)[1]
+    with pytest.raises(BusUnavailable, match="Authorization Violation"):
+        request(anonymous, "nachos.health.ping.webchat")
+    ids = containers(deployment.project)
+    assert reaches(ids["webchat"], "bus-webchat")
+    for other in ("bus", "bus-llm-proxy", "llm-proxy"):
+        assert not reaches(ids["webchat"], other), f"webchat reaches {other}"
+    # The human summary never shows the password.
+    code, out, _ = deployment.run("up")
+    password = result["nats_url"].split(":")[2].split("@")[0]
+    assert code == 0 and "nachos-deploy:***@" in out and password not in out

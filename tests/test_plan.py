@@ -26,7 +26,7 @@ def env_of(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def test_default_stack_is_bus_gateway_llm_proxy() -> None:
     plan = plan_of({})
-    assert [s.name for s in plan.services] == ["bus", "gateway", "llm-proxy"]
+    assert [s.name for s in plan.services] == ["bus", "bus-gateway", "bus-llm-proxy", "gateway", "llm-proxy"]
     assert plan.generate_platform_config
     assert plan.warnings == ()
 
@@ -35,9 +35,20 @@ def test_every_component_finds_the_bus_both_ways() -> None:
     plan = plan_of({"components": {"slack": {"enabled": True}, "extra-thing": {"image": "x:1"}}})
     for service in plan.components:
         env = env_of(service)
-        assert env["NATS_URL"] == env["NATS_SERVERS"] == "nats://bus:4222"
+        # behind its own sidecar, on a network only the two of them share
+        assert env["NATS_URL"] == env["NATS_SERVERS"] == f"nats://bus-{service.name}:4222"
         assert env["NACHOS_COMPONENT"] == service.name
+        assert "nachos-internal" not in service.networks and f"{service.name}-link" in service.networks
+        sidecar = plan.component(f"bus-{service.name}")
+        assert sidecar.networks == ("nachos-internal", f"{service.name}-link")
+        assert service.depends_on[0] == (sidecar.name, "service_healthy")
+    open_bus = plan_of({"bus": {"auth": False}, "components": {"slack": {"enabled": True}}})
+    assert not open_bus.sidecars
+    for service in open_bus.components:
+        env = env_of(service)
+        assert env["NATS_URL"] == env["NATS_SERVERS"] == "nats://bus:4222"
         assert "nachos-internal" in service.networks
+    assert any("bus.auth is false" in w for w in open_bus.warnings)
 
 
 def test_connection_names_follow_upstream() -> None:

@@ -49,8 +49,10 @@ def test_bus_and_networks() -> None:
             continue
         assert service["init"] is True
         assert service["restart"] == "unless-stopped"
-        if name != "bus":
-            assert service["depends_on"]["bus"] == {"condition": "service_healthy"}
+        if name.startswith("bus-"):  # a sidecar waits for the hub, its component for the sidecar
+            assert service["depends_on"] == {"bus": {"condition": "service_healthy"}}
+        elif name != "bus":
+            assert service["depends_on"][f"bus-{name}"] == {"condition": "service_healthy"}
     assert doc["services"]["gateway"]["depends_on"]["volume-init"] == {
         "condition": "service_completed_successfully"
     }

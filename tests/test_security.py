@@ -1,0 +1,278 @@
+"""The bus as the security boundary, with the configs nachos-deploy renders, on real nats-server
+processes: the hub, and one sidecar per role. Every denial is observed (a permissions violation
+reported by the server, a message that never arrives), never assumed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from nachos_deploy import credentials, monitor
+from nachos_deploy.config import DeployConfig
+from nachos_deploy.files import read_env_file
+from nachos_deploy.plan import LEAF_URL, Plan, make_plan
+from nachos_deploy.render import render
+from tests.natsserver import NatsServer, find_nats_server, start_nats_server
+
+natsserver = pytest.mark.natsserver
+
+COMPONENTS = {
+    "gateway": {},
+    "llm-proxy": {},
+    "whatsapp": {"enabled": True},
+    "filesystem": {"enabled": True},
+    "archiver": {"image": "x", "permissions": {"subscribe": ["nachos.audit.log"]}},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Bus:
+    plan: Plan
+    hub: NatsServer
+    sidecars: dict[str, NatsServer]
+    operator_url: str
+    output: Path
+
+
+@pytest.fixture(scope="module")
+def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
+    find_nats_server()  # skip with the fix, or fail under CI, when the binary is missing
+    output = tmp_path_factory.mktemp("rendered")
+    plan = make_plan(
+        DeployConfig.model_validate({"components": COMPONENTS}),
+        base_dir=PurePath(output),
+        output_dir=PurePath(output),
+    )
+    files = render(plan)
+    login = credentials.ensure(output, plan)
+    secrets = read_env_file(output / "credentials" / "bus.env")
+    leaf_port = free_port()
+    hub_conf = files["nats.conf"].replace("  port: 7422", f"  port: {leaf_port}")
+    with contextlib.ExitStack() as stack:
+        hub = stack.enter_context(
+            start_nats_server(output / "hub", jetstream=False, config_text=hub_conf, env=secrets)
+        )
+        sidecars = {}
+        for sidecar in plan.sidecars:
+            url = read_env_file(output / "credentials" / f"{sidecar.service.name}.env")[LEAF_URL]
+            url = url.replace(f"@bus:{7422}", f"@127.0.0.1:{leaf_port}")
+            sidecars[sidecar.component] = stack.enter_context(
+                start_nats_server(
+                    output / sidecar.service.name,
+                    jetstream=False,
+                    config_text=files[sidecar.config_file],
+                    env={LEAF_URL: url},
+                )
+            )
+        deadline = time.monotonic() + 10
+        expected = {s.service.name for s in plan.sidecars}
+        while monitor.leaf_names(hub.monitor_url) != expected:
+            assert time.monotonic() < deadline, (
+                f"sidecars not at the hub: {monitor.leaf_names(hub.monitor_url)}"
+            )
+            time.sleep(0.05)
+        yield Bus(plan, hub, sidecars, login.operator_url(hub.nats_url), output)
+
+
+class Client_:
+    """A component's client on its sidecar: anonymous, as the platform's components connect."""
+
+    def __init__(self, client: Client, errors: list[str]) -> None:
+        self.client = client
+        self.errors = errors
+
+    async def denied(self, what: str, subject: str) -> bool:
+        """Whether the server reported a permissions violation for ``what`` on ``subject``."""
+        await self.client.flush()
+        for _ in range(40):
+            if any(f'permissions violation for {what} to "{subject}"' in e for e in self.errors):
+                return True
+            await asyncio.sleep(0.025)
+        return False
+
+
+async def component(bus: Bus, name: str) -> Client_:
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    client = await nats.connect(
+        bus.sidecars[name].nats_url, name=name, error_cb=on_error, allow_reconnect=False
+    )
+    return Client_(client, errors)
+
+
+async def operator(bus: Bus) -> Client:
+    return await nats.connect(bus.operator_url, allow_reconnect=False)
+
+
+async def received(client: Client, subject: str, send: Any) -> list[bytes]:
+    """Subscribe on ``client``, run ``send``, and return what arrived within a short wait."""
+    got: list[bytes] = []
+
+    async def keep(msg: Any) -> None:
+        got.append(msg.data)
+
+    sub = await client.subscribe(subject, cb=keep)
+    await client.flush()
+    await asyncio.sleep(0.2)  # interest crosses the leaf connection
+    await send()
+    await asyncio.sleep(0.3)
+    await sub.unsubscribe()
+    return got
+
+
+# Per role: (a subject it may subscribe to, one it may not), (one it may publish on, one it may not).
+MATRIX = {
+    "gateway": (
+        ("nachos.channel.whatsapp.inbound", "nachos.llm.request"),
+        ("nachos.channel.whatsapp.outbound", "nachos.channel.whatsapp.inbound"),
+    ),
+    "llm-proxy": (
+        ("nachos.llm.request", "nachos.channel.whatsapp.inbound"),
+        ("nachos.llm.response", "nachos.tool.filesystem_read.request"),
+    ),
+    "whatsapp": (
+        ("nachos.channel.whatsapp.outbound", "nachos.llm.request"),
+        ("nachos.channel.whatsapp.inbound", "nachos.llm.request"),
+    ),
+    "filesystem": (
+        ("nachos.tool.filesystem_read.request", "nachos.channel.whatsapp.outbound"),
+        (None, "nachos.llm.request"),
+    ),
+    "archiver": (
+        ("nachos.audit.log", "nachos.llm.request"),
+        (None, "nachos.audit.log"),
+    ),
+}
+
+
+@natsserver
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_each_role_gets_exactly_its_rights(bus: Bus, name: str) -> None:
+    (sub_ok, sub_denied), (pub_ok, pub_denied) = MATRIX[name]
+
+    async def run() -> None:
+        me = await component(bus, name)
+        op = await operator(bus)
+        try:
+            # allowed subscription: what the operator publishes at the hub arrives through the sidecar
+            got = await received(me.client, sub_ok, lambda: op.publish(sub_ok, b"in"))
+            assert got == [b"in"], f"{name} should receive {sub_ok}"
+            # denied subscription: the sidecar says so
+            await me.client.subscribe(sub_denied)
+            assert await me.denied("subscription", sub_denied), me.errors
+            # allowed publish reaches the hub; a denied one is refused and never arrives
+            if pub_ok is not None:
+                got = await received(op, pub_ok, lambda: me.client.publish(pub_ok, b"out"))
+                assert got == [b"out"], f"{name} should publish on {pub_ok}"
+            got = await received(op, pub_denied, lambda: me.client.publish(pub_denied, b"nope"))
+            assert got == []
+            assert await me.denied("publish", pub_denied), me.errors
+        finally:
+            await me.client.close()
+            await op.close()
+
+    asyncio.run(run())
+
+
+@natsserver
+def test_requests_cross_the_leafs_only_where_the_roles_allow(bus: Bus) -> None:
+    async def run() -> None:
+        proxy = await component(bus, "llm-proxy")
+        gateway = await component(bus, "gateway")
+        channel = await component(bus, "whatsapp")
+        tool = await component(bus, "filesystem")
+        op = await operator(bus)
+        try:
+
+            async def answer(msg: Any) -> None:
+                await msg.respond(b"answer:" + msg.data)
+
+            await proxy.client.subscribe("nachos.llm.request", cb=answer)
+            await tool.client.subscribe("nachos.tool.filesystem_read.request", cb=answer)
+            for client in (proxy.client, tool.client):
+                await client.flush()
+            await asyncio.sleep(0.3)
+            # gateway → llm-proxy and gateway → tool, each through two sidecars and the hub
+            reply = await gateway.client.request("nachos.llm.request", b"prompt", timeout=2)
+            assert reply.data == b"answer:prompt"
+            reply = await gateway.client.request("nachos.tool.filesystem_read.request", b"ls", timeout=2)
+            assert reply.data == b"answer:ls"
+            # the operator at the hub reaches them too (nachos-deploy's request command)
+            assert (await op.request("nachos.llm.request", b"op", timeout=2)).data == b"answer:op"
+            # a channel (the component facing the internet) may not ask the model or a tool
+            for subject in ("nachos.llm.request", "nachos.tool.filesystem_read.request"):
+                with pytest.raises(TimeoutError):
+                    await channel.client.request(subject, b"steal", timeout=0.5)
+                assert await channel.denied("publish", subject)
+            # nor may it answer the tool's requests in the tool's place
+            await channel.client.subscribe("nachos.tool.filesystem_read.request")
+            assert await channel.denied("subscription", "nachos.tool.filesystem_read.request")
+        finally:
+            for client in (proxy.client, gateway.client, channel.client, tool.client, op):
+                await client.close()
+
+    asyncio.run(run())
+
+
+@natsserver
+def test_the_hub_refuses_anonymous_clients_and_wrong_passwords(bus: Bus) -> None:
+    async def attempt(url: str) -> str:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        client = Client()
+        try:
+            with pytest.raises(Exception):  # noqa: B017 - nats-py raises several types here
+                await client.connect(
+                    url, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=2, error_cb=on_error
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+            await asyncio.sleep(0.05)
+        return " ".join(errors)
+
+    host = bus.hub.nats_url.removeprefix("nats://")
+    assert "Authorization Violation" in asyncio.run(attempt(bus.hub.nats_url))
+    assert "Authorization Violation" in asyncio.run(attempt(f"nats://nachos-deploy:wrong@{host}"))
+
+
+@natsserver
+def test_credentials_stay_out_of_rendered_files_and_are_private(bus: Bus) -> None:
+    files = render(bus.plan)
+    folder = bus.output / "credentials"
+    passwords = [v for f in folder.iterdir() for v in read_env_file(f).values()]
+    assert len(passwords) == 1 + 2 * len(bus.plan.sidecars)  # operator; each leaf's password and URL
+    rendered = "".join(files.values())
+    assert not any(secret in rendered or secret.split("@")[0] in rendered for secret in passwords)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in folder.iterdir())
+    assert "/credentials/" in files[".gitignore"]
+    # a second ensure keeps them (a second up changes nothing); rotate replaces every one
+    before = {f.name: f.read_text() for f in folder.iterdir()}
+    credentials.ensure(bus.output, bus.plan)
+    assert {f.name: f.read_text() for f in folder.iterdir()} == before
+    credentials.ensure(bus.output, bus.plan, rotate=True)
+    after = {f.name: f.read_text() for f in folder.iterdir()}
+    assert all(after[name] != before[name] for name in before)
