@@ -430,6 +430,50 @@ def doctor(
         raise typer.Exit(int(ExitCode.FAILED))
 
 
+credentials_app = typer.Typer(
+    help="The bus's generated passwords (kept in the output folder's credentials/, mode 0600).",
+    no_args_is_help=True,
+)
+app.add_typer(credentials_app, name="credentials")
+
+
+@credentials_app.command("rotate")
+@handle_errors
+def rotate(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="Seconds for the restart.", min=1)
+    ] = 120.0,
+) -> None:
+    """Replace every bus password (the operator's and each sidecar's), then, when the stack is
+    running, bring it up again: the bus and the sidecars are recreated with the new passwords (a
+    pause of a second or two; JetStream data stays on its volume) and the components reconnect to
+    their sidecars. The old operator URL stops working.
+
+    Example: nachos-deploy credentials rotate -c deploy/prod.yaml
+    """
+    from nachos_deploy import credentials, engine, lifecycle, report
+    from nachos_deploy import project as project_mod
+
+    stack = _stack(config, set_, project, output)
+    if not stack.plan.auth:
+        raise DeployError(
+            "bus.auth is false: this bus has no credentials to rotate.", exit_code=ExitCode.USAGE
+        )
+    engine.require_engine()
+    with project_mod.compose_client(stack) as client:
+        running = project_mod.bus_endpoints(client, stack) is not None
+    credentials.ensure(stack.output_dir, stack.plan, rotate=True)
+    out.print(f"New bus passwords written to {credentials.folder(stack.output_dir)}.")
+    if running:
+        with err.status("Restarting the bus and its sidecars", spinner="dots") as status:
+            result = lifecycle.up(stack, timeout=timeout, progress=lambda text: status.update(text))
+        report.print_up(out, result, f"-p {shlex.quote(result.project)}")
+
+
 def main() -> None:
     app(prog_name="nachos-deploy")
 

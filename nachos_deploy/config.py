@@ -193,6 +193,7 @@ class Component(Model):
     healthcheck: Healthcheck | Literal[False] | None = None
     connection_name: str | Literal[False] | None = None
     permissions: Permissions = Permissions()
+    read_only: bool = True  # read-only root filesystem (with a tmpfs at /tmp); false for images that write
 
     @field_validator("environment", "secrets")
     @classmethod

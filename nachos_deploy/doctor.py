@@ -39,6 +39,7 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
         where = stack.loaded.config_path or "built-in defaults"
         checks.append(Check("config", "pass", f"valid ({where}); services: {_services(stack)}"))
         checks.append(_secrets(stack))
+        checks.extend(_hardening(stack))
         for warning in stack.plan.warnings:
             checks.append(Check("config", "warn", warning))
 
@@ -98,6 +99,42 @@ def _secrets(stack: Stack) -> Check:
         "not set: " + ", ".join(f"{variable} (for {component})" for component, variable in missing),
         f"export them, or put VARIABLE=value lines in {stack.output_dir / '.env'}",
     )
+
+
+def _hardening(stack: Stack) -> list[Check]:
+    """Anything weaker than the defaults the deploy file asked for."""
+    weaker = []
+    if not stack.plan.auth:
+        weaker.append(
+            Check(
+                "security",
+                "warn",
+                "bus.auth is false: anyone on this host or on nachos-internal can read and publish "
+                "everything",
+                "remove bus.auth: false (the default authenticates every client and gives each "
+                "component a sidecar)",
+            )
+        )
+    for service in stack.plan.components:
+        if not service.hardening.read_only:
+            weaker.append(
+                Check(
+                    "security",
+                    "warn",
+                    f"components.{service.name}.read_only is false: its root filesystem is writable",
+                    "keep it only for an image that must write outside its volumes and /tmp",
+                )
+            )
+        if service.user is not None and service.user.split(":")[0] in ("0", "root"):
+            weaker.append(
+                Check(
+                    "security",
+                    "warn",
+                    f"components.{service.name}.user is {service.user}: it runs as root",
+                    "use a non-root uid:gid such as 1001:1001",
+                )
+            )
+    return weaker
 
 
 def _services(stack: Stack) -> str:

@@ -14,7 +14,7 @@ from pathlib import PurePath
 
 from nachos_deploy import catalog, permissions
 from nachos_deploy.catalog import Role
-from nachos_deploy.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck
+from nachos_deploy.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck, Resources
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.permissions import Permissions
 from nachos_deploy.platform_config import Platform
@@ -111,6 +111,28 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Hardening:
+    """What every container gets unless the deploy file weakens it (``doctor`` then warns)."""
+
+    read_only: bool = True  # root filesystem, with a tmpfs at /tmp
+    no_new_privileges: bool = True
+    cap_drop_all: bool = True
+
+
+# Documented defaults: enough for the platform's Node processes, a ceiling for a runaway one.
+DEFAULT_LIMITS = {
+    Role.GATEWAY: Limits(memory=1024**3, pids=512),
+    Role.LLM_PROXY: Limits(memory=512 * 1024**2, pids=256),
+    Role.CHANNEL: Limits(memory=512 * 1024**2, pids=256),
+    Role.TOOL: Limits(memory=1024**3, pids=512),
+    Role.SIDECAR: Limits(memory=64 * 1024**2, pids=64),
+}
+BROWSER_LIMITS = Limits(memory=2 * 1024**3, pids=1024)
+BUS_LIMITS = Limits(memory=512 * 1024**2, pids=256)
+SIDECAR_USER = "65534:65534"  # nobody: a sidecar only reads its config
+
+
+@dataclass(frozen=True)
 class PortPlan:
     host_ip: str
     published: int  # 0: the engine picks a free port
@@ -140,6 +162,7 @@ class ServicePlan:
     sidecar: str | None = None  # a component's bus sidecar, the only server it can reach
     leaf_name: str | None = None  # a sidecar's server name, as the hub's /leafz lists it
     permissions: Permissions | None = None  # a component's rights on the bus (with auth on)
+    hardening: Hardening = Hardening()
 
 
 @dataclass(frozen=True)
@@ -373,6 +396,8 @@ def _sidecar(
         depends_on=((BUS, "service_healthy"),),
         env_files=(f"./{CREDENTIALS_DIR}/{name}.env",),
         leaf_name=name,
+        user=SIDECAR_USER,
+        limits=DEFAULT_LIMITS[Role.SIDECAR],
     )
     variable = "NACHOS_LEAF_" + component.name.upper().replace("-", "_") + "_PASSWORD"
     return Sidecar(service, component.name, config_file, f"leaf-{component.name}", variable, rights)
@@ -501,9 +526,20 @@ def _component(
         mounts=tuple(mounts),
         healthcheck=healthcheck,
         user=settings.user if settings.user is not None else _default_user(role),
-        limits=Limits(settings.resources.memory, settings.resources.cpus, settings.resources.pids),
+        limits=_limits(settings.resources, BROWSER_LIMITS if name == "browser" else DEFAULT_LIMITS.get(role)),
         connection_name=connection_name,
         tool_id=tool_id,
+        hardening=Hardening(read_only=settings.read_only),
+    )
+
+
+def _limits(resources: Resources, default: Limits | None) -> Limits:
+    """The deploy file's limits, each falling back to the role's documented default."""
+    default = default or Limits()
+    return Limits(
+        resources.memory if resources.memory is not None else default.memory,
+        resources.cpus if resources.cpus is not None else default.cpus,
+        resources.pids if resources.pids is not None else default.pids,
     )
 
 
@@ -573,7 +609,7 @@ def _bus(config: DeployConfig) -> BusPlan:
             PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
         ),
         healthcheck=HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), bus.healthcheck_interval, "2s", 3),
-        limits=Limits(bus.resources.memory, bus.resources.cpus, bus.resources.pids),
+        limits=_limits(bus.resources, BUS_LIMITS),
     )
     return BusPlan(
         service=service,

@@ -441,7 +441,15 @@ def test_bus_overview_fields(nats_server_factory: ServerFactory) -> None:
     with_js = bus_overview(nats_server_factory().monitor_url)
     without_js = bus_overview(nats_server_factory(jetstream=False).monitor_url)
 
-    assert set(with_js) == {"version", "jetstream", "connections", "max_payload", "mem", "uptime"}
+    assert set(with_js) == {
+        "version",
+        "jetstream",
+        "connections",
+        "leafnodes",
+        "max_payload",
+        "mem",
+        "uptime",
+    }
     assert isinstance(with_js["version"], str)
     assert with_js["jetstream"] is True
     assert with_js["connections"] == 0

@@ -588,3 +588,22 @@ def test_components_reach_the_bus_only_through_their_own_sidecar(deployment: Dep
     code, out, _ = deployment.run("up")
     password = result["nats_url"].split(":")[2].split("@")[0]
     assert code == 0 and "nachos-deploy:***@" in out and password not in out
+    # Hardened by default: no privileges to gain, no capabilities, a read-only root, limits.
+    for service, user in (("webchat", "1001:1001"), ("bus-webchat", "65534:65534"), ("bus", "")):
+        config = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", ids[service]))
+        assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"], service
+        assert "no-new-privileges:true" in config["SecurityOpt"], service
+        assert config["Memory"] > 0 and config["PidsLimit"] > 0, service
+        assert docker("inspect", "-f", "{{.Config.User}}", ids[service]) == user
+
+    # Rotating the passwords restarts the bus and the sidecars; the old password stops working.
+    code, out, err = cli("credentials", "rotate", "-c", str(deployment.file))
+    assert code == 0, out + err
+    code, out, err = deployment.run("up", "--json")
+    assert code == 0, out + err
+    fresh = json.loads(out)["nats_url"]
+    new_password = fresh.split(":")[2].split("@")[0]
+    assert new_password != password
+    assert json.loads(request(fresh, "nachos.health.ping.webchat"))["ok"] is True
+    with pytest.raises(BusUnavailable, match="Authorization Violation"):
+        request(fresh.replace(new_password, password), "nachos.health.ping.webchat")
