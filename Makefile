@@ -58,6 +58,7 @@ compose: install
 bench: images
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/up.py
+	$(BIN)/python benchmarks/sidecar.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

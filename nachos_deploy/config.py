@@ -9,6 +9,7 @@ instead of surfacing as a wrong container later.
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,10 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,53}$"  # room for the sidecar's "bus-" and network's "-link"
 RESERVED_NAMES = ("bus", "volume-init")
+RESERVED_NETWORKS = ("nachos-internal", "egress", "host-access")
+VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Host paths no component gets: the Docker socket is root on the host, the rest the kernel's.
+FORBIDDEN_HOST_PATHS = ("/var/run/docker.sock", "/run/docker.sock", "/proc", "/sys", "/dev", "/boot")
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
@@ -211,10 +216,12 @@ class Component(Model):
     def _secret_sources(cls, value: dict[str, str]) -> dict[str, str]:
         for name, source in value.items():
             if not _ENV_NAME.match(source):
+                # Never echo it: what stands here instead of a name is often the secret itself.
                 raise ValueError(
-                    f"secret {name} must name the host environment variable it comes from, "
-                    f"not a value ({source!r} is not a variable name); export the value as that "
-                    "variable or put it in the .env file beside the compose file"
+                    f"secret {name} must name the host environment variable it comes from, not a "
+                    "value (what was given is not a variable name, and is not shown here since it may "
+                    f"be the secret itself); write e.g. {name}: {name}, then export the value as that "
+                    "variable or put it in the output folder's .env file"
                 )
         return value
 
@@ -230,6 +237,19 @@ class Component(Model):
                 )
             if len(parts) == 3 and parts[2] not in ("ro", "rw"):
                 raise ValueError(f"{item!r} ends in {parts[2]!r}; the mode must be ro or rw")
+            source = parts[0]
+            if source.startswith("/"):
+                clean = posixpath.normpath(source)
+                if clean == "/" or any(clean == p or clean.startswith(p + "/") for p in FORBIDDEN_HOST_PATHS):
+                    raise ValueError(
+                        f"{item!r} would hand the container {clean} of the host (the whole host, its "
+                        "Docker socket or its kernel interfaces); mount a folder of your own instead"
+                    )
+            elif not source.startswith(".") and not VOLUME_NAME.fullmatch(source):
+                raise ValueError(
+                    f"{item!r}: {source!r} is neither a named volume (letters, digits, '_', '.', '-') "
+                    "nor a path (./relative to the deploy file, or /absolute)"
+                )
         return value
 
     @field_validator("networks")
@@ -238,6 +258,11 @@ class Component(Model):
         for name in value:
             if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"{name!r} is not a valid network name (lowercase letters, digits, '-')")
+            if name in RESERVED_NETWORKS or name.endswith("-link"):
+                raise ValueError(
+                    f"network {name!r} is nachos-deploy's own (egress, host-access, nachos-internal and "
+                    "*-link carry the security layout); use egress: true for internet access"
+                )
         return value
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ paragraph that names the file (or the variable or ``--set``), the dotted key, th
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from nachos_deploy import platform_config
-from nachos_deploy.config import Component, DeployConfig
+from nachos_deploy.config import NAME_PATTERN, Component, DeployConfig
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.platform_config import Platform
 
@@ -115,6 +116,11 @@ def read_platform(path: Path) -> Platform:
                 f"{path}: [{section}] must be a table of tables such as [{section}.NAME]."
             ) from None
         for name, flag in flags.items():
+            if not re.fullmatch(NAME_PATTERN, name) or name == "bus" or name.startswith("bus-"):
+                raise ConfigError(
+                    f"{path}: [{section}.{name[:80]}] cannot name a component: use lowercase letters, "
+                    "digits and '-' (tools also '_'), starting with a letter, at most 54 characters."
+                )
             if not isinstance(flag, bool):
                 raise ConfigError(f"{path}: {section}.{name}.enabled must be true or false, not {flag!r}.")
         return flags
@@ -218,6 +224,10 @@ def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -
         if loc[:length] in origins:
             origin = origins[loc[:length]]
             break
+    else:  # an override below the failing key (a whole mapping is checked at once, e.g. secrets)
+        below = [o for key, o in origins.items() if key[: len(loc)] == loc and len(key) > len(loc)]
+        if below:
+            origin = ", ".join(sorted(set(below)))
     kind = error["type"]
     if kind == "extra_forbidden":
         known = _known_keys(loc[:-1])

@@ -292,6 +292,7 @@ def make_plan(
                 f"components.{service.name}: the Nachos platform publishes no {service.name} image; "
                 f"{service.image} must be one you built (set components.{service.name}.image)."
             )
+    warnings.extend(_host_path_warnings(config, base_dir))
     prepared, unprepared = _prepared_volumes(components)
     warnings.extend(unprepared)
     components = tuple(
@@ -329,6 +330,25 @@ def make_plan(
         auth=config.bus.auth,
         sidecars=tuple(sidecars),
     )
+
+
+def _host_path_warnings(config: DeployConfig, base_dir: PurePath) -> list[str]:
+    """Bind mounts of host folders outside the deploy folder: allowed, but said out loud."""
+    warnings = []
+    for name, settings in config.components.items():
+        for item in settings.volumes:
+            source, _, rest = item.partition(":")
+            if not source.startswith((".", "/")):
+                continue  # a named volume
+            host = posixpath.normpath(posixpath.join(PurePath(base_dir).as_posix(), source))
+            inside = posixpath.normpath(PurePath(base_dir).as_posix())
+            if host != inside and not host.startswith(inside.rstrip("/") + "/"):
+                mode = "read-only" if rest.endswith(":ro") else "read-write"
+                warnings.append(
+                    f"components.{name}.volumes: {host} on the host, outside the deploy folder, is "
+                    f"mounted {mode} into {name}."
+                )
+    return warnings
 
 
 def _wire(

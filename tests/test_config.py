@@ -141,3 +141,60 @@ def test_platform_toml_syntax_error(tmp_path: Path) -> None:
     write(tmp_path / "nachos.toml", "[channels.slack\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load(cwd=tmp_path, environ={})
+
+
+def test_a_secret_value_where_a_name_belongs_is_never_echoed(tmp_path: Path) -> None:
+    canary = "sk-ant-CANARY-0123456789"
+    message = errors_for(
+        tmp_path, f"components:\n  llm-proxy:\n    secrets:\n      ANTHROPIC_API_KEY: '{canary}'\n"
+    ).message
+    assert "must name the host environment variable" in message and canary not in message
+    # given through the environment, the message names the variable, not the deploy file
+    with pytest.raises(ConfigError) as error:
+        load(
+            cwd=tmp_path, environ={"NACHOS_DEPLOY_COMPONENTS__LLM_PROXY__SECRETS__ANTHROPIC_API_KEY": canary}
+        )
+    assert canary not in error.value.message
+    assert "NACHOS_DEPLOY_COMPONENTS__LLM_PROXY__SECRETS__ANTHROPIC_API_KEY" in error.value.message
+
+
+@pytest.mark.parametrize(
+    ("volume", "complaint"),
+    [
+        ("/:/host:rw", "the whole host"),
+        ("/var/run/docker.sock:/var/run/docker.sock", "Docker socket"),
+        ("/proc/1:/x", "kernel interfaces"),
+        ("a b:/data", "neither a named volume"),
+        ("~/x:/data", "neither a named volume"),
+    ],
+)
+def test_mounts_that_give_away_the_host_are_refused(tmp_path: Path, volume: str, complaint: str) -> None:
+    message = errors_for(tmp_path, f"components:\n  x:\n    volumes: ['{volume}']\n").message
+    assert complaint in message
+
+
+def test_host_paths_outside_the_deploy_folder_warn(tmp_path: Path) -> None:
+    from nachos_deploy.stack import prepare
+
+    write(
+        tmp_path / "nachos-deploy.yaml",
+        "components:\n  x:\n    image: x\n    volumes: ['/etc:/x:ro', './ok:/ok', '../up:/up']\n",
+    )
+    warnings = prepare(cwd=tmp_path, environ={}).plan.warnings
+    assert any("/etc on the host, outside the deploy folder, is mounted read-only" in w for w in warnings)
+    assert any(f"{tmp_path.parent}/up on the host" in w and "read-write" in w for w in warnings)
+    assert not any("/ok on the host" in w for w in warnings)
+
+
+@pytest.mark.parametrize("network", ["egress", "host-access", "nachos-internal", "gateway-link"])
+def test_networks_of_the_security_layout_are_refused(tmp_path: Path, network: str) -> None:
+    message = errors_for(tmp_path, f"components:\n  x:\n    networks: [{network}]\n").message
+    assert "nachos-deploy's own" in message
+
+
+@pytest.mark.parametrize("name", ["EVIL", "..", "x" * 300, "bus-sneaky"])
+def test_names_from_nachos_toml_follow_the_name_rules(tmp_path: Path, name: str) -> None:
+    write(tmp_path / "nachos.toml", f'[channels."{name}"]\nenabled = true\n')
+    with pytest.raises(ConfigError, match="cannot name a component") as error:
+        load(cwd=tmp_path, environ={})
+    assert len(error.value.message) < 600

@@ -607,3 +607,43 @@ def test_components_reach_the_bus_only_through_their_own_sidecar(deployment: Dep
     assert json.loads(request(fresh, "nachos.health.ping.webchat"))["ok"] is True
     with pytest.raises(BusUnavailable, match="Authorization Violation"):
         request(fresh.replace(new_password, password), "nachos.health.ping.webchat")
+
+
+def test_no_secret_value_appears_in_anything_nachos_deploy_writes_or_prints(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A canary in every secret variable the README lists, and a stack that uses them all.
+    from nachos_deploy import catalog
+
+    names = sorted({s.name for known in catalog.KNOWN.values() for s in known.secrets})
+    canaries = {name: f"CANARY-{name}-7f3a9c" for name in names}
+    for name, value in canaries.items():
+        monkeypatch.setenv(name, value)
+    deployment.write(
+        {
+            "llm-proxy": platform_probe(),
+            **{ch: platform_probe(enabled=True) for ch in ("slack", "discord", "telegram", "whatsapp")},
+        }
+    )
+    said: list[str] = []
+    for args in (
+        ("render",),
+        ("validate",),
+        ("up", "--timeout", "90"),
+        ("up", "--json", "--timeout", "90"),
+        ("status", "--json"),
+        ("logs",),
+        ("doctor", "--json"),
+        ("up", "--set", "bus.max_payload=1GB"),  # an error path
+    ):
+        code, out, err = deployment.run(*args)
+        said.append(f"{args}: {code}\n{out}\n{err}")
+    assert said[2].startswith("('up', '--timeout', '90'): 0"), said[2]
+    assert said[-1].startswith("('up', '--set', 'bus.max_payload=1GB'): 3"), said[-1]
+    rendered = [
+        p.read_text(errors="replace") for p in (deployment.folder / ".nachos").rglob("*") if p.is_file()
+    ]
+    everything = "\n".join([*said, *rendered])
+    assert "${TELEGRAM_BOT_TOKEN}" in everything  # the references are there ...
+    leaked = [name for name, value in canaries.items() if value in everything]
+    assert leaked == []  # ... never the values
