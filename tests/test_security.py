@@ -259,7 +259,7 @@ def test_the_hub_refuses_anonymous_clients_and_wrong_passwords(bus: Bus) -> None
 
 
 @natsserver
-def test_credentials_stay_out_of_rendered_files_and_are_private(bus: Bus) -> None:
+def test_credentials_stay_out_of_rendered_files_and_are_private(bus: Bus, tmp_path: Path) -> None:
     files = render(bus.plan)
     folder = bus.output / "credentials"
     passwords = [v for f in folder.iterdir() for v in read_env_file(f).values()]
@@ -269,10 +269,68 @@ def test_credentials_stay_out_of_rendered_files_and_are_private(bus: Bus) -> Non
     assert folder.stat().st_mode & 0o777 == 0o700
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in folder.iterdir())
     assert "/credentials/" in files[".gitignore"]
-    # a second ensure keeps them (a second up changes nothing); rotate replaces every one
-    before = {f.name: f.read_text() for f in folder.iterdir()}
-    credentials.ensure(bus.output, bus.plan)
-    assert {f.name: f.read_text() for f in folder.iterdir()} == before
-    credentials.ensure(bus.output, bus.plan, rotate=True)
-    after = {f.name: f.read_text() for f in folder.iterdir()}
+    # a second ensure keeps them (a second up changes nothing); rotate replaces every one (in a copy:
+    # the running servers of this module keep the passwords they started with)
+    copy = tmp_path / "output"
+    credentials.ensure(copy, bus.plan)
+    before = {f.name: f.read_text() for f in (copy / "credentials").iterdir()}
+    credentials.ensure(copy, bus.plan)
+    assert {f.name: f.read_text() for f in (copy / "credentials").iterdir()} == before
+    credentials.ensure(copy, bus.plan, rotate=True)
+    after = {f.name: f.read_text() for f in (copy / "credentials").iterdir()}
     assert all(after[name] != before[name] for name in before)
+
+
+@natsserver
+def test_the_hub_repeats_the_limits_for_a_subverted_sidecar(bus: Bus, tmp_path: Path) -> None:
+    # Defence in depth: a server that logs in with the whatsapp channel's leaf credentials but
+    # enforces nothing locally still gets only the channel's rights at the hub.
+    url = read_env_file(bus.output / "credentials" / "bus-whatsapp.env")[LEAF_URL]
+    url = url.replace("@bus:7422", f"@127.0.0.1:{read_leaf_port(bus)}")
+    rogue_conf = f'server_name: "rogue"\nleafnodes {{ remotes: [ {{ url: "{url}" }} ] }}\n'
+    with start_nats_server(tmp_path / "rogue", jetstream=False, config_text=rogue_conf) as rogue:
+        deadline = time.monotonic() + 10
+        while "rogue" not in monitor.leaf_names(bus.hub.monitor_url):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        async def run() -> None:
+            thief = await nats.connect(rogue.nats_url, allow_reconnect=False)
+            op = await operator(bus)
+            try:
+                # what the hub sends down this leaf: the channel's outbound, not the model's requests
+                assert (
+                    await received(
+                        thief, "nachos.llm.request", lambda: op.publish("nachos.llm.request", b"secret")
+                    )
+                    == []
+                )
+                assert await received(
+                    thief,
+                    "nachos.channel.whatsapp.outbound",
+                    lambda: op.publish("nachos.channel.whatsapp.outbound", b"ok"),
+                ) == [b"ok"]
+                # what the hub takes from it: the channel's inbound, not a forged tool request
+                assert (
+                    await received(
+                        op,
+                        "nachos.tool.filesystem_read.request",
+                        lambda: thief.publish("nachos.tool.filesystem_read.request", b"forged"),
+                    )
+                    == []
+                )
+                assert await received(
+                    op,
+                    "nachos.channel.whatsapp.inbound",
+                    lambda: thief.publish("nachos.channel.whatsapp.inbound", b"hi"),
+                ) == [b"hi"]
+            finally:
+                await thief.close()
+                await op.close()
+
+        asyncio.run(run())
+
+
+def read_leaf_port(bus: Bus) -> int:
+    config = (bus.output / "hub" / "nats.conf").read_text()
+    return int(config.split("leafnodes {", 1)[1].split("port:", 1)[1].split()[0])
