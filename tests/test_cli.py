@@ -213,3 +213,16 @@ def test_the_pure_core_imports_no_edge() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_doctor_warns_about_anything_weaker_than_the_defaults(workdir: Path) -> None:
+    (workdir / "nachos-deploy.yaml").write_text(
+        "bus: {auth: false}\ncomponents:\n  x: {image: x, read_only: false, user: '0:0'}\n"
+    )
+    _, out, _ = run("doctor", "--json")
+    warnings = [
+        c["detail"] for c in json.loads(out)["checks"] if c["name"] == "security" and c["level"] == "warn"
+    ]
+    assert any("bus.auth is false" in w for w in warnings)
+    assert any("components.x.read_only is false" in w for w in warnings)
+    assert any("components.x.user is 0:0" in w for w in warnings)

@@ -647,3 +647,27 @@ def test_no_secret_value_appears_in_anything_nachos_deploy_writes_or_prints(
     assert "${TELEGRAM_BOT_TOKEN}" in everything  # the references are there ...
     leaked = [name for name, value in canaries.items() if value in everything]
     assert leaked == []  # ... never the values
+
+
+def test_a_name_chosen_by_a_client_does_not_put_a_component_on_the_bus(deployment: Deployment) -> None:
+    # The webchat container is not there as channel-webchat (it joins its sidecar under another
+    # name); a client on the host, with the operator's credentials, takes the name channel-webchat at
+    # the hub. up must not be fooled: the identity is the sidecar's login, and the component must be
+    # in that sidecar's /connz.
+    deployment.write(
+        {"webchat": platform_probe(enabled=True, environment={"NACHOS_CONNECTION_NAME": "someone-else"})}
+    )
+    code, out, err = deployment.run("up", "--json", "--only", "bus")
+    assert code == 0, out + err
+    nats_url = json.loads(out)["nats_url"]
+
+    async def impersonate() -> tuple[int, str, str]:
+        impostor = await nats.connect(nats_url, name="channel-webchat", allow_reconnect=False)
+        try:
+            return await asyncio.to_thread(deployment.run, "up", "--timeout", "8")
+        finally:
+            await impostor.close()
+
+    code, out, err = asyncio.run(impersonate())
+    assert code == 6, out + err
+    assert "is not connected to its sidecar bus-webchat as 'channel-webchat'" in " ".join(err.split())
