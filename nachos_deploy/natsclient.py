@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import secrets
 import time
-import urllib.parse
 from typing import Any
 
 from nats import errors as nats_errors
@@ -18,6 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from nachos_deploy.monitor import BusUnavailable, MonitorProblem, describe
+from nachos_deploy.results import redact
 
 PROBE_CONNECTION_NAME = "nachos-deploy-probe"
 """Name of the health-check client, so it can be told apart (and ignored) in ``/connz``."""
@@ -63,18 +63,7 @@ def _connect_failure(nats_url: str, exc: BaseException, errors: list[BaseExcepti
     cause: BaseException = exc
     if isinstance(exc, nats_errors.NoServersError | TimeoutError) and errors:
         cause = errors[-1]
-    return f"cannot connect to the bus at {_redact(nats_url)}: {describe(cause)}"
-
-
-def _redact(url: str) -> str:
-    """Drop user:password from a URL before it is shown."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return f"cannot connect to the bus at {redact(nats_url)}: {describe(cause)}"
 
 
 async def _connect(client: Client, nats_url: str, options: dict[str, Any], timeout: float) -> None:
