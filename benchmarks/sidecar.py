@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import nats
+from bus import percentile  # benchmarks/ is on sys.path when this file runs
 
 from nachos_deploy import engine, lifecycle, project
 from nachos_deploy.stack import prepare
@@ -36,11 +37,6 @@ async def round_trips(nats_url: str, count: int) -> list[float]:
         return samples
     finally:
         await client.close()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def measure(auth: bool, requests: int) -> None:
