@@ -11,6 +11,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nachos_deploy import __version__
 from nachos_deploy.errors import DeployError, ExitCode
@@ -85,7 +86,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except DeployError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
             if exc.details:
                 err.print(exc.details, markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
@@ -99,7 +100,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 def _stack(config: Path | None, sets: list[str] | None, project: str | None, output: Path | None) -> Stack:
     stack = prepare(config, sets=sets or (), project=project, output=output)
     for warning in stack.plan.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", markup=True)
+        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
     return stack
 
 

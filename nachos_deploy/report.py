@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nachos_deploy.doctor import Check
@@ -72,13 +73,13 @@ def print_status(console: Console, result: StatusResult) -> None:
             f"{result.bus.get('connections')} client connection(s), container memory {memory}"
         )
     for problem in result.problems:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(f"[red]problem:[/] {escape(problem)}")
     if result.ok:
         console.print(f"Project {result.project}: everything is running, healthy and on the bus.")
 
 
 def print_checks(console: Console, checks: list[Check]) -> None:
     for check in checks:
-        console.print(f"{_LEVEL[check.level]}  {check.name}: {check.detail}")
+        console.print(f"{_LEVEL[check.level]}  {check.name}: {escape(check.detail)}")
         if check.fix and check.level != "pass":
-            console.print(f"      fix: {check.fix}")
+            console.print(f"      fix: {escape(check.fix)}")

@@ -226,3 +226,10 @@ def test_doctor_warns_about_anything_weaker_than_the_defaults(workdir: Path) -> 
     assert any("bus.auth is false" in w for w in warnings)
     assert any("components.x.read_only is false" in w for w in warnings)
     assert any("components.x.user is 0:0" in w for w in warnings)
+
+
+def test_messages_holding_brackets_are_printed_as_they_are(workdir: Path) -> None:
+    # Rich would read "[x]" as markup and drop it; errors and warnings are plain text.
+    (workdir / "nachos.toml").write_text('[channels."[x]"]\nenabled = true\n')
+    code, _, err = run("validate")
+    assert code == 3 and "[channels.[x]]" in err
