@@ -65,7 +65,7 @@ def main() -> None:
         stack = prepare(folder / "nachos-deploy.yaml", cwd=folder, environ={})
         starts, downs, gates = [], [], []
         samples: list[float] = []
-        memory = None
+        memory = forwarder = None
         try:
             for run in range(args.runs):
                 result = lifecycle.up(stack, timeout=60)
@@ -74,8 +74,9 @@ def main() -> None:
                 if run == 0:
                     samples = asyncio.run(round_trips(result.endpoints.nats_url, args.requests))
                     with project.compose_client(stack) as client:
-                        state = engine.states(client)["bus"]
-                    memory = engine.container_memory(state.container)
+                        states = engine.states(client)
+                    memory = engine.container_memory(states["bus"].container)
+                    forwarder = engine.container_memory(states["bus-ports"].container)
                 mark = time.monotonic()
                 lifecycle.down(stack, volumes=True)
                 downs.append(time.monotonic() - mark)
@@ -93,6 +94,8 @@ def main() -> None:
     )
     if memory is not None:
         print(f"bus container memory after the requests: {memory / 1024**2:.1f} MiB (target < 50 MB)")
+    if forwarder is not None:
+        print(f"port forwarder (bus-ports) memory: {forwarder / 1024**2:.1f} MiB")
     print(f"down --volumes (median): {statistics.median(downs):.2f} s")
 
 

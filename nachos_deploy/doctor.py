@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from nachos_deploy import engine
 from nachos_deploy.errors import DeployError
-from nachos_deploy.plan import BUS
+from nachos_deploy.plan import PORTS
 from nachos_deploy.stack import Stack
 
 Level = Literal["pass", "warn", "fail"]
@@ -179,7 +179,7 @@ def _ports(stack: Stack, engine_up: bool) -> list[Check]:
     bus = stack.plan.bus
     own: set[int] = set()
     if engine_up:
-        own = engine.project_host_ports(stack.project, BUS)
+        own = engine.project_host_ports(stack.project, PORTS)
     checks = []
     for key, port in (("bus.client_port", bus.client_port), ("bus.monitor_port", bus.monitor_port)):
         if port == 0:

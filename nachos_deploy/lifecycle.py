@@ -11,7 +11,7 @@ restart back-off) are restarted, and from then on every service is judged by
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from python_on_whales import DockerClient
 
@@ -19,7 +19,7 @@ from nachos_deploy import credentials, engine, files, gate, project
 from nachos_deploy.errors import BusFailure, ComponentFailure, ConfigError, DeployError, ExitCode
 from nachos_deploy.monitor import BusEndpoints
 from nachos_deploy.observe import Observation, Since, observe
-from nachos_deploy.plan import BUS, VOLUME_INIT, ServicePlan
+from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.results import BusReport, DownResult, Endpoints, ServiceReport, UpResult
 from nachos_deploy.stack import Stack
 
@@ -71,9 +71,9 @@ def up(
     with project.compose_client(stack) as client:
         mark = time.monotonic()
         progress("Starting the bus")
-        previous = engine.states(client).get(BUS)
+        previous = engine.states(client)
         init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
-        engine.up(client, [BUS, *init], failure=ExitCode.BUS)
+        engine.up(client, [BUS, PORTS, *init], failure=ExitCode.BUS)
         progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
         endpoints, report = _gate_bus(client, stack, deadline, previous)
         phases["bus"] = time.monotonic() - mark
@@ -86,22 +86,24 @@ def up(
 
 
 def _gate_bus(
-    client: DockerClient, stack: Stack, deadline: float, previous: engine.ServiceState | None
+    client: DockerClient, stack: Stack, deadline: float, previous: Mapping[str, engine.ServiceState]
 ) -> tuple[Endpoints, BusReport]:
     """Poll the bus from the host until it is proven healthy; fail at once if its container fails.
 
     A restart counts only if it happened to the same container during this call: a bus that
     restarted once last week must not block a later `up`."""
-    before = Since(0.0, {previous.container_id: previous.restart_count} if previous else {})
+    before = Since(0.0, {s.container_id: s.restart_count for s in previous.values()})
 
     def container_problem() -> str | None:
-        state = engine.states(client).get(BUS)
-        if state is None:
-            return "the bus container does not exist"
-        if state.status in ("exited", "dead"):
-            return f"the bus container exited with code {state.exit_code}"
-        if state.status == "restarting" or before.restarts_of(state) > 0:
-            return f"the bus container is restarting (exit code {state.exit_code})"
+        states = engine.states(client)
+        for name, what in ((BUS, "the bus container"), (PORTS, f"the bus's port forwarder ({PORTS})")):
+            state = states.get(name)
+            if state is None:
+                return f"{what} does not exist"
+            if state.status in ("exited", "dead"):
+                return f"{what} exited with code {state.exit_code}"
+            if state.status == "restarting" or before.restarts_of(state) > 0:
+                return f"{what} is restarting (exit code {state.exit_code})"
         return None
 
     endpoints: Endpoints | None = None
@@ -150,7 +152,13 @@ def _start_components(
         progress(f"Starting the bus sidecars {', '.join(s.name for s in sidecars)}")
         engine.up(client, [s.name for s in sidecars], dependencies=False)
         _wait_until_ok(
-            client, stack, [stack.plan.bus.service, *sidecars], endpoints, deadline, since, progress
+            client,
+            stack,
+            [stack.plan.bus.service, stack.plan.bus.ports, *sidecars],
+            endpoints,
+            deadline,
+            since,
+            progress,
         )
     healed = _heal(client, components, endpoints, progress)
     if any(c.waits_for_volumes for c in components):
@@ -160,7 +168,7 @@ def _start_components(
     if components:
         progress(f"Starting {', '.join(c.name for c in components)}")
         engine.up(client, [c.name for c in components], dependencies=False)
-    services = [stack.plan.bus.service, *sidecars, *components]
+    services = [stack.plan.bus.service, stack.plan.bus.ports, *sidecars, *components]
     return _wait_until_ok(client, stack, services, endpoints, deadline, since, progress, healed)
 
 

@@ -19,7 +19,7 @@ from python_on_whales import DockerClient
 
 from nachos_deploy import engine, monitor
 from nachos_deploy.engine import ServiceState
-from nachos_deploy.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, ServicePlan
+from nachos_deploy.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, PORTS, ServicePlan
 from nachos_deploy.results import ServiceReport
 
 DEFAULT_RETRIES = 3  # Docker's, for an image's own check whose settings we do not know
@@ -131,6 +131,9 @@ def judge(
     if service.name == BUS:
         if problem is None and bus.connections is None:
             problem = f"its monitoring does not answer: {bus.problem}"
+    elif service.name == PORTS:  # the host reads the bus through it: no answer, no proof it relays
+        if problem is None and bus.connections is None:
+            problem = f"relays to a bus that does not answer: {bus.problem}"
     elif service.leaf_name is not None:  # a sidecar: logged in at the hub with its credentials?
         connected = bus.leafs is not None and service.leaf_name in bus.leafs
         if problem is None and bus.connections is None:

@@ -27,6 +27,11 @@ VOLUME_INIT_ROOT = "/volumes"
 INTERNAL_NETWORK = "nachos-internal"
 EGRESS_NETWORK = "egress"
 HOST_NETWORK = "host-access"
+# The bus's ports are published by a forwarder, so the bus itself joins only internal networks: a
+# container on a plain bridge gets a way off the machine (route and DNS forwarding) that the one
+# container carrying every message must not have.
+PORTS = "bus-ports"
+BUS_LINK_NETWORK = "bus-link"  # internal: only the bus and its port forwarder
 CLIENT_PORT = 4222
 MONITOR_PORT = 8222
 NATS_CONFIG_FILE = "nats.conf"
@@ -129,6 +134,7 @@ DEFAULT_LIMITS = {
 }
 BROWSER_LIMITS = Limits(memory=2 * 1024**3, pids=1024)
 BUS_LIMITS = Limits(memory=512 * 1024**2, pids=256)
+PORTS_LIMITS = Limits(memory=32 * 1024**2, pids=256)  # one nc per open connection, ~0.1 MiB each
 SIDECAR_USER = "65534:65534"  # nobody: a sidecar only reads its config
 
 
@@ -147,6 +153,7 @@ class ServicePlan:
     build_context: str | None = None
     build_dockerfile: str | None = None
     command: tuple[str, ...] | str | None = None
+    entrypoint: tuple[str, ...] | None = None
     environment: tuple[EnvVar, ...] = ()
     networks: tuple[str, ...] = ()
     mounts: tuple[Mount, ...] = ()
@@ -163,6 +170,8 @@ class ServicePlan:
     leaf_name: str | None = None  # a sidecar's server name, as the hub's /leafz lists it
     permissions: Permissions | None = None  # a component's rights on the bus (with auth on)
     hardening: Hardening = Hardening()
+    dns: tuple[str, ...] = ()  # resolvers the engine's DNS forwards unknown names to
+    dns_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,7 @@ class Sidecar:
 @dataclass(frozen=True)
 class BusPlan:
     service: ServicePlan
+    ports: ServicePlan  # the forwarder that publishes the bus's ports on the host
     max_payload: int
     max_pending: int
     store_dir: str
@@ -214,7 +224,12 @@ class Plan:
 
     @property
     def services(self) -> tuple[ServicePlan, ...]:
-        return (self.bus.service, *(s.service for s in self.sidecars), *self.components)
+        return (
+            self.bus.service,
+            self.bus.ports,
+            *(s.service for s in self.sidecars),
+            *self.components,
+        )
 
     def with_sidecars(self, components: Iterable[ServicePlan]) -> list[ServicePlan]:
         """The sidecars of ``components``, then the components: what starting them means."""
@@ -308,7 +323,7 @@ def make_plan(
     if config.bus.auth:
         bus = replace(bus, service=replace(bus.service, env_files=(BUS_CREDENTIALS,)))
 
-    network_names = {INTERNAL_NETWORK: True, HOST_NETWORK: False}
+    network_names = {INTERNAL_NETWORK: True, BUS_LINK_NETWORK: True, HOST_NETWORK: False}
     for sidecar in sidecars:
         network_names[sidecar.service.networks[-1]] = True
     for service in components:
@@ -619,26 +634,58 @@ def _bus(config: DeployConfig) -> BusPlan:
         role=Role.EXTRA,
         image=bus.image,
         command=("--config", NATS_CONFIG_TARGET, "--js", "--store_dir", bus.store_dir),
-        networks=(INTERNAL_NETWORK, HOST_NETWORK),
+        networks=(INTERNAL_NETWORK, BUS_LINK_NETWORK),
         mounts=(
             Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
             Mount(BUS_VOLUME, bus.store_dir),
-        ),
-        ports=(
-            PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
-            PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
         ),
         healthcheck=HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), bus.healthcheck_interval, "2s", 3),
         limits=_limits(bus.resources, BUS_LIMITS),
     )
     return BusPlan(
         service=service,
+        ports=_port_forwarder(config),
         max_payload=bus.max_payload,
         max_pending=bus.max_pending,
         store_dir=bus.store_dir,
         client_port=bus.client_port,
         monitor_port=bus.monitor_port,
         bind_address=bus.bind_address,
+    )
+
+
+# Two busybox `nc` listeners (the bus image's own tools), one relay process per connection; if
+# either listener stops, the container exits and its restart policy brings it back.
+FORWARDER_SCRIPT = (
+    f"nc -ll -p {CLIENT_PORT} -e nc {BUS} {CLIENT_PORT} & "
+    f"nc -ll -p {MONITOR_PORT} -e nc {BUS} {MONITOR_PORT} & "
+    "wait -n; echo 'nachos-deploy: a bus port forwarder stopped' >&2; exit 1"
+)
+# Nothing answers DNS there: when the bus is gone, the lookup of `bus` fails in the container
+# instead of being forwarded to the host's resolvers (and off the machine); after one second, not
+# the resolver's default ten, so relays waiting for it do not pile up.
+NO_RESOLVER = "127.0.0.1"
+FAST_FAILING_LOOKUPS = ("timeout:1", "attempts:1")
+
+
+def _port_forwarder(config: DeployConfig) -> ServicePlan:
+    """The only container on a plain bridge: it holds the host ports and relays them to the bus."""
+    bus = config.bus
+    return ServicePlan(
+        name=PORTS,
+        role=Role.EXTRA,
+        image=bus.image,
+        entrypoint=("sh", "-c", FORWARDER_SCRIPT),
+        networks=(HOST_NETWORK, BUS_LINK_NETWORK),
+        ports=(
+            PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
+            PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
+        ),
+        healthcheck=HEALTH_DISABLED,  # proven from the host: the gate goes through it
+        user=SIDECAR_USER,
+        limits=PORTS_LIMITS,
+        dns=(NO_RESOLVER,),
+        dns_options=FAST_FAILING_LOOKUPS,
     )
 
 

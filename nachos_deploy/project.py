@@ -17,7 +17,7 @@ from python_on_whales import DockerClient
 
 from nachos_deploy import credentials, engine, files
 from nachos_deploy.errors import DeployError, ExitCode
-from nachos_deploy.plan import BUS, CLIENT_PORT, MONITOR_PORT
+from nachos_deploy.plan import CLIENT_PORT, MONITOR_PORT, PORTS
 from nachos_deploy.results import Endpoints
 from nachos_deploy.stack import DOTENV, Stack
 
@@ -43,9 +43,9 @@ def compose_client(stack: Stack) -> Iterator[DockerClient]:
 
 
 def bus_endpoints(client: DockerClient, stack: Stack) -> Endpoints | None:
-    """Host URLs of the running bus from its published ports (which may have been picked by the engine)."""
-    client_port = engine.published_port(client, BUS, CLIENT_PORT)
-    monitor_port = engine.published_port(client, BUS, MONITOR_PORT)
+    """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked)."""
+    client_port = engine.published_port(client, PORTS, CLIENT_PORT)
+    monitor_port = engine.published_port(client, PORTS, MONITOR_PORT)
     if not client_port or not monitor_port:
         return None
     host = stack.plan.bus.bind_address

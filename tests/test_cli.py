@@ -42,6 +42,7 @@ def test_render_in_an_empty_folder(workdir: Path) -> None:
     compose = yaml.safe_load((workdir / ".nachos" / "docker-compose.yml").read_text())
     assert set(compose["services"]) == {
         "bus",
+        "bus-ports",
         "bus-gateway",
         "bus-llm-proxy",
         "gateway",
@@ -49,7 +50,7 @@ def test_render_in_an_empty_folder(workdir: Path) -> None:
         "volume-init",
     }
     assert compose["networks"]["nachos-internal"]["internal"] is True
-    for port in compose["services"]["bus"]["ports"]:
+    for port in compose["services"]["bus-ports"]["ports"]:
         assert port["host_ip"] == "127.0.0.1"
     assert "max_payload: 10MB" in (workdir / ".nachos" / "nats.conf").read_text()
     assert (workdir / ".nachos" / "nachos.toml").is_file()

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from typer.testing import CliRunner
 from nachos_deploy.cli import app
 from nachos_deploy.monitor import BusUnavailable, connection_names
 from nachos_deploy.natsclient import request
+from tests.conftest import unavailable
 
 PROBE = "nachos-deploy/probe:latest"
 runner = CliRunner()
@@ -147,7 +149,12 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     result = json.loads(out)
     assert result["ok"] is True
     names = ["gateway", "llm-proxy", "webchat", "filesystem"]
-    assert [s["name"] for s in result["services"]] == ["bus", *(f"bus-{n}" for n in names), *names]
+    assert [s["name"] for s in result["services"]] == [
+        "bus",
+        "bus-ports",
+        *(f"bus-{n}" for n in names),
+        *names,
+    ]
     assert all(s["ok"] for s in result["services"])
     services = {s["name"]: s for s in result["services"]}
     assert {services[n]["connection_name"] for n in names} == {
@@ -195,8 +202,8 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
 
     code, out, err = deployment.run("up", "--json", "--only", "bus")
     assert code == 0, err
-    assert set(containers(deployment.project)) == {"bus"}
-    assert [s["ok"] for s in json.loads(out)["services"]] == [True]
+    assert set(containers(deployment.project)) == {"bus", "bus-ports"}
+    assert [s["ok"] for s in json.loads(out)["services"]] == [True, True]
     assert asyncio.run(_stream_messages(json.loads(out)["nats_url"], create=False)) == 1
 
     code, _, err = deployment.run("down", "--volumes")  # no terminal and no --yes: refused
@@ -217,7 +224,7 @@ def test_a_bus_that_cannot_start_stops_everything(deployment: Deployment) -> Non
     assert "The bus did not become healthy" in text
     assert "No component was started" in text
     assert "usage: python3 -m nachos_probe" in err  # the bus's own log lines are shown
-    assert set(containers(deployment.project)) == {"bus"}
+    assert set(containers(deployment.project)) == {"bus", "bus-ports"}
 
 
 def test_a_component_that_exits_at_start_is_named(deployment: Deployment) -> None:
@@ -466,14 +473,16 @@ def test_up_heals_what_a_long_outage_left_and_status_tells_the_truth(
     ids = containers(deployment.project)
     # Stopped by hand, so the restart policy leaves them down: the hub, and the sidecars (a hub outage
     # alone does not reach components behind sidecars: they keep their connection to the sidecar).
-    outage = [cid for name, cid in ids.items() if name == "bus" or name.startswith("bus-")]
+    outage = [
+        cid for name, cid in ids.items() if name == "bus" or (name.startswith("bus-") and name != "bus-ports")
+    ]
     docker("stop", "-t", "1", *outage)
 
     code, out, _ = deployment.run("status", "--json")
     assert code == 1  # with the bus down, nothing is ok
     status = json.loads(out)
     assert not any(s["ok"] for s in status["services"])
-    assert all(s["connected"] is False for s in status["services"] if s["name"] != "bus")
+    assert all(s["connected"] is False for s in status["services"] if s["name"] not in ("bus", "bus-ports"))
 
     def health(service: str) -> str:
         return docker("inspect", "-f", "{{.State.Health.Status}}", ids[service])
@@ -540,10 +549,7 @@ def test_a_health_verdict_from_before_an_outage_does_not_fail_up(deployment: Dep
 
     wait_for(lambda: gateway_health() == "unhealthy", "the gateway to turn unhealthy")
     docker("start", ids["bus"])  # the bus is back by hand; the gateway reconnects on its own
-    # Engine-picked host ports may change when a container starts again.
-    monitor_url = "http://" + docker("port", ids["bus"], "8222/tcp").splitlines()[0].replace(
-        "0.0.0.0", "127.0.0.1"
-    )
+    monitor_url = json.loads(out)["monitor_url"]  # published by bus-ports, which kept running
 
     def reconnected() -> bool:
         try:
@@ -589,7 +595,13 @@ def test_components_reach_the_bus_only_through_their_own_sidecar(deployment: Dep
     password = result["nats_url"].split(":")[2].split("@")[0]
     assert code == 0 and "nachos-deploy:***@" in out and password not in out
     # Hardened by default: no privileges to gain, no capabilities, a read-only root, limits.
-    for service, user in (("webchat", "1001:1001"), ("bus-webchat", "65534:65534"), ("bus", "")):
+    hardened = (
+        ("webchat", "1001:1001"),
+        ("bus-webchat", "65534:65534"),
+        ("bus-ports", "65534:65534"),
+        ("bus", ""),
+    )
+    for service, user in hardened:
         config = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", ids[service]))
         assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"], service
         assert "no-new-privileges:true" in config["SecurityOpt"], service
@@ -607,6 +619,78 @@ def test_components_reach_the_bus_only_through_their_own_sidecar(deployment: Dep
     assert json.loads(request(fresh, "nachos.health.ping.webchat"))["ok"] is True
     with pytest.raises(BusUnavailable, match="Authorization Violation"):
         request(fresh.replace(new_password, password), "nachos.health.ping.webchat")
+
+
+class LookupWatch:
+    """Every packet on the host's interfaces that carries ``label``, by interface name, read with a
+    raw packet socket (root only). Docker's own bridges and veths are inside the machine."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label.encode()
+        self.interfaces: set[str] = set()
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, address = self._sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if self.label in data:
+                self.interfaces.add(address[0])
+
+    def stop(self) -> set[str]:
+        time.sleep(0.5)  # a forwarded query is sent within milliseconds of the lookup
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+        return self.interfaces
+
+    @staticmethod
+    def outside(interfaces: set[str]) -> set[str]:
+        return {i for i in interfaces if not i.startswith(("veth", "br-", "docker"))}
+
+
+def lookup_from(container: str) -> set[str]:
+    """Look a unique name up from inside ``container``; the interfaces its query was seen on."""
+    label = f"nachos-egress-{uuid.uuid4().hex[:12]}"
+    watch = LookupWatch(label)
+    subprocess.run(
+        ["docker", "exec", container, "nslookup", f"{label}.example.com"], capture_output=True, timeout=30
+    )
+    return watch.stop()
+
+
+def test_the_bus_has_no_way_off_the_machine(deployment: Deployment) -> None:
+    if os.geteuid() != 0:
+        unavailable("watching the host's interfaces for a lookup needs root; run the tests as root")
+    code, out, err = deployment.run("up", "--json", "--only", "bus")
+    assert code == 0, out + err
+    ids = containers(deployment.project)
+    # Every network of the bus is internal: the engine drops what leaves them for elsewhere.
+    networks = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", ids["bus"]))
+    gateways = set()
+    for name in networks:
+        internal, ipam = docker(
+            "network", "inspect", "-f", "{{.Internal}} {{json .IPAM.Config}}", name
+        ).split(" ", 1)
+        assert internal == "true", f"the bus is on {name}, which is not internal"
+        gateways.update(entry["Gateway"] for entry in json.loads(ipam))
+    # By route: an address off the machine is routed only into one of those internal bridges.
+    route = docker("exec", ids["bus"], "ip", "route", "get", "192.0.2.1").split()
+    assert route[route.index("via") + 1] in gateways, route
+    # By name lookup: the query is seen inside the machine (so the watch works) and never outside.
+    seen = lookup_from(ids["bus"])
+    assert seen, "the bus's lookup was not seen on any interface: the watch does not work"
+    assert not LookupWatch.outside(seen), f"a lookup from the bus left through {seen}"
+    # The forwarder that publishes the ports sends none anywhere, even for a name it cannot resolve.
+    assert not LookupWatch.outside(lookup_from(ids["bus-ports"]))
+    # And the host still reaches the bus, through the forwarder (up's gate made a round trip there).
+    assert json.loads(out)["bus"]["round_trip_ms"] > 0
 
 
 def test_no_secret_value_appears_in_anything_nachos_deploy_writes_or_prints(

@@ -26,7 +26,14 @@ def env_of(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def test_default_stack_is_bus_gateway_llm_proxy() -> None:
     plan = plan_of({})
-    assert [s.name for s in plan.services] == ["bus", "bus-gateway", "bus-llm-proxy", "gateway", "llm-proxy"]
+    assert [s.name for s in plan.services] == [
+        "bus",
+        "bus-ports",
+        "bus-gateway",
+        "bus-llm-proxy",
+        "gateway",
+        "llm-proxy",
+    ]
     assert plan.generate_platform_config
     assert plan.warnings == ()
 
@@ -166,7 +173,13 @@ def test_egress_only_where_the_internet_is_needed() -> None:
     assert "egress" in plan.component("telegram").networks
     assert "egress" not in plan.component("gateway").networks
     assert "egress" not in plan.component("webchat").networks
-    assert plan.bus.service.networks == ("nachos-internal", "host-access")
+    # The bus carries every message and gets no way off the machine: its ports are published by a
+    # forwarder, the only service on the plain bridge host-access.
+    assert plan.bus.service.networks == ("nachos-internal", "bus-link")
+    assert plan.bus.service.ports == ()
+    assert [s.name for s in plan.services if "host-access" in s.networks] == ["bus-ports"]
+    internal = dict(plan.networks)
+    assert [name for name, inside in internal.items() if not inside] == ["host-access", "egress"]
 
 
 def test_relative_paths_from_the_output_folder() -> None:

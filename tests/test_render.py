@@ -37,7 +37,14 @@ def test_bus_and_networks() -> None:
     bus = doc["services"]["bus"]
     assert bus["command"] == ["--config", "/etc/nats/nats.conf", "--js", "--store_dir", "/data"]
     assert not any("max_payload" in arg for arg in bus["command"])
-    assert {"host_ip": "127.0.0.1", "published": "4222", "target": 4222, "protocol": "tcp"} in bus["ports"]
+    assert "ports" not in bus and bus["networks"] == ["nachos-internal", "bus-link"]
+    forwarder = doc["services"]["bus-ports"]
+    published = {"host_ip": "127.0.0.1", "published": "4222", "target": 4222, "protocol": "tcp"}
+    assert published in forwarder["ports"]
+    assert forwarder["networks"] == ["host-access", "bus-link"] and forwarder["dns"] == ["127.0.0.1"]
+    assert forwarder["dns_opt"] == ["timeout:1", "attempts:1"]
+    assert forwarder["entrypoint"][:2] == ["sh", "-c"] and "nc bus 4222" in forwarder["entrypoint"][2]
+    assert doc["networks"]["bus-link"] == {"internal": True}
     test = bus["healthcheck"]["test"][1]
     assert "/healthz" in test and "/jsz" in test
     assert "start_interval" not in bus["healthcheck"]
@@ -49,7 +56,9 @@ def test_bus_and_networks() -> None:
             continue
         assert service["init"] is True
         assert service["restart"] == "unless-stopped"
-        if name.startswith("bus-"):  # a sidecar waits for the hub, its component for the sidecar
+        if name == "bus-ports":  # relays to the bus when asked; the gate goes through it
+            assert "depends_on" not in service
+        elif name.startswith("bus-"):  # a sidecar waits for the hub, its component for the sidecar
             assert service["depends_on"] == {"bus": {"condition": "service_healthy"}}
         elif name != "bus":
             assert service["depends_on"][f"bus-{name}"] == {"condition": "service_healthy"}
@@ -85,7 +94,7 @@ def test_nats_config_carries_max_payload() -> None:
 
 
 def test_ephemeral_ports_have_no_published_value() -> None:
-    ports = compose_of({"bus": {"client_port": 0}})["services"]["bus"]["ports"]
+    ports = compose_of({"bus": {"client_port": 0}})["services"]["bus-ports"]["ports"]
     assert ports[0] == {"host_ip": "127.0.0.1", "target": 4222, "protocol": "tcp"}
 
 
