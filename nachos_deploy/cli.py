@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from nachos_deploy import __version__
+from nachos_deploy import outputs as outputs_mod
 from nachos_deploy.errors import DeployError, ExitCode
 from nachos_deploy.stack import Stack, prepare
 
@@ -28,7 +30,7 @@ app = typer.Typer(
         "\n\nExample: nachos-deploy render && nachos-deploy up"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -74,6 +76,26 @@ OutputOpt = Annotated[
         metavar="DIR",
         help="Folder for the rendered files (default: the `output` key, ./.nachos beside the deploy file).",
         show_default=False,
+    ),
+]
+
+
+def _complete_services(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Service names of the deploy file named on the command line so far (shell completion)."""
+    try:
+        stack = prepare(ctx.params.get("config"), sets=ctx.params.get("set_") or ())
+    except DeployError:
+        return []
+    return [s.name for s in stack.plan.services if s.name.startswith(incomplete)]
+
+
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        metavar="SERVICE",
+        help="Start only this service (repeatable); the bus always starts first.",
+        autocompletion=_complete_services,
     ),
 ]
 
@@ -210,15 +232,26 @@ def up(
             "--timeout", metavar="SECONDS", help="Seconds for the whole start, bus and components.", min=1
         ),
     ] = 120.0,
-    only: Annotated[
-        list[str] | None,
+    only: OnlyOpt = None,
+    json_: JsonOpt = False,
+    env_file: Annotated[
+        Path | None,
         typer.Option(
-            "--only",
-            metavar="SERVICE",
-            help="Start only this service (repeatable); the bus always starts first.",
+            "--env-file",
+            metavar="PATH",
+            help="Also write NATS_URL (with the operator's credentials), NATS_MONITOR_URL and "
+            "NACHOS_PROJECT to this dotenv file (atomically, mode 0600).",
+            show_default=False,
         ),
     ] = None,
-    json_: JsonOpt = False,
+    github: Annotated[
+        bool,
+        typer.Option(
+            "--github",
+            help="Also append them to $GITHUB_OUTPUT (as nats_url, monitor_url, project) and "
+            "$GITHUB_ENV, and mask the password in the job's log.",
+        ),
+    ] = False,
 ) -> None:
     """Start the stack: check the configuration and required secrets, let Compose check the files,
     write them, start the bus alone and prove it healthy from the host (/healthz, JetStream on in /jsz,
@@ -232,23 +265,36 @@ def up(
     named with the exit code of its failed run and its last log lines (exit 6) and the stack is left for
     inspection. Running `up` again on an unchanged stack changes nothing.
 
+    --only starts the named services (and their sidecars) after the bus; `status` then judges those
+    until a full `up` or `down`. For CI: `up --only bus --set bus.client_port=0 --env-file nats.env`.
+
     Example: nachos-deploy up --timeout 60 --json
     """
-    from nachos_deploy import lifecycle, report
+    from nachos_deploy import api, report
 
     stack = _stack(config, set_, project, output)
+    if github:
+        outputs_mod.append_github({}, os.environ)  # fails now, before anything starts, if unset
     try:
         if json_:
-            result = lifecycle.up(stack, timeout=timeout, only=only or ())
+            result = api.up(stack, timeout=timeout, only=only or ())
         else:
             with err.status("Starting", spinner="dots") as status:
-                result = lifecycle.up(
+                result = api.up(
                     stack, timeout=timeout, only=only or (), progress=lambda text: status.update(text)
                 )
     except DeployError as exc:
         if json_:
             _fail_json(exc)
         raise
+    variables = outputs_mod.values(result.endpoints, result.project)
+    if github:
+        password = outputs_mod.secret_of(variables)
+        if password:  # GitHub hides it in the job's log; stderr keeps --json's stdout one document
+            (sys.stderr if json_ else sys.stdout).write(f"::add-mask::{password}\n")
+        outputs_mod.append_github(variables, os.environ)
+    if env_file is not None:
+        outputs_mod.write_env_file(env_file, variables)
     if json_:
         out.print_json(data=result.as_json(), indent=2)
     else:
@@ -279,7 +325,7 @@ def down(
 
     Example: nachos-deploy down --volumes --yes
     """
-    from nachos_deploy import engine, lifecycle
+    from nachos_deploy import api, engine
 
     stack = _stack(config, set_, project, output)
     if volumes and not yes:
@@ -295,7 +341,7 @@ def down(
             if not typer.confirm(f"Delete volumes {', '.join(names)}? Their data is lost", default=False):
                 err.print("Nothing removed.")
                 raise typer.Exit(int(ExitCode.FAILED))
-    result = lifecycle.down(stack, volumes=volumes)
+    result = api.down(stack, volumes=volumes)
     out.print(f"Removed project {result.project}'s containers and networks.")
     if result.volumes_removed:
         out.print(f"Deleted volumes: {', '.join(result.volumes_removed)}.")
@@ -311,6 +357,16 @@ def status(
     project: ProjectOpt = None,
     output: OutputOpt = None,
     json_: JsonOpt = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="SERVICE",
+            help="Judge only this service (repeatable) with the bus; default: what the last `up "
+            "--only` started, else everything.",
+            autocompletion=_complete_services,
+        ),
+    ] = None,
 ) -> None:
     """Show each service's state and health, whether it is connected to the bus (the bus's /connz),
     and the bus's own view: version, JetStream, client connections, container memory. Exits 0 only
@@ -319,10 +375,9 @@ def status(
 
     Example: nachos-deploy status --json
     """
-    from nachos_deploy import report
-    from nachos_deploy.status import status as stack_status
+    from nachos_deploy import api, report
 
-    result = stack_status(_stack(config, set_, project, output))
+    result = api.status(_stack(config, set_, project, output), only)
     if json_:
         out.print_json(data=result.as_json(), indent=2)
     else:
@@ -334,7 +389,10 @@ def status(
 @app.command()
 @handle_errors
 def logs(
-    services: Annotated[list[str] | None, typer.Argument(help="Services to show (default: all).")] = None,
+    services: Annotated[
+        list[str] | None,
+        typer.Argument(help="Services to show (default: all).", autocompletion=_complete_services),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     project: ProjectOpt = None,
@@ -394,6 +452,30 @@ def request(
     except BusUnavailable as exc:
         raise DeployError(f"No reply on {subject}: {exc}", exit_code=ExitCode.FAILED) from None
     out.print(reply.decode("utf-8", errors="replace"), markup=False)
+
+
+@app.command()
+@handle_errors
+def env(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    format_: Annotated[
+        outputs_mod.Format,
+        typer.Option("--format", help="dotenv (KEY=value), json, or shell (`export KEY=...` for eval)."),
+    ] = outputs_mod.Format.DOTENV,
+) -> None:
+    """Print the running stack's connection details for a script: NATS_URL (with the operator's
+    credentials, usable as it is), NATS_MONITOR_URL and NACHOS_PROJECT. Exits 1 when the bus is not
+    running.
+
+    Example: eval "$(nachos-deploy env --format shell)"
+    """
+    from nachos_deploy import api
+
+    stack = _stack(config, set_, project, output)
+    sys.stdout.write(outputs_mod.text(api.env(stack), format_))
 
 
 @app.command()

@@ -16,7 +16,7 @@ from pathlib import Path
 from python_on_whales import DockerClient, DockerException
 from python_on_whales.client_config import ClientNotFoundError
 
-from nachos_deploy.errors import ConfigError, DeployError, EnvironmentProblem, ExitCode
+from nachos_deploy.errors import ConfigError, DeployError, EnvironmentProblem, ExitCode, typed
 
 INSTALL_HINT = (
     "Install Docker Engine and Compose v2 (on Debian as root: `bash scripts/install-engine.sh` from a "
@@ -153,9 +153,7 @@ def up(
                 " A host port is taken by another program or stack: choose other ports with "
                 "--set bus.client_port=PORT --set bus.monitor_port=PORT (0 picks free ones)."
             )
-        raise DeployError(
-            f"docker compose up {' '.join(services)} failed: {text}.{hint}", exit_code=failure
-        ) from None
+        raise typed(f"docker compose up {' '.join(services)} failed: {text}.{hint}", failure) from None
 
 
 def states(client: DockerClient) -> dict[str, ServiceState]:

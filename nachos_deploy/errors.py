@@ -54,3 +54,18 @@ class ComponentFailure(DeployError):
 
 class OutputError(DeployError):
     exit_code = ExitCode.OUTPUT
+
+
+def typed(message: str, exit_code: ExitCode, *, details: str = "") -> DeployError:
+    """The error class that goes with an exit code, so that API callers can catch by type."""
+    kinds: dict[ExitCode, type[DeployError]] = {
+        ExitCode.CONFIG: ConfigError,
+        ExitCode.ENVIRONMENT: EnvironmentProblem,
+        ExitCode.BUS: BusFailure,
+        ExitCode.COMPONENT: ComponentFailure,
+        ExitCode.OUTPUT: OutputError,
+    }
+    kind = kinds.get(exit_code)
+    if kind is None:
+        return DeployError(message, exit_code=exit_code, details=details)
+    return kind(message, details=details)

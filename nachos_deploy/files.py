@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 from nachos_deploy.errors import OutputError
+from nachos_deploy.plan import SELECTION_FILE
 
 
 def differences(output_dir: Path, files: Mapping[str, str], remove: Collection[str] = ()) -> list[str]:
@@ -121,3 +122,31 @@ def staged(output_dir: Path, files: Mapping[str, str]) -> Iterator[Path]:
         folder = Path(tmp) / output_dir.name
         write_all(folder, files)
         yield folder
+
+
+SELECTION = SELECTION_FILE
+
+
+def read_selection(output_dir: Path) -> list[str]:
+    """The services the last ``up --only`` started (empty: the whole stack)."""
+    try:
+        text = (output_dir / SELECTION).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def write_selection(output_dir: Path, only: Collection[str]) -> None:
+    """Remember ``up --only`` so that ``status`` judges what was asked for; forget it on a full up."""
+    path = output_dir / SELECTION
+    try:
+        if only:
+            path.write_text(
+                "# services the last `nachos-deploy up --only` started; status judges these\n"
+                + "".join(f"{name}\n" for name in sorted(only)),
+                encoding="utf-8",
+            )
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path} ({exc.strerror or exc}); check the output folder.") from None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from python_on_whales import DockerClient
 
 from nachos_deploy import credentials, engine, files, gate, project
-from nachos_deploy.errors import BusFailure, ComponentFailure, ConfigError, DeployError, ExitCode
+from nachos_deploy.errors import BusFailure, ComponentFailure, ConfigError, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints
 from nachos_deploy.observe import Observation, Since, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
@@ -54,16 +54,16 @@ def up(
         s.image for s in (stack.plan.bus.service, *components) if s.build_context is None
     )
     if missing:
-        raise DeployError(
+        raise EnvironmentProblem(
             f"These images are not on this Docker engine: {', '.join(missing)}. Pull them (`docker pull "
             "IMAGE`) or point images.prefix/images.tag or a component's image at images you have; on a "
             "machine with no registry, `bash scripts/build-images.sh` builds the nats:alpine stand-in and "
-            "the probe image. `nachos-deploy doctor` lists what is missing.",
-            exit_code=ExitCode.ENVIRONMENT,
+            "the probe image. `nachos-deploy doctor` lists what is missing."
         )
     with project.compose_client(stack) as client:
         engine.check_compose_file(client, stack.compose_file)  # before anything is written
     changed = files.write_all(stack.output_dir, stack.files, stack.stale)
+    files.write_selection(stack.output_dir, only)
     if stack.plan.auth:
         credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first
     phases["prepare"] = time.monotonic() - started
@@ -297,6 +297,8 @@ def down(stack: Stack, *, volumes: bool) -> DownResult:
     existing = engine.project_volumes(stack.project)
     with project.compose_client(stack) as client:
         engine.down(client, volumes=volumes)
+    if stack.output_dir.is_dir():
+        files.write_selection(stack.output_dir, ())
     if not volumes:
         return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
     leftovers = engine.project_volumes(stack.project)  # of services no longer in the configuration

@@ -7,6 +7,7 @@ paragraph that names the file (or the variable or ``--set``), the dotted key, th
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import tomllib
@@ -45,8 +46,10 @@ def load(
     cwd: Path | None = None,
     environ: Mapping[str, str] | None = None,
     sets: Sequence[str] = (),
+    document: Mapping[str, Any] | None = None,
 ) -> Loaded:
-    """Load every layer. Without ``config_path`` the default file is used when present, else defaults."""
+    """Load every layer. Without ``config_path`` the default file is used when present, else defaults.
+    A ``document`` (the Python API's mapping) stands in for the file, with ``cwd`` as its folder."""
     cwd = cwd or Path.cwd()
     environ = environ if environ is not None else {}
     explicit = config_path is not None or bool(environ.get(ENV_CONFIG_PATH))
@@ -54,9 +57,14 @@ def load(
     if not path.is_absolute():
         path = cwd / path
     data: dict[str, Any] = {}
-    if path.is_file():
+    found: Path | None = None
+    if document is not None:
+        data = copy.deepcopy(dict(document))
+        path = cwd / DEFAULT_CONFIG_NAME
+        found = None
+    elif path.is_file():
         data = _read_yaml(path)
-        found: Path | None = path
+        found = path
     elif explicit:
         raise ConfigError(
             f"The deploy file {path} does not exist. Check the path given with --config or "
@@ -70,7 +78,8 @@ def load(
     for key_path, value, origin in [*_env_overrides(environ), *_set_overrides(sets)]:
         _put(data, key_path, value)
         origins[key_path] = origin
-    config = validate(data, source=str(found) if found else "the built-in defaults", origins=origins)
+    source = "the mapping given" if document is not None else str(found) if found else "the built-in defaults"
+    config = validate(data, source=source, origins=origins)
     platform_path = base_dir / config.platform_config
     platform = read_platform(platform_path) if platform_path.is_file() else Platform()
     return Loaded(config=config, base_dir=base_dir, config_path=found, platform=platform)

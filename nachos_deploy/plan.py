@@ -43,6 +43,7 @@ GATEWAY_VOLUME = "gateway-data"
 BUS_URL = f"nats://{BUS}:{CLIENT_PORT}"
 LEAF_PORT = 7422
 CREDENTIALS_DIR = "credentials"
+SELECTION_FILE = ".selection"  # what the last `up --only` started, for `status` (not committed)
 BUS_CREDENTIALS = f"./{CREDENTIALS_DIR}/{BUS}.env"
 OPERATOR_USER = "nachos-deploy"
 OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"
@@ -230,6 +231,14 @@ class Plan:
             *(s.service for s in self.sidecars),
             *self.components,
         )
+
+    def selected(self, only: Collection[str] = ()) -> tuple[ServicePlan, ...]:
+        """The services ``up --only`` starts: the bus, its forwarder, and the named components with
+        their sidecars (all when ``only`` is empty). A named sidecar or the bus alone adds nothing."""
+        if not only:
+            return self.services
+        components = [c for c in self.components if c.name in only]
+        return (self.bus.service, self.bus.ports, *self.with_sidecars(components))
 
     def with_sidecars(self, components: Iterable[ServicePlan]) -> list[ServicePlan]:
         """The sidecars of ``components``, then the components: what starting them means."""

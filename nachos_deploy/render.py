@@ -30,6 +30,7 @@ from nachos_deploy.plan import (
     OPERATOR_PASSWORD,
     OPERATOR_USER,
     PLATFORM_CONFIG_FILE,
+    SELECTION_FILE,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
     EnvVar,
@@ -171,7 +172,7 @@ def render(plan: Plan) -> dict[str, str]:
             COMPOSE_FILE: compose_env.get_template("docker-compose.yml.j2").render(context),
             NATS_CONFIG_FILE: nats_conf,
             # The credentials nachos-deploy generates beside the rendered files stay out of git.
-            GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n",
+            GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n/{SELECTION_FILE}\n",
         }
         for sidecar in plan.sidecars:
             files[sidecar.config_file] = text_env.get_template("sidecar.conf.j2").render(

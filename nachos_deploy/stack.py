@@ -10,6 +10,7 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nachos_deploy import files as files_mod
 from nachos_deploy import loader
@@ -72,13 +73,14 @@ def prepare(
     output: Path | None = None,
     cwd: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    document: Mapping[str, Any] | None = None,
 ) -> Stack:
     """Load, validate, plan and render in memory. ``--output`` is relative to the working folder;
     the ``output`` key to the deploy file's folder."""
     cwd = cwd or Path.cwd()
     environ = dict(os.environ) if environ is None else environ
     all_sets = [*sets, *([f"project={project}"] if project else [])]
-    loaded = loader.load(config_path, cwd=cwd, environ=environ, sets=all_sets)
+    loaded = loader.load(config_path, cwd=cwd, environ=environ, sets=all_sets, document=document)
     output_dir = output if output is not None else loaded.base_dir / loaded.config.output
     if not output_dir.is_absolute():
         output_dir = cwd / output_dir

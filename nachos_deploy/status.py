@@ -3,21 +3,34 @@ own view. Loads no NATS client: everything here is the engine and the bus's HTTP
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from nachos_deploy import engine, monitor, project
+from nachos_deploy import engine, files, monitor, project
+from nachos_deploy.errors import ConfigError
 from nachos_deploy.observe import observe
 from nachos_deploy.plan import BUS
 from nachos_deploy.results import StatusResult
 from nachos_deploy.stack import Stack
 
 
-def status(stack: Stack) -> StatusResult:
-    """Each planned service's container state, health and bus connection, and the bus's own view."""
+def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
+    """Each service's container state, health and bus connection, and the bus's own view. Judges
+    the services ``only`` names (with the bus and their sidecars); by default what the last ``up``
+    started (``up --only`` leaves its selection in the output folder), else the whole stack."""
+    names = {service.name for service in stack.plan.services}
+    if only is None:  # what the last up asked for, as far as this configuration still runs it
+        only = [name for name in files.read_selection(stack.output_dir) if name in names]
+    unknown = sorted(set(only) - names)
+    if unknown:
+        raise ConfigError(
+            f"--only names {', '.join(unknown)}, which this configuration does not run; its services "
+            f"are {', '.join(sorted(names))}."
+        )
     engine.require_engine()
     with project.compose_client(stack) as client:
         endpoints = project.bus_endpoints(client, stack)
-        seen = observe(client, stack.plan.services, endpoints.monitor_url if endpoints else None)
+        seen = observe(client, stack.plan.selected(only), endpoints.monitor_url if endpoints else None)
     overview: dict[str, Any] | None = None
     problems: list[str] = []
     if not seen.states:
