@@ -65,6 +65,7 @@ def write_env_file(path: Path, variables: Mapping[str, str]) -> None:
     path = path.expanduser()
     folder = path.parent if str(path.parent) else Path()
     try:
+        # mkstemp creates the file with mode 0600, before anything is written to it
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
     except OSError as exc:
         raise OutputError(
@@ -73,7 +74,6 @@ def write_env_file(path: Path, variables: Mapping[str, str]) -> None:
         ) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), 0o600)
             stream.write(text(variables, Format.DOTENV))
         Path(temporary).replace(path)
     except OSError as exc:

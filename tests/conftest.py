@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
