@@ -121,7 +121,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def _stack(config: Path | None, sets: list[str] | None, project: str | None, output: Path | None) -> Stack:
     stack = prepare(config, sets=sets or (), project=project, output=output)
-    for warning in stack.plan.warnings:
+    for warning in stack.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
     return stack
 

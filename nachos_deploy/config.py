@@ -276,6 +276,7 @@ class DeployConfig(Model):
     project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = "nachos"
     output: str = ".nachos"
     platform_config: str = "nachos.toml"
+    compose_override: str = "docker-compose.override.yml"  # beside the deploy file, when present
     images: Images = Images()
     bus: Bus = Bus()
     components: dict[str, Component] = {}

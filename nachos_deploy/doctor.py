@@ -30,6 +30,21 @@ class Check:
         return {"name": self.name, "level": self.level, "detail": self.detail, "fix": self.fix}
 
 
+def _override(stack: Stack) -> Check:
+    """What the Compose override file changes, so that it never weakens the stack unseen."""
+    if stack.override_file is None:
+        name = stack.config.compose_override
+        return Check("override", "pass", f"no Compose override file ({name} beside the deploy file)")
+    if not stack.override_warnings:
+        return Check("override", "pass", f"{stack.override_file} changes nothing nachos-deploy relies on")
+    return Check(
+        "override",
+        "warn",
+        " ".join(stack.override_warnings),
+        "remove those keys from the override unless you mean to replace what nachos-deploy sets",
+    )
+
+
 def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Check]:
     """Every check, in the order a user would fix them; an unreachable engine skips the engine checks."""
     checks: list[Check] = []
@@ -42,6 +57,7 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
         checks.extend(_hardening(stack))
         for warning in stack.plan.warnings:
             checks.append(Check("config", "warn", warning))
+        checks.append(_override(stack))
 
     engine_version: str | None = None
     try:

@@ -58,11 +58,13 @@ def compose_client(
     compose_file: Path,
     directory: Path | None = None,
     env_files: Sequence[Path] = (),
+    override: Path | None = None,
 ) -> DockerClient:
     """A client for one project. ``env_files`` replace Compose's own reading of ``.env`` in the
-    project folder, so a caller passing them must list that file first when it exists."""
+    project folder, so a caller passing them must list that file first when it exists; ``override``
+    is applied as a second ``-f``."""
     return DockerClient(
-        compose_files=[compose_file],
+        compose_files=[compose_file, *([override] if override else [])],
         compose_project_name=project,
         compose_project_directory=directory or compose_file.parent,
         compose_env_files=list(env_files),

@@ -142,21 +142,30 @@ def read_platform(path: Path) -> Platform:
     )
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_override(path: Path) -> Any:
+    """The Compose override file, parsed (checked by :func:`nachos_deploy.override.findings`)."""
+    return _parse_yaml(path, "The Compose override file")
+
+
+def _parse_yaml(path: Path, what: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"The deploy file {path} cannot be read ({exc}). Check its permissions.") from None
+        raise ConfigError(f"{what} {path} cannot be read ({exc}). Check its permissions.") from None
     try:
-        document = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
-            f"The deploy file {path} is not valid YAML{where}: {problem}. Fix the syntax there "
+            f"{what} {path} is not valid YAML{where}: {problem}. Fix the syntax there "
             "(check indentation and quote values that contain ': ' or '#')."
         ) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    document = _parse_yaml(path, "The deploy file")
     if document is None:
         return {}
     if not isinstance(document, dict):

@@ -38,7 +38,7 @@ def compose_client(stack: Stack) -> Iterator[DockerClient]:
             blank_file.write_text("".join(f"{name}=\n" for name in unset), encoding="utf-8")
             env_files.append(blank_file)
         yield engine.compose_client(
-            stack.project, folder / stack.compose_file.name, stack.output_dir, env_files
+            stack.project, folder / stack.compose_file.name, stack.output_dir, env_files, stack.override_file
         )
 
 

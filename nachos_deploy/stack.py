@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nachos_deploy import files as files_mod
-from nachos_deploy import loader
+from nachos_deploy import loader, override
 from nachos_deploy.config import DeployConfig
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.plan import COMPOSE_FILE, Plan, make_plan
@@ -30,6 +30,12 @@ class Stack:
     output_dir: Path
     variables: frozenset[str] = frozenset()  # host variables set (non-empty) for Compose
     stale: tuple[str, ...] = ()  # files an earlier render wrote that this one does not
+    override_file: Path | None = None  # the Compose override beside the deploy file, when present
+    override_warnings: tuple[str, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return (*self.plan.warnings, *self.override_warnings)
 
     def missing_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
         """(component, variable) of required secrets that neither the environment nor the output
@@ -86,6 +92,11 @@ def prepare(
         output_dir = cwd / output_dir
     plan = make_plan(loaded.config, loaded.platform, base_dir=loaded.base_dir, output_dir=output_dir)
     rendered = render(plan)
+    override_file = loaded.base_dir / loaded.config.compose_override
+    found = override_file.is_file() and loaded.config_path is not None
+    warnings = (
+        override.findings(loader.read_override(override_file), plan, str(override_file)) if found else []
+    )
     variables = {name for name, value in environ.items() if value}
     variables |= files_mod.dotenv_names(output_dir / DOTENV)
     return Stack(
@@ -95,4 +106,6 @@ def prepare(
         output_dir=output_dir,
         variables=frozenset(variables),
         stale=tuple(files_mod.stale(output_dir, rendered, OUTPUT_NAMES, HEADER)),
+        override_file=override_file if found else None,
+        override_warnings=tuple(warnings),
     )

@@ -238,3 +238,43 @@ def test_the_pytest_fixture_skips_without_an_engine_and_fails_under_ci(
     assert "need a Docker engine" in skipped.stdout.str()
     failed.assert_outcomes(errors=1)
     assert "failing instead of skipping" in failed.stdout.str()
+
+
+LABEL_AND_LOGGING = '{{index .Config.Labels "org.example.team"}} {{.HostConfig.LogConfig.Type}}'
+
+
+def test_the_override_file_is_applied_by_every_command(engine: str, tmp_path: Path) -> None:
+    project = f"ndt-ov-{uuid.uuid4().hex[:8]}"
+    file = write_config(tmp_path, project)
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text("services:\n  bus:\n    mem_limit: lots\n")  # Compose refuses this one
+    run = cli("validate", "-c", str(file))
+    assert run.returncode == 3 and "Docker Compose rejects" in run.stderr
+    override.write_text(
+        "services:\n  bus:\n    labels: {org.example.team: ops}\n    logging: {driver: local}\n"
+    )
+    try:
+        run = cli("up", "-c", str(file), "--json")
+        assert run.returncode == 0, run.stdout + run.stderr
+        bus = containers(project)["bus"]
+        inspect = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                '{{index .Config.Labels "org.example.team"}} {{.HostConfig.LogConfig.Type}}',
+                bus,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert inspect == ["ops", "local"]
+        assert cli("status", "-c", str(file)).returncode == 0
+        # A second up sees the same files (the override included): nothing is recreated.
+        assert cli("up", "-c", str(file)).returncode == 0
+        assert containers(project)["bus"] == bus
+    finally:
+        cli("down", "-c", str(file), "--volumes", "--yes")
+        remove(project)
+    assert containers(project) == {}
