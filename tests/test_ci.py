@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -23,6 +24,15 @@ BUS_ONLY = {
     "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
     "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}},
 }
+
+
+def documented_fields() -> dict[str, set[str]]:
+    """The README's table of the JSON documents' fields, by document."""
+    fields: dict[str, set[str]] = {}
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for match in re.finditer(r"^\| (up|status|service) \| `(\w+)` \|", text, re.MULTILINE):
+        fields.setdefault(match[1], set()).add(match[2])
+    return fields
 
 
 def write_config(folder: Path, project: str, document: dict[str, Any] | None = None) -> Path:
@@ -85,11 +95,18 @@ def test_three_bus_only_stacks_at_once_each_get_their_own_ports(engine: str, tmp
         ports = {url.rsplit(":", 1)[1] for url in urls}
         assert len(ports) == 6, urls
         assert all(round_trip(r["nats_url"]) for r in results)
+        documented = documented_fields()
+        assert set(results[0]) == documented["up"]
         # status judges what up --only started: the bus alone is a healthy stack.
         for file in files:
             status = cli("status", "-c", str(file), "--json")
             assert status.returncode == 0, status.stdout + status.stderr
-            assert [s["name"] for s in json.loads(status.stdout)["services"]] == ["bus", "bus-ports"]
+            document = json.loads(status.stdout)
+            assert [s["name"] for s in document["services"]] == ["bus", "bus-ports"]
+            assert set(document) == documented["status"]
+            for service in [*document["services"], *results[0]["services"]]:
+                assert set(service) <= documented["service"]
+                assert documented["service"] - set(service) <= {"tool_id", "restarted_by_up"}
     finally:
         for file, project in zip(files, projects, strict=True):
             cli("down", "-c", str(file), "--volumes", "--yes")
@@ -278,3 +295,49 @@ def test_the_override_file_is_applied_by_every_command(engine: str, tmp_path: Pa
         cli("down", "-c", str(file), "--volumes", "--yes")
         remove(project)
     assert containers(project) == {}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_github_action_runs_up_with_its_inputs_and_exports_what_it_declares(
+    engine: str, tmp_path: Path
+) -> None:
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    up_step = next(step for step in action["runs"]["steps"] if step.get("id") == "up")
+    assert set(up_step["env"]) == {f"INPUT_{name.upper()}" for name in action["inputs"]}
+    declared = {name: spec["value"] for name, spec in action["outputs"].items()}
+    assert declared == {name: f"${{{{ steps.up.outputs.{name} }}}}" for name in declared}
+
+    project = f"ndt-gha-{uuid.uuid4().hex[:8]}"
+    file = write_config(tmp_path, project)
+    github_output, github_env = tmp_path / "output", tmp_path / "env"
+    env = {
+        **os.environ,
+        "INPUT_CONFIG": str(file),
+        "INPUT_ONLY": "bus",
+        "INPUT_PROJECT": "",
+        "INPUT_TIMEOUT": "60",
+        "GITHUB_OUTPUT": str(github_output),
+        "GITHUB_ENV": str(github_env),
+        "NACHOS_DEPLOY": f"{sys.executable} -m nachos_deploy",
+    }
+    try:
+        run = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "github-action.sh"), "up"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        outputs = read_env_file(github_output)
+        assert set(outputs) == set(declared)  # every declared output is written, nothing else
+        assert outputs["project"] == project and round_trip(outputs["nats_url"])
+        assert read_env_file(github_env)["NATS_URL"] == outputs["nats_url"]
+        assert cli("status", "-c", str(file)).returncode == 0  # only the bus was asked for
+    finally:
+        down = cli("down", "-c", str(file), "--volumes", "--yes")  # the README's `if: always()` step
+        remove(project)
+    assert down.returncode == 0 and containers(project) == {}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -235,3 +236,30 @@ def test_messages_holding_brackets_are_printed_as_they_are(workdir: Path) -> Non
     (workdir / "nachos.toml").write_text('[channels."[x]"]\nenabled = true\n')
     code, _, err = run("validate")
     assert code == 3 and "[channels.[x]]" in err
+
+
+def test_shell_completion_offers_the_deploy_files_service_names(workdir: Path) -> None:
+    (workdir / "nachos-deploy.yaml").write_text("components: {webchat: {enabled: true}}\n")
+    script = Path(sys.executable).parent / "nachos-deploy"
+    for words, cword in (("nachos-deploy logs web", "2"), ("nachos-deploy up --only ", "3")):
+        done = subprocess.run(
+            [str(script)],
+            env={
+                **os.environ,
+                "_NACHOS_DEPLOY_COMPLETE": "complete_bash",
+                "COMP_WORDS": words,
+                "COMP_CWORD": cword,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=workdir,
+        )
+        offered = done.stdout.split()
+        assert "webchat" in offered, (words, done.stdout, done.stderr)
+        if words.endswith("web"):
+            assert offered == ["webchat"]
+    shown = subprocess.run(
+        [str(script), "--show-completion", "bash"], capture_output=True, text=True, timeout=60
+    )
+    assert "_nachos_deploy_completion" in shown.stdout
