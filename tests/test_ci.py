@@ -181,14 +181,17 @@ def test_github_outputs_outside_actions_are_refused_before_anything_starts(
     assert containers(project) == {}
 
 
-def test_the_api_context_manager_removes_the_stack_after_an_exception(engine: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt], ids=["exception", "ctrl-c"])
+def test_the_api_context_manager_removes_the_stack_after_an_exception(
+    engine: str, error: type[BaseException]
+) -> None:
     project = f"ndt-api-{uuid.uuid4().hex[:8]}"
     running = api.running(BUS_ONLY, project=project, only=["bus"], timeout=60)
-    with pytest.raises(RuntimeError, match="inside the block"), running as bus:
+    with pytest.raises(error, match="inside the block"), running as bus:
         assert round_trip(bus.nats_url)
         assert bus.env["NACHOS_PROJECT"] == project
         assert set(containers(project)) == {"bus", "bus-ports"}
-        raise RuntimeError("inside the block")
+        raise error("inside the block")
     assert containers(project) == {} and volumes(project) == [] and networks(project) == []
 
 

@@ -25,6 +25,10 @@ def test_wheel_packages_templates_and_renders(tmp_path: Path) -> None:
         archive.extractall(tmp_path / "site")
     for template in ("docker-compose.yml.j2", "nats.conf.j2", "nachos.toml.j2"):
         assert f"nachos_deploy/templates/{template}" in names
+    # The pytest fixtures are registered by installing the wheel.
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = (tmp_path / "site" / entry_points).read_text()
+    assert "[pytest11]\nnachos_deploy = nachos_deploy.pytest_plugin" in text
 
     work = tmp_path / "work"
     work.mkdir()
