@@ -169,21 +169,14 @@ def start(
     """Load and start a stack. A mapping's rendered files go to a temporary folder (removed by
     ``stop``) unless ``output`` is given. On failure the stack is left as the CLI leaves it; use
     :func:`running` to have it removed whatever happens."""
-    scratch = None
-    if isinstance(config, Mapping) and output is None:
-        scratch = Path(tempfile.mkdtemp(prefix="nachos-deploy-"))
-        output = scratch / "rendered"
+    scratch, output = _scratch(config, output)
     try:
         stack = load(config, project=project, output=output, sets=sets, environ=environ)
-        result = up(stack, only=only, timeout=timeout, progress=progress)
+        return _running_stack(stack, up(stack, only=only, timeout=timeout, progress=progress), scratch)
     except BaseException:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
-    endpoints = result.endpoints
-    return RunningStack(
-        result.project, endpoints.nats_url, endpoints.monitor_url, result.services, stack, result, scratch
-    )
 
 
 @contextlib.contextmanager
@@ -201,23 +194,36 @@ def running(
 ) -> Iterator[RunningStack]:
     """Start a stack for the block and always remove it afterwards: after the block, after an
     exception in it, after a failed start and after Ctrl-C, volumes too unless ``keep_volumes``."""
-    scratch = None
-    if isinstance(config, Mapping) and output is None:
-        scratch = Path(tempfile.mkdtemp(prefix="nachos-deploy-"))
-        output = scratch / "rendered"
-    stack = load(config, project=project, output=output, sets=sets, environ=environ)
+    scratch, output = _scratch(config, output)
     try:
-        result = up(stack, only=only, timeout=timeout, progress=progress)
-        endpoints = result.endpoints
-        yield RunningStack(
-            result.project, endpoints.nats_url, endpoints.monitor_url, result.services, stack, result
-        )
+        stack = load(config, project=project, output=output, sets=sets, environ=environ)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    try:
+        yield _running_stack(stack, up(stack, only=only, timeout=timeout, progress=progress))
     finally:
         try:
             _uninterrupted(lambda: down(stack, volumes=not keep_volumes))
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch(config: Config, output: str | Path | None) -> tuple[Path | None, str | Path | None]:
+    """A temporary output folder for a mapping given without one (the caller removes it)."""
+    if not isinstance(config, Mapping) or output is not None:
+        return None, output
+    scratch = Path(tempfile.mkdtemp(prefix="nachos-deploy-"))
+    return scratch, scratch / "rendered"
+
+
+def _running_stack(stack: Stack, result: UpResult, scratch: Path | None = None) -> RunningStack:
+    endpoints = result.endpoints
+    return RunningStack(
+        result.project, endpoints.nats_url, endpoints.monitor_url, result.services, stack, result, scratch
+    )
 
 
 def stop(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from python_on_whales import DockerClient
 
 from nachos_deploy import credentials, engine, files, gate, project
-from nachos_deploy.errors import BusFailure, ComponentFailure, ConfigError, EnvironmentProblem, ExitCode
+from nachos_deploy.errors import BusFailure, ComponentFailure, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints
 from nachos_deploy.observe import Observation, Since, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
@@ -39,12 +39,7 @@ def up(
     started = time.monotonic()
     deadline = started + timeout
     phases: dict[str, float] = {}
-    unknown = sorted(set(only) - {service.name for service in stack.plan.services})
-    if unknown:
-        raise ConfigError(
-            f"--only names {', '.join(unknown)}, which this configuration does not run; its services "
-            f"are {', '.join(s.name for s in stack.plan.services)}."
-        )
+    stack.plan.selected(only)  # refuses names the configuration does not run
     components = [c for c in stack.plan.components if not only or c.name in only]
     stack.require_secrets([c.name for c in components])
 

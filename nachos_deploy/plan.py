@@ -234,7 +234,14 @@ class Plan:
 
     def selected(self, only: Collection[str] = ()) -> tuple[ServicePlan, ...]:
         """The services ``up --only`` starts: the bus, its forwarder, and the named components with
-        their sidecars (all when ``only`` is empty). A named sidecar or the bus alone adds nothing."""
+        their sidecars (all when ``only`` is empty). A named sidecar or the bus alone adds nothing.
+        A name this plan does not run is a ConfigError."""
+        unknown = sorted(set(only) - {service.name for service in self.services})
+        if unknown:
+            raise ConfigError(
+                f"--only names {', '.join(unknown)}, which this configuration does not run; its "
+                f"services are {', '.join(s.name for s in self.services)}."
+            )
         if not only:
             return self.services
         components = [c for c in self.components if c.name in only]

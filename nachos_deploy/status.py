@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from nachos_deploy import engine, files, monitor, project
-from nachos_deploy.errors import ConfigError
 from nachos_deploy.observe import observe
 from nachos_deploy.plan import BUS
 from nachos_deploy.results import StatusResult
@@ -21,12 +20,6 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     names = {service.name for service in stack.plan.services}
     if only is None:  # what the last up asked for, as far as this configuration still runs it
         only = [name for name in files.read_selection(stack.output_dir) if name in names]
-    unknown = sorted(set(only) - names)
-    if unknown:
-        raise ConfigError(
-            f"--only names {', '.join(unknown)}, which this configuration does not run; its services "
-            f"are {', '.join(sorted(names))}."
-        )
     engine.require_engine()
     with project.compose_client(stack) as client:
         endpoints = project.bus_endpoints(client, stack)
