@@ -60,7 +60,8 @@ def measure(auth: bool, requests: int) -> None:
             samples = asyncio.run(round_trips(result.endpoints.nats_url, requests))
             with project.compose_client(stack) as client:
                 states = engine.states(client)
-            sidecars = [s for name, s in states.items() if name.startswith("bus-")]
+            names = {sidecar.service.name for sidecar in stack.plan.sidecars}
+            sidecars = [s for name, s in states.items() if name in names]
             memory = [engine.container_memory(s.container) or 0 for s in sidecars]
         finally:
             lifecycle.down(stack, volumes=True)
