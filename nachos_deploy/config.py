@@ -30,7 +30,16 @@ MAX_PAYLOAD_ADVISED = 8 * 1024 * 1024  # NATS discourages more
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[str, BeforeValidator(parse_duration)]
-Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    """YAML's true/false are not numbers here: `client_port: true` would otherwise be port 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Port = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=0, le=65535)]
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,53}$"  # room for the sidecar's "bus-" and network's "-link"
 RESERVED_NAMES = ("bus", "volume-init")
@@ -64,7 +73,7 @@ class Resources(Model):
 
     memory: Size | None = None
     cpus: Annotated[float, Field(gt=0)] | None = None
-    pids: Annotated[int, Field(gt=0)] | None = None
+    pids: Annotated[int, BeforeValidator(_not_a_bool), Field(gt=0)] | None = None
 
 
 class Healthcheck(Model):

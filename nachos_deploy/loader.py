@@ -11,6 +11,8 @@ import copy
 import difflib
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,15 +109,15 @@ def validate(
 def read_platform(path: Path) -> Platform:
     """Which channels and tools ``nachos.toml`` enables (a table without ``enabled`` is on, as the
     platform reads it), and what in it the platform would refuse; its other settings are its own."""
+    text = _read_text(path, "The platform configuration")
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        document = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+        problem = "it is nested too deeply" if isinstance(exc, RecursionError) else _short(exc, 200)
         raise ConfigError(
-            f"{path} is not valid TOML ({exc}). Fix its syntax; nachos-deploy reads only its "
+            f"{path} is not valid TOML ({problem}). Fix its syntax; nachos-deploy reads only its "
             "[channels.<name>] and [tools.<name>] 'enabled' keys."
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} cannot be read ({exc}). Check its permissions and encoding.") from None
 
     def enabled(section: str) -> dict[str, bool]:
         try:
@@ -142,25 +144,93 @@ def read_platform(path: Path) -> Platform:
     )
 
 
+MAX_FILE_BYTES = 1024 * 1024  # a deploy file, override or nachos.toml is a few kilobytes
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping: PyYAML keeps the last one, so a
+    second ``components:`` block would silently discard the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = seen.get(key)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                break
+            if line is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {_short(key)!r} appears twice in one mapping (first at line {line + 1}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Unparseable(Exception):
+    def __init__(self, problem: str, where: str = "") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.where = where
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse YAML, turning every way PyYAML can fail (also outside YAMLError: a bad date, an
+    ``!!int`` that is none, a number too long, nesting too deep) into one exception."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise _Unparseable(getattr(exc, "problem", None) or str(exc), where) from None
+    except RecursionError:
+        raise _Unparseable("it is nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _Unparseable(f"a value cannot be read ({_short(str(exc))})") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as it may appear in a message: never the whole of a huge one."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{what} {path} is {size} bytes; at most {MAX_FILE_BYTES} are read. It should be a few "
+                "kilobytes: check that the path names the right file."
+            )
+        with path.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"{what} {path} is larger than {MAX_FILE_BYTES} bytes; at most that is read.")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{what} {path} cannot be read ({exc}). Check its permissions and encoding."
+        ) from None
+
+
 def read_override(path: Path) -> Any:
     """The Compose override file, parsed (checked by :func:`nachos_deploy.override.findings`)."""
     return _parse_yaml(path, "The Compose override file")
 
 
 def _parse_yaml(path: Path, what: str) -> Any:
+    text = _read_text(path, what)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} {path} cannot be read ({exc}). Check its permissions.") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        return _load_yaml(text)
+    except _Unparseable as exc:
         raise ConfigError(
-            f"{what} {path} is not valid YAML{where}: {problem}. Fix the syntax there "
-            "(check indentation and quote values that contain ': ' or '#')."
+            f"{what} {path} is not valid YAML{exc.where}: {exc.problem}. Fix it there (check "
+            "indentation, and quote values that contain ': ' or '#' or look like dates or numbers)."
         ) from None
 
 
@@ -193,7 +263,9 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], An
                 parts.append(part.lower().replace("_", "-"))
             else:
                 parts.append(part.lower())
-        result.append((tuple(parts), _scalar(environ[name]), f"environment variable {name}"))
+        key_path = tuple(parts)
+        value = environ[name] if _is_text(key_path) else _scalar(environ[name])
+        result.append((key_path, value, f"environment variable {name}"))
     return result
 
 
@@ -207,7 +279,7 @@ def _set_overrides(sets: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]
                 f"--set {item!r} is not of the form key.path=value; for example "
                 "--set bus.max_payload=1MB or --set components.slack.enabled=true."
             )
-        result.append((parts, _scalar(value), f"--set {key.strip()}"))
+        result.append((parts, value if _is_text(parts) else _scalar(value), f"--set {key.strip()}"))
     return result
 
 
@@ -216,9 +288,9 @@ def _scalar(text: str) -> Any:
     stripped = text.strip()
     if stripped in ("true", "false", "null", "~") or stripped[:1] in ("[", "{"):
         try:
-            return yaml.safe_load(stripped)
-        except yaml.YAMLError:
-            return text
+            return _load_yaml(stripped)
+        except _Unparseable:
+            return text  # kept as the string it is; validation names the key if that is wrong
     return text
 
 
@@ -269,7 +341,7 @@ def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -
         message = "must be a mapping of keys"
     got = error.get("input")
     if kind != "extra_forbidden" and not isinstance(got, dict | list) and repr(got) not in message:
-        message = f"{message} (got {got!r})"
+        message = f"{message} (got {_short(repr(got))})"
     return origin, f"{key}: {message}"
 
 
@@ -285,6 +357,35 @@ def _known_keys(loc: tuple[str, ...]) -> list[str]:
                 break
             model = nested
     return sorted(model.model_fields)
+
+
+def _is_text(key_path: tuple[str, ...]) -> bool:
+    """Whether the key takes a plain string (``project``, ``bus.image``, an environment value), so
+    that an override's text is kept as it is instead of read as a YAML list or mapping."""
+    model: type[BaseModel] = DeployConfig
+    annotation: Any = None
+    for index, part in enumerate(key_path):
+        if model is DeployConfig and part == "components" and index == 0:
+            if len(key_path) < 3:
+                return False
+            model = Component
+            continue
+        if model is Component and index == 1:
+            continue  # a component's name
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if index < len(key_path) - 1:
+            if part in _FREE_FORM:
+                return True  # environment.X / secrets.X values are strings
+            nested = _model_in(annotation)
+            if nested is None:
+                return False
+            model = nested
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if a is not type(None)] == [str]
+    return annotation is str
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
