@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO := compose/demo/nachos-deploy.yaml
 EXAMPLES := $(wildcard compose/*/nachos-deploy.yaml)
 
-.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench clean help
+.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability clean help
 
 help:
 	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
@@ -17,6 +17,7 @@ help:
 	@echo "make test      - install, engine, images, then ruff, mypy --strict and pytest"
 	@echo "make compose   - regenerate the rendered examples under compose/"
 	@echo "make bench     - measure bus start, request/reply latency and memory on the real engine"
+	@echo "make durability - the audit stream's SIGKILL test at full counts (10 runs x 5000 messages)"
 
 $(BIN)/nachos-deploy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,9 @@ bench: images
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/up.py
 	$(BIN)/python benchmarks/sidecar.py
+
+durability: images
+	NACHOS_DURABILITY_RUNS=10 NACHOS_DURABILITY_MESSAGES=5000 $(BIN)/pytest -s tests/test_audit.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -105,6 +105,24 @@ class Images(Model):
         return value
 
 
+class Audit(Model):
+    """The JetStream stream that keeps the platform's audit messages (``nachos.audit.>``)."""
+
+    enabled: bool = True
+    stream: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "AUDIT"
+    storage: Literal["file", "memory"] = "file"
+    max_age: Duration = "720h"  # 30 days
+    max_bytes: Size = 1024**3
+    duplicate_window: Duration = "2m"
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be above 0, e.g. 1GB")
+        return value
+
+
 class Bus(Model):
     auth: bool = True  # false: the open bus of old, for debugging (doctor and up warn)
     image: str = "nats:alpine"
@@ -116,6 +134,7 @@ class Bus(Model):
     bind_address: str = "127.0.0.1"
     healthcheck_interval: Duration = "1s"
     resources: Resources = Resources()
+    audit: Audit = Audit()
 
     @field_validator("max_payload")
     @classmethod

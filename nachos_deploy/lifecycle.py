@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 from python_on_whales import DockerClient
 
-from nachos_deploy import credentials, engine, files, gate, project
+from nachos_deploy import credentials, engine, files, gate, natsclient, project
 from nachos_deploy.errors import BusFailure, ComponentFailure, EnvironmentProblem, ExitCode
-from nachos_deploy.monitor import BusEndpoints
+from nachos_deploy.monitor import BusEndpoints, BusUnavailable
 from nachos_deploy.observe import Observation, Since, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
-from nachos_deploy.results import BusReport, DownResult, Endpoints, ServiceReport, UpResult
+from nachos_deploy.results import BusReport, DownResult, Endpoints, ServiceReport, StreamReport, UpResult
 from nachos_deploy.stack import Stack
 
 Progress = Callable[[str], None]
@@ -71,13 +71,29 @@ def up(
         engine.up(client, [BUS, PORTS, *init], failure=ExitCode.BUS)
         progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
         endpoints, report = _gate_bus(client, stack, deadline, previous)
+        audit = _provision_audit(stack, endpoints, progress)
         phases["bus"] = time.monotonic() - mark
 
         mark = time.monotonic()
         reports = _start_components(client, stack, components, endpoints, deadline, progress)
         phases["components"] = time.monotonic() - mark
     phases["total"] = time.monotonic() - started
-    return UpResult(stack.project, endpoints, reports, phases, report, changed)
+    return UpResult(stack.project, endpoints, reports, phases, report, changed, audit)
+
+
+def _provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> StreamReport | None:
+    """The audit stream, created or updated in place before any component can publish to it."""
+    audit = stack.plan.bus.audit
+    if audit is None:
+        return None
+    progress(f"Provisioning the audit stream {audit.stream}")
+    try:
+        return natsclient.ensure_stream(endpoints.nats_url, audit)
+    except BusUnavailable as exc:
+        raise BusFailure(
+            f"The bus is up but the audit stream could not be provisioned: {exc}. No component was "
+            f"started; check the bus's logs (`nachos-deploy logs bus -p {stack.project}`)."
+        ) from None
 
 
 def _gate_bus(

@@ -176,6 +176,25 @@ def bus_overview(monitor_url: str, *, timeout: float = 1.0) -> dict[str, object]
     }
 
 
+def stream_state(monitor_url: str, name: str, *, timeout: float = 1.0) -> tuple[int, int] | None:
+    """(messages, bytes) of a JetStream stream from ``/jsz``, or None when there is no such
+    stream. Raises ``BusUnavailable``."""
+    try:
+        page = get_json(monitor_url, "/jsz?streams=true", timeout)
+    except MonitorProblem as problem:
+        raise BusUnavailable(str(problem)) from None
+    accounts = page.get("account_details")
+    for account in accounts if isinstance(accounts, list) else []:
+        streams = account.get("stream_detail") if isinstance(account, dict) else None
+        for stream in streams if isinstance(streams, list) else []:
+            if isinstance(stream, dict) and stream.get("name") == name:
+                state = stream.get("state")
+                if not isinstance(state, dict):
+                    state = {}
+                return int_field(state, "messages") or 0, int_field(state, "bytes") or 0
+    return None
+
+
 def leaf_names(monitor_url: str, *, timeout: float = 1.0) -> set[str]:
     """Server names of the leaf nodes connected to the hub (``/leafz``): the bus sidecars that are
     logged in with their credentials. Raises ``BusUnavailable``."""

@@ -10,14 +10,19 @@ import asyncio
 import contextlib
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import errors as js_errors
+from nats.js.api import StorageType, StreamConfig, StreamInfo
 
+from nachos_deploy.errors import ConfigError
 from nachos_deploy.monitor import BusUnavailable, MonitorProblem, describe
-from nachos_deploy.results import redact
+from nachos_deploy.plan import AuditPlan
+from nachos_deploy.results import StreamReport, redact
 
 PROBE_CONNECTION_NAME = "nachos-deploy-probe"
 """Name of the health-check client, so it can be told apart (and ignored) in ``/connz``."""
@@ -159,3 +164,80 @@ def request(nats_url: str, subject: str, payload: bytes = b"", *, timeout: float
 def round_trip(nats_url: str, connect_timeout: float, request_timeout: float) -> float:
     """Request/reply with ourselves on a private subject; milliseconds. Raises ``MonitorProblem``."""
     return asyncio.run(_round_trip_async(nats_url, connect_timeout, request_timeout))
+
+
+def ensure_stream(nats_url: str, audit: AuditPlan, *, timeout: float = 5.0) -> StreamReport:
+    """Create the audit stream, or update it in place when the configuration changed; never delete
+    or recreate it. A change JetStream refuses in place (the storage type) is a ConfigError."""
+    wanted = StreamConfig(
+        name=audit.stream,
+        subjects=list(audit.subjects),
+        storage=StorageType(audit.storage),
+        max_age=audit.max_age,
+        max_bytes=audit.max_bytes,
+        duplicate_window=audit.duplicate_window,
+    )
+
+    async def run() -> StreamReport:
+        errors: list[BaseException] = []
+        client = Client()
+        try:
+            try:
+                await _connect(
+                    client, nats_url, _client_options(REQUEST_CONNECTION_NAME, timeout, errors), timeout
+                )
+            except (OSError, nats_errors.Error, TimeoutError) as exc:
+                raise BusUnavailable(_connect_failure(nats_url, exc, errors)) from None
+            js = client.jetstream(timeout=timeout)
+            try:
+                info = await js.stream_info(audit.stream)
+            except js_errors.NotFoundError:
+                info = await js.add_stream(wanted)
+                return _stream_report(info, "created")
+            current = info.config
+            storage = str(getattr(current.storage, "value", current.storage))
+            if storage != audit.storage:
+                raise ConfigError(
+                    f"bus.audit.storage is {audit.storage}, but the stream {audit.stream} on the bus "
+                    f"keeps {storage} storage, and "
+                    "JetStream cannot change that in place. Set bus.audit.storage back, or name a new "
+                    "stream with bus.audit.stream (the old one and its messages stay)."
+                )
+            same = (
+                sorted(current.subjects or []) == sorted(wanted.subjects or [])
+                and current.max_age == wanted.max_age
+                and current.max_bytes == wanted.max_bytes
+                and current.duplicate_window == wanted.duplicate_window
+            )
+            if same:
+                return _stream_report(info, "unchanged")
+            try:
+                info = await js.update_stream(replace(current, **_changes(wanted)))
+            except js_errors.APIError as exc:
+                raise ConfigError(
+                    f"JetStream refused to update the stream {audit.stream} in place: "
+                    f"{exc.description or exc}. Change bus.audit back, or name a new stream with "
+                    "bus.audit.stream."
+                ) from None
+            return _stream_report(info, "updated")
+        except (nats_errors.Error, TimeoutError) as exc:
+            raise BusUnavailable(
+                f"cannot provision the audit stream {audit.stream}: {describe(exc)}"
+            ) from None
+        finally:
+            await _close_quietly(client)
+
+    return asyncio.run(run())
+
+
+def _changes(wanted: StreamConfig) -> dict[str, Any]:
+    return {
+        "subjects": wanted.subjects,
+        "max_age": wanted.max_age,
+        "max_bytes": wanted.max_bytes,
+        "duplicate_window": wanted.duplicate_window,
+    }
+
+
+def _stream_report(info: StreamInfo, action: str) -> StreamReport:
+    return StreamReport(info.config.name or "", action, info.state.messages, info.state.bytes)

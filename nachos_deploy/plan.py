@@ -18,7 +18,7 @@ from nachos_deploy.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, H
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.permissions import Permissions
 from nachos_deploy.platform_config import Platform
-from nachos_deploy.units import format_size
+from nachos_deploy.units import duration_seconds, format_size
 
 _HERE = PurePath()
 BUS = "bus"
@@ -190,6 +190,22 @@ class Sidecar:
 
 
 @dataclass(frozen=True)
+class AuditPlan:
+    """The audit stream ``up`` provisions: core NATS publishes on ``nachos.audit.log`` (what the
+    platform's components send) are stored too, since a stream captures its subjects."""
+
+    stream: str
+    subjects: tuple[str, ...]
+    storage: str  # file | memory
+    max_age: float  # seconds
+    max_bytes: int
+    duplicate_window: float  # seconds
+
+
+AUDIT_SUBJECTS = ("nachos.audit.>",)
+
+
+@dataclass(frozen=True)
 class BusPlan:
     service: ServicePlan
     ports: ServicePlan  # the forwarder that publishes the bus's ports on the host
@@ -199,6 +215,7 @@ class BusPlan:
     client_port: int
     monitor_port: int
     bind_address: str
+    audit: AuditPlan | None = None
 
     @property
     def max_payload_text(self) -> str:
@@ -667,6 +684,16 @@ def _bus(config: DeployConfig) -> BusPlan:
         client_port=bus.client_port,
         monitor_port=bus.monitor_port,
         bind_address=bus.bind_address,
+        audit=AuditPlan(
+            bus.audit.stream,
+            AUDIT_SUBJECTS,
+            bus.audit.storage,
+            duration_seconds(bus.audit.max_age),
+            bus.audit.max_bytes,
+            duration_seconds(bus.audit.duplicate_window),
+        )
+        if bus.audit.enabled
+        else None,
     )
 
 

@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nachos_deploy.doctor import Check
-from nachos_deploy.results import ServiceReport, StatusResult, UpResult
+from nachos_deploy.results import ServiceReport, StatusResult, StreamReport, UpResult
 
 _MARK = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
 _LEVEL = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
@@ -37,6 +37,8 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
             f"Bus: nats-server {result.bus.server_version}, JetStream on, max_payload "
             f"{result.bus.max_payload} bytes, round trip {result.bus.round_trip_ms:.2f} ms"
         )
+    if result.audit is not None:
+        console.print(f"Audit: {_stream(result.audit)} ({result.audit.action})", markup=False)
     console.print(f"NATS:       {result.endpoints.shown_nats_url}")
     console.print(f"Monitoring: {result.endpoints.monitor_url}")
     cmd = "nachos-deploy"
@@ -48,6 +50,10 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
     console.print(f"  check it:     {cmd} status{tail}")
     console.print(f"  its logs:     {cmd} logs -f{tail}")
     console.print(f"  remove it:    {cmd} down{tail}   (add --volumes --yes to delete its data)")
+
+
+def _stream(audit: StreamReport) -> str:
+    return f"stream {audit.name}, {audit.messages} message(s), {audit.bytes} bytes"
 
 
 def _request_hint(services: list[ServiceReport]) -> str | None:
@@ -72,6 +78,8 @@ def print_status(console: Console, result: StatusResult) -> None:
             f"Bus: nats-server {result.bus.get('version')}, JetStream {jetstream}, "
             f"{result.bus.get('connections')} client connection(s), container memory {memory}"
         )
+    if result.audit is not None:
+        console.print(f"Audit: {_stream(result.audit)}", markup=False)
     for problem in result.problems:
         console.print(f"[red]problem:[/] {escape(problem)}")
     if result.ok:

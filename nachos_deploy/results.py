@@ -93,6 +93,19 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+@dataclass(frozen=True)
+class StreamReport:
+    """The audit stream after ``up`` provisioned it (or as ``status`` read it)."""
+
+    name: str
+    action: str  # created | updated | unchanged | seen
+    messages: int
+    bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"stream": self.name, "action": self.action, "messages": self.messages, "bytes": self.bytes}
+
+
 @dataclass
 class UpResult:
     project: str
@@ -101,6 +114,7 @@ class UpResult:
     phases: dict[str, float] = field(default_factory=dict)
     bus: BusReport | None = None
     changed_files: list[str] = field(default_factory=list)
+    audit: StreamReport | None = None
 
     def as_json(self) -> dict[str, Any]:
         bus = self.bus
@@ -115,6 +129,7 @@ class UpResult:
                 "jetstream": bus.jetstream,
                 "max_payload": bus.max_payload,
                 "round_trip_ms": bus.round_trip_ms,
+                "audit": self.audit.as_json() if self.audit else None,
             }
             if bus
             else None,
@@ -136,6 +151,7 @@ class StatusResult:
     bus: dict[str, Any] | None
     bus_memory: int | None
     problems: list[str]
+    audit: StreamReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -147,6 +163,12 @@ class StatusResult:
             "project": self.project,
             **(self.endpoints.as_json() if self.endpoints else {"nats_url": None, "monitor_url": None}),
             "services": [service.as_json() for service in self.services],
-            "bus": {**(self.bus or {}), "container_memory": self.bus_memory} if self.bus else None,
+            "bus": {
+                **self.bus,
+                "container_memory": self.bus_memory,
+                "audit": self.audit.as_json() if self.audit else None,
+            }
+            if self.bus
+            else None,
             "problems": self.problems,
         }

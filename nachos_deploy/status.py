@@ -9,7 +9,7 @@ from typing import Any
 from nachos_deploy import engine, files, monitor, project
 from nachos_deploy.observe import observe
 from nachos_deploy.plan import BUS
-from nachos_deploy.results import StatusResult
+from nachos_deploy.results import StatusResult, StreamReport
 from nachos_deploy.stack import Stack
 
 
@@ -37,5 +37,20 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
         problems += [f"{report.name} {report.problem}" for report in seen.reports if report.problem]
     if overview is not None and not overview.get("jetstream"):
         problems.append("JetStream is off on the bus")
+    audit = None
+    wanted = stack.plan.bus.audit
+    if overview is not None and endpoints is not None and wanted is not None:
+        try:
+            state = monitor.stream_state(endpoints.monitor_url, wanted.stream)
+        except monitor.BusUnavailable as exc:
+            problems.append(f"the bus does not answer on {endpoints.monitor_url}: {exc}")
+            state = None
+        else:
+            if state is None:
+                problems.append(
+                    f"the audit stream {wanted.stream} does not exist: audit messages are not kept "
+                    "(`nachos-deploy up` creates it)"
+                )
+        audit = StreamReport(wanted.stream, "seen", *state) if state else None
     memory = engine.container_memory(seen.states[BUS].container) if BUS in seen.states else None
-    return StatusResult(stack.project, endpoints, seen.reports, overview, memory, problems)
+    return StatusResult(stack.project, endpoints, seen.reports, overview, memory, problems, audit)
