@@ -123,19 +123,27 @@ def load(
 
 
 def up(
-    stack: Stack, *, only: Sequence[str] = (), timeout: float = 120.0, progress: Progress | None = None
+    stack: Stack,
+    *,
+    only: Sequence[str] = (),
+    timeout: float = 120.0,
+    progress: Progress | None = None,
+    notice: Progress | None = None,
 ) -> UpResult:
-    """Start a loaded stack bus-first and verify it (the CLI's ``up``)."""
+    """Start a loaded stack bus-first and verify it (the CLI's ``up``). Another `up` or `down` of
+    the same project is waited for; ``notice`` is told when that happens."""
     from nachos_deploy import lifecycle  # loads the NATS client; `status` and `env` need none
 
-    return lifecycle.up(stack, timeout=timeout, only=only, progress=progress or (lambda _: None))
+    return lifecycle.up(
+        stack, timeout=timeout, only=only, progress=progress or (lambda _: None), notice=notice
+    )
 
 
-def down(stack: Stack, *, volumes: bool = False) -> DownResult:
+def down(stack: Stack, *, volumes: bool = False, notice: Progress | None = None) -> DownResult:
     """Remove a loaded stack's containers and networks, and its volumes when asked."""
     from nachos_deploy import lifecycle
 
-    return lifecycle.down(stack, volumes=volumes)
+    return lifecycle.down(stack, volumes=volumes, notice=notice or (lambda _: None))
 
 
 def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:

@@ -126,6 +126,11 @@ def _stack(config: Path | None, sets: list[str] | None, project: str | None, out
     return stack
 
 
+def _notice(text: str) -> None:
+    """A line for the user that a spinner must not swallow (e.g. waiting for another run's lock)."""
+    err.print(f"{text}.", markup=False)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"nachos-deploy {__version__}")
@@ -277,11 +282,15 @@ def up(
         outputs_mod.append_github({}, os.environ)  # fails now, before anything starts, if unset
     try:
         if json_:
-            result = api.up(stack, timeout=timeout, only=only or ())
+            result = api.up(stack, timeout=timeout, only=only or (), notice=_notice)
         else:
             with err.status("Starting", spinner="dots") as status:
                 result = api.up(
-                    stack, timeout=timeout, only=only or (), progress=lambda text: status.update(text)
+                    stack,
+                    timeout=timeout,
+                    only=only or (),
+                    progress=lambda text: status.update(text),
+                    notice=_notice,
                 )
     except DeployError as exc:
         if json_:
@@ -341,7 +350,7 @@ def down(
             if not typer.confirm(f"Delete volumes {', '.join(names)}? Their data is lost", default=False):
                 err.print("Nothing removed.")
                 raise typer.Exit(int(ExitCode.FAILED))
-    result = api.down(stack, volumes=volumes)
+    result = api.down(stack, volumes=volumes, notice=_notice)
     out.print(f"Removed project {result.project}'s containers and networks.")
     if result.volumes_removed:
         out.print(f"Deleted volumes: {', '.join(result.volumes_removed)}.")

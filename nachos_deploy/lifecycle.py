@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from python_on_whales import DockerClient
 
-from nachos_deploy import credentials, engine, files, gate, natsclient, project
+from nachos_deploy import credentials, engine, files, gate, locks, natsclient, project
 from nachos_deploy.errors import BusFailure, ComponentFailure, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints, BusUnavailable
 from nachos_deploy.observe import Observation, Since, observe
@@ -34,8 +34,15 @@ def up(
     timeout: float = 60.0,
     only: Sequence[str] = (),
     progress: Progress = lambda _: None,
+    notice: Progress | None = None,
 ) -> UpResult:
-    """Check, render, start the bus, gate on it, start and verify the components, within ``timeout``."""
+    """Check, render, start the bus, gate on it, start and verify the components, within ``timeout``
+    (counted once no other `up` or `down` of the project holds its lock; ``notice`` hears of the wait)."""
+    with locks.project_lock(stack.project, notice or progress):
+        return _up(stack, timeout=timeout, only=only, progress=progress)
+
+
+def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress) -> UpResult:
     started = time.monotonic()
     deadline = started + timeout
     phases: dict[str, float] = {}
@@ -302,8 +309,13 @@ def _indent(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines()) or "    (no log lines)"
 
 
-def down(stack: Stack, *, volumes: bool) -> DownResult:
+def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> DownResult:
     """Remove containers and networks; JetStream and other volumes only when asked."""
+    with locks.project_lock(stack.project, notice):
+        return _down(stack, volumes=volumes)
+
+
+def _down(stack: Stack, *, volumes: bool) -> DownResult:
     engine.require_engine()
     existing = engine.project_volumes(stack.project)
     with project.compose_client(stack) as client:

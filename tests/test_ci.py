@@ -344,3 +344,38 @@ def test_the_github_action_runs_up_with_its_inputs_and_exports_what_it_declares(
         down = cli("down", "-c", str(file), "--volumes", "--yes")  # the README's `if: always()` step
         remove(project)
     assert down.returncode == 0 and containers(project) == {}
+
+
+def test_two_ups_of_one_new_project_at_once_are_serialized(engine: str, tmp_path: Path) -> None:
+    project = f"ndt-lock-{uuid.uuid4().hex[:8]}"
+    file = write_config(tmp_path, project)
+    command = [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--only", "bus"]
+    try:
+        runs = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"
+        ]
+        results = [(run.wait(timeout=180), *run.communicate()) for run in runs]
+        for code, out, err in results:
+            assert code == 0, out + err
+        waited = [err for _, _, err in results if "Waiting for another nachos-deploy (pid" in err]
+        assert len(waited) == 1, [err for _, _, err in results]
+        # One set of networks, not two that make every later command ambiguous.
+        names = subprocess.run(
+            [
+                "docker",
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}}",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert sorted(names) == sorted(set(names)) and len(names) == 3, names
+        assert cli("status", "-c", str(file)).returncode == 0
+    finally:
+        cli("down", "-c", str(file), "--volumes", "--yes")
+        remove(project)

@@ -1,0 +1,45 @@
+"""One `up` or `down` of a project at a time on this machine.
+
+Two `up`s of a new project at once would each create the project's networks, leaving duplicates
+that make every later `up` fail ("network ... is ambiguous"); an `up` and a `down` would interleave.
+An advisory lock per project (``flock`` on a file in the temporary folder, released by the kernel
+when the process ends, even on SIGKILL) serializes them, and the second one says it waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def lock_path(project: str) -> Path:
+    folder = Path(tempfile.gettempdir()) / f"nachos-deploy-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{project}.lock"
+
+
+@contextlib.contextmanager
+def project_lock(project: str, waiting: Callable[[str], None]) -> Iterator[None]:
+    """Hold the project's lock for the block; ``waiting`` is told once if another holds it."""
+    path = lock_path(project)
+    with path.open("a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            waiting(f"Waiting for another nachos-deploy ({holder}) working on project {project} to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
