@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -113,14 +114,30 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 err.print(exc.details, markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            err.print("interrupted")
+            err.print(_interrupted(func.__name__), markup=False)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
     return wrapper
 
 
+_CHANGING = ("up", "down", "rotate")  # commands that can leave a stack half changed
+_current: list[Stack] = []  # the stack the running command works on, for the interrupt message
+
+
+def _interrupted(command: str) -> str:
+    """One line: what an interrupt may have left, and how to finish or remove it."""
+    if command not in _CHANGING or not _current:
+        return "Interrupted."
+    name = _current[-1].project
+    return (
+        f"Interrupted: project {name} may be left partly {'removed' if command == 'down' else 'started'}; "
+        f"run `nachos-deploy up -p {name}` to finish it or `nachos-deploy down -p {name}` to remove it."
+    )
+
+
 def _stack(config: Path | None, sets: list[str] | None, project: str | None, output: Path | None) -> Stack:
     stack = prepare(config, sets=sets or (), project=project, output=output)
+    _current.append(stack)
     for warning in stack.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
     return stack
@@ -566,7 +583,12 @@ def rotate(
         report.print_up(out, result, f"-p {shlex.quote(result.project)}")
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run the way Ctrl-C does: one line, exit 130
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="nachos-deploy")
 
 

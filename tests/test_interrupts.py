@@ -1,0 +1,61 @@
+"""Ctrl-C (SIGINT) or SIGTERM during `up`, on the real engine: exit 130 with one line that says what
+may be left and how to finish or remove it; a second `up` converges."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_lifecycle import PROBE
+
+
+@pytest.mark.parametrize(
+    ("delay", "signum"),
+    [(0.8, signal.SIGINT), (1.6, signal.SIGTERM), (2.6, signal.SIGINT)],
+    ids=["starting-the-bus", "gating-sigterm", "components"],  # roughly; the 2-core machine varies
+)
+def test_an_interrupted_up_exits_130_and_a_second_up_converges(
+    engine: str, tmp_path: Path, delay: float, signum: signal.Signals
+) -> None:
+    project = f"ndt-int-{uuid.uuid4().hex[:8]}"
+    file = tmp_path / "nachos-deploy.yaml"
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "project": project,
+                "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+                "components": {
+                    "gateway": {"enabled": False},
+                    "llm-proxy": {"enabled": False},
+                    "webchat": {"image": PROBE, "enabled": True, "egress": False},
+                },
+            }
+        )
+    )
+    command = [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--timeout", "90"]
+    try:
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        run.send_signal(signum)
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 130, out + err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines == [
+            f"Interrupted: project {project} may be left partly started; run `nachos-deploy up -p "
+            f"{project}` to finish it or `nachos-deploy down -p {project}` to remove it."
+        ], err
+        again = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert again.returncode == 0, again.stdout + again.stderr
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "nachos_deploy", "down", "-c", str(file), "--volumes", "--yes"],
+            capture_output=True,
+            timeout=180,
+        )
