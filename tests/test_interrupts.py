@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_lifecycle import PROBE
+from tests.test_lifecycle import PROBE, containers
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,54 @@ def test_an_interrupted_up_exits_130_and_a_second_up_converges(
         ], err
         again = subprocess.run(command, capture_output=True, text=True, timeout=180)
         assert again.returncode == 0, again.stdout + again.stderr
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "nachos_deploy", "down", "-c", str(file), "--volumes", "--yes"],
+            capture_output=True,
+            timeout=180,
+        )
+
+
+def test_a_config_change_recreates_only_the_service_it_affects(engine: str, tmp_path: Path) -> None:
+    project = f"ndt-chg-{uuid.uuid4().hex[:8]}"
+    file = tmp_path / "nachos-deploy.yaml"
+
+    def write(value: str) -> None:
+        file.write_text(
+            yaml.safe_dump(
+                {
+                    "project": project,
+                    "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+                    "components": {
+                        "gateway": {"enabled": False},
+                        "llm-proxy": {"image": PROBE, "egress": False},
+                        "webchat": {
+                            "image": PROBE,
+                            "enabled": True,
+                            "egress": False,
+                            "environment": {"EXAMPLE": value},
+                        },
+                    },
+                }
+            )
+        )
+
+    def ids() -> dict[str, str]:
+        return containers(project)
+
+    command = [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--timeout", "90"]
+    try:
+        write("one")
+        first = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = ids()
+        write("two")
+        second = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert second.returncode == 0, second.stdout + second.stderr
+        after = ids()
+        assert set(before) == set(after)
+        changed = sorted(name for name in before if before[name] != after[name])
+        assert changed == ["webchat"], changed
     finally:
         subprocess.run(
             [sys.executable, "-m", "nachos_deploy", "down", "-c", str(file), "--volumes", "--yes"],
