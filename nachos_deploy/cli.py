@@ -395,9 +395,9 @@ def status(
     ] = None,
 ) -> None:
     """Show each service's state and health, whether it is connected to the bus (the bus's /connz),
-    and the bus's own view: version, JetStream, client connections, container memory. Exits 0 only
-    when everything is running, healthy and connected (the same rule `up` applies: with the bus down,
-    no component is ok); 1 otherwise. Works without the required secrets.
+    and the bus's own view: version, JetStream, client connections, server memory, the audit
+    stream. Exits 0 only when everything is running, healthy and connected (the same rule `up`
+    applies: with the bus down, no component is ok); 1 otherwise. Works without the required secrets.
 
     Example: nachos-deploy status --json
     """

@@ -76,7 +76,7 @@ def print_status(console: Console, result: StatusResult) -> None:
         jetstream = "on" if result.bus.get("jetstream") else "off"
         console.print(
             f"Bus: nats-server {result.bus.get('version')}, JetStream {jetstream}, "
-            f"{result.bus.get('connections')} client connection(s), container memory {memory}"
+            f"{result.bus.get('connections')} client connection(s), server memory {memory}"
         )
     if result.audit is not None:
         console.print(f"Audit: {_stream(result.audit)}", markup=False)

@@ -8,7 +8,6 @@ from typing import Any
 
 from nachos_deploy import engine, files, monitor, project
 from nachos_deploy.observe import observe
-from nachos_deploy.plan import BUS
 from nachos_deploy.results import StatusResult, StreamReport
 from nachos_deploy.stack import Stack
 
@@ -52,5 +51,7 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
                     "(`nachos-deploy up` creates it)"
                 )
         audit = StreamReport(wanted.stream, "seen", *state) if state else None
-    memory = engine.container_memory(seen.states[BUS].container) if BUS in seen.states else None
+    # The server's own resident memory from /varz: `docker stats` would cost two seconds.
+    mem = overview.get("mem") if overview else None
+    memory = mem if isinstance(mem, int) else None
     return StatusResult(stack.project, endpoints, seen.reports, overview, memory, problems, audit)
