@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from nats.js.errors import NoStreamResponseError
 
-from tests.test_lifecycle import containers
+from tests.test_lifecycle import PROBE, containers
 
 BUS_ONLY = {
     "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
@@ -29,10 +30,13 @@ KILL_MESSAGES = int(os.environ.get("NACHOS_DURABILITY_MESSAGES", "3000"))
 
 
 class Stack:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, components: dict[str, object] | None = None) -> None:
         self.project = f"ndt-audit-{uuid.uuid4().hex[:8]}"
         self.file = folder / "nachos-deploy.yaml"
-        self.file.write_text(yaml.safe_dump({"project": self.project, **BUS_ONLY}))
+        document = {"project": self.project, **BUS_ONLY}
+        if components:
+            document["components"] = {**BUS_ONLY["components"], **components}
+        self.file.write_text(yaml.safe_dump(document))
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -169,3 +173,32 @@ def test_a_sigkill_of_the_bus_while_publishing_loses_no_acked_message(stack: Sta
         assert set(ids) <= acked | unsure  # nothing stored that was never sent
         duplicates = len(ids) - len(set(ids))
         print(f"run {run}: {len(acked)} acked, {len(unsure)} unsure, {len(ids)} stored, {duplicates} dup")
+
+
+def test_components_audit_publishes_cross_their_sidecars_into_the_stream(engine: str, tmp_path: Path) -> None:
+    # llm-proxy may publish nachos.audit.log (its role does); a channel may not, and its sidecar
+    # refuses the publish, so only llm-proxy's three records are stored.
+    probe = {"image": PROBE, "egress": False}
+    stack = Stack(
+        tmp_path,
+        {
+            "llm-proxy": {**probe, "environment": {"PROBE_AUDIT_AT_START": "3"}},
+            "webchat": {**probe, "enabled": True, "environment": {"PROBE_AUDIT_AT_START": "2"}},
+        },
+    )
+    try:
+        stack.up()
+        messages = None
+        for _ in range(50):  # the probes publish once connected, which up has just seen
+            status = json.loads(stack.run("status", "--json").stdout)
+            messages = status["bus"]["audit"]["messages"]
+            if messages >= 3:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)  # room for a wrong extra record to arrive
+        status = json.loads(stack.run("status", "--json").stdout)
+        assert status["bus"]["audit"]["messages"] == 3, status["bus"]["audit"]
+        logs = stack.run("logs", "bus-webchat").stdout
+        assert "Publish Violation" in logs or "Permissions Violation" in logs, logs[-2000:]
+    finally:
+        stack.run("down", "--volumes", "--yes")

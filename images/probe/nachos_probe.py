@@ -29,6 +29,8 @@ Environment:
   PROBE_CONNECT_WINDOW     seconds to keep trying the first connection (default 5)
   PROBE_RECONNECT_ATTEMPTS reconnect attempts after a lost connection, >= 1 (default 10)
   PROBE_RECONNECT_WAIT     seconds between reconnect attempts (default 2)
+  PROBE_AUDIT_AT_START     publish this many core NATS messages on nachos.audit.log once connected,
+                           as the gateway and llm-proxy do (default 0)
   PROBE_IMAGE_CHECK        what the image's own HEALTHCHECK does: broken (default: asks
                            :8080/health, which nothing serves, like the filesystem tool's image) or
                            trivial (passes, like `node -e process.exit(0)` in the gateway's)
@@ -65,6 +67,7 @@ from nats.aio.msg import Msg
 ROLES = ("gateway", "llm-proxy", "channel", "tool", "extra")
 DEFAULT_NATS_URL = "nats://bus:4222"
 PING_SUBJECT_PREFIX = "nachos.health.ping"
+AUDIT_SUBJECT = "nachos.audit.log"  # what the gateway and llm-proxy publish their audit records on
 
 EXIT_OK = 0
 EXIT_BUS = 1
@@ -96,6 +99,7 @@ class Settings:
     exit_once: int | None = None
     healthy_after: float = 0.0
     db_path: str = ""
+    audit_at_start: int = 0
 
     @property
     def ping_subject(self) -> str:
@@ -216,6 +220,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         exit_once=exit_once,
         healthy_after=_number(env, "PROBE_HEALTHY_AFTER", 0.0, minimum=0.0),
         db_path=env.get("GATEWAY_DB_PATH", "").strip(),
+        audit_at_start=_integer(env, "PROBE_AUDIT_AT_START", 0, low=0, high=1_000_000),
     )
 
 
@@ -428,6 +433,10 @@ async def run(settings: Settings) -> int:
         answering = ", ".join(subjects)
         as_name = settings.connection_name
         print(f"probe {name} connected to {url} as {as_name}; answering {answering}", flush=True)
+        for index in range(settings.audit_at_start):
+            await client.publish(AUDIT_SUBJECT, json.dumps({"from": name, "index": index}).encode())
+        if settings.audit_at_start:
+            await client.flush(timeout=2)
 
         if settings.exit_once is not None and not Path(EXIT_ONCE_MARKER).exists():
             Path(EXIT_ONCE_MARKER).touch()
