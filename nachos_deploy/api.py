@@ -90,8 +90,7 @@ class RunningStack:
         try:
             return down(self.stack, volumes=volumes)
         finally:
-            if self._scratch is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
+            _discard(self._scratch)
 
     def __enter__(self) -> RunningStack:
         return self
@@ -182,8 +181,7 @@ def start(
         stack = load(config, project=project, output=output, sets=sets, environ=environ)
         return _running_stack(stack, up(stack, only=only, timeout=timeout, progress=progress), scratch)
     except BaseException:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        _discard(scratch)
         raise
 
 
@@ -206,8 +204,7 @@ def running(
     try:
         stack = load(config, project=project, output=output, sets=sets, environ=environ)
     except BaseException:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        _discard(scratch)
         raise
     try:
         yield _running_stack(stack, up(stack, only=only, timeout=timeout, progress=progress))
@@ -215,8 +212,7 @@ def running(
         try:
             _uninterrupted(lambda: down(stack, volumes=not keep_volumes))
         finally:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+            _discard(scratch)
 
 
 def _scratch(config: Config, output: str | Path | None) -> tuple[Path | None, str | Path | None]:
@@ -225,6 +221,12 @@ def _scratch(config: Config, output: str | Path | None) -> tuple[Path | None, st
         return None, output
     scratch = Path(tempfile.mkdtemp(prefix="nachos-deploy-"))
     return scratch, scratch / "rendered"
+
+
+def _discard(scratch: Path | None) -> None:
+    """Remove a mapping's temporary output folder, if there is one."""
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _running_stack(stack: Stack, result: UpResult, scratch: Path | None = None) -> RunningStack:

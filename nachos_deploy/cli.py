@@ -296,7 +296,7 @@ def up(
 
     stack = _stack(config, set_, project, output)
     if github:
-        outputs_mod.append_github({}, os.environ)  # fails now, before anything starts, if unset
+        outputs_mod.github_targets(os.environ)  # fails now, before anything starts, if unset
     try:
         if json_:
             result = api.up(stack, timeout=timeout, only=only or (), notice=_notice)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -83,21 +84,27 @@ async def _close_quietly(client: Client) -> None:
         await client.close()
 
 
-async def _round_trip_async(nats_url: str, connect_timeout: float, request_timeout: float) -> float:
-    """Request/reply with ourselves on a private subject; returns milliseconds."""
+@contextlib.asynccontextmanager
+async def _connected(
+    nats_url: str, name: str, timeout: float, failure: type[Exception]
+) -> AsyncIterator[Client]:
+    """A short-lived client, connected within ``timeout`` (else ``failure`` saying why) and always
+    closed quietly afterwards."""
     errors: list[BaseException] = []
     client = Client()
     try:
         try:
-            await _connect(
-                client,
-                nats_url,
-                _client_options(PROBE_CONNECTION_NAME, connect_timeout, errors),
-                connect_timeout,
-            )
+            await _connect(client, nats_url, _client_options(name, timeout, errors), timeout)
         except (OSError, nats_errors.Error, TimeoutError) as exc:
-            raise MonitorProblem(_connect_failure(nats_url, exc, errors)) from None
+            raise failure(_connect_failure(nats_url, exc, errors)) from None
+        yield client
+    finally:
+        await _close_quietly(client)
 
+
+async def _round_trip_async(nats_url: str, connect_timeout: float, request_timeout: float) -> float:
+    """Request/reply with ourselves on a private subject; returns milliseconds."""
+    async with _connected(nats_url, PROBE_CONNECTION_NAME, connect_timeout, MonitorProblem) as client:
         subject = f"{HEALTH_SUBJECT_PREFIX}.{secrets.token_hex(8)}"
         token = secrets.token_bytes(16)
 
@@ -120,8 +127,6 @@ async def _round_trip_async(nats_url: str, connect_timeout: float, request_timeo
         if reply.data != token:
             raise MonitorProblem("bus round trip returned a different payload than was sent")
         return elapsed_ms
-    finally:
-        await _close_quietly(client)
 
 
 def request(nats_url: str, subject: str, payload: bytes = b"", *, timeout: float = 2.0) -> bytes:
@@ -132,19 +137,8 @@ def request(nats_url: str, subject: str, payload: bytes = b"", *, timeout: float
     """
 
     async def run() -> bytes:
-        errors: list[BaseException] = []
-        client = Client()
         started = time.monotonic()
-        try:
-            try:
-                await _connect(
-                    client,
-                    nats_url,
-                    _client_options(REQUEST_CONNECTION_NAME, timeout, errors),
-                    timeout,
-                )
-            except (OSError, nats_errors.Error, TimeoutError) as exc:
-                raise BusUnavailable(_connect_failure(nats_url, exc, errors)) from None
+        async with _connected(nats_url, REQUEST_CONNECTION_NAME, timeout, BusUnavailable) as client:
             left = max(MIN_STEP_TIMEOUT, timeout - (time.monotonic() - started))
             try:
                 reply = await client.request(subject, payload, timeout=left)
@@ -155,8 +149,6 @@ def request(nats_url: str, subject: str, payload: bytes = b"", *, timeout: float
             except (OSError, nats_errors.Error) as exc:
                 raise BusUnavailable(f"request on {subject} failed: {describe(exc)}") from None
             return bytes(reply.data)
-        finally:
-            await _close_quietly(client)
 
     return asyncio.run(run())
 
@@ -179,58 +171,48 @@ def ensure_stream(nats_url: str, audit: AuditPlan, *, timeout: float = 5.0) -> S
     )
 
     async def run() -> StreamReport:
-        errors: list[BaseException] = []
-        client = Client()
-        try:
-            try:
-                await _connect(
-                    client, nats_url, _client_options(REQUEST_CONNECTION_NAME, timeout, errors), timeout
-                )
-            except (OSError, nats_errors.Error, TimeoutError) as exc:
-                raise BusUnavailable(_connect_failure(nats_url, exc, errors)) from None
-            js = client.jetstream(timeout=timeout)
-            try:
-                info = await js.stream_info(audit.stream)
-            except js_errors.NotFoundError:
-                info = await js.add_stream(wanted)
-                return _stream_report(info, "created")
-            current = info.config
-            storage = str(getattr(current.storage, "value", current.storage))
-            if storage != audit.storage:
-                raise ConfigError(
-                    f"bus.audit.storage is {audit.storage}, but the stream {audit.stream} on the bus "
-                    f"keeps {storage} storage, and "
-                    "JetStream cannot change that in place. Set bus.audit.storage back, or name a new "
-                    "stream with bus.audit.stream (the old one and its messages stay)."
-                )
-            same = (
-                sorted(current.subjects or []) == sorted(wanted.subjects or [])
-                and current.max_age == wanted.max_age
-                and current.max_bytes == wanted.max_bytes
-                and current.duplicate_window == wanted.duplicate_window
-            )
-            if same:
-                return _stream_report(info, "unchanged")
-            try:
-                info = await js.update_stream(replace(current, **_changes(wanted)))
-            except js_errors.APIError as exc:
-                raise ConfigError(
-                    f"JetStream refused to update the stream {audit.stream} in place: "
-                    f"{exc.description or exc}. Change bus.audit back, or name a new stream with "
-                    "bus.audit.stream."
-                ) from None
-            return _stream_report(info, "updated")
-        except (nats_errors.Error, TimeoutError) as exc:
-            raise BusUnavailable(
-                f"cannot provision the audit stream {audit.stream}: {describe(exc)}"
-            ) from None
-        finally:
-            await _close_quietly(client)
+        async with _connected(nats_url, REQUEST_CONNECTION_NAME, timeout, BusUnavailable) as client:
+            return await _provision(client, audit, wanted, timeout)
 
     return asyncio.run(run())
 
 
+async def _provision(client: Client, audit: AuditPlan, wanted: StreamConfig, timeout: float) -> StreamReport:
+    """Create, update in place, or leave the stream; never delete or recreate it."""
+    try:
+        js = client.jetstream(timeout=timeout)
+        try:
+            info = await js.stream_info(audit.stream)
+        except js_errors.NotFoundError:
+            info = await js.add_stream(wanted)
+            return _stream_report(info, "created")
+        current = info.config
+        storage = str(getattr(current.storage, "value", current.storage))
+        if storage != audit.storage:
+            raise ConfigError(
+                f"bus.audit.storage is {audit.storage}, but the stream {audit.stream} on the bus "
+                f"keeps {storage} storage, and "
+                "JetStream cannot change that in place. Set bus.audit.storage back, or name a new "
+                "stream with bus.audit.stream (the old one and its messages stay)."
+            )
+        updated = replace(current, **_changes(wanted))
+        if updated == current:
+            return _stream_report(info, "unchanged")
+        try:
+            info = await js.update_stream(updated)
+        except js_errors.APIError as exc:
+            raise ConfigError(
+                f"JetStream refused to update the stream {audit.stream} in place: "
+                f"{exc.description or exc}. Change bus.audit back, or name a new stream with "
+                "bus.audit.stream."
+            ) from None
+        return _stream_report(info, "updated")
+    except (nats_errors.Error, TimeoutError) as exc:
+        raise BusUnavailable(f"cannot provision the audit stream {audit.stream}: {describe(exc)}") from None
+
+
 def _changes(wanted: StreamConfig) -> dict[str, Any]:
+    """The settings nachos-deploy owns; the server's own defaults for the rest are kept."""
     return {
         "subjects": wanted.subjects,
         "max_age": wanted.max_age,

@@ -83,20 +83,24 @@ def write_env_file(path: Path, variables: Mapping[str, str]) -> None:
         ) from None
 
 
-def append_github(variables: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
-    """Append the variables as step outputs (lower-case names) to $GITHUB_OUTPUT and as variables to
-    $GITHUB_ENV; returns the files written. Either must be set: this is for GitHub Actions."""
-    targets = {name: environ.get(name, "") for name in (GITHUB_OUTPUT, GITHUB_ENV)}
-    if not any(targets.values()):
+def github_targets(environ: Mapping[str, str]) -> dict[str, str]:
+    """$GITHUB_OUTPUT and $GITHUB_ENV, those that are set; a ConfigError when neither is (checked
+    before `up` starts anything)."""
+    targets = {name: environ[name] for name in (GITHUB_OUTPUT, GITHUB_ENV) if environ.get(name)}
+    if not targets:
         raise ConfigError(
             "--github writes to the files named by $GITHUB_OUTPUT and $GITHUB_ENV, and neither is set: "
             "GitHub Actions sets them in a workflow step. Outside Actions, use --env-file PATH or "
             "`nachos-deploy env`."
         )
+    return targets
+
+
+def append_github(variables: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+    """Append the variables as step outputs (lower-case names) to $GITHUB_OUTPUT and as variables to
+    $GITHUB_ENV; returns the files written."""
     written = []
-    for name, target in targets.items():
-        if not target:
-            continue
+    for name, target in github_targets(environ).items():
         lines = (
             [f"{STEP_OUTPUTS.get(key, key.lower())}={value}" for key, value in variables.items()]
             if name == GITHUB_OUTPUT
