@@ -18,12 +18,13 @@ from nachos_deploy.plan import SELECTION_FILE
 
 def differences(output_dir: Path, files: Mapping[str, str], remove: Collection[str] = ()) -> list[str]:
     """Names of the rendered files that are missing from ``output_dir`` or differ from it, and of
-    the files in ``remove`` (written by an earlier render, no longer produced) still there."""
+    the files in ``remove`` (written by an earlier render, no longer produced) still there. A symbolic
+    link counts as different whatever it points to: render replaces the link, never writes through it."""
     changed = [name for name in sorted(remove) if (output_dir / name).exists()]
     for name, content in sorted(files.items()):
         path = output_dir / name
         try:
-            same = path.read_bytes() == content.encode("utf-8")
+            same = not path.is_symlink() and path.read_bytes() == content.encode("utf-8")
         except OSError:
             same = False
         if not same:
@@ -47,25 +48,63 @@ def stale(output_dir: Path, files: Mapping[str, str], candidates: Collection[str
     return found
 
 
+def _cannot(output_dir: Path, exc: OSError, done: Collection[str] = ()) -> OutputError:
+    """The failed write, saying truthfully what was already replaced."""
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in reason else ""
+    if done:
+        state = f"Already replaced: {', '.join(sorted(done))}; the other files are as they were"
+    else:
+        state = "Nothing was changed there"
+    return OutputError(
+        f"Cannot write the rendered files to {output_dir}: {reason}{where}. {state}. Fix the folder "
+        "(permissions, free space, what stands in the way) and run the command again, or choose "
+        "another folder with --output."
+    )
+
+
+def _obstacles(output_dir: Path, names: Collection[str]) -> None:
+    """Refuse before writing anything when a rendered file's place is taken by a folder (a rename
+    onto it would fail half way through)."""
+    if not output_dir.is_dir():
+        kind = "a file" if output_dir.exists() or output_dir.is_symlink() else "missing"
+        raise OutputError(
+            f"The output folder {output_dir} is {kind}, not a folder. Remove it or choose another "
+            "folder with --output. Nothing was written."
+        )
+    for name in sorted(names):
+        target = output_dir / name
+        if target.is_dir() and not target.is_symlink():
+            raise OutputError(
+                f"{target} is a folder where nachos-deploy writes a file. Remove it (or choose "
+                "another output folder with --output) and run the command again. Nothing was written."
+            )
+
+
 def write_all(output_dir: Path, files: Mapping[str, str], remove: Collection[str] = ()) -> list[str]:
-    """Write every file or none, then remove ``remove``; returns the names that changed."""
+    """Write every file or none, then remove ``remove``; returns the names that changed.
+
+    The files are staged in a temporary folder in the same file system as their destination (inside
+    the output folder when it exists, so a mount point works too: a rename across file systems fails
+    with EXDEV) and renamed into place one by one; a rename replaces a symbolic link itself."""
     changed = differences(output_dir, files, remove)
     if not changed:
         return []
-    parent = output_dir.parent
+    exists = output_dir.exists() or output_dir.is_symlink()
+    if exists:
+        _obstacles(output_dir, [name for name in changed if name in files])
+    home = output_dir if exists else output_dir.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=parent))
+        home.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=home))
     except OSError as exc:
-        raise OutputError(
-            f"Cannot create the output folder {output_dir} ({exc.strerror}). Choose another folder "
-            "with --output or fix the permissions of its parent."
-        ) from None
+        raise _cannot(output_dir, exc) from None
+    done: list[str] = []
     try:
         for name, content in files.items():
             (staging / name).write_text(content, encoding="utf-8")
             (staging / name).chmod(0o644)
-        if not output_dir.exists():
+        if not exists:
             staging.chmod(0o755)
             staging.rename(output_dir)
             return changed
@@ -74,11 +113,9 @@ def write_all(output_dir: Path, files: Mapping[str, str], remove: Collection[str
                 (staging / name).replace(output_dir / name)
             else:
                 (output_dir / name).unlink()
+            done.append(name)
     except OSError as exc:
-        raise OutputError(
-            f"Cannot write the rendered files to {output_dir} ({exc.strerror or exc}). Nothing was "
-            "changed there; fix the folder's permissions or choose another with --output."
-        ) from None
+        raise _cannot(output_dir, exc, done) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return changed

@@ -112,7 +112,7 @@ def test_unwritable_output_is_exit_7(workdir: Path) -> None:
     (workdir / "file").write_text("not a folder")
     code, _, err = run("render", "--output", "file/sub")
     assert code == 7
-    assert "Cannot create the output folder" in err
+    assert "Cannot write the rendered files" in err and "Nothing was changed" in err
 
 
 def test_bad_set_syntax(workdir: Path) -> None:
