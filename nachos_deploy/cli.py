@@ -35,8 +35,10 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup is off by default: paths, names and values are user text, and a `[/]` in them must print
+# as it is (rich would raise MarkupError or swallow `[prod]`). Styled lines opt in and escape.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -181,6 +183,7 @@ def render(
     Example: nachos-deploy render -c deploy/prod.yaml -o deploy/rendered --check
     """
     from nachos_deploy import files
+    from nachos_deploy.render import HEADER
 
     stack = _stack(config, set_, project, output)
     if check:
@@ -193,7 +196,7 @@ def render(
             raise typer.Exit(int(ExitCode.FAILED))
         out.print(f"{stack.output_dir} is up to date ({', '.join(sorted(stack.files))}).")
         return
-    changed = files.write_all(stack.output_dir, stack.files, stack.stale)
+    changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     state = f"updated or removed {', '.join(changed)}" if changed else "unchanged"
     out.print(f"Rendered {stack.output_dir} ({state}).")
 
@@ -544,6 +547,104 @@ credentials_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(credentials_app, name="credentials")
+
+
+@app.command()
+@handle_errors
+def bench(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="NATS_URL",
+            help="Measure the bus at this URL (with its credentials, if any) instead of the running "
+            "stack's; the deploy file is not read.",
+            show_default=False,
+        ),
+    ] = None,
+    monitor_url: Annotated[
+        str | None,
+        typer.Option(
+            "--monitor-url",
+            metavar="URL",
+            help="With --url: the bus's HTTP monitoring, for its memory and CPU (not measured without).",
+            show_default=False,
+        ),
+    ] = None,
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration",
+            metavar="SECONDS",
+            help="Seconds of measurements, at least 0.5; connecting and clean-up add a second or two.",
+            min=0.5,
+            clamp=True,
+        ),
+    ] = 5.0,
+    json_: JsonOpt = False,
+) -> None:
+    """Measure the running stack's bus (or the one at --url) against the platform's targets, within
+    about --duration seconds plus a second or two to connect and clean up:
+
+    - request/reply latency (p50, p90, p99, max) and requests/s, one request in flight, echoed by a
+      responder on a second connection, for 128 B, 1 KiB, 64 KiB and max_payload payloads (half the
+      time);
+    - the core publish rate of 128-byte messages and how many a subscriber got (a quarter);
+    - the JetStream acked publish rate into a scratch memory stream, deleted afterwards whatever
+      happens (a quarter; not measured when JetStream is off);
+    - the bus's memory and CPU from its monitor's /varz (the highest readings; memory before the
+      load too).
+
+    Targets: request/reply p99 of 128 B below 10 ms, bus memory below 50 MiB (50 * 1024 * 1024
+    bytes). Without a monitor URL the memory target is "not measured", not missed.
+
+    --json prints one object: ok, nats_url (no password), monitor_url, server_version, max_payload,
+    duration_s, elapsed_s, request_reply (a list of size, requests, p50_ms, p90_ms, p99_ms, max_ms,
+    requests_per_s), publish (size, messages, seconds, msgs_per_s, mib_per_s, delivered), jetstream
+    (the same, or null) with jetstream_note (why it is null), memory_bytes, memory_idle_bytes,
+    cpu_percent, and targets (a list of name, target, limit, unit, measured, ok: true, false, or
+    null when not measured). On an error: ok false, exit_code and error.
+
+    Exit codes: 0 every target met, 1 a target missed (or the bus is not running, or failed during
+    the run), and the other commands' codes for the configuration and the engine.
+
+    Example: nachos-deploy bench --duration 10 --json
+    """
+    from nachos_deploy import bench as bench_mod
+
+    try:
+        if monitor_url is not None and url is None:
+            raise DeployError(
+                "--monitor-url goes with --url; without --url the running stack's monitor is used.",
+                exit_code=ExitCode.USAGE,
+            )
+        max_payload: int | None = None
+        if url is None:
+            from nachos_deploy import project as project_mod
+
+            stack = _stack(config, set_, project, output)
+            endpoints = project_mod.running_endpoints(stack)
+            url, monitor_url = endpoints.nats_url, endpoints.monitor_url
+            max_payload = stack.plan.bus.max_payload
+        if json_:
+            result = bench_mod.run(url, monitor_url, duration=duration, max_payload=max_payload)
+        else:
+            with err.status(f"Measuring the bus for {duration:g}s", spinner="dots"):
+                result = bench_mod.run(url, monitor_url, duration=duration, max_payload=max_payload)
+    except DeployError as exc:
+        if json_:
+            _fail_json(exc)
+        raise
+    if json_:
+        out.print_json(data=result.as_json(), indent=2)
+    else:
+        bench_mod.print_result(out, result)
+    if not result.ok:
+        raise typer.Exit(int(ExitCode.FAILED))
 
 
 @credentials_app.command("rotate")

@@ -39,7 +39,28 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
+def _bool(value: Any) -> Any:
+    """Only true/false (and their spellings from --set and the environment) are booleans: a 0 or 1
+    where true/false belongs is more likely a value put under the wrong key."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 Port = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=0, le=65535)]
+Bool = Annotated[bool, BeforeValidator(_bool)]
+Cpus = Annotated[float, BeforeValidator(_not_a_bool), Field(gt=0, le=1024, allow_inf_nan=False)]
+MIN_MEMORY = 6 * 1024 * 1024  # the engine refuses a smaller limit ("Minimum memory limit allowed is 6MB")
+IMAGE_PATTERN = (
+    r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?/)?"  # registry host[:port]/
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+:[a-f0-9]{32,128})?$"  # :tag @digest
+)
+IMAGE_HINT = "must be an image reference such as nats:alpine or registry.example:5000/nachos/gateway:1.2"
+USER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$"
+Image = Annotated[str, Field(max_length=255, pattern=IMAGE_PATTERN)]
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,53}$"  # room for the sidecar's "bus-" and network's "-link"
 RESERVED_NAMES = ("bus", "volume-init")
@@ -71,16 +92,16 @@ class Model(BaseModel):
 class Resources(Model):
     """Limits Compose applies to one container (outside Swarm)."""
 
-    memory: Size | None = None
-    cpus: Annotated[float, Field(gt=0)] | None = None
-    pids: Annotated[int, BeforeValidator(_not_a_bool), Field(gt=0)] | None = None
+    memory: Annotated[Size, Field(ge=MIN_MEMORY)] | None = None
+    cpus: Cpus | None = None
+    pids: Annotated[int, BeforeValidator(_not_a_bool), Field(gt=0, le=4_194_304)] | None = None
 
 
 class Healthcheck(Model):
     test: list[str] | str
     interval: Duration = "5s"
     timeout: Duration = "3s"
-    retries: Annotated[int, Field(ge=1)] = 3
+    retries: Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=1000)] = 3
     start_period: Duration | None = None
 
 
@@ -108,7 +129,7 @@ class Images(Model):
 class Audit(Model):
     """The JetStream stream that keeps the platform's audit messages (``nachos.audit.>``)."""
 
-    enabled: bool = True
+    enabled: Bool = True
     stream: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "AUDIT"
     storage: Literal["file", "memory"] = "file"
     max_age: Duration = "720h"  # 30 days
@@ -124,8 +145,8 @@ class Audit(Model):
 
 
 class Bus(Model):
-    auth: bool = True  # false: the open bus of old, for debugging (doctor and up warn)
-    image: str = "nats:alpine"
+    auth: Bool = True  # false: the open bus of old, for debugging (doctor and up warn)
+    image: Image = "nats:alpine"
     max_payload: Size = 10 * 1024 * 1024
     max_pending: Size = 64 * 1024 * 1024
     store_dir: str = "/data"
@@ -211,22 +232,22 @@ class Permissions(Model):
 class Component(Model):
     """One container besides the bus; every key is optional and overrides the component's defaults."""
 
-    enabled: bool | None = None
+    enabled: Bool | None = None
     role: Literal["gateway", "llm-proxy", "channel", "tool", "extra"] | None = None
-    image: str | None = None
+    image: Image | None = None
     build: Build | None = None
     command: list[str] | str | None = None
     environment: dict[str, EnvValue] = {}
     secrets: dict[str, str] = {}
     volumes: list[str] = []
     networks: list[str] = []
-    egress: bool | None = None
-    user: str | None = None
+    egress: Bool | None = None
+    user: Annotated[str, Field(pattern=USER_PATTERN)] | None = None
     resources: Resources = Resources()
     healthcheck: Healthcheck | Literal[False] | None = None
     connection_name: str | Literal[False] | None = None
     permissions: Permissions = Permissions()
-    read_only: bool = True  # read-only root filesystem (with a tmpfs at /tmp); false for images that write
+    read_only: Bool = True  # read-only root filesystem (with a tmpfs at /tmp); false for images that write
 
     @field_validator("environment", "secrets")
     @classmethod

@@ -81,18 +81,47 @@ def _obstacles(output_dir: Path, names: Collection[str]) -> None:
             )
 
 
-def write_all(output_dir: Path, files: Mapping[str, str], remove: Collection[str] = ()) -> list[str]:
+def _foreign(output_dir: Path, names: Collection[str], marker: str) -> None:
+    """Refuse to replace a file nachos-deploy did not write (its first lines lack ``marker``): an
+    ``--output`` naming a folder of the user's own, or an empty one from an unset variable that
+    means the working folder, must not cost them their docker-compose.yml."""
+    theirs = []
+    for name in sorted(names):
+        target = output_dir / name
+        if target.is_symlink() or not target.is_file():
+            continue
+        try:
+            with target.open(encoding="utf-8", errors="replace") as handle:
+                head = handle.read(512)
+        except OSError:
+            continue
+        if marker not in head:
+            theirs.append(name)
+    if theirs:
+        raise OutputError(
+            f"{output_dir} holds {', '.join(theirs)} that nachos-deploy did not write. Move "
+            "them away, or choose another folder with --output (or the `output` key). Nothing was "
+            "written."
+        )
+
+
+def write_all(
+    output_dir: Path, files: Mapping[str, str], remove: Collection[str] = (), *, marker: str = ""
+) -> list[str]:
     """Write every file or none, then remove ``remove``; returns the names that changed.
 
     The files are staged in a temporary folder in the same file system as their destination (inside
     the output folder when it exists, so a mount point works too: a rename across file systems fails
-    with EXDEV) and renamed into place one by one; a rename replaces a symbolic link itself."""
+    with EXDEV) and renamed into place one by one; a rename replaces a symbolic link itself. With a
+    ``marker``, files that lack it are the user's and are never replaced."""
     changed = differences(output_dir, files, remove)
     if not changed:
         return []
     exists = output_dir.exists() or output_dir.is_symlink()
     if exists:
         _obstacles(output_dir, [name for name in changed if name in files])
+        if marker:
+            _foreign(output_dir, [name for name in changed if name in files], marker)
     home = output_dir if exists else output_dir.parent
     try:
         home.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from nachos_deploy.errors import BusFailure, ComponentFailure, EnvironmentProble
 from nachos_deploy.monitor import BusEndpoints, BusUnavailable
 from nachos_deploy.observe import Observation, Since, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
+from nachos_deploy.render import HEADER
 from nachos_deploy.results import BusReport, DownResult, Endpoints, ServiceReport, StreamReport, UpResult
 from nachos_deploy.stack import Stack
 
@@ -64,7 +65,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         )
     with project.compose_client(stack) as client:
         engine.check_compose_file(client, stack.compose_file)  # before anything is written
-    changed = files.write_all(stack.output_dir, stack.files, stack.stale)
+    changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     files.write_selection(stack.output_dir, only)
     if stack.plan.auth:
         credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first

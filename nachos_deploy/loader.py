@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from nachos_deploy import config as config_module
 from nachos_deploy import platform_config
-from nachos_deploy.config import NAME_PATTERN, Component, DeployConfig
+from nachos_deploy.config import IMAGE_HINT, NAME_PATTERN, Component, DeployConfig
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.platform_config import Platform
 
@@ -67,6 +68,11 @@ def load(
     elif path.is_file():
         data = _read_yaml(path)
         found = path
+    elif explicit and path.exists():
+        raise ConfigError(
+            f"The deploy file {path} is not a regular file (a folder or a device). Give the path of "
+            "a YAML file with --config or NACHOS_DEPLOY_CONFIG, e.g. ./nachos-deploy.yaml."
+        )
     elif explicit:
         raise ConfigError(
             f"The deploy file {path} does not exist. Check the path given with --config or "
@@ -170,6 +176,54 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
+    def construct_decimal_int(self, node: yaml.ScalarNode) -> int:
+        return int(str(self.construct_scalar(node)), 10)
+
+
+# YAML 1.2's core schema instead of PyYAML's YAML 1.1: only true/false are booleans (`NO`, `on` and
+# `y` stay strings), `0755` is 755 not 493, `12:30` and `2024-01-01` are strings (not 750 and a
+# date). Values are then read by the key's type, the same way as --set and NACHOS_DEPLOY_* values.
+_BOOL, _INT, _FLOAT, _TIME = (f"tag:yaml.org,2002:{kind}" for kind in ("bool", "int", "float", "timestamp"))
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _TIME)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_UniqueKeyLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_UniqueKeyLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+_UniqueKeyLoader.add_constructor(_INT, _UniqueKeyLoader.construct_decimal_int)
+
+MAX_VALUES = 100_000
+"""Values a document may expand to: YAML aliases can make a small file stand for billions."""
+
+
+def _check_tree(data: Any) -> None:
+    """Refuse documents that expand too far (alias bombs) or hold NUL characters, which no file
+    name, environment value or command line can carry."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    seen = 0
+    while stack:
+        where, node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise _Unparseable(f"it expands to more than {MAX_VALUES} values (aliases of aliases?)")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                stack.append((where, key))
+                stack.append((f"{where}.{_short(key, 40)}".lstrip("."), value))
+        elif isinstance(node, list):
+            stack.extend((f"{where}[{index}]", item) for index, item in enumerate(node))
+        elif isinstance(node, str) and "\x00" in node:
+            raise _Unparseable(f"{where or 'a key'}: {_short(node)!r} holds a NUL character; remove it")
+
 
 class _Unparseable(Exception):
     def __init__(self, problem: str, where: str = "") -> None:
@@ -182,7 +236,9 @@ def _load_yaml(text: str) -> Any:
     """Parse YAML, turning every way PyYAML can fail (also outside YAMLError: a bad date, an
     ``!!int`` that is none, a number too long, nesting too deep) into one exception."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        _check_tree(data)
+        return data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -254,7 +310,11 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], An
             continue
         raw = [part for part in name[len(ENV_PREFIX) :].split("__")]
         if not all(raw):
-            continue
+            raise ConfigError(
+                f"The environment variable {_short(name)} names no key: after {ENV_PREFIX}, give the "
+                "key path with '__' between its parts, e.g. NACHOS_DEPLOY_BUS__MAX_PAYLOAD=1MB; or "
+                "unset it."
+            )
         parts: list[str] = []
         for index, part in enumerate(raw):
             if index > 0 and parts[index - 1] in _FREE_FORM:
@@ -279,6 +339,8 @@ def _set_overrides(sets: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]
                 f"--set {item!r} is not of the form key.path=value; for example "
                 "--set bus.max_payload=1MB or --set components.slack.enabled=true."
             )
+        if "\x00" in value:
+            raise ConfigError(f"--set {_short(key.strip())}: the value holds a NUL character; remove it.")
         result.append((parts, value if _is_text(parts) else _scalar(value), f"--set {key.strip()}"))
     return result
 
@@ -307,7 +369,7 @@ def _put(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
 
 def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -> tuple[str, str]:
     """One ``key: problem (got X)`` clause, and where the bad value came from."""
-    loc = tuple(str(part) for part in error["loc"])
+    loc = tuple(str(part) for part in error["loc"] if not _is_branch(str(part)))
     key = ".".join(loc) or "(top level)"
     origin = source
     for length in range(len(loc), 0, -1):
@@ -337,12 +399,31 @@ def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -
             "must be a Compose project name: lowercase letters, digits, '-' and '_', starting with a "
             "letter or digit"
         )
+    elif kind == "string_pattern_mismatch" and loc[-1:] == ("image",):
+        message = IMAGE_HINT
+    elif kind == "string_pattern_mismatch" and loc[-1:] == ("user",):
+        message = "must be a user name or number, optionally with :group, e.g. 1001:1001 or nobody"
+    elif kind == "greater_than_equal" and loc[-1:] == ("memory",):
+        message = "must be at least 6MB, the smallest limit the engine takes; or leave it out"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         message = "must be a mapping of keys"
     got = error.get("input")
     if kind != "extra_forbidden" and not isinstance(got, dict | list) and repr(got) not in message:
         message = f"{message} (got {_short(repr(got))})"
     return origin, f"{key}: {message}"
+
+
+def _is_branch(part: str) -> bool:
+    """Whether a part of pydantic's error location names a branch of a union (``Healthcheck``,
+    ``list[str]``, ``function-after[...]``) rather than a key the user wrote."""
+    return "[" in part or part in _MODEL_NAMES or part in ("str", "int", "float", "bool")
+
+
+_MODEL_NAMES = frozenset(
+    cls.__name__
+    for cls in vars(config_module).values()
+    if isinstance(cls, type) and issubclass(cls, BaseModel)
+)
 
 
 def _known_keys(loc: tuple[str, ...]) -> list[str]:
@@ -384,8 +465,13 @@ def _is_text(key_path: tuple[str, ...]) -> bool:
                 return False
             model = nested
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [a for a in typing.get_args(annotation) if a is not type(None)] == [str]
-    return annotation is str
+        return [_bare(a) for a in typing.get_args(annotation) if a is not type(None)] == [str]
+    return _bare(annotation) is str
+
+
+def _bare(annotation: Any) -> Any:
+    """``str`` for ``Annotated[str, ...]``: the type a value is read as, without its checks."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from nachos_deploy.doctor import Check
 from nachos_deploy.results import ServiceReport, StatusResult, StreamReport, UpResult
@@ -18,11 +19,13 @@ def _services_table(services: list[ServiceReport]) -> Table:
     for column in ("service", "state", "health", "on the bus"):
         table.add_column(column)
     for service in services:
-        state = service.status if service.status == "running" else f"[red]{service.status}[/]"
+        state = Text(service.status, style="" if service.status == "running" else "red")
         name = f"{service.name} ({service.tool_id})" if service.tool_id else service.name
         if service.healed:
-            state += " (restarted: it was off the bus)"
-        table.add_row(name, state, service.health or "-", _MARK[service.connected])
+            state.append(" (restarted: it was off the bus)")
+        table.add_row(
+            Text(name), state, Text(service.health or "-"), Text.from_markup(_MARK[service.connected])
+        )
     return table
 
 
@@ -81,13 +84,13 @@ def print_status(console: Console, result: StatusResult) -> None:
     if result.audit is not None:
         console.print(f"Audit: {_stream(result.audit)}", markup=False)
     for problem in result.problems:
-        console.print(f"[red]problem:[/] {escape(problem)}")
+        console.print(f"[red]problem:[/] {escape(problem)}", markup=True)
     if result.ok:
         console.print(f"Project {result.project}: everything is running, healthy and on the bus.")
 
 
 def print_checks(console: Console, checks: list[Check]) -> None:
     for check in checks:
-        console.print(f"{_LEVEL[check.level]}  {check.name}: {escape(check.detail)}")
+        console.print(f"{_LEVEL[check.level]}  {escape(check.name)}: {escape(check.detail)}", markup=True)
         if check.fix and check.level != "pass":
-            console.print(f"      fix: {escape(check.fix)}")
+            console.print(f"      fix: {escape(check.fix)}", markup=True)

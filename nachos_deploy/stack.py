@@ -85,7 +85,7 @@ def prepare(
     the ``output`` key to the deploy file's folder."""
     cwd = cwd or Path.cwd()
     environ = dict(os.environ) if environ is None else environ
-    all_sets = [*sets, *([f"project={project}"] if project else [])]
+    all_sets = [*sets, *([f"project={project}"] if project is not None else [])]
     loaded = loader.load(config_path, cwd=cwd, environ=environ, sets=all_sets, document=document)
     output_dir = output if output is not None else loaded.base_dir / loaded.config.output
     if not output_dir.is_absolute():

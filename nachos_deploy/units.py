@@ -7,6 +7,7 @@ way. Durations use Compose's notation (``500ms``, ``1s``, ``1m30s``) because the
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
@@ -32,21 +33,34 @@ _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|m|s|ms|us))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)")
 _DURATION_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001}
 DURATION_HINT = "use a Compose duration such as 500ms, 1s, 10s or 1m30s"
+MIN_SECONDS = 0.001  # the engine refuses a healthcheck interval below 1ms
+MAX_SECONDS = 100_000 * 3600.0  # about 11 years; Go's durations end near 292 years
+MAX_SIZE = 2**63 - 1  # sizes are int64 in nats-server and the engine
 
 
 def parse_size(value: object) -> int:
     """Bytes from an int or a NATS size string; ValueError with the fix when it is neither."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size; {SIZE_HINT}")
+    size: int | None = None
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{value} is negative; {SIZE_HINT}")
-        return value
-    if isinstance(value, str):
+        size = value
+    elif isinstance(value, str):
         match = _SIZE.match(value)
-        if match and match.group(2).lower() in _SIZE_UNITS:
-            return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-    raise ValueError(f"{value!r} is not a size; {SIZE_HINT}")
+        if match and match.group(2).lower() in _SIZE_UNITS and len(match.group(1)) <= 20:
+            size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if size is None:
+        raise ValueError(f"{_short(value)!r} is not a size; {SIZE_HINT}")
+    if size > MAX_SIZE:
+        raise ValueError(f"{_short(value)} is too large (at most {MAX_SIZE} bytes); {SIZE_HINT}")
+    return size
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def format_size(size: int) -> str:
@@ -61,16 +75,20 @@ def parse_duration(value: object) -> str:
     """A Compose duration string, checked; bare numbers are read as seconds."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and math.isfinite(value):
         if value <= 0:
             raise ValueError(f"{value} is not a positive duration; {DURATION_HINT}")
-        return f"{value}s"
-    if isinstance(value, str) and _DURATION.match(value.strip()):
+        text = f"{value}s"
+    elif isinstance(value, str) and len(value) <= 64 and _DURATION.match(value.strip()):
         text = value.strip()
-        if duration_seconds(text) <= 0:
-            raise ValueError(f"{value!r} is not a positive duration; {DURATION_HINT}")
-        return text
-    raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+    else:
+        raise ValueError(f"{_short(value)!r} is not a duration; {DURATION_HINT}")
+    seconds = duration_seconds(text)
+    if seconds < MIN_SECONDS:
+        raise ValueError(f"{_short(value)!r} is below 1ms, the engine's shortest; {DURATION_HINT}")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{_short(value)!r} is longer than 100000h; {DURATION_HINT}")
+    return text
 
 
 def duration_seconds(text: str) -> float:

@@ -18,7 +18,7 @@ runner = CliRunner()
 DEEP = 5000
 
 DEPLOY_FILES = {
-    "bad-date": ("project: 2024-13-45\n", "a value cannot be read"),
+    "bad-date": ("project: !!timestamp 2024-13-45\n", "a value cannot be read"),
     "bad-int-tag": ("project: !!int abc\n", "a value cannot be read"),
     "huge-int": ("bus:\n  client_port: " + "9" * 5000 + "\n", "a value cannot be read"),
     "deep-list": ("bus: " + "[" * DEEP + "]" * DEEP + "\n", "nested too deeply"),

@@ -145,18 +145,13 @@ tricky = st.lists(pieces, max_size=20).map("".join) | st.text(max_size=30)
 
 
 @settings(max_examples=150, deadline=None)
-@given(value=tricky, command=st.lists(tricky, max_size=3), image=tricky.filter(lambda s: s != ""))
-def test_values_are_data_not_structure(value: str, command: list[str], image: str) -> None:
-    data = {
-        "components": {
-            "probe": {"image": image, "command": command, "environment": {"VALUE": value}, "user": value}
-        }
-    }
+@given(value=tricky, command=st.lists(tricky, max_size=3))
+def test_values_are_data_not_structure(value: str, command: list[str]) -> None:
+    """Free-text keys (image and user have a grammar of their own, checked in the config)."""
+    data = {"components": {"probe": {"image": "probe", "command": command, "environment": {"VALUE": value}}}}
     service = compose_of(data)["services"]["probe"]
     assert service["environment"]["VALUE"] == value.replace("$", "$$")
-    assert service["image"] == image.replace("$", "$$")
     assert service.get("command", []) == [arg.replace("$", "$$") for arg in command]
-    assert service.get("user", "") == value.replace("$", "$$")
 
 
 def test_a_container_sees_values_unchanged_and_secrets_from_the_host(engine: str, tmp_path: Path) -> None:
