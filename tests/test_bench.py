@@ -1,0 +1,261 @@
+"""`nachos-deploy bench` against real nats-server processes: the figures, the targets, the scratch
+stream removed, the time bound, and the one-line failures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nachos_deploy import bench
+from nachos_deploy.cli import app
+from nachos_deploy.monitor import get_json
+from tests.natsserver import NatsServer, ServerFactory, nats_server, nats_server_factory, no_connections_left
+
+__all__ = ["nats_server", "nats_server_factory"]  # fixtures, imported for pytest
+
+runner = CliRunner()
+MIB = 1024 * 1024
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def scratch_streams(monitor_url: str) -> list[str]:
+    """Names of the benchmark's scratch streams still on the bus."""
+    page = get_json(monitor_url, "/jsz?streams=true", 2.0)
+    names = []
+    for account in page.get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            if str(stream.get("name", "")).startswith(bench.STREAM_PREFIX):
+                names.append(stream["name"])
+    return names
+
+
+def test_bench_json_against_a_real_bus(nats_server: NatsServer) -> None:
+    duration = 1.0
+    started = time.monotonic()
+    code, out, err = run(
+        "bench",
+        "--url",
+        nats_server.nats_url,
+        "--monitor-url",
+        nats_server.monitor_url,
+        "--duration",
+        str(duration),
+        "--json",
+    )
+    elapsed = time.monotonic() - started
+    assert code == 0, (out, err)
+    doc = json.loads(out)
+    assert doc["ok"] is True
+    assert doc["duration_s"] == duration
+    assert elapsed < duration + 10, elapsed  # a bound, not a speed test
+    assert doc["server_version"]
+    assert doc["max_payload"] == 1024 * 1024  # the server's default, announced in its INFO
+    sizes = [row["size"] for row in doc["request_reply"]]
+    assert sizes == [128, 1024, 64 * 1024, 1024 * 1024]
+    for row in doc["request_reply"]:
+        assert row["requests"] >= 1
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["requests_per_s"] > 0
+    publish = doc["publish"]
+    assert publish["size"] == 128 and publish["messages"] > 0
+    assert publish["msgs_per_s"] > 0 and publish["mib_per_s"] > 0
+    assert publish["delivered"] == publish["messages"]  # nothing lost on the way to the subscriber
+    assert doc["jetstream"]["msgs_per_s"] > 0 and doc["jetstream"]["messages"] > 0
+    assert doc["jetstream_note"] is None
+    assert doc["memory_bytes"] > 0 and doc["memory_idle_bytes"] > 0
+    assert doc["memory_bytes"] >= doc["memory_idle_bytes"]
+    assert isinstance(doc["cpu_percent"], float)
+    names = {target["name"]: target for target in doc["targets"]}
+    assert set(names) == {"request/reply p99 (128 B)", "bus memory"}
+    p99 = names["request/reply p99 (128 B)"]
+    assert p99["measured"] == doc["request_reply"][0]["p99_ms"] and p99["ok"] is True
+    assert names["bus memory"]["measured"] == pytest.approx(doc["memory_bytes"] / MIB, abs=1e-3)
+    assert names["bus memory"]["limit"] == 50 and names["bus memory"]["unit"] == "MiB"
+    assert scratch_streams(nats_server.monitor_url) == []
+    assert no_connections_left(nats_server.monitor_url)
+
+
+def test_bench_text_shows_the_table_and_the_targets(nats_server: NatsServer) -> None:
+    code, out, err = run(
+        "bench", "--url", nats_server.nats_url, "--monitor-url", nats_server.monitor_url, "--duration", "0.5"
+    )
+    assert code == 0, (out, err)
+    for text in ("p50 ms", "p99 ms", "req/s", "128 B", "1 KiB", "64 KiB", "1 MiB", "Core publish, 128 B"):
+        assert text in out
+    assert "JetStream acked publish, 128 B" in out and "msgs/s" in out
+    assert "Bus memory:" in out and "CPU:" in out
+    assert "Targets" in out and "< 10 ms" in out and "< 50 MiB" in out
+    assert "Every measured target is met." in out
+
+
+def test_bench_without_jetstream_has_no_rate_and_says_why(nats_server_factory: ServerFactory) -> None:
+    server = nats_server_factory(jetstream=False)
+    code, out, err = run("bench", "--url", server.nats_url, "--duration", "0.5", "--json")
+    assert code == 0, (out, err)
+    doc = json.loads(out)
+    assert doc["jetstream"] is None
+    assert "JetStream is off" in doc["jetstream_note"]
+    # No monitor URL: memory and CPU are not measured, and that is not a missed target.
+    assert doc["memory_bytes"] is None and doc["cpu_percent"] is None and doc["monitor_url"] is None
+    memory = next(t for t in doc["targets"] if t["name"] == "bus memory")
+    assert memory["measured"] is None and memory["ok"] is None
+    assert doc["ok"] is True
+
+
+def test_max_payload_is_capped_by_the_server_and_measured(nats_server_factory: ServerFactory) -> None:
+    server = nats_server_factory(max_payload=100_000)
+    result = bench.run(server.nats_url, server.monitor_url, duration=0.5, max_payload=10 * MIB)
+    assert result.max_payload == 100_000
+    assert [row.size for row in result.latency] == [128, 1024, 64 * 1024, 100_000]
+
+
+def test_a_missed_target_is_reported(nats_server: NatsServer) -> None:
+    strict = bench.Targets(p99_ms=0.000001)
+    result = bench.run(nats_server.nats_url, nats_server.monitor_url, duration=0.5, targets=strict)
+    assert not result.ok
+    assert [check.name for check in result.missed] == ["request/reply p99 (128 B)"]
+    memory = next(check for check in result.targets if check.name == "bus memory")
+    assert memory.ok is True
+    assert result.as_json()["ok"] is False
+    assert scratch_streams(nats_server.monitor_url) == []
+
+
+@pytest.fixture
+def fake_monitor() -> Iterator[str]:
+    """A /varz that reports 100 MiB of memory: only to drive the exit code of a missed target."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"mem": 100 * MIB, "cpu": 1.5, "version": "fake"}).encode()
+            self.send_response(200 if self.path.startswith("/varz") else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_missed_target_exits_1(nats_server: NatsServer, fake_monitor: str) -> None:
+    args = ("bench", "--url", nats_server.nats_url, "--monitor-url", fake_monitor, "--duration", "0.5")
+    code, out, _ = run(*args, "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["memory_bytes"] == 100 * MIB
+    memory = next(t for t in doc["targets"] if t["name"] == "bus memory")
+    assert memory["ok"] is False and memory["measured"] == 100
+    code, out, _ = run(*args)
+    assert code == 1
+    assert "MISSED" in out and "Missed: bus memory." in out
+
+
+def test_an_unreachable_bus_is_one_line_and_exit_1() -> None:
+    code, out, err = run("bench", "--url", "nats://127.0.0.1:1", "--duration", "0.5")
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert err.strip() == "error: Cannot connect to the bus at nats://127.0.0.1:1: connection refused."
+    code, out, _ = run("bench", "--url", "nats://127.0.0.1:1", "--json")
+    assert code == 1
+    assert json.loads(out) == {
+        "ok": False,
+        "exit_code": 1,
+        "error": "Cannot connect to the bus at nats://127.0.0.1:1: connection refused.",
+    }
+
+
+def test_an_unreachable_monitor_fails_before_any_load(nats_server: NatsServer) -> None:
+    code, out, err = run("bench", "--url", nats_server.nats_url, "--monitor-url", "http://127.0.0.1:1")
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert "Cannot read the bus's memory and CPU" in err and len(err.strip().splitlines()) == 1
+
+
+def test_monitor_url_needs_url() -> None:
+    code, _, err = run("bench", "--monitor-url", "http://127.0.0.1:8222")
+    assert code == 2
+    assert "--monitor-url goes with --url" in err
+
+
+def test_bench_without_a_running_stack_is_exit_1(engine: str, workdir: Path) -> None:
+    name = f"bench-none-{uuid.uuid4().hex[:8]}"
+    code, out, err = run("bench", "-p", name, "--duration", "0.5")
+    assert code == 1
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"The bus of project {name} is not running" in lines[0]
+    assert f"nachos-deploy up -p {name}" in lines[0]
+
+
+def test_help_explains_and_has_an_example() -> None:
+    code, out, _ = run("bench", "--help")
+    assert code == 0
+    assert "Example" in out and "--duration" in out and "--json" in out
+
+
+def test_payload_sizes_are_deduplicated_and_capped() -> None:
+    assert bench.payload_sizes(10 * MIB) == [128, 1024, 65536, 10 * MIB]
+    assert bench.payload_sizes(65536) == [128, 1024, 65536]
+    assert bench.payload_sizes(1000) == [128, 1000]
+    assert bench.payload_sizes(64) == [64]
+
+
+def test_percentiles_and_targets() -> None:
+    row = bench.latency_row(128, [float(n) for n in range(100, 0, -1)], 1.0)
+    assert (row.p50_ms, row.p90_ms, row.p99_ms, row.max_ms) == (50.0, 90.0, 99.0, 100.0)
+    assert row.requests == 100 and row.requests_per_s == 100.0
+    p99, memory = bench.judge([row], None)
+    assert p99.ok is False and p99.measured == 99.0
+    assert memory.ok is None and memory.measured is None
+    _, memory = bench.judge([row], 50 * MIB)
+    assert memory.ok is False  # the target is strictly below 50 MiB
+    _, memory = bench.judge([row], 50 * MIB - 1)
+    assert memory.ok is True
+
+
+def test_sigterm_during_the_jetstream_phase_deletes_the_scratch_stream(nats_server: NatsServer) -> None:
+    def streams() -> int:
+        return int(get_json(nats_server.monitor_url, "/jsz", 2.0)["streams"])
+
+    url = nats_server.nats_url
+    command = [sys.executable, "-m", "nachos_deploy", "bench", "--url", url, "--duration", "4"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while streams() == 0 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert streams() == 1, "the scratch stream never appeared"
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, (out, err)
+    assert err.strip() == "Interrupted."
+    assert streams() == 0
