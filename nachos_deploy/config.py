@@ -61,6 +61,18 @@ IMAGE_PATTERN = (
 IMAGE_HINT = "must be an image reference such as nats:alpine or registry.example:5000/nachos/gateway:1.2"
 USER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$"
 Image = Annotated[str, Field(max_length=255, pattern=IMAGE_PATTERN)]
+# A path or name written into a file: one line, no control characters (a newline would end the
+# value in the rendered YAML's meaning, a NUL cannot be passed to any system call).
+PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
+LineText = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+def _false_not_zero(value: Any) -> Any:
+    """``Literal[False]`` also takes 0 (0 == False in Python); only the YAML word false turns off."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be false (to turn it off) or a setting, not a number")
+    return value
+
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,53}$"  # room for the sidecar's "bus-" and network's "-link"
 RESERVED_NAMES = ("bus", "volume-init")
@@ -73,10 +85,41 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 
 
+class SourceInt(int):
+    """A number read from YAML that remembers how it was written, so that an environment value
+    `VERSION: 1.10` stays "1.10" (not "1.1") and `A: 1e400` stays "1e400" (not "inf")."""
+
+    source: str
+
+    def __new__(cls, value: int, source: str) -> SourceInt:
+        number = super().__new__(cls, value)
+        number.source = source
+        return number
+
+    def __getnewargs__(self) -> tuple[int, str]:  # type: ignore[override]
+        return int(self), self.source
+
+
+class SourceFloat(float):
+    """See :class:`SourceInt`."""
+
+    source: str
+
+    def __new__(cls, value: float, source: str) -> SourceFloat:
+        number = super().__new__(cls, value)
+        number.source = source
+        return number
+
+    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]
+        return float(self), self.source
+
+
 def _env_value(value: object) -> str:
-    """Environment values are strings in the end; numbers and booleans are spelled as YAML wrote them."""
+    """Environment values are strings in the end; numbers are spelled as YAML wrote them."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, SourceInt | SourceFloat):
+        return value.source
     if isinstance(value, int | float | str):
         return str(value)
     raise ValueError("must be a string, a number or true/false, not a list or mapping")
@@ -108,15 +151,25 @@ class Healthcheck(Model):
 class Build(Model):
     """Build the image from a local Nachos checkout instead of using a registry image."""
 
-    context: str
-    dockerfile: str | None = None
+    context: PathText
+    dockerfile: PathText | None = None
 
 
 class Images(Model):
     """Component images are named ``<prefix><image name>:<tag>``, e.g. ``nachos/gateway:latest``."""
 
-    prefix: str = "nachos/"
+    prefix: Annotated[str, Field(max_length=200)] = "nachos/"
     tag: str = "latest"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(IMAGE_PATTERN, f"{value}gateway"):
+            raise ValueError(
+                "must make an image name when a component's name follows it: empty, or e.g. nachos/ "
+                "or registry.example:5000/nachos/ (lowercase letters, digits, '.', '_', '-', '/')"
+            )
+        return value
 
     @field_validator("tag")
     @classmethod
@@ -244,8 +297,8 @@ class Component(Model):
     egress: Bool | None = None
     user: Annotated[str, Field(pattern=USER_PATTERN)] | None = None
     resources: Resources = Resources()
-    healthcheck: Healthcheck | Literal[False] | None = None
-    connection_name: str | Literal[False] | None = None
+    healthcheck: Annotated[Healthcheck | Literal[False] | None, BeforeValidator(_false_not_zero)] = None
+    connection_name: Annotated[LineText | Literal[False] | None, BeforeValidator(_false_not_zero)] = None
     permissions: Permissions = Permissions()
     read_only: Bool = True  # read-only root filesystem (with a tmpfs at /tmp); false for images that write
 
@@ -323,9 +376,9 @@ class Component(Model):
 
 class DeployConfig(Model):
     project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = "nachos"
-    output: str = ".nachos"
-    platform_config: str = "nachos.toml"
-    compose_override: str = "docker-compose.override.yml"  # beside the deploy file, when present
+    output: PathText = ".nachos"
+    platform_config: PathText = "nachos.toml"
+    compose_override: PathText = "docker-compose.override.yml"  # beside the deploy file, when present
     images: Images = Images()
     bus: Bus = Bus()
     components: dict[str, Component] = {}

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from nachos_deploy import config as config_module
 from nachos_deploy import platform_config
-from nachos_deploy.config import IMAGE_HINT, NAME_PATTERN, Component, DeployConfig
+from nachos_deploy.config import IMAGE_HINT, NAME_PATTERN, Component, DeployConfig, SourceFloat, SourceInt
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.platform_config import Platform
 
@@ -160,6 +160,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges keys that the mapping's own may override
             key = self.construct_object(key_node, deep=deep)
             try:
                 line = seen.get(key)
@@ -177,7 +179,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_decimal_int(self, node: yaml.ScalarNode) -> int:
-        return int(str(self.construct_scalar(node)), 10)
+        text = str(self.construct_scalar(node))
+        return SourceInt(int(text, 10), text)
+
+    def construct_source_float(self, node: yaml.ScalarNode) -> float:
+        return SourceFloat(self.construct_yaml_float(node), str(node.value))
 
 
 # YAML 1.2's core schema instead of PyYAML's YAML 1.1: only true/false are booleans (`NO`, `on` and
@@ -200,6 +206,7 @@ _UniqueKeyLoader.add_implicit_resolver(
     list("-+0123456789."),
 )
 _UniqueKeyLoader.add_constructor(_INT, _UniqueKeyLoader.construct_decimal_int)
+_UniqueKeyLoader.add_constructor(_FLOAT, _UniqueKeyLoader.construct_source_float)
 
 MAX_VALUES = 100_000
 """Values a document may expand to: YAML aliases can make a small file stand for billions."""

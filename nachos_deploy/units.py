@@ -29,6 +29,7 @@ _SIZE_UNITS = {
 }
 SIZE_HINT = "use a whole number of bytes or a NATS size such as 512KB, 1MB or 10MB (MB = 1024*1024 bytes)"
 
+_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|m|s|ms|us))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)")
 _DURATION_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001}
@@ -72,22 +73,27 @@ def format_size(size: int) -> str:
 
 
 def parse_duration(value: object) -> str:
-    """A Compose duration string, checked; bare numbers are read as seconds."""
+    """A Compose duration string, checked; bare numbers (also "5" from --set or the environment)
+    are read as seconds, as they are in the deploy file."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+    shown = _short(value)
+    if isinstance(value, str) and _NUMBER.match(value):
+        value = float(value)
     if isinstance(value, int | float) and math.isfinite(value):
         if value <= 0:
-            raise ValueError(f"{value} is not a positive duration; {DURATION_HINT}")
-        text = f"{value}s"
+            raise ValueError(f"{shown} is not a positive duration; {DURATION_HINT}")
+        seconds = float(value)
+        text = f"{value}s" if isinstance(value, int) else f"{value:.6f}".rstrip("0").rstrip(".") + "s"
     elif isinstance(value, str) and len(value) <= 64 and _DURATION.match(value.strip()):
         text = value.strip()
+        seconds = duration_seconds(text)
     else:
-        raise ValueError(f"{_short(value)!r} is not a duration; {DURATION_HINT}")
-    seconds = duration_seconds(text)
+        raise ValueError(f"{shown!r} is not a duration; {DURATION_HINT}")
     if seconds < MIN_SECONDS:
-        raise ValueError(f"{_short(value)!r} is below 1ms, the engine's shortest; {DURATION_HINT}")
+        raise ValueError(f"{shown!r} is below 1ms, the engine's shortest; {DURATION_HINT}")
     if seconds > MAX_SECONDS:
-        raise ValueError(f"{_short(value)!r} is longer than 100000h; {DURATION_HINT}")
+        raise ValueError(f"{shown!r} is longer than 100000h; {DURATION_HINT}")
     return text
 
 

@@ -38,12 +38,14 @@ def test_format_size_prefers_units() -> None:
     assert format_size(1000) == "1000"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("1s", 1.0), ("500ms", 0.5), ("1m30s", 90.0), (2, 2.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("1s", 1.0), ("500ms", 0.5), ("1m30s", 90.0), (2, 2.0), ("10", 10.0), (0.25, 0.25)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert duration_seconds(parse_duration(text)) == seconds
 
 
-@pytest.mark.parametrize("bad", ["soon", "1 s", "0s", 0, -3, "10", True])
+@pytest.mark.parametrize("bad", ["soon", "1 s", "0s", 0, -3, "0", "-3", "1e-7", True, "100ns", 1e400])
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
