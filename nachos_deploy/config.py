@@ -61,9 +61,19 @@ IMAGE_PATTERN = (
 IMAGE_HINT = "must be an image reference such as nats:alpine or registry.example:5000/nachos/gateway:1.2"
 USER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$"
 Image = Annotated[str, Field(max_length=255, pattern=IMAGE_PATTERN)]
+
+
 # A path or name written into a file: one line, no control characters (a newline would end the
 # value in the rendered YAML's meaning, a NUL cannot be passed to any system call).
-PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
+def _path_parts(value: str) -> str:
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in value.split("/")):
+        raise ValueError("has a folder or file name longer than 255 bytes, more than file systems take")
+    return value
+
+
+PathText = Annotated[
+    str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$"), AfterValidator(_path_parts)
+]
 LineText = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 

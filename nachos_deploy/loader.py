@@ -21,7 +21,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from nachos_deploy import config as config_module
 from nachos_deploy import platform_config
 from nachos_deploy.config import IMAGE_HINT, NAME_PATTERN, Component, DeployConfig, SourceFloat, SourceInt
 from nachos_deploy.errors import ConfigError
@@ -103,7 +102,7 @@ def validate(
     try:
         return DeployConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(error, origins or {}, source) for error in exc.errors()]
+        problems = [_describe(error, origins or {}, source, data) for error in exc.errors()]
         where = sorted({origin for origin, _ in problems})
         text = "; ".join(problem for _, problem in problems)
         raise ConfigError(
@@ -243,6 +242,8 @@ def _load_yaml(text: str) -> Any:
     """Parse YAML, turning every way PyYAML can fail (also outside YAMLError: a bad date, an
     ``!!int`` that is none, a number too long, nesting too deep) into one exception."""
     try:
+        if _too_deep(text):
+            raise RecursionError
         data = yaml.load(text, Loader=_UniqueKeyLoader)
         _check_tree(data)
         return data
@@ -254,6 +255,24 @@ def _load_yaml(text: str) -> Any:
         raise _Unparseable("it is nested too deeply") from None
     except (ValueError, TypeError, OverflowError) as exc:
         raise _Unparseable(f"a value cannot be read ({_short(str(exc))})") from None
+
+
+MAX_FLOW_DEPTH = 200
+"""Brackets nested deeper than this are refused before parsing: PyYAML takes 0.6 s to reach its
+recursion limit at 3,000 levels, and no deploy file needs more than a handful."""
+
+
+def _too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return False
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return deepest > MAX_FLOW_DEPTH
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -343,7 +362,7 @@ def _set_overrides(sets: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]
         parts = tuple(key.strip().split("."))
         if not sep or not all(parts):
             raise ConfigError(
-                f"--set {item!r} is not of the form key.path=value; for example "
+                f"--set {_short(item)!r} is not of the form key.path=value; for example "
                 "--set bus.max_payload=1MB or --set components.slack.enabled=true."
             )
         if "\x00" in value:
@@ -374,9 +393,13 @@ def _put(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
     node[key_path[-1]] = value
 
 
-def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -> tuple[str, str]:
+def _describe(
+    error: Any, origins: Mapping[tuple[str, ...], str], source: str, data: Any = None
+) -> tuple[str, str]:
     """One ``key: problem (got X)`` clause, and where the bad value came from."""
-    loc = tuple(str(part) for part in error["loc"] if not _is_branch(str(part)))
+    loc = _user_loc(data, error["loc"])
+    if error["type"] == "missing" and error["loc"]:
+        loc = (*loc, str(error["loc"][-1]))  # a required key: absent from the document by definition
     key = ".".join(loc) or "(top level)"
     origin = source
     for length in range(len(loc), 0, -1):
@@ -420,17 +443,20 @@ def _describe(error: Any, origins: Mapping[tuple[str, ...], str], source: str) -
     return origin, f"{key}: {message}"
 
 
-def _is_branch(part: str) -> bool:
-    """Whether a part of pydantic's error location names a branch of a union (``Healthcheck``,
-    ``list[str]``, ``function-after[...]``) rather than a key the user wrote."""
-    return "[" in part or part in _MODEL_NAMES or part in ("str", "int", "float", "bool")
-
-
-_MODEL_NAMES = frozenset(
-    cls.__name__
-    for cls in vars(config_module).values()
-    if isinstance(cls, type) and issubclass(cls, BaseModel)
-)
+def _user_loc(data: Any, loc: Sequence[Any]) -> tuple[str, ...]:
+    """pydantic's error location without the parts that name a branch of a union (``Healthcheck``,
+    ``list[str]``, ``function-after[...]``): a part is kept when it is a key (or index) of the
+    document at that point, so a user's key that looks like a branch name is never dropped."""
+    kept: list[str] = []
+    node = data
+    for part in loc:
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if (isinstance(node, dict) and part in node) or in_list:
+            node = node[part]
+        elif isinstance(node, dict | list):
+            continue  # a branch tag: the document has no such key here
+        kept.append(str(part))
+    return tuple(kept) or tuple(str(part) for part in loc[:1])
 
 
 def _known_keys(loc: tuple[str, ...]) -> list[str]:
