@@ -137,25 +137,85 @@ def up(
     build: bool = False,
     failure: ExitCode = ExitCode.COMPONENT,
 ) -> None:
-    """Create and start services without waiting; the caller checks health itself, faster."""
-    try:
-        client.compose.up(
-            list(services),
-            detach=True,
-            quiet=True,
-            dependencies=dependencies,
-            pull="never" if not build else None,
-            build=build,
-        )
-    except DockerException as exc:
-        text = _stderr(exc)
-        hint = ""
-        if "port is already allocated" in text or "address already in use" in text:
-            hint = (
-                " A host port is taken by another program or stack: choose other ports with "
-                "--set bus.client_port=PORT --set bus.monitor_port=PORT (0 picks free ones)."
+    """Create and start services without waiting; the caller checks health itself, faster.
+
+    Two Compose runs that created the same project's network at once (before the per-project lock,
+    or from another tool) leave two networks of one name, and every later run fails with "network
+    ... is ambiguous": the empty duplicates are removed and the run is tried once more."""
+    for attempt in (1, 2):
+        try:
+            client.compose.up(
+                list(services),
+                detach=True,
+                quiet=True,
+                dependencies=dependencies,
+                pull="never" if not build else None,
+                build=build,
             )
-        raise typed(f"docker compose up {' '.join(services)} failed: {text}.{hint}", failure) from None
+            return
+        except DockerException as exc:
+            text = _daemon_error(_stderr(exc))
+            project = client.client_config.compose_project_name or ""
+            if attempt == 1 and "is ambiguous" in text and remove_duplicate_networks(project):
+                continue
+            raise _up_failure(services, text, failure) from None
+
+
+def _up_failure(services: Sequence[str], text: str, failure: ExitCode) -> DeployError:
+    if "non-overlapping IPv4 address pool" in text or "address pools have been fully subnetted" in text:
+        return EnvironmentProblem(
+            f"Docker has no address range left for this stack's networks ({text}). Remove networks "
+            "you no longer use (`docker network prune`, or `nachos-deploy down` of old stacks) or "
+            "give the engine more ranges (`default-address-pools` in /etc/docker/daemon.json), then "
+            "run `nachos-deploy up` again."
+        )
+    hint = ""
+    if "port is already allocated" in text or "address already in use" in text:
+        hint = (
+            " A host port is taken by another program or stack: choose other ports with "
+            "--set bus.client_port=PORT --set bus.monitor_port=PORT (0 picks free ones)."
+        )
+    return typed(f"docker compose up {' '.join(services)} failed: {text}.{hint}", failure)
+
+
+def _daemon_error(text: str) -> str:
+    """The engine's own error lines out of Compose's progress output ("Container x Created ...")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [
+        line for line in lines if "Error response from daemon" in line or line.lower().startswith("error")
+    ]
+    if errors:
+        return " ".join(errors)
+    marker = text.find("Error response from daemon")
+    return text[marker:].strip() if marker >= 0 else text
+
+
+def remove_duplicate_networks(project: str) -> list[str]:
+    """Remove the empty extra copies of a project's networks that share a name; returns them."""
+    if not project:
+        return []
+    try:
+        networks = _plain().network.list(filters=[("label", f"com.docker.compose.project={project}")])
+        groups: dict[str, list[tuple[int, datetime, str]]] = {}
+        for network in networks:
+            entry = (len(network.containers or {}), network.created, network.id)
+            groups.setdefault(network.name, []).append(entry)
+    except DockerException:
+        return []
+    removed = []
+    for name, group in sorted(groups.items()):
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda entry: (-entry[0], entry[1]))  # keep the used one, else the oldest
+        for containers, _, network_id in group[1:]:
+            if containers:
+                continue
+            try:
+                _plain().network.remove(network_id)
+            except DockerException:
+                continue
+            removed.append(f"{name} ({network_id[:12]})")
+    return removed
 
 
 def states(client: DockerClient) -> dict[str, ServiceState]:
