@@ -15,6 +15,7 @@ from pathlib import Path
 
 from python_on_whales import DockerClient, DockerException
 from python_on_whales.client_config import ClientNotFoundError
+from python_on_whales.utils import run
 
 from nachos_deploy.errors import ConfigError, DeployError, EnvironmentProblem, ExitCode, typed
 
@@ -48,6 +49,10 @@ class ServiceState:
     started_at: float | None = None  # start of the current run, seconds since the epoch
     probes: tuple[Probe, ...] = ()  # the last few healthcheck runs, oldest first
     addresses: tuple[tuple[str, str], ...] = ()  # (Compose network name, IP address)
+    ports: tuple[tuple[int, int], ...] = ()  # (container port, host port) of published TCP ports
+
+    def host_port(self, target: int) -> int | None:
+        return next((host for port, host in self.ports if port == target), None)
 
     def address_on(self, network: str) -> str | None:
         return next((ip for name, ip in self.addresses if name == network), None)
@@ -219,42 +224,112 @@ def remove_duplicate_networks(project: str) -> list[str]:
 
 
 def states(client: DockerClient) -> dict[str, ServiceState]:
-    """Service name → state of its container (all containers, stopped ones included)."""
+    """Service name → state of its container (all containers, stopped ones included).
+
+    Two engine calls, whatever the number of containers: the project's containers by their Compose
+    label, then one ``docker container inspect`` of them all. (``compose ps`` loads and checks the
+    whole project first, about 0.4 s, and python-on-whales then inspects each container on its own:
+    a round of the gate's polling took 0.5 s for nine containers.)"""
+    docker = [*client.client_config.docker_cmd]
+    label = f"label=com.docker.compose.project={client.client_config.compose_project_name}"
     try:
-        containers = client.compose.ps(all=True)
+        ids = str(
+            run([*docker, "container", "ls", "--all", "--quiet", "--no-trunc", "--filter", label])
+        ).split()
+        found = json.loads(str(run([*docker, "container", "inspect", *ids]))) if ids else []
     except DockerException as exc:
-        raise EnvironmentProblem(f"Cannot list the project's containers: {_stderr(exc)}") from None
+        if "No such container" in _stderr(exc):  # removed between the two calls: look again
+            return states(client)
+        hint = f" {INSTALL_HINT}" if "Cannot connect to the Docker daemon" in _stderr(exc) else ""
+        raise EnvironmentProblem(f"Cannot list the project's containers: {_stderr(exc)}.{hint}") from None
+    except (ClientNotFoundError, FileNotFoundError):
+        raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
+    except ValueError:
+        found = []
     result: dict[str, ServiceState] = {}
-    for container in containers:
-        try:
-            state = container.state
-            labels = container.config.labels or {}
-            health = state.health.status if state.health is not None else None
-            probes = tuple(
-                Probe(entry.start.timestamp(), int(entry.exit_code or 0), (entry.output or "").strip())
-                for entry in ((state.health.log or []) if state.health is not None else [])
-                if entry.start is not None
-            )
-            result[labels.get("com.docker.compose.service", container.name)] = ServiceState(
-                service=labels.get("com.docker.compose.service", container.name),
-                container=container.name,
-                status=str(state.status),
-                health=str(health) if health else None,
-                exit_code=int(state.exit_code or 0),
-                restart_count=int(container.restart_count or 0),
-                image=str(container.config.image),
-                container_id=str(container.id),
-                started_at=_epoch(state.started_at),
-                probes=probes,
-                addresses=tuple(
-                    (labels_of_network, str(settings.ip_address))
-                    for labels_of_network, settings in (container.network_settings.networks or {}).items()
-                    if settings.ip_address
-                ),
-            )
-        except DockerException:
-            continue  # removed between ps and inspect
+    for item in found:
+        state = _state_of(item)
+        if state.service:
+            result[state.service] = state
     return result
+
+
+def _state_of(item: Mapping[str, object]) -> ServiceState:
+    """One entry of ``docker container inspect``'s JSON."""
+    state = _mapping(item.get("State"))
+    config = _mapping(item.get("Config"))
+    labels = _mapping(config.get("Labels"))
+    health = _mapping(state.get("Health"))
+    networks = _mapping(_mapping(item.get("NetworkSettings")).get("Networks"))
+    log = health.get("Log") if isinstance(health.get("Log"), list) else []
+    probes = []
+    for entry in log if isinstance(log, list) else []:
+        started = _epoch(_parse_time(_mapping(entry).get("Start")))
+        if started is not None:
+            probes.append(
+                Probe(
+                    started,
+                    _int(_mapping(entry).get("ExitCode")),
+                    str(_mapping(entry).get("Output") or "").strip(),
+                )
+            )
+    name = str(item.get("Name") or "").lstrip("/")
+    return ServiceState(
+        service=str(labels.get("com.docker.compose.service") or name),
+        container=name,
+        status=str(state.get("Status") or "unknown"),
+        health=str(health["Status"]) if health.get("Status") else None,
+        exit_code=_int(state.get("ExitCode")),
+        restart_count=_int(item.get("RestartCount")),
+        image=str(config.get("Image") or ""),
+        container_id=str(item.get("Id") or ""),
+        started_at=_epoch(_parse_time(state.get("StartedAt"))),
+        probes=tuple(probes),
+        addresses=tuple(
+            (str(network), str(_mapping(settings).get("IPAddress")))
+            for network, settings in networks.items()
+            if _mapping(settings).get("IPAddress")
+        ),
+        ports=_published(_mapping(_mapping(item.get("NetworkSettings")).get("Ports"))),
+    )
+
+
+def _published(ports: Mapping[str, object]) -> tuple[tuple[int, int], ...]:
+    """``{"4222/tcp": [{"HostIp": "127.0.0.1", "HostPort": "4222"}]}`` → ``((4222, 4222),)``."""
+    found = []
+    for key, bindings in sorted(ports.items()):
+        port, _, protocol = key.partition("/")
+        if protocol != "tcp" or not port.isdigit() or not isinstance(bindings, list):
+            continue
+        for binding in bindings:
+            host = str(_mapping(binding).get("HostPort") or "")
+            if host.isdigit():
+                found.append((int(port), int(host)))
+                break
+    return tuple(found)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _parse_time(value: object) -> datetime | None:
+    """Docker's RFC 3339 times carry nanoseconds, which ``fromisoformat`` does not take."""
+    if not isinstance(value, str) or not value:
+        return None
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", value)
+    if not match:
+        return None
+    whole, fraction, zone = match.groups()
+    text = f"{whole}.{(fraction or '0')[:6]:0<6}{'+00:00' if zone == 'Z' else zone}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -320,14 +395,6 @@ def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> 
         except ValueError:
             result[host.strip()] = None
     return result
-
-
-def published_port(client: DockerClient, service: str, target: int) -> int | None:
-    try:
-        _, port = client.compose.port(service, target)
-    except DockerException:
-        return None
-    return port
 
 
 def logs_tail(client: DockerClient, service: str, lines: int = 20) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from python_on_whales import DockerClient
 
@@ -52,10 +53,17 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     stack.require_secrets([c.name for c in components])
 
     progress("Checking the Docker engine")
-    engine.require_engine()
-    missing = engine.missing_images(
-        s.image for s in (stack.plan.bus.service, *components) if s.build_context is None
-    )
+    images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
+    # Three independent engine calls at once (each is a docker subprocess); their errors are still
+    # reported in this order, so a missing engine is named before the images it cannot list.
+    with ThreadPoolExecutor(max_workers=3) as pool, project.compose_client(stack) as client:
+        versions = pool.submit(engine.require_engine)
+        listed = pool.submit(engine.missing_images, images)
+        checked = pool.submit(engine.check_compose_file, client, stack.compose_file)
+        versions.result()
+        missing = listed.result()
+        if not missing:
+            checked.result()  # before anything is written
     if missing:
         raise EnvironmentProblem(
             f"These images are not on this Docker engine: {', '.join(missing)}. Pull them (`docker pull "
@@ -63,8 +71,6 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
             "machine with no registry, `bash scripts/build-images.sh` builds the nats:alpine stand-in and "
             "the probe image. `nachos-deploy doctor` lists what is missing."
         )
-    with project.compose_client(stack) as client:
-        engine.check_compose_file(client, stack.compose_file)  # before anything is written
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     files.write_selection(stack.output_dir, only)
     if stack.plan.auth:
@@ -113,8 +119,12 @@ def _gate_bus(
     restarted once last week must not block a later `up`."""
     before = Since(0.0, {s.container_id: s.restart_count for s in previous.values()})
 
+    last: dict[str, engine.ServiceState] = {}
+
     def container_problem() -> str | None:
         states = engine.states(client)
+        last.clear()
+        last.update(states)
         for name, what in ((BUS, "the bus container"), (PORTS, f"the bus's port forwarder ({PORTS})")):
             state = states.get(name)
             if state is None:
@@ -131,7 +141,7 @@ def _gate_bus(
         problem = container_problem()
         if problem:
             break
-        endpoints = endpoints or project.bus_endpoints(client, stack)
+        endpoints = endpoints or project.bus_endpoints(client, stack, last)
         if endpoints is None:
             problem = "the bus has no published ports yet"
             time.sleep(POLL)
@@ -317,8 +327,10 @@ def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> D
 
 
 def _down(stack: Stack, *, volumes: bool) -> DownResult:
-    engine.require_engine()
-    existing = engine.project_volumes(stack.project)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two docker subprocesses at once
+        listed = pool.submit(engine.project_volumes, stack.project)
+        engine.require_engine()
+        existing = listed.result()
     with project.compose_client(stack) as client:
         engine.down(client, volumes=volumes)
     if stack.output_dir.is_dir():

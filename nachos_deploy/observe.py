@@ -104,9 +104,11 @@ def observe(
     *,
     since: Since | None = None,
     healed: frozenset[str] = frozenset(),
+    states: Mapping[str, ServiceState] | None = None,
 ) -> Observation:
-    """Read the containers and the bus once, and judge every service in ``services``."""
-    states = engine.states(client)
+    """Read the containers (unless ``states`` were read a moment ago) and the bus once, and judge
+    every service in ``services``."""
+    states = dict(engine.states(client) if states is None else states)
     sidecars = [s.sidecar for s in services if s.sidecar]
     leafs = bool(sidecars) or any(s.leaf_name for s in services)
     bus = look_at_bus(monitor_url, sidecars, states, leafs=leafs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from python_on_whales import DockerClient
@@ -42,10 +42,16 @@ def compose_client(stack: Stack) -> Iterator[DockerClient]:
         )
 
 
-def bus_endpoints(client: DockerClient, stack: Stack) -> Endpoints | None:
-    """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked)."""
-    client_port = engine.published_port(client, PORTS, CLIENT_PORT)
-    monitor_port = engine.published_port(client, PORTS, MONITOR_PORT)
+def bus_endpoints(
+    client: DockerClient, stack: Stack, states: Mapping[str, engine.ServiceState] | None = None
+) -> Endpoints | None:
+    """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked);
+    ``states`` read a moment ago save asking the engine again."""
+    forwarder = (engine.states(client) if states is None else states).get(PORTS)
+    if forwarder is None or forwarder.status != "running":
+        return None
+    client_port = forwarder.host_port(CLIENT_PORT)
+    monitor_port = forwarder.host_port(MONITOR_PORT)
     if not client_port or not monitor_port:
         return None
     host = stack.plan.bus.bind_address

@@ -19,10 +19,13 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     names = {service.name for service in stack.plan.services}
     if only is None:  # what the last up asked for, as far as this configuration still runs it
         only = [name for name in files.read_selection(stack.output_dir) if name in names]
-    engine.require_engine()
+    # No `docker version` first: listing the containers fails with the same advice when the engine
+    # is away, and status needs no Compose (0.1 s saved of a command that should answer at once).
     with project.compose_client(stack) as client:
-        endpoints = project.bus_endpoints(client, stack)
-        seen = observe(client, stack.plan.selected(only), endpoints.monitor_url if endpoints else None)
+        states = engine.states(client)
+        endpoints = project.bus_endpoints(client, stack, states)
+        monitor_url = endpoints.monitor_url if endpoints else None
+        seen = observe(client, stack.plan.selected(only), monitor_url, states=states)
     overview: dict[str, Any] | None = None
     problems: list[str] = []
     if not seen.states:

@@ -263,3 +263,11 @@ def test_shell_completion_offers_the_deploy_files_service_names(workdir: Path) -
         [str(script), "--show-completion", "bash"], capture_output=True, text=True, timeout=60
     )
     assert "_nachos_deploy_completion" in shown.stdout
+
+
+def test_status_without_an_engine_is_exit_4_with_a_fix(no_engine: Path) -> None:
+    """status skips `docker version` (0.1 s) but says the same when the engine is away."""
+    code, out, err = run("status")
+    message = " ".join(err.split())
+    assert code == 4 and "Traceback" not in out + err
+    assert "Cannot connect to the Docker daemon" in message and "scripts/install-engine.sh" in message

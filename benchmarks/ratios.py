@@ -1,0 +1,207 @@
+"""nachos-deploy beside the engine's floor and beside `docker compose --wait`, in one run.
+
+Every command runs as a subprocess on the same rendered files, interleaved round by round (so a
+busy moment of the machine hits all of them alike), from the same starting state; the figures are
+medians. Printed side by side with the issue's targets; no pass/fail (see `make bench`).
+
+- bus only, from nothing: the floor (`docker compose up -d bus bus-ports`, then GET /healthz through
+  the published port every 10 ms), `nachos-deploy up --only bus`, and `compose up -d --wait` with the
+  rendered 1 s healthcheck and with the 10 s interval of the platform's own compose file;
+- the demo stack (four probe components with their sidecars), from nothing: `nachos-deploy up` and
+  `compose up -d --wait` on the same file;
+- the running demo stack: an unchanged `nachos-deploy up`, `nachos-deploy status`;
+- `nachos-deploy down` and `docker compose down` of the running demo stack.
+
+Usage: .venv/bin/python benchmarks/ratios.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "nachos_deploy"]
+PROBE = "nachos-deploy/probe:latest"
+
+
+def timed(command: list[str], **kwargs: object) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)  # type: ignore[call-overload]
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-800:]}")
+    return elapsed
+
+
+class Stack:
+    """One deploy file, rendered once, and the commands that act on it."""
+
+    def __init__(self, folder: Path, body: str, interval: str = "1s") -> None:
+        self.project = f"bench-{uuid.uuid4().hex[:8]}"
+        self.file = folder / f"{self.project}.yaml"
+        self.file.write_text(
+            f"project: {self.project}\noutput: {self.project}\n"
+            f"bus: {{client_port: 0, monitor_port: 0, healthcheck_interval: {interval}}}\n{body}"
+        )
+        self.output = folder / self.project
+        # The first up makes the credentials the rendered files mount; the compose runs reuse them.
+        subprocess.run([*CLI, "up", "-c", str(self.file)], check=True, capture_output=True, timeout=300)
+        self.down()
+
+    def cli(self, *args: str) -> list[str]:
+        return [*CLI, *args, "-c", str(self.file)]
+
+    def compose(self, *args: str) -> list[str]:
+        files = ["-f", str(self.output / "docker-compose.yml")]
+        return [
+            "docker",
+            "compose",
+            "-p",
+            self.project,
+            *files,
+            "--project-directory",
+            str(self.output),
+            *args,
+        ]
+
+    def down(self) -> float:
+        return timed(self.compose("down", "--volumes", "--timeout", "10"))
+
+    def floor(self) -> float:
+        """Create and start the bus and its forwarder, then poll /healthz every 10 ms."""
+        start = time.perf_counter()
+        timed(self.compose("up", "-d", "bus", "bus-ports"))
+        port = (
+            subprocess.run(
+                self.compose("port", "bus-ports", "8222"), capture_output=True, text=True, check=True
+            )
+            .stdout.strip()
+            .rsplit(":", 1)[-1]
+        )
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - start
+            except OSError:
+                pass
+            time.sleep(0.01)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def run_rounds(runs: int, steps: dict[str, Callable[[], float]], figures: dict[str, list[float]]) -> None:
+    for _ in range(runs):
+        for name, step in steps.items():
+            figures.setdefault(name, []).append(step())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    figures: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bus_only = "components: {gateway: {enabled: false}, llm-proxy: {enabled: false}}\n"
+        demo = (
+            "components:\n"
+            f"  gateway: {{image: {PROBE}, egress: false}}\n"
+            f"  llm-proxy: {{image: {PROBE}, egress: false}}\n"
+            f"  webchat: {{enabled: true, image: {PROBE}}}\n"
+            f"  filesystem: {{enabled: true, image: {PROBE}}}\n"
+        )
+        bus, slow, stack = Stack(folder, bus_only), Stack(folder, bus_only, "10s"), Stack(folder, demo)
+
+        def then_down(target: Stack, command: list[str]) -> Callable[[], float]:
+            def step() -> float:
+                elapsed = timed(command)
+                target.down()
+                return elapsed
+
+            return step
+
+        def floor() -> float:
+            elapsed = bus.floor()
+            bus.down()
+            return elapsed
+
+        run_rounds(
+            args.runs,
+            {
+                "bus: floor": floor,
+                "bus: nachos-deploy up --only bus": then_down(bus, bus.cli("up", "--only", "bus")),
+                "bus: compose up --wait (1s check)": then_down(
+                    bus, bus.compose("up", "-d", "--wait", "bus", "bus-ports")
+                ),
+                "bus: compose up --wait (10s check)": then_down(
+                    slow, slow.compose("up", "-d", "--wait", "bus", "bus-ports")
+                ),
+            },
+            figures,
+        )
+
+        def demo_round() -> float:
+            elapsed = timed(stack.cli("up"))
+            figures.setdefault("demo: unchanged nachos-deploy up", []).append(timed(stack.cli("up")))
+            figures.setdefault("demo: nachos-deploy status", []).append(timed(stack.cli("status")))
+            figures.setdefault("demo: nachos-deploy down", []).append(timed(stack.cli("down")))
+            timed(stack.compose("up", "-d", "--wait"))
+            figures.setdefault("demo: compose down", []).append(timed(stack.compose("down")))
+            stack.down()
+            return elapsed
+
+        def compose_demo() -> float:
+            elapsed = timed(stack.compose("up", "-d", "--wait"))
+            stack.down()
+            return elapsed
+
+        run_rounds(
+            args.runs,
+            {"demo: nachos-deploy up": demo_round, "demo: compose up --wait": compose_demo},
+            figures,
+        )
+        for target in (bus, slow, stack):
+            target.down()
+
+    def m(name: str) -> float:
+        return median(figures[name])
+
+    print(f"medians of {args.runs} runs, seconds")
+    for name, values in figures.items():
+        print(f"  {name:<40} {median(values):6.2f}   ({', '.join(f'{v:.2f}' for v in values)})")
+    print("ratios (target)")
+    rows = [
+        ("bus up / floor", m("bus: nachos-deploy up --only bus") / m("bus: floor"), "<= 1.3"),
+        (
+            "bus up / compose --wait (1s)",
+            m("bus: nachos-deploy up --only bus") / m("bus: compose up --wait (1s check)"),
+            "",
+        ),
+        (
+            "bus up / compose --wait (10s)",
+            m("bus: nachos-deploy up --only bus") / m("bus: compose up --wait (10s check)"),
+            "",
+        ),
+        ("demo up / compose --wait", m("demo: nachos-deploy up") / m("demo: compose up --wait"), "<= 0.6"),
+        ("unchanged up (s)", m("demo: unchanged nachos-deploy up"), "< 1 s"),
+        ("status (s)", m("demo: nachos-deploy status"), "< 0.5 s"),
+        ("down / compose down", m("demo: nachos-deploy down") / m("demo: compose down"), "<= 1.2"),
+    ]
+    for name, value, target in rows:
+        print(f"  {name:<40} {value:6.2f}   {target}")
+
+
+if __name__ == "__main__":
+    main()
