@@ -1,7 +1,7 @@
 """The command line: parse options, call the library, print. No deployment logic lives here."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Typer reads every command's annotations on every
+# start, and as strings each one costs a compile() (~170 of them, ~4 ms of a `--help`).
 import functools
 import os
 import shlex
@@ -9,16 +9,20 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from nachos_deploy import __version__
 from nachos_deploy import outputs as outputs_mod
 from nachos_deploy.errors import DeployError, ExitCode
-from nachos_deploy.stack import Stack, prepare
+
+if TYPE_CHECKING:
+    # The loader, pydantic, Jinja, the plan and rich cost most of a start-up: only the commands that
+    # use them import them (`--help` needs none of them). See benchmarks/cli_speed.py.
+    from rich.console import Console
+
+    from nachos_deploy.stack import Stack
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,10 +39,35 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+class _LazyConsole:
+    """A rich Console made on first use, with these options: `--help` prints without rich."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:  # only for names the proxy itself lacks
+        console = self.__dict__.get("_console")
+        if console is None:
+            from rich.console import Console
+
+            console = self._console = Console(**self.__dict__.get("_options", {}))
+        return getattr(console, name)
+
+
+def escape(text: str) -> str:
+    """rich.markup.escape, imported when a styled line is printed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 # Markup is off by default: paths, names and values are user text, and a `[/]` in them must print
 # as it is (rich would raise MarkupError or swallow `[prod]`). Styled lines opt in and escape.
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = cast("Console", _LazyConsole(highlight=False, soft_wrap=True, markup=False))
+err = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True, markup=False))
 
 ConfigOpt = Annotated[
     Path | None,
@@ -85,6 +114,8 @@ OutputOpt = Annotated[
 
 def _complete_services(ctx: typer.Context, incomplete: str) -> list[str]:
     """Service names of the deploy file named on the command line so far (shell completion)."""
+    from nachos_deploy.stack import prepare
+
     try:
         stack = prepare(ctx.params.get("config"), sets=ctx.params.get("set_") or ())
     except DeployError:
@@ -115,6 +146,14 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             if exc.details:
                 err.print(exc.details, markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
+        except OSError as exc:  # a path the file system refuses (too long, a loop of links...)
+            where = f" ({exc.filename})" if exc.filename else ""
+            err.print(
+                f"error: {exc.strerror or exc}{where}. Check the paths given (--config, --output, the "
+                "`output` key) and the folders they name.",
+                markup=False,
+            )
+            raise typer.Exit(int(ExitCode.OUTPUT)) from None
         except KeyboardInterrupt:
             err.print(_interrupted(func.__name__), markup=False)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
@@ -123,7 +162,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 _CHANGING = ("up", "down", "rotate")  # commands that can leave a stack half changed
-_current: list[Stack] = []  # the stack the running command works on, for the interrupt message
+_current: list["Stack"] = []  # the stack the running command works on, for the interrupt message
 
 
 def _interrupted(command: str) -> str:
@@ -137,7 +176,9 @@ def _interrupted(command: str) -> str:
     )
 
 
-def _stack(config: Path | None, sets: list[str] | None, project: str | None, output: Path | None) -> Stack:
+def _stack(config: Path | None, sets: list[str] | None, project: str | None, output: Path | None) -> "Stack":
+    from nachos_deploy.stack import prepare
+
     stack = prepare(config, sets=sets or (), project=project, output=output)
     _current.append(stack)
     for warning in stack.warnings:
@@ -525,6 +566,7 @@ def doctor(
     """
     from nachos_deploy import doctor as doctor_mod
     from nachos_deploy import report
+    from nachos_deploy.stack import prepare
 
     stack: Stack | None = None
     problem: DeployError | None = None

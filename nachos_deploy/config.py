@@ -217,8 +217,19 @@ class Bus(Model):
     monitor_port: Port = 8222
     bind_address: str = "127.0.0.1"
     healthcheck_interval: Duration = "1s"
+    nodes: Annotated[int, BeforeValidator(_not_a_bool)] = 1  # 3 or 5: a clustered JetStream bus
     resources: Resources = Resources()
     audit: Audit = Audit()
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: int) -> int:
+        if value not in (1, 3, 5):
+            raise ValueError(
+                "must be 1 (one server), 3 or 5 (a JetStream cluster: an odd number keeps a quorum "
+                "when a node is down)"
+            )
+        return value
 
     @field_validator("max_payload")
     @classmethod

@@ -217,3 +217,77 @@ def parse_connz_names(doc: object) -> dict[str, int]:
         key = name if isinstance(name, str) else ""
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One clustered bus node as its own monitoring port shows it."""
+
+    name: str  # server_name
+    healthy: bool  # /healthz answered ok
+    problem: str | None  # why not, in one line
+    leader: str | None  # the JetStream meta leader this node follows
+    cluster_size: int | None  # the meta group's size as this node knows it
+    routed_to: frozenset[str]  # server names of the peers it has routes to
+
+
+def node_view(monitor_url: str, *, timeout: float = 1.0) -> NodeView:
+    """/healthz, /jsz (meta leader, cluster size) and /routez (peers) of one node. A node that does
+    not answer is a view with its problem, never an exception: the caller judges all nodes at once."""
+    try:
+        varz = get_json(monitor_url, "/varz", timeout)
+    except MonitorProblem as exc:
+        return NodeView("", False, str(exc), None, None, frozenset())
+    name = str(varz.get("server_name") or "")
+    problem: str | None = None
+    try:
+        get_json(monitor_url, "/healthz", timeout)
+    except MonitorProblem as exc:
+        problem = str(exc)
+    try:
+        meta = get_json(monitor_url, "/jsz", timeout).get("meta_cluster")
+        routes = get_json(monitor_url, "/routez", timeout).get("routes")
+    except MonitorProblem as exc:
+        return NodeView(name, False, problem or str(exc), None, None, frozenset())
+    meta = meta if isinstance(meta, dict) else {}
+    leader = meta.get("leader")
+    size = meta.get("cluster_size")
+    peers = frozenset(
+        str(route.get("remote_name"))
+        for route in (routes if isinstance(routes, list) else [])
+        if isinstance(route, dict) and route.get("remote_name")
+    )
+    return NodeView(
+        name,
+        problem is None,
+        problem,
+        leader if isinstance(leader, str) and leader else None,
+        size if isinstance(size, int) and not isinstance(size, bool) else None,
+        peers,
+    )
+
+
+def cluster_problems(views: dict[str, NodeView], expected: list[str]) -> list[str]:
+    """What keeps these nodes (``expected``: their server names) from being one healthy cluster:
+    a node down or unhealthy, routes missing, no agreed JetStream meta leader. Empty when ok."""
+    problems = []
+    for name in expected:
+        view = views.get(name)
+        if view is None or not view.name:
+            problems.append(
+                f"node {name} does not answer{f' ({view.problem})' if view and view.problem else ''}"
+            )
+            continue
+        if not view.healthy:
+            problems.append(f"node {name} is not healthy ({view.problem})")
+        missing = sorted(set(expected) - {name} - view.routed_to)
+        if missing:
+            problems.append(f"node {name} has no route to {', '.join(missing)}")
+    leaders = {view.leader for view in views.values() if view.name}
+    if not problems:
+        if None in leaders or len(leaders) != 1:
+            shown = ", ".join(sorted(str(leader) for leader in leaders))
+            problems.append(f"the nodes do not agree on a JetStream meta leader ({shown})")
+        elif any(view.cluster_size != len(expected) for view in views.values()):
+            problems.append(f"the JetStream meta group is not {len(expected)} nodes yet")
+    return problems

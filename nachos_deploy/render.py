@@ -12,7 +12,6 @@ import functools
 import hashlib
 import re
 import shlex
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,8 @@ SIDECAR_PATTERN = "sidecar-*.conf"
 
 def templates_dir() -> Path:
     """Packaged templates in a wheel; the checkout's top-level ``templates/`` in an editable install."""
+    from importlib import resources  # once per process: the environments are cached
+
     packaged = Path(str(resources.files("nachos_deploy"))) / "templates"
     if packaged.is_dir():
         return packaged
@@ -57,6 +58,12 @@ def templates_dir() -> Path:
     )
 
 
+# Printable ASCII but `"` and `\`: PyYAML writes these as they are between double quotes (with
+# `width=2**31` it never folds), and most values are only these. A dump costs ~60 µs, which was
+# most of the time rendering hundreds of components took; anything else still goes through PyYAML.
+_NEEDS_NO_ESCAPE = re.compile(r"[ !#-\[\]-~]*")
+
+
 def yaml_scalar(value: object) -> str:
     """One YAML scalar on one line; strings always quoted, and ``$`` escaped for Compose."""
     if value is None:
@@ -65,9 +72,7 @@ def yaml_scalar(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    text = str(value).replace("$", "$$")
-    dumped: str = yaml.safe_dump(text, default_style='"', width=2**31, allow_unicode=True)
-    return dumped.removesuffix("\n").removesuffix("\n...")
+    return _double_quoted(str(value).replace("$", "$$")).removesuffix("\n...")
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -91,6 +96,19 @@ def env_value(var: EnvVar) -> str:
 
 def yaml_scalar_raw(text: str) -> str:
     """Like yaml_scalar but keeps ``$``: only for references the plan built itself."""
+    return _double_quoted(text)
+
+
+def _double_quoted(text: str) -> str:
+    """``text`` as one double-quoted YAML scalar, as PyYAML writes it."""
+    if _NEEDS_NO_ESCAPE.fullmatch(text):
+        return f'"{text}"'  # what PyYAML gives for these characters, without its cost
+    return _dump_double_quoted(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dump_double_quoted(text: str) -> str:
+    """Values that need escapes; they repeat (e.g. each sidecar's healthcheck), hence the cache."""
     dumped: str = yaml.safe_dump(text, default_style='"', width=2**31, allow_unicode=True)
     return dumped.removesuffix("\n")
 

@@ -10,14 +10,16 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nachos_deploy import files as files_mod
-from nachos_deploy import loader, override
-from nachos_deploy.config import DeployConfig
+from nachos_deploy import loader
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.plan import COMPOSE_FILE, Plan, make_plan
 from nachos_deploy.render import HEADER, OUTPUT_NAMES, render
+
+if TYPE_CHECKING:
+    from nachos_deploy.config import DeployConfig
 
 DOTENV = ".env"  # Compose reads host variables from this file in the output folder too
 
@@ -94,9 +96,11 @@ def prepare(
     rendered = render(plan)
     override_file = loaded.base_dir / loaded.config.compose_override
     found = override_file.is_file() and loaded.config_path is not None
-    warnings = (
-        override.findings(loader.read_override(override_file), plan, str(override_file)) if found else []
-    )
+    warnings: list[str] = []
+    if found:  # few deployments have one
+        from nachos_deploy import override
+
+        warnings = override.findings(loader.read_override(override_file), plan, str(override_file))
     variables = {name for name, value in environ.items() if value}
     variables |= files_mod.dotenv_names(output_dir / DOTENV)
     return Stack(
