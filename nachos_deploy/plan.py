@@ -135,7 +135,7 @@ DEFAULT_LIMITS = {
 }
 BROWSER_LIMITS = Limits(memory=2 * 1024**3, pids=1024)
 BUS_LIMITS = Limits(memory=512 * 1024**2, pids=256)
-PORTS_LIMITS = Limits(memory=32 * 1024**2, pids=256)  # one nc per open connection, ~0.1 MiB each
+PORTS_LIMITS = Limits(memory=32 * 1024**2, pids=256)  # a relay process per connection, ~0.2 MiB each
 SIDECAR_USER = "65534:65534"  # nobody: a sidecar only reads its config
 
 
@@ -335,7 +335,7 @@ def make_plan(
         )
     for service in components:
         known = catalog.known(service.name, service.role)
-        if not known.upstream_image and not config.components.get(service.name, Component()).image:
+        if not known.upstream_image and not _settings(config, service.name).image:
             warnings.append(
                 f"components.{service.name}: the Nachos platform publishes no {service.name} image; "
                 f"{service.image} must be one you built (set components.{service.name}.image)."
@@ -343,9 +343,8 @@ def make_plan(
     warnings.extend(_host_path_warnings(config, base_dir))
     prepared, unprepared = _prepared_volumes(components)
     warnings.extend(unprepared)
-    components = tuple(
-        replace(c, waits_for_volumes=any(p.used_by == c.name for p in prepared)) for c in components
-    )
+    preparing = {p.used_by for p in prepared}
+    components = tuple(replace(c, waits_for_volumes=c.name in preparing) for c in components)
 
     if not config.bus.auth:
         warnings.append(
@@ -437,7 +436,7 @@ def _wire(
 def _sidecar(
     config: DeployConfig, component: ServicePlan, channels: list[str], tool_ids: list[str]
 ) -> Sidecar:
-    settings = config.components.get(component.name, Component()).permissions
+    settings = _settings(config, component.name).permissions
     rights = permissions.for_component(
         component.name,
         component.role,
@@ -471,6 +470,13 @@ def _sidecar(
     return Sidecar(service, component.name, config_file, f"leaf-{component.name}", variable, rights)
 
 
+def _settings(config: DeployConfig, name: str) -> Component:
+    """The deploy file's settings of a component, or the defaults: made only when missing, since
+    building a model costs more than the rest of planning a component."""
+    settings = config.components.get(name)
+    return settings if settings is not None else Component()
+
+
 def _enabled_components(config: DeployConfig, platform: Platform) -> list[tuple[str, Role]]:
     """Enabled components in start order: gateway, llm-proxy, channels, tools, then extras."""
     candidates: dict[str, Role] = {name: known.role for name, known in catalog.KNOWN.items()}
@@ -485,7 +491,7 @@ def _enabled_components(config: DeployConfig, platform: Platform) -> list[tuple[
             candidates.setdefault(name, Role.EXTRA)
 
     def enabled(name: str, role: Role) -> bool:
-        explicit = config.components.get(name, Component()).enabled
+        explicit = _settings(config, name).enabled
         if explicit is not None:
             return explicit
         if role is Role.CHANNEL and name in platform.channels:
@@ -510,7 +516,7 @@ def _component(
     base_dir: PurePath,
     output_dir: PurePath,
 ) -> ServicePlan:
-    settings = config.components.get(name, Component())
+    settings = _settings(config, name)
     known = catalog.known(name, role)
     connection_name: str | None = known.connection_name
     tool_id: str | None = None
@@ -697,12 +703,36 @@ def _bus(config: DeployConfig) -> BusPlan:
     )
 
 
-# Two busybox `nc` listeners (the bus image's own tools), one relay process per connection; if
-# either listener stops, the container exits and its restart policy brings it back.
+# Two socat listeners, one relay process per connection (`fork`), each looking `bus` up when its
+# connection comes; if either listener stops, the container exits and its restart policy brings it
+# back. TCP_NODELAY (`nodelay`) on both sides: a relay that writes a message in two parts otherwise
+# holds the second back until the first is acknowledged, which the receiver delays by some 40 ms
+# (Nagle's algorithm against delayed ACKs), and large reads (`-b`) keep big messages to few parts.
+# A relay takes about 0.2 MiB, plus its read buffer once a big message went through it: with at
+# most RELAYS client and MONITOR_RELAYS monitor connections at once (later ones wait to be
+# accepted), the forwarder stays within PORTS_LIMITS (an out-of-memory kill could hit a listener).
+# socat is in the offline nats:alpine stand-in (scripts/build-images.sh); an image without it (the
+# upstream nats:alpine) gets busybox `nc`, which sets no TCP_NODELAY and reads little at a time (1 KiB
+# in Debian's busybox): a message larger than that then waits those 40 ms, each way
+# (benchmarks/forwarder.py measures both).
+RELAY_BUFFER = 128 * 1024
+RELAYS = 48
+MONITOR_RELAYS = 8
+
+
+def _socat(port: int, relays: int) -> str:
+    listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
+    return f"socat -b {RELAY_BUFFER} {listen} TCP4:{BUS}:{port},nodelay"
+
+
 FORWARDER_SCRIPT = (
+    f"if command -v socat >/dev/null; then {_socat(CLIENT_PORT, RELAYS)} & "
+    f"{_socat(MONITOR_PORT, MONITOR_RELAYS)} & "
+    "else echo 'nachos-deploy: no socat in the bus image: relaying with busybox nc, which holds "
+    "messages over about 1 KiB back for some 40 ms each way' >&2; "
     f"nc -ll -p {CLIENT_PORT} -e nc {BUS} {CLIENT_PORT} & "
     f"nc -ll -p {MONITOR_PORT} -e nc {BUS} {MONITOR_PORT} & "
-    "wait -n; echo 'nachos-deploy: a bus port forwarder stopped' >&2; exit 1"
+    "fi; wait -n; echo 'nachos-deploy: a bus port forwarder stopped' >&2; exit 1"
 )
 # Nothing answers DNS there: when the bus is gone, the lookup of `bus` fails in the container
 # instead of being forwarded to the host's resolvers (and off the machine); after one second, not

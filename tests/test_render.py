@@ -43,7 +43,15 @@ def test_bus_and_networks() -> None:
     assert published in forwarder["ports"]
     assert forwarder["networks"] == ["host-access", "bus-link"] and forwarder["dns"] == ["127.0.0.1"]
     assert forwarder["dns_opt"] == ["timeout:1", "attempts:1"]
-    assert forwarder["entrypoint"][:2] == ["sh", "-c"] and "nc bus 4222" in forwarder["entrypoint"][2]
+    assert forwarder["entrypoint"][:2] == ["sh", "-c"]
+    script = forwarder["entrypoint"][2]  # socat with TCP_NODELAY both ways; busybox nc without socat
+    for port, relays in ((4222, 48), (8222, 8)):
+        listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
+        assert f"socat -b 131072 {listen} TCP4:bus:{port},nodelay &" in script
+    assert "nc -ll -p 4222 -e nc bus 4222" in script and "$" not in script
+    assert forwarder["user"] == "65534:65534" and forwarder["read_only"] is True
+    assert forwarder["cap_drop"] == ["ALL"] and forwarder["mem_limit"] == 32 * 1024**2
+    assert forwarder["pids_limit"] == 256
     assert doc["networks"]["bus-link"] == {"internal": True}
     test = bus["healthcheck"]["test"][1]
     assert "/healthz" in test and "/jsz" in test
