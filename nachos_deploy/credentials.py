@@ -25,7 +25,12 @@ from nachos_deploy.plan import (
     LEAF_URL,
     OPERATOR_PASSWORD,
     OPERATOR_USER,
+    ROUTE_PASSWORD,
+    ROUTE_PORT,
+    ROUTE_USER,
     Plan,
+    route_host,
+    route_variable,
 )
 
 PASSWORD_BYTES = 24  # 192 bits from the OS's CSPRNG
@@ -73,6 +78,12 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials
         user = urllib.parse.quote(sidecar.leaf_user, safe="")
         secret = urllib.parse.quote(hub[sidecar.password_variable], safe="")
         files[f"{sidecar.service.name}.env"] = {LEAF_URL: f"nats://{user}:{secret}@{BUS}:{LEAF_PORT}"}
+    if plan.bus.clustered:  # the routes between the nodes, with their own password
+        hub[ROUTE_PASSWORD] = password(ROUTE_PASSWORD)
+        secret = urllib.parse.quote(hub[ROUTE_PASSWORD], safe="")
+        for index in range(1, len(plan.bus.nodes) + 1):
+            where = f"{route_host(index)}:{ROUTE_PORT}"
+            hub[route_variable(index)] = f"nats-route://{ROUTE_USER}:{secret}@{where}"
     files[f"{BUS}.env"] = hub
     _write_private(folder(output_dir), files)
     return Credentials(hub[OPERATOR_PASSWORD])

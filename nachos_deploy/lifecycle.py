@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from python_on_whales import DockerClient
 
-from nachos_deploy import credentials, engine, files, gate, locks, natsclient, project
+from nachos_deploy import credentials, engine, files, gate, locks, monitor, natsclient, project
 from nachos_deploy.errors import BusFailure, ComponentFailure, EnvironmentProblem, ExitCode
-from nachos_deploy.monitor import BusEndpoints, BusUnavailable
+from nachos_deploy.monitor import BusEndpoints, BusUnavailable, MonitorProblem
 from nachos_deploy.observe import Observation, Since, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.render import HEADER
@@ -73,7 +74,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         )
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     files.write_selection(stack.output_dir, only)
-    if stack.plan.auth:
+    if stack.plan.auth or stack.plan.bus.clustered:
         credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first
     phases["prepare"] = time.monotonic() - started
 
@@ -82,9 +83,15 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         progress("Starting the bus")
         previous = engine.states(client)
         init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
-        engine.up(client, [BUS, PORTS, *init], failure=ExitCode.BUS)
+        # A cluster's nodes start together, as peers: a lone clustered node answers 503 until it
+        # has a quorum, so gating them one after the other would never end.
+        peers = [peer.name for peer in stack.plan.bus.peers]
+        engine.up(client, [BUS, *peers, PORTS, *init], failure=ExitCode.BUS)
         progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
         endpoints, report = _gate_bus(client, stack, deadline, previous)
+        if peers:
+            progress("Waiting for the cluster: every node healthy and routed, one JetStream meta leader")
+            _gate_cluster(client, stack, endpoints, deadline)
         audit = _provision_audit(stack, endpoints, progress)
         phases["bus"] = time.monotonic() - mark
 
@@ -125,7 +132,8 @@ def _gate_bus(
         states = engine.states(client)
         last.clear()
         last.update(states)
-        for name, what in ((BUS, "the bus container"), (PORTS, f"the bus's port forwarder ({PORTS})")):
+        watched = [(node.name, f"the bus container {node.name}") for node in stack.plan.bus.nodes]
+        for name, what in (*watched, (PORTS, f"the bus's port forwarder ({PORTS})")):
             state = states.get(name)
             if state is None:
                 return f"{what} does not exist"
@@ -162,6 +170,33 @@ def _gate_bus(
         f"below; fix the cause (the rendered config is in {stack.output_dir}), then run `nachos-deploy up` "
         f"again, or remove the stack with `nachos-deploy down -p {stack.project}`.",
         details=_indent(engine.logs_tail(client, BUS, LOG_LINES)),
+    )
+
+
+def _gate_cluster(client: DockerClient, stack: Stack, endpoints: Endpoints, deadline: float) -> None:
+    """Every node healthy, routed to every other, all following one JetStream meta leader, and a
+    request answered across two nodes; else a bus failure naming what is missing."""
+    names = [name for name, _, _ in endpoints.nodes]
+    problems = ["no node answered yet"]
+    while time.monotonic() < deadline:
+        views = {}
+        for name, _, monitor_url in endpoints.nodes:
+            view = monitor.node_view(monitor_url)
+            views[name] = view if view.name == name or not view.name else replace(view, name=name)
+        problems = monitor.cluster_problems(views, names)
+        if not problems:
+            try:
+                left = max(0.5, deadline - time.monotonic())
+                natsclient.cross_round_trip(endpoints.nodes[1][1], endpoints.nodes[0][1], timeout=left)
+                return
+            except MonitorProblem as exc:
+                problems = [str(exc)]
+        time.sleep(POLL * 2)
+    raise BusFailure(
+        f"The bus cluster did not form: {'; '.join(problems)}. No component was started. Look at the "
+        f"nodes' logs (`nachos-deploy logs {' '.join(names)} -p {stack.project}`), then run "
+        f"`nachos-deploy up` again or remove the stack with `nachos-deploy down -p {stack.project}`.",
+        details="\n".join(f"--- {name}\n{_indent(engine.logs_tail(client, name, 8))}" for name in names),
     )
 
 
@@ -212,7 +247,9 @@ def _wait_until_ok(
     healed: frozenset[str] = frozenset(),
 ) -> list[ServiceReport]:
     while True:
-        seen = observe(client, services, endpoints.monitor_url, since=since, healed=healed)
+        seen = observe(
+            client, services, endpoints.monitor_url, since=since, healed=healed, others=endpoints.others
+        )
         bus = seen.report(BUS)
         if bus.final:
             raise _bus_lost(client, stack, seen, since)
@@ -232,7 +269,7 @@ def _heal(
     """Restart components an outage left behind: running but not on the bus (the platform's channels
     never reconnect after their ten tries), or waiting out a restart back-off (llm-proxy exits while
     the bus is away). Their new runs begin with the bus proven, so from here on a restart is real."""
-    seen = observe(client, components, endpoints.monitor_url)
+    seen = observe(client, components, endpoints.monitor_url, others=endpoints.others)
     stuck = [
         report.name
         for report in seen.reports

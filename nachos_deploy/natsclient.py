@@ -158,6 +158,47 @@ def round_trip(nats_url: str, connect_timeout: float, request_timeout: float) ->
     return asyncio.run(_round_trip_async(nats_url, connect_timeout, request_timeout))
 
 
+def cross_round_trip(responder_url: str, requester_url: str, *, timeout: float = 5.0) -> float:
+    """A request sent to one node of a clustered bus and answered by a subscriber on another:
+    proof that the routes carry messages, not only that they are listed. Milliseconds; raises
+    ``MonitorProblem``. Interest crosses the route a moment after the subscription, so "no
+    responders" is retried until ``timeout``."""
+
+    async def run() -> float:
+        deadline = time.monotonic() + timeout
+        subject = f"{HEALTH_SUBJECT_PREFIX}.cross.{secrets.token_hex(8)}"
+        token = secrets.token_bytes(16)
+        async with (
+            _connected(responder_url, PROBE_CONNECTION_NAME, timeout, MonitorProblem) as responder,
+            _connected(requester_url, PROBE_CONNECTION_NAME, timeout, MonitorProblem) as requester,
+        ):
+
+            async def echo(msg: Msg) -> None:
+                await msg.respond(msg.data)
+
+            await responder.subscribe(subject, cb=echo)
+            await responder.flush()
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise MonitorProblem(f"no request crossed between two nodes within {timeout:.2g}s")
+                try:
+                    started = time.perf_counter()
+                    reply = await requester.request(
+                        subject, token, timeout=max(MIN_STEP_TIMEOUT, min(1.0, left))
+                    )
+                except (nats_errors.NoRespondersError, TimeoutError):
+                    await asyncio.sleep(0.02)
+                    continue
+                except (OSError, nats_errors.Error) as exc:
+                    raise MonitorProblem(f"a request across two nodes failed: {describe(exc)}") from None
+                if reply.data != token:
+                    raise MonitorProblem("a request across two nodes returned another payload")
+                return (time.perf_counter() - started) * 1000.0
+
+    return asyncio.run(run())
+
+
 def ensure_stream(nats_url: str, audit: AuditPlan, *, timeout: float = 5.0) -> StreamReport:
     """Create the audit stream, or update it in place when the configuration changed; never delete
     or recreate it. A change JetStream refuses in place (the storage type) is a ConfigError."""
@@ -168,6 +209,7 @@ def ensure_stream(nats_url: str, audit: AuditPlan, *, timeout: float = 5.0) -> S
         max_age=audit.max_age,
         max_bytes=audit.max_bytes,
         duplicate_window=audit.duplicate_window,
+        num_replicas=audit.replicas,
     )
 
     async def run() -> StreamReport:
@@ -218,6 +260,7 @@ def _changes(wanted: StreamConfig) -> dict[str, Any]:
         "max_age": wanted.max_age,
         "max_bytes": wanted.max_bytes,
         "duplicate_window": wanted.duplicate_window,
+        "num_replicas": wanted.num_replicas,
     }
 
 

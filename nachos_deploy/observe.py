@@ -66,9 +66,13 @@ def look_at_bus(
     states: Mapping[str, ServiceState] | None = None,
     *,
     leafs: bool = False,
+    others: Sequence[str] = (),
 ) -> BusView:
     """The hub's connections and leaf nodes from the host, and, for ``sidecars``, each one's own
-    ``/connz``, read from inside the hub's container (the sidecars publish no port)."""
+    ``/connz``, read from inside the hub's container (the sidecars publish no port). ``others``:
+    the monitoring URLs of a cluster's other nodes, whose clients and leaf nodes count too (a
+    sidecar's leaf connection reaches whichever node `bus` resolved to); a node that does not
+    answer is left out here, `status` names it."""
     if monitor_url is None:
         return BusView(None, "the bus has no published monitoring port (is it running?)")
     try:
@@ -76,6 +80,14 @@ def look_at_bus(
         leaf_names = frozenset(monitor.leaf_names(monitor_url)) if leafs or sidecars else None
     except monitor.BusUnavailable as exc:
         return BusView(None, str(exc))
+    for other in others:
+        try:
+            for name, count in monitor.connection_names(other, timeout=1.0).items():
+                connections[name] = connections.get(name, 0) + count
+            if leaf_names is not None:
+                leaf_names |= frozenset(monitor.leaf_names(other))
+        except monitor.BusUnavailable:
+            continue
     seen: dict[str, Mapping[str, int] | None] = dict.fromkeys(sidecars)
     states = states or {}
     hub = states.get(BUS)
@@ -105,13 +117,14 @@ def observe(
     since: Since | None = None,
     healed: frozenset[str] = frozenset(),
     states: Mapping[str, ServiceState] | None = None,
+    others: Sequence[str] = (),
 ) -> Observation:
     """Read the containers (unless ``states`` were read a moment ago) and the bus once, and judge
     every service in ``services``."""
     states = dict(engine.states(client) if states is None else states)
     sidecars = [s.sidecar for s in services if s.sidecar]
     leafs = bool(sidecars) or any(s.leaf_name for s in services)
-    bus = look_at_bus(monitor_url, sidecars, states, leafs=leafs)
+    bus = look_at_bus(monitor_url, sidecars, states, leafs=leafs, others=others)
     reports = [
         judge(service, states.get(service.name), bus, since, healed=service.name in healed)
         for service in services

@@ -32,6 +32,13 @@ HOST_NETWORK = "host-access"
 # container carrying every message must not have.
 PORTS = "bus-ports"
 BUS_LINK_NETWORK = "bus-link"  # internal: only the bus and its port forwarder
+# A clustered bus (bus.nodes 3 or 5): node 1 keeps the service name `bus`, the others are bus-2...;
+# every node answers to `bus` on nachos-internal (components and sidecars keep nats://bus:4222 and
+# reach any node) and to its own name on bus-link, where the routes and the forwarder use it.
+CLUSTER_NAME = "nachos"
+ROUTE_PORT = 6222
+ROUTE_USER = "nachos-route"
+ROUTE_PASSWORD = "NACHOS_ROUTE_PASSWORD"
 CLIENT_PORT = 4222
 MONITOR_PORT = 8222
 NATS_CONFIG_FILE = "nats.conf"
@@ -173,6 +180,10 @@ class ServicePlan:
     hardening: Hardening = Hardening()
     dns: tuple[str, ...] = ()  # resolvers the engine's DNS forwards unknown names to
     dns_options: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # (network, another name it answers to there)
+
+    def aliases_on(self, network: str) -> list[str]:
+        return [alias for where, alias in self.aliases if where == network]
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,7 @@ class AuditPlan:
     max_age: float  # seconds
     max_bytes: int
     duplicate_window: float  # seconds
+    replicas: int = 1  # 3 on a cluster of 3 or more nodes
 
 
 AUDIT_SUBJECTS = ("nachos.audit.>",)
@@ -216,6 +228,15 @@ class BusPlan:
     monitor_port: int
     bind_address: str
     audit: AuditPlan | None = None
+    peers: tuple[ServicePlan, ...] = ()  # the other nodes of a clustered bus (bus-2, bus-3, ...)
+
+    @property
+    def nodes(self) -> tuple[ServicePlan, ...]:
+        return (self.service, *self.peers)
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.peers)
 
     @property
     def max_payload_text(self) -> str:
@@ -244,6 +265,7 @@ class Plan:
     def services(self) -> tuple[ServicePlan, ...]:
         return (
             self.bus.service,
+            *self.bus.peers,
             self.bus.ports,
             *(s.service for s in self.sidecars),
             *self.components,
@@ -352,8 +374,12 @@ def make_plan(
             "on nachos-internal can read every message and publish as any component. Use it only to debug."
         )
     sidecars, components = _wire(config, components, channels)
-    if config.bus.auth:
-        bus = replace(bus, service=replace(bus.service, env_files=(BUS_CREDENTIALS,)))
+    if config.bus.auth or bus.clustered:  # passwords (and routes) come from credentials/bus.env
+        bus = replace(
+            bus,
+            service=replace(bus.service, env_files=(BUS_CREDENTIALS,)),
+            peers=tuple(replace(peer, env_files=(BUS_CREDENTIALS,)) for peer in bus.peers),
+        )
 
     network_names = {INTERNAL_NETWORK: True, BUS_LINK_NETWORK: True, HOST_NETWORK: False}
     for sidecar in sidecars:
@@ -361,7 +387,7 @@ def make_plan(
     for service in components:
         for network in service.networks:
             network_names.setdefault(network, False)
-    volumes = {BUS_VOLUME}
+    volumes = {node_volume(index) for index in range(1, config.bus.nodes + 1)}
     for service in components:
         volumes.update(mount.source for mount in service.mounts if mount.is_volume)
     return Plan(
@@ -666,23 +692,61 @@ def _default_user(role: Role) -> str | None:
     return None if role is Role.EXTRA else catalog.DEFAULT_USER
 
 
+def node_name(index: int) -> str:
+    """Service name of a bus node: ``bus`` for the first (single-node stacks are unchanged)."""
+    return BUS if index == 1 else f"{BUS}-{index}"
+
+
+def route_host(index: int) -> str:
+    """The name a node answers to on bus-link alone (``bus`` means every node on nachos-internal)."""
+    return f"{BUS}-{index}"
+
+
+def route_variable(index: int) -> str:
+    """Variable in credentials/bus.env holding the route URL (with the route password) to a node."""
+    return f"NACHOS_ROUTE_{index}"
+
+
+def node_volume(index: int) -> str:
+    return BUS_VOLUME if index == 1 else f"{BUS_VOLUME}-{index}"
+
+
+def forwarded_ports(index: int) -> tuple[int, int]:
+    """The forwarder's listening (client, monitor) ports for a node: 4222/8222 for the first."""
+    return CLIENT_PORT + index - 1, MONITOR_PORT + index - 1
+
+
 def _bus(config: DeployConfig) -> BusPlan:
     bus = config.bus
-    service = ServicePlan(
-        name=BUS,
-        role=Role.EXTRA,
-        image=bus.image,
-        command=("--config", NATS_CONFIG_TARGET, "--js", "--store_dir", bus.store_dir),
-        networks=(INTERNAL_NETWORK, BUS_LINK_NETWORK),
-        mounts=(
-            Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
-            Mount(BUS_VOLUME, bus.store_dir),
-        ),
-        healthcheck=HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), bus.healthcheck_interval, "2s", 3),
-        limits=_limits(bus.resources, BUS_LIMITS),
-    )
+    clustered = bus.nodes > 1
+
+    def node(index: int) -> ServicePlan:
+        name = node_name(index)
+        command: tuple[str, ...] = ("--config", NATS_CONFIG_TARGET, "--js", "--store_dir", bus.store_dir)
+        aliases: tuple[tuple[str, str], ...] = ()
+        if clustered:
+            command += ("--server_name", name)
+            aliases = ((BUS_LINK_NETWORK, route_host(index)),)
+            if index > 1:
+                aliases = ((INTERNAL_NETWORK, BUS), *aliases)
+        return ServicePlan(
+            name=name,
+            role=Role.EXTRA,
+            image=bus.image,
+            command=command,
+            networks=(INTERNAL_NETWORK, BUS_LINK_NETWORK),
+            mounts=(
+                Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
+                Mount(node_volume(index), bus.store_dir),
+            ),
+            healthcheck=HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), bus.healthcheck_interval, "2s", 3),
+            limits=_limits(bus.resources, BUS_LIMITS),
+            aliases=aliases,
+        )
+
     return BusPlan(
-        service=service,
+        service=node(1),
+        peers=tuple(node(index) for index in range(2, bus.nodes + 1)),
         ports=_port_forwarder(config),
         max_payload=bus.max_payload,
         max_pending=bus.max_pending,
@@ -697,6 +761,7 @@ def _bus(config: DeployConfig) -> BusPlan:
             duration_seconds(bus.audit.max_age),
             bus.audit.max_bytes,
             duration_seconds(bus.audit.duplicate_window),
+            replicas=min(3, bus.nodes),
         )
         if bus.audit.enabled
         else None,
@@ -720,20 +785,36 @@ RELAYS = 48
 MONITOR_RELAYS = 8
 
 
-def _socat(port: int, relays: int) -> str:
+def _socat(port: int, relays: int, host: str = BUS, target: int | None = None) -> str:
     listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
-    return f"socat -b {RELAY_BUFFER} {listen} TCP4:{BUS}:{port},nodelay"
+    return f"socat -b {RELAY_BUFFER} {listen} TCP4:{host}:{target or port},nodelay"
 
 
-FORWARDER_SCRIPT = (
-    f"if command -v socat >/dev/null; then {_socat(CLIENT_PORT, RELAYS)} & "
-    f"{_socat(MONITOR_PORT, MONITOR_RELAYS)} & "
-    "else echo 'nachos-deploy: no socat in the bus image: relaying with busybox nc, which holds "
-    "messages over about 1 KiB back for some 40 ms each way' >&2; "
-    f"nc -ll -p {CLIENT_PORT} -e nc {BUS} {CLIENT_PORT} & "
-    f"nc -ll -p {MONITOR_PORT} -e nc {BUS} {MONITOR_PORT} & "
-    "fi; wait -n; echo 'nachos-deploy: a bus port forwarder stopped' >&2; exit 1"
-)
+def forwarder_script(nodes: int = 1) -> str:
+    """The forwarder's shell script: node 1 on 4222/8222 (through `bus`), node k of a cluster on
+    4222+k-1 and 8222+k-1 (through `bus-k`), so the host can watch and reach every node."""
+    socat, nc = [], []
+    for index in range(1, nodes + 1):
+        host = BUS if index == 1 else route_host(index)
+        client, monitor = forwarded_ports(index)
+        socat += [
+            _socat(client, RELAYS, host, CLIENT_PORT),
+            _socat(monitor, MONITOR_RELAYS, host, MONITOR_PORT),
+        ]
+        nc += [
+            f"nc -ll -p {client} -e nc {host} {CLIENT_PORT}",
+            f"nc -ll -p {monitor} -e nc {host} {MONITOR_PORT}",
+        ]
+    return (
+        f"if command -v socat >/dev/null; then {' & '.join(socat)} & "
+        "else echo 'nachos-deploy: no socat in the bus image: relaying with busybox nc, which holds "
+        "messages over about 1 KiB back for some 40 ms each way' >&2; "
+        f"{' & '.join(nc)} & "
+        "fi; wait -n; echo 'nachos-deploy: a bus port forwarder stopped' >&2; exit 1"
+    )
+
+
+FORWARDER_SCRIPT = forwarder_script()
 # Nothing answers DNS there: when the bus is gone, the lookup of `bus` fails in the container
 # instead of being forwarded to the host's resolvers (and off the machine); after one second, not
 # the resolver's default ten, so relays waiting for it do not pile up.
@@ -748,11 +829,16 @@ def _port_forwarder(config: DeployConfig) -> ServicePlan:
         name=PORTS,
         role=Role.EXTRA,
         image=bus.image,
-        entrypoint=("sh", "-c", FORWARDER_SCRIPT),
+        entrypoint=("sh", "-c", forwarder_script(bus.nodes)),
         networks=(HOST_NETWORK, BUS_LINK_NETWORK),
         ports=(
             PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
             PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
+            *(  # the other nodes of a cluster: engine-picked host ports
+                PortPlan(bus.bind_address, 0, port)
+                for index in range(2, bus.nodes + 1)
+                for port in forwarded_ports(index)
+            ),
         ),
         healthcheck=HEALTH_DISABLED,  # proven from the host: the gate goes through it
         user=SIDECAR_USER,

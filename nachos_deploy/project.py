@@ -17,7 +17,7 @@ from python_on_whales import DockerClient
 
 from nachos_deploy import credentials, engine, files
 from nachos_deploy.errors import DeployError, ExitCode
-from nachos_deploy.plan import CLIENT_PORT, MONITOR_PORT, PORTS
+from nachos_deploy.plan import PORTS, forwarded_ports
 from nachos_deploy.results import Endpoints
 from nachos_deploy.stack import DOTENV, Stack
 
@@ -46,23 +46,25 @@ def bus_endpoints(
     client: DockerClient, stack: Stack, states: Mapping[str, engine.ServiceState] | None = None
 ) -> Endpoints | None:
     """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked);
-    ``states`` read a moment ago save asking the engine again."""
+    ``states`` read a moment ago save asking the engine again. For a clustered bus, every node's."""
     forwarder = (engine.states(client) if states is None else states).get(PORTS)
     if forwarder is None or forwarder.status != "running":
-        return None
-    client_port = forwarder.host_port(CLIENT_PORT)
-    monitor_port = forwarder.host_port(MONITOR_PORT)
-    if not client_port or not monitor_port:
         return None
     host = stack.plan.bus.bind_address
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
-    nats_url = f"nats://{host}:{client_port}"
-    if stack.plan.auth:
-        login = credentials.load(stack.output_dir)
-        if login is not None:
-            nats_url = login.operator_url(nats_url)
-    return Endpoints(nats_url, f"http://{host}:{monitor_port}")
+    login = credentials.load(stack.output_dir) if stack.plan.auth else None
+    nodes = []
+    for index, node in enumerate(stack.plan.bus.nodes, start=1):
+        client_port, monitor_port = (forwarder.host_port(port) for port in forwarded_ports(index))
+        if not client_port or not monitor_port:
+            return None
+        nats_url = f"nats://{host}:{client_port}"
+        nodes.append(
+            (node.name, login.operator_url(nats_url) if login else nats_url, f"http://{host}:{monitor_port}")
+        )
+    _, nats_url, monitor_url = nodes[0]
+    return Endpoints(nats_url, monitor_url, tuple(nodes) if stack.plan.bus.clustered else ())
 
 
 def running_endpoints(stack: Stack) -> Endpoints:

@@ -21,6 +21,7 @@ import yaml
 from nachos_deploy import __version__
 from nachos_deploy.errors import DeployError
 from nachos_deploy.plan import (
+    CLUSTER_NAME,
     COMPOSE_FILE,
     CREDENTIALS_DIR,
     LEAF_PORT,
@@ -29,11 +30,15 @@ from nachos_deploy.plan import (
     OPERATOR_PASSWORD,
     OPERATOR_USER,
     PLATFORM_CONFIG_FILE,
+    ROUTE_PASSWORD,
+    ROUTE_PORT,
+    ROUTE_USER,
     SELECTION_FILE,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
     EnvVar,
     Plan,
+    route_variable,
 )
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
@@ -180,6 +185,12 @@ def render(plan: Plan) -> dict[str, str]:
         "init_name": VOLUME_INIT,
         "init_root": VOLUME_INIT_ROOT,
         "init_script": volume_init_script(plan),
+        "bus_nodes": [node.name for node in plan.bus.nodes],
+        "cluster_name": CLUSTER_NAME,
+        "route_port": ROUTE_PORT,
+        "route_user": ROUTE_USER,
+        "route_password": ROUTE_PASSWORD,
+        "route_variables": [route_variable(index) for index in range(1, len(plan.bus.nodes) + 1)],
     }
     try:
         nats_conf = text_env.get_template("nats.conf.j2").render(context)

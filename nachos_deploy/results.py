@@ -71,13 +71,26 @@ class Endpoints:
 
     nats_url: str
     monitor_url: str
+    # Every node of a clustered bus, the first included: (server name, NATS URL, monitoring URL).
+    nodes: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def shown_nats_url(self) -> str:
         return redact(self.nats_url)
 
-    def as_json(self) -> dict[str, str]:
-        return {"nats_url": self.nats_url, "monitor_url": self.monitor_url}
+    @property
+    def others(self) -> tuple[str, ...]:
+        """Monitoring URLs of a cluster's nodes besides the first."""
+        return tuple(monitor_url for _, _, monitor_url in self.nodes[1:])
+
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"nats_url": self.nats_url, "monitor_url": self.monitor_url}
+        if self.nodes:
+            document["nodes"] = [
+                {"name": name, "nats_url": nats_url, "monitor_url": monitor_url}
+                for name, nats_url, monitor_url in self.nodes
+            ]
+        return document
 
 
 def redact(url: str) -> str:

@@ -25,7 +25,8 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
         states = engine.states(client)
         endpoints = project.bus_endpoints(client, stack, states)
         monitor_url = endpoints.monitor_url if endpoints else None
-        seen = observe(client, stack.plan.selected(only), monitor_url, states=states)
+        others = endpoints.others if endpoints else ()
+        seen = observe(client, stack.plan.selected(only), monitor_url, states=states, others=others)
     overview: dict[str, Any] | None = None
     problems: list[str] = []
     if not seen.states:
@@ -37,6 +38,9 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
             problems.append(f"the bus does not answer on {endpoints.monitor_url}: {exc}")
     if seen.states:
         problems += [f"{report.name} {report.problem}" for report in seen.reports if report.problem]
+    if endpoints is not None and endpoints.nodes:  # a clustered bus: each node, its routes, one leader
+        views = {name: monitor.node_view(url) for name, _, url in endpoints.nodes}
+        problems += monitor.cluster_problems(views, [name for name, _, _ in endpoints.nodes])
     if overview is not None and not overview.get("jetstream"):
         problems.append("JetStream is off on the bus")
     audit = None

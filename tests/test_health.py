@@ -471,3 +471,22 @@ def test_bus_overview_fields(nats_server_factory: ServerFactory) -> None:
 def test_bus_overview_unreachable() -> None:
     with pytest.raises(BusUnavailable, match="not reachable"):
         bus_overview(f"http://127.0.0.1:{closed_port()}", timeout=0.5)
+
+
+def test_cluster_problems_name_the_node_the_route_and_the_leader() -> None:
+    from nachos_deploy.monitor import NodeView, cluster_problems
+
+    def view(name: str, peers: set[str], leader: str | None = "bus", size: int = 3) -> NodeView:
+        return NodeView(name, True, None, leader, size, frozenset(peers))
+
+    names = ["bus", "bus-2", "bus-3"]
+    good = {n: view(n, set(names) - {n}) for n in names}
+    assert cluster_problems(good, names) == []
+    down = {**good, "bus-2": NodeView("", False, "timed out", None, None, frozenset())}
+    assert cluster_problems(down, names)[0] == "node bus-2 does not answer (timed out)"
+    cut = {**good, "bus-3": view("bus-3", {"bus"})}
+    assert cluster_problems(cut, names) == ["node bus-3 has no route to bus-2"]
+    split = {**good, "bus-3": view("bus-3", {"bus", "bus-2"}, leader="bus-3")}
+    assert "do not agree on a JetStream meta leader" in cluster_problems(split, names)[0]
+    small = {n: view(n, set(names) - {n}, size=2) for n in names}
+    assert cluster_problems(small, names) == ["the JetStream meta group is not 3 nodes yet"]

@@ -220,3 +220,29 @@ def test_image_scheme_is_retargeted_by_one_setting() -> None:
     plan = plan_of({"images": {"prefix": "reg.local:5000/n/", "tag": "2.1"}})
     assert plan.component("gateway").image == "reg.local:5000/n/gateway:2.1"
     assert plan.component("llm-proxy").image == "reg.local:5000/n/llm-proxy:2.1"
+
+
+def test_a_three_node_bus_is_three_peers_answering_to_bus() -> None:
+    plan = make_plan(DeployConfig.model_validate({"bus": {"nodes": 3}}), base_dir=PurePath("/a"))
+    nodes = plan.bus.nodes
+    assert [n.name for n in nodes] == ["bus", "bus-2", "bus-3"] and plan.bus.clustered
+    for index, node in enumerate(nodes, start=1):
+        assert node.command is not None and ("--server_name", node.name) == tuple(node.command[-2:])
+        assert node.mounts[1].source == ("bus-data" if index == 1 else f"bus-data-{index}")
+        assert ("bus-link", f"bus-{index}") in node.aliases  # the routes' and the forwarder's name
+        assert node.depends_on == ()  # peers, never chained: a lone clustered node waits for quorum
+    assert ("nachos-internal", "bus") in nodes[1].aliases and ("nachos-internal", "bus") in nodes[2].aliases
+    assert {"bus-data", "bus-data-2", "bus-data-3"} <= set(plan.volumes)
+    targets = sorted(port.target for port in plan.bus.ports.ports)
+    assert targets == [4222, 4223, 4224, 8222, 8223, 8224]
+    assert plan.bus.audit is not None and plan.bus.audit.replicas == 3
+    script = plan.bus.ports.entrypoint[2] if plan.bus.ports.entrypoint else ""
+    assert "TCP4-LISTEN:4223" in script and "TCP4:bus-2:4222" in script and "TCP4:bus-3:8222" in script
+    single = make_plan(DeployConfig(), base_dir=PurePath("/a"))
+    assert single.bus.peers == () and single.bus.service.aliases == () and single.bus.audit.replicas == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("nodes", [0, 2, 4, 7, True])
+def test_bus_nodes_other_than_1_3_5_are_refused(nodes: object) -> None:
+    with pytest.raises(ValueError, match="nodes"):
+        DeployConfig.model_validate({"bus": {"nodes": nodes}})

@@ -194,3 +194,32 @@ def test_a_container_sees_values_unchanged_and_secrets_from_the_host(engine: str
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [value, "from-the-host"]
     assert "from-the-host" not in (tmp_path / "out" / "docker-compose.yml").read_text()
+
+
+def test_a_clustered_bus_renders_routes_by_variable_and_aliases() -> None:
+    files = rendered({"bus": {"nodes": 3}})
+    conf = files["nats.conf"]
+    assert "cluster {" in conf and "no_advertise: true" in conf and "port: 6222" in conf
+    assert "password: $NACHOS_ROUTE_PASSWORD" in conf
+    assert all(f"$NACHOS_ROUTE_{index}" in conf for index in (1, 2, 3))
+    assert "nats-route://" not in conf  # the URLs carry the password: only in credentials/bus.env
+    services = yaml.safe_load(files["docker-compose.yml"])["services"]
+    assert services["bus-2"]["networks"] == {
+        "nachos-internal": {"aliases": ["bus"]},
+        "bus-link": {"aliases": ["bus-2"]},
+    }
+    assert services["bus"]["networks"] == {"nachos-internal": {}, "bus-link": {"aliases": ["bus-1"]}}
+    hashes = {services[name]["labels"]["org.nachos-deploy.config-hash"] for name in ("bus", "bus-2", "bus-3")}
+    assert len(hashes) == 1  # a changed nats.conf recreates every node
+    assert "cluster {" not in rendered({})["nats.conf"]
+
+
+def test_cluster_credentials_hold_the_route_urls(tmp_path: Path) -> None:
+    from nachos_deploy import credentials
+
+    plan = make_plan(DeployConfig.model_validate({"bus": {"nodes": 3}}), base_dir=PurePath("/a"))
+    credentials.ensure(tmp_path, plan)
+    values = files.read_env_file(tmp_path / "credentials" / "bus.env")
+    password = values["NACHOS_ROUTE_PASSWORD"]
+    assert values["NACHOS_ROUTE_2"] == f"nats-route://nachos-route:{password}@bus-2:6222"
+    assert password != values["NACHOS_OPERATOR_PASSWORD"] and len(password) > 40
