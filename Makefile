@@ -16,7 +16,7 @@ help:
 	@echo "make demo-down - remove the demo stack (keeps its JetStream volume)"
 	@echo "make test      - install, engine, images, then ruff, mypy --strict and pytest"
 	@echo "make compose   - regenerate the rendered examples under compose/"
-	@echo "make bench     - measure bus start, request/reply latency and memory on the real engine"
+	@echo "make bench     - every benchmark: bus start, latency, memory, ratios to the floor and to compose --wait, CLI start-up, the port forwarder"
 	@echo "make durability - the audit stream's SIGKILL test at full counts (10 runs x 5000 messages)"
 
 $(BIN)/nachos-deploy: pyproject.toml
@@ -60,6 +60,9 @@ bench: images
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/up.py
 	$(BIN)/python benchmarks/sidecar.py
+	$(BIN)/python benchmarks/ratios.py
+	$(BIN)/python benchmarks/cli_speed.py
+	$(BIN)/python benchmarks/forwarder.py
 
 durability: images
 	NACHOS_DURABILITY_RUNS=10 NACHOS_DURABILITY_MESSAGES=5000 $(BIN)/pytest -s tests/test_audit.py
