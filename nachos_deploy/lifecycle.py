@@ -20,7 +20,7 @@ from python_on_whales import DockerClient
 from nachos_deploy import credentials, engine, files, gate, locks, monitor, natsclient, project
 from nachos_deploy.errors import BusFailure, ComponentFailure, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints, BusUnavailable, MonitorProblem
-from nachos_deploy.observe import Observation, Since, observe
+from nachos_deploy.observe import Observation, Since, check_waiting, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.render import HEADER
 from nachos_deploy.results import BusReport, DownResult, Endpoints, ServiceReport, StreamReport, UpResult
@@ -28,6 +28,7 @@ from nachos_deploy.stack import Stack
 
 Progress = Callable[[str], None]
 POLL = 0.05
+EARLY_SETTLE = 1.0  # seconds a service proven by its own check (ahead of the engine) must stay up
 LOG_LINES = 20
 
 
@@ -246,17 +247,27 @@ def _wait_until_ok(
     progress: Progress,
     healed: frozenset[str] = frozenset(),
 ) -> list[ServiceReport]:
+    proven: dict[str, float] = {}  # service -> when its own check first passed ahead of the engine
     while True:
         seen = observe(
             client, services, endpoints.monitor_url, since=since, healed=healed, others=endpoints.others
         )
+        seen = check_waiting(client, services, seen, since, healed)
+        for name in seen.early:
+            proven.setdefault(name, time.monotonic())
         bus = seen.report(BUS)
         if bus.final:
             raise _bus_lost(client, stack, seen, since)
         failed = [r for r in seen.reports if r.final]
         pending = [r for r in seen.reports if not r.ok]
-        if not failed and not pending:
+        # A service proven ahead of the engine's first check must then stay up for EARLY_SETTLE
+        # (a component that passes and crashes a moment later is a failed start, not a healthy one).
+        settling = [name for name in seen.early if time.monotonic() - proven[name] < EARLY_SETTLE]
+        if not failed and not pending and not settling:
             return seen.reports
+        if not failed and not pending:
+            time.sleep(POLL * 2)
+            continue
         if failed or time.monotonic() >= deadline:
             raise _component_failure(client, stack, seen, failed or pending, since)
         progress(f"Waiting for {', '.join(r.name for r in pending)}")

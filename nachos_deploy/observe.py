@@ -13,14 +13,16 @@ bus was proven (a health verdict from before an outage is stale, not a failure).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 from python_on_whales import DockerClient
 
 from nachos_deploy import engine, monitor
 from nachos_deploy.engine import ServiceState
-from nachos_deploy.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, PORTS, ServicePlan
+from nachos_deploy.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, PORTS, ServicePlan, is_bus_node
 from nachos_deploy.results import ServiceReport
+from nachos_deploy.units import duration_seconds
 
 DEFAULT_RETRIES = 3  # Docker's, for an image's own check whose settings we do not know
 
@@ -55,6 +57,7 @@ class Observation:
     states: Mapping[str, ServiceState]
     bus: BusView
     reports: list[ServiceReport]
+    early: frozenset[str] = frozenset()  # healthy by a check run now (check_waiting), not yet the engine's
 
     def report(self, name: str) -> ServiceReport:
         return next(report for report in self.reports if report.name == name)
@@ -197,7 +200,7 @@ def _problem(
         return f"is restarting (last exit code {state.exit_code})", True
     if state.status == "created":
         return "was created but has not started", False
-    if state.health == "starting" and service.name != BUS:  # the bus is proven from the host
+    if state.health == "starting" and not is_bus_node(service.name):  # proven from the host
         return "is waiting for its first healthcheck", False
     if state.health == "unhealthy":
         return _unhealthy(service, state, since)
@@ -221,3 +224,51 @@ def _unhealthy(service: ServicePlan, state: ServiceState, since: Since | None) -
     if failing >= retries:
         return f"is unhealthy by its healthcheck{detail}", True
     return "is unhealthy from before this run; waiting for a fresh healthcheck", False
+
+
+def check_waiting(
+    client: DockerClient,
+    services: Sequence[ServicePlan],
+    seen: Observation,
+    since: Since | None = None,
+    healed: frozenset[str] = frozenset(),
+) -> Observation:
+    """Services still waiting for their first healthcheck get it run now, in their container, by
+    the same command; one that passes is judged healthy (the engine reports it so at its next
+    interval). This is where `up` beats `compose up --wait`, which waits the interval out."""
+    waiting = {
+        report.name
+        for report in seen.reports
+        if report.status == "running"
+        and report.name != BUS
+        # a cluster's node that was unhealthy while it caught up: its check is asked again now
+        and (report.health == "starting" or (report.health == "unhealthy" and is_bus_node(report.name)))
+    }
+    if not waiting:
+        return seen
+    by_name = {service.name: service for service in services}
+    states = dict(seen.states)
+
+    def check(name: str) -> bool:
+        service, state = by_name[name], states[name]
+        health = service.healthcheck
+        test = health.test if health is not None else None
+        if not test or test == HEALTH_DISABLED.test:
+            return False
+        return engine.passes_check(client, state.container, test, duration_seconds(health.timeout))  # type: ignore[union-attr]
+
+    with ThreadPoolExecutor(max_workers=min(4, len(waiting))) as pool:
+        passed = [
+            name for name, ok in zip(sorted(waiting), pool.map(check, sorted(waiting)), strict=True) if ok
+        ]
+    if not passed:
+        return seen
+    for name in passed:
+        states[name] = replace(states[name], health="healthy")
+    reports = [
+        judge(by_name[r.name], states.get(r.name), seen.bus, since, healed=r.name in healed)
+        if r.name in passed
+        else r
+        for r in seen.reports
+    ]
+    return Observation(states, seen.bus, reports, frozenset(passed))

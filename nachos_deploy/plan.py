@@ -697,6 +697,11 @@ def node_name(index: int) -> str:
     return BUS if index == 1 else f"{BUS}-{index}"
 
 
+def is_bus_node(name: str) -> bool:
+    """``bus`` or ``bus-<n>`` (a component's name starts with a letter, so no sidecar is named so)."""
+    return name == BUS or (name.startswith(f"{BUS}-") and name[len(BUS) + 1 :].isdigit())
+
+
 def route_host(index: int) -> str:
     """The name a node answers to on bus-link alone (``bus`` means every node on nachos-internal)."""
     return f"{BUS}-{index}"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nachos_deploy import engine, files, monitor, project
-from nachos_deploy.observe import observe
+from nachos_deploy.observe import check_waiting, observe
 from nachos_deploy.results import StatusResult, StreamReport
 from nachos_deploy.stack import Stack
 
@@ -26,7 +26,9 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
         endpoints = project.bus_endpoints(client, stack, states)
         monitor_url = endpoints.monitor_url if endpoints else None
         others = endpoints.others if endpoints else ()
-        seen = observe(client, stack.plan.selected(only), monitor_url, states=states, others=others)
+        selected = stack.plan.selected(only)
+        seen = observe(client, selected, monitor_url, states=states, others=others)
+        seen = check_waiting(client, selected, seen)  # the same early healthcheck as up
     overview: dict[str, Any] | None = None
     problems: list[str] = []
     if not seen.states:
