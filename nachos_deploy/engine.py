@@ -450,7 +450,10 @@ def project_volumes(project: str) -> list[str]:
     try:
         volumes = _plain().volume.list(filters=[("label", f"com.docker.compose.project={project}")])
     except DockerException as exc:
-        raise EnvironmentProblem(f"Cannot list volumes: {_stderr(exc)}") from None
+        hint = f" {INSTALL_HINT}" if "Cannot connect to the Docker daemon" in _stderr(exc) else ""
+        raise EnvironmentProblem(f"Cannot list volumes: {_stderr(exc)}.{hint}") from None
+    except (ClientNotFoundError, FileNotFoundError):
+        raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
     return sorted(volume.name for volume in volumes)
 
 

@@ -375,10 +375,9 @@ def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> D
 
 
 def _down(stack: Stack, *, volumes: bool) -> DownResult:
-    with ThreadPoolExecutor(max_workers=2) as pool:  # two docker subprocesses at once
-        listed = pool.submit(engine.project_volumes, stack.project)
-        engine.require_engine()
-        existing = listed.result()
+    # No `docker version` first (0.1 s): listing the volumes fails with the same advice when the
+    # engine is away, and a missing Compose is named by `compose down` itself.
+    existing = engine.project_volumes(stack.project)
     with project.compose_client(stack) as client:
         engine.down(client, volumes=volumes)
     if stack.output_dir.is_dir():

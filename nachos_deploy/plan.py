@@ -819,7 +819,6 @@ def forwarder_script(nodes: int = 1) -> str:
     )
 
 
-FORWARDER_SCRIPT = forwarder_script()
 # Nothing answers DNS there: when the bus is gone, the lookup of `bus` fails in the container
 # instead of being forwarded to the host's resolvers (and off the machine); after one second, not
 # the resolver's default ten, so relays waiting for it do not pile up.
