@@ -142,14 +142,16 @@ async def publish_until_killed(
 
 async def stored_ids(url: str) -> list[str]:
     client = await nats.connect(url)
-    js = client.jetstream(timeout=10)
-    info = await js.stream_info("AUDIT")
-    ids = []
-    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-        message = await js.get_msg("AUDIT", sequence)
-        ids.append((message.headers or {}).get("Nats-Msg-Id", ""))
-    await client.close()
-    return ids
+    try:
+        js = client.jetstream(timeout=10)
+        info = await js.stream_info("AUDIT")
+        ids = []
+        for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+            message = await js.get_msg("AUDIT", sequence)
+            ids.append((message.headers or {}).get("Nats-Msg-Id", ""))
+        return ids
+    finally:
+        await client.close()
 
 
 async def kill_while_publishing(url: str, bus: str, prefix: str) -> tuple[set[str], set[str]]:
