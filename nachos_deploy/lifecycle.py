@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 from python_on_whales import DockerClient
 
@@ -180,11 +179,7 @@ def _gate_cluster(client: DockerClient, stack: Stack, endpoints: Endpoints, dead
     names = [name for name, _, _ in endpoints.nodes]
     problems = ["no node answered yet"]
     while time.monotonic() < deadline:
-        views = {}
-        for name, _, monitor_url in endpoints.nodes:
-            view = monitor.node_view(monitor_url)
-            views[name] = view if view.name == name or not view.name else replace(view, name=name)
-        problems = monitor.cluster_problems(views, names)
+        problems = monitor.check_cluster([(name, url) for name, _, url in endpoints.nodes])
         if not problems:
             try:
                 left = max(0.5, deadline - time.monotonic())

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,3 +292,9 @@ def cluster_problems(views: dict[str, NodeView], expected: list[str]) -> list[st
         elif any(view.cluster_size != len(expected) for view in views.values()):
             problems.append(f"the JetStream meta group is not {len(expected)} nodes yet")
     return problems
+
+
+def check_cluster(nodes: Sequence[tuple[str, str]]) -> list[str]:
+    """``cluster_problems`` of the nodes given as (server name, monitoring URL), each read now."""
+    views = {name: node_view(url) for name, url in nodes}
+    return cluster_problems(views, [name for name, _ in nodes])

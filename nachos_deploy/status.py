@@ -41,8 +41,7 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     if seen.states:
         problems += [f"{report.name} {report.problem}" for report in seen.reports if report.problem]
     if endpoints is not None and endpoints.nodes:  # a clustered bus: each node, its routes, one leader
-        views = {name: monitor.node_view(url) for name, _, url in endpoints.nodes}
-        problems += monitor.cluster_problems(views, [name for name, _, _ in endpoints.nodes])
+        problems += monitor.check_cluster([(name, url) for name, _, url in endpoints.nodes])
     if overview is not None and not overview.get("jetstream"):
         problems.append("JetStream is off on the bus")
     audit = None

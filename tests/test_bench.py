@@ -7,11 +7,9 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from nachos_deploy import bench
 from nachos_deploy.cli import app
 from nachos_deploy.monitor import get_json
 from tests.natsserver import NatsServer, ServerFactory, nats_server, nats_server_factory, no_connections_left
+from tests.test_health import fake_monitor as serve_monitor
 
 __all__ = ["nats_server", "nats_server_factory"]  # fixtures, imported for pytest
 
@@ -138,28 +137,9 @@ def test_a_missed_target_is_reported(nats_server: NatsServer) -> None:
 @pytest.fixture
 def fake_monitor() -> Iterator[str]:
     """A /varz that reports 100 MiB of memory: only to drive the exit code of a missed target."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"mem": 100 * MIB, "cpu": 1.5, "version": "fake"}).encode()
-            self.send_response(200 if self.path.startswith("/varz") else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    body = json.dumps({"mem": 100 * MIB, "cpu": 1.5, "version": "fake"}).encode()
+    with serve_monitor({"/varz": (200, body)}) as url:
+        yield url
 
 
 def test_a_missed_target_exits_1(nats_server: NatsServer, fake_monitor: str) -> None:

@@ -91,20 +91,23 @@ VALUES = {
     "date": "2024-01-01",
 }
 
+# what a path (output, build.context) takes: one line of text, no control characters, no name over
+# 255 bytes, not empty
+PATH_TEXT = {
+    "quoted-one",
+    "dotdot",
+    "date",
+    "yaml11-sexagesimal",
+    "word",
+    "emoji",
+    "markup",
+    "space",
+    "yaml11-no",
+    "nanoseconds",
+}
 ACCEPTED = {
     "project": {"quoted-one", "word", "nanoseconds", "date"},
-    "output": {
-        "quoted-one",
-        "dotdot",
-        "date",
-        "yaml11-sexagesimal",
-        "word",
-        "emoji",
-        "markup",
-        "space",
-        "yaml11-no",
-        "nanoseconds",
-    },
+    "output": PATH_TEXT,
     "images.tag": {"quoted-one", "date", "word", "yaml11-no", "nanoseconds"},
     "images.prefix": {"quoted-one", "date", "yaml11-sexagesimal", "word", "empty", "nanoseconds"},
     "bus.auth": {"true"},
@@ -174,18 +177,7 @@ ACCEPTED = {
     "components.x.healthcheck.interval": {"yaml11-octal", "half", "quoted-one"},
     "components.x.healthcheck.retries": {"quoted-one", "yaml11-octal"},
     "components.x.permissions.publish": set(),
-    "components.x.build.context": {
-        "quoted-one",
-        "dotdot",
-        "date",
-        "yaml11-sexagesimal",
-        "word",
-        "emoji",
-        "markup",
-        "space",
-        "yaml11-no",
-        "nanoseconds",
-    },
+    "components.x.build.context": PATH_TEXT,
     "components": {"word"},
 }
 
