@@ -133,6 +133,12 @@ def up(
     the same project is waited for; ``notice`` is told when that happens."""
     from nachos_deploy import lifecycle  # loads the NATS client; `status` and `env` need none
 
+    if stack.swarm:
+        from nachos_deploy import swarm_lifecycle
+
+        return swarm_lifecycle.up(
+            stack, timeout=timeout, only=only, progress=progress or (lambda _: None), notice=notice
+        )
     return lifecycle.up(
         stack, timeout=timeout, only=only, progress=progress or (lambda _: None), notice=notice
     )
@@ -140,6 +146,10 @@ def up(
 
 def down(stack: Stack, *, volumes: bool = False, notice: Progress | None = None) -> DownResult:
     """Remove a loaded stack's containers and networks, and its volumes when asked."""
+    if stack.swarm:
+        from nachos_deploy import swarm_lifecycle
+
+        return swarm_lifecycle.down(stack, volumes=volumes, notice=notice or (lambda _: None))
     from nachos_deploy import lifecycle
 
     return lifecycle.down(stack, volumes=volumes, notice=notice or (lambda _: None))
@@ -157,8 +167,12 @@ def env(stack: Stack) -> dict[str, str]:
 
 def service_logs(stack: Stack, services: Sequence[str] = (), tail: int = 50) -> str:
     engine.require_engine()
+    names = list(services) or [s.name for s in stack.plan.services]
+    if stack.swarm:
+        from nachos_deploy import swarm
+
+        return "\n".join(f"--- {name}\n{swarm.logs_tail(stack.project, name, tail)}" for name in names)
     with project.compose_client(stack) as client:
-        names = list(services) or [s.name for s in stack.plan.services]
         return "\n".join(f"--- {name}\n{engine.logs_tail(client, name, tail)}" for name in names)
 
 

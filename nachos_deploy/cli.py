@@ -7,7 +7,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
@@ -269,6 +269,9 @@ def validate(
         )
         + "."
     )
+    if stack.swarm:
+        out.print("Skipped the Compose check: target is swarm (`docker stack deploy` has no dry run).")
+        return
     version = engine.compose_version()
     if version is None:
         out.print("Skipped the Compose check: no Compose v2 CLI found (`docker compose version`).")
@@ -400,7 +403,7 @@ def down(
     stack = _stack(config, set_, project, output)
     if volumes and not yes:
         engine.require_engine()
-        names = engine.project_volumes(stack.project)
+        names = _volumes(stack)
         if names:
             if not sys.stdin.isatty():
                 err.print(
@@ -477,7 +480,6 @@ def logs(
     Example: nachos-deploy logs bus --tail 50 -f
     """
     from nachos_deploy import engine
-    from nachos_deploy import project as project_mod
 
     stack = _stack(config, set_, project, output)
     unknown = sorted(set(services or ()) - {s.name for s in stack.plan.services})
@@ -488,10 +490,32 @@ def logs(
             exit_code=ExitCode.USAGE,
         )
     engine.require_engine()
+    if stack.swarm:
+        from nachos_deploy import swarm
+
+        chunks = swarm.stream_logs(
+            stack.project, services or [s.name for s in stack.plan.services], follow, tail
+        )
+    else:
+        chunks = _compose_logs(stack, services or [], follow=follow, tail=tail)
+    for chunk in chunks:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+
+def _compose_logs(stack: "Stack", services: list[str], *, follow: bool, tail: int | None) -> Iterator[str]:
+    from nachos_deploy import engine
+    from nachos_deploy import project as project_mod
+
     with project_mod.compose_client(stack) as client:
-        for chunk in engine.stream_logs(client, services or [], follow=follow, tail=tail):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+        yield from engine.stream_logs(client, services, follow=follow, tail=tail)
+
+
+def _volumes(stack: "Stack") -> list[str]:
+    """The stack's volumes on this engine, by the label Compose or Swarm gave them."""
+    from nachos_deploy import engine, swarm
+
+    return swarm.volumes(stack.project) if stack.swarm else engine.project_volumes(stack.project)
 
 
 @app.command()
@@ -707,7 +731,7 @@ def rotate(
 
     Example: nachos-deploy credentials rotate -c deploy/prod.yaml
     """
-    from nachos_deploy import credentials, engine, lifecycle, report
+    from nachos_deploy import api, credentials, engine, report
     from nachos_deploy import project as project_mod
 
     stack = _stack(config, set_, project, output)
@@ -716,13 +740,16 @@ def rotate(
             "bus.auth is false: this bus has no credentials to rotate.", exit_code=ExitCode.USAGE
         )
     engine.require_engine()
-    with project_mod.compose_client(stack) as client:
-        running = project_mod.bus_endpoints(client, stack) is not None
+    if stack.swarm:
+        running = project_mod.bus_endpoints(None, stack) is not None
+    else:
+        with project_mod.compose_client(stack) as client:
+            running = project_mod.bus_endpoints(client, stack) is not None
     credentials.ensure(stack.output_dir, stack.plan, rotate=True)
     out.print(f"New bus passwords written to {credentials.folder(stack.output_dir)}.")
     if running:
         with err.status("Restarting the bus and its sidecars", spinner="dots") as status:
-            result = lifecycle.up(stack, timeout=timeout, progress=lambda text: status.update(text))
+            result = api.up(stack, timeout=timeout, progress=lambda text: status.update(text))
         report.print_up(out, result, f"-p {shlex.quote(result.project)}")
 
 

@@ -91,6 +91,11 @@ VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Host paths no component gets: the Docker socket is root on the host, the rest the kernel's.
 FORBIDDEN_HOST_PATHS = ("/var/run/docker.sock", "/run/docker.sock", "/proc", "/sys", "/dev", "/boot")
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# A Swarm placement constraint: `node.role == manager`, `node.labels.zone != edge`, ...
+PLACEMENT_PATTERN = (
+    r"^(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[A-Za-z0-9_.-]+)"
+    r" ?(==|!=) ?[A-Za-z0-9_.:/-]+$"
+)
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 
@@ -322,6 +327,9 @@ class Component(Model):
     connection_name: Annotated[LineText | Literal[False] | None, BeforeValidator(_false_not_zero)] = None
     permissions: Permissions = Permissions()
     read_only: Bool = True  # read-only root filesystem (with a tmpfs at /tmp); false for images that write
+    # Swarm only (target: swarm): how many tasks run it, and where (`docker service create --constraint`).
+    replicas: Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=100)] = 1
+    placement: list[Annotated[str, Field(pattern=PLACEMENT_PATTERN, max_length=200)]] = []
 
     @field_validator("environment", "secrets")
     @classmethod
@@ -397,6 +405,7 @@ class Component(Model):
 
 class DeployConfig(Model):
     project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = "nachos"
+    target: Literal["compose", "swarm"] = "compose"  # the engine: a Compose project or a Swarm stack
     output: PathText = ".nachos"
     platform_config: PathText = "nachos.toml"
     compose_override: PathText = "docker-compose.override.yml"  # beside the deploy file, when present
@@ -415,3 +424,14 @@ class DeployConfig(Model):
                     "(the bus sidecars) are taken"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _swarm_only(self) -> DeployConfig:
+        if self.target == "compose":
+            for name, component in self.components.items():
+                if component.replicas != 1:
+                    raise ValueError(
+                        f"components.{name}.replicas is {component.replicas}, but a Compose project runs "
+                        "one container per service; set target: swarm to run replicas, or remove the key"
+                    )
+        return self

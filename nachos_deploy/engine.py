@@ -532,3 +532,17 @@ def project_host_ports(project: str, service: str) -> set[int]:
                 if host_port:
                     ports.add(int(host_port))
     return ports
+
+
+# For the Swarm edge (swarm.py), which reads the same container JSON and the same error texts.
+def state_of(item: Mapping[str, object]) -> ServiceState:
+    return _state_of(item)
+
+
+def stderr_text(exc: DockerException) -> str:
+    return _stderr(exc)
+
+
+def epoch_of(value: object) -> float | None:
+    """An RFC 3339 time of Docker's as seconds since the epoch; None for none or "never"."""
+    return _epoch(_parse_time(value))

@@ -91,8 +91,10 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         endpoints, report = _gate_bus(client, stack, deadline, previous)
         if peers:
             progress("Waiting for the cluster: every node healthy and routed, one JetStream meta leader")
-            _gate_cluster(client, stack, endpoints, deadline)
-        audit = _provision_audit(stack, endpoints, progress)
+            gate_cluster(
+                lambda name, lines: engine.logs_tail(client, name, lines), stack, endpoints, deadline
+            )
+        audit = provision_audit(stack, endpoints, progress)
         phases["bus"] = time.monotonic() - mark
 
         mark = time.monotonic()
@@ -102,7 +104,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     return UpResult(stack.project, endpoints, reports, phases, report, changed, audit)
 
 
-def _provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> StreamReport | None:
+def provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> StreamReport | None:
     """The audit stream, created or updated in place before any component can publish to it."""
     audit = stack.plan.bus.audit
     if audit is None:
@@ -169,11 +171,13 @@ def _gate_bus(
         f"The bus did not become healthy: {problem}. No component was started. Its last log lines are "
         f"below; fix the cause (the rendered config is in {stack.output_dir}), then run `nachos-deploy up` "
         f"again, or remove the stack with `nachos-deploy down -p {stack.project}`.",
-        details=_indent(engine.logs_tail(client, BUS, LOG_LINES)),
+        details=indent(engine.logs_tail(client, BUS, LOG_LINES)),
     )
 
 
-def _gate_cluster(client: DockerClient, stack: Stack, endpoints: Endpoints, deadline: float) -> None:
+def gate_cluster(
+    logs: Callable[[str, int], str], stack: Stack, endpoints: Endpoints, deadline: float
+) -> None:
     """Every node healthy, routed to every other, all following one JetStream meta leader, and a
     request answered across two nodes; else a bus failure naming what is missing."""
     names = [name for name, _, _ in endpoints.nodes]
@@ -192,7 +196,7 @@ def _gate_cluster(client: DockerClient, stack: Stack, endpoints: Endpoints, dead
         f"The bus cluster did not form: {'; '.join(problems)}. No component was started. Look at the "
         f"nodes' logs (`nachos-deploy logs {' '.join(names)} -p {stack.project}`), then run "
         f"`nachos-deploy up` again or remove the stack with `nachos-deploy down -p {stack.project}`.",
-        details="\n".join(f"--- {name}\n{_indent(engine.logs_tail(client, name, 8))}" for name in names),
+        details="\n".join(f"--- {name}\n{indent(logs(name, 8))}" for name in names),
     )
 
 
@@ -298,7 +302,7 @@ def _wait_for_volume_init(client: DockerClient, stack: Stack, deadline: float, p
                 f"{VOLUME_INIT} (which makes the components' volumes writable by their users) exited "
                 f"with code {state.exit_code}; no component was started. Its log lines are below; "
                 f"remove the stack with `nachos-deploy down -p {stack.project}`.",
-                details=_indent(engine.logs_tail(client, VOLUME_INIT, LOG_LINES)),
+                details=indent(engine.logs_tail(client, VOLUME_INIT, LOG_LINES)),
             )
         if time.monotonic() >= deadline:
             raise ComponentFailure(f"{VOLUME_INIT} did not finish before the timeout.")
@@ -319,7 +323,7 @@ def _bus_lost(client: DockerClient, stack: Stack, seen: Observation, since: Sinc
         f"The bus {problem} while the components were starting; they cannot come up without it. "
         f"Its last log lines are below; run `nachos-deploy up -p {stack.project}` again once the cause "
         f"is fixed, or remove the stack with `nachos-deploy down -p {stack.project}`.",
-        details=_indent(engine.logs_tail(client, BUS, LOG_LINES)),
+        details=indent(engine.logs_tail(client, BUS, LOG_LINES)),
     )
 
 
@@ -332,7 +336,7 @@ def _component_failure(
 ) -> ComponentFailure:
     reasons = {report.name: _reason(report, seen, since) for report in culprits}
     lines = [
-        f"--- {name}: {why}\n{_indent(engine.logs_tail(client, name, LOG_LINES))}"
+        f"--- {name}: {why}\n{indent(engine.logs_tail(client, name, LOG_LINES))}"
         for name, why in reasons.items()
     ]
     first = culprits[0].name
@@ -359,7 +363,7 @@ def _reason(report: ServiceReport, seen: Observation, since: Since) -> str:
     return problem
 
 
-def _indent(text: str) -> str:
+def indent(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines()) or "    (no log lines)"
 
 

@@ -44,6 +44,9 @@ MONITOR_PORT = 8222
 NATS_CONFIG_FILE = "nats.conf"
 NATS_CONFIG_TARGET = "/etc/nats/nats.conf"
 COMPOSE_FILE = "docker-compose.yml"
+STACK_FILE = "docker-stack.yml"  # target: swarm, for `docker stack deploy`
+BUS_STACK_FILE = "docker-stack.bus.yml"  # the bus alone: deployed and proven before the rest
+INIT_NETWORK = "volume-init-link"  # Swarm has no network_mode none: the one-shot gets a network of its own
 PLATFORM_CONFIG_FILE = "nachos.toml"
 BUS_VOLUME = "bus-data"
 GATEWAY_VOLUME = "gateway-data"
@@ -181,6 +184,8 @@ class ServicePlan:
     dns: tuple[str, ...] = ()  # resolvers the engine's DNS forwards unknown names to
     dns_options: tuple[str, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()  # (network, another name it answers to there)
+    replicas: int = 1  # Swarm only: how many tasks run it
+    placement: tuple[str, ...] = ()  # Swarm only: placement constraints
 
     def aliases_on(self, network: str) -> list[str]:
         return [alias for where, alias in self.aliases if where == network]
@@ -260,6 +265,7 @@ class Plan:
     warnings: tuple[str, ...] = field(default=())
     auth: bool = True
     sidecars: tuple[Sidecar, ...] = ()
+    target: str = "compose"  # or "swarm": a stack file for `docker stack deploy`
 
     @property
     def services(self) -> tuple[ServicePlan, ...]:
@@ -368,6 +374,7 @@ def make_plan(
     preparing = {p.used_by for p in prepared}
     components = tuple(replace(c, waits_for_volumes=c.name in preparing) for c in components)
 
+    warnings.extend(_target_warnings(config))
     if not config.bus.auth:
         warnings.append(
             "bus.auth is false: the bus accepts anyone, so any process on this host and any container "
@@ -402,7 +409,23 @@ def make_plan(
         warnings=tuple(warnings),
         auth=config.bus.auth,
         sidecars=tuple(sidecars),
+        target=config.target,
     )
+
+
+def _target_warnings(config: DeployConfig) -> list[str]:
+    """What a stack file cannot carry over from the Compose layout, said once at render and up."""
+    if config.target == "swarm":
+        return [
+            "target is swarm: Swarm publishes the bus's ports on every interface of the node running "
+            f"{PORTS} (it has no host IP; bus.bind_address applies to Compose only), so the client port "
+            "is guarded by the operator password alone and the monitoring port is open: firewall them. "
+            "Swarm also ignores no-new-privileges."
+        ]
+    placed = sorted(name for name, settings in config.components.items() if settings.placement)
+    if placed:
+        return [f"placement of {', '.join(placed)} applies to target: swarm only; Compose ignores it."]
+    return []
 
 
 def _host_path_warnings(config: DeployConfig, base_dir: PurePath) -> list[str]:
@@ -630,6 +653,8 @@ def _component(
         connection_name=connection_name,
         tool_id=tool_id,
         hardening=Hardening(read_only=settings.read_only),
+        replicas=settings.replicas,
+        placement=tuple(settings.placement),
     )
 
 

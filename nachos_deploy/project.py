@@ -15,7 +15,7 @@ from pathlib import Path
 
 from python_on_whales import DockerClient
 
-from nachos_deploy import credentials, engine, files
+from nachos_deploy import credentials, engine, files, swarm
 from nachos_deploy.errors import DeployError, ExitCode
 from nachos_deploy.plan import PORTS, forwarded_ports
 from nachos_deploy.results import Endpoints
@@ -43,11 +43,14 @@ def compose_client(stack: Stack) -> Iterator[DockerClient]:
 
 
 def bus_endpoints(
-    client: DockerClient, stack: Stack, states: Mapping[str, engine.ServiceState] | None = None
+    client: DockerClient | None, stack: Stack, states: Mapping[str, engine.ServiceState] | None = None
 ) -> Endpoints | None:
     """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked);
-    ``states`` read a moment ago save asking the engine again. For a clustered bus, every node's."""
-    forwarder = (engine.states(client) if states is None else states).get(PORTS)
+    ``states`` read a moment ago save asking the engine again (no ``client``: a Swarm stack's
+    containers on this node). For a clustered bus, every node's."""
+    if states is None:
+        states = swarm.states(stack.project) if client is None else engine.states(client)
+    forwarder = states.get(PORTS)
     if forwarder is None or forwarder.status != "running":
         return None
     host = stack.plan.bus.bind_address
@@ -70,8 +73,11 @@ def bus_endpoints(
 def running_endpoints(stack: Stack) -> Endpoints:
     """Host URLs of a running stack's bus, or a clear error when it is not running."""
     engine.require_engine()
-    with compose_client(stack) as client:
-        endpoints = bus_endpoints(client, stack)
+    if stack.swarm:
+        endpoints = bus_endpoints(None, stack)
+    else:
+        with compose_client(stack) as client:
+            endpoints = bus_endpoints(client, stack)
     if endpoints is None:
         raise DeployError(
             f"The bus of project {stack.project} is not running; start it with "

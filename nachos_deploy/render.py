@@ -21,29 +21,35 @@ import yaml
 from nachos_deploy import __version__
 from nachos_deploy.errors import DeployError
 from nachos_deploy.plan import (
+    BUS_STACK_FILE,
     CLUSTER_NAME,
     COMPOSE_FILE,
     CREDENTIALS_DIR,
+    INIT_NETWORK,
     LEAF_PORT,
     LEAF_URL,
     NATS_CONFIG_FILE,
     OPERATOR_PASSWORD,
     OPERATOR_USER,
     PLATFORM_CONFIG_FILE,
+    PORTS,
     ROUTE_PASSWORD,
     ROUTE_PORT,
     ROUTE_USER,
     SELECTION_FILE,
+    STACK_FILE,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
     EnvVar,
     Plan,
+    ServicePlan,
     route_variable,
 )
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
 GITIGNORE = ".gitignore"
-OUTPUT_NAMES = (COMPOSE_FILE, NATS_CONFIG_FILE, PLATFORM_CONFIG_FILE, GITIGNORE)  # and sidecar-*.conf
+OUTPUT_NAMES = (COMPOSE_FILE, STACK_FILE, BUS_STACK_FILE, NATS_CONFIG_FILE, PLATFORM_CONFIG_FILE, GITIGNORE)
+# and sidecar-*.conf
 SIDECAR_PATTERN = "sidecar-*.conf"
 
 
@@ -198,7 +204,6 @@ def render(plan: Plan) -> dict[str, str]:
         # nats.conf recreate the bus instead of leaving it running with the old limits.
         context["bus_config_hash"] = hashlib.sha256(nats_conf.encode()).hexdigest()[:16]
         files = {
-            COMPOSE_FILE: compose_env.get_template("docker-compose.yml.j2").render(context),
             NATS_CONFIG_FILE: nats_conf,
             # The credentials nachos-deploy generates beside the rendered files stay out of git.
             GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n/{SELECTION_FILE}\n",
@@ -209,9 +214,64 @@ def render(plan: Plan) -> dict[str, str]:
             )
         if plan.generate_platform_config:
             files[PLATFORM_CONFIG_FILE] = text_env.get_template("nachos.toml.j2").render(context)
+        if plan.target == "swarm":
+            template = compose_env.get_template("docker-stack.yml.j2")
+            bus = [*plan.bus.nodes, plan.bus.ports]
+            files[STACK_FILE] = template.render(
+                _stack_context(context, plan, plan.services, files, "the whole stack")
+            )
+            files[BUS_STACK_FILE] = template.render(
+                _stack_context(context, plan, bus, files, "the bus alone, deployed and proven first")
+            )
+        else:
+            files[COMPOSE_FILE] = compose_env.get_template("docker-compose.yml.j2").render(context)
     except jinja2.TemplateError as exc:
         raise DeployError(f"A template failed to render: {exc}. This is a bug in nachos-deploy.") from exc
     return files
+
+
+def _stack_context(
+    context: dict[str, Any],
+    plan: Plan,
+    services: tuple[ServicePlan, ...] | list[ServicePlan],
+    files: dict[str, str],
+    purpose: str,
+) -> dict[str, Any]:
+    """What one stack file holds: ``services`` (with volume-init when it prepares a volume they
+    use), only the networks and volumes they use, and the rendered files they mount as Swarm configs
+    (a bind mount would need the file at the same path on every node)."""
+    prepared = list(plan.prepared_volumes)  # volume-init runs in the bus phase, as with Compose
+    used_networks = {network for service in services for network in service.networks}
+    if prepared:
+        used_networks.add(INIT_NETWORK)
+    networks = [(name, internal) for name, internal in plan.networks if name in used_networks]
+    if prepared:
+        networks.append((INIT_NETWORK, True))
+    volumes = {m.source for s in services for m in s.mounts if m.is_volume} | {p.volume for p in prepared}
+    configs = {}
+    for service in services:
+        for mount in service.mounts:
+            name = mount.source.removeprefix("./")
+            if mount.source.startswith("./") and name in files:
+                digest = hashlib.sha256(files[name].encode()).hexdigest()[:12]
+                key = re.sub(r"[^a-z0-9-]", "-", name.lower())
+                configs[mount.source] = {"key": key, "name": f"{plan.project}-{key}-{digest}"}
+    placements = {plan.component(p.used_by).placement for p in prepared}
+    return {
+        **context,
+        "services": services,
+        "purpose": purpose,
+        "bus_file": BUS_STACK_FILE,
+        "ports_name": PORTS,
+        "with_init": bool(prepared),
+        "prepared_volumes": prepared,
+        "init_image": plan.bus.service.image,
+        "init_network": INIT_NETWORK,
+        "init_placement": next(iter(placements)) if len(placements) == 1 else (),
+        "networks": networks,
+        "volumes": sorted(v for v in plan.volumes if v in volumes),
+        "configs": configs,
+    }
 
 
 def _finalize_text(value: object) -> str:

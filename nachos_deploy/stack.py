@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nachos_deploy import files as files_mod
 from nachos_deploy import loader
 from nachos_deploy.errors import ConfigError
-from nachos_deploy.plan import COMPOSE_FILE, Plan, make_plan
+from nachos_deploy.plan import BUS_STACK_FILE, COMPOSE_FILE, STACK_FILE, Plan, make_plan
 from nachos_deploy.render import HEADER, OUTPUT_NAMES, render
 
 if TYPE_CHECKING:
@@ -71,6 +71,18 @@ class Stack:
     @property
     def compose_file(self) -> Path:
         return self.output_dir / COMPOSE_FILE
+
+    @property
+    def swarm(self) -> bool:
+        return self.plan.target == "swarm"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.output_dir / STACK_FILE
+
+    @property
+    def bus_stack_file(self) -> Path:
+        return self.output_dir / BUS_STACK_FILE
 
 
 def prepare(

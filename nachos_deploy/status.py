@@ -3,12 +3,15 @@ own view. Loads no NATS client: everything here is the engine and the bus's HTTP
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from python_on_whales import DockerClient
+
 from nachos_deploy import engine, files, monitor, project
+from nachos_deploy.engine import ServiceState
 from nachos_deploy.observe import check_waiting, observe
-from nachos_deploy.results import StatusResult, StreamReport
+from nachos_deploy.results import Endpoints, StatusResult, StreamReport
 from nachos_deploy.stack import Stack
 
 
@@ -16,6 +19,10 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     """Each service's container state, health and bus connection, and the bus's own view. Judges
     the services ``only`` names (with the bus and their sidecars); by default what the last ``up``
     started (``up --only`` leaves its selection in the output folder), else the whole stack."""
+    if stack.swarm:
+        from nachos_deploy import swarm_lifecycle
+
+        return swarm_lifecycle.status(stack, only)
     names = {service.name for service in stack.plan.services}
     if only is None:  # what the last up asked for, as far as this configuration still runs it
         only = [name for name in files.read_selection(stack.output_dir) if name in names]
@@ -23,12 +30,22 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     # is away, and status needs no Compose (0.1 s saved of a command that should answer at once).
     with project.compose_client(stack) as client:
         states = engine.states(client)
-        endpoints = project.bus_endpoints(client, stack, states)
-        monitor_url = endpoints.monitor_url if endpoints else None
-        others = endpoints.others if endpoints else ()
-        selected = stack.plan.selected(only)
-        seen = observe(client, selected, monitor_url, states=states, others=others)
-        seen = check_waiting(client, selected, seen)  # the same early healthcheck as up
+        return judged(stack, client, states, project.bus_endpoints(client, stack, states), only)
+
+
+def judged(
+    stack: Stack,
+    client: DockerClient,
+    states: Mapping[str, ServiceState],
+    endpoints: Endpoints | None,
+    only: Sequence[str],
+) -> StatusResult:
+    """The services ``only`` names (all: empty) judged on ``states``, and the bus's own view."""
+    monitor_url = endpoints.monitor_url if endpoints else None
+    others = endpoints.others if endpoints else ()
+    selected = stack.plan.selected(only)
+    seen = observe(client, selected, monitor_url, states=states, others=others)
+    seen = check_waiting(client, selected, seen)  # the same early healthcheck as up
     overview: dict[str, Any] | None = None
     problems: list[str] = []
     if not seen.states:
