@@ -223,11 +223,17 @@ def _rank(state: engine.ServiceState) -> tuple[bool, float]:
 
 
 def logs_tail(project: str, service: str, lines: int = 20) -> str:
+    """The last lines of every task of the service, the failed ones too; a container's stderr comes
+    out on the command's stderr, so the two are read as one stream."""
+    command = ["docker", "service", "logs", "--tail", str(lines), "--raw", f"{project}_{service}"]
     try:
-        text = _docker("service", "logs", "--tail", str(lines), "--raw", f"{project}_{service}")
-    except DockerException as exc:
-        return f"(no logs: {engine.stderr_text(exc).splitlines()[0] if engine.stderr_text(exc) else exc})"
-    return text.rstrip()
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(no logs: {exc})"
+    text = done.stdout.decode("utf-8", errors="replace").rstrip()
+    if done.returncode != 0:
+        return f"(no logs: {' '.join(text.split())[:300]})"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def restart(project: str, names: Sequence[str]) -> None:
@@ -356,3 +362,14 @@ def stop_containers(project: str, names: Sequence[str], grace: int = 10) -> None
     except DockerException as exc:
         if "No such container" not in engine.stderr_text(exc):
             raise DeployError(f"Cannot stop the stack's containers: {_daemon(exc)}") from None
+
+
+def has_ipvs() -> bool:
+    """The kernel's IP virtual server, which Swarm's VIP endpoints and ingress need: loaded, or
+    a module this kernel could load."""
+    import platform
+
+    if Path("/proc/net/ip_vs").exists():
+        return True
+    modules = Path("/lib/modules") / platform.release()
+    return any(modules.rglob("ip_vs.ko*")) if modules.is_dir() else False

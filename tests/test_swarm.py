@@ -1,0 +1,330 @@
+"""`target: swarm`: the stack files (pure), then the real thing on a one-node swarm that these tests
+create and leave again (only when they created it), on an engine started with
+DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 (scripts/install-engine.sh does), since no registry answers.
+
+On the engine: the bus is deployed and proven before any component exists, stand-in components
+answer through the bus, a bus that cannot start leaves no component deployed (exit 5), a component
+that fails is named with exit 6, `status`, `logs`, and `down` removing the components before the
+bus and keeping the volumes unless asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nachos_deploy.errors import ConfigError
+from nachos_deploy.plan import BUS_STACK_FILE, STACK_FILE
+from nachos_deploy.stack import prepare
+from tests.conftest import unavailable
+from tests.test_lifecycle import PROBE
+
+SWARM_BUS = {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}
+
+
+def rendered(tmp_path: Path, document: dict[str, object]) -> dict[str, dict[str, object]]:
+    (tmp_path / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
+    stack = prepare(tmp_path / "nachos-deploy.yaml", cwd=tmp_path, environ={})
+    return {name: yaml.safe_load(text) for name, text in stack.files.items() if name.endswith(".yml")}
+
+
+DEMO = {
+    "project": "sw",
+    "target": "swarm",
+    "components": {
+        "gateway": {"image": PROBE, "egress": False, "placement": ["node.role == manager"]},
+        "webchat": {"enabled": True, "image": PROBE, "replicas": 2},
+    },
+}
+
+
+def test_swarm_renders_two_stack_files_and_no_compose_file(tmp_path: Path) -> None:
+    files = rendered(tmp_path, DEMO)
+    assert set(files) == {STACK_FILE, BUS_STACK_FILE}
+    bus_file, full = files[BUS_STACK_FILE], files[STACK_FILE]
+    assert set(bus_file["services"]) == {"bus", "bus-ports", "volume-init"}  # type: ignore[arg-type]
+    assert set(full["services"]) > set(bus_file["services"]) | {"gateway", "webchat", "bus-webchat"}  # type: ignore[arg-type, operator]
+    for document in (bus_file, full):
+        for name, service in document["services"].items():  # type: ignore[attr-defined]
+            assert service["deploy"]["endpoint_mode"] == "dnsrr", name  # no IPVS needed
+            assert not {"depends_on", "restart", "security_opt", "mem_limit", "tmpfs"} & set(service), name
+        for name, network in document["networks"].items():  # type: ignore[attr-defined]
+            assert network["driver"] == "overlay" and network["attachable"] is True, name
+            assert network.get("internal", False) is (name not in ("host-access", "egress")), name
+
+
+def test_swarm_services_carry_replicas_placement_limits_and_configs(tmp_path: Path) -> None:
+    full = rendered(tmp_path, DEMO)[STACK_FILE]
+    services = full["services"]
+    assert isinstance(services, dict)
+    assert services["webchat"]["deploy"]["replicas"] == 2
+    assert services["gateway"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert services["volume-init"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert services["volume-init"]["deploy"]["restart_policy"]["condition"] == "none"
+    assert services["bus"]["deploy"]["resources"]["limits"] == {"memory": "536870912", "pids": 256}
+    ports = services["bus-ports"]["ports"]
+    assert {p["mode"] for p in ports} == {"host"} and [p["published"] for p in ports] == [4222, 8222]
+    # Rendered files go in as Swarm configs named by their content; a bind needs them on every node.
+    assert services["bus"]["configs"] == [{"source": "nats-conf", "target": "/etc/nats/nats.conf"}]
+    name = full["configs"]["nats-conf"]["name"]  # type: ignore[index]
+    assert name.startswith("sw-nats-conf-") and len(name) == len("sw-nats-conf-") + 12
+    assert all(m["type"] != "bind" for m in services["bus"]["volumes"])
+    assert {"type": "tmpfs", "target": "/tmp"} in services["gateway"]["volumes"]
+
+
+def test_a_changed_nats_conf_is_a_new_config_name(tmp_path: Path) -> None:
+    first = rendered(tmp_path, DEMO)[STACK_FILE]["configs"]["nats-conf"]["name"]  # type: ignore[index]
+    second = rendered(tmp_path, {**DEMO, "bus": {"max_payload": "1MB"}})[STACK_FILE]
+    assert second["configs"]["nats-conf"]["name"] != first  # type: ignore[index]
+
+
+def test_replicas_need_swarm(tmp_path: Path) -> None:
+    (tmp_path / "nachos-deploy.yaml").write_text(
+        yaml.safe_dump({"components": {"webchat": {"enabled": True, "replicas": 2}}})
+    )
+    with pytest.raises(ConfigError, match=r"components\.webchat\.replicas.*target: swarm"):
+        prepare(tmp_path / "nachos-deploy.yaml", cwd=tmp_path, environ={})
+
+
+def test_placement_on_compose_is_a_warning_and_swarm_warns_of_open_ports(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        yaml.safe_dump({"components": {"gateway": {"placement": ["node.role == manager"]}}})
+    )
+    compose = prepare(tmp_path / "a.yaml", cwd=tmp_path, environ={})
+    assert any("placement of gateway applies to target: swarm only" in w for w in compose.warnings)
+    assert "docker-compose.yml" in compose.files
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"target": "swarm"}))
+    on_swarm = prepare(tmp_path / "b.yaml", cwd=tmp_path, environ={})
+    assert any("every interface" in w for w in on_swarm.warnings)
+
+
+@pytest.mark.parametrize("bad", ["node.role = manager", "rm -rf /", "node.labels. == x", "node.role == a b"])
+def test_a_placement_that_is_not_a_constraint_is_refused(tmp_path: Path, bad: str) -> None:
+    (tmp_path / "a.yaml").write_text(
+        yaml.safe_dump({"target": "swarm", "components": {"gateway": {"placement": [bad]}}})
+    )
+    with pytest.raises(ConfigError, match=r"components\.gateway\.placement"):
+        prepare(tmp_path / "a.yaml", cwd=tmp_path, environ={})
+
+
+# --- on the engine -----------------------------------------------------------------------------
+
+
+def dockerd_environment() -> str:
+    pid = Path("/var/run/docker.pid").read_text().strip()
+    return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def swarm(engine: str) -> Iterator[None]:
+    """A one-node swarm for this module; left again only if this fixture made it."""
+    try:
+        offline = "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1" in dockerd_environment().split("\0")
+    except OSError as exc:
+        offline = False
+        unavailable(f"cannot read dockerd's environment ({exc}); run the tests as root")
+    if not offline:
+        unavailable(
+            "dockerd runs without DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1, so Swarm would ask a registry for "
+            "every image; restart it through `bash scripts/install-engine.sh`"
+        )
+    state = subprocess.run(
+        ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    created = state == "inactive"
+    if created:
+        init = subprocess.run(
+            ["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert init.returncode == 0, init.stderr
+    try:
+        yield
+    finally:
+        if created:
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=60)
+
+
+class SwarmStack:
+    def __init__(
+        self, folder: Path, components: dict[str, object], bus: dict[str, object] | None = None
+    ) -> None:
+        self.project = f"ndt-sw-{uuid.uuid4().hex[:6]}"
+        self.file = folder / "nachos-deploy.yaml"
+        document = {
+            "project": self.project,
+            "target": "swarm",
+            "bus": {**SWARM_BUS, **(bus or {})},
+            "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}, **components},
+        }
+        self.file.write_text(yaml.safe_dump(document))
+
+    def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nachos_deploy", args[0], "-c", str(self.file), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def services(self) -> dict[str, str]:
+        """Service → its creation time, from the engine."""
+        listed = subprocess.run(
+            [
+                "docker",
+                "service",
+                "ls",
+                "--quiet",
+                "--filter",
+                f"label=com.docker.stack.namespace={self.project}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if not listed:
+            return {}
+        found = json.loads(
+            subprocess.run(["docker", "service", "inspect", *listed], capture_output=True, check=True).stdout
+        )
+        return {s["Spec"]["Name"].removeprefix(f"{self.project}_"): s["CreatedAt"] for s in found}
+
+
+@pytest.fixture
+def swarm_stack(swarm: None, tmp_path: Path) -> Iterator[SwarmStack]:
+    stacks: list[SwarmStack] = []
+
+    def make(components: dict[str, object], bus: dict[str, object] | None = None) -> SwarmStack:
+        stacks.append(SwarmStack(tmp_path, components, bus))
+        return stacks[-1]
+
+    yield make  # type: ignore[misc]
+    for stack in stacks:
+        stack.run("down", "--volumes", "--yes")
+
+
+def container_started(project: str, service: str) -> str:
+    ids = subprocess.run(
+        ["docker", "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={project}_{service}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert ids, f"no running container of {service}"
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.StartedAt}}", ids[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+class DieEvents:
+    """The stack's containers' deaths, in order, streamed live while a command runs: the engine keeps
+    only its last 256 events for a query of the past, and healthchecks fill that in seconds."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.proc = subprocess.Popen(
+            [
+                "docker", "events", "--filter", "type=container", "--filter", "event=die",
+                "--filter", f"label=com.docker.stack.namespace={project}",
+                "--format", '{{index .Actor.Attributes "com.docker.swarm.service.name"}}',
+            ],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(0.5)  # subscribed before anything happens
+
+    def stop(self) -> list[str]:
+        time.sleep(0.5)
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        return [line.removeprefix(f"{self.project}_") for line in out.split()]
+
+
+def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_last(
+    swarm_stack: object,
+) -> None:
+    stack = swarm_stack(
+        {
+            "gateway": {"enabled": True, "image": PROBE, "egress": False},
+            "webchat": {"enabled": True, "image": PROBE, "replicas": 2},
+        }
+    )  # type: ignore[operator]
+    up = stack.run("up", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    result = json.loads(up.stdout)
+    assert {s["name"] for s in result["services"] if s["ok"]} >= {"bus", "gateway", "webchat", "bus-webchat"}
+    assert result["nats_url"].startswith("nats://nachos-deploy:")
+
+    # Bus first: the components' services were created only once the bus's container was running.
+    created = stack.services()
+    bus_started = container_started(stack.project, "bus")
+    assert created["gateway"] > bus_started and created["webchat"] > bus_started
+    assert created["bus"] < bus_started
+
+    answer = stack.run("request", "nachos.gateway.subagents.list", "{}")
+    assert answer.returncode == 0 and '"ok": true' in answer.stdout, answer.stdout + answer.stderr
+
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["problems"] == []
+
+    logs = stack.run("logs", "bus", "--tail", "20")
+    assert logs.returncode == 0 and "Server is ready" in logs.stdout, logs.stdout + logs.stderr
+
+    again = stack.run("up", "--json")  # an unchanged stack: nothing replaced, still verified
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert container_started(stack.project, "bus") == bus_started
+
+    events = DieEvents(stack.project)
+    down = stack.run("down")
+    died = events.stop()
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert stack.services() == {}
+    assert died and died[-1] == "bus", died  # the components and sidecars before the bus
+    assert "bus-webchat" in died and died.index("bus-webchat") > max(
+        i for i, name in enumerate(died) if name == "webchat"
+    ), died
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "--quiet"], capture_output=True, text=True
+    ).stdout.split()
+    assert f"{stack.project}_bus-data" in volumes and f"{stack.project}_gateway-data" in volumes
+    gone = stack.run("down", "--volumes", "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "--quiet"], capture_output=True, text=True
+    ).stdout.split()
+    assert not [v for v in volumes if v.startswith(f"{stack.project}_")]
+
+
+def test_swarm_a_bus_that_cannot_start_deploys_no_component(swarm_stack: object) -> None:
+    # The probe in the bus's place: it exits at once (no NACHOS_COMPONENT), task after task.
+    stack = swarm_stack({"webchat": {"enabled": True, "image": PROBE}}, bus={"image": PROBE})  # type: ignore[operator]
+    up = stack.run("up", "--timeout", "60")
+    assert up.returncode == 5, up.stdout + up.stderr
+    assert "No component was deployed" in up.stderr
+    assert set(stack.services()) <= {"bus", "bus-ports", "volume-init"}
+
+
+def test_swarm_a_failing_component_is_named_with_exit_6(swarm_stack: object) -> None:
+    broken = {"enabled": True, "image": PROBE, "environment": {"PROBE_ON_BUS_LOSS": "never-heard-of"}}
+    stack = swarm_stack({"webchat": broken})  # type: ignore[operator]
+    up = stack.run("up", "--timeout", "90")
+    assert up.returncode == 6, up.stdout + up.stderr
+    first = up.stderr.split("error: ", 1)[1].split(" did not come up")[0]
+    assert first == "webchat", up.stderr
+    assert "has a failed task" in up.stderr  # seen failing, not waited out until the timeout
+    assert "PROBE_ON_BUS_LOSS" in up.stderr  # its log lines say why
