@@ -746,6 +746,24 @@ def forwarded_ports(index: int) -> tuple[int, int]:
     return CLIENT_PORT + index - 1, MONITOR_PORT + index - 1
 
 
+# Swarm kills a task whose healthcheck fails and starts another: a node of a cluster waiting for its
+# peers (503 "JetStream is still recovering meta layer" until a quorum), or a bus replaying a large
+# stream, would be killed over and over. On Swarm the check asks only that JetStream is on, and
+# allows a start period; up's gate still proves quorum, routes and a meta leader from the host.
+SWARM_BUS_HEALTH_TEST = (
+    "wget -q --spider 'http://127.0.0.1:8222/healthz?js-enabled-only=true' && "
+    "wget -qO- http://127.0.0.1:8222/jsz | grep -q '\"store_dir\"'"
+)
+SWARM_BUS_START_PERIOD = "60s"
+
+
+def _bus_health(config: DeployConfig) -> HealthPlan:
+    interval = config.bus.healthcheck_interval
+    if config.target == "swarm":
+        return HealthPlan(("CMD-SHELL", SWARM_BUS_HEALTH_TEST), interval, "2s", 3, SWARM_BUS_START_PERIOD)
+    return HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), interval, "2s", 3)
+
+
 def _bus(config: DeployConfig) -> BusPlan:
     bus = config.bus
     clustered = bus.nodes > 1
@@ -769,7 +787,7 @@ def _bus(config: DeployConfig) -> BusPlan:
                 Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
                 Mount(node_volume(index), bus.store_dir),
             ),
-            healthcheck=HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), bus.healthcheck_interval, "2s", 3),
+            healthcheck=_bus_health(config),
             limits=_limits(bus.resources, BUS_LIMITS),
             aliases=aliases,
         )

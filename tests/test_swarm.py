@@ -24,6 +24,7 @@ from nachos_deploy.errors import ConfigError
 from nachos_deploy.plan import BUS_STACK_FILE, STACK_FILE
 from nachos_deploy.stack import prepare
 from tests.conftest import unavailable
+from tests.test_cluster import monitor
 from tests.test_lifecycle import PROBE
 
 SWARM_BUS = {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}
@@ -328,3 +329,29 @@ def test_swarm_a_failing_component_is_named_with_exit_6(swarm_stack: object) -> 
     assert first == "webchat", up.stderr
     assert "has a failed task" in up.stderr  # seen failing, not waited out until the timeout
     assert "PROBE_ON_BUS_LOSS" in up.stderr  # its log lines say why
+
+
+def test_swarm_bus_checks_are_ones_swarm_will_not_kill_a_waiting_node_for(tmp_path: Path) -> None:
+    services = rendered(tmp_path, {"target": "swarm", "bus": {"nodes": 3}})[BUS_STACK_FILE]["services"]
+    assert isinstance(services, dict)
+    for name in ("bus", "bus-2", "bus-3"):
+        check = services[name]["healthcheck"]
+        assert "js-enabled-only=true" in check["test"][1] and check["start_period"] == "60s", name
+
+
+def test_swarm_three_node_bus_forms_a_cluster(swarm_stack: object) -> None:
+    stack = swarm_stack({"webchat": {"enabled": True, "image": PROBE}}, bus={"nodes": 3})  # type: ignore[operator]
+    up = stack.run("up", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    nodes = {node["name"]: node for node in json.loads(up.stdout)["nodes"]}
+    assert sorted(nodes) == ["bus", "bus-2", "bus-3"]
+    leaders = set()
+    for name, node in nodes.items():
+        routes = monitor(node["monitor_url"], "/routez")["routes"]
+        assert {r["remote_name"] for r in routes} == set(nodes) - {name}  # type: ignore[union-attr]
+        meta = monitor(node["monitor_url"], "/jsz")["meta_cluster"]
+        assert meta["cluster_size"] == 3  # type: ignore[index]
+        leaders.add(meta["leader"])  # type: ignore[index]
+    assert len(leaders) == 1 and None not in leaders
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
