@@ -63,6 +63,9 @@ KEYS = {
     "components.x.permissions.publish": "components: {{x: {{image: i, permissions: {{publish: {}}}}}}}",
     "components.x.build.context": "components: {{x: {{build: {{context: {}}}}}}}",
     "components": "components: {{{}: {{image: i}}}}",
+    "target": "target: {}",
+    "components.x.replicas": "target: swarm\ncomponents: {{x: {{image: i, replicas: {}}}}}",
+    "components.x.placement": "target: swarm\ncomponents: {{x: {{image: i, placement: {}}}}}",
 }
 VALUES = {
     "true": "true",
@@ -179,6 +182,9 @@ ACCEPTED = {
     "components.x.permissions.publish": set(),
     "components.x.build.context": PATH_TEXT,
     "components": {"word"},
+    "target": set(),
+    "components.x.replicas": {"quoted-one"},
+    "components.x.placement": set(),
 }
 
 CASES = [(key, value) for key in KEYS for value in VALUES]
