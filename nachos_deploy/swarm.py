@@ -68,6 +68,11 @@ def _daemon(exc: DockerException) -> str:
     text = engine.stderr_text(exc)
     if "Cannot connect to the Docker daemon" in text:
         raise EnvironmentProblem(f"{text}. {engine.INSTALL_HINT}") from None
+    if "not a swarm manager" in text:
+        raise EnvironmentProblem(
+            f"{text}. The deploy file says target: swarm: run nachos-deploy on a manager of the swarm, "
+            f"make this machine a one-node swarm with `{SWARM_INIT}`, or set target: compose."
+        ) from None
     return text
 
 
