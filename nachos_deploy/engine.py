@@ -147,7 +147,9 @@ def up(
 
     Two Compose runs that created the same project's network at once (before the per-project lock,
     or from another tool) leave two networks of one name, and every later run fails with "network
-    ... is ambiguous": the empty duplicates are removed and the run is tried once more."""
+    ... is ambiguous" (with swarm mode on, the engine creates the containers and then cannot attach
+    them: "Could not attach to network ...: not found"): the empty duplicates are removed and the
+    run is tried once more, recreating what the failed run had created on a removed copy."""
     for attempt in (1, 2):
         try:
             client.compose.up(
@@ -157,12 +159,14 @@ def up(
                 dependencies=dependencies,
                 pull="never" if not build else None,
                 build=build,
+                force_recreate=attempt == 2,
             )
             return
         except DockerException as exc:
             text = _daemon_error(_stderr(exc))
             project = client.client_config.compose_project_name or ""
-            if attempt == 1 and "is ambiguous" in text and remove_duplicate_networks(project):
+            duplicated = "is ambiguous" in text or re.search(r"attach to network \S+: .*not found", text)
+            if attempt == 1 and duplicated and remove_duplicate_networks(project):
                 continue
             raise _up_failure(services, text, failure) from None
 
