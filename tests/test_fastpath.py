@@ -3,8 +3,9 @@
 Every docker call of the CLI goes through a logging `docker` first on PATH, so a test sees whether
 `docker compose up` ran. Each promise has its case: an unchanged stack keeps its containers, runs no
 Compose `up` and is still proven (bus round trip, every service judged); a stopped container, a
-changed value in the deploy file, a changed host variable behind a secret, a re-tagged image and
-another `--only` each take the full path and converge.
+changed value in the deploy file, a changed host variable behind a secret, a re-tagged image,
+another `--only` and a service off the bus while its container runs each take the full path and
+converge.
 """
 
 from __future__ import annotations
@@ -171,6 +172,19 @@ def test_a_changed_host_variable_behind_a_secret_recreates_its_component(logged:
     assert "TOKEN=two" in docker("inspect", "-f", "{{json .Config.Env}}", webchat)
 
 
+def test_a_service_off_the_bus_while_its_container_runs_takes_the_full_path(logged: Logged) -> None:
+    # Every container is the same one and running, so only the proof can tell: the sidecar cut off
+    # from the hub is not on the bus, and the shortcut must not call the stack up.
+    write_stack(logged.deployment)
+    logged.up()
+    sidecar = containers(logged.deployment.project)["bus-webchat"]
+    docker("network", "disconnect", f"{logged.deployment.project}_nachos-internal", sidecar)
+
+    result, calls = logged.up()
+    assert result["unchanged"] is False and compose_ups(calls)
+    proven(result)  # Compose put it back on its network
+
+
 @pytest.fixture
 def own_tag(engine: str) -> Iterator[str]:
     """A tag of the probe image that only this test moves."""
@@ -212,5 +226,37 @@ def test_another_only_takes_the_full_path(logged: Logged) -> None:
     result, calls = logged.up()  # the whole stack now: the components must start
     assert result["unchanged"] is False and compose_ups(calls)
     proven(result)
-    result, _ = logged.up("--only", "bus")
-    assert result["unchanged"] is False  # another selection than the last up's
+    # a part of what runs: every container is as the last up left it, but the selection differs
+    result, _ = logged.up("--only", "webchat")
+    assert result["unchanged"] is False
+    assert logged.up("--only", "webchat")[0]["unchanged"] is True
+
+
+def test_the_record_vouches_only_for_containers_exactly_as_left() -> None:
+    # Each condition on its own (the engine tests above meet them together, behind the proof).
+    from dataclasses import replace
+
+    from nachos_deploy import fastpath
+    from nachos_deploy.engine import ServiceState
+
+    def state(service: str, status: str = "running", exit_code: int = 0) -> ServiceState:
+        return ServiceState(service, service, status, None, exit_code, 0, "img", f"id-{service}", "sha-1")
+
+    record = fastpath.Record("k", {"bus": ("id-bus", "sha-1"), "volume-init": ("id-volume-init", "sha-1")})
+    resolved = {"services": {"bus": {"image": "img"}, "volume-init": {"image": "img"}}}
+    states = {"bus": state("bus"), "volume-init": state("volume-init", "exited")}
+    assert fastpath.as_left(record, states, resolved, {"img": "sha-1"})
+    assert not fastpath.as_left(record, states, resolved, {"img": "sha-2"})  # the tag moved on
+    assert not fastpath.as_left(record, states, resolved, {})
+    for changed in (
+        replace(states["bus"], status="exited"),
+        replace(states["bus"], status="restarting"),
+        replace(states["bus"], container_id="id-other"),
+        replace(states["bus"], image_id="sha-2"),
+    ):
+        assert not fastpath.as_left(record, {**states, "bus": changed}, resolved, {"img": "sha-1"}), changed
+    failed = replace(states["volume-init"], exit_code=1)
+    assert not fastpath.as_left(record, {**states, "volume-init": failed}, resolved, {"img": "sha-1"})
+    assert not fastpath.as_left(record, {"bus": states["bus"]}, resolved, {"img": "sha-1"})
+    other = {"services": {"bus": {"image": "other"}, "volume-init": {"image": "img"}}}
+    assert not fastpath.as_left(record, states, other, {"img": "sha-1", "other": "sha-1x"})
