@@ -6,7 +6,8 @@ output discarded), with the median CPU time (user + system) of the same runs bes
 machine wall time also counts waiting for a CPU. Every `render` writes into a new empty folder, so it
 writes every file (N components make N + 5 files: their creation is system time). Plain `python`,
 `import typer` and `import typer, pydantic` are measured too: a floor no change here can go under
-(Typer 0.29 loads pydantic to convert the option values of any subcommand, `up --help` included).
+(Typer 0.29 loads pydantic to convert the option values of any subcommand; nachos-deploy makes that
+lazy, so `up --help`, which is given none, no longer imports it).
 The generated deploy files hold N extras (`image: nachos-deploy/probe:latest`), each with its bus
 sidecar, as the defaults deploy them. No pass/fail: compare with the targets. Usage:
 

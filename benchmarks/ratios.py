@@ -15,7 +15,7 @@ waits for `bus` alone (`--wait` refuses bus-ports, which has no healthcheck of i
 - the running demo stack: an unchanged `nachos-deploy up`, `nachos-deploy status`;
 - `nachos-deploy down` and `docker compose down` of the running demo stack.
 
-Usage: .venv/bin/python benchmarks/ratios.py [--runs 5]
+Usage: .venv/bin/python benchmarks/ratios.py [--runs 5] [--prefix bench]
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def timed(command: list[str], **kwargs: object) -> float:
 class Stack:
     """One deploy file, rendered once, and the commands that act on it."""
 
-    def __init__(self, folder: Path, body: str, interval: str = "1s") -> None:
-        self.project = f"bench-{uuid.uuid4().hex[:8]}"
+    def __init__(self, folder: Path, body: str, interval: str = "1s", prefix: str = "bench") -> None:
+        self.project = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.file = folder / f"{self.project}.yaml"
         self.file.write_text(
             f"project: {self.project}\noutput: {self.project}\n"
@@ -127,6 +127,9 @@ def run_rounds(runs: int, steps: dict[str, Callable[[], float]], figures: dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--prefix", default="bench", help="project names start with this (on a shared engine, yours)"
+    )
     args = parser.parse_args()
     figures: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,7 +142,9 @@ def main() -> None:
             f"  webchat: {{enabled: true, image: {PROBE}}}\n"
             f"  filesystem: {{enabled: true, image: {PROBE}}}\n"
         )
-        bus, slow, stack = Stack(folder, bus_only), Stack(folder, bus_only, "10s"), Stack(folder, demo)
+        bus = Stack(folder, bus_only, prefix=args.prefix)
+        slow = Stack(folder, bus_only, "10s", prefix=args.prefix)
+        stack = Stack(folder, demo, prefix=args.prefix)
 
         def then_down(target: Stack, command: list[str]) -> Callable[[], float]:
             def step() -> float:

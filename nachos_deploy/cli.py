@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
 
-from nachos_deploy import __version__
+from nachos_deploy import __version__, lazyparams
 from nachos_deploy import outputs as outputs_mod
 from nachos_deploy.errors import DeployError, ExitCode
+
+lazyparams.install()  # options not given cost no pydantic TypeAdapter (see the module)
 
 if TYPE_CHECKING:
     # The loader, pydantic, Jinja, the plan and rich cost most of a start-up: only the commands that

@@ -63,6 +63,15 @@ def load(output_dir: Path) -> Credentials | None:
     return Credentials(password) if password else None
 
 
+def snapshot(output_dir: Path) -> dict[str, str]:
+    """The credential files as they are now, to tell whether ``ensure`` changed any (Compose reads
+    them as ``env_file``s: a project resolved before they changed is out of date)."""
+    try:
+        return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder(output_dir).glob("*.env"))}
+    except OSError:
+        return {}
+
+
 def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials:
     """Make sure every password the plan needs exists (all new when ``rotate``), and write the files
     the hub and each sidecar read. Existing passwords are kept, so a second ``up`` changes nothing."""

@@ -1,7 +1,10 @@
-"""Docker and Compose, through python-on-whales: the only module that talks to the engine.
+"""Docker and Compose: the only module that talks to the engine.
 
-Each function turns python-on-whales' exceptions into :class:`DeployError` subclasses with a message a
-user can act on, so callers never see a raw ``DockerException``.
+Each function turns the docker CLI's failures into :class:`DeployError` subclasses with a message a
+user can act on, so callers never see a raw ``DockerException``. What `status` and an unchanged `up`
+need (listing and inspecting containers and images, ``compose config``, ``exec``) runs the docker
+CLI directly; the rest goes through python-on-whales, imported only then: its import alone (about
+160 pydantic models) cost 0.2 s of every start.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from python_on_whales import DockerClient, DockerException
-from python_on_whales.client_config import ClientNotFoundError
-from python_on_whales.utils import run
+from typing import TYPE_CHECKING
 
 from nachos_deploy.errors import ConfigError, DeployError, EnvironmentProblem, ExitCode, typed
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient, DockerException
 
 INSTALL_HINT = (
     "Install Docker Engine and Compose v2 (on Debian as root: `bash scripts/install-engine.sh` from a "
@@ -47,6 +50,7 @@ class ServiceState:
     restart_count: int  # restarts by the restart policy since the container was created
     image: str
     container_id: str = ""
+    image_id: str = ""  # the image the container was created from, by id (its tag may move on)
     started_at: float | None = None  # start of the current run, seconds since the epoch
     probes: tuple[Probe, ...] = ()  # the last few healthcheck runs, oldest first
     addresses: tuple[tuple[str, str], ...] = ()  # (Compose network name, IP address)
@@ -59,30 +63,94 @@ class ServiceState:
         return next((ip for name, ip in self.addresses if name == network), None)
 
 
+class Compose:
+    """One Compose project: its name, files, folder and env files, as the docker CLI is given them.
+    The python-on-whales client for the calls that use one (up, restart, logs, down) is made on
+    first use, so a command that needs none never imports it."""
+
+    def __init__(
+        self, project: str, files: Sequence[Path], directory: Path, env_files: Sequence[Path]
+    ) -> None:
+        self.project = project
+        self.files = tuple(files)
+        self.directory = directory
+        self.env_files = tuple(env_files)
+        self._whales: DockerClient | None = None
+
+    @property
+    def command(self) -> list[str]:
+        """``docker compose`` with this project's options, as python-on-whales would pass them."""
+        args = ["docker", "compose"]
+        for path in self.files:
+            args += ["--file", str(path)]
+        for path in self.env_files:
+            args += ["--env-file", str(path)]
+        return [*args, "--project-name", self.project, "--project-directory", str(self.directory)]
+
+    @property
+    def whales(self) -> DockerClient:
+        if self._whales is None:
+            from python_on_whales import DockerClient
+
+            self._whales = DockerClient(
+                compose_files=list(self.files),
+                compose_project_name=self.project,
+                compose_project_directory=self.directory,
+                compose_env_files=list(self.env_files),
+            )
+        return self._whales
+
+
 def compose_client(
     project: str,
     compose_file: Path,
     directory: Path | None = None,
     env_files: Sequence[Path] = (),
     override: Path | None = None,
-) -> DockerClient:
+) -> Compose:
     """A client for one project. ``env_files`` replace Compose's own reading of ``.env`` in the
     project folder, so a caller passing them must list that file first when it exists; ``override``
     is applied as a second ``-f``."""
-    return DockerClient(
-        compose_files=[compose_file, *([override] if override else [])],
-        compose_project_name=project,
-        compose_project_directory=directory or compose_file.parent,
-        compose_env_files=list(env_files),
+    return Compose(
+        project,
+        [compose_file, *([override] if override else [])],
+        directory or compose_file.parent,
+        env_files,
     )
 
 
 def _plain() -> DockerClient:
+    from python_on_whales import DockerClient
+
     return DockerClient()
+
+
+class CommandFailed(Exception):
+    """A docker command that exited non-zero; ``stderr`` says why."""
+
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+
+
+def _docker(args: Sequence[str], *, timeout: float | None = None) -> str:
+    """Run a docker CLI command, its stdout; CommandFailed on a non-zero exit."""
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, check=False, timeout=timeout)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
+    if done.returncode != 0:
+        raise CommandFailed(
+            " ".join((done.stderr or done.stdout).split())[-800:] or f"exit {done.returncode}"
+        )
+    return done.stdout
 
 
 def compose_version() -> str | None:
     """Compose v2's version, or None when the docker CLI or its compose plugin is missing."""
+    from python_on_whales import DockerException
+    from python_on_whales.client_config import ClientNotFoundError
+
     try:
         text = _plain().compose.version()
     except (DockerException, ClientNotFoundError, OSError):
@@ -93,6 +161,9 @@ def compose_version() -> str | None:
 
 def engine_version() -> str:
     """The engine's version; EnvironmentProblem when no engine answers."""
+    from python_on_whales import DockerException
+    from python_on_whales.client_config import ClientNotFoundError
+
     try:
         info = _plain().version()
     except ClientNotFoundError:
@@ -123,20 +194,23 @@ def require_engine() -> tuple[str, str]:
     return engine, compose
 
 
-def check_compose_file(client: DockerClient, shown_as: Path) -> None:
-    """`docker compose config`: Compose's own validation of the rendered file (needs no engine)."""
+def check_compose_file(client: Compose, shown_as: Path) -> dict[str, object]:
+    """`docker compose config`: Compose's own validation of the rendered file (needs no engine).
+    Returns the project as Compose resolved it (variables filled in), which is what `up` compares
+    with the last run to know whether Compose would change anything."""
     try:
-        client.compose.config(return_json=True)
-    except DockerException as exc:
+        resolved = json.loads(_docker([*client.command, "config", "--format", "json"]))
+        return dict(resolved) if isinstance(resolved, dict) else {}
+    except (CommandFailed, ValueError) as exc:
         raise ConfigError(
-            f"Docker Compose rejects the rendered {shown_as}: {_stderr(exc)}. Nothing was written. "
+            f"Docker Compose rejects the rendered {shown_as}: {exc}. Nothing was written. "
             "This usually means a value in the deploy file or an override is one Compose does not "
             "accept; check the key it names."
         ) from None
 
 
 def up(
-    client: DockerClient,
+    client: Compose,
     services: Sequence[str],
     *,
     dependencies: bool = True,
@@ -150,9 +224,11 @@ def up(
     ... is ambiguous" (with swarm mode on, the engine creates the containers and then cannot attach
     them: "Could not attach to network ...: not found"): the empty duplicates are removed and the
     run is tried once more, recreating what the failed run had created on a removed copy."""
+    from python_on_whales import DockerException
+
     for attempt in (1, 2):
         try:
-            client.compose.up(
+            client.whales.compose.up(
                 list(services),
                 detach=True,
                 quiet=True,
@@ -164,9 +240,8 @@ def up(
             return
         except DockerException as exc:
             text = _daemon_error(_stderr(exc))
-            project = client.client_config.compose_project_name or ""
             duplicated = "is ambiguous" in text or re.search(r"attach to network \S+: .*not found", text)
-            if attempt == 1 and duplicated and remove_duplicate_networks(project):
+            if attempt == 1 and duplicated and remove_duplicate_networks(client.project):
                 continue
             raise _up_failure(services, text, failure) from None
 
@@ -202,6 +277,8 @@ def _daemon_error(text: str) -> str:
 
 def remove_duplicate_networks(project: str) -> list[str]:
     """Remove the empty extra copies of a project's networks that share a name; returns them."""
+    from python_on_whales import DockerException
+
     if not project:
         return []
     try:
@@ -228,27 +305,66 @@ def remove_duplicate_networks(project: str) -> list[str]:
     return removed
 
 
-def states(client: DockerClient) -> dict[str, ServiceState]:
+def image_ids(images: Iterable[str]) -> dict[str, str] | None:
+    """Image reference → id, in one ``docker image inspect``; None when any is missing or the
+    engine does not answer (the caller then asks the slower way, which names what is wrong)."""
+    names = sorted(set(images))
+    if not names:
+        return {}
+    try:
+        done = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", *names],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return None
+    ids = done.stdout.split()
+    if done.returncode != 0 or len(ids) != len(names):
+        return None
+    return dict(zip(names, ids, strict=True))
+
+
+def inspect_containers(container_ids: Sequence[str]) -> dict[str, ServiceState] | None:
+    """Service name → state of exactly these containers, in one ``docker container inspect``
+    (``states`` needs two: it lists the project first); None when any of them is gone."""
+    if not container_ids:
+        return {}
+    try:
+        done = subprocess.run(
+            ["docker", "container", "inspect", *container_ids], capture_output=True, text=True, check=False
+        )
+        found = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, list) or len(found) != len(container_ids):
+        return None
+    result = {}
+    for item in found:
+        state = _state_of(item if isinstance(item, dict) else {})
+        result[state.service] = state
+    return result
+
+
+def states(client: Compose) -> dict[str, ServiceState]:
     """Service name → state of its container (all containers, stopped ones included).
 
     Two engine calls, whatever the number of containers: the project's containers by their Compose
     label, then one ``docker container inspect`` of them all. (``compose ps`` loads and checks the
     whole project first, about 0.4 s, and python-on-whales then inspects each container on its own:
     a round of the gate's polling took 0.5 s for nine containers.)"""
-    docker = [*client.client_config.docker_cmd]
-    label = f"label=com.docker.compose.project={client.client_config.compose_project_name}"
+    label = f"label=com.docker.compose.project={client.project}"
     try:
-        ids = str(
-            run([*docker, "container", "ls", "--all", "--quiet", "--no-trunc", "--filter", label])
+        ids = _docker(
+            ["docker", "container", "ls", "--all", "--quiet", "--no-trunc", "--filter", label]
         ).split()
-        found = json.loads(str(run([*docker, "container", "inspect", *ids]))) if ids else []
-    except DockerException as exc:
-        if "No such container" in _stderr(exc):  # removed between the two calls: look again
+        found = json.loads(_docker(["docker", "container", "inspect", *ids])) if ids else []
+    except CommandFailed as exc:
+        if "No such container" in exc.stderr:  # removed between the two calls: look again
             return states(client)
-        hint = f" {INSTALL_HINT}" if "Cannot connect to the Docker daemon" in _stderr(exc) else ""
-        raise EnvironmentProblem(f"Cannot list the project's containers: {_stderr(exc)}.{hint}") from None
-    except (ClientNotFoundError, FileNotFoundError):
-        raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
+        hint = f" {INSTALL_HINT}" if "Cannot connect to the Docker daemon" in exc.stderr else ""
+        raise EnvironmentProblem(f"Cannot list the project's containers: {exc.stderr}.{hint}") from None
     except ValueError:
         found = []
     result: dict[str, ServiceState] = {}
@@ -288,6 +404,7 @@ def _state_of(item: Mapping[str, object]) -> ServiceState:
         restart_count=_int(item.get("RestartCount")),
         image=str(config.get("Image") or ""),
         container_id=str(item.get("Id") or ""),
+        image_id=str(item.get("Image") or ""),
         started_at=_epoch(_parse_time(state.get("StartedAt"))),
         probes=tuple(probes),
         addresses=tuple(
@@ -314,7 +431,7 @@ def _published(ports: Mapping[str, object]) -> tuple[tuple[int, int], ...]:
     return tuple(found)
 
 
-def passes_check(client: DockerClient, container: str, test: Sequence[str] | str, timeout: float) -> bool:
+def passes_check(client: Compose | None, container: str, test: Sequence[str] | str, timeout: float) -> bool:
     """Run a service's own healthcheck command in its container now, as the engine would at its
     next interval: engines before 25 run the first check only one interval after the start (and
     refuse `start_interval`), so waiting for them costs up to a whole interval per component."""
@@ -328,7 +445,7 @@ def passes_check(client: DockerClient, container: str, test: Sequence[str] | str
         return False
     try:
         done = subprocess.run(
-            [*map(str, client.client_config.docker_cmd), "exec", container, *command],
+            ["docker", "exec", container, *command],
             capture_output=True,
             timeout=timeout,
             check=False,
@@ -368,11 +485,13 @@ def _epoch(moment: datetime | None) -> float | None:
     return moment.timestamp()
 
 
-def restart(client: DockerClient, services: Sequence[str]) -> None:
+def restart(client: Compose, services: Sequence[str]) -> None:
     """Restart containers now: also ends a restart policy's back-off wait, which after a long bus
     outage can keep a component down for a minute after the bus is back."""
+    from python_on_whales import DockerException
+
     try:
-        client.compose.restart(list(services), timeout=5)
+        client.whales.compose.restart(list(services), timeout=5)
     except DockerException as exc:
         raise DeployError(
             f"docker compose restart {' '.join(services)} failed: {_stderr(exc)}",
@@ -385,6 +504,8 @@ def exit_codes_since(container_id: str, since: float) -> list[int]:
 
     The container's own state cannot tell them once the restart policy has started it again (its
     exit code then reads 0), so they come from the engine's ``die`` events."""
+    from python_on_whales import DockerException
+
     try:
         events = _plain().system.events(
             since=datetime.fromtimestamp(since - 1, tz=UTC),
@@ -413,8 +534,8 @@ def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> 
         for name, address in hosts.items()
     )
     try:
-        output = str(_plain().container.execute(container, ["sh", "-c", script]))
-    except DockerException:
+        output = _docker(["docker", "exec", container, "sh", "-c", script])
+    except (CommandFailed, EnvironmentProblem):
         return dict.fromkeys(hosts)
     result: dict[str, object | None] = dict.fromkeys(hosts)  # a name not in the output: None
     for chunk in output.split("@@")[1:]:
@@ -426,19 +547,21 @@ def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> 
     return result
 
 
-def logs_tail(client: DockerClient, service: str, lines: int = 20) -> str:
+def logs_tail(client: Compose, service: str, lines: int = 20) -> str:
+    from python_on_whales import DockerException
+
     try:
-        text = client.compose.logs([service], tail=str(lines), no_log_prefix=True)
+        text = client.whales.compose.logs([service], tail=str(lines), no_log_prefix=True)
     except DockerException as exc:
         return f"(no logs: {_first_line(exc)})"
     return str(text).rstrip()
 
 
-def stream_logs(
-    client: DockerClient, services: Sequence[str], *, follow: bool, tail: int | None
-) -> Iterator[str]:
+def stream_logs(client: Compose, services: Sequence[str], *, follow: bool, tail: int | None) -> Iterator[str]:
+    from python_on_whales import DockerException
+
     try:
-        for _, chunk in client.compose.logs(
+        for _, chunk in client.whales.compose.logs(
             list(services),
             follow=follow,
             tail=str(tail) if tail is not None else None,
@@ -451,6 +574,9 @@ def stream_logs(
 
 def project_volumes(project: str) -> list[str]:
     """Volumes Compose created for ``project`` (by its label), also when the stack is down."""
+    from python_on_whales import DockerException
+    from python_on_whales.client_config import ClientNotFoundError
+
     try:
         volumes = _plain().volume.list(filters=[("label", f"com.docker.compose.project={project}")])
     except DockerException as exc:
@@ -461,14 +587,18 @@ def project_volumes(project: str) -> list[str]:
     return sorted(volume.name for volume in volumes)
 
 
-def down(client: DockerClient, *, volumes: bool) -> None:
+def down(client: Compose, *, volumes: bool) -> None:
+    from python_on_whales import DockerException
+
     try:
-        client.compose.down(volumes=volumes, remove_orphans=True, quiet=True, timeout=10)
+        client.whales.compose.down(volumes=volumes, remove_orphans=True, quiet=True, timeout=10)
     except DockerException as exc:
         raise DeployError(f"docker compose down failed: {_stderr(exc)}") from None
 
 
 def missing_images(images: Iterable[str]) -> list[str]:
+    from python_on_whales import DockerException
+
     client = _plain()
     missing = []
     for image in sorted(set(images)):
@@ -482,6 +612,8 @@ def missing_images(images: Iterable[str]) -> list[str]:
 
 def container_memory(container: str) -> int | None:
     """Memory use in bytes from `docker stats`, or None when unknown."""
+    from python_on_whales import DockerException
+
     try:
         stats = _plain().container.stats([container])
     except DockerException:
@@ -503,6 +635,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def remove_volumes(names: Sequence[str]) -> None:
+    from python_on_whales import DockerException
+
     try:
         _plain().volume.remove(list(names))
     except DockerException as exc:
@@ -510,6 +644,8 @@ def remove_volumes(names: Sequence[str]) -> None:
 
 
 def docker_root() -> str | None:
+    from python_on_whales import DockerException
+
     try:
         return str(_plain().info().docker_root_dir)
     except DockerException:
@@ -518,6 +654,8 @@ def docker_root() -> str | None:
 
 def project_host_ports(project: str, service: str) -> set[int]:
     """Host ports published by a project's service, to tell 'in use by us' from 'in use by another'."""
+    from python_on_whales import DockerException
+
     client = _plain()
     try:
         containers = client.container.list(

@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from python_on_whales import DockerClient
-
-from nachos_deploy import credentials, engine, files, gate, locks, monitor, natsclient, project
-from nachos_deploy.errors import BusFailure, ComponentFailure, EnvironmentProblem, ExitCode
+from nachos_deploy import credentials, engine, fastpath, files, gate, locks, monitor, natsclient, project
+from nachos_deploy.engine import Compose
+from nachos_deploy.errors import BusFailure, ComponentFailure, DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints, BusUnavailable, MonitorProblem
 from nachos_deploy.observe import Observation, Since, check_waiting, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
@@ -55,28 +54,24 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
 
     progress("Checking the Docker engine")
     images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
-    # Three independent engine calls at once (each is a docker subprocess); their errors are still
-    # reported in this order, so a missing engine is named before the images it cannot list.
-    with ThreadPoolExecutor(max_workers=3) as pool, project.compose_client(stack) as client:
-        versions = pool.submit(engine.require_engine)
-        listed = pool.submit(engine.missing_images, images)
-        checked = pool.submit(engine.check_compose_file, client, stack.compose_file)
-        versions.result()
-        missing = listed.result()
-        if not missing:
-            checked.result()  # before anything is written
-    if missing:
-        raise EnvironmentProblem(
-            f"These images are not on this Docker engine: {', '.join(missing)}. Pull them (`docker pull "
-            "IMAGE`) or point images.prefix/images.tag or a component's image at images you have; on a "
-            "machine with no registry, `bash scripts/build-images.sh` builds the nats:alpine stand-in and "
-            "the probe image. `nachos-deploy doctor` lists what is missing."
-        )
+    with project.compose_client(stack) as client:
+        resolved, image_ids = _check_engine(client, stack, images)
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     files.write_selection(stack.output_dir, only)
+    kept = credentials.snapshot(stack.output_dir)
     if stack.plan.auth or stack.plan.bus.clustered:
         credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first
+    # Made just now (a first up): Compose resolved the project without them, so that is asked again
+    # once the stack is up, for the record the next up compares with.
+    resolved_before_credentials = credentials.snapshot(stack.output_dir) != kept
+    digest = fastpath.key(resolved, stack.files, only)
     phases["prepare"] = time.monotonic() - started
+    if not changed and not resolved_before_credentials:
+        proven = _prove_unchanged(stack, digest, resolved, image_ids, components, phases, progress)
+        if proven is not None:
+            phases["total"] = time.monotonic() - started
+            return proven
+    fastpath.forget(stack.output_dir)  # an up that stops half way leaves nothing to vouch for
 
     with project.compose_client(stack) as client:
         mark = time.monotonic()
@@ -98,10 +93,92 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         phases["bus"] = time.monotonic() - mark
 
         mark = time.monotonic()
-        reports = _start_components(client, stack, components, endpoints, deadline, progress)
+        seen = _start_components(client, stack, components, endpoints, deadline, progress)
         phases["components"] = time.monotonic() - mark
+        if resolved_before_credentials:
+            digest = fastpath.key(engine.check_compose_file(client, stack.compose_file), stack.files, only)
+    started_here = [BUS, *peers, PORTS, *init, *(r.name for r in seen.reports if r.name not in (BUS, PORTS))]
+    fastpath.save(stack.output_dir, digest, seen.states, started_here)
     phases["total"] = time.monotonic() - started
-    return UpResult(stack.project, endpoints, reports, phases, report, changed, audit)
+    return UpResult(stack.project, endpoints, seen.reports, phases, report, changed, audit)
+
+
+def _check_engine(
+    client: Compose, stack: Stack, images: Sequence[str]
+) -> tuple[dict[str, object], dict[str, str]]:
+    """The project as Compose resolves it and the images' ids, in two docker calls at once. Only
+    when one fails are the engine, Compose and each image asked on their own, so that the error
+    names the first thing missing: the engine, then Compose, then the images, then the files.
+    Nothing is written before this passes."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        listed = pool.submit(engine.image_ids, images)
+        checked = pool.submit(engine.check_compose_file, client, stack.compose_file)
+        ids = listed.result()
+        try:
+            resolved: dict[str, object] | None = checked.result()
+        except DeployError:
+            resolved = None
+    if ids is not None and resolved is not None:
+        return resolved, ids
+    engine.require_engine()
+    missing = engine.missing_images(images)
+    if missing:
+        raise EnvironmentProblem(
+            f"These images are not on this Docker engine: {', '.join(missing)}. Pull them (`docker pull "
+            "IMAGE`) or point images.prefix/images.tag or a component's image at images you have; on a "
+            "machine with no registry, `bash scripts/build-images.sh` builds the nats:alpine stand-in and "
+            "the probe image. `nachos-deploy doctor` lists what is missing."
+        )
+    return engine.check_compose_file(client, stack.compose_file), engine.image_ids(images) or {}
+
+
+def _prove_unchanged(
+    stack: Stack,
+    digest: str,
+    resolved: Mapping[str, object],
+    image_ids: Mapping[str, str],
+    components: Sequence[ServicePlan],
+    phases: dict[str, float],
+    progress: Progress,
+) -> UpResult | None:
+    """The shortcut for a stack the last full `up` left as it is now (see :mod:`fastpath`): no
+    Compose run, but the same proof, the bus gated from the host (monitoring and a NATS round trip)
+    and every service judged by the rule `status` uses. None whenever anything is not exactly as
+    it was or not ok at once: the full path then does what it always did (heal, restart, wait)."""
+    record = fastpath.load(stack.output_dir)
+    if record is None or record.key != digest:
+        return None
+    states = engine.inspect_containers([container for container, _ in record.containers.values()])
+    if states is None or not fastpath.as_left(record, states, resolved, image_ids):
+        return None
+    mark = time.monotonic()
+    progress("Nothing changed since the last up: proving the running stack")
+    endpoints = project.bus_endpoints(None, stack, states)
+    if endpoints is None:
+        return None
+    report = gate.check_bus(
+        BusEndpoints(endpoints.nats_url, endpoints.monitor_url),
+        expected_max_payload=stack.plan.bus.max_payload,
+    )
+    if not report.healthy:
+        return None
+    if endpoints.nodes:
+        if monitor.check_cluster([(name, url) for name, _, url in endpoints.nodes]):
+            return None
+        try:
+            natsclient.cross_round_trip(endpoints.nodes[1][1], endpoints.nodes[0][1], timeout=2.0)
+        except MonitorProblem:
+            return None
+    audit = provision_audit(stack, endpoints, progress)
+    phases["bus"] = time.monotonic() - mark
+    mark = time.monotonic()
+    sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
+    services = [stack.plan.bus.service, stack.plan.bus.ports, *sidecars, *components]
+    seen = observe(None, services, endpoints.monitor_url, states=states, others=endpoints.others)
+    if not all(r.ok for r in seen.reports):
+        return None
+    phases["components"] = time.monotonic() - mark
+    return UpResult(stack.project, endpoints, seen.reports, phases, report, [], audit, unchanged=True)
 
 
 def provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> StreamReport | None:
@@ -120,7 +197,7 @@ def provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> S
 
 
 def _gate_bus(
-    client: DockerClient, stack: Stack, deadline: float, previous: Mapping[str, engine.ServiceState]
+    client: Compose, stack: Stack, deadline: float, previous: Mapping[str, engine.ServiceState]
 ) -> tuple[Endpoints, BusReport]:
     """Poll the bus from the host until it is proven healthy; fail at once if its container fails.
 
@@ -201,13 +278,13 @@ def gate_cluster(
 
 
 def _start_components(
-    client: DockerClient,
+    client: Compose,
     stack: Stack,
     components: Sequence[ServicePlan],
     endpoints: Endpoints,
     deadline: float,
     progress: Progress,
-) -> list[ServiceReport]:
+) -> Observation:
     """Heal what an outage left, start the components, and wait until every one is ok."""
     bus_proven = time.time()
     sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
@@ -237,7 +314,7 @@ def _start_components(
 
 
 def _wait_until_ok(
-    client: DockerClient,
+    client: Compose,
     stack: Stack,
     services: Sequence[ServicePlan],
     endpoints: Endpoints,
@@ -245,7 +322,7 @@ def _wait_until_ok(
     since: Since,
     progress: Progress,
     healed: frozenset[str] = frozenset(),
-) -> list[ServiceReport]:
+) -> Observation:
     proven: dict[str, float] = {}  # service -> when its own check first passed ahead of the engine
     while True:
         seen = observe(
@@ -263,7 +340,7 @@ def _wait_until_ok(
         # (a component that passes and crashes a moment later is a failed start, not a healthy one).
         settling = [name for name in seen.early if time.monotonic() - proven[name] < EARLY_SETTLE]
         if not failed and not pending and not settling:
-            return seen.reports
+            return seen
         if not failed and not pending:
             time.sleep(POLL * 2)
             continue
@@ -274,7 +351,7 @@ def _wait_until_ok(
 
 
 def _heal(
-    client: DockerClient, components: Sequence[ServicePlan], endpoints: Endpoints, progress: Progress
+    client: Compose, components: Sequence[ServicePlan], endpoints: Endpoints, progress: Progress
 ) -> frozenset[str]:
     """Restart components an outage left behind: running but not on the bus (the platform's channels
     never reconnect after their ten tries), or waiting out a restart back-off (llm-proxy exits while
@@ -291,7 +368,7 @@ def _heal(
     return frozenset(stuck)
 
 
-def _wait_for_volume_init(client: DockerClient, stack: Stack, deadline: float, progress: Progress) -> None:
+def _wait_for_volume_init(client: Compose, stack: Stack, deadline: float, progress: Progress) -> None:
     progress("Preparing volumes for their components' users")
     while True:
         state = engine.states(client).get(VOLUME_INIT)
@@ -309,7 +386,7 @@ def _wait_for_volume_init(client: DockerClient, stack: Stack, deadline: float, p
         time.sleep(POLL)
 
 
-def _bus_lost(client: DockerClient, stack: Stack, seen: Observation, since: Since) -> BusFailure:
+def _bus_lost(client: Compose, stack: Stack, seen: Observation, since: Since) -> BusFailure:
     report = seen.report(BUS)
     state = seen.states.get(BUS)
     problem = report.problem or "failed"
@@ -328,7 +405,7 @@ def _bus_lost(client: DockerClient, stack: Stack, seen: Observation, since: Sinc
 
 
 def _component_failure(
-    client: DockerClient,
+    client: Compose,
     stack: Stack,
     seen: Observation,
     culprits: Sequence[ServiceReport],
@@ -381,6 +458,7 @@ def _down(stack: Stack, *, volumes: bool) -> DownResult:
         engine.down(client, volumes=volumes)
     if stack.output_dir.is_dir():
         files.write_selection(stack.output_dir, ())
+        fastpath.forget(stack.output_dir)
     if not volumes:
         return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
     leftovers = engine.project_volumes(stack.project)  # of services no longer in the configuration

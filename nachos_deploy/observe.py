@@ -16,10 +16,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from python_on_whales import DockerClient
-
 from nachos_deploy import engine, monitor
-from nachos_deploy.engine import ServiceState
+from nachos_deploy.engine import Compose, ServiceState
 from nachos_deploy.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, PORTS, ServicePlan, is_bus_node
 from nachos_deploy.results import ServiceReport
 from nachos_deploy.units import duration_seconds
@@ -113,7 +111,7 @@ def _internal_address(state: ServiceState | None) -> str | None:
 
 
 def observe(
-    client: DockerClient,
+    client: Compose | None,
     services: Sequence[ServicePlan],
     monitor_url: str | None,
     *,
@@ -122,9 +120,12 @@ def observe(
     states: Mapping[str, ServiceState] | None = None,
     others: Sequence[str] = (),
 ) -> Observation:
-    """Read the containers (unless ``states`` were read a moment ago) and the bus once, and judge
-    every service in ``services``."""
-    states = dict(engine.states(client) if states is None else states)
+    """Read the containers (unless ``states`` were read a moment ago: then ``client`` may be None)
+    and the bus once, and judge every service in ``services``."""
+    if states is None:
+        assert client is not None, "observe needs a client or the states"
+        states = engine.states(client)
+    states = dict(states)
     sidecars = [s.sidecar for s in services if s.sidecar]
     leafs = bool(sidecars) or any(s.leaf_name for s in services)
     bus = look_at_bus(monitor_url, sidecars, states, leafs=leafs, others=others)
@@ -227,7 +228,7 @@ def _unhealthy(service: ServicePlan, state: ServiceState, since: Since | None) -
 
 
 def check_waiting(
-    client: DockerClient,
+    client: Compose | None,
     services: Sequence[ServicePlan],
     seen: Observation,
     since: Since | None = None,

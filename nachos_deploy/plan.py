@@ -54,6 +54,7 @@ BUS_URL = f"nats://{BUS}:{CLIENT_PORT}"
 LEAF_PORT = 7422
 CREDENTIALS_DIR = "credentials"
 SELECTION_FILE = ".selection"  # what the last `up --only` started, for `status` (not committed)
+LAST_UP_FILE = ".last-up"  # what the last full `up` left running, for the next one (not committed)
 BUS_CREDENTIALS = f"./{CREDENTIALS_DIR}/{BUS}.env"
 OPERATOR_USER = "nachos-deploy"
 OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"

@@ -13,9 +13,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from python_on_whales import DockerClient
-
-from nachos_deploy import credentials, engine, files, swarm
+from nachos_deploy import credentials, engine, files
+from nachos_deploy.engine import Compose
 from nachos_deploy.errors import DeployError, ExitCode
 from nachos_deploy.plan import PORTS, forwarded_ports
 from nachos_deploy.results import Endpoints
@@ -23,7 +22,7 @@ from nachos_deploy.stack import DOTENV, Stack
 
 
 @contextlib.contextmanager
-def compose_client(stack: Stack) -> Iterator[DockerClient]:
+def compose_client(stack: Stack) -> Iterator[Compose]:
     """A Compose client on the files as rendered now; relative paths resolve from the output folder."""
     unset = sorted({name for _, name in stack.plan.required_secrets()} - stack.variables)
     with contextlib.ExitStack() as stack_of_files:
@@ -43,13 +42,18 @@ def compose_client(stack: Stack) -> Iterator[DockerClient]:
 
 
 def bus_endpoints(
-    client: DockerClient | None, stack: Stack, states: Mapping[str, engine.ServiceState] | None = None
+    client: Compose | None, stack: Stack, states: Mapping[str, engine.ServiceState] | None = None
 ) -> Endpoints | None:
     """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked);
     ``states`` read a moment ago save asking the engine again (no ``client``: a Swarm stack's
     containers on this node). For a clustered bus, every node's."""
     if states is None:
-        states = swarm.states(stack.project) if client is None else engine.states(client)
+        if client is None:
+            from nachos_deploy import swarm  # python-on-whales: not for a Compose stack's `status`
+
+            states = swarm.states(stack.project)
+        else:
+            states = engine.states(client)
     forwarder = states.get(PORTS)
     if forwarder is None or forwarder.status != "running":
         return None

@@ -26,6 +26,7 @@ from nachos_deploy.plan import (
     COMPOSE_FILE,
     CREDENTIALS_DIR,
     INIT_NETWORK,
+    LAST_UP_FILE,
     LEAF_PORT,
     LEAF_URL,
     NATS_CONFIG_FILE,
@@ -206,7 +207,7 @@ def render(plan: Plan) -> dict[str, str]:
         files = {
             NATS_CONFIG_FILE: nats_conf,
             # The credentials nachos-deploy generates beside the rendered files stay out of git.
-            GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n/{SELECTION_FILE}\n",
+            GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n/{SELECTION_FILE}\n/{LAST_UP_FILE}\n",
         }
         for sidecar in plan.sidecars:
             files[sidecar.config_file] = text_env.get_template("sidecar.conf.j2").render(

@@ -35,6 +35,10 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
     console.print(_services_table(result.services))
     phases = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.phases.items())
     console.print(f"Times: {phases}")
+    if result.unchanged:
+        console.print(
+            "Nothing changed since the last up: Compose was not run; the stack was proven as it runs."
+        )
     if result.bus is not None and result.bus.round_trip_ms is not None:
         console.print(
             f"Bus: nats-server {result.bus.server_version}, JetStream on, max_payload "

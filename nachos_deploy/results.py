@@ -128,12 +128,15 @@ class UpResult:
     bus: BusReport | None = None
     changed_files: list[str] = field(default_factory=list)
     audit: StreamReport | None = None
+    # Nothing had changed since the last full up: Compose was not run, the stack only proven.
+    unchanged: bool = False
 
     def as_json(self) -> dict[str, Any]:
         bus = self.bus
         return {
             "ok": True,
             "project": self.project,
+            "unchanged": self.unchanged,
             **self.endpoints.as_json(),
             "services": [service.as_json() for service in self.services],
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},

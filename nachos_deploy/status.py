@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from python_on_whales import DockerClient
-
 from nachos_deploy import engine, files, monitor, project
-from nachos_deploy.engine import ServiceState
+from nachos_deploy.engine import Compose, ServiceState
 from nachos_deploy.observe import check_waiting, observe
 from nachos_deploy.results import Endpoints, StatusResult, StreamReport
 from nachos_deploy.stack import Stack
@@ -35,7 +33,7 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
 
 def judged(
     stack: Stack,
-    client: DockerClient,
+    client: Compose | None,
     states: Mapping[str, ServiceState],
     endpoints: Endpoints | None,
     only: Sequence[str],

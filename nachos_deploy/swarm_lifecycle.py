@@ -19,8 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from python_on_whales import DockerClient
-
 from nachos_deploy import credentials, engine, files, gate, lifecycle, locks, project, swarm
 from nachos_deploy.errors import BusFailure, ComponentFailure, DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints
@@ -104,13 +102,12 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     phases["bus"] = time.monotonic() - mark
 
     mark = time.monotonic()
-    client = DockerClient()
     services = [*stack.plan.bus.nodes, stack.plan.bus.ports]
     healed: frozenset[str] = frozenset()
     if not bus_only:
         if stack.plan.prepared_volumes:
             _wait_for_volume_init(stack, deadline, since, progress)
-        stuck = _stuck(client, stack, components, endpoints)
+        stuck = _stuck(stack, components, endpoints)
         progress(f"Deploying the components ({stack.stack_file.name})")
         since = time.time()
         swarm.deploy(stack.project, stack.stack_file, dotenv=dotenv, prune=True, failure=ExitCode.COMPONENT)
@@ -119,7 +116,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
             swarm.restart(stack.project, stuck)
             healed = frozenset(stuck)
         services = list(stack.plan.services)
-    reports = _wait_until_ok(client, stack, services, endpoints, deadline, since, progress, healed)
+    reports = _wait_until_ok(stack, services, endpoints, deadline, since, progress, healed)
     phases["components"] = time.monotonic() - mark
     phases["total"] = time.monotonic() - started
     return UpResult(stack.project, endpoints, reports, phases, report, changed, audit)
@@ -188,19 +185,16 @@ def _wait_for_volume_init(stack: Stack, deadline: float, since: float, progress:
         time.sleep(POLL * 2)
 
 
-def _stuck(
-    client: DockerClient, stack: Stack, components: Sequence[ServicePlan], endpoints: Endpoints
-) -> list[str]:
+def _stuck(stack: Stack, components: Sequence[ServicePlan], endpoints: Endpoints) -> list[str]:
     """Components running but not on the bus: the platform's channels never reconnect after their
     ten tries, so an outage leaves them so for ever."""
     if not components:
         return []
-    seen = _look(client, stack, components, endpoints, None)
+    seen = _look(stack, components, endpoints, None)
     return [r.name for r in seen.reports if r.status == "running" and r.connected is False]
 
 
 def _wait_until_ok(
-    client: DockerClient,
     stack: Stack,
     services: Sequence[ServicePlan],
     endpoints: Endpoints,
@@ -213,7 +207,7 @@ def _wait_until_ok(
     deploy is final. A service proven by its own check ahead of the engine must stay up a moment."""
     proven: dict[str, float] = {}
     while True:
-        seen = _look(client, stack, services, endpoints, since, healed)
+        seen = _look(stack, services, endpoints, since, healed)
         for name in seen.early:
             proven.setdefault(name, time.monotonic())
         failures = _failed_tasks(stack.project, [s.name for s in services], since)
@@ -248,7 +242,6 @@ def _wait_until_ok(
 
 
 def _look(
-    client: DockerClient,
     stack: Stack,
     services: Sequence[ServicePlan],
     endpoints: Endpoints,
@@ -260,7 +253,7 @@ def _look(
     states = swarm.states(stack.project)
     moment = Since(since, {}) if since is not None else None
     seen = observe(
-        client,
+        None,  # the states are read already; no Compose project to ask
         services,
         endpoints.monitor_url,
         since=moment,
@@ -268,7 +261,7 @@ def _look(
         states=states,
         others=endpoints.others,
     )
-    return check_waiting(client, services, seen, moment, healed)
+    return check_waiting(None, services, seen, moment, healed)
 
 
 def _failed_tasks(project_name: str, names: Sequence[str], since: float) -> dict[str, str]:
@@ -305,7 +298,7 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     if only is None:
         only = [name for name in files.read_selection(stack.output_dir) if name in names]
     states = swarm.states(stack.project)
-    result = judged(stack, DockerClient(), states, project.bus_endpoints(None, stack, states), only)
+    result = judged(stack, None, states, project.bus_endpoints(None, stack, states), only)
     selected = {s.name for s in stack.plan.selected(only)}
     for name, (running, desired) in sorted(swarm.services(stack.project).items()):
         if name in selected and running < desired:

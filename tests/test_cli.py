@@ -207,6 +207,27 @@ def test_status_loads_no_nats_client(workdir: Path) -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_status_and_help_load_only_what_they_use(workdir: Path) -> None:
+    # python-on-whales (about 0.2 s to import) is for the Compose calls status never makes, and
+    # `up --help` needs no pydantic (Typer's coercion of options not given is lazy).
+    for args, heavy in ((["status"], "python_on_whales"), (["up", "--help"], "pydantic")):
+        script = (
+            "import sys; from typer.testing import CliRunner; from nachos_deploy.cli import app; "
+            f"CliRunner().invoke(app, {args!r}); "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] == {heavy!r}))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert done.stdout.strip() == "[]", (args, done.stdout)
+
+
+def test_options_are_still_coerced_by_their_types() -> None:
+    # The lazy coercion builds Typer's own for a value given: a bad number is still refused.
+    result = runner.invoke(app, ["up", "--timeout", "soon"])
+    assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.output
+
+
 def test_the_pure_core_imports_no_edge() -> None:
     # config -> plan -> render touch no disk, engine, bus or terminal: they import none of those modules.
     script = (
