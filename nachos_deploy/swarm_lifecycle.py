@@ -257,7 +257,7 @@ def _look(
 ) -> Observation:
     """One look at the containers this node runs and at the bus, judged by observe's rule. Swarm
     never restarts a container (it starts a new task), so no restart counts are kept."""
-    states = swarm.states(stack.project)
+    states = swarm.with_relay(stack.project, swarm.states(stack.project))
     moment = Since(since, {}) if since is not None else None
     seen = observe(
         client,
@@ -304,7 +304,7 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     names = {service.name for service in stack.plan.services}
     if only is None:
         only = [name for name in files.read_selection(stack.output_dir) if name in names]
-    states = swarm.states(stack.project)
+    states = swarm.with_relay(stack.project, swarm.states(stack.project))
     result = judged(stack, DockerClient(), states, project.bus_endpoints(None, stack, states), only)
     selected = {s.name for s in stack.plan.selected(only)}
     for name, (running, desired) in sorted(swarm.services(stack.project).items()):
@@ -331,6 +331,7 @@ def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> D
         for wave in waves:  # each one gone from this node before the next one is touched
             swarm.remove_services(stack.project, wave)
             swarm.stop_containers(stack.project, wave)
+        swarm.remove_relay(stack.project)
         swarm.remove_stack(stack.project)  # what is left: networks, configs, services of old configs
         _wait_gone(stack.project, None)
         if stack.output_dir.is_dir():
