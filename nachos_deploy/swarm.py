@@ -354,6 +354,39 @@ def remove_services(project: str, names: Sequence[str]) -> None:
                 raise DeployError(f"Cannot remove services: {_daemon(exc)}") from None
 
 
+def task_ids(project: str, names: Sequence[str]) -> list[str]:
+    """The tasks of ``names`` that Swarm still has, on every node."""
+    wanted = {f"{project}_{name}" for name in names}
+    if not wanted:
+        return []
+    try:
+        text = _docker("stack", "ps", "--no-trunc", "--format", "{{.ID}} {{.Name}}", project)
+    except DockerException as exc:
+        if _nothing(exc):
+            return []
+        raise EnvironmentProblem(f"Cannot list the stack's tasks: {_daemon(exc)}") from None
+    return [
+        task
+        for task, _, name in (line.partition(" ") for line in text.splitlines())
+        if name.split(".")[0] in wanted
+    ]
+
+
+def wait_tasks_gone(ids: Sequence[str], timeout: float) -> None:
+    """Until these tasks of removed services have ended (or Swarm deleted them), which their node
+    reports once it stopped their containers: on other nodes later than on this one. Best effort."""
+    end = time.monotonic() + timeout
+    while ids and time.monotonic() < end:
+        done = subprocess.run(
+            ["docker", "inspect", "--type", "task", "--format", "{{.ID}} {{.Status.State}}", *ids],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
+        )  # fmt: skip
+        listed = (line.partition(" ") for line in done.stdout.decode().splitlines())
+        ids = [task for task, _, state in listed if state not in ENDED_STATES]
+        if ids:
+            time.sleep(0.2)
+
+
 def remove_stack(project: str) -> None:
     """The services left, the stack's networks and configs; volumes stay (Swarm never removes them)."""
     end = time.monotonic() + 60.0

@@ -155,6 +155,30 @@ class Stack:
         }
 
 
+class NodeEvents:
+    """The stack's container deaths on one node's engine, streamed live: (nanoseconds, service)."""
+
+    def __init__(self, node: str, project: str) -> None:
+        self.project = project
+        self.proc = subprocess.Popen(
+            [
+                "docker", "exec", node, "docker", "events", "--filter", "type=container",
+                "--filter", "event=die", "--filter", f"label=com.docker.stack.namespace={project}",
+                "--format", '{{.TimeNano}} {{index .Actor.Attributes "com.docker.swarm.service.name"}}',
+            ],
+            env=host_env(), stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def stop(self) -> list[tuple[int, str]]:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        found = []
+        for line in out.splitlines():
+            at, _, service = line.partition(" ")
+            found.append((int(at), service.removeprefix(f"{self.project}_")))
+        return found
+
+
 @pytest.fixture
 def stack(nodes: Nodes, tmp_path: Path) -> Iterator[Stack]:
     made = Stack(tmp_path, nodes)
@@ -195,10 +219,20 @@ def test_a_clustered_bus_spread_over_three_nodes_answers_and_comes_down(stack: S
     assert status.returncode == 0, status.stdout + status.stderr
     assert json.loads(status.stdout)["problems"] == []
 
+    deaths = [NodeEvents(f"{PREFIX}-{i}", stack.project) for i in (1, 2, 3)]
+    time.sleep(0.5)  # subscribed before anything happens
     started = time.monotonic()
     down = stack.run("down", "--volumes", "--yes")
     down_seconds = time.monotonic() - started
+    time.sleep(0.5)
+    died = sorted(event for events in deaths for event in events.stop())  # one kernel: one clock
     assert down.returncode == 0, down.stdout + down.stderr
+    # Bus last on every node, not only on the one nachos-deploy talks to.
+    order = [name for _, name in died]
+    assert {"webchat", "bus-webchat", "bus", "bus-2", "bus-3"} <= set(order), died
+    last_client = max(i for i, name in enumerate(order) if name in ("webchat", "bus-webchat"))
+    first_bus = min(i for i, name in enumerate(order) if name in ("bus", "bus-2", "bus-3"))
+    assert last_client < first_bus, died
     assert (
         stack.nodes.docker(
             "service", "ls", "--quiet", "--filter", f"label=com.docker.stack.namespace={stack.project}"
