@@ -354,35 +354,45 @@ def remove_services(project: str, names: Sequence[str]) -> None:
                 raise DeployError(f"Cannot remove services: {_daemon(exc)}") from None
 
 
-def task_ids(project: str, names: Sequence[str]) -> list[str]:
-    """The tasks of ``names`` that Swarm still has, on every node."""
+def remote_tasks(project: str, names: Sequence[str]) -> list[str]:
+    """The running tasks of ``names`` on other nodes than this one (whose containers ``down`` stops
+    itself: see :func:`stop_containers`)."""
     wanted = {f"{project}_{name}" for name in names}
     if not wanted:
         return []
     try:
         text = _docker("stack", "ps", "--no-trunc", "--format", "{{.ID}} {{.Name}}", project)
+        here = _docker("info", "--format", "{{.Swarm.NodeID}}").strip()
     except DockerException as exc:
         if _nothing(exc):
             return []
         raise EnvironmentProblem(f"Cannot list the stack's tasks: {_daemon(exc)}") from None
-    return [
+    ids = [
         task
         for task, _, name in (line.partition(" ") for line in text.splitlines())
         if name.split(".")[0] in wanted
     ]
+    return [task for task, node in _task_nodes(ids) if node != here]
 
 
-def wait_tasks_gone(ids: Sequence[str], timeout: float) -> None:
+def _task_nodes(ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(task, node ID) of those of ``ids`` Swarm still has and that have not ended."""
+    if not ids:
+        return []
+    done = subprocess.run(
+        ["docker", "inspect", "--type", "task", "--format", "{{.ID}} {{.Status.State}} {{.NodeID}}", *ids],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
+    )  # fmt: skip
+    found = (line.split(" ", 2) for line in done.stdout.decode().splitlines())
+    return [(item[0], item[2]) for item in found if len(item) == 3 and item[1] not in ENDED_STATES]
+
+
+def wait_tasks_ended(ids: Sequence[str], timeout: float) -> None:
     """Until these tasks of removed services have ended (or Swarm deleted them), which their node
-    reports once it stopped their containers: on other nodes later than on this one. Best effort."""
+    reports once it stopped their containers: on other nodes later than here. Best effort."""
     end = time.monotonic() + timeout
     while ids and time.monotonic() < end:
-        done = subprocess.run(
-            ["docker", "inspect", "--type", "task", "--format", "{{.ID}} {{.Status.State}}", *ids],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
-        )  # fmt: skip
-        listed = (line.partition(" ") for line in done.stdout.decode().splitlines())
-        ids = [task for task, _, state in listed if state not in ENDED_STATES]
+        ids = [task for task, _ in _task_nodes(ids)]
         if ids:
             time.sleep(0.2)
 

@@ -329,10 +329,10 @@ def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> D
             [name for name in present if name in bus],
         ]
         for wave in waves:  # each one gone (from every node) before the next one is touched
-            ids = swarm.task_ids(stack.project, wave)
+            elsewhere = swarm.remote_tasks(stack.project, wave)
             swarm.remove_services(stack.project, wave)
             swarm.stop_containers(stack.project, wave)
-            swarm.wait_tasks_gone(ids, GONE_TIMEOUT / 2)
+            swarm.wait_tasks_ended(elsewhere, GONE_TIMEOUT / 2)
         swarm.remove_relay(stack.project)
         swarm.remove_stack(stack.project)  # what is left: networks, configs, services of old configs
         _wait_gone(stack.project, None)

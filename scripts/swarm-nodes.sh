@@ -43,7 +43,6 @@
 # Environment: SOCKET_ROOT (default: /run), NODE_WAIT (seconds for a node's engine, default: 90)
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NODE_IMAGE=nachos-deploy/swarm-node:latest
 NS=org.nachos-deploy
 NODE_RECIPE=swarm-node-3  # bump when the way the image is built changes
