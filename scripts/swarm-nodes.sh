@@ -27,7 +27,8 @@
 #
 # Options:
 #   --prefix NAME       names of containers, volumes, network, socket folder (default: mn-node)
-#   --managers M        the first M nodes are managers (default: 1; use an odd number)
+#   --managers M        the first M nodes are managers (default: 1; use an odd number). nachos-deploy
+#                       reads the bus's ports on node 1: with more managers, bus-ports may land elsewhere
 #   --image IMAGE       an image to copy into every node (repeatable; default: nats:alpine and
 #                       nachos-deploy/probe:latest)
 #   --client-port P     host port (127.0.0.1) published to P in node 1 (default: 24222)
