@@ -27,12 +27,15 @@ from python_on_whales.utils import run
 from nachos_deploy import engine
 from nachos_deploy.errors import DeployError, EnvironmentProblem, ExitCode, typed
 from nachos_deploy.files import read_env_file
+from nachos_deploy.plan import INTERNAL_NETWORK
 
 STACK_LABEL = "com.docker.stack.namespace"  # on every service, container, network and volume
 SERVICE_LABEL = "com.docker.swarm.service.name"  # on a task's container: <stack>_<service>
 TASK_LABEL = "com.docker.swarm.task.id"
+RELAY_LABEL = "org.nachos-deploy.relay"  # the value: the project; see with_relay
 SWARM_INIT = "docker swarm init --advertise-addr 127.0.0.1"
 FAILED_STATES = ("failed", "rejected")
+ENDED_STATES = ("complete", "shutdown", "orphaned", "remove", *FAILED_STATES)
 
 
 @dataclass(frozen=True)
@@ -184,17 +187,19 @@ def tasks(project: str) -> list[Task]:
 
 
 def states(project: str) -> dict[str, engine.ServiceState]:
-    """Service name → the state of the container of its current task on this node.
+    """Service name → the state of the container of its current task on this node, or, for a task
+    on another node of the swarm, the state its task reports (:func:`_remote_state`).
 
-    Three engine calls: the tasks Swarm wants running, the stack's containers by their label, one
-    inspect of them all. Containers of tasks Swarm replaced (or of a removed stack of the same name)
-    linger for a while and are not the service's: a new task without a container yet is no state."""
+    Three engine calls (four with tasks on other nodes): the tasks Swarm wants running, the stack's
+    containers by their label, one inspect of them all. Containers of tasks Swarm replaced (or of a
+    removed stack of the same name) linger for a while and are not the service's."""
     try:
-        current = set(
-            _docker(
-                "stack", "ps", "--quiet", "--no-trunc", "--filter", "desired-state=running", project
-            ).split()
-        )
+        listed = _docker(
+            "stack", "ps", "--no-trunc", "--filter", "desired-state=running", "--format", "{{.ID}} {{.Name}}",
+            project,
+        )  # fmt: skip
+        names = {task: name for task, _, name in (line.partition(" ") for line in listed.splitlines())}
+        current = set(names)
     except DockerException as exc:
         if _nothing(exc):
             return {}
@@ -220,7 +225,100 @@ def states(project: str) -> dict[str, engine.ServiceState]:
         best = result.get(service)
         if best is None or _rank(state) > _rank(best):
             result[service] = state
+        current.discard(str(labels.get(TASK_LABEL)))
+    elsewhere = {names[task].removeprefix(f"{project}_").split(".")[0]: task for task in current}
+    return _with_remote(project, result, {s: t for s, t in elsewhere.items() if s not in result})
+
+
+def _with_remote(
+    project: str, local: dict[str, engine.ServiceState], remote: Mapping[str, str]
+) -> dict[str, engine.ServiceState]:
+    """``local`` plus a state for each service whose current task (``remote``: service → task id)
+    has no container on this node: it runs on another node, or has no container yet."""
+    try:
+        found = json.loads(_docker("inspect", *remote.values())) if remote else []
+    except (DockerException, ValueError):
+        found = []  # a task gone between the calls: judged as missing until the next look
+    by_task = {str(item.get("ID")): item for item in found}
+    result = dict(local)
+    for service, task in remote.items():
+        if task in by_task:
+            result[service] = _remote_state(service, by_task[task])
     return result
+
+
+def with_relay(project: str, states: Mapping[str, engine.ServiceState]) -> dict[str, engine.ServiceState]:
+    """``states`` with the hub's container replaced by one on this node that observe can exec into
+    to read the sidecars' /connz (they publish no port), when the hub runs on another node: a
+    container of the stack here on the internal network, else nachos-deploy's relay container."""
+    result = dict(states)
+    hub = result.get("bus")
+    if hub is None or hub.container:
+        return result
+    internal = f"{project}_{INTERNAL_NETWORK}"
+    here = next(
+        (s for s in states.values() if s.container and s.status == "running" and s.address_on(internal)), None
+    )
+    result["bus"] = replace(hub, container=here.container if here else _relay(project, internal, hub.image))
+    return result
+
+
+def _relay(project: str, network: str, image: str) -> str:
+    """A sleeping container on the stack's internal network (attachable), started once and kept
+    until ``down`` (:func:`remove_relay`): no privileges, no writable filesystem, no stack label."""
+    try:
+        found = _docker("container", "ls", "--quiet", "--filter", f"label={RELAY_LABEL}={project}")
+        if found.split():
+            return found.split()[0]
+        _docker("container", "rm", "--force", f"{project}-relay")
+        return _docker(
+            "run", "--detach", "--name", f"{project}-relay", "--label", f"{RELAY_LABEL}={project}",
+            "--network", network, "--user", "65534:65534", "--cap-drop", "ALL", "--read-only",
+            "--entrypoint", "sleep", image, "2147483647",
+        ).strip()  # fmt: skip
+    except DockerException:
+        return ""  # observe then reports the sidecars as not answering
+
+
+def remove_relay(project: str) -> None:
+    """The relay container, if any: it holds an endpoint on the internal network, which a stack
+    removal could otherwise not remove."""
+    try:
+        found = _docker("container", "ls", "--all", "--quiet", "--filter", f"label={RELAY_LABEL}={project}")
+        if found.split():
+            _docker("container", "rm", "--force", *found.split())
+    except DockerException as exc:
+        if "No such container" not in engine.stderr_text(exc):
+            raise DeployError(f"Cannot remove the relay container: {_daemon(exc)}") from None
+
+
+def _remote_state(service: str, task: Mapping[str, object]) -> engine.ServiceState:
+    """A task's state as a container's: running only when Swarm says so (a task with a healthcheck
+    is running once it passed); earlier states are "created", ended ones "exited". No health and no
+    probes (Swarm does not report them), addresses from its network attachments."""
+    status = task.get("Status") if isinstance(task.get("Status"), dict) else {}
+    assert isinstance(status, dict)
+    state = str(status.get("State") or "")
+    container = status.get("ContainerStatus") or {}
+    code = container.get("ExitCode") if isinstance(container, dict) else None
+    addresses = []
+    for attachment in task.get("NetworksAttachments") or []:  # type: ignore[attr-defined]
+        network = str(((attachment.get("Network") or {}).get("Spec") or {}).get("Name") or "")
+        for address in attachment.get("Addresses") or []:
+            addresses.append((network, str(address).split("/")[0]))
+    spec = (task.get("Spec") or {}).get("ContainerSpec") or {}  # type: ignore[attr-defined]
+    return engine.ServiceState(
+        service=service,
+        container="",  # not on this node: nothing to exec into
+        status="running" if state == "running" else "exited" if state in ENDED_STATES else "created",
+        health=None,
+        exit_code=code if isinstance(code, int) else 0,
+        restart_count=0,
+        image=str(spec.get("Image") or "").split("@")[0],
+        container_id=str(container.get("ContainerID") or "") if isinstance(container, dict) else "",
+        started_at=engine.epoch_of(status.get("Timestamp")) if state == "running" else None,
+        addresses=tuple(addresses),
+    )
 
 
 def _rank(state: engine.ServiceState) -> tuple[bool, float]:
@@ -261,13 +359,64 @@ def remove_services(project: str, names: Sequence[str]) -> None:
                 raise DeployError(f"Cannot remove services: {_daemon(exc)}") from None
 
 
+def remote_tasks(project: str, names: Sequence[str]) -> list[str]:
+    """The running tasks of ``names`` on other nodes than this one (whose containers ``down`` stops
+    itself: see :func:`stop_containers`)."""
+    wanted = {f"{project}_{name}" for name in names}
+    if not wanted:
+        return []
+    try:
+        text = _docker("stack", "ps", "--no-trunc", "--format", "{{.ID}} {{.Name}}", project)
+        here = _docker("info", "--format", "{{.Swarm.NodeID}}").strip()
+    except DockerException as exc:
+        if _nothing(exc):
+            return []
+        raise EnvironmentProblem(f"Cannot list the stack's tasks: {_daemon(exc)}") from None
+    ids = [
+        task
+        for task, _, name in (line.partition(" ") for line in text.splitlines())
+        if name.split(".")[0] in wanted
+    ]
+    return [task for task, node in _task_nodes(ids) if node != here]
+
+
+def _task_nodes(ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(task, node ID) of those of ``ids`` Swarm still has and that have not ended."""
+    if not ids:
+        return []
+    done = subprocess.run(
+        ["docker", "inspect", "--type", "task", "--format", "{{.ID}} {{.Status.State}} {{.NodeID}}", *ids],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
+    )  # fmt: skip
+    found = (line.split(" ", 2) for line in done.stdout.decode().splitlines())
+    return [(item[0], item[2]) for item in found if len(item) == 3 and item[1] not in ENDED_STATES]
+
+
+def wait_tasks_ended(ids: Sequence[str], timeout: float) -> None:
+    """Until these tasks of removed services have ended (or Swarm deleted them), which their node
+    reports once it stopped their containers: on other nodes later than here. Best effort."""
+    end = time.monotonic() + timeout
+    while ids and time.monotonic() < end:
+        ids = [task for task, _ in _task_nodes(ids)]
+        if ids:
+            time.sleep(0.2)
+
+
 def remove_stack(project: str) -> None:
     """The services left, the stack's networks and configs; volumes stay (Swarm never removes them)."""
-    try:
-        _docker("stack", "rm", project)
-    except DockerException as exc:
-        if not _nothing(exc):
-            raise DeployError(f"docker stack rm {project} failed: {_daemon(exc)}") from None
+    end = time.monotonic() + 60.0
+    while True:
+        try:
+            _docker("stack", "rm", project)
+            return
+        except DockerException as exc:
+            if _nothing(exc):
+                return
+            text = _daemon(exc)
+        # Tasks of removed services on other nodes keep their networks until their node stopped them.
+        if "in use by task" not in text or time.monotonic() >= end:
+            raise DeployError(f"docker stack rm {project} failed: {text}")
+        time.sleep(0.5)
 
 
 def networks(project: str) -> list[str]:

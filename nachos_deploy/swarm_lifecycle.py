@@ -250,7 +250,7 @@ def _look(
 ) -> Observation:
     """One look at the containers this node runs and at the bus, judged by observe's rule. Swarm
     never restarts a container (it starts a new task), so no restart counts are kept."""
-    states = swarm.states(stack.project)
+    states = swarm.with_relay(stack.project, swarm.states(stack.project))
     moment = Since(since, {}) if since is not None else None
     seen = observe(
         None,  # the states are read already; no Compose project to ask
@@ -297,7 +297,7 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     names = {service.name for service in stack.plan.services}
     if only is None:
         only = [name for name in files.read_selection(stack.output_dir) if name in names]
-    states = swarm.states(stack.project)
+    states = swarm.with_relay(stack.project, swarm.states(stack.project))
     result = judged(stack, None, states, project.bus_endpoints(None, stack, states), only)
     selected = {s.name for s in stack.plan.selected(only)}
     for name, (running, desired) in sorted(swarm.services(stack.project).items()):
@@ -321,9 +321,12 @@ def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> D
             [name for name in present if name in (PORTS, VOLUME_INIT)],
             [name for name in present if name in bus],
         ]
-        for wave in waves:  # each one gone from this node before the next one is touched
+        for wave in waves:  # each one gone (from every node) before the next one is touched
+            elsewhere = swarm.remote_tasks(stack.project, wave)
             swarm.remove_services(stack.project, wave)
             swarm.stop_containers(stack.project, wave)
+            swarm.wait_tasks_ended(elsewhere, GONE_TIMEOUT / 2)
+        swarm.remove_relay(stack.project)
         swarm.remove_stack(stack.project)  # what is left: networks, configs, services of old configs
         _wait_gone(stack.project, None)
         if stack.output_dir.is_dir():
