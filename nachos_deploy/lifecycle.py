@@ -175,6 +175,9 @@ def _prove_unchanged(
     sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
     services = [stack.plan.bus.service, stack.plan.bus.ports, *sidecars, *components]
     seen = observe(None, services, endpoints.monitor_url, states=states, others=endpoints.others)
+    # The last up may have proven a service by its own check ahead of the engine, whose first
+    # healthcheck can still be due (a moment later, or under load): the same check again, as status.
+    seen = check_waiting(None, services, seen)
     if not all(r.ok for r in seen.reports):
         return None
     phases["components"] = time.monotonic() - mark
