@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nats
 
-from nachos_deploy import engine, lifecycle, project
+from nachos_deploy import engine, lifecycle, project, teardown
 from nachos_deploy.stack import prepare
 
 
@@ -78,10 +78,10 @@ def main() -> None:
                     memory = engine.container_memory(states["bus"].container)
                     forwarder = engine.container_memory(states["bus-ports"].container)
                 mark = time.monotonic()
-                lifecycle.down(stack, volumes=True)
+                teardown.down(stack, volumes=True)
                 downs.append(time.monotonic() - mark)
         finally:
-            lifecycle.down(stack, volumes=True)
+            teardown.down(stack, volumes=True)
 
     print(
         f"bus-only stack, `up` to proven healthy (median of {args.runs}): "

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import nats
 
-from nachos_deploy import bench, engine, lifecycle, project
+from nachos_deploy import bench, engine, lifecycle, project, teardown
 from nachos_deploy.bench import BenchResult
 from nachos_deploy.plan import BUS, BUS_LINK_NETWORK, CLIENT_PORT, HOST_NETWORK, PORTS
 from nachos_deploy.stack import prepare
@@ -324,7 +324,7 @@ def main() -> None:
         finally:
             for container in started:
                 subprocess.run(["docker", "rm", "-f", container], capture_output=True)
-            lifecycle.down(stack, volumes=True)
+            teardown.down(stack, volumes=True)
     report(rows, args.connections)
 
 

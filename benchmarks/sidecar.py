@@ -20,7 +20,7 @@ from pathlib import Path
 import nats
 from bus import percentile  # benchmarks/ is on sys.path when this file runs
 
-from nachos_deploy import engine, lifecycle, project
+from nachos_deploy import engine, lifecycle, project, teardown
 from nachos_deploy.stack import prepare
 
 PROBE = "nachos-deploy/probe:latest"
@@ -55,7 +55,7 @@ def measure(auth: bool, requests: int) -> None:
         )
         stack = prepare(folder / "nachos-deploy.yaml", cwd=folder, environ={"TELEGRAM_BOT_TOKEN": "x"})
         try:
-            lifecycle.down(stack, volumes=True)
+            teardown.down(stack, volumes=True)
             result = lifecycle.up(stack, timeout=120)
             samples = asyncio.run(round_trips(result.endpoints.nats_url, requests))
             with project.compose_client(stack) as client:
@@ -64,7 +64,7 @@ def measure(auth: bool, requests: int) -> None:
             sidecars = [s for name, s in states.items() if name in names]
             memory = [engine.container_memory(s.container) or 0 for s in sidecars]
         finally:
-            lifecycle.down(stack, volumes=True)
+            teardown.down(stack, volumes=True)
     mode = "auth on, sidecars" if auth else "auth off, open bus"
     print(
         f"{mode}: {len(states)} containers, cold up {result.phases['total']:.2f} s "

@@ -150,9 +150,9 @@ def down(stack: Stack, *, volumes: bool = False, notice: Progress | None = None)
         from nachos_deploy import swarm_lifecycle
 
         return swarm_lifecycle.down(stack, volumes=volumes, notice=notice or (lambda _: None))
-    from nachos_deploy import lifecycle
+    from nachos_deploy import teardown
 
-    return lifecycle.down(stack, volumes=volumes, notice=notice or (lambda _: None))
+    return teardown.down(stack, volumes=volumes, notice=notice or (lambda _: None))
 
 
 def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:

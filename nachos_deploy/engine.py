@@ -574,26 +574,22 @@ def stream_logs(client: Compose, services: Sequence[str], *, follow: bool, tail:
 
 def project_volumes(project: str) -> list[str]:
     """Volumes Compose created for ``project`` (by its label), also when the stack is down."""
-    from python_on_whales import DockerException
-    from python_on_whales.client_config import ClientNotFoundError
-
+    label = f"label=com.docker.compose.project={project}"
     try:
-        volumes = _plain().volume.list(filters=[("label", f"com.docker.compose.project={project}")])
-    except DockerException as exc:
-        hint = f" {INSTALL_HINT}" if "Cannot connect to the Docker daemon" in _stderr(exc) else ""
-        raise EnvironmentProblem(f"Cannot list volumes: {_stderr(exc)}.{hint}") from None
-    except (ClientNotFoundError, FileNotFoundError):
-        raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
-    return sorted(volume.name for volume in volumes)
+        return sorted(_docker(["docker", "volume", "ls", "--quiet", "--filter", label]).split())
+    except CommandFailed as exc:
+        hint = f" {INSTALL_HINT}" if "Cannot connect to the Docker daemon" in exc.stderr else ""
+        raise EnvironmentProblem(f"Cannot list volumes: {exc.stderr}.{hint}") from None
 
 
 def down(client: Compose, *, volumes: bool) -> None:
-    from python_on_whales import DockerException
-
+    """``docker compose down`` through the CLI itself (python-on-whales would cost `down` its 0.2 s
+    import, for one call whose output is not read)."""
+    command = [*client.command, "down", "--remove-orphans", "--timeout", "10"]
     try:
-        client.whales.compose.down(volumes=volumes, remove_orphans=True, quiet=True, timeout=10)
-    except DockerException as exc:
-        raise DeployError(f"docker compose down failed: {_stderr(exc)}") from None
+        _docker([*command, *(["--volumes"] if volumes else [])])
+    except CommandFailed as exc:
+        raise DeployError(f"docker compose down failed: {exc.stderr}") from None
 
 
 def missing_images(images: Iterable[str]) -> list[str]:
@@ -635,12 +631,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def remove_volumes(names: Sequence[str]) -> None:
-    from python_on_whales import DockerException
-
     try:
-        _plain().volume.remove(list(names))
-    except DockerException as exc:
-        raise DeployError(f"Cannot remove volumes {', '.join(names)}: {_stderr(exc)}") from None
+        _docker(["docker", "volume", "rm", *names])
+    except CommandFailed as exc:
+        raise DeployError(f"Cannot remove volumes {', '.join(names)}: {exc.stderr}") from None
 
 
 def docker_root() -> str | None:

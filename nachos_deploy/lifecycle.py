@@ -21,7 +21,7 @@ from nachos_deploy.monitor import BusEndpoints, BusUnavailable, MonitorProblem
 from nachos_deploy.observe import Observation, Since, check_waiting, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.render import HEADER
-from nachos_deploy.results import BusReport, DownResult, Endpoints, ServiceReport, StreamReport, UpResult
+from nachos_deploy.results import BusReport, Endpoints, ServiceReport, StreamReport, UpResult
 from nachos_deploy.stack import Stack
 
 Progress = Callable[[str], None]
@@ -445,26 +445,3 @@ def _reason(report: ServiceReport, seen: Observation, since: Since) -> str:
 
 def indent(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines()) or "    (no log lines)"
-
-
-def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> DownResult:
-    """Remove containers and networks; JetStream and other volumes only when asked."""
-    with locks.project_lock(stack.project, notice):
-        return _down(stack, volumes=volumes)
-
-
-def _down(stack: Stack, *, volumes: bool) -> DownResult:
-    # No `docker version` first (0.1 s): listing the volumes fails with the same advice when the
-    # engine is away, and a missing Compose is named by `compose down` itself.
-    existing = engine.project_volumes(stack.project)
-    with project.compose_client(stack) as client:
-        engine.down(client, volumes=volumes)
-    if stack.output_dir.is_dir():
-        files.write_selection(stack.output_dir, ())
-        fastpath.forget(stack.output_dir)
-    if not volumes:
-        return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
-    leftovers = engine.project_volumes(stack.project)  # of services no longer in the configuration
-    if leftovers:
-        engine.remove_volumes(leftovers)
-    return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])

@@ -210,7 +210,11 @@ def test_status_loads_no_nats_client(workdir: Path) -> None:
 def test_status_and_help_load_only_what_they_use(workdir: Path) -> None:
     # python-on-whales (about 0.2 s to import) is for the Compose calls status never makes, and
     # `up --help` needs no pydantic (Typer's coercion of options not given is lazy).
-    for args, heavy in ((["status"], "python_on_whales"), (["up", "--help"], "pydantic")):
+    # `down` is Compose's down and two volume listings: neither python-on-whales nor nats-py.
+    down = ["down", "-p", f"ndt-imports-{os.getpid()}"]
+    cases = [(["status"], "python_on_whales"), (["up", "--help"], "pydantic")]
+    cases += [(down, "python_on_whales"), (down, "nats")]
+    for args, heavy in cases:
         script = (
             "import sys; from typer.testing import CliRunner; from nachos_deploy.cli import app; "
             f"CliRunner().invoke(app, {args!r}); "

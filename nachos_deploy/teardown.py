@@ -1,0 +1,39 @@
+"""``down`` of a Compose stack: containers and networks, volumes only when asked.
+
+Apart from :mod:`nachos_deploy.lifecycle` so that ``down`` loads no NATS client, gate or
+python-on-whales: Compose's own ``down`` is the whole of the work, and the command should cost
+little more than it (``benchmarks/ratios.py`` compares them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nachos_deploy import engine, fastpath, files, locks, project
+from nachos_deploy.results import DownResult
+from nachos_deploy.stack import Stack
+
+Progress = Callable[[str], None]
+
+
+def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> DownResult:
+    """Remove containers and networks; JetStream and other volumes only when asked."""
+    with locks.project_lock(stack.project, notice):
+        return _down(stack, volumes=volumes)
+
+
+def _down(stack: Stack, *, volumes: bool) -> DownResult:
+    # No `docker version` first (0.1 s): listing the volumes fails with the same advice when the
+    # engine is away, and a missing Compose is named by `compose down` itself.
+    existing = engine.project_volumes(stack.project)
+    with project.compose_client(stack) as client:
+        engine.down(client, volumes=volumes)
+    if stack.output_dir.is_dir():
+        files.write_selection(stack.output_dir, ())
+        fastpath.forget(stack.output_dir)
+    if not volumes:
+        return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
+    leftovers = engine.project_volumes(stack.project)  # of services no longer in the configuration
+    if leftovers:
+        engine.remove_volumes(leftovers)
+    return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])
