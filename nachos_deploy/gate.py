@@ -116,6 +116,7 @@ def wait_for_bus(
     on_attempt: Callable[[BusReport], None] | None = None,
     settle: float = 1.0,
     abort_interval: float = 0.25,
+    aborted_just_now: bool = False,
 ) -> BusReport:
     """Poll ``check_bus`` until the bus is healthy or ``deadline`` (a ``time.monotonic()`` value).
 
@@ -123,13 +124,14 @@ def wait_for_bus(
     wait at once with the caller's reason, instead of at the deadline with a vaguer one; it asks the
     engine (two docker calls, about 50 ms), so it runs every ``abort_interval`` while the bus is
     polled every ``interval`` from the start of one attempt to the next. At
-    least one attempt is made, and steps near the deadline are shortened so the call returns
+    least one attempt is made (``aborted_just_now``: the caller has just asked ``abort`` itself, so the
+    first attempt does not ask again), and steps near the deadline are shortened so the call returns
     close to it. Returns the last unhealthy report at the deadline, or earlier when a bus that
     answers has been set up wrong for ``settle`` seconds: that cannot clear by waiting.
     """
     last: BusReport | None = None
     lasting_since: float | None = None
-    next_abort = 0.0
+    next_abort = time.monotonic() + abort_interval if aborted_just_now else 0.0
     while True:
         began = time.monotonic()
         if abort is not None and began >= next_abort:

@@ -242,6 +242,7 @@ def _gate_bus(
             deadline=deadline,
             interval=POLL,
             abort=container_problem,
+            aborted_just_now=True,
         )
         if report.healthy:
             return endpoints, report
@@ -290,8 +291,12 @@ def _start_components(
 ) -> Observation:
     """Heal what an outage left, start the components, and wait until every one is ok."""
     bus_proven = time.time()
+    states = engine.states(client)
+    since = Since(bus_proven, {s.container_id: s.restart_count for s in states.values()})
+    if not components:  # the bus alone (`up --only bus`): nothing to heal or start
+        bus = [stack.plan.bus.service, stack.plan.bus.ports]
+        return _wait_until_ok(client, stack, bus, endpoints, deadline, since, progress, states=states)
     sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
-    since = Since(bus_proven, {s.container_id: s.restart_count for s in engine.states(client).values()})
     if sidecars:  # the second link of the chain: each sidecar logged in at the hub
         progress(f"Starting the bus sidecars {', '.join(s.name for s in sidecars)}")
         engine.up(client, [s.name for s in sidecars], dependencies=False)
@@ -325,12 +330,22 @@ def _wait_until_ok(
     since: Since,
     progress: Progress,
     healed: frozenset[str] = frozenset(),
+    states: Mapping[str, engine.ServiceState] | None = None,
 ) -> Observation:
+    """Until every one of ``services`` is ok by the one rule (``states``: the first look's
+    containers, read a moment ago)."""
     proven: dict[str, float] = {}  # service -> when its own check first passed ahead of the engine
     while True:
         seen = observe(
-            client, services, endpoints.monitor_url, since=since, healed=healed, others=endpoints.others
+            client,
+            services,
+            endpoints.monitor_url,
+            since=since,
+            healed=healed,
+            others=endpoints.others,
+            states=states,
         )
+        states = None
         seen = check_waiting(client, services, seen, since, healed)
         for name in seen.early:
             proven.setdefault(name, time.monotonic())
