@@ -9,6 +9,7 @@ CLI directly; the rest goes through python-on-whales, imported only then: its im
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -245,6 +246,24 @@ def up(
         if attempt == 1 and duplicated and remove_duplicate_networks(client.project):
             continue
         raise _up_failure(services, text, failure)
+
+
+def create(client: Compose, services: Sequence[str]) -> None:
+    """Create the containers of ``services`` without starting them (nor their dependencies)."""
+    command = [*client.command, "up", "--no-start", "--no-deps", "--pull", "never", *services]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip() or f"exit {done.returncode}"
+        raise _up_failure(services, " ".join(_daemon_error(output).split())[-800:], ExitCode.COMPONENT)
+
+
+def remove_created(client: Compose, services: Sequence[str]) -> None:
+    """Remove the containers of ``services`` that were created and never started; best effort."""
+    with contextlib.suppress(CommandFailed):
+        _docker([*client.command, "rm", "--force", *services])
 
 
 def _up_failure(services: Sequence[str], text: str, failure: ExitCode) -> DeployError:

@@ -16,13 +16,42 @@ import yaml
 from tests.test_lifecycle import PROBE, containers
 
 
+def wait_for_event(project: str, event: str, service: str, timeout: float = 60.0) -> subprocess.Popen[str]:
+    """A live `docker events` stream of the project, subscribed before the command it watches
+    starts; :func:`seen` then blocks until ``event`` (create, start) of ``service`` arrives."""
+    return subprocess.Popen(
+        [
+            "docker", "events", "--filter", "type=container", "--filter", f"event={event}",
+            "--filter", f"label=com.docker.compose.project={project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+            "--format", "{{.Action}}",
+        ],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def seen(events: subprocess.Popen[str]) -> None:
+    assert events.stdout is not None
+    line = events.stdout.readline()  # blocks until the event; the test's timeout bounds it
+    events.terminate()
+    events.communicate(timeout=10)  # and closes its pipe
+    assert line.strip(), "the event never came"
+
+
+# Each moment is an engine event, not a delay (the 2-core machine varies, and `up` got faster):
+# the bus being created (its Compose run), a component's container being created (which `up` does
+# while it gates the bus), a sidecar starting (the components' phase).
 @pytest.mark.parametrize(
-    ("delay", "signum"),
-    [(0.8, signal.SIGINT), (1.6, signal.SIGTERM), (2.6, signal.SIGINT)],
-    ids=["starting-the-bus", "gating-sigterm", "components"],  # roughly; the 2-core machine varies
+    ("event", "service", "signum"),
+    [
+        ("create", "bus", signal.SIGINT),
+        ("create", "webchat", signal.SIGTERM),
+        ("start", "bus-webchat", signal.SIGINT),
+    ],
+    ids=["starting-the-bus", "gating-sigterm", "components"],
 )
 def test_an_interrupted_up_exits_130_and_a_second_up_converges(
-    engine: str, tmp_path: Path, delay: float, signum: signal.Signals
+    engine: str, tmp_path: Path, event: str, service: str, signum: signal.Signals
 ) -> None:
     project = f"ndt-int-{uuid.uuid4().hex[:8]}"
     file = tmp_path / "nachos-deploy.yaml"
@@ -41,8 +70,10 @@ def test_an_interrupted_up_exits_130_and_a_second_up_converges(
     )
     command = [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--timeout", "90"]
     try:
+        events = wait_for_event(project, event, service)
+        time.sleep(0.5)  # subscribed
         run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(delay)
+        seen(events)
         run.send_signal(signum)
         out, err = run.communicate(timeout=60)
         assert run.returncode == 130, out + err
