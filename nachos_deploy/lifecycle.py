@@ -113,7 +113,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         phases["bus"] = time.monotonic() - mark
 
         mark = time.monotonic()
-        seen = _start_components(client, stack, components, endpoints, deadline, progress)
+        seen = _start_components(client, stack, components, endpoints, deadline, progress, fresh)
         phases["components"] = time.monotonic() - mark
         if resolved_before_credentials:
             digest = fastpath.key(engine.check_compose_file(client, stack.compose_file), stack.files, only)
@@ -308,8 +308,10 @@ def _start_components(
     endpoints: Endpoints,
     deadline: float,
     progress: Progress,
+    fresh: Sequence[str] = (),
 ) -> Observation:
-    """Heal what an outage left, start the components, and wait until every one is ok."""
+    """Heal what an outage left, start the components, and wait until every one is ok. Components
+    ``fresh`` (created during this up, never started) cannot have been left behind by an outage."""
     bus_proven = time.time()
     states = engine.states(client)
     since = Since(bus_proven, {s.container_id: s.restart_count for s in states.values()})
@@ -332,7 +334,8 @@ def _start_components(
             progress,
             settle=False,
         )
-    healed = _heal(client, components, endpoints, progress)
+    old = [c for c in components if c.name not in fresh]
+    healed = _heal(client, old, endpoints, progress) if old else frozenset()
     if any(c.waits_for_volumes for c in components):
         _wait_for_volume_init(client, stack, deadline, progress)
     states = engine.states(client)
