@@ -129,10 +129,8 @@ def _gate_bus(stack: Stack, deadline: float, since: float) -> tuple[Endpoints, B
     watched = {node.name for node in stack.plan.bus.nodes} | {PORTS}
 
     def task_problem() -> str | None:
-        for task in swarm.tasks(stack.project):
-            if task.service in watched and task.state in swarm.FAILED_STATES and (task.at or 0) >= since:
-                return f"a task of {task.service} failed: {task.error or task.state}"
-        return None
+        failed = _failed_tasks(stack.project, sorted(watched), since)
+        return next((f"a task of {name} failed: {why}" for name, why in failed.items()), None)
 
     problem: str | None = "no answer"
     while time.monotonic() < deadline:
