@@ -133,12 +133,6 @@ def up(
     the same project is waited for; ``notice`` is told when that happens."""
     from nachos_deploy import lifecycle  # loads the NATS client; `status` and `env` need none
 
-    if stack.swarm:
-        from nachos_deploy import swarm_lifecycle
-
-        return swarm_lifecycle.up(
-            stack, timeout=timeout, only=only, progress=progress or (lambda _: None), notice=notice
-        )
     return lifecycle.up(
         stack, timeout=timeout, only=only, progress=progress or (lambda _: None), notice=notice
     )
@@ -146,10 +140,6 @@ def up(
 
 def down(stack: Stack, *, volumes: bool = False, notice: Progress | None = None) -> DownResult:
     """Remove a loaded stack's containers and networks, and its volumes when asked."""
-    if stack.swarm:
-        from nachos_deploy import swarm_lifecycle
-
-        return swarm_lifecycle.down(stack, volumes=volumes, notice=notice or (lambda _: None))
     from nachos_deploy import teardown
 
     return teardown.down(stack, volumes=volumes, notice=notice or (lambda _: None))

@@ -41,6 +41,10 @@ def up(
     """Check, render, start the bus, gate on it, start and verify the components, within ``timeout``
     (counted once no other `up` or `down` of the project holds its lock; ``notice`` hears of the wait)."""
     with locks.project_lock(stack.project, notice or progress):
+        if stack.swarm:
+            from nachos_deploy import swarm_lifecycle
+
+            return swarm_lifecycle.deploy(stack, timeout=timeout, only=only, progress=progress)
         return _up(stack, timeout=timeout, only=only, progress=progress)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from nachos_deploy import credentials, engine, files, gate, lifecycle, locks, project, swarm
+from nachos_deploy import credentials, engine, files, gate, lifecycle, project, swarm
 from nachos_deploy.errors import BusFailure, ComponentFailure, DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints
 from nachos_deploy.observe import Observation, Since, check_waiting, observe
@@ -32,19 +32,6 @@ Progress = Callable[[str], None]
 POLL = lifecycle.POLL
 LOG_LINES = lifecycle.LOG_LINES
 GONE_TIMEOUT = 60.0  # seconds `down` waits for Swarm to remove the containers of removed services
-
-
-def up(
-    stack: Stack,
-    *,
-    timeout: float = 60.0,
-    only: Sequence[str] = (),
-    progress: Progress = lambda _: None,
-    notice: Progress | None = None,
-) -> UpResult:
-    """Deploy the bus, prove it, then deploy the whole stack and verify it, within ``timeout``."""
-    with locks.project_lock(stack.project, notice or progress):
-        return _up(stack, timeout=timeout, only=only, progress=progress)
 
 
 def _bus_only(stack: Stack, only: Sequence[str]) -> bool:
@@ -61,7 +48,9 @@ def _bus_only(stack: Stack, only: Sequence[str]) -> bool:
     )
 
 
-def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress) -> UpResult:
+def deploy(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress) -> UpResult:
+    """Deploy the bus, prove it, then deploy the whole stack and verify it, within ``timeout``; the
+    caller (:func:`nachos_deploy.lifecycle.up`) holds the project's lock."""
     started = time.monotonic()
     deadline = started + timeout
     phases: dict[str, float] = {}
@@ -304,36 +293,36 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     return result
 
 
-def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> DownResult:
+def remove(stack: Stack, *, volumes: bool) -> DownResult:
     """Components and sidecars first, the bus last, then the stack's networks and configs; volumes
-    only when asked (Swarm itself never removes them)."""
-    with locks.project_lock(stack.project, notice):
-        existing = swarm.volumes(stack.project)
-        plan = stack.plan
-        sidecars = {s.service.name for s in plan.sidecars}
-        bus = {node.name for node in plan.bus.nodes}
-        present = list(swarm.services(stack.project))
-        waves = [
-            [name for name in present if name not in sidecars | bus | {PORTS, VOLUME_INIT}],
-            [name for name in present if name in sidecars],
-            [name for name in present if name in (PORTS, VOLUME_INIT)],
-            [name for name in present if name in bus],
-        ]
-        for wave in waves:  # each one gone (from every node) before the next one is touched
-            elsewhere = swarm.remote_tasks(stack.project, wave)
-            swarm.remove_services(stack.project, wave)
-            swarm.stop_containers(stack.project, wave)
-            swarm.wait_tasks_ended(elsewhere, GONE_TIMEOUT / 2)
-        swarm.remove_relay(stack.project)
-        swarm.remove_stack(stack.project)  # what is left: networks, configs, services of old configs
-        _wait_gone(stack.project, None)
-        if stack.output_dir.is_dir():
-            files.write_selection(stack.output_dir, ())
-        if not volumes:
-            return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
-        if existing:
-            engine.remove_volumes(existing)
-        return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])
+    only when asked (Swarm itself never removes them). The caller (:func:`nachos_deploy.teardown.down`)
+    holds the project's lock."""
+    existing = swarm.volumes(stack.project)
+    plan = stack.plan
+    sidecars = {s.service.name for s in plan.sidecars}
+    bus = {node.name for node in plan.bus.nodes}
+    present = list(swarm.services(stack.project))
+    waves = [
+        [name for name in present if name not in sidecars | bus | {PORTS, VOLUME_INIT}],
+        [name for name in present if name in sidecars],
+        [name for name in present if name in (PORTS, VOLUME_INIT)],
+        [name for name in present if name in bus],
+    ]
+    for wave in waves:  # each one gone (from every node) before the next one is touched
+        elsewhere = swarm.remote_tasks(stack.project, wave)
+        swarm.remove_services(stack.project, wave)
+        swarm.stop_containers(stack.project, wave)
+        swarm.wait_tasks_ended(elsewhere, GONE_TIMEOUT / 2)
+    swarm.remove_relay(stack.project)
+    swarm.remove_stack(stack.project)  # what is left: networks, configs, services of old configs
+    _wait_gone(stack.project, None)
+    if stack.output_dir.is_dir():
+        files.write_selection(stack.output_dir, ())
+    if not volumes:
+        return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
+    if existing:
+        engine.remove_volumes(existing)
+    return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])
 
 
 def _wait_gone(project_name: str, names: Sequence[str] | None) -> None:

@@ -1,4 +1,4 @@
-"""``down`` of a Compose stack: containers and networks, volumes only when asked.
+"""``down``: containers and networks, volumes only when asked (a Swarm stack: :mod:`swarm_lifecycle`).
 
 Apart from :mod:`nachos_deploy.lifecycle` so that ``down`` loads no NATS client, gate or
 python-on-whales: Compose's own ``down`` is the whole of the work, and the command should cost
@@ -19,6 +19,10 @@ Progress = Callable[[str], None]
 def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> DownResult:
     """Remove containers and networks; JetStream and other volumes only when asked."""
     with locks.project_lock(stack.project, notice):
+        if stack.swarm:
+            from nachos_deploy import swarm_lifecycle
+
+            return swarm_lifecycle.remove(stack, volumes=volumes)
         return _down(stack, volumes=volumes)
 
 

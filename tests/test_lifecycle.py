@@ -29,6 +29,7 @@ from nachos_deploy.cli import app
 from nachos_deploy.monitor import BusUnavailable, connection_names
 from nachos_deploy.natsclient import request
 from tests.conftest import unavailable
+from tests.engine_events import LiveEvents
 
 PROBE = "nachos-deploy/probe:latest"
 runner = CliRunner()
@@ -215,34 +216,15 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     assert deployment.run("down")[0] == 0  # a stack that does not exist is not an error
 
 
-class Started:
-    """The services whose containers the engine started while a command ran, from its live event
-    stream (`up` creates the components' containers while it proves the bus: created, not started)."""
-
-    def __init__(self, project: str) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "docker", "events", "--filter", "type=container", "--filter", "event=start",
-                "--filter", f"label=com.docker.compose.project={project}",
-                "--format", '{{index .Actor.Attributes "com.docker.compose.service"}}',
-            ],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        time.sleep(0.5)  # subscribed before anything happens
-
-    def stop(self) -> set[str]:
-        time.sleep(0.5)
-        self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        return set(out.split())
-
-
 def test_a_bus_that_cannot_start_stops_everything(deployment: Deployment) -> None:
     # The probe image is no nats-server: given the bus's flags it exits at once, like a broken config.
     deployment.write({"webchat": platform_probe(enabled=True)}, image=PROBE)
-    started = Started(deployment.project)
+    # `up` creates the components' containers while it proves the bus: created, never started.
+    started = LiveEvents(
+        "start", f"com.docker.compose.project={deployment.project}", "com.docker.compose.service"
+    )
     code, out, err = deployment.run("up", "--timeout", "30")
-    assert started.stop() <= {"bus", "bus-ports"}  # no sidecar or component ever ran
+    assert set(started.stop()) <= {"bus", "bus-ports"}  # no sidecar or component ever ran
     assert code == 5, out + err
     text = " ".join(err.split())
     assert "The bus did not become healthy" in text

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from nachos_deploy.errors import ConfigError
 from nachos_deploy.plan import BUS_STACK_FILE, STACK_FILE
 from nachos_deploy.stack import prepare
 from tests.conftest import unavailable
+from tests.engine_events import LiveEvents
 from tests.test_cluster import monitor
 from tests.test_lifecycle import PROBE
 
@@ -123,9 +123,8 @@ def dockerd_environment() -> str:
     return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def swarm(engine: str) -> Iterator[None]:
-    """A one-node swarm for this module; left again only if this fixture made it."""
+def require_offline_engine() -> None:
+    """Swarm asks a registry for every image unless dockerd runs with that variable set."""
     try:
         offline = "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1" in dockerd_environment().split("\0")
     except OSError as exc:
@@ -136,6 +135,12 @@ def swarm(engine: str) -> Iterator[None]:
             "dockerd runs without DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1, so Swarm would ask a registry for "
             "every image; restart it through `bash scripts/install-engine.sh`"
         )
+
+
+@pytest.fixture(scope="module")
+def swarm(engine: str) -> Iterator[None]:
+    """A one-node swarm for this module; left again only if this fixture made it."""
+    require_offline_engine()
     state = subprocess.run(
         ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
         capture_output=True,
@@ -232,29 +237,6 @@ def container_started(project: str, service: str) -> str:
     ).stdout.strip()
 
 
-class DieEvents:
-    """The stack's containers' deaths, in order, streamed live while a command runs: the engine keeps
-    only its last 256 events for a query of the past, and healthchecks fill that in seconds."""
-
-    def __init__(self, project: str) -> None:
-        self.project = project
-        self.proc = subprocess.Popen(
-            [
-                "docker", "events", "--filter", "type=container", "--filter", "event=die",
-                "--filter", f"label=com.docker.stack.namespace={project}",
-                "--format", '{{index .Actor.Attributes "com.docker.swarm.service.name"}}',
-            ],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        time.sleep(0.5)  # subscribed before anything happens
-
-    def stop(self) -> list[str]:
-        time.sleep(0.5)
-        self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        return [line.removeprefix(f"{self.project}_") for line in out.split()]
-
-
 def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_last(
     swarm_stack: object,
 ) -> None:
@@ -290,9 +272,9 @@ def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_
     assert again.returncode == 0, again.stdout + again.stderr
     assert container_started(stack.project, "bus") == bus_started
 
-    events = DieEvents(stack.project)
+    events = LiveEvents("die", f"com.docker.stack.namespace={stack.project}", "com.docker.swarm.service.name")
     down = stack.run("down")
-    died = events.stop()
+    died = [name.removeprefix(f"{stack.project}_") for name in events.stop()]
     assert down.returncode == 0, down.stdout + down.stderr
     assert stack.services() == {}
     assert died and died[-1] == "bus", died  # the components and sidecars before the bus

@@ -27,7 +27,7 @@ from nachos_deploy import swarm
 from tests.conftest import ROOT, unavailable
 from tests.test_cluster import monitor
 from tests.test_lifecycle import PROBE
-from tests.test_swarm import dockerd_environment
+from tests.test_swarm import require_offline_engine
 
 SCRIPT = ROOT / "scripts" / "swarm-nodes.sh"
 PREFIX = f"mn-t{uuid.uuid4().hex[:4]}"  # containers, volumes, network, socket folder of this run
@@ -65,15 +65,7 @@ def script(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture(scope="module")
 def nodes(engine: str) -> Iterator[Nodes]:
-    try:
-        offline = "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1" in dockerd_environment().split("\0")
-    except OSError as exc:
-        offline = False
-        unavailable(f"cannot read dockerd's environment ({exc}); run the tests as root")
-    if not offline:
-        unavailable(
-            "dockerd runs without DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1; restart it through install-engine.sh"
-        )
+    require_offline_engine()
     for image in ("nats:alpine", PROBE):
         found = subprocess.run(["docker", "image", "inspect", image], env=host_env(), capture_output=True)
         if found.returncode != 0:
