@@ -28,6 +28,7 @@ Progress = Callable[[str], None]
 POLL = 0.05
 EARLY_SETTLE = 1.0  # seconds a service proven by its own check (ahead of the engine) must stay up
 LOG_LINES = 20
+PEER_SETTLE = 15.0  # seconds a JetStream cluster may take to count a returning node as a peer
 
 
 def up(
@@ -214,13 +215,20 @@ def provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> S
     if audit is None:
         return None
     progress(f"Provisioning the audit stream {audit.stream}")
-    try:
-        return natsclient.ensure_stream(endpoints.nats_url, audit)
-    except BusUnavailable as exc:
-        raise BusFailure(
-            f"The bus is up but the audit stream could not be provisioned: {exc}. No component was "
-            f"started; check the bus's logs (`nachos-deploy logs bus -p {stack.project}`)."
-        ) from None
+    # A cluster whose node has just come back (the repairing `up`) is routed and has a meta leader
+    # a moment before JetStream counts that node as a peer again: a 3-replica stream is then refused
+    # with "no suitable peers for placement, peer offline" for a second or so. Asked again, briefly.
+    until = time.monotonic() + PEER_SETTLE
+    while True:
+        try:
+            return natsclient.ensure_stream(endpoints.nats_url, audit)
+        except BusUnavailable as exc:
+            if "no suitable peers" not in str(exc) or time.monotonic() >= until:
+                raise BusFailure(
+                    f"The bus is up but the audit stream could not be provisioned: {exc}. No component "
+                    f"was started; check the bus's logs (`nachos-deploy logs bus -p {stack.project}`)."
+                ) from None
+        time.sleep(POLL * 4)
 
 
 def _gate_bus(
