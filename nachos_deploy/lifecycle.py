@@ -28,7 +28,7 @@ Progress = Callable[[str], None]
 POLL = 0.05
 EARLY_SETTLE = 1.0  # seconds a service proven by its own check (ahead of the engine) must stay up
 LOG_LINES = 20
-PEER_SETTLE = 15.0  # seconds a JetStream cluster may take to count a returning node as a peer
+PEER_SETTLE = 20.0  # seconds a JetStream cluster may take to place a replicated stream
 
 
 def up(
@@ -215,19 +215,22 @@ def provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> S
     if audit is None:
         return None
     progress(f"Provisioning the audit stream {audit.stream}")
-    # A cluster whose node has just come back (the repairing `up`) is routed and has a meta leader
-    # a moment before JetStream counts that node as a peer again: a 3-replica stream is then refused
-    # with "no suitable peers for placement, peer offline" for a second or so. Asked again, briefly.
+    # A cluster that has just formed, or whose node has just come back, can refuse or leave
+    # unanswered the stream's placement for a few seconds (StreamNotReady): asked again, briefly.
     until = time.monotonic() + PEER_SETTLE
+    told = False
     while True:
         try:
             return natsclient.ensure_stream(endpoints.nats_url, audit)
         except BusUnavailable as exc:
-            if "no suitable peers" not in str(exc) or time.monotonic() >= until:
+            if not isinstance(exc, natsclient.StreamNotReady) or time.monotonic() >= until:
                 raise BusFailure(
                     f"The bus is up but the audit stream could not be provisioned: {exc}. No component "
                     f"was started; check the bus's logs (`nachos-deploy logs bus -p {stack.project}`)."
                 ) from None
+            if not told:
+                progress(f"JetStream cannot place the stream yet ({exc}); asking again")
+                told = True
         time.sleep(POLL * 4)
 
 

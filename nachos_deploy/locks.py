@@ -12,14 +12,28 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 
 def lock_path(project: str) -> Path:
     folder = Path(tempfile.gettempdir()) / f"nachos-deploy-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     return folder / f"{project}.lock"
+
+
+def _holder(handle: IO[str]) -> str:
+    """The holder's "pid N": it writes that just after taking the lock, so a reader that came in
+    between (seen in CI with two `up`s started together) looks again for a moment."""
+    for _ in range(20):
+        handle.seek(0)
+        holder = handle.read().strip()
+        if holder:
+            return holder
+        time.sleep(0.01)
+    return "another process"
 
 
 @contextlib.contextmanager
@@ -30,8 +44,7 @@ def project_lock(project: str, waiting: Callable[[str], None]) -> Iterator[None]
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _holder(handle)
             waiting(f"Waiting for another nachos-deploy ({holder}) working on project {project} to finish")
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)

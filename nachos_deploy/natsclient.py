@@ -199,6 +199,13 @@ def cross_round_trip(responder_url: str, requester_url: str, *, timeout: float =
     return asyncio.run(run())
 
 
+class StreamNotReady(BusUnavailable):
+    """JetStream did not place or answer for the stream yet: a cluster that has just formed, or
+    whose node has just come back, is routed and has a meta leader a moment before it can place a
+    replicated stream (measured: "no suitable peers for placement", or no answer within the timeout
+    on a loaded machine). Asking again is safe: a create that timed out is found on the next ask."""
+
+
 def ensure_stream(nats_url: str, audit: AuditPlan, *, timeout: float = 5.0) -> StreamReport:
     """Create the audit stream, or update it in place when the configuration changed; never delete
     or recreate it. A change JetStream refuses in place (the storage type) is a ConfigError."""
@@ -250,7 +257,10 @@ async def _provision(client: Client, audit: AuditPlan, wanted: StreamConfig, tim
             ) from None
         return _stream_report(info, "updated")
     except (nats_errors.Error, TimeoutError) as exc:
-        raise BusUnavailable(f"cannot provision the audit stream {audit.stream}: {describe(exc)}") from None
+        message = f"cannot provision the audit stream {audit.stream}: {describe(exc)}"
+        if isinstance(exc, (nats_errors.TimeoutError, TimeoutError)) or "no suitable peers" in str(exc):
+            raise StreamNotReady(message) from None
+        raise BusUnavailable(message) from None
 
 
 def _changes(wanted: StreamConfig) -> dict[str, Any]:
