@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
-from nachos_deploy import catalog, permissions
+from nachos_deploy import bus_placement, catalog, permissions
 from nachos_deploy.catalog import Role
 from nachos_deploy.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck, Resources
 from nachos_deploy.errors import ConfigError
@@ -768,6 +768,7 @@ def _bus_health(config: DeployConfig) -> HealthPlan:
 def _bus(config: DeployConfig) -> BusPlan:
     bus = config.bus
     clustered = bus.nodes > 1
+    spread = clustered and config.target == "swarm"
 
     def node(index: int) -> ServicePlan:
         name = node_name(index)
@@ -791,6 +792,8 @@ def _bus(config: DeployConfig) -> BusPlan:
             healthcheck=_bus_health(config),
             limits=_limits(bus.resources, BUS_LIMITS),
             aliases=aliases,
+            # One node per machine of a swarm: see bus_placement (Compose has one machine).
+            placement=(bus_placement.constraint(config.project, name),) if spread else (),
         )
 
     return BusPlan(

@@ -46,6 +46,8 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
         )
     if result.audit is not None:
         console.print(f"Audit: {_stream(result.audit)} ({result.audit.action})", markup=False)
+    for warning in result.warnings:
+        console.print(f"Warning: {warning}", markup=False)
     console.print(f"NATS:       {result.endpoints.shown_nats_url}")
     console.print(f"Monitoring: {result.endpoints.monitor_url}")
     cmd = "nachos-deploy"

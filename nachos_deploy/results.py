@@ -130,6 +130,8 @@ class UpResult:
     audit: StreamReport | None = None
     # Nothing had changed since the last full up: Compose was not run, the stack only proven.
     unchanged: bool = False
+    # What holds but is weaker than asked (e.g. bus nodes sharing a machine of a swarm).
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         bus = self.bus
@@ -140,6 +142,7 @@ class UpResult:
             **self.endpoints.as_json(),
             "services": [service.as_json() for service in self.services],
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
+            "warnings": list(self.warnings),
             "bus": {
                 "version": bus.server_version,
                 "jetstream": bus.jetstream,

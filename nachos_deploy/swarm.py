@@ -25,6 +25,7 @@ from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.utils import run
 
 from nachos_deploy import engine
+from nachos_deploy.bus_placement import Machine
 from nachos_deploy.errors import DeployError, EnvironmentProblem, ExitCode, typed
 from nachos_deploy.files import read_env_file
 from nachos_deploy.plan import INTERNAL_NETWORK
@@ -134,6 +135,39 @@ def deploy(project: str, stack_file: Path, *, dotenv: Path | None, prune: bool, 
         f"rendered file is {stack_file}; fix the deploy file and run `nachos-deploy up` again.",
         failure,
     )
+
+
+def machines() -> list[Machine]:
+    """The swarm's nodes, in the order of their host names (two engine calls)."""
+    try:
+        ids = _docker("node", "ls", "--quiet").split()
+        found = json.loads(_docker("node", "inspect", *ids)) if ids else []
+    except DockerException as exc:
+        raise EnvironmentProblem(f"Cannot list the swarm's nodes: {_daemon(exc)}") from None
+    result = []
+    for item in found:
+        spec = item.get("Spec") or {}
+        result.append(
+            Machine(
+                id=str(item.get("ID")),
+                hostname=str((item.get("Description") or {}).get("Hostname") or item.get("ID")),
+                ready=(item.get("Status") or {}).get("State") == "ready"
+                and spec.get("Availability") == "active",
+                labels=frozenset((spec.get("Labels") or {}).keys()),
+            )
+        )
+    return sorted(result, key=lambda m: (m.hostname, m.id))
+
+
+def relabel(add: Mapping[str, Sequence[str]], remove: Mapping[str, Sequence[str]]) -> None:
+    """Node labels added (as ``=true``) and removed: one ``docker node update`` per machine."""
+    for machine in sorted({*add, *remove}):
+        args = [f"--label-add={name}=true" for name in add.get(machine, ())]
+        args += [f"--label-rm={name}" for name in remove.get(machine, ())]
+        try:
+            _docker("node", "update", *args, machine)
+        except DockerException as exc:
+            raise EnvironmentProblem(f"Cannot label the swarm node {machine}: {_daemon(exc)}") from None
 
 
 def services(project: str) -> dict[str, tuple[int, int]]:

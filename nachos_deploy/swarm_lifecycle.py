@@ -17,9 +17,9 @@ measured, against the few seconds it takes in this order).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from nachos_deploy import credentials, engine, files, gate, lifecycle, project, swarm
+from nachos_deploy import bus_placement, credentials, engine, files, gate, lifecycle, project, swarm
 from nachos_deploy.errors import BusFailure, ComponentFailure, DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints
 from nachos_deploy.observe import Observation, Since, check_waiting, observe
@@ -76,12 +76,13 @@ def deploy(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progr
     phases["prepare"] = time.monotonic() - started
 
     mark = time.monotonic()
+    warnings, moved = _place_bus(stack, progress)
     dotenv = stack.output_dir / DOTENV
     progress(f"Deploying the bus ({stack.bus_stack_file.name})")
     since = time.time()
     swarm.deploy(stack.project, stack.bus_stack_file, dotenv=dotenv, prune=False, failure=ExitCode.BUS)
     progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
-    endpoints, report = _gate_bus(stack, deadline, since)
+    endpoints, report = _gate_bus(stack, deadline, since, moved)
     if stack.plan.bus.clustered:
         progress("Waiting for the cluster: every node healthy and routed, one JetStream meta leader")
         lifecycle.gate_cluster(
@@ -108,13 +109,45 @@ def deploy(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progr
     reports = _wait_until_ok(stack, services, endpoints, deadline, since, progress, healed)
     phases["components"] = time.monotonic() - mark
     phases["total"] = time.monotonic() - started
-    return UpResult(stack.project, endpoints, reports, phases, report, changed, audit)
+    return UpResult(stack.project, endpoints, reports, phases, report, changed, audit, warnings=warnings)
 
 
-def _gate_bus(stack: Stack, deadline: float, since: float) -> tuple[Endpoints, BusReport]:
+def _place_bus(stack: Stack, progress: Progress) -> tuple[list[str], dict[str, str]]:
+    """Put the clustered bus's node labels on the swarm's machines (see :mod:`bus_placement`):
+    one bus node per ready machine when there are enough; the warnings say when there are not.
+    Also returns the bus nodes given a new machine (bus node -> machine id), for the gate to wait
+    for: Swarm moves a running task whose constraint no longer holds a moment later, by itself."""
+    nodes = [node.name for node in stack.plan.bus.nodes]
+    if len(nodes) < 2:
+        return [], {}
+    machines = swarm.machines()
+    placed = bus_placement.assign(stack.project, nodes, machines)
+    if not placed.where:
+        raise EnvironmentProblem(
+            "No node of the swarm is ready to run the bus (`docker node ls`: each is down or drained). "
+            "Bring one back, or set its availability to active with `docker node update --availability "
+            "active NODE`."
+        )
+    if placed.changed:
+        names = {m.id: m.hostname for m in machines}
+        progress("Placing the bus's nodes: " + ", ".join(f"{n} on {names[placed.where[n]]}" for n in nodes))
+        swarm.relabel(placed.add, placed.remove)
+    added = {name for labels in placed.add.values() for name in labels}
+    moved = {n: placed.where[n] for n in nodes if bus_placement.label(stack.project, n) in added}
+    return [
+        f"the bus nodes {', '.join(shared)} share the machine {host}: the swarm has "
+        f"{sum(m.ready for m in machines)} ready machine(s) for {len(nodes)} bus nodes, and losing {host} "
+        "loses the cluster's quorum. Join more machines (`docker swarm join`), then `up` spreads them."
+        for host, shared in placed.shared.items()
+    ], moved
+
+
+def _gate_bus(
+    stack: Stack, deadline: float, since: float, moved: Mapping[str, str]
+) -> tuple[Endpoints, BusReport]:
     """Wait for Swarm to run the bus file's services as deployed now (an update replaces a task, and
-    the old one must not pass the gate in its place), then poll the bus from the host; a task of
-    theirs that fails ends the wait at once."""
+    the old one must not pass the gate in its place) and the ``moved`` bus nodes on their new
+    machine alone, then poll the bus from the host; a task of theirs that fails ends the wait at once."""
     watched = {node.name for node in stack.plan.bus.nodes} | {PORTS}
 
     def task_problem() -> str | None:
@@ -127,10 +160,15 @@ def _gate_bus(stack: Stack, deadline: float, since: float) -> tuple[Endpoints, B
         if problem:
             break
         updating = swarm.updating(stack.project, sorted(watched))
-        endpoints = None if updating else project.bus_endpoints(None, stack)
+        moving = [] if updating else _moving(stack.project, moved)
+        endpoints = None if updating or moving else project.bus_endpoints(None, stack)
         if endpoints is None:
             problem = (
-                f"{', '.join(updating)} still updating" if updating else "the bus has no published ports yet"
+                f"{', '.join(updating)} still updating"
+                if updating
+                else f"{', '.join(moving)} not yet running on the machine its label names"
+                if moving
+                else "the bus has no published ports yet"
             )
             time.sleep(POLL * 2)
             continue
@@ -152,6 +190,21 @@ def _gate_bus(stack: Stack, deadline: float, since: float) -> tuple[Endpoints, B
         f"again, or remove the stack with `nachos-deploy down -p {stack.project}`.",
         details=lifecycle.indent(swarm.logs_tail(stack.project, BUS, LOG_LINES)),
     )
+
+
+def _moving(project_name: str, moved: Mapping[str, str]) -> list[str]:
+    """Those of the ``moved`` bus nodes not yet running on their machine alone: the task on the old
+    machine is still being stopped, or the new one is not running yet."""
+    if not moved:
+        return []
+    alive: dict[str, set[str]] = {name: set() for name in moved}
+    running: dict[str, set[str]] = {name: set() for name in moved}
+    for task in swarm.tasks(project_name):
+        if task.service in moved and task.state not in swarm.ENDED_STATES:
+            alive[task.service].add(task.node)
+            if task.state == "running":
+                running[task.service].add(task.node)
+    return sorted(n for n, machine in moved.items() if alive[n] != {machine} or running[n] != {machine})
 
 
 def _wait_for_volume_init(stack: Stack, deadline: float, since: float, progress: Progress) -> None:
@@ -322,6 +375,9 @@ def remove(stack: Stack, *, volumes: bool) -> DownResult:
         return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
     if existing:
         engine.remove_volumes(existing)
+    labels = bus_placement.released(stack.project, swarm.machines())
+    if labels:  # the bus's nodes were pinned where their volumes were; those are gone now
+        swarm.relabel({}, labels)
     return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])
 
 

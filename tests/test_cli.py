@@ -236,9 +236,9 @@ def test_the_pure_core_imports_no_edge() -> None:
     # config -> plan -> render touch no disk, engine, bus or terminal: they import none of those modules.
     script = (
         "import sys; import nachos_deploy.render, nachos_deploy.plan, nachos_deploy.platform_config, "
-        "nachos_deploy.override; "
+        "nachos_deploy.override, nachos_deploy.bus_placement; "
         "edges = ('python_on_whales', 'nats', 'rich', 'typer', 'nachos_deploy.loader', "
-        "'nachos_deploy.files', 'nachos_deploy.engine', 'nachos_deploy.stack'); "
+        "'nachos_deploy.files', 'nachos_deploy.engine', 'nachos_deploy.stack', 'nachos_deploy.swarm'); "
         "print(sorted(m for m in sys.modules if m in edges or m.split('.')[0] in edges))"
     )
     done = subprocess.run(

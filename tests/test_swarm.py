@@ -337,3 +337,19 @@ def test_swarm_three_node_bus_forms_a_cluster(swarm_stack: object) -> None:
     assert len(leaders) == 1 and None not in leaders
     status = stack.run("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
+    # One machine: the three bus nodes are pinned to it by labels, and up says they share it.
+    assert node_labels(stack.project) == {f"org.nachos-deploy.{stack.project}.{n}" for n in nodes}  # type: ignore[attr-defined]
+    (warning,) = json.loads(up.stdout)["warnings"]
+    assert "bus, bus-2, bus-3 share the machine" in warning
+    down = stack.run("down", "--volumes", "--yes")  # type: ignore[attr-defined]
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert node_labels(stack.project) == set()  # type: ignore[attr-defined]
+
+
+def node_labels(project: str) -> set[str]:
+    """The labels of this swarm's node that belong to ``project``."""
+    text = subprocess.run(
+        ["docker", "node", "inspect", "self", "--format", "{{json .Spec.Labels}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return {key for key in json.loads(text) or {} if key.startswith(f"org.nachos-deploy.{project}.")}

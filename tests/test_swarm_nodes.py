@@ -16,9 +16,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -130,6 +131,12 @@ class Stack:
             env=self.nodes.env(), capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 
+    def wait_until(self, done: Callable[[], bool], timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < end, "Swarm did not get there in time"
+            time.sleep(0.5)
+
     def placed(self) -> dict[str, str]:
         """Service → the swarm node its running task is on."""
         text = self.nodes.docker(
@@ -145,6 +152,13 @@ class Stack:
             name.removeprefix(f"{self.project}_").split(".")[0]: node
             for name, _, node in (line.partition(" ") for line in text.splitlines())
         }
+
+
+def assert_routed(up: dict[str, Any]) -> None:
+    """Every bus node routed to the two others."""
+    for node in up["nodes"]:
+        routes = monitor(node["monitor_url"], "/routez")["routes"]
+        assert {r["remote_name"] for r in routes} == {"bus", "bus-2", "bus-3"} - {node["name"]}  # type: ignore[union-attr]
 
 
 class NodeEvents:
@@ -192,15 +206,12 @@ def test_a_clustered_bus_spread_over_three_nodes_answers_and_comes_down(stack: S
     placed = stack.placed()
     buses = [placed[name] for name in ("bus", "bus-2", "bus-3")]
     assert placed["bus-ports"] == f"{PREFIX}-1"
-    # Swarm balances tasks over nodes but does not promise it (the bus has no placement key): every
-    # run so far put the three on three nodes; at least two is what the cluster must span.
-    assert len(set(buses)) >= 2, placed
+    # One bus node per machine, pinned by the labels up put on them (bus_placement), no warning.
+    assert len(set(buses)) == 3 and result["warnings"] == [], (placed, result["warnings"])
     assert set(placed.values()) - {f"{PREFIX}-1"}, placed  # something runs off the manager
 
     # The cluster formed across the nodes' engines (routes go over the overlay, VXLAN between nodes).
-    for node in result["nodes"]:
-        routes = monitor(node["monitor_url"], "/routez")["routes"]
-        assert {r["remote_name"] for r in routes} == {"bus", "bus-2", "bus-3"} - {node["name"]}  # type: ignore[union-attr]
+    assert_routed(result)
     # The host's 127.0.0.1 reaches node 1's published monitoring port too.
     with urllib.request.urlopen(f"http://127.0.0.1:{MONITOR_PORT}/healthz", timeout=5) as answer:
         assert answer.status == 200
@@ -210,6 +221,31 @@ def test_a_clustered_bus_spread_over_three_nodes_answers_and_comes_down(stack: S
     status = stack.run("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     assert json.loads(status.stdout)["problems"] == []
+
+    # A machine drained: its bus node cannot run there; status names it, up moves it to a ready
+    # machine (it starts empty and catches up) and warns that two now share one.
+    drained = placed["bus-3"]
+    stack.nodes.docker("node", "update", "--availability", "drain", drained)
+    try:
+        stack.wait_until(lambda: stack.placed().get("bus-3", "") == "")  # pending: no machine
+        status = stack.run("status", "--json")
+        assert status.returncode == 1 and any("bus-3" in p for p in json.loads(status.stdout)["problems"])
+        repaired = stack.run("up", "--json", "--timeout", "180")
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        (warning,) = json.loads(repaired.stdout)["warnings"]
+        assert "bus-3 share the machine" in warning, warning
+        moved = stack.placed()
+        assert moved["bus-3"] != drained and moved["bus-3"] in buses, moved
+        assert_routed(json.loads(repaired.stdout))
+    finally:
+        stack.nodes.docker("node", "update", "--availability", "active", drained)
+    # The machine back: up spreads the bus again, one node per machine.
+    spread = stack.run("up", "--json", "--timeout", "180")
+    assert spread.returncode == 0, spread.stdout + spread.stderr
+    assert json.loads(spread.stdout)["warnings"] == []
+    placed = stack.placed()
+    assert len({placed[name] for name in ("bus", "bus-2", "bus-3")}) == 3, placed
+    assert_routed(json.loads(spread.stdout))
 
     deaths = [NodeEvents(f"{PREFIX}-{i}", stack.project) for i in (1, 2, 3)]
     time.sleep(0.5)  # subscribed before anything happens
