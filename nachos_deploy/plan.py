@@ -46,6 +46,9 @@ NATS_CONFIG_TARGET = "/etc/nats/nats.conf"
 COMPOSE_FILE = "docker-compose.yml"
 STACK_FILE = "docker-stack.yml"  # target: swarm, for `docker stack deploy`
 BUS_STACK_FILE = "docker-stack.bus.yml"  # the bus alone: deployed and proven before the rest
+# The bus and the components' sidecars: deployed once the bus is proven, before the components
+# (a component whose sidecar does not listen yet exits 1 at start: Swarm would count a failed task).
+SIDECARS_STACK_FILE = "docker-stack.sidecars.yml"
 INIT_NETWORK = "volume-init-link"  # Swarm has no network_mode none: the one-shot gets a network of its own
 PLATFORM_CONFIG_FILE = "nachos.toml"
 BUS_VOLUME = "bus-data"

@@ -38,6 +38,7 @@ from nachos_deploy.plan import (
     ROUTE_PORT,
     ROUTE_USER,
     SELECTION_FILE,
+    SIDECARS_STACK_FILE,
     STACK_FILE,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
@@ -49,7 +50,15 @@ from nachos_deploy.plan import (
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
 GITIGNORE = ".gitignore"
-OUTPUT_NAMES = (COMPOSE_FILE, STACK_FILE, BUS_STACK_FILE, NATS_CONFIG_FILE, PLATFORM_CONFIG_FILE, GITIGNORE)
+OUTPUT_NAMES = (
+    COMPOSE_FILE,
+    STACK_FILE,
+    BUS_STACK_FILE,
+    SIDECARS_STACK_FILE,
+    NATS_CONFIG_FILE,
+    PLATFORM_CONFIG_FILE,
+    GITIGNORE,
+)
 # and sidecar-*.conf
 SIDECAR_PATTERN = "sidecar-*.conf"
 
@@ -224,6 +233,17 @@ def render(plan: Plan) -> dict[str, str]:
             files[BUS_STACK_FILE] = template.render(
                 _stack_context(context, plan, bus, files, "the bus alone, deployed and proven first")
             )
+            sidecars = [s.service for s in plan.sidecars]
+            if sidecars:
+                files[SIDECARS_STACK_FILE] = template.render(
+                    _stack_context(
+                        context,
+                        plan,
+                        [*bus, *sidecars],
+                        files,
+                        "the bus and the sidecars, before the components",
+                    )
+                )
         else:
             files[COMPOSE_FILE] = compose_env.get_template("docker-compose.yml.j2").render(context)
     except jinja2.TemplateError as exc:

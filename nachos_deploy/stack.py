@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nachos_deploy import files as files_mod
 from nachos_deploy import loader
 from nachos_deploy.errors import ConfigError
-from nachos_deploy.plan import BUS_STACK_FILE, COMPOSE_FILE, STACK_FILE, Plan, make_plan
+from nachos_deploy.plan import BUS_STACK_FILE, COMPOSE_FILE, SIDECARS_STACK_FILE, STACK_FILE, Plan, make_plan
 from nachos_deploy.render import HEADER, OUTPUT_NAMES, render
 
 if TYPE_CHECKING:
@@ -83,6 +83,10 @@ class Stack:
     @property
     def bus_stack_file(self) -> Path:
         return self.output_dir / BUS_STACK_FILE
+
+    @property
+    def sidecars_stack_file(self) -> Path:
+        return self.output_dir / SIDECARS_STACK_FILE
 
 
 def prepare(

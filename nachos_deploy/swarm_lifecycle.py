@@ -95,6 +95,18 @@ def deploy(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progr
     services = [*stack.plan.bus.nodes, stack.plan.bus.ports]
     healed: frozenset[str] = frozenset()
     if not bus_only:
+        sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
+        if sidecars:  # as on Compose: each sidecar logged in at the hub before its component starts
+            progress(f"Deploying the bus sidecars ({stack.sidecars_stack_file.name})")
+            since = time.time()
+            swarm.deploy(
+                stack.project,
+                stack.sidecars_stack_file,
+                dotenv=dotenv,
+                prune=False,
+                failure=ExitCode.COMPONENT,
+            )
+            _wait_until_ok(stack, [*services, *sidecars], endpoints, deadline, since, progress, settle=False)
         if stack.plan.prepared_volumes:
             _wait_for_volume_init(stack, deadline, since, progress)
         stuck = _stuck(stack, components, endpoints)
@@ -242,9 +254,11 @@ def _wait_until_ok(
     since: float,
     progress: Progress,
     healed: frozenset[str] = frozenset(),
+    settle: bool = True,
 ) -> list[ServiceReport]:
     """Until every service is ok by the one rule and runs all its replicas; a task failed since the
-    deploy is final. A service proven by its own check ahead of the engine must stay up a moment."""
+    deploy is final. With ``settle``, a service proven by its own check ahead of the engine must
+    stay up a moment (the last wait holds the sidecars to it too)."""
     proven: dict[str, float] = {}
     while True:
         seen = _look(stack, services, endpoints, since, healed)
@@ -270,7 +284,9 @@ def _wait_until_ok(
         failed.update({name: f"has a failed task ({error})" for name, error in failures.items()})
         pending = {r.name: r.problem or f"is {r.status}" for r in seen.reports if not r.ok}
         pending.update({name: why for name, why in short.items() if name not in pending})
-        settling = [name for name in seen.early if time.monotonic() - proven[name] < lifecycle.EARLY_SETTLE]
+        settling = [
+            name for name in seen.early if settle and time.monotonic() - proven[name] < lifecycle.EARLY_SETTLE
+        ]
         if not failed and not pending:
             if not settling:
                 return seen.reports

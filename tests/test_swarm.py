@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,12 @@ import pytest
 import yaml
 
 from nachos_deploy.errors import ConfigError
-from nachos_deploy.plan import BUS_STACK_FILE, STACK_FILE
+from nachos_deploy.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
 from nachos_deploy.stack import prepare
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
 from tests.test_cluster import monitor
-from tests.test_lifecycle import PROBE
+from tests.test_lifecycle import OUTAGE_TRIES, PROBE, wait_for
 
 SWARM_BUS = {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}
 
@@ -46,10 +47,16 @@ DEMO = {
 }
 
 
-def test_swarm_renders_two_stack_files_and_no_compose_file(tmp_path: Path) -> None:
+def test_swarm_renders_three_stack_files_and_no_compose_file(tmp_path: Path) -> None:
     files = rendered(tmp_path, DEMO)
-    assert set(files) == {STACK_FILE, BUS_STACK_FILE}
+    assert set(files) == {STACK_FILE, BUS_STACK_FILE, SIDECARS_STACK_FILE}
     bus_file, full = files[BUS_STACK_FILE], files[STACK_FILE]
+    # The sidecars go in between, so that no component starts before its sidecar listens.
+    assert set(files[SIDECARS_STACK_FILE]["services"]) == set(bus_file["services"]) | {
+        "bus-webchat",
+        "bus-gateway",
+        "bus-llm-proxy",
+    }  # type: ignore[arg-type, operator]
     assert set(bus_file["services"]) == {"bus", "bus-ports", "volume-init"}  # type: ignore[arg-type]
     assert set(full["services"]) > set(bus_file["services"]) | {"gateway", "webchat", "bus-webchat"}  # type: ignore[arg-type, operator]
     for document in (bus_file, full):
@@ -353,3 +360,31 @@ def node_labels(project: str) -> set[str]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return {key for key in json.loads(text) or {} if key.startswith(f"org.nachos-deploy.{project}.")}
+
+
+def test_swarm_up_heals_a_component_a_long_outage_left_off_the_bus(swarm_stack: object) -> None:
+    # As the real channels do after their ten reconnects: the probe stays running, off the bus.
+    stay = {"PROBE_ON_BUS_LOSS": "stay", **OUTAGE_TRIES}
+    stack = swarm_stack({"webchat": {"enabled": True, "image": PROBE, "environment": stay}})  # type: ignore[operator]
+    up = stack.run("up", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    before = container_started(stack.project, "webchat")
+    # The outage: the bus and the webchat's sidecar scaled to nothing, for longer than its tries.
+    outage = [f"{stack.project}_{name}" for name in ("bus", "bus-webchat")]
+    scaled = subprocess.run(
+        ["docker", "service", "scale", "--detach", *(f"{s}=0" for s in outage)],
+        capture_output=True,
+        text=True,
+    )
+    assert scaled.returncode == 0, scaled.stderr
+    wait_for(lambda: "disconnected from the bus" in stack.run("logs", "webchat").stdout, "the outage", 60)
+    time.sleep(3)  # past the probe's reconnect window
+    status = stack.run("status", "--json")
+    assert status.returncode == 1
+    healed = stack.run("up", "--json")
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    result = {s["name"]: s for s in json.loads(healed.stdout)["services"]}
+    assert all(s["ok"] for s in result.values()), result
+    assert result["webchat"].get("restarted_by_up") is True
+    assert container_started(stack.project, "webchat") != before  # Swarm restarts with a new task
+    assert stack.run("status").returncode == 0
