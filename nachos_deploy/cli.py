@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Typer reads every command's annotations on every
 # start, and as strings each one costs a compile() (~170 of them, ~4 ms of a `--help`).
 import functools
+import json
 import os
 import shlex
 import signal
@@ -286,8 +287,14 @@ def validate(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
 
 
+def _print_json(data: object) -> None:
+    """One JSON document on stdout, as rich's print_json writes it off a terminal, without its cost."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
 def _fail_json(exc: DeployError) -> None:
-    out.print_json(data={"ok": False, "exit_code": int(exc.exit_code), "error": exc.message}, indent=2)
+    _print_json({"ok": False, "exit_code": int(exc.exit_code), "error": exc.message})
 
 
 @app.command()
@@ -341,7 +348,7 @@ def up(
 
     Example: nachos-deploy up --timeout 60 --json
     """
-    from nachos_deploy import api, report
+    from nachos_deploy import api
 
     stack = _stack(config, set_, project, output)
     if github:
@@ -371,13 +378,15 @@ def up(
     if env_file is not None:
         outputs_mod.write_env_file(env_file, variables)
     if json_:
-        out.print_json(data=result.as_json(), indent=2)
+        _print_json(result.as_json())
     else:
         selector = " ".join(
             f"{flag} {shlex.quote(str(value))}"
             for flag, value in (("-c", config), ("-p", result.project), ("-o", output))
             if value is not None
         )
+        from nachos_deploy import report
+
         report.print_up(out, result, selector)
 
 
@@ -450,12 +459,14 @@ def status(
 
     Example: nachos-deploy status --json
     """
-    from nachos_deploy import api, report
+    from nachos_deploy import api
 
     result = api.status(_stack(config, set_, project, output), only)
     if json_:
-        out.print_json(data=result.as_json(), indent=2)
+        _print_json(result.as_json())
     else:
+        from nachos_deploy import report
+
         report.print_status(out, result)
     if not result.ok:
         raise typer.Exit(int(ExitCode.FAILED))
@@ -603,7 +614,7 @@ def doctor(
     checks = doctor_mod.run_checks(stack, problem)
     failed = any(check.level == "fail" for check in checks)
     if json_:
-        out.print_json(data={"ok": not failed, "checks": [c.as_json() for c in checks]}, indent=2)
+        _print_json({"ok": not failed, "checks": [c.as_json() for c in checks]})
     else:
         report.print_checks(out, checks)
     if failed:
@@ -708,7 +719,7 @@ def bench(
             _fail_json(exc)
         raise
     if json_:
-        out.print_json(data=result.as_json(), indent=2)
+        _print_json(result.as_json())
     else:
         bench_mod.print_result(out, result)
     if not result.ok:

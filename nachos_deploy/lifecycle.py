@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from nachos_deploy import credentials, engine, fastpath, files, gate, locks, monitor, natsclient, project
+from nachos_deploy import credentials, engine, fastpath, files, gate, locks, monitor, project
 from nachos_deploy.engine import Compose
 from nachos_deploy.errors import BusFailure, ComponentFailure, DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.monitor import BusEndpoints, BusUnavailable, MonitorProblem
@@ -59,8 +59,11 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
 
     progress("Checking the Docker engine")
     images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
+    # No record of a last up (a first up, or one after `down`): the fast path cannot apply, so the
+    # containers' states, which the full path reads first, are read alongside the checks.
+    cold = fastpath.load(stack.output_dir) is None
     with project.compose_client(stack) as client:
-        resolved, image_ids = _check_engine(client, stack, images)
+        resolved, image_ids, read_early = _check_engine(client, stack, images, with_states=cold)
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     files.write_selection(stack.output_dir, only)
     kept = credentials.snapshot(stack.output_dir)
@@ -81,11 +84,12 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     with project.compose_client(stack) as client:
         mark = time.monotonic()
         progress("Starting the bus")
-        previous = engine.states(client)
+        previous = read_early if read_early is not None else engine.states(client)
         init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
         # A cluster's nodes start together, as peers: a lone clustered node answers 503 until it
         # has a quorum, so gating them one after the other would never end.
         peers = [peer.name for peer in stack.plan.bus.peers]
+        gate.warm_up()
         engine.up(client, [BUS, *peers, PORTS, *init], failure=ExitCode.BUS)
         # While the bus is proven, the containers of sidecars and components that have none yet
         # are created, not started (about a third of what starting them costs, off the critical
@@ -99,7 +103,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
             created = pool.submit(engine.create, client, fresh) if fresh else None
             try:
                 progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
-                endpoints, report = _gate_bus(client, stack, deadline, previous)
+                endpoints, report, gated = _gate_bus(client, stack, deadline, previous)
                 if peers:
                     progress(
                         "Waiting for the cluster: every node healthy and routed, one JetStream meta leader"
@@ -118,7 +122,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         phases["bus"] = time.monotonic() - mark
 
         mark = time.monotonic()
-        seen = _start_components(client, stack, components, endpoints, deadline, progress, fresh)
+        seen = _start_components(client, stack, components, endpoints, deadline, progress, fresh, gated)
         phases["components"] = time.monotonic() - mark
         if resolved_before_credentials:
             digest = fastpath.key(engine.check_compose_file(client, stack.compose_file), stack.files, only)
@@ -129,22 +133,27 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
 
 
 def _check_engine(
-    client: Compose, stack: Stack, images: Sequence[str]
-) -> tuple[dict[str, object], dict[str, str]]:
-    """The project as Compose resolves it and the images' ids, in two docker calls at once. Only
-    when one fails are the engine, Compose and each image asked on their own, so that the error
-    names the first thing missing: the engine, then Compose, then the images, then the files.
-    Nothing is written before this passes."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    client: Compose, stack: Stack, images: Sequence[str], *, with_states: bool = False
+) -> tuple[dict[str, object], dict[str, str], dict[str, engine.ServiceState] | None]:
+    """The project as Compose resolves it and the images' ids, in two docker calls at once (and,
+    ``with_states``, the project's containers, alongside). Only when one fails are the engine,
+    Compose and each image asked on their own, so that the error names the first thing missing:
+    the engine, then Compose, then the images, then the files. Nothing is written before this passes."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
         listed = pool.submit(engine.image_ids, images)
         checked = pool.submit(engine.check_compose_file, client, stack.compose_file)
+        states = pool.submit(engine.states, client) if with_states else None
         ids = listed.result()
         try:
             resolved: dict[str, object] | None = checked.result()
         except DeployError:
             resolved = None
+        try:
+            read = states.result() if states is not None else None
+        except DeployError:
+            read = None  # read again, and reported in order, by the full path
     if ids is not None and resolved is not None:
-        return resolved, ids
+        return resolved, ids, read
     engine.require_engine()
     missing = engine.missing_images(images)
     if missing:
@@ -154,7 +163,7 @@ def _check_engine(
             "machine with no registry, `bash scripts/build-images.sh` builds the nats:alpine stand-in and "
             "the probe image. `nachos-deploy doctor` lists what is missing."
         )
-    return engine.check_compose_file(client, stack.compose_file), engine.image_ids(images) or {}
+    return engine.check_compose_file(client, stack.compose_file), engine.image_ids(images) or {}, None
 
 
 def _prove_unchanged(
@@ -188,6 +197,8 @@ def _prove_unchanged(
     if not report.healthy:
         return None
     if endpoints.nodes:
+        from nachos_deploy import natsclient
+
         if monitor.check_cluster([(name, url) for name, _, url in endpoints.nodes]):
             return None
         try:
@@ -211,6 +222,8 @@ def _prove_unchanged(
 
 def provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> StreamReport | None:
     """The audit stream, created or updated in place before any component can publish to it."""
+    from nachos_deploy import natsclient
+
     audit = stack.plan.bus.audit
     if audit is None:
         return None
@@ -236,8 +249,9 @@ def provision_audit(stack: Stack, endpoints: Endpoints, progress: Progress) -> S
 
 def _gate_bus(
     client: Compose, stack: Stack, deadline: float, previous: Mapping[str, engine.ServiceState]
-) -> tuple[Endpoints, BusReport]:
+) -> tuple[Endpoints, BusReport, dict[str, engine.ServiceState]]:
     """Poll the bus from the host until it is proven healthy; fail at once if its container fails.
+    Also returns the containers' states as last read (the bus-only path judges by them).
 
     A restart counts only if it happened to the same container during this call: a bus that
     restarted once last week must not block a later `up`."""
@@ -280,7 +294,7 @@ def _gate_bus(
             aborted_just_now=True,
         )
         if report.healthy:
-            return endpoints, report
+            return endpoints, report, last
         problem = report.problem
         break
     raise BusFailure(
@@ -296,6 +310,8 @@ def gate_cluster(
 ) -> None:
     """Every node healthy, routed to every other, all following one JetStream meta leader, and a
     request answered across two nodes; else a bus failure naming what is missing."""
+    from nachos_deploy import natsclient
+
     names = [name for name, _, _ in endpoints.nodes]
     problems = ["no node answered yet"]
     while time.monotonic() < deadline:
@@ -324,22 +340,28 @@ def _start_components(
     deadline: float,
     progress: Progress,
     fresh: Sequence[str] = (),
+    gated: Mapping[str, engine.ServiceState] | None = None,
 ) -> Observation:
     """Heal what an outage left, start the components, and wait until every one is ok. Components
-    ``fresh`` (created during this up, never started) cannot have been left behind by an outage."""
+    ``fresh`` (created during this up, never started) cannot have been left behind by an outage.
+    ``gated``: the containers as the bus's gate last read them, a first look for the bus alone."""
     bus_proven = time.time()
-    states = engine.states(client)
-    since = Since(bus_proven, {s.container_id: s.restart_count for s in states.values()})
     if not components:  # the bus alone (`up --only bus`): nothing to heal or start
+        states = dict(gated) if gated else engine.states(client)
+        since = Since(bus_proven, {s.container_id: s.restart_count for s in states.values()})
         bus = [stack.plan.bus.service, stack.plan.bus.ports]
         return _wait_until_ok(client, stack, bus, endpoints, deadline, since, progress, states=states)
+    # Restart counts "before": as the gate last read them (a container made since has none yet).
+    states = dict(gated) if gated else engine.states(client)
+    since = Since(bus_proven, {s.container_id: s.restart_count for s in states.values()})
     sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
+    looked: Mapping[str, engine.ServiceState] | None = None
     if sidecars:  # the second link of the chain: each sidecar logged in at the hub
         progress(f"Starting the bus sidecars {', '.join(s.name for s in sidecars)}")
-        engine.up(client, [s.name for s in sidecars], dependencies=False)
+        _start(client, [s.name for s in sidecars], fresh)
         # Proven is enough to let the components start: the settling time of a sidecar proven by
         # its own check runs on while they start, and the final wait below holds them all to it.
-        _wait_until_ok(
+        looked = _wait_until_ok(
             client,
             stack,
             [stack.plan.bus.service, stack.plan.bus.ports, *sidecars],
@@ -348,18 +370,39 @@ def _start_components(
             since,
             progress,
             settle=False,
-        )
+        ).states
     old = [c for c in components if c.name not in fresh]
     healed = _heal(client, old, endpoints, progress) if old else frozenset()
+    # The sidecars' last look is recent enough unless healing restarted something since.
+    recent = looked if looked is not None and not healed else None
     if any(c.waits_for_volumes for c in components):
-        _wait_for_volume_init(client, stack, deadline, progress)
-    states = engine.states(client)
+        _wait_for_volume_init(client, stack, deadline, progress, recent)
+    states = dict(recent) if recent is not None else engine.states(client)
     since = Since(bus_proven, {s.container_id: s.restart_count for s in states.values()})
     if components:
         progress(f"Starting {', '.join(c.name for c in components)}")
-        engine.up(client, [c.name for c in components], dependencies=False)
+        _start(client, [c.name for c in components], fresh, states)
     services = [stack.plan.bus.service, stack.plan.bus.ports, *sidecars, *components]
     return _wait_until_ok(client, stack, services, endpoints, deadline, since, progress, healed)
+
+
+def _start(
+    client: Compose,
+    names: Sequence[str],
+    fresh: Sequence[str],
+    states: Mapping[str, engine.ServiceState] | None = None,
+) -> None:
+    """Start ``names``: those created during this up (``fresh``) by a ``docker start`` each, at
+    once; the others through Compose, which recreates a container whose configuration changed.
+    ``states``: read a moment ago, they name the created containers without asking again."""
+    created = [name for name in names if name in fresh]
+    others = [name for name in names if name not in fresh]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        started = pool.submit(engine.start_created, client, created, states) if created else None
+        if others:
+            engine.up(client, others, dependencies=False)
+        if started is not None:
+            started.result()
 
 
 def _wait_until_ok(
@@ -403,7 +446,10 @@ def _wait_until_ok(
         if not failed and not pending and not settling:
             return seen
         if not failed and not pending:
-            time.sleep(POLL * 2)
+            # Only the settling is left: one look when it ends (a crash meanwhile shows as an exit
+            # or a restart then) instead of a round of checks every POLL.
+            ends = min(proven[n] + EARLY_SETTLE for n in settling)
+            time.sleep(max(POLL, min(ends, deadline) - time.monotonic()))
             continue
         if failed or time.monotonic() >= deadline:
             raise _component_failure(client, stack, seen, failed or pending, since)
@@ -429,10 +475,18 @@ def _heal(
     return frozenset(stuck)
 
 
-def _wait_for_volume_init(client: Compose, stack: Stack, deadline: float, progress: Progress) -> None:
+def _wait_for_volume_init(
+    client: Compose,
+    stack: Stack,
+    deadline: float,
+    progress: Progress,
+    states: Mapping[str, engine.ServiceState] | None = None,
+) -> None:
+    """Until volume-init exited 0 (``states``: a first look read a moment ago)."""
     progress("Preparing volumes for their components' users")
     while True:
-        state = engine.states(client).get(VOLUME_INIT)
+        state = (states if states is not None else engine.states(client)).get(VOLUME_INIT)
+        states = None
         if state is not None and state.status in ("exited", "dead"):
             if state.exit_code == 0:
                 return

@@ -104,7 +104,10 @@ def test_an_unchanged_up_runs_no_compose_up_and_still_proves_the_stack(logged: L
     write_stack(logged.deployment)
     first, calls = logged.up()
     starts = [call for call in compose_ups(calls) if "--no-start" not in call]
-    assert first["unchanged"] is False and len(starts) == 3  # bus, sidecars, components
+    assert first["unchanged"] is False and len(starts) == 1  # the bus; then its sidecars, components:
+    created = [call for call in compose_ups(calls) if "--no-start" in call]
+    assert len(created) == 1  # made while the bus was proven, then each started by `docker start`
+    assert len([call for call in calls if call.startswith("start ")]) == 4, calls
     before = containers(logged.deployment.project)
 
     again, calls = logged.up()
