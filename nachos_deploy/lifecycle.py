@@ -10,6 +10,8 @@ restart back-off) are restarted, and from then on every service is judged by
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -22,7 +24,7 @@ from nachos_deploy.observe import Observation, Since, check_waiting, observe
 from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.render import HEADER
 from nachos_deploy.results import BusReport, Endpoints, ServiceReport, StreamReport, UpResult
-from nachos_deploy.stack import Stack
+from nachos_deploy.stack import DOTENV, Stack
 
 Progress = Callable[[str], None]
 POLL = 0.05
@@ -59,11 +61,16 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
 
     progress("Checking the Docker engine")
     images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
-    # No record of a last up (a first up, or one after `down`): the fast path cannot apply, so the
-    # containers' states, which the full path reads first, are read alongside the checks.
-    cold = fastpath.load(stack.output_dir) is None
+    # No record of a running stack (a first up, or one after `down`): the fast path cannot apply, so
+    # the containers' states, which the full path reads first, are read alongside the checks; and
+    # inputs Compose accepted before need no `compose config` first (it runs alongside the bus's start).
+    record = fastpath.load(stack.output_dir)
+    cold = record is None or not record.running
+    trusted = cold and record is not None and record.accepted == _compose_inputs(stack)
     with project.compose_client(stack) as client:
-        resolved, image_ids, read_early = _check_engine(client, stack, images, with_states=cold)
+        resolved, image_ids, read_early = _check_engine(
+            client, stack, images, with_states=cold, validate=not trusted
+        )
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     files.write_selection(stack.output_dir, only)
     kept = credentials.snapshot(stack.output_dir)
@@ -72,16 +79,16 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     # Made just now (a first up): Compose resolved the project without them, so that is asked again
     # once the stack is up, for the record the next up compares with.
     resolved_before_credentials = credentials.snapshot(stack.output_dir) != kept
-    digest = fastpath.key(resolved, stack.files, only)
+    digest = fastpath.key(resolved, stack.files, only) if resolved is not None else ""
     phases["prepare"] = time.monotonic() - started
-    if not changed and not resolved_before_credentials:
+    if resolved is not None and not cold and not changed and not resolved_before_credentials:
         proven = _prove_unchanged(stack, digest, resolved, image_ids, components, phases, progress)
         if proven is not None:
             phases["total"] = time.monotonic() - started
             return proven
     fastpath.forget(stack.output_dir)  # an up that stops half way leaves nothing to vouch for
 
-    with project.compose_client(stack) as client:
+    with project.compose_client(stack) as client, ThreadPoolExecutor(max_workers=1) as later:
         mark = time.monotonic()
         progress("Starting the bus")
         previous = read_early if read_early is not None else engine.states(client)
@@ -90,6 +97,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         # has a quorum, so gating them one after the other would never end.
         peers = [peer.name for peer in stack.plan.bus.peers]
         gate.warm_up()
+        checked = later.submit(engine.check_compose_file, client, stack.compose_file) if trusted else None
         engine.up(client, [BUS, *peers, PORTS, *init], failure=ExitCode.BUS)
         # While the bus is proven, the containers of sidecars and components that have none yet
         # are created, not started (about a third of what starting them costs, off the critical
@@ -126,33 +134,47 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         phases["components"] = time.monotonic() - mark
         if resolved_before_credentials:
             digest = fastpath.key(engine.check_compose_file(client, stack.compose_file), stack.files, only)
+        elif checked is not None:
+            with contextlib.suppress(DeployError):  # no digest: the next up takes the full path
+                digest = fastpath.key(checked.result(), stack.files, only)
     started_here = [BUS, *peers, PORTS, *init, *(r.name for r in seen.reports if r.name not in (BUS, PORTS))]
-    fastpath.save(stack.output_dir, digest, seen.states, started_here)
+    if digest:
+        fastpath.save(stack.output_dir, digest, seen.states, started_here, accepted=_compose_inputs(stack))
     phases["total"] = time.monotonic() - started
     return UpResult(stack.project, endpoints, seen.reports, phases, report, changed, audit)
 
 
+def _compose_inputs(stack: Stack) -> str:
+    """What `docker compose config` reads for this stack (see :func:`fastpath.inputs`)."""
+    env_files = {stack.output_dir / DOTENV}
+    env_files |= {stack.output_dir / path for s in stack.plan.services for path in s.env_files}
+    return fastpath.inputs(stack.files, stack.override_file, sorted(env_files), os.environ)
+
+
 def _check_engine(
-    client: Compose, stack: Stack, images: Sequence[str], *, with_states: bool = False
-) -> tuple[dict[str, object], dict[str, str], dict[str, engine.ServiceState] | None]:
-    """The project as Compose resolves it and the images' ids, in two docker calls at once (and,
-    ``with_states``, the project's containers, alongside). Only when one fails are the engine,
-    Compose and each image asked on their own, so that the error names the first thing missing:
-    the engine, then Compose, then the images, then the files. Nothing is written before this passes."""
+    client: Compose, stack: Stack, images: Sequence[str], *, with_states: bool = False, validate: bool = True
+) -> tuple[dict[str, object] | None, dict[str, str], dict[str, engine.ServiceState] | None]:
+    """The project as Compose resolves it (None unless ``validate``) and the images' ids, in two
+    docker calls at once (and, ``with_states``, the project's containers, alongside). Only when one
+    fails are the engine, Compose and each image asked on their own, so that the error names the
+    first thing missing: the engine, then Compose, then the images, then the files. Nothing is
+    written before this passes."""
     with ThreadPoolExecutor(max_workers=3) as pool:
         listed = pool.submit(engine.image_ids, images)
-        checked = pool.submit(engine.check_compose_file, client, stack.compose_file)
+        checked = pool.submit(engine.check_compose_file, client, stack.compose_file) if validate else None
         states = pool.submit(engine.states, client) if with_states else None
         ids = listed.result()
+        resolved: dict[str, object] | None = None
+        failed = False
         try:
-            resolved: dict[str, object] | None = checked.result()
+            resolved = checked.result() if checked is not None else None
         except DeployError:
-            resolved = None
+            failed = True
         try:
             read = states.result() if states is not None else None
         except DeployError:
             read = None  # read again, and reported in order, by the full path
-    if ids is not None and resolved is not None:
+    if ids is not None and not failed:
         return resolved, ids, read
     engine.require_engine()
     missing = engine.missing_images(images)

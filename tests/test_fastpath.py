@@ -264,3 +264,46 @@ def test_the_record_vouches_only_for_containers_exactly_as_left() -> None:
     assert not fastpath.as_left(record, {"bus": states["bus"]}, resolved, {"img": "sha-1"})
     other = {"services": {"bus": {"image": "other"}, "volume-init": {"image": "img"}}}
     assert not fastpath.as_left(record, states, other, {"img": "sha-1", "other": "sha-1x"})
+
+
+def test_inputs_compose_accepted_before_start_the_bus_without_waiting_for_its_check(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """`compose config` (about 0.09 s) runs before anything is written only for inputs Compose has
+    not accepted yet; a cold `up` of accepted ones (after `down`) runs it while the bus starts."""
+    log = tmp_path / "timeline.log"
+    shim = tmp_path / "timed"
+    shim.mkdir()
+    real = shutil.which("docker")
+    script = f'"{real}" "$@"\ncode=$?\necho "end $*" >> "{log}"\nexit $code\n'
+    (shim / "docker").write_text(f'#!/bin/sh\necho "start $*" >> "{log}"\n{script}')
+    (shim / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
+    deployment.write({"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}})
+
+    def up() -> tuple[int, list[str], str]:
+        log.unlink(missing_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "nachos_deploy", "up", "--only", "bus", "-c", str(deployment.file)],
+            capture_output=True, text=True, timeout=180, env=env,
+        )  # fmt: skip
+        return done.returncode, log.read_text().splitlines() if log.exists() else [], done.stderr
+
+    def at(lines: list[str], prefix: str, words: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix) and words in line)
+
+    code, lines, err = up()  # new inputs: checked first
+    assert code == 0, err
+    assert at(lines, "end compose", " config ") < at(lines, "start compose", " up ")
+    assert deployment.run("down")[0] == 0
+    code, lines, err = up()  # accepted before: the bus starts at once, the check runs alongside
+    assert code == 0, err
+    assert at(lines, "start compose", " up ") < at(lines, "end compose", " config ")
+    assert deployment.run("down")[0] == 0
+
+    # Changed inputs are checked first again: a value Compose refuses is exit 3, nothing started.
+    (deployment.folder / "docker-compose.override.yml").write_text("services:\n  bus:\n    mem_limit: lots\n")
+    code, lines, err = up()
+    assert code == 3 and "Nothing was written" in " ".join(err.split()), err
+    assert not [line for line in lines if line.startswith("start compose") and " up " in line]
+    assert containers(deployment.project) == {}
