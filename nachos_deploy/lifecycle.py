@@ -10,7 +10,6 @@ restart back-off) are restarted, and from then on every service is judged by
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,7 +65,8 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     # inputs Compose accepted before need no `compose config` first (it runs alongside the bus's start).
     record = fastpath.load(stack.output_dir)
     cold = record is None or not record.running
-    trusted = cold and record is not None and record.accepted == _compose_inputs(stack)
+    inputs = _compose_inputs(stack)
+    trusted = cold and record is not None and record.accepted == inputs
     with project.compose_client(stack) as client:
         resolved, image_ids, read_early = _check_engine(
             client, stack, images, with_states=cold, validate=not trusted
@@ -79,7 +79,11 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     # Made just now (a first up): Compose resolved the project without them, so that is asked again
     # once the stack is up, for the record the next up compares with.
     resolved_before_credentials = credentials.snapshot(stack.output_dir) != kept
-    digest = fastpath.key(resolved, stack.files, only) if resolved is not None else ""
+    if resolved is not None:
+        project_digest = fastpath.resolved_digest(resolved)
+    else:  # trusted: the project these inputs resolved to last time
+        project_digest = record.resolved if record is not None else ""
+    digest = fastpath.key(project_digest, stack.files, only)
     phases["prepare"] = time.monotonic() - started
     if resolved is not None and not cold and not changed and not resolved_before_credentials:
         proven = _prove_unchanged(stack, digest, resolved, image_ids, components, phases, progress)
@@ -88,7 +92,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
             return proven
     fastpath.forget(stack.output_dir)  # an up that stops half way leaves nothing to vouch for
 
-    with project.compose_client(stack) as client, ThreadPoolExecutor(max_workers=1) as later:
+    with project.compose_client(stack) as client:
         mark = time.monotonic()
         progress("Starting the bus")
         previous = read_early if read_early is not None else engine.states(client)
@@ -97,7 +101,6 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         # has a quorum, so gating them one after the other would never end.
         peers = [peer.name for peer in stack.plan.bus.peers]
         gate.warm_up()
-        checked = later.submit(engine.check_compose_file, client, stack.compose_file) if trusted else None
         engine.up(client, [BUS, *peers, PORTS, *init], failure=ExitCode.BUS)
         # While the bus is proven, the containers of sidecars and components that have none yet
         # are created, not started (about a third of what starting them costs, off the critical
@@ -133,13 +136,11 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         seen = _start_components(client, stack, components, endpoints, deadline, progress, fresh, gated)
         phases["components"] = time.monotonic() - mark
         if resolved_before_credentials:
-            digest = fastpath.key(engine.check_compose_file(client, stack.compose_file), stack.files, only)
-        elif checked is not None:
-            with contextlib.suppress(DeployError):  # no digest: the next up takes the full path
-                digest = fastpath.key(checked.result(), stack.files, only)
+            project_digest = fastpath.resolved_digest(engine.check_compose_file(client, stack.compose_file))
+            digest = fastpath.key(project_digest, stack.files, only)
+            inputs = _compose_inputs(stack)
     started_here = [BUS, *peers, PORTS, *init, *(r.name for r in seen.reports if r.name not in (BUS, PORTS))]
-    if digest:
-        fastpath.save(stack.output_dir, digest, seen.states, started_here, accepted=_compose_inputs(stack))
+    fastpath.save(stack.output_dir, digest, seen.states, started_here, accepted=(inputs, project_digest))
     phases["total"] = time.monotonic() - started
     return UpResult(stack.project, endpoints, seen.reports, phases, report, changed, audit)
 
