@@ -1,0 +1,29 @@
+"""The one rule's first look, without an engine: what check_waiting proves without an exec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from nachos_deploy.engine import ServiceState
+from nachos_deploy.observe import BusView, Observation, check_waiting, judge
+from nachos_deploy.stack import prepare
+
+
+def test_a_sidecar_the_hub_lists_as_a_leaf_is_proven_without_running_its_check(tmp_path: Path) -> None:
+    """Its own check asks its /leafz for the hub; the hub's /leafz listing it is the same fact. The
+    containers do not exist: a check run by `docker exec` would fail, so only the hub's view passes."""
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({"components": {"webchat": {"enabled": True}}}))
+    plan = prepare(tmp_path / "d.yaml", cwd=tmp_path, environ={}).plan
+    sidecars = [s for s in plan.services if s.leaf_name in ("bus-webchat", "bus-gateway")]
+    assert {s.name for s in sidecars} == {"bus-webchat", "bus-gateway"}
+    states = {
+        s.name: ServiceState(s.name, f"no-such-container-{s.name}", "running", "starting", 0, 0, "img")
+        for s in sidecars
+    }
+    bus = BusView({}, None, frozenset({"bus-webchat"}), {})
+    seen = Observation(states, bus, [judge(s, states[s.name], bus, None) for s in sidecars])
+    after = {r.name: r for r in check_waiting(None, sidecars, seen).reports}
+    assert after["bus-webchat"].health == "healthy" and after["bus-webchat"].ok
+    assert after["bus-gateway"].health == "starting" and not after["bus-gateway"].ok  # not a leaf yet
