@@ -444,6 +444,7 @@ def _wait_until_ok(
     containers, read a moment ago), and, with ``settle``, each one proven by its own check ahead
     of the engine has stayed up for EARLY_SETTLE since."""
     proven: dict[str, float] = {}  # service -> when its own check first passed ahead of the engine
+    passed: dict[str, str] = {}  # service -> the container that passed it
     while True:
         seen = observe(
             client,
@@ -455,9 +456,10 @@ def _wait_until_ok(
             states=states,
         )
         states = None
-        seen = check_waiting(client, services, seen, since, healed)
+        seen = check_waiting(client, services, seen, since, healed, passed)
         for name in seen.early:
             proven.setdefault(name, time.monotonic())
+            passed.setdefault(name, seen.states[name].container_id)
         bus = seen.report(BUS)
         if bus.final:
             raise _bus_lost(client, stack, seen, since)

@@ -233,10 +233,13 @@ def check_waiting(
     seen: Observation,
     since: Since | None = None,
     healed: frozenset[str] = frozenset(),
+    passed_before: Mapping[str, str] | None = None,
 ) -> Observation:
     """Services still waiting for their first healthcheck get it run now, in their container, by
     the same command; one that passes is judged healthy (the engine reports it so at its next
-    interval). This is where `up` beats `compose up --wait`, which waits the interval out."""
+    interval). This is where `up` beats `compose up --wait`, which waits the interval out.
+    ``passed_before``: service → the container whose check passed at an earlier look of this wait;
+    not run again while that container runs (a restart in between is the caller's failure)."""
     waiting = {
         report.name
         for report in seen.reports
@@ -253,6 +256,8 @@ def check_waiting(
 
     def check(name: str) -> bool:
         service, state = by_name[name], states[name]
+        if passed_before and state.container_id and passed_before.get(name) == state.container_id:
+            return True
         if service.leaf_name and service.leaf_name in leafs:
             # A sidecar's own check asks its /leafz for the hub; the hub's /leafz, read from the
             # host a moment ago, lists it: the same fact from the other end, without an exec.

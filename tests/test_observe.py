@@ -27,3 +27,22 @@ def test_a_sidecar_the_hub_lists_as_a_leaf_is_proven_without_running_its_check(t
     after = {r.name: r for r in check_waiting(None, sidecars, seen).reports}
     assert after["bus-webchat"].health == "healthy" and after["bus-webchat"].ok
     assert after["bus-gateway"].health == "starting" and not after["bus-gateway"].ok  # not a leaf yet
+
+
+def test_a_check_passed_earlier_by_the_same_container_is_not_run_again(tmp_path: Path) -> None:
+    """During one wait: the container that passed its check keeps it while it runs (a restart is
+    a failure of its own); a new container is checked again. No container exists here, so a check
+    that is run fails."""
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({"components": {"llm-proxy": {"enabled": False}}}))
+    plan = prepare(tmp_path / "d.yaml", cwd=tmp_path, environ={}).plan
+    gateway = next(s for s in plan.services if s.name == "gateway")
+    assert gateway.healthcheck is not None and gateway.healthcheck.test
+    state = ServiceState(
+        "gateway", "no-such-container", "running", "starting", 0, 0, "img", container_id="c1"
+    )
+    bus = BusView({"gateway": 1}, None, frozenset(), {})
+    seen = Observation({"gateway": state}, bus, [judge(gateway, state, bus, None)])
+    kept = check_waiting(None, [gateway], seen, passed_before={"gateway": "c1"})
+    assert kept.report("gateway").health == "healthy" and kept.early == frozenset({"gateway"})
+    again = check_waiting(None, [gateway], seen, passed_before={"gateway": "c0"})  # another container
+    assert again.report("gateway").health == "starting"
