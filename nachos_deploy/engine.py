@@ -293,10 +293,9 @@ def start_created(
 
 
 def remove_created(client: Compose, services: Sequence[str]) -> None:
-    """Remove the containers of ``services`` made during a failed ``up`` (stopped first, as an early
-    started sidecar may run); best effort."""
+    """Remove the containers of ``services`` that were created and never started; best effort."""
     with contextlib.suppress(CommandFailed):
-        _docker([*client.command, "rm", "--force", "--stop", *services])
+        _docker([*client.command, "rm", "--force", *services])
 
 
 def _up_failure(services: Sequence[str], text: str, failure: ExitCode) -> DeployError:

@@ -62,7 +62,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
     images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
     # No record of a running stack (a first up, or one after `down`): the fast path cannot apply, so
     # the containers' states, which the full path reads first, are read alongside the checks; and
-    # inputs Compose accepted before need no `compose config` first (it runs alongside the bus's start).
+    # inputs Compose accepted before need no `compose config`: they resolve to the recorded project.
     record = fastpath.load(stack.output_dir)
     cold = record is None or not record.running
     inputs = _compose_inputs(stack)
@@ -367,7 +367,8 @@ def _start_components(
 ) -> Observation:
     """Heal what an outage left, start the components, and wait until every one is ok. Components
     ``fresh`` (created during this up, never started) cannot have been left behind by an outage.
-    ``gated``: the containers as the bus's gate last read them, a first look for the bus alone."""
+    ``gated``: the containers as the bus's gate last read them (the restart counts "before", and
+    the first look of a bus alone)."""
     bus_proven = time.time()
     if not components:  # the bus alone (`up --only bus`): nothing to heal or start
         states = dict(gated) if gated else engine.states(client)
