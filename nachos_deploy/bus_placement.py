@@ -80,9 +80,9 @@ def assign(project: str, nodes: Sequence[str], machines: Sequence[Machine]) -> A
             load[chosen.id] += 1
     add: dict[str, tuple[str, ...]] = {}
     remove: dict[str, tuple[str, ...]] = {}
+    ours = {label(project, n) for n in nodes}
     for machine in machines:
         wanted = {label(project, n) for n in nodes if where[n] == machine.id}
-        ours = {label(project, n) for n in nodes}
         if missing := sorted(wanted - machine.labels):
             add[machine.id] = tuple(missing)
         if extra := sorted((machine.labels & ours) - wanted):

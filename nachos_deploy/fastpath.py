@@ -122,7 +122,7 @@ def save(
     digest: str,
     states: Mapping[str, ServiceState],
     services: Sequence[str],
-    accepted: tuple[str, str] = ("", ""),
+    accepted: tuple[str, str],
 ) -> None:
     """Record a successful full `up` (atomically; a record that cannot be written only costs the
     next `up` its shortcut)."""
