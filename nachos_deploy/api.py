@@ -128,13 +128,20 @@ def up(
     timeout: float = 120.0,
     progress: Progress | None = None,
     notice: Progress | None = None,
+    warm_up: Sequence[str] = (),
 ) -> UpResult:
     """Start a loaded stack bus-first and verify it (the CLI's ``up``). Another `up` or `down` of
-    the same project is waited for; ``notice`` is told when that happens."""
+    the same project is waited for; ``notice`` is told when that happens. ``warm_up`` names modules
+    the caller will need once this returns: they are imported while Compose starts the bus."""
     from nachos_deploy import lifecycle  # loads the NATS client; `status` and `env` need none
 
     return lifecycle.up(
-        stack, timeout=timeout, only=only, progress=progress or (lambda _: None), notice=notice
+        stack,
+        timeout=timeout,
+        only=only,
+        progress=progress or (lambda _: None),
+        notice=notice,
+        warm_up=warm_up,
     )
 
 

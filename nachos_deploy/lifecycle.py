@@ -39,18 +39,22 @@ def up(
     only: Sequence[str] = (),
     progress: Progress = lambda _: None,
     notice: Progress | None = None,
+    warm_up: Sequence[str] = (),
 ) -> UpResult:
     """Check, render, start the bus, gate on it, start and verify the components, within ``timeout``
-    (counted once no other `up` or `down` of the project holds its lock; ``notice`` hears of the wait)."""
+    (counted once no other `up` or `down` of the project holds its lock; ``notice`` hears of the wait;
+    ``warm_up`` names modules the caller needs afterwards, imported while Compose starts the bus)."""
     with locks.project_lock(stack.project, notice or progress):
         if stack.swarm:
             from nachos_deploy import swarm_lifecycle
 
             return swarm_lifecycle.deploy(stack, timeout=timeout, only=only, progress=progress)
-        return _up(stack, timeout=timeout, only=only, progress=progress)
+        return _up(stack, timeout=timeout, only=only, progress=progress, warm_up=warm_up)
 
 
-def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress) -> UpResult:
+def _up(
+    stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress, warm_up: Sequence[str]
+) -> UpResult:
     started = time.monotonic()
     deadline = started + timeout
     phases: dict[str, float] = {}
@@ -100,7 +104,7 @@ def _up(stack: Stack, *, timeout: float, only: Sequence[str], progress: Progress
         # A cluster's nodes start together, as peers: a lone clustered node answers 503 until it
         # has a quorum, so gating them one after the other would never end.
         peers = [peer.name for peer in stack.plan.bus.peers]
-        gate.warm_up()
+        gate.warm_up(warm_up)
         engine.up(client, [BUS, *peers, PORTS, *init], failure=ExitCode.BUS)
         # While the bus is proven, the containers of sidecars and components that have none yet
         # are created, not started (about a third of what starting them costs, off the critical

@@ -7,13 +7,16 @@ callers show it to an operator who gains nothing from a traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import urllib.request
 
 _CONNZ_PAGE = 10_000
 
@@ -34,9 +37,15 @@ class BusEndpoints:
     monitor_url: str
 
 
-# The monitor is reached directly: an http_proxy meant for the internet must not swallow or
-# reroute requests to 127.0.0.1 or to a host on the compose network.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """The monitor is reached directly: an http_proxy meant for the internet must not swallow or
+    reroute requests to 127.0.0.1 or to a host on the compose network. (urllib.request, with the ssl
+    and email modules it imports, is loaded here, on the first request: about 7 ms that `up` spends
+    while Compose starts the bus, see ``gate.warm_up``, rather than before.)"""
+    import urllib.request
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def describe(exc: BaseException) -> str:
@@ -83,7 +92,7 @@ def get_json(monitor_url: str, path: str, timeout: float) -> dict[str, Any]:
     url = _monitor_url(monitor_url, path)
     endpoint = path.split("?", 1)[0]
     try:
-        with _OPENER.open(url, timeout=timeout) as response:
+        with _opener().open(url, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as err:
         with err:

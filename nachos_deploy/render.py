@@ -138,9 +138,12 @@ class _Literal(str):
     """Already-quoted template output that finalize must pass through."""
 
 
-def _environment(loader_dir: Path, finalize: Any) -> jinja2.Environment:
+def _environment(
+    loader_dir: Path, finalize: Any, compiled: jinja2.BytecodeCache | None
+) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(loader_dir)),
+        bytecode_cache=compiled,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -157,14 +160,16 @@ def _finalize_yaml(value: object) -> str:
 
 
 @functools.cache
-def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
+def _environments(
+    compiled: jinja2.BytecodeCache | None,
+) -> tuple[jinja2.Environment, jinja2.Environment]:
     """Compiled once per process: rendering is called often (tests, --check, up)."""
     directory = templates_dir()
-    compose_env = _environment(directory, _finalize_yaml)
+    compose_env = _environment(directory, _finalize_yaml, compiled)
     compose_env.filters["env_value"] = lambda var: _Literal(env_value(var))
     compose_env.filters["key"] = lambda name: _Literal(yaml_key(name))
     compose_env.filters["safe_comment"] = lambda text: _Literal(" ".join(str(text).split()))
-    text_env = _environment(directory, _finalize_text)
+    text_env = _environment(directory, _finalize_text, compiled)
     text_env.filters["subjects"] = _subjects
     return compose_env, text_env
 
@@ -187,9 +192,11 @@ def volume_init_script(plan: Plan) -> str:
     return " && ".join(f"({step})" for step in steps) or "true"
 
 
-def render(plan: Plan) -> dict[str, str]:
-    """File name → content for the output folder, deterministic for a given plan."""
-    compose_env, text_env = _environments()
+def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str, str]:
+    """File name → content for the output folder, deterministic for a given plan. ``compiled`` is
+    where the templates' compiled code is kept between runs, if the caller keeps it anywhere (see
+    :mod:`nachos_deploy.template_cache`): it changes how fast, never what, this renders."""
+    compose_env, text_env = _environments(compiled)
     context: dict[str, Any] = {
         "plan": plan,
         "leaf_port": LEAF_PORT,

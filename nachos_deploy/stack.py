@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nachos_deploy import files as files_mod
-from nachos_deploy import loader
+from nachos_deploy import loader, template_cache
 from nachos_deploy.errors import ConfigError
 from nachos_deploy.plan import BUS_STACK_FILE, COMPOSE_FILE, SIDECARS_STACK_FILE, STACK_FILE, Plan, make_plan
 from nachos_deploy.render import HEADER, OUTPUT_NAMES, render
@@ -109,7 +109,7 @@ def prepare(
     if not output_dir.is_absolute():
         output_dir = cwd / output_dir
     plan = make_plan(loaded.config, loaded.platform, base_dir=loaded.base_dir, output_dir=output_dir)
-    rendered = render(plan)
+    rendered = render(plan, template_cache.bytecode_cache())
     override_file = loaded.base_dir / loaded.config.compose_override
     found = override_file.is_file() and loaded.config_path is not None
     warnings: list[str] = []

@@ -8,8 +8,10 @@ loses the bus must not send name lookups off the machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -761,3 +763,52 @@ def test_a_name_chosen_by_a_client_does_not_put_a_component_on_the_bus(deploymen
     code, out, err = asyncio.run(impersonate())
     assert code == 6, out + err
     assert "is not connected to its sidecar bus-webchat as 'channel-webchat'" in " ".join(err.split())
+
+
+def _up_bus_with_stderr_on(deployment: Deployment, terminal: bool) -> tuple[int, str, str]:
+    """`up --only bus` as a subprocess whose stderr is a terminal (a pty) or a pipe."""
+    command = [sys.executable, "-m", "nachos_deploy", "up", "--only", "bus", "-c", str(deployment.file)]
+    quiet = {
+        k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+    }
+    if not terminal:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=quiet)
+        return done.returncode, done.stdout, done.stderr
+    main, other = pty.openpty()
+    seen = bytearray()
+
+    def read() -> None:  # drained all along: a full pty would block the spinner, and so the run
+        with contextlib.suppress(OSError):  # EIO once the child has closed its end
+            while chunk := os.read(main, 4096):
+                seen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=other,
+        text=True,
+        env={**quiet, "TERM": "xterm", "COLUMNS": "200"},
+    ) as child:
+        os.close(other)
+        out, _ = child.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(main)
+    return child.returncode, out, seen.decode("utf-8", "replace")
+
+
+def test_up_shows_its_progress_on_a_terminal_and_none_in_a_pipe(deployment: Deployment) -> None:
+    """On a terminal, a spinner says what `up` waits for; in a pipe (CI, a log file) there is none,
+    as rich would draw none (and rich is then not imported before the bus starts)."""
+    code, out, shown = _up_bus_with_stderr_on(deployment, terminal=True)
+    assert code == 0, out + shown
+    # The spinner redraws 12.5 times a second: a line shorter than that may never be drawn, but
+    # Compose starting the bus takes most of a second.
+    assert "Starting the bus" in shown, shown[-2000:]
+    assert "is up" in out
+    assert deployment.run("down")[0] == 0
+    code, out, err = _up_bus_with_stderr_on(deployment, terminal=False)
+    assert code == 0, out + err
+    assert "Starting the bus" not in err and "\x1b[" not in err, err
+    assert "is up" in out

@@ -5,15 +5,17 @@ import os
 import string
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path, PurePath
 from typing import Any
 
+import jinja2
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nachos_deploy import files
+from nachos_deploy import files, template_cache
 from nachos_deploy.config import DeployConfig
 from nachos_deploy.plan import make_plan
 from nachos_deploy.render import render
@@ -223,3 +225,51 @@ def test_cluster_credentials_hold_the_route_urls(tmp_path: Path) -> None:
     password = values["NACHOS_ROUTE_PASSWORD"]
     assert values["NACHOS_ROUTE_2"] == f"nats-route://nachos-route:{password}@bus-2:6222"
     assert password != values["NACHOS_OPERATOR_PASSWORD"] and len(password) > 40
+
+
+def _plan_of(data: dict[str, Any]) -> Any:
+    return make_plan(
+        DeployConfig.model_validate(data), base_dir=PurePath("/a"), output_dir=PurePath("/a/.nachos")
+    )
+
+
+def test_compiled_templates_are_kept_between_runs_and_change_nothing(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A second process (a new cache object, new environments) compiles no template: it loads what
+    the first one kept. What is rendered is the same with the cache, without it, and from it."""
+    plan = _plan_of({"components": {"webchat": {"enabled": True}}})
+    without = render(plan)
+    first = render(plan, template_cache._QuietCache(str(tmp_path)))
+    assert first == without
+    assert list(tmp_path.glob("__jinja2_*.cache")), "the compiled templates should have been kept"
+    compiled: list[str] = []
+    real = jinja2.Environment.compile
+
+    def counting(
+        self: jinja2.Environment, source: Any, name: str | None = None, *rest: Any, **kw: Any
+    ) -> Any:
+        compiled.append(str(name))
+        return real(self, source, name, *rest, **kw)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    assert render(plan, template_cache._QuietCache(str(tmp_path))) == without
+    assert compiled == [], f"compiled again despite the cache: {compiled}"
+
+
+def test_a_cache_that_cannot_be_written_or_trusted_costs_nothing_but_time(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    plan = _plan_of({})
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    # Writing under a regular file fails (NotADirectoryError, even for root): the render goes on.
+    assert render(plan, template_cache._QuietCache(str(blocked / "cache"))) == render(plan)
+    # Jinja's per-user folder, owned by someone else: refused, so no cache at all.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    foreign = tmp_path / f"_jinja2-cache-{os.getuid()}"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, os.getuid() + 1, os.getgid())
+    assert template_cache.bytecode_cache.__wrapped__() is None
+    foreign.rmdir()
+    assert isinstance(template_cache.bytecode_cache.__wrapped__(), jinja2.BytecodeCache)
