@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
 
-from nachos_deploy import __version__, lazyparams
+from nachos_deploy import __version__, head_start, lazyparams
 from nachos_deploy import outputs as outputs_mod
 from nachos_deploy.errors import DeployError, ExitCode
 
@@ -171,9 +171,9 @@ _current: list["Stack"] = []  # the stack the running command works on, for the 
 
 def _interrupted(command: str) -> str:
     """One line: what an interrupt may have left, and how to finish or remove it."""
-    if command not in _CHANGING or not _current:
+    if command not in _CHANGING or not (_current or head_start.started_project()):
         return "Interrupted."
-    name = _current[-1].project
+    name = _current[-1].project if _current else head_start.started_project()
     return (
         f"Interrupted: project {name} may be left partly {'removed' if command == 'down' else 'started'}; "
         f"run `nachos-deploy up -p {name}` to finish it or `nachos-deploy down -p {name}` to remove it."
@@ -803,6 +803,8 @@ def main() -> None:
         code: object = 0
     except SystemExit as exc:
         code = exc.code
+    finally:
+        head_start.finish()  # an early Compose run nobody adopted (an `up` that stopped first)
     if isinstance(code, str):  # sys.exit("message"), as the interpreter would print it
         sys.stderr.write(f"{code}\n")
     for stream in (sys.stdout, sys.stderr):

@@ -218,8 +218,10 @@ def up(
     dependencies: bool = True,
     build: bool = False,
     failure: ExitCode = ExitCode.COMPONENT,
+    started: subprocess.Popen[str] | None = None,
 ) -> None:
     """Create and start services without waiting; the caller checks health itself, faster.
+    ``started``: this very command, already running (an `up`'s head start, see ``head_start``).
 
     Two Compose runs that created the same project's network at once (before the per-project lock,
     or from another tool) leave two networks of one name, and every later run fails with "network
@@ -229,14 +231,18 @@ def up(
 
     Run through the docker CLI itself, as python-on-whales would run it: importing python-on-whales
     would cost every cold `up` about 0.1 s before its first container starts."""
-    command = [*client.command, "up", "--detach", *([] if dependencies else ["--no-deps"])]
-    command += ["--build"] if build else ["--pull", "never"]
+    command = up_command(client, services, dependencies=dependencies, build=build)
     for attempt in (1, 2):
-        recreate = ["--force-recreate"] if attempt == 2 else []
         try:
-            done = subprocess.run(
-                [*command, *recreate, *services], capture_output=True, text=True, check=False
-            )
+            if attempt == 1 and started is not None:
+                stdout, stderr = started.communicate()
+                done = subprocess.CompletedProcess(started.args, started.returncode, stdout, stderr)
+            else:
+                if attempt == 2:
+                    command = up_command(
+                        client, services, dependencies=dependencies, build=build, recreate=True
+                    )
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
         except FileNotFoundError:
             raise EnvironmentProblem(f"The docker command is not installed. {INSTALL_HINT}") from None
         if done.returncode == 0:
@@ -247,6 +253,20 @@ def up(
         if attempt == 1 and duplicated and remove_duplicate_networks(client.project):
             continue
         raise _up_failure(services, text, failure)
+
+
+def up_command(
+    client: Compose,
+    services: Sequence[str],
+    *,
+    dependencies: bool = True,
+    build: bool = False,
+    recreate: bool = False,
+) -> list[str]:
+    """The ``docker compose up`` that :func:`up` runs (first without ``recreate``)."""
+    command = [*client.command, "up", "--detach", *([] if dependencies else ["--no-deps"])]
+    command += ["--build"] if build else ["--pull", "never"]
+    return [*command, *(["--force-recreate"] if recreate else []), *services]
 
 
 def create(client: Compose, services: Sequence[str]) -> None:

@@ -75,7 +75,7 @@ def inputs(
         texts.append(content.decode("utf-8", "replace"))
     for name, text in sorted(files.items()):
         digest.update(b"\0file\0" + name.encode() + b"\0" + text.encode())
-    named = {match for text in texts for match in _VARIABLE.findall(text)}
+    named = named_variables(texts)
     named |= {name for name in environ if name.startswith(("COMPOSE_", "DOCKER_"))}
     for name in sorted(named):
         digest.update(b"\0var\0" + name.encode() + b"=" + environ.get(name, "\0unset").encode())
@@ -83,6 +83,20 @@ def inputs(
     with contextlib.suppress(OSError):
         digest.update(f"\0docker\0{binary}\0{Path(binary).stat().st_mtime_ns if binary else 0}".encode())
     return digest.hexdigest()
+
+
+def named_variables(texts: Sequence[str]) -> set[str]:
+    """The host variables these Compose files (or env files) name as ``$NAME`` or ``${NAME...}``."""
+    return {match for text in texts for match in _VARIABLE.findall(text)}
+
+
+def texts_of(paths: Sequence[Path]) -> list[str]:
+    """The text of each of these files that exists and can be read."""
+    texts = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            texts.append(path.read_text(encoding="utf-8", errors="replace"))
+    return texts
 
 
 def resolved_digest(resolved: Mapping[str, object]) -> str:

@@ -14,13 +14,15 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 
-from nachos_deploy import credentials, engine, fastpath, files, gate, locks, monitor, project
+from nachos_deploy import credentials, engine, fastpath, files, gate, head_start, locks, monitor, project
 from nachos_deploy.engine import Compose
 from nachos_deploy.errors import BusFailure, ComponentFailure, DeployError, EnvironmentProblem, ExitCode
+from nachos_deploy.loader import DEFAULT_CONFIG_NAME
 from nachos_deploy.monitor import BusEndpoints, BusUnavailable, MonitorProblem
 from nachos_deploy.observe import Observation, Since, check_waiting, observe
-from nachos_deploy.plan import BUS, PORTS, VOLUME_INIT, ServicePlan
+from nachos_deploy.plan import BUS, LAST_UP_FILE, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.render import HEADER
 from nachos_deploy.results import BusReport, Endpoints, ServiceReport, StreamReport, UpResult
 from nachos_deploy.stack import DOTENV, Stack
@@ -105,7 +107,10 @@ def _up(
         # has a quorum, so gating them one after the other would never end.
         peers = [peer.name for peer in stack.plan.bus.peers]
         gate.warm_up(warm_up)
-        engine.up(client, [BUS, *peers, PORTS, *init], failure=ExitCode.BUS)
+        bus_start = [BUS, *peers, PORTS, *init]
+        command = engine.up_command(client, bus_start)
+        early = head_start.adopt(command, inputs)  # this very run, if the head start began it
+        engine.up(client, bus_start, failure=ExitCode.BUS, started=early)
         # While the bus is proven, the containers of sidecars and components that have none yet
         # are created, not started (about a third of what starting them costs, off the critical
         # path); running ones are left as they are until the bus is proven.
@@ -145,15 +150,40 @@ def _up(
             inputs = _compose_inputs(stack)
     started_here = [BUS, *peers, PORTS, *init, *(r.name for r in seen.reports if r.name not in (BUS, PORTS))]
     fastpath.save(stack.output_dir, digest, seen.states, started_here, accepted=(inputs, project_digest))
+    head_start.remember(
+        stack.project, command, inputs, *_read_by(stack), stack.output_dir / LAST_UP_FILE, os.environ
+    )
     phases["total"] = time.monotonic() - started
-    return UpResult(stack.project, endpoints, seen.reports, phases, report, changed, audit)
+    return UpResult(
+        stack.project, endpoints, seen.reports, phases, report, changed, audit, head_start=early is not None
+    )
+
+
+def _env_files(stack: Stack) -> list[Path]:
+    env_files = {stack.output_dir / DOTENV}
+    env_files |= {stack.output_dir / path for s in stack.plan.services for path in s.env_files}
+    return sorted(env_files)
 
 
 def _compose_inputs(stack: Stack) -> str:
     """What `docker compose config` reads for this stack (see :func:`fastpath.inputs`)."""
-    env_files = {stack.output_dir / DOTENV}
-    env_files |= {stack.output_dir / path for s in stack.plan.services for path in s.env_files}
-    return fastpath.inputs(stack.files, stack.override_file, sorted(env_files), os.environ)
+    return fastpath.inputs(stack.files, stack.override_file, _env_files(stack), os.environ)
+
+
+def _read_by(stack: Stack) -> tuple[list[Path], set[str]]:
+    """Every file the configuration and Compose read for this stack (present or not: one that
+    appears changes the run too) and every host variable they name: what a head start checks."""
+    loaded = stack.loaded
+    read = [
+        loaded.config_path or loaded.base_dir / DEFAULT_CONFIG_NAME,
+        loaded.base_dir / loaded.config.platform_config,
+        loaded.base_dir / loaded.config.compose_override,
+        *(stack.output_dir / name for name in stack.files),
+        *_env_files(stack),
+    ]
+    variables = fastpath.named_variables([*stack.files.values(), *fastpath.texts_of(read)])
+    variables |= {variable for _, variable in stack.plan.required_secrets()}
+    return read, variables
 
 
 def _check_engine(

@@ -36,23 +36,64 @@ def _holder(handle: IO[str]) -> str:
     return "another process"
 
 
+_taken: dict[str, IO[str]] = {}  # locks taken ahead of their block (see take_now)
+
+
+def _claim(handle: IO[str]) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+
+
+def _let_go(handle: IO[str]) -> None:
+    with handle:
+        handle.truncate(0)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def take_now(project: str) -> bool:
+    """Take the project's lock at once if it is free (the head start of an `up`, see
+    :mod:`head_start`); the next :func:`project_lock` of the project in this process then holds it
+    without asking again. False when another process holds it."""
+    handle = lock_path(project).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return False
+    _claim(handle)
+    _taken[project] = handle
+    return True
+
+
+def release(project: str) -> None:
+    """Give back a lock :func:`take_now` took and no block used."""
+    handle = _taken.pop(project, None)
+    if handle is not None:
+        _let_go(handle)
+
+
 @contextlib.contextmanager
 def project_lock(project: str, waiting: Callable[[str], None]) -> Iterator[None]:
     """Hold the project's lock for the block; ``waiting`` is told once if another holds it."""
-    path = lock_path(project)
-    with path.open("a+", encoding="utf-8") as handle:
+    handle = _taken.pop(project, None)
+    if handle is None:
+        handle = lock_path(project).open("a+", encoding="utf-8")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(handle)
-            waiting(f"Waiting for another nachos-deploy ({holder}) working on project {project} to finish")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(handle)
+                waiting(
+                    f"Waiting for another nachos-deploy ({holder}) working on project {project} to finish"
+                )
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except BaseException:  # interrupted while waiting
+            handle.close()
+            raise
+        _claim(handle)
+    try:
+        yield
+    finally:
+        _let_go(handle)

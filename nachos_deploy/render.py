@@ -1,4 +1,5 @@
-"""Templates to file contents, in memory: nothing here touches the disk, the clock or the environment.
+"""Templates to file contents, in memory: nothing here touches the clock or the environment, nor the
+disk beyond reading the packaged templates (and a compiled-template cache, if the caller hands one in).
 
 Every ``{{ }}`` in the Compose template goes through :func:`yaml_scalar`, so a configuration value is
 always one quoted YAML scalar: quotes, newlines, ``: ``, ``#`` or ``{{ }}`` in a value cannot change the

@@ -132,6 +132,8 @@ class UpResult:
     unchanged: bool = False
     # What holds but is weaker than asked (e.g. bus nodes sharing a machine of a swarm).
     warnings: list[str] = field(default_factory=list)
+    # Compose began starting the bus before the configuration was loaded (see head_start).
+    head_start: bool = False
 
     def as_json(self) -> dict[str, Any]:
         bus = self.bus
@@ -139,6 +141,7 @@ class UpResult:
             "ok": True,
             "project": self.project,
             "unchanged": self.unchanged,
+            "head_start": self.head_start,
             **self.endpoints.as_json(),
             "services": [service.as_json() for service in self.services],
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
