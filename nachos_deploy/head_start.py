@@ -126,7 +126,11 @@ def begin(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     if not argv or argv[0] != "up":
         return
     try:
-        note = json.loads(_note_path(argv, cwd, environ).read_text(encoding="utf-8"))
+        noted = _note_path(argv, cwd, environ)
+        info = noted.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return  # a note someone else could have written is not run
+        note = json.loads(noted.read_text(encoding="utf-8"))
         if note.get("format") != FORMAT or note.get("stamp") != _stamp() or note.get("docker") != _docker():
             return
         salt = str(note["salt"])
@@ -135,7 +139,7 @@ def begin(argv: Sequence[str], environ: Mapping[str, str]) -> None:
             return
         if any(_variable(salt, name, environ.get(name)) != value for name, value in variables.items()):
             return
-        if any(_digest(Path(path)) != value for path, value in note["files"].items()):
+        if any(_digest(Path(file)) != value for file, value in note["files"].items()):
             return
         project, command, inputs = (
             str(note["project"]),
@@ -146,8 +150,11 @@ def begin(argv: Sequence[str], environ: Mapping[str, str]) -> None:
             return
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
-    if not locks.take_now(project):
-        return  # another run holds it: the full `up` waits for it and says so
+    try:
+        if not locks.take_now(project):
+            return  # another run holds it: the full `up` waits for it and says so
+    except OSError:  # the lock's folder cannot be made: the full `up` will say so
+        return
     try:
         _state.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(environ)

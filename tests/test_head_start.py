@@ -210,6 +210,12 @@ def test_any_changed_input_means_no_head_start(note: Note) -> None:
     note.last_up(running=False, accepted="inputs-1")
     assert note.starts()
 
+    (written,) = (note.folder / "cache" / "nachos-deploy" / "head-start").glob("*.json")
+    written.chmod(0o622)  # a note others could have written
+    assert not note.starts()
+    written.chmod(0o600)
+    assert note.starts()
+
 
 def test_no_head_start_under_another_process_lock_or_for_other_commands(note: Note) -> None:
     holder = subprocess.Popen(
