@@ -21,7 +21,7 @@ from nachos_deploy.engine import Compose
 from nachos_deploy.errors import BusFailure, ComponentFailure, DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.loader import DEFAULT_CONFIG_NAME
 from nachos_deploy.monitor import BusEndpoints, BusUnavailable, MonitorProblem
-from nachos_deploy.observe import Observation, Since, check_waiting, observe
+from nachos_deploy.observe import Observation, Since, check_waiting, observe, start_checks
 from nachos_deploy.plan import BUS, LAST_UP_FILE, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.render import HEADER
 from nachos_deploy.results import BusReport, Endpoints, ServiceReport, StreamReport, UpResult
@@ -481,17 +481,20 @@ def _wait_until_ok(
     proven: dict[str, float] = {}  # service -> when its own check first passed ahead of the engine
     passed: dict[str, str] = {}  # service -> the container that passed it
     while True:
-        seen = observe(
-            client,
-            services,
-            endpoints.monitor_url,
-            since=since,
-            healed=healed,
-            others=endpoints.others,
-            states=states,
-        )
+        states = states if states is not None else engine.states(client)
+        with ThreadPoolExecutor(max_workers=4) as pool:  # checks run while the bus is read
+            started = start_checks(pool, client, services, states, passed)
+            seen = observe(
+                client,
+                services,
+                endpoints.monitor_url,
+                since=since,
+                healed=healed,
+                others=endpoints.others,
+                states=states,
+            )
+            seen = check_waiting(client, services, seen, since, healed, passed, started)
         states = None
-        seen = check_waiting(client, services, seen, since, healed, passed)
         for name in seen.early:
             proven.setdefault(name, time.monotonic())
             passed.setdefault(name, seen.states[name].container_id)

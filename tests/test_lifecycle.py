@@ -382,6 +382,13 @@ def test_up_waits_for_a_component_healthcheck(deployment: Deployment) -> None:
     assert code == 0, out + err
     slow = next(s for s in json.loads(out)["services"] if s["name"] == "slow")
     assert slow["health"] == "healthy" and slow["connected"] is True
+    # What `up` called healthy is: its own check passes now (it fails for the first 3 s).
+    check = subprocess.run(
+        ["docker", "exec", f"{deployment.project}-slow-1", *FAST_CHECK["test"][1:]],
+        capture_output=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_a_restart_during_up_fails_with_the_exit_code_of_the_failed_run(deployment: Deployment) -> None:
