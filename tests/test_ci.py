@@ -42,13 +42,16 @@ def write_config(folder: Path, project: str, document: dict[str, Any] | None = N
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The installed command in a child process, as a pipeline step runs it."""
+    """The installed command in a child process, as a pipeline step runs it: with its output
+    buffered (these machines set PYTHONUNBUFFERED; a runner does not), so that output a command
+    did not flush before it ended would be missing here too."""
+    inherited = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     return subprocess.run(
         [sys.executable, "-m", "nachos_deploy", *args],
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
     )
 
 
