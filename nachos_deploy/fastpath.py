@@ -31,12 +31,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nachos_deploy import head_start
 from nachos_deploy.engine import ServiceState
 from nachos_deploy.plan import LAST_UP_FILE, VOLUME_INIT
 
@@ -79,9 +79,7 @@ def inputs(
     named |= {name for name in environ if name.startswith(("COMPOSE_", "DOCKER_"))}
     for name in sorted(named):
         digest.update(b"\0var\0" + name.encode() + b"=" + environ.get(name, "\0unset").encode())
-    binary = shutil.which("docker")
-    with contextlib.suppress(OSError):
-        digest.update(f"\0docker\0{binary}\0{Path(binary).stat().st_mtime_ns if binary else 0}".encode())
+    digest.update(f"\0docker\0{head_start.docker_binary()}".encode())
     return digest.hexdigest()
 
 

@@ -96,7 +96,8 @@ def _stamp() -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _docker() -> str:
+def docker_binary() -> str:
+    """Which ``docker`` runs, and when it was installed: another binary may bring another Compose."""
     binary = shutil.which("docker")
     try:
         return f"{binary}:{Path(binary).stat().st_mtime_ns}" if binary else ""
@@ -131,7 +132,7 @@ def begin(argv: Sequence[str], environ: Mapping[str, str]) -> None:
         if info.st_uid != os.getuid() or info.st_mode & 0o022:
             return  # a note someone else could have written is not run
         note = json.loads(noted.read_text(encoding="utf-8"))
-        if note.get("format") != FORMAT or note.get("stamp") != _stamp() or note.get("docker") != _docker():
+        if (note.get("format"), note.get("stamp"), note.get("docker")) != (FORMAT, _stamp(), docker_binary()):
             return
         salt = str(note["salt"])
         variables: Mapping[str, str | None] = note["variables"]
@@ -212,7 +213,7 @@ def remember(
     note = {
         "format": FORMAT,
         "stamp": _stamp(),
-        "docker": _docker(),
+        "docker": docker_binary(),
         "salt": salt,
         "prefixed": sorted(n for n in environ if n.startswith(PREFIXES)),
         "variables": {name: _variable(salt, name, environ.get(name)) for name in sorted(names)},

@@ -174,14 +174,18 @@ def _read_by(stack: Stack) -> tuple[list[Path], set[str]]:
     """Every file the configuration and Compose read for this stack (present or not: one that
     appears changes the run too) and every host variable they name: what a head start checks."""
     loaded = stack.loaded
+    override = loaded.base_dir / loaded.config.compose_override
     read = [
         loaded.config_path or loaded.base_dir / DEFAULT_CONFIG_NAME,
         loaded.base_dir / loaded.config.platform_config,
-        loaded.base_dir / loaded.config.compose_override,
+        override,
         *(stack.output_dir / name for name in stack.files),
         *_env_files(stack),
     ]
-    variables = fastpath.named_variables([*stack.files.values(), *fastpath.texts_of(read)])
+    # The variables Compose fills in: named in the rendered files, the override and the env files.
+    variables = fastpath.named_variables(
+        [*stack.files.values(), *fastpath.texts_of([override, *_env_files(stack)])]
+    )
     variables |= {variable for _, variable in stack.plan.required_secrets()}
     return read, variables
 
