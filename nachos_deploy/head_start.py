@@ -209,14 +209,16 @@ def remember(
     if _state.argv is None:
         return
     salt = secrets.token_hex(16)
-    names = {*variables, *(n for n in environ if n.startswith(PREFIXES))}
+    prefixed = sorted(n for n in environ if n.startswith(PREFIXES))
     note = {
         "format": FORMAT,
         "stamp": _stamp(),
         "docker": docker_binary(),
         "salt": salt,
-        "prefixed": sorted(n for n in environ if n.startswith(PREFIXES)),
-        "variables": {name: _variable(salt, name, environ.get(name)) for name in sorted(names)},
+        "prefixed": prefixed,
+        "variables": {
+            name: _variable(salt, name, environ.get(name)) for name in sorted({*variables, *prefixed})
+        },
         "files": {str(path): _digest(path) for path in sorted(set(read))},
         "project": project,
         "command": list(command),

@@ -175,17 +175,16 @@ def _read_by(stack: Stack) -> tuple[list[Path], set[str]]:
     appears changes the run too) and every host variable they name: what a head start checks."""
     loaded = stack.loaded
     override = loaded.base_dir / loaded.config.compose_override
+    env_files = _env_files(stack)
     read = [
         loaded.config_path or loaded.base_dir / DEFAULT_CONFIG_NAME,
         loaded.base_dir / loaded.config.platform_config,
         override,
         *(stack.output_dir / name for name in stack.files),
-        *_env_files(stack),
+        *env_files,
     ]
     # The variables Compose fills in: named in the rendered files, the override and the env files.
-    variables = fastpath.named_variables(
-        [*stack.files.values(), *fastpath.texts_of([override, *_env_files(stack)])]
-    )
+    variables = fastpath.named_variables([*stack.files.values(), *fastpath.texts_of([override, *env_files])])
     variables |= {variable for _, variable in stack.plan.required_secrets()}
     return read, variables
 

@@ -77,22 +77,18 @@ def release(project: str) -> None:
 @contextlib.contextmanager
 def project_lock(project: str, waiting: Callable[[str], None]) -> Iterator[None]:
     """Hold the project's lock for the block; ``waiting`` is told once if another holds it."""
-    handle = _taken.pop(project, None)
-    if handle is None:
-        handle = lock_path(project).open("a+", encoding="utf-8")
+    if project not in _taken and not take_now(project):
+        waiter: IO[str] = lock_path(project).open("a+", encoding="utf-8")
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _holder(handle)
-                waiting(
-                    f"Waiting for another nachos-deploy ({holder}) working on project {project} to finish"
-                )
-                fcntl.flock(handle, fcntl.LOCK_EX)
+            holder = _holder(waiter)
+            waiting(f"Waiting for another nachos-deploy ({holder}) working on project {project} to finish")
+            fcntl.flock(waiter, fcntl.LOCK_EX)
         except BaseException:  # interrupted while waiting
-            handle.close()
+            waiter.close()
             raise
-        _claim(handle)
+        _claim(waiter)
+        _taken[project] = waiter
+    handle = _taken.pop(project)
     try:
         yield
     finally:
