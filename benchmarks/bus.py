@@ -18,8 +18,11 @@ from pathlib import Path
 
 import nats
 
-from nachos_deploy import engine, lifecycle, project, teardown
-from nachos_deploy.stack import prepare
+from nachos_deploy.docker import engine
+from nachos_deploy.io.stack import prepare
+from nachos_deploy.lifecycle import down as teardown
+from nachos_deploy.lifecycle import up as lifecycle
+from nachos_deploy.targets import project
 
 
 async def round_trips(nats_url: str, count: int) -> list[float]:

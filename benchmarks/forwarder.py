@@ -42,10 +42,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import nats
 
-from nachos_deploy import bench, engine, lifecycle, project, teardown
-from nachos_deploy.bench import BenchResult
-from nachos_deploy.plan import BUS, BUS_LINK_NETWORK, CLIENT_PORT, HOST_NETWORK, PORTS
-from nachos_deploy.stack import prepare
+from nachos_deploy.bus import bench
+from nachos_deploy.bus.bench import BenchResult
+from nachos_deploy.core.plan import BUS, BUS_LINK_NETWORK, CLIENT_PORT, HOST_NETWORK, PORTS
+from nachos_deploy.docker import engine
+from nachos_deploy.io.stack import prepare
+from nachos_deploy.lifecycle import down as teardown
+from nachos_deploy.lifecycle import up as lifecycle
+from nachos_deploy.targets import project
 
 PYTHON_IMAGE = "nachos-deploy/python:3.11"
 

@@ -20,8 +20,11 @@ from pathlib import Path
 import nats
 from bus import percentile  # benchmarks/ is on sys.path when this file runs
 
-from nachos_deploy import engine, lifecycle, project, teardown
-from nachos_deploy.stack import prepare
+from nachos_deploy.docker import engine
+from nachos_deploy.io.stack import prepare
+from nachos_deploy.lifecycle import down as teardown
+from nachos_deploy.lifecycle import up as lifecycle
+from nachos_deploy.targets import project
 
 PROBE = "nachos-deploy/probe:latest"
 

@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from nachos_deploy import lifecycle
-from nachos_deploy.stack import prepare
+from nachos_deploy.io.stack import prepare
+from nachos_deploy.lifecycle import up as lifecycle
 
 PROBE = "nachos-deploy/probe:latest"
 

@@ -1,18 +1,8 @@
-"""``python -m nachos_deploy`` and the ``nachos-deploy`` command.
-
-A cold `up` gets its head start here, before the command line's imports (Typer, pydantic, Jinja:
-about 0.12 s): see :mod:`nachos_deploy.head_start`.
-"""
-
-import os
-import sys
-
-from nachos_deploy import head_start
+"""``python -m nachos_deploy`` and the ``nachos-deploy`` command."""
 
 
 def main() -> None:
-    head_start.begin(sys.argv[1:], os.environ)
-    from nachos_deploy import cli
+    from nachos_deploy.interfaces import cli
 
     cli.main()
 

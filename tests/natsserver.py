@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from nachos_deploy.monitor import BusEndpoints, connection_names
+from nachos_deploy.bus.monitor import BusEndpoints, connection_names
 
 __all__ = [
     "NatsServer",

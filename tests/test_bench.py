@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nachos_deploy import bench
-from nachos_deploy.cli import app
-from nachos_deploy.monitor import get_json
+from nachos_deploy.bus import bench
+from nachos_deploy.bus.monitor import get_json
+from nachos_deploy.interfaces.cli import app
 from tests.natsserver import NatsServer, ServerFactory, nats_server, nats_server_factory, no_connections_left
 from tests.test_health import fake_monitor as serve_monitor
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from nachos_deploy.bus_placement import Machine, assign, constraint, label, released
-from nachos_deploy.plan import STACK_FILE
-from nachos_deploy.stack import prepare
+from nachos_deploy.core.bus_placement import Machine, assign, constraint, label, released
+from nachos_deploy.core.plan import STACK_FILE
+from nachos_deploy.io.stack import prepare
 
 NODES = ["bus", "bus-2", "bus-3"]
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from nachos_deploy import api, natsclient
-from nachos_deploy.files import read_env_file
+from nachos_deploy.bus import natsclient
+from nachos_deploy.interfaces import api
+from nachos_deploy.io.files import read_env_file
 from tests.test_lifecycle import PROBE, containers, volumes
 
 BUS_ONLY = {
@@ -216,7 +217,7 @@ def test_the_api_raises_typed_errors_for_bad_configuration(tmp_path: Path) -> No
 
 FIXTURE_USER = """
 import json, urllib.request
-from nachos_deploy.natsclient import round_trip
+from nachos_deploy.bus.natsclient import round_trip
 
 
 def test_the_bus_answers(nachos_bus):

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nachos_deploy import __version__
-from nachos_deploy.cli import app
+from nachos_deploy.interfaces.cli import app
 
 runner = CliRunner()
 
@@ -197,7 +197,7 @@ def test_validate_reports_tool_ids(workdir: Path) -> None:
 def test_status_loads_no_nats_client(workdir: Path) -> None:
     # status reads the engine and the bus's HTTP monitoring only; the NATS client is for up/request.
     script = (
-        "import sys; from typer.testing import CliRunner; from nachos_deploy.cli import app; "
+        "import sys; from typer.testing import CliRunner; from nachos_deploy.interfaces.cli import app; "
         "CliRunner().invoke(app, ['status']); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats'))"
     )
@@ -216,7 +216,7 @@ def test_status_and_help_load_only_what_they_use(workdir: Path) -> None:
     cases += [(down, "python_on_whales"), (down, "nats")]
     for args, heavy in cases:
         script = (
-            "import sys; from typer.testing import CliRunner; from nachos_deploy.cli import app; "
+            "import sys; from typer.testing import CliRunner; from nachos_deploy.interfaces.cli import app; "
             f"CliRunner().invoke(app, {args!r}); "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] == {heavy!r}))"
         )
@@ -235,10 +235,12 @@ def test_options_are_still_coerced_by_their_types() -> None:
 def test_the_pure_core_imports_no_edge() -> None:
     # config -> plan -> render touch no disk, engine, bus or terminal: they import none of those modules.
     script = (
-        "import sys; import nachos_deploy.render, nachos_deploy.plan, nachos_deploy.platform_config, "
-        "nachos_deploy.override, nachos_deploy.bus_placement; "
-        "edges = ('python_on_whales', 'nats', 'rich', 'typer', 'nachos_deploy.loader', "
-        "'nachos_deploy.files', 'nachos_deploy.engine', 'nachos_deploy.stack', 'nachos_deploy.swarm'); "
+        "import sys; import nachos_deploy.core.render, nachos_deploy.core.plan, "
+        "nachos_deploy.core.platform_config, "
+        "nachos_deploy.core.override, nachos_deploy.core.bus_placement; "
+        "edges = ('python_on_whales', 'nats', 'rich', 'typer', 'nachos_deploy.io.loader', "
+        "'nachos_deploy.io.files', 'nachos_deploy.docker.engine', 'nachos_deploy.io.stack', "
+        "'nachos_deploy.docker.swarm'); "
         "print(sorted(m for m in sys.modules if m in edges or m.split('.')[0] in edges))"
     )
     done = subprocess.run(

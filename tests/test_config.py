@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from nachos_deploy.errors import ConfigError, ExitCode
-from nachos_deploy.loader import load
+from nachos_deploy.core.errors import ConfigError, ExitCode
+from nachos_deploy.io.loader import load
 
 
 def write(path: Path, text: str) -> Path:
@@ -174,7 +174,7 @@ def test_mounts_that_give_away_the_host_are_refused(tmp_path: Path, volume: str,
 
 
 def test_host_paths_outside_the_deploy_folder_warn(tmp_path: Path) -> None:
-    from nachos_deploy.stack import prepare
+    from nachos_deploy.io.stack import prepare
 
     write(
         tmp_path / "nachos-deploy.yaml",

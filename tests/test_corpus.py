@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nachos_deploy.cli import app
+from nachos_deploy.interfaces.cli import app
 
 runner = CliRunner()
 

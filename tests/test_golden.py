@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nachos_deploy import files, platform_config
-from nachos_deploy.stack import prepare
+from nachos_deploy.core import platform_config
+from nachos_deploy.io import files
+from nachos_deploy.io.stack import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p.parent for p in (ROOT / "compose").glob("*/nachos-deploy.yaml"))

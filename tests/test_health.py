@@ -18,11 +18,11 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from nachos_deploy import monitor
-from nachos_deploy.gate import check_bus, wait_for_bus
-from nachos_deploy.monitor import BusEndpoints, BusUnavailable, bus_overview, connection_names
-from nachos_deploy.natsclient import request
-from nachos_deploy.results import BusReport
+from nachos_deploy.bus import monitor
+from nachos_deploy.bus.gate import check_bus, wait_for_bus
+from nachos_deploy.bus.monitor import BusEndpoints, BusUnavailable, bus_overview, connection_names
+from nachos_deploy.bus.natsclient import request
+from nachos_deploy.core.results import BusReport
 from tests.natsserver import (
     NatsServer,
     ServerFactory,
@@ -474,7 +474,7 @@ def test_bus_overview_unreachable() -> None:
 
 
 def test_cluster_problems_name_the_node_the_route_and_the_leader() -> None:
-    from nachos_deploy.monitor import NodeView, cluster_problems
+    from nachos_deploy.bus.monitor import NodeView, cluster_problems
 
     def view(name: str, peers: set[str], leader: str | None = "bus", size: int = 3) -> NodeView:
         return NodeView(name, True, None, leader, size, frozenset(peers))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nachos_deploy.cli import app
+from nachos_deploy.interfaces.cli import app
 from tests.conftest import unavailable
 
 runner = CliRunner()

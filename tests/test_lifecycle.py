@@ -27,9 +27,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nachos_deploy.cli import app
-from nachos_deploy.monitor import BusUnavailable, connection_names
-from nachos_deploy.natsclient import request
+from nachos_deploy.bus.monitor import BusUnavailable, connection_names
+from nachos_deploy.bus.natsclient import request
+from nachos_deploy.interfaces.cli import app
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
 
@@ -712,7 +712,7 @@ def test_no_secret_value_appears_in_anything_nachos_deploy_writes_or_prints(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A canary in every secret variable the README lists, and a stack that uses them all.
-    from nachos_deploy import catalog
+    from nachos_deploy.core import catalog
 
     names = sorted({s.name for known in catalog.KNOWN.values() for s in known.secrets})
     canaries = {name: f"CANARY-{name}-7f3a9c" for name in names}

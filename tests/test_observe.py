@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from nachos_deploy.engine import ServiceState
-from nachos_deploy.observe import BusView, Observation, check_waiting, judge
-from nachos_deploy.stack import prepare
+from nachos_deploy.docker.engine import ServiceState
+from nachos_deploy.io.stack import prepare
+from nachos_deploy.lifecycle.observe import BusView, Observation, check_waiting, judge
 
 
 def test_a_sidecar_the_hub_lists_as_a_leaf_is_proven_without_running_its_check(tmp_path: Path) -> None:

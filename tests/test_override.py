@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from nachos_deploy.cli import app
+from nachos_deploy.interfaces.cli import app
 
 runner = CliRunner()
 DEPLOY = "project: ov\ncomponents: {llm-proxy: {enabled: false}}\n"

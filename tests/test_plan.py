@@ -4,11 +4,11 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from nachos_deploy.catalog import Role
-from nachos_deploy.config import DeployConfig
-from nachos_deploy.errors import ConfigError
-from nachos_deploy.plan import HEALTH_DISABLED, make_plan
-from nachos_deploy.platform_config import Platform
+from nachos_deploy.core.catalog import Role
+from nachos_deploy.core.config import DeployConfig
+from nachos_deploy.core.errors import ConfigError
+from nachos_deploy.core.plan import HEALTH_DISABLED, make_plan
+from nachos_deploy.core.platform_config import Platform
 
 
 def plan_of(data: dict[str, object], platform: Platform | None = None):  # type: ignore[no-untyped-def]

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from nachos_deploy.monitor import BusUnavailable, connection_names
-from nachos_deploy.natsclient import request
+from nachos_deploy.bus.monitor import BusUnavailable, connection_names
+from nachos_deploy.bus.natsclient import request
 from tests.conftest import PROBE_DIR
 from tests.natsserver import NatsServer, nats_server, nats_server_factory, no_connections_left
 from tests.probe_module import ConfigError, load_settings, role_subjects
@@ -469,7 +469,7 @@ def test_node_stand_in_runs_the_rendered_checks(script: str, code: int) -> None:
 
 @natsserver
 def test_node_stand_in_runs_the_gateway_check_of_the_plan(nats_server: NatsServer) -> None:
-    from nachos_deploy.plan import GATEWAY_HEALTH_TEST
+    from nachos_deploy.core.plan import GATEWAY_HEALTH_TEST
 
     port = closed_port()
     env = clean_env(NACHOS_COMPONENT="gw", NATS_URL=nats_server.nats_url, PROBE_HTTP_PORT=str(port))

@@ -15,10 +15,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nachos_deploy import files, template_cache
-from nachos_deploy.config import DeployConfig
-from nachos_deploy.plan import make_plan
-from nachos_deploy.render import render
+from nachos_deploy.core.config import DeployConfig
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.render import render
+from nachos_deploy.io import files, template_cache
 
 
 def rendered(data: dict[str, Any]) -> dict[str, str]:
@@ -129,7 +129,7 @@ def test_rendering_is_deterministic_across_processes(tmp_path: Path) -> None:
         )
     )
     script = (
-        "import json, sys; from pathlib import Path; from nachos_deploy.stack import prepare; "
+        "import json, sys; from pathlib import Path; from nachos_deploy.io.stack import prepare; "
         "s = prepare(Path(sys.argv[1]), environ={}); print(json.dumps(dict(s.files), sort_keys=True))"
     )
     outputs = []
@@ -217,7 +217,7 @@ def test_a_clustered_bus_renders_routes_by_variable_and_aliases() -> None:
 
 
 def test_cluster_credentials_hold_the_route_urls(tmp_path: Path) -> None:
-    from nachos_deploy import credentials
+    from nachos_deploy.io import credentials
 
     plan = make_plan(DeployConfig.model_validate({"bus": {"nodes": 3}}), base_dir=PurePath("/a"))
     credentials.ensure(tmp_path, plan)

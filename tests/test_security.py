@@ -17,11 +17,12 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from nachos_deploy import credentials, monitor
-from nachos_deploy.config import DeployConfig
-from nachos_deploy.files import read_env_file
-from nachos_deploy.plan import LEAF_URL, Plan, make_plan
-from nachos_deploy.render import render
+from nachos_deploy.bus import monitor
+from nachos_deploy.core.config import DeployConfig
+from nachos_deploy.core.plan import LEAF_URL, Plan, make_plan
+from nachos_deploy.core.render import render
+from nachos_deploy.io import credentials
+from nachos_deploy.io.files import read_env_file
 from tests.natsserver import NatsServer, find_nats_server, start_nats_server
 
 natsserver = pytest.mark.natsserver

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nachos_deploy.errors import ConfigError
-from nachos_deploy.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
-from nachos_deploy.stack import prepare
+from nachos_deploy.core.errors import ConfigError
+from nachos_deploy.core.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
+from nachos_deploy.io.stack import prepare
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
 from tests.test_cluster import monitor

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nachos_deploy import swarm
+from nachos_deploy.docker import swarm
 from tests.conftest import ROOT, unavailable
 from tests.test_cluster import monitor
 from tests.test_lifecycle import PROBE

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from nachos_deploy.units import duration_seconds, format_size, parse_duration, parse_size
+from nachos_deploy.core.units import duration_seconds, format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -28,13 +28,13 @@ def test_wheel_packages_templates_and_renders(tmp_path: Path) -> None:
     # The pytest fixtures are registered by installing the wheel.
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = (tmp_path / "site" / entry_points).read_text()
-    assert "[pytest11]\nnachos_deploy = nachos_deploy.pytest_plugin" in text
+    assert "[pytest11]\nnachos_deploy = nachos_deploy.interfaces.pytest_plugin" in text
 
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     code = (
-        "import nachos_deploy, nachos_deploy.render as r; "
+        "import nachos_deploy, nachos_deploy.core.render as r; "
         "print(nachos_deploy.__file__); print(r.templates_dir())"
     )
     where = subprocess.run(

