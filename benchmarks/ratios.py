@@ -7,10 +7,9 @@ waits for `bus` alone (`--wait` refuses bus-ports, which has no healthcheck of i
 
 - bus only, from nothing: the floor (`docker compose up -d bus bus-ports`, then GET /healthz through
   the published port every 10 ms), `nachos-deploy up --only bus` after `nachos-deploy down --volumes`
-  (which keeps the record that Compose accepted these files, so no `compose config` runs, and the
-  bus gets its head start: see nachos_deploy/head_start.py) and as a first up (no record:
-  `compose config` first, no head start), and `compose up -d --wait` with
-  the rendered 1 s healthcheck and with the 10 s interval of the platform's own compose file;
+  in the same folder (its output written before), as a first up in a fresh folder (a new deploy file
+  and output folder each round: what every CI job gets), and `compose up -d --wait` with the rendered
+  1 s healthcheck and with the 10 s interval of the platform's own compose file;
 - the demo stack (four probe components with their sidecars), from nothing: `nachos-deploy up` and
   Compose's best on the same file: `compose up -d`, then `compose up -d --wait` of the services that
   have a healthcheck (`--wait` refuses a service whose check is disabled, as bus-ports' and the
@@ -53,7 +52,9 @@ def timed(command: list[str], **kwargs: object) -> float:
 class Stack:
     """One deploy file, rendered once, and the commands that act on it."""
 
-    def __init__(self, folder: Path, body: str, interval: str = "1s", prefix: str = "bench") -> None:
+    def __init__(
+        self, folder: Path, body: str, interval: str = "1s", prefix: str = "bench", warm: bool = True
+    ) -> None:
         self.project = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.file = folder / f"{self.project}.yaml"
         self.file.write_text(
@@ -61,9 +62,9 @@ class Stack:
             f"bus: {{client_port: 0, monitor_port: 0, healthcheck_interval: {interval}}}\n{body}"
         )
         self.output = folder / self.project
-        # The first up makes the credentials the rendered files mount; the compose runs reuse them.
-        subprocess.run([*CLI, "up", "-c", str(self.file)], check=True, capture_output=True, timeout=300)
-        self.down()
+        if warm:  # the first up makes the credentials the rendered files mount; compose runs reuse them
+            subprocess.run([*CLI, "up", "-c", str(self.file)], check=True, capture_output=True, timeout=300)
+            self.down()
 
     def cli(self, *args: str) -> list[str]:
         return [*CLI, *args, "-c", str(self.file)]
@@ -165,18 +166,17 @@ def main() -> None:
             return step
 
         def after_own_down() -> float:
-            """An up after `nachos-deploy down`: nachos-deploy knows Compose accepted these files."""
+            """An up after `nachos-deploy down` in the same folder (its files written before)."""
             elapsed = timed(bus.cli("up", "--only", "bus"))
             timed(bus.cli("down", "--volumes", "--yes"))
             return elapsed
 
-        def first_up() -> float:
-            """An up with no record of an earlier one (a fresh checkout): Compose checks the files
-            first, and there is no head start. Removed by nachos-deploy, as the next round's up
-            expects (a stack removed behind its back is not one it knows is gone)."""
-            (bus.output / ".last-up").unlink(missing_ok=True)
-            elapsed = timed(bus.cli("up", "--only", "bus"))
-            timed(bus.cli("down", "--volumes", "--yes"))
+        def fresh_folder() -> float:
+            """A first up in a fresh folder: a new deploy file, output folder and project, as a CI
+            job from a fresh clone gets (no record, nothing rendered yet, no credentials)."""
+            fresh = Stack(folder, bus_only, prefix=args.prefix, warm=False)
+            elapsed = timed(fresh.cli("up", "--only", "bus"))
+            timed(fresh.cli("down", "--volumes", "--yes"))
             return elapsed
 
         def floor() -> float:
@@ -189,7 +189,7 @@ def main() -> None:
             {
                 "bus: floor": floor,
                 "bus: nachos-deploy up --only bus": after_own_down,
-                "bus: the same, first up": first_up,
+                "bus: the same, first up in a fresh folder": fresh_folder,
                 "bus: compose up --wait (1s check)": then_down(bus, bus.compose("up", "-d", "--wait", "bus")),
                 "bus: compose up --wait (10s check)": then_down(
                     slow, slow.compose("up", "-d", "--wait", "bus")
@@ -230,7 +230,7 @@ def main() -> None:
     print("ratios (target)")
     rows = [
         ("bus up / floor", m("bus: nachos-deploy up --only bus") / m("bus: floor"), "<= 1.3"),
-        ("bus first up / floor", m("bus: the same, first up") / m("bus: floor"), ""),
+        ("bus first up / floor", m("bus: the same, first up in a fresh folder") / m("bus: floor"), "<= 1.4"),
         (
             "bus up / compose --wait (1s)",
             m("bus: nachos-deploy up --only bus") / m("bus: compose up --wait (1s check)"),
