@@ -14,7 +14,7 @@ help:
 	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
 	@echo "make demo      - install, start a Docker engine, build offline images, bring the demo stack up"
 	@echo "make demo-down - remove the demo stack (keeps its JetStream volume)"
-	@echo "make test      - install, engine, images, then ruff, mypy --strict and pytest"
+	@echo "make test      - install, engine, images, then ruff, lint-imports (import-linter), mypy --strict and pytest"
 	@echo "make compose   - regenerate the rendered examples under compose/"
 	@echo "make bench     - every benchmark: bus start, latency, memory, ratios to the floor and to compose --wait, CLI start-up, the port forwarder"
 	@echo "make durability - the audit stream's SIGKILL test at full counts (10 runs x 5000 messages)"
@@ -49,8 +49,11 @@ typecheck: install
 	$(BIN)/mypy --strict nachos_deploy
 	$(BIN)/mypy --strict images/probe/nachos_probe.py
 
+# Two workers (pytest-xdist): the engine tests mostly wait on containers, so they overlap the fast
+# ones; tests/conftest.py keeps what must not run side by side apart. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 pytest: images
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: lint typecheck pytest
 

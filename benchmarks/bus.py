@@ -22,7 +22,7 @@ from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import prepare
 from nachos_deploy.lifecycle import down as teardown
 from nachos_deploy.lifecycle import up as lifecycle
-from nachos_deploy.targets import project
+from nachos_deploy.targets.compose import compose_client
 
 
 async def round_trips(nats_url: str, count: int) -> list[float]:
@@ -76,7 +76,7 @@ def main() -> None:
                 gates.append(result.phases["bus"])
                 if run == 0:
                     samples = asyncio.run(round_trips(result.endpoints.nats_url, args.requests))
-                    with project.compose_client(stack) as client:
+                    with compose_client(stack) as client:
                         states = engine.states(client)
                     memory = engine.container_memory(states["bus"].container)
                     forwarder = engine.container_memory(states["bus-ports"].container)

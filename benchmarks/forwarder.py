@@ -49,7 +49,7 @@ from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import prepare
 from nachos_deploy.lifecycle import down as teardown
 from nachos_deploy.lifecycle import up as lifecycle
-from nachos_deploy.targets import project
+from nachos_deploy.targets.compose import compose_client
 
 PYTHON_IMAGE = "nachos-deploy/python:3.11"
 
@@ -287,7 +287,7 @@ def main() -> None:
             result = lifecycle.up(stack, timeout=60)
             url = result.endpoints.nats_url
             runner = Bench(result.endpoints.monitor_url, args.duration, stack.plan.bus.max_payload)
-            with project.compose_client(stack) as client:
+            with compose_client(stack) as client:
                 states = engine.states(client)
             forwarder = states[PORTS].container
             host_access, ports_ip = network_address(forwarder, HOST_NETWORK)

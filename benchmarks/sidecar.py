@@ -24,7 +24,7 @@ from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import prepare
 from nachos_deploy.lifecycle import down as teardown
 from nachos_deploy.lifecycle import up as lifecycle
-from nachos_deploy.targets import project
+from nachos_deploy.targets.compose import compose_client
 
 PROBE = "nachos-deploy/probe:latest"
 
@@ -61,7 +61,7 @@ def measure(auth: bool, requests: int) -> None:
             teardown.down(stack, volumes=True)
             result = lifecycle.up(stack, timeout=120)
             samples = asyncio.run(round_trips(result.endpoints.nats_url, requests))
-            with project.compose_client(stack) as client:
+            with compose_client(stack) as client:
                 states = engine.states(client)
             names = {sidecar.service.name for sidecar in stack.plan.sidecars}
             sidecars = [s for name, s in states.items() if name in names]

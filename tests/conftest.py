@@ -1,12 +1,22 @@
 """Shared fixtures. Engine tests skip locally with a reason and a fix; under CI=true they fail instead,
-so CI cannot go green by skipping. Markers follow from the fixtures a test uses."""
+so CI cannot go green by skipping. Markers follow from the fixtures a test uses.
+
+Under pytest-xdist (`make pytest` runs two workers) the engine tests run beside the fast ones and beside
+each other: each makes its own project with engine-chosen ports. Three rules keep that correct:
+tests that share a module-scoped fixture (a swarm, a running stack, a set of nats-servers) go to one
+worker, so the shared thing is made once and never torn down under another worker's feet; a test marked
+``exclusive`` (one that fills the engine's address pools) runs while no other engine test does; and the
+engine tests are handed out first, the grouped (longest) ones before the rest, so the fast tests fill
+the gaps instead of leaving a long engine test alone at the end."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +25,66 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHARED_SCOPES = ("module", "class", "package")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _shared_fixture(item: pytest.Item) -> str | None:
+    """The first module- (or class-) scoped fixture ``item`` uses, as ``module::fixture``."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in info.names_closure:
+        definitions = info.name2fixturedefs.get(name)
+        if definitions and definitions[-1].scope in SHARED_SCOPES:
+            return f"{item.nodeid.split('::')[0]}::{name}"
+    return None
+
+
+def _in_parallel(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("xdist") and bool(getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    xdist = config.pluginmanager.hasplugin("xdist")
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "engine" in fixtures:
             item.add_marker(pytest.mark.engine)
         if any(name.startswith("nats_server") for name in fixtures):
             item.add_marker(pytest.mark.natsserver)
+        shared = _shared_fixture(item)
+        if xdist and shared is not None:
+            item.add_marker(pytest.mark.xdist_group(shared))
+    if _in_parallel(config) or os.environ.get("PYTEST_XDIST_WORKER"):
+
+        def rank(item: pytest.Item) -> int:
+            if item.get_closest_marker("exclusive"):
+                return 3  # last: by then the other worker is mostly on fast tests, which take no lock
+            if item.get_closest_marker("engine") is None:
+                return 2
+            return 0 if _shared_fixture(item) else 1
+
+        items.sort(key=rank)  # stable: each file keeps its order
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Across xdist workers, engine tests hold a shared lock and ``exclusive`` ones the only lock,
+    from the setup of their fixtures to the teardown (a module fixture's too, on the last test)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one random id for all the workers of one run
+    if not run or item.get_closest_marker("engine") is None:
+        return (yield)
+    path = Path(tempfile.gettempdir()) / f"nachos-deploy-tests-{run}.lock"
+    with path.open("a") as handle:
+        exclusive = item.get_closest_marker("exclusive") is not None
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def unavailable(reason: str) -> None:

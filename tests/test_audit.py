@@ -24,8 +24,8 @@ BUS_ONLY = {
     "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
     "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}},
 }
-# Smaller in CI; `make durability` runs the full counts.
-KILL_RUNS = int(os.environ.get("NACHOS_DURABILITY_RUNS", "2"))
+# One run in `make test` shows the behaviour; `make durability` runs the full counts (10 x 5000).
+KILL_RUNS = int(os.environ.get("NACHOS_DURABILITY_RUNS", "1"))
 KILL_MESSAGES = int(os.environ.get("NACHOS_DURABILITY_MESSAGES", "3000"))
 
 

@@ -28,9 +28,9 @@ BUS_ONLY = {
 
 
 def documented_fields() -> dict[str, set[str]]:
-    """The README's table of the JSON documents' fields, by document."""
+    """The table of the JSON documents' fields in docs/json-output.md, by document."""
     fields: dict[str, set[str]] = {}
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "docs" / "json-output.md").read_text()
     for match in re.finditer(r"^\| (up|status|service) \| `(\w+)` \|", text, re.MULTILINE):
         fields.setdefault(match[1], set()).add(match[2])
     return fields
@@ -345,7 +345,7 @@ def test_the_github_action_runs_up_with_its_inputs_and_exports_what_it_declares(
         assert read_env_file(github_env)["NATS_URL"] == outputs["nats_url"]
         assert cli("status", "-c", str(file)).returncode == 0  # only the bus was asked for
     finally:
-        down = cli("down", "-c", str(file), "--volumes", "--yes")  # the README's `if: always()` step
+        down = cli("down", "-c", str(file), "--volumes", "--yes")  # docs/ci.md's `if: always()` step
         remove(project)
     assert down.returncode == 0 and containers(project) == {}
 

@@ -226,6 +226,21 @@ def test_status_and_help_load_only_what_they_use(workdir: Path) -> None:
         assert done.stdout.strip() == "[]", (args, done.stdout)
 
 
+def test_the_lazy_option_coercion_is_active() -> None:
+    # lazyparams patches a Typer internal (typer.core.build_runtime_param); pyproject pins Typer to
+    # the tested range. A Typer that moved it would leave the patch a silent no-op (`up --help` 70-80
+    # ms slower): this fails instead. In a fresh process, as the command line imports it.
+    script = (
+        "import typer.core; from typer._coercion import build_runtime_param as typers; "
+        "from nachos_deploy.interfaces import cli; patched = typer.core.build_runtime_param; "
+        "print(patched is not typers, patched.__module__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["True", "nachos_deploy.interfaces.lazyparams"]
+
+
 def test_options_are_still_coerced_by_their_types() -> None:
     # The lazy coercion builds Typer's own for a value given: a bad number is still refused.
     result = runner.invoke(app, ["up", "--timeout", "soon"])

@@ -10,13 +10,24 @@ commands) is kept byte for byte."""
 from __future__ import annotations
 
 import os
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from nachos_deploy.core.config import DeployConfig
+from nachos_deploy.core.plan import Plan
+from nachos_deploy.core.units import duration_seconds
 from nachos_deploy.interfaces.cli import app
+from nachos_deploy.io.loader import load
+from nachos_deploy.io.stack import prepare
+from tests.yaml_strict import load_unique
 
 runner = CliRunner()
 
@@ -189,26 +200,212 @@ ACCEPTED = {
 
 CASES = [(key, value) for key in KEYS for value in VALUES]
 
+# What an accepted value is once read by its key's type (YAML 1.2: `0755` is 755, `NO` a string; a
+# quoted '1' is read by the key's type; a duration without a unit is in seconds). null is None: the
+# key's default, which KEPT below says.
+TEXT = {
+    "true": "true",
+    "word": "abc",
+    "negative": "-1",
+    "zero": "0",
+    "huge-int": "99999999999999999999999",
+    "markup": "[/]",
+    "float-overflow": "1e400",
+    "yaml11-octal": "0755",
+    "yaml11-sexagesimal": "12:30",
+    "yaml11-no": "NO",
+    "empty": "",
+    "long": "x" * 5000,
+    "dotdot": "../../etc",
+    "space": "a b",
+    "nanoseconds": "100ns",
+    "quoted-one": "1",
+    "half": "0.5",
+    "emoji": "\U0001f600",
+    "newline": "a\nb",
+    "date": "2024-01-01",
+}
+NUMBER = {"quoted-one": 1, "yaml11-octal": 755, "zero": 0}
+FLOAT = {"quoted-one": 1.0, "yaml11-octal": 755.0, "half": 0.5}
+DURATION = {"quoted-one": "1s", "yaml11-octal": "755s", "half": "0.5s"}
+BOOL = {"true": True}
+TYPED = {
+    **dict.fromkeys(("bus.max_payload", "bus.client_port", "bus.monitor_port", "bus.resources.pids"), NUMBER),
+    **dict.fromkeys(
+        ("bus.audit.max_bytes", "components.x.healthcheck.retries", "components.x.replicas"), NUMBER
+    ),
+    "bus.resources.cpus": FLOAT,
+    **dict.fromkeys(
+        ("bus.healthcheck_interval", "bus.audit.max_age", "components.x.healthcheck.interval"), DURATION
+    ),
+    **dict.fromkeys(("bus.auth", "bus.audit.enabled", "components.x.enabled", "components.x.egress"), BOOL),
+    "components.x.read_only": BOOL,
+    "components.x.environment": {"mapping": {"a": "1"}},
+    "components": {"word": ["abc"]},
+}
+
+
+def expected(key: str, value: str) -> Any:
+    """The accepted value as the loaded configuration must hold it."""
+    if value == "null":
+        return None
+    return TYPED.get(key, TEXT)[value]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What one accepted case produced, for KEPT to look into."""
+
+    folder: Path  # the deploy file's
+    config: DeployConfig
+    plan: Plan
+    files: dict[str, str]  # name -> text of what render wrote
+    document: dict[str, Any]  # the Compose file (or, for target: swarm, the stack file), parsed
+
+    @property
+    def services(self) -> dict[str, Any]:
+        services: dict[str, Any] = self.document["services"]
+        return services
+
+    @property
+    def x(self) -> dict[str, Any]:
+        service: dict[str, Any] = self.services["x"]
+        return service
+
+
+def _published(out: Rendered, target: int) -> int:
+    """The host port bus-ports publishes for ``target``; 0 when the engine picks it (no key)."""
+    (port,) = [p for p in out.services["bus-ports"]["ports"] if p["target"] == target]
+    return int(port.get("published", 0))
+
+
+def _nats_conf(out: Rendered, key: str) -> int:
+    found = re.search(rf"^{key}: (\d+)$", out.files["nats.conf"], re.MULTILINE)
+    assert found, out.files["nats.conf"]
+    return int(found.group(1))
+
+
+Check = tuple[Callable[[Rendered], Any], Callable[[Any], Any]]
+# key -> (where the rendered output (or, for what is not rendered, the plan) keeps the value, what
+# it must be there given the loaded value; None being the key's default)
+KEPT: dict[str, Check] = {
+    "project": (lambda o: o.document["name"], str),
+    "output": (
+        lambda o: sorted(p.name for p in (o.folder / o.config.output).iterdir()),
+        lambda _: [
+            ".gitignore",
+            "docker-compose.yml",
+            "nachos.toml",
+            "nats.conf",
+            "sidecar-gateway.conf",
+            "sidecar-llm-proxy.conf",
+        ],
+    ),
+    "images.tag": (lambda o: o.services["gateway"]["image"], lambda v: f"nachos/gateway:{v}"),
+    "images.prefix": (lambda o: o.services["gateway"]["image"], lambda v: f"{v}gateway:latest"),
+    "bus.auth": (lambda o: "bus-gateway" in o.services and "authorization" in o.files["nats.conf"], bool),
+    "bus.image": (
+        lambda o: [o.services[n]["image"] for n in ("bus", "bus-ports", "bus-gateway")],
+        lambda v: [v] * 3,
+    ),
+    "bus.max_payload": (lambda o: _nats_conf(o, "max_payload"), int),
+    "bus.client_port": (lambda o: _published(o, 4222), int),
+    "bus.monitor_port": (lambda o: _published(o, 8222), int),
+    "bus.healthcheck_interval": (lambda o: o.services["bus"]["healthcheck"]["interval"], str),
+    "bus.resources.memory": (lambda o: o.services["bus"]["mem_limit"], lambda v: v or 512 * 1024**2),
+    "bus.resources.cpus": (lambda o: o.services["bus"].get("cpus"), lambda v: v),
+    "bus.resources.pids": (lambda o: o.services["bus"]["pids_limit"], lambda v: v or 256),
+    "bus.audit.enabled": (lambda o: o.plan.bus.audit is not None, bool),
+    "bus.audit.stream": (lambda o: o.plan.bus.audit and o.plan.bus.audit.stream, str),
+    "bus.audit.max_age": (lambda o: o.plan.bus.audit and o.plan.bus.audit.max_age, duration_seconds),
+    "bus.audit.max_bytes": (lambda o: o.plan.bus.audit and o.plan.bus.audit.max_bytes, int),
+    "components.x.image": (lambda o: o.x["image"], lambda v: v or "nachos/x:latest"),
+    "components.x.enabled": (lambda o: "x" in o.services, lambda v: v is not False),
+    "components.x.role": (lambda o: o.x["environment"]["NACHOS_ROLE"], lambda v: v or "extra"),
+    "components.x.command": (lambda o: o.x.get("command"), lambda v: v),
+    "components.x.environment": (lambda o: {k: o.x["environment"].get(k) for k in ("a",)}, lambda v: v),
+    "components.x.environment.A": (lambda o: o.x["environment"]["A"], lambda v: v),
+    "components.x.egress": (lambda o: "egress" in o.x["networks"], bool),
+    "components.x.user": (lambda o: o.x.get("user"), lambda v: v),
+    "components.x.read_only": (lambda o: o.x.get("read_only", False), bool),
+    "components.x.connection_name": (
+        lambda o: (o.x["environment"]["NACHOS_CONNECTION_NAME"], o.plan.component("x").connection_name),
+        lambda v: (v or "x",) * 2,
+    ),
+    "components.x.healthcheck": (lambda o: o.x.get("healthcheck"), lambda v: v),
+    "components.x.healthcheck.interval": (lambda o: o.x["healthcheck"]["interval"], str),
+    "components.x.healthcheck.retries": (lambda o: o.x["healthcheck"]["retries"], int),
+    "components.x.build.context": (lambda o: o.x["build"]["context"], lambda v: v),  # see _context
+    "components": (lambda o: [n for n, s in o.services.items() if s["image"] == "i"], lambda v: v),
+    "components.x.replicas": (lambda o: o.x["deploy"]["replicas"], int),
+}
+
+
+def _context(folder: Path, written: str) -> str:
+    """A build context as the rendered file gives it: relative to the output folder `out`."""
+    return posixpath.relpath(posixpath.normpath(f"{folder}/{written}"), f"{folder}/out")
+
 
 def _written(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name != "nachos-deploy.yaml")
+    """Files (not folders) anywhere below ``folder`` besides the deploy file."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "nachos-deploy.yaml"
+    )
+
+
+def _config_value(config: DeployConfig, key: str) -> Any:
+    if key == "components":
+        return list(config.components)
+    node: Any = config
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
 
 
 @pytest.mark.parametrize(("key", "value"), CASES, ids=[f"{k}={v}" for k, v in CASES])
 def test_every_key_against_every_odd_value(workdir: Path, key: str, value: str) -> None:
-    (workdir / "nachos-deploy.yaml").write_text(KEYS[key].format(VALUES[value]) + "\n", encoding="utf-8")
-    result = runner.invoke(app, ["render", "--output", "out"])
+    # `output` is the key under test there: the deploy file sits two folders down, so ../../etc
+    # stays inside this test's folder, and the files go where the key says.
+    folder = workdir / "a" / "b" if key == "output" else workdir
+    folder.mkdir(parents=True, exist_ok=True)
+    deploy = folder / "nachos-deploy.yaml"
+    deploy.write_text(KEYS[key].format(VALUES[value]) + "\n", encoding="utf-8")
+    args = ["render", "-c", str(deploy)] if key == "output" else ["render", "--output", "out"]
+    result = runner.invoke(app, args)
     message = " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     if value in ACCEPTED[key]:
         assert result.exit_code == 0, message
+        _assert_kept(folder, key, value)
         return
     assert result.exit_code == 3, (result.exit_code, message)
     assert "nachos-deploy.yaml" in message and len(message) < 2000, message
     # the key is named, or the YAML error's line and column (a key that is a list, a 5,000-character key)
     assert key in message or "at line 1, column" in message, message
     assert _written(workdir) == [], "files were written although the deploy file was refused"
+
+
+def _assert_kept(folder: Path, key: str, value: str) -> None:
+    """The value is in the loaded configuration as written (read by its key's type), and in what was
+    rendered from it: a value accepted and then lost or changed on the way is a defect too."""
+    config = load(cwd=folder, environ={}).config
+    want = expected(key, value)
+    got = _config_value(config, key)
+    assert got == want and type(got) is type(want), (got, want)
+    stack = (
+        prepare(cwd=folder, environ={})
+        if key == "output"
+        else prepare(cwd=folder, environ={}, output=folder / "out")
+    )
+    files = {p.name: p.read_text(encoding="utf-8") for p in stack.output_dir.iterdir() if p.is_file()}
+    document = load_unique(files.get("docker-compose.yml") or files["docker-stack.yml"])
+    out = Rendered(folder, config, stack.plan, files, document)
+    extract, rendered = KEPT[key]
+    want_rendered = _context(folder, want) if key == "components.x.build.context" else rendered(want)
+    assert extract(out) == want_rendered, (extract(out), want_rendered)
 
 
 @pytest.mark.parametrize(

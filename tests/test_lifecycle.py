@@ -146,6 +146,10 @@ async def _stream_messages(nats_url: str, create: bool) -> int:
 
 
 def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) -> None:
+    """The whole platform on one stack, and what only the engine can show about it, read off that one
+    stack in turn: answers through the bus, the gateway's volume handed to its user, the images' own
+    checks replaced, each component behind its own sidecar, hardened containers, the password kept out
+    of the summary, passwords rotated, an unchanged `up`, and `down` keeping the data."""
     deployment.write(FOUR)
     code, out, err = deployment.run("up", "--json", "--timeout", "90")
     assert code == 0, err
@@ -184,17 +188,71 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     code, out, _ = deployment.run("request", "nachos.gateway.subagents.list", "{}")
     assert code == 0 and json.loads(out) == {"ok": True, "runs": []}
 
+    # The upstream gateway runs as 1001 and its image has no /app/data: on a fresh named volume
+    # (owned by root) it dies with SQLITE_CANTOPEN unless the volume is handed to it first.
+    owner, lines = gateway_db(deployment.project)
+    assert owner == "1001:1001" and len(lines) == 1
+
+    # The probe image's own check never passes and runs every 30 s (like the filesystem tool's);
+    # left on, the components would sit in "starting" for 30 s and then turn unhealthy.
+    assert all(s["health"] in (None, "healthy") for s in result["services"])
+    ids = containers(deployment.project)
+    for service in ("llm-proxy", "filesystem"):
+        assert docker("inspect", "-f", "{{json .Config.Healthcheck.Test}}", ids[service]) == '["NONE"]'
+
     code, out, _ = deployment.run("status", "--json")
     assert code == 0
     status = json.loads(out)
     assert status["bus"]["jetstream"] is True
     assert status["bus"]["leafnodes"] == 4  # the components' sidecars
 
-    # up again on the unchanged stack: nothing is recreated
-    before = containers(deployment.project)
-    code, _, err = deployment.run("up", "--timeout", "60")
-    assert code == 0, err
-    assert containers(deployment.project) == before
+    # Each component reaches the bus through its own sidecar only; the URL up gives works as it is
+    # (it carries the operator's credentials), and without them the hub refuses the host's client.
+    anonymous = "nats://" + nats_url.split("@", 1)[1]
+    with pytest.raises(BusUnavailable, match="Authorization Violation"):
+        request(anonymous, "nachos.health.ping.webchat")
+    assert reaches(ids["webchat"], "bus-webchat")
+    for other in ("bus", "bus-llm-proxy", "llm-proxy"):
+        assert not reaches(ids["webchat"], other), f"webchat reaches {other}"
+    # Hardened by default: no privileges to gain, no capabilities, a read-only root, limits.
+    hardened = (
+        ("webchat", "1001:1001"),
+        ("bus-webchat", "65534:65534"),
+        ("bus-ports", "65534:65534"),
+        ("bus", ""),
+    )
+    for service, user in hardened:
+        config = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", ids[service]))
+        assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"], service
+        assert "no-new-privileges:true" in config["SecurityOpt"], service
+        assert config["Memory"] > 0 and config["PidsLimit"] > 0, service
+        assert docker("inspect", "-f", "{{.Config.User}}", ids[service]) == user
+
+    # up again on the unchanged stack: nothing is recreated, and the human summary never shows the
+    # password; the next commands name this project (it may come from the file, --set or the
+    # environment) and a subject the platform's gateway answers.
+    code, out, err = deployment.run("up", "--timeout", "60")
+    assert code == 0, out + err
+    assert containers(deployment.project) == ids
+    password = nats_url.split(":")[2].split("@")[0]
+    assert "nachos-deploy:***@" in out and password not in out
+    text = " ".join(out.split())
+    assert (
+        f"request nachos.gateway.subagents.list '{{}}' -c {deployment.file} -p {deployment.project}" in text
+    )
+    assert f"down -c {deployment.file} -p {deployment.project}" in text
+
+    # Rotating the passwords restarts the bus and the sidecars; the old password stops working.
+    code, out, err = cli("credentials", "rotate", "-c", str(deployment.file))
+    assert code == 0, out + err
+    code, out, err = deployment.run("status", "--json")  # the stack is up again, by rotate alone
+    assert code == 0, out + err
+    nats_url = json.loads(out)["nats_url"]
+    new_password = nats_url.split(":")[2].split("@")[0]
+    assert new_password != password
+    assert json.loads(request(nats_url, "nachos.health.ping.webchat"))["ok"] is True
+    with pytest.raises(BusUnavailable, match="Authorization Violation"):
+        request(nats_url.replace(new_password, password), "nachos.health.ping.webchat")
 
     assert asyncio.run(_stream_messages(nats_url, create=True)) == 1
     code, out, _ = deployment.run("down")
@@ -203,11 +261,12 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     assert f"{deployment.project}_bus-data" in volumes(deployment.project)
     assert "Kept volumes" in out
 
-    code, out, err = deployment.run("up", "--json", "--only", "bus")
-    assert code == 0, err
-    assert set(containers(deployment.project)) == {"bus", "bus-ports"}
-    assert [s["ok"] for s in json.loads(out)["services"]] == [True, True]
+    code, out, err = deployment.run("up", "--json", "--timeout", "90")
+    assert code == 0, out + err
+    assert all(s["ok"] for s in json.loads(out)["services"])
     assert asyncio.run(_stream_messages(json.loads(out)["nats_url"], create=False)) == 1
+    owner, lines = gateway_db(deployment.project)
+    assert owner == "1001:1001" and len(lines) == 2  # the same database, opened again after down
 
     code, _, err = deployment.run("down", "--volumes")  # no terminal and no --yes: refused
     assert code == 2 and "--yes" in err
@@ -267,8 +326,11 @@ def test_a_component_not_on_the_bus_fails_by_connz(deployment: Deployment) -> No
 
 
 def test_a_changed_bus_config_recreates_the_bus(deployment: Deployment) -> None:
+    deployment.write({"webchat": platform_probe(enabled=True)})
     code, out, err = deployment.run("up", "--json", "--only", "bus")
     assert code == 0, err
+    assert set(containers(deployment.project)) == {"bus", "bus-ports"}  # --only bus starts no other
+    assert [s["ok"] for s in json.loads(out)["services"]] == [True, True]
     assert json.loads(out)["bus"]["max_payload"] == 10 * 1024 * 1024
     first = containers(deployment.project)["bus"]
     code, out, err = deployment.run("up", "--json", "--only", "bus", "--set", "bus.max_payload=1MB")
@@ -326,48 +388,6 @@ def gateway_db(project: str) -> tuple[str, list[str]]:
     return owner, lines
 
 
-def test_a_fresh_volume_is_writable_by_a_non_root_component(deployment: Deployment) -> None:
-    # The upstream gateway runs as 1001 and its image has no /app/data: on a fresh named volume
-    # (owned by root) it dies with SQLITE_CANTOPEN unless the volume is handed to it first.
-    deployment.write({"gateway": platform_probe()})
-    code, out, err = deployment.run("up", "--json", "--timeout", "60")
-    assert code == 0, out + err
-    owner, lines = gateway_db(deployment.project)
-    assert owner == "1001:1001" and len(lines) == 1
-    code, out, err = deployment.run("up", "--timeout", "60")  # a second up: the init runs again
-    assert code == 0, out + err
-    text = " ".join(out.split())
-    # The next commands name this project (it may come from the file, --set or the environment)
-    # and a subject the platform's gateway answers.
-    assert (
-        f"request nachos.gateway.subagents.list '{{}}' -c {deployment.file} -p {deployment.project}" in text
-    )
-    assert f"down -c {deployment.file} -p {deployment.project}" in text
-    assert deployment.run("down")[0] == 0  # keeps the volume
-    code, out, err = deployment.run("up", "--timeout", "60")
-    assert code == 0, out + err
-    owner, lines = gateway_db(deployment.project)
-    assert owner == "1001:1001" and len(lines) == 2  # the same database, opened again after down
-
-
-def test_image_healthchecks_are_replaced_by_the_defaults(deployment: Deployment) -> None:
-    # The probe image's own check never passes and runs every 30 s (like the filesystem tool's);
-    # left on, the components would sit in "starting" for 30 s and then turn unhealthy.
-    deployment.write(
-        {
-            "llm-proxy": platform_probe(),
-            "filesystem": platform_probe(enabled=True),
-            "archiver": probe(),  # an extra that switches its image's check off itself
-        }
-    )
-    code, out, err = deployment.run("up", "--json", "--timeout", "20")
-    assert code == 0, out + err
-    assert all(s["ok"] and s["health"] in (None, "healthy") for s in json.loads(out)["services"])
-    ids = containers(deployment.project)
-    for service in ("llm-proxy", "filesystem", "archiver"):
-        assert docker("inspect", "-f", "{{json .Config.Healthcheck.Test}}", ids[service]) == '["NONE"]'
-
-
 def test_up_waits_for_a_component_healthcheck(deployment: Deployment) -> None:
     # On the bus at once, but healthy only 3 s later: up must not report it before Docker does.
     deployment.write(
@@ -375,7 +395,8 @@ def test_up_waits_for_a_component_healthcheck(deployment: Deployment) -> None:
             "slow": probe(
                 environment={"PROBE_HTTP_PORT": 8000, "PROBE_HEALTHY_AFTER": 3},
                 healthcheck={**FAST_CHECK, "start_period": "30s"},  # failures while starting are fine
-            )
+            ),
+            "archiver": probe(),  # an extra that switches its image's never-passing check off itself
         }
     )
     code, out, err = deployment.run("up", "--json", "--timeout", "60")
@@ -389,6 +410,8 @@ def test_up_waits_for_a_component_healthcheck(deployment: Deployment) -> None:
         timeout=30,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    archiver = containers(deployment.project)["archiver"]
+    assert docker("inspect", "-f", "{{json .Config.Healthcheck.Test}}", archiver) == '["NONE"]'
 
 
 def test_a_restart_during_up_fails_with_the_exit_code_of_the_failed_run(deployment: Deployment) -> None:
@@ -587,53 +610,6 @@ def reaches(container: str, host: str, port: int = 4222) -> bool:
         ["docker", "exec", container, "python3", "-c", script], capture_output=True, text=True, timeout=30
     )
     return done.returncode == 0
-
-
-def test_components_reach_the_bus_only_through_their_own_sidecar(deployment: Deployment) -> None:
-    deployment.write({"llm-proxy": platform_probe(), "webchat": platform_probe(enabled=True)})
-    code, out, err = deployment.run("up", "--json", "--timeout", "60")
-    assert code == 0, out + err
-    result = json.loads(out)
-    # The URL up gives works as it is (it carries the operator's credentials) ...
-    assert result["nats_url"].startswith("nats://nachos-deploy:")
-    assert json.loads(request(result["nats_url"], "nachos.health.ping.webchat"))["ok"] is True
-    # ... and without them the hub refuses the host's client.
-    anonymous = "nats://" + result["nats_url"].split("@", 1)[1]
-    with pytest.raises(BusUnavailable, match="Authorization Violation"):
-        request(anonymous, "nachos.health.ping.webchat")
-    ids = containers(deployment.project)
-    assert reaches(ids["webchat"], "bus-webchat")
-    for other in ("bus", "bus-llm-proxy", "llm-proxy"):
-        assert not reaches(ids["webchat"], other), f"webchat reaches {other}"
-    # The human summary never shows the password.
-    code, out, _ = deployment.run("up")
-    password = result["nats_url"].split(":")[2].split("@")[0]
-    assert code == 0 and "nachos-deploy:***@" in out and password not in out
-    # Hardened by default: no privileges to gain, no capabilities, a read-only root, limits.
-    hardened = (
-        ("webchat", "1001:1001"),
-        ("bus-webchat", "65534:65534"),
-        ("bus-ports", "65534:65534"),
-        ("bus", ""),
-    )
-    for service, user in hardened:
-        config = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", ids[service]))
-        assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"], service
-        assert "no-new-privileges:true" in config["SecurityOpt"], service
-        assert config["Memory"] > 0 and config["PidsLimit"] > 0, service
-        assert docker("inspect", "-f", "{{.Config.User}}", ids[service]) == user
-
-    # Rotating the passwords restarts the bus and the sidecars; the old password stops working.
-    code, out, err = cli("credentials", "rotate", "-c", str(deployment.file))
-    assert code == 0, out + err
-    code, out, err = deployment.run("status", "--json")  # the stack is up again, by rotate alone
-    assert code == 0, out + err
-    fresh = json.loads(out)["nats_url"]
-    new_password = fresh.split(":")[2].split("@")[0]
-    assert new_password != password
-    assert json.loads(request(fresh, "nachos.health.ping.webchat"))["ok"] is True
-    with pytest.raises(BusUnavailable, match="Authorization Violation"):
-        request(fresh.replace(new_password, password), "nachos.health.ping.webchat")
 
 
 class LookupWatch:

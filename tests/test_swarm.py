@@ -144,9 +144,15 @@ def require_offline_engine() -> None:
         )
 
 
+LEAVING: list[subprocess.Popen[bytes]] = []
+"""The `down` of each test's stacks, left to run while the next test starts (a Swarm `down` waits for
+every task to go before it removes the volumes: seconds of nothing to do); waited for at the end."""
+
+
 @pytest.fixture(scope="module")
 def swarm(engine: str) -> Iterator[None]:
-    """A one-node swarm for this module; left again only if this fixture made it."""
+    """A one-node swarm for this module; left again only if this fixture made it, once every stack the
+    tests made is down."""
     require_offline_engine()
     state = subprocess.run(
         ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
@@ -166,6 +172,9 @@ def swarm(engine: str) -> Iterator[None]:
     try:
         yield
     finally:
+        for down in LEAVING:
+            down.wait(timeout=300)
+        LEAVING.clear()
         if created:
             subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=60)
 
@@ -224,8 +233,14 @@ def swarm_stack(swarm: None, tmp_path: Path) -> Iterator[SwarmStack]:
         return stacks[-1]
 
     yield make  # type: ignore[misc]
-    for stack in stacks:
-        stack.run("down", "--volumes", "--yes")
+    for stack in stacks:  # its own project: nothing the next test makes depends on it being gone
+        LEAVING.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "nachos_deploy", "down", "-c", str(stack.file), "--volumes", "--yes"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
 
 
 def container_started(project: str, service: str) -> str:

@@ -85,9 +85,39 @@ def _false_not_zero(value: Any) -> Any:
 
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,53}$"  # room for the sidecar's "bus-" and network's "-link"
-RESERVED_NAMES = ("bus", "volume-init")
+SIDECAR_PREFIX = "bus-"  # a component's sidecar is the service bus-<component>
+# Services the plan renders besides the components: the bus's first node, its port forwarder and the
+# one-shot that prepares volumes (the other nodes are bus-2..bus-5, sidecars bus-<component>); the
+# plan names them, and tests/test_plan.py checks that these are its names.
+BUS_SERVICES = ("bus", "bus-ports", "volume-init")
+TAKEN_NAMES_HINT = (
+    "the stack's own services are named bus, bus-2 to bus-5 (the bus's nodes), bus-ports (its port "
+    "forwarder), bus-<component> (each component's sidecar, so a component named ports would make a "
+    "second bus-ports) and volume-init"
+)
+
+
+def name_taken(name: str) -> bool:
+    """Whether a component of this name, or its sidecar, would share a service name with the bus set:
+    Compose keeps the last of two equal service keys without a word, so one of them would not run."""
+    return name in BUS_SERVICES or name.startswith(SIDECAR_PREFIX) or SIDECAR_PREFIX + name in BUS_SERVICES
+
+
+def _component_name(name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(
+            "cannot name a component: use lowercase letters, digits and '-', starting with a letter, "
+            "at most 54 characters"
+        )
+    if name_taken(name):
+        raise ValueError(f"cannot name a component: {TAKEN_NAMES_HINT}. Rename the component, e.g. my-{name}")
+    return name
+
+
+ComponentName = Annotated[str, AfterValidator(_component_name)]
 RESERVED_NETWORKS = ("nachos-internal", "egress", "host-access")
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+BUS_VOLUME = re.compile(r"bus-data(-[0-9]+)?")  # the bus nodes' named volumes (plan.node_volume)
 # Host paths no component gets: the Docker socket is root on the host, the rest the kernel's.
 FORBIDDEN_HOST_PATHS = ("/var/run/docker.sock", "/run/docker.sock", "/proc", "/sys", "/dev", "/boot")
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -376,6 +406,12 @@ class Component(Model):
                         f"{item!r} would hand the container {clean} of the host (the whole host, its "
                         "Docker socket or its kernel interfaces); mount a folder of your own instead"
                     )
+            elif BUS_VOLUME.fullmatch(source):
+                raise ValueError(
+                    f"{item!r}: {source} holds the bus's JetStream store (bus-data, and bus-data-N for "
+                    "the nodes of a cluster); a component mounting it could read and rewrite every "
+                    "stored message, the audit stream too. Give the component a volume of its own"
+                )
             elif not source.startswith(".") and not VOLUME_NAME.fullmatch(source):
                 raise ValueError(
                     f"{item!r}: {source!r} is neither a named volume (letters, digits, '_', '.', '-') "
@@ -411,19 +447,7 @@ class DeployConfig(Model):
     compose_override: PathText = "docker-compose.override.yml"  # beside the deploy file, when present
     images: Images = Images()
     bus: Bus = Bus()
-    components: dict[str, Component] = {}
-
-    @field_validator("components")
-    @classmethod
-    def _component_names(cls, value: dict[str, Component]) -> dict[str, Component]:
-        for name in value:
-            if name in RESERVED_NAMES or name.startswith("bus-") or not re.fullmatch(NAME_PATTERN, name):
-                raise ValueError(
-                    f"{name!r} cannot name a component: use lowercase letters, digits and '-', "
-                    "starting with a letter; 'bus', 'volume-init' and names starting with 'bus-' "
-                    "(the bus sidecars) are taken"
-                )
-        return value
+    components: dict[ComponentName, Component] = {}
 
     @model_validator(mode="after")
     def _swarm_only(self) -> DeployConfig:

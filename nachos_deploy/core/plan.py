@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from nachos_deploy.core import bus_placement, catalog, permissions
 from nachos_deploy.core.catalog import Role
-from nachos_deploy.core.config import MAX_PAYLOAD_ADVISED, Component, DeployConfig, Healthcheck, Resources
+from nachos_deploy.core.config import (
+    MAX_PAYLOAD_ADVISED,
+    TAKEN_NAMES_HINT,
+    Component,
+    DeployConfig,
+    Healthcheck,
+    Resources,
+)
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.permissions import Permissions
 from nachos_deploy.core.platform_config import Platform
@@ -401,20 +409,37 @@ def make_plan(
     volumes = {node_volume(index) for index in range(1, config.bus.nodes + 1)}
     for service in components:
         volumes.update(mount.source for mount in service.mounts if mount.is_volume)
-    return Plan(
-        project=config.project,
-        bus=bus,
-        components=components,
-        networks=tuple(network_names.items()),
-        volumes=tuple(sorted(volumes)),
-        platform_config_source=platform_source,
-        generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
-        prepared_volumes=prepared,
-        warnings=tuple(warnings),
-        auth=config.bus.auth,
-        sidecars=tuple(sidecars),
-        target=config.target,
+    return _with_unique_names(
+        Plan(
+            project=config.project,
+            bus=bus,
+            components=components,
+            networks=tuple(network_names.items()),
+            volumes=tuple(sorted(volumes)),
+            platform_config_source=platform_source,
+            generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
+            prepared_volumes=prepared,
+            warnings=tuple(warnings),
+            auth=config.bus.auth,
+            sidecars=tuple(sidecars),
+            target=config.target,
+        )
     )
+
+
+def _with_unique_names(plan: Plan) -> Plan:
+    """The last guard before a file is written: two services of one name render two equal keys, and
+    Compose keeps the last without a word, so one of them would never run. Validation refuses the
+    names that would do this (config.name_taken); this catches any way round it."""
+    names = Counter(s.name for s in plan.services)
+    names[VOLUME_INIT] += 1  # rendered when a volume needs preparing
+    twice = sorted(name for name, count in names.items() if count > 1)
+    if twice:
+        raise ConfigError(
+            f"Invalid configuration: the stack would hold two services named {', '.join(twice)}; "
+            f"{TAKEN_NAMES_HINT}. Rename the component that takes the name."
+        )
+    return plan
 
 
 def _target_warnings(config: DeployConfig) -> list[str]:

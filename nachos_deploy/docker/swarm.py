@@ -6,92 +6,102 @@ of being restarted. So a failure is read from the tasks (``docker stack ps``: st
 while the containers this node runs are read exactly as for Compose (:func:`states` returns the same
 :class:`~nachos_deploy.docker.engine.ServiceState`), so that ``observe.judge`` stays the one rule.
 
-Every call is a ``docker`` subprocess run through python-on-whales' ``run`` with its output captured
-(``docker stack deploy`` would otherwise print its progress into ``up --json``).
+Every call is argv through :mod:`~nachos_deploy.docker.runner` with its output captured (``docker
+stack deploy`` would otherwise print its progress into ``up --json``), every failure a project error
+through :func:`~nachos_deploy.docker.errors.classify`; the JSON is read by
+:mod:`~nachos_deploy.docker.parse`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from python_on_whales import DockerException
-from python_on_whales.client_config import ClientNotFoundError
-from python_on_whales.utils import run
-
 from nachos_deploy.core.bus_placement import Machine
-from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode, typed
+from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.core.plan import INTERNAL_NETWORK
-from nachos_deploy.docker import engine
+from nachos_deploy.docker import engine, runner
+from nachos_deploy.docker.errors import SWARM_INIT, Meaning, classify, meaning_of
+from nachos_deploy.docker.parse import (
+    ENDED_STATES,
+    FAILED_STATES,
+    SwarmNode,
+    Task,
+    items,
+    machine_of,
+    mapping,
+    remote_state,
+    replicas,
+    service_names,
+    state_of,
+    swarm_node,
+    task_of,
+)
+from nachos_deploy.docker.runner import DockerFailure, DockerTimeout
 from nachos_deploy.io.files import read_env_file
+
+__all__ = [
+    "ENDED_STATES",
+    "FAILED_STATES",
+    "RELAY_LABEL",
+    "SERVICE_LABEL",
+    "STACK_LABEL",
+    "SWARM_INIT",
+    "TASK_LABEL",
+    "SwarmNode",
+    "Task",
+    "containers",
+    "deploy",
+    "has_ipvs",
+    "machines",
+    "networks",
+    "node_state",
+    "relabel",
+    "remote_tasks",
+    "remove_relay",
+    "remove_services",
+    "remove_stack",
+    "require_manager",
+    "restart",
+    "services",
+    "states",
+    "stop_containers",
+    "stream_logs",
+    "tasks",
+    "updating",
+    "volumes",
+    "wait_tasks_ended",
+    "with_relay",
+]
 
 STACK_LABEL = "com.docker.stack.namespace"  # on every service, container, network and volume
 SERVICE_LABEL = "com.docker.swarm.service.name"  # on a task's container: <stack>_<service>
 TASK_LABEL = "com.docker.swarm.task.id"
 RELAY_LABEL = "org.nachos-deploy.relay"  # the value: the project; see with_relay
-SWARM_INIT = "docker swarm init --advertise-addr 127.0.0.1"
-FAILED_STATES = ("failed", "rejected")
-ENDED_STATES = ("complete", "shutdown", "orphaned", "remove", *FAILED_STATES)
-
-
-@dataclass(frozen=True)
-class SwarmNode:
-    """This engine's place in a swarm, from ``docker info``."""
-
-    state: str  # inactive, pending, active, error, locked
-    manager: bool
-    nodes: int
-
-
-@dataclass(frozen=True)
-class Task:
-    """One task of a service: what it is doing, what it should do, and the error it ended with."""
-
-    service: str  # the deploy file's name, without the stack prefix
-    state: str  # new ... running, complete, failed, rejected, shutdown
-    desired: str  # running, shutdown, ...
-    error: str
-    exit_code: int | None
-    at: float | None  # when it entered ``state``, seconds since the epoch
-    node: str
+_remote_state = remote_state  # the former private name, which tests/test_swarm_nodes.py reads
 
 
 def _docker(*args: str, env: Mapping[str, str] | None = None) -> str:
-    try:
-        return str(run(["docker", *args], env=dict(env or {})))
-    except (ClientNotFoundError, FileNotFoundError):
-        raise EnvironmentProblem(f"The docker command is not installed. {engine.INSTALL_HINT}") from None
+    """The stdout of ``docker ARGS`` (``env``: variables added to this process's own)."""
+    return runner.output(["docker", *args], env=env)
 
 
-def _daemon(exc: DockerException) -> str:
-    text = engine.stderr_text(exc)
-    if "Cannot connect to the Docker daemon" in text:
-        raise EnvironmentProblem(f"{text}. {engine.INSTALL_HINT}") from None
-    if "not a swarm manager" in text:
-        raise EnvironmentProblem(
-            f"{text}. The deploy file says target: swarm: run nachos-deploy on a manager of the swarm, "
-            f"make this machine a one-node swarm with `{SWARM_INIT}`, or set target: compose."
-        ) from None
-    return text
+def _environment(failure: DockerFailure, doing: str) -> DeployError:
+    """A failure to read the swarm's state: the machine's problem (exit 4) whatever Docker said."""
+    return classify(failure, doing, exit_code=ExitCode.ENVIRONMENT)
 
 
 def node_state() -> SwarmNode:
     try:
         info = json.loads(_docker("info", "--format", "{{json .Swarm}}") or "{}")
-    except DockerException as exc:
-        raise EnvironmentProblem(f"Cannot ask the Docker engine about its swarm: {_daemon(exc)}") from None
+    except DockerFailure as failure:
+        raise _environment(failure, "Cannot ask the Docker engine about its swarm") from None
     except ValueError:
         info = {}
-    return SwarmNode(
-        state=str(info.get("LocalNodeState") or "inactive"),
-        manager=bool(info.get("ControlAvailable")),
-        nodes=int(info.get("Nodes") or 0),
-    )
+    return swarm_node(mapping(info))
 
 
 def require_manager() -> SwarmNode:
@@ -115,7 +125,10 @@ def require_manager() -> SwarmNode:
 def deploy(project: str, stack_file: Path, *, dotenv: Path | None, prune: bool, failure: ExitCode) -> None:
     """``docker stack deploy`` of one rendered file. Images are never resolved at a registry (none
     may be reachable; the engine runs with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 for the same
-    reason). ``dotenv``: host variables for ``${VAR}`` references, as Compose reads its ``.env``."""
+    reason). ``dotenv``: host variables for ``${VAR}`` references, as Compose reads its ``.env``.
+
+    A stack removed a moment ago still has its networks going away: Swarm then refuses a service on
+    one of them ("network ... not found") until the removal is through, so that is tried again."""
     args = ["stack", "deploy", "--resolve-image", "never", "--compose-file", str(stack_file)]
     variables = read_env_file(dotenv) if dotenv is not None and dotenv.is_file() else {}
     command = [*args, *(["--prune"] if prune else []), project]
@@ -123,18 +136,16 @@ def deploy(project: str, stack_file: Path, *, dotenv: Path | None, prune: bool, 
         try:
             _docker(*command, env=variables)
             return
-        except DockerException as exc:
-            text = _daemon(exc)
-        # A stack removed a moment ago still has its networks going away: Swarm then refuses a
-        # service on one of them ("network ... not found") until the removal is through.
-        if attempt == 2 or not re.search(r"network \S+ not found", text):
-            break
+        except DockerFailure as problem:
+            if attempt == 2 or meaning_of(problem) is not Meaning.NETWORK_NOT_FOUND:
+                raise classify(
+                    problem,
+                    f"`docker stack deploy -c {stack_file.name}` of project {project} failed",
+                    exit_code=failure,
+                    fix=f"The rendered file is {stack_file}; fix the deploy file and run `nachos-deploy up` "
+                    "again.",
+                ) from None
         time.sleep(1.0)
-    raise typed(
-        f"`docker stack deploy -c {stack_file.name}` of project {project} failed: {text}. The "
-        f"rendered file is {stack_file}; fix the deploy file and run `nachos-deploy up` again.",
-        failure,
-    )
 
 
 def machines() -> list[Machine]:
@@ -142,21 +153,9 @@ def machines() -> list[Machine]:
     try:
         ids = _docker("node", "ls", "--quiet").split()
         found = json.loads(_docker("node", "inspect", *ids)) if ids else []
-    except DockerException as exc:
-        raise EnvironmentProblem(f"Cannot list the swarm's nodes: {_daemon(exc)}") from None
-    result = []
-    for item in found:
-        spec = item.get("Spec") or {}
-        result.append(
-            Machine(
-                id=str(item.get("ID")),
-                hostname=str((item.get("Description") or {}).get("Hostname") or item.get("ID")),
-                ready=(item.get("Status") or {}).get("State") == "ready"
-                and spec.get("Availability") == "active",
-                labels=frozenset((spec.get("Labels") or {}).keys()),
-            )
-        )
-    return sorted(result, key=lambda m: (m.hostname, m.id))
+    except DockerFailure as failure:
+        raise _environment(failure, "Cannot list the swarm's nodes") from None
+    return sorted((machine_of(item) for item in items(found)), key=lambda m: (m.hostname, m.id))
 
 
 def relabel(add: Mapping[str, Sequence[str]], remove: Mapping[str, Sequence[str]]) -> None:
@@ -166,25 +165,19 @@ def relabel(add: Mapping[str, Sequence[str]], remove: Mapping[str, Sequence[str]
         args += [f"--label-rm={name}" for name in remove.get(machine, ())]
         try:
             _docker("node", "update", *args, machine)
-        except DockerException as exc:
-            raise EnvironmentProblem(f"Cannot label the swarm node {machine}: {_daemon(exc)}") from None
+        except DockerFailure as failure:
+            raise _environment(failure, f"Cannot label the swarm node {machine}") from None
 
 
 def services(project: str) -> dict[str, tuple[int, int]]:
     """Service name → (running tasks, desired tasks) of the stack's services; empty when none."""
     try:
         text = _docker("stack", "services", "--format", "{{.Name}} {{.Replicas}}", project)
-    except DockerException as exc:
-        if _nothing(exc):
+    except DockerFailure as failure:
+        if meaning_of(failure) is Meaning.STACK_EMPTY:
             return {}
-        raise EnvironmentProblem(f"Cannot list the stack's services: {_daemon(exc)}") from None
-    found = {}
-    for line in text.splitlines():
-        name, _, replicas = line.partition(" ")
-        running, _, desired = replicas.split(" ")[0].partition("/")
-        if running.isdigit() and desired.isdigit():
-            found[name.removeprefix(f"{project}_")] = (int(running), int(desired))
-    return found
+        raise _environment(failure, "Cannot list the stack's services") from None
+    return replicas(text, project)
 
 
 def tasks(project: str) -> list[Task]:
@@ -194,35 +187,19 @@ def tasks(project: str) -> list[Task]:
         listed = _docker("service", "ls", "--quiet", "--filter", f"label={STACK_LABEL}={project}")
         names = json.loads(_docker("service", "inspect", *listed.split())) if listed.split() else []
         found = json.loads(_docker("inspect", *ids)) if ids else []
-    except DockerException as exc:
-        text = engine.stderr_text(exc)
-        if _nothing(exc) or "No such" in text:
+    except DockerFailure as failure:
+        if meaning_of(failure) in (Meaning.STACK_EMPTY, Meaning.GONE):
             return []
-        raise EnvironmentProblem(f"Cannot list the stack's tasks: {_daemon(exc)}") from None
+        raise _environment(failure, "Cannot list the stack's tasks") from None
     except ValueError:
         return []
-    by_id = {str(s.get("ID")): str(s.get("Spec", {}).get("Name", "")) for s in names}
-    result = []
-    for item in found:
-        status = item.get("Status") or {}
-        code = (status.get("ContainerStatus") or {}).get("ExitCode")
-        result.append(
-            Task(
-                service=by_id.get(str(item.get("ServiceID")), "").removeprefix(f"{project}_"),
-                state=str(status.get("State") or ""),
-                desired=str(item.get("DesiredState") or ""),
-                error=str(status.get("Err") or ""),
-                exit_code=code if isinstance(code, int) else None,
-                at=engine.epoch_of(status.get("Timestamp")),
-                node=str(item.get("NodeID") or ""),
-            )
-        )
-    return result
+    by_id = service_names(items(names))
+    return [task_of(item, by_id, project) for item in items(found)]
 
 
 def states(project: str) -> dict[str, engine.ServiceState]:
     """Service name → the state of the container of its current task on this node, or, for a task
-    on another node of the swarm, the state its task reports (:func:`_remote_state`).
+    on another node of the swarm, the state its task reports (:func:`remote_state`).
 
     Three engine calls (four with tasks on other nodes): the tasks Swarm wants running, the stack's
     containers by their label, one inspect of them all. Containers of tasks Swarm replaced (or of a
@@ -232,30 +209,39 @@ def states(project: str) -> dict[str, engine.ServiceState]:
             "stack", "ps", "--no-trunc", "--filter", "desired-state=running", "--format", "{{.ID}} {{.Name}}",
             project,
         )  # fmt: skip
-        names = {task: name for task, _, name in (line.partition(" ") for line in listed.splitlines())}
-        current = set(names)
-    except DockerException as exc:
-        if _nothing(exc):
+    except DockerFailure as failure:
+        if meaning_of(failure) is Meaning.STACK_EMPTY:
             return {}
-        raise EnvironmentProblem(f"Cannot list the stack's tasks: {_daemon(exc)}") from None
-    try:
-        ids = _docker(
-            "container", "ls", "--all", "--quiet", "--no-trunc", "--filter", f"label={STACK_LABEL}={project}"
-        )
-        found = json.loads(_docker("container", "inspect", *ids.split())) if ids.split() else []
-    except DockerException as exc:
-        if "No such container" in engine.stderr_text(exc):
-            return states(project)  # removed between the two calls: look again
-        raise EnvironmentProblem(f"Cannot list the stack's containers: {_daemon(exc)}") from None
-    except ValueError:
-        found = []
+        raise _environment(failure, "Cannot list the stack's tasks") from None
+    names = {task: name for task, _, name in (line.partition(" ") for line in listed.splitlines())}
+    current = set(names)
+    found: list[Mapping[str, object]] = []
+    for attempt in range(5):
+        try:
+            ids = _docker(
+                "container",
+                "ls",
+                "--all",
+                "--quiet",
+                "--no-trunc",
+                "--filter",
+                f"label={STACK_LABEL}={project}",
+            )
+            found = items(json.loads(_docker("container", "inspect", *ids.split()))) if ids.split() else []
+            break
+        except DockerFailure as failure:
+            if meaning_of(failure) is Meaning.GONE and attempt < 4:  # removed between the two calls
+                continue
+            raise _environment(failure, "Cannot list the stack's containers") from None
+        except ValueError:
+            break
     result: dict[str, engine.ServiceState] = {}
     for item in found:
-        labels = (item.get("Config") or {}).get("Labels") or {}
+        labels = mapping(mapping(item.get("Config")).get("Labels"))
         service = str(labels.get(SERVICE_LABEL) or "").removeprefix(f"{project}_")
         if not service or labels.get(TASK_LABEL) not in current:
             continue
-        state = replace(engine.state_of(item), service=service)
+        state = replace(state_of(item), service=service)
         best = result.get(service)
         if best is None or _rank(state) > _rank(best):
             result[service] = state
@@ -270,14 +256,14 @@ def _with_remote(
     """``local`` plus a state for each service whose current task (``remote``: service → task id)
     has no container on this node: it runs on another node, or has no container yet."""
     try:
-        found = json.loads(_docker("inspect", *remote.values())) if remote else []
-    except (DockerException, ValueError):
+        found = items(json.loads(_docker("inspect", *remote.values()))) if remote else []
+    except (DockerFailure, ValueError):
         found = []  # a task gone between the calls: judged as missing until the next look
     by_task = {str(item.get("ID")): item for item in found}
     result = dict(local)
     for service, task in remote.items():
         if task in by_task:
-            result[service] = _remote_state(service, by_task[task])
+            result[service] = remote_state(service, by_task[task])
     return result
 
 
@@ -310,7 +296,7 @@ def _relay(project: str, network: str, image: str) -> str:
             "--network", network, "--user", "65534:65534", "--cap-drop", "ALL", "--read-only",
             "--entrypoint", "sleep", image, "2147483647",
         ).strip()  # fmt: skip
-    except DockerException:
+    except DockerFailure:
         return ""  # observe then reports the sidecars as not answering
 
 
@@ -321,38 +307,9 @@ def remove_relay(project: str) -> None:
         found = _docker("container", "ls", "--all", "--quiet", "--filter", f"label={RELAY_LABEL}={project}")
         if found.split():
             _docker("container", "rm", "--force", *found.split())
-    except DockerException as exc:
-        if "No such container" not in engine.stderr_text(exc):
-            raise DeployError(f"Cannot remove the relay container: {_daemon(exc)}") from None
-
-
-def _remote_state(service: str, task: Mapping[str, object]) -> engine.ServiceState:
-    """A task's state as a container's: running only when Swarm says so (a task with a healthcheck
-    is running once it passed); earlier states are "created", ended ones "exited". No health and no
-    probes (Swarm does not report them), addresses from its network attachments."""
-    status = task.get("Status") if isinstance(task.get("Status"), dict) else {}
-    assert isinstance(status, dict)
-    state = str(status.get("State") or "")
-    container = status.get("ContainerStatus") or {}
-    code = container.get("ExitCode") if isinstance(container, dict) else None
-    addresses = []
-    for attachment in task.get("NetworksAttachments") or []:  # type: ignore[attr-defined]
-        network = str(((attachment.get("Network") or {}).get("Spec") or {}).get("Name") or "")
-        for address in attachment.get("Addresses") or []:
-            addresses.append((network, str(address).split("/")[0]))
-    spec = (task.get("Spec") or {}).get("ContainerSpec") or {}  # type: ignore[attr-defined]
-    return engine.ServiceState(
-        service=service,
-        container="",  # not on this node: nothing to exec into
-        status="running" if state == "running" else "exited" if state in ENDED_STATES else "created",
-        health=None,
-        exit_code=code if isinstance(code, int) else 0,
-        restart_count=0,
-        image=str(spec.get("Image") or "").split("@")[0],
-        container_id=str(container.get("ContainerID") or "") if isinstance(container, dict) else "",
-        started_at=engine.epoch_of(status.get("Timestamp")) if state == "running" else None,
-        addresses=tuple(addresses),
-    )
+    except DockerFailure as failure:
+        if meaning_of(failure) is not Meaning.GONE:
+            raise classify(failure, "Cannot remove the relay container") from None
 
 
 def _rank(state: engine.ServiceState) -> tuple[bool, float]:
@@ -364,10 +321,10 @@ def logs_tail(project: str, service: str, lines: int = 20) -> str:
     out on the command's stderr, so the two are read as one stream."""
     command = ["docker", "service", "logs", "--tail", str(lines), "--raw", f"{project}_{service}"]
     try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = runner.run(command, timeout=30, check=False, merge_stderr=True)
+    except (DockerFailure, DeployError) as exc:
         return f"(no logs: {exc})"
-    text = done.stdout.decode("utf-8", errors="replace").rstrip()
+    text = done.stdout.rstrip()
     if done.returncode != 0:
         return f"(no logs: {' '.join(text.split())[:300]})"
     return "\n".join(text.splitlines()[-lines:])
@@ -378,8 +335,8 @@ def restart(project: str, names: Sequence[str]) -> None:
     for name in names:
         try:
             _docker("service", "update", "--force", "--detach", "--quiet", f"{project}_{name}")
-        except DockerException as exc:
-            raise DeployError(f"Cannot restart {name}: {_daemon(exc)}") from None
+        except DockerFailure as failure:
+            raise classify(failure, f"Cannot restart {name}") from None
 
 
 def remove_services(project: str, names: Sequence[str]) -> None:
@@ -388,9 +345,9 @@ def remove_services(project: str, names: Sequence[str]) -> None:
     if present:
         try:
             _docker("service", "rm", *present)
-        except DockerException as exc:
-            if "not found" not in engine.stderr_text(exc):
-                raise DeployError(f"Cannot remove services: {_daemon(exc)}") from None
+        except DockerFailure as failure:
+            if meaning_of(failure) is not Meaning.GONE:
+                raise classify(failure, "Cannot remove services") from None
 
 
 def remote_tasks(project: str, names: Sequence[str]) -> list[str]:
@@ -402,10 +359,10 @@ def remote_tasks(project: str, names: Sequence[str]) -> list[str]:
     try:
         text = _docker("stack", "ps", "--no-trunc", "--format", "{{.ID}} {{.Name}}", project)
         here = _docker("info", "--format", "{{.Swarm.NodeID}}").strip()
-    except DockerException as exc:
-        if _nothing(exc):
+    except DockerFailure as failure:
+        if meaning_of(failure) is Meaning.STACK_EMPTY:
             return []
-        raise EnvironmentProblem(f"Cannot list the stack's tasks: {_daemon(exc)}") from None
+        raise _environment(failure, "Cannot list the stack's tasks") from None
     ids = [
         task
         for task, _, name in (line.partition(" ") for line in text.splitlines())
@@ -415,14 +372,24 @@ def remote_tasks(project: str, names: Sequence[str]) -> list[str]:
 
 
 def _task_nodes(ids: Sequence[str]) -> list[tuple[str, str]]:
-    """(task, node ID) of those of ``ids`` Swarm still has and that have not ended."""
+    """(task, node ID) of those of ``ids`` Swarm still has and that have not ended (a task Swarm
+    deleted is left out of the output: the exit code is not read)."""
     if not ids:
         return []
-    done = subprocess.run(
-        ["docker", "inspect", "--type", "task", "--format", "{{.ID}} {{.Status.State}} {{.NodeID}}", *ids],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
-    )  # fmt: skip
-    found = (line.split(" ", 2) for line in done.stdout.decode().splitlines())
+    command = [
+        "docker",
+        "inspect",
+        "--type",
+        "task",
+        "--format",
+        "{{.ID}} {{.Status.State}} {{.NodeID}}",
+        *ids,
+    ]
+    try:
+        done = runner.run(command, timeout=30, check=False)
+    except DockerTimeout as failure:
+        raise _environment(failure, "Cannot inspect the stack's tasks") from None
+    found = (line.split(" ", 2) for line in done.stdout.splitlines())
     return [(item[0], item[2]) for item in found if len(item) == 3 and item[1] not in ENDED_STATES]
 
 
@@ -437,35 +404,36 @@ def wait_tasks_ended(ids: Sequence[str], timeout: float) -> None:
 
 
 def remove_stack(project: str) -> None:
-    """The services left, the stack's networks and configs; volumes stay (Swarm never removes them)."""
+    """The services left, the stack's networks and configs; volumes stay (Swarm never removes them).
+    Tasks of removed services on other nodes keep their networks until their node stopped them:
+    "in use by task" is tried again for up to a minute."""
     end = time.monotonic() + 60.0
     while True:
         try:
             _docker("stack", "rm", project)
             return
-        except DockerException as exc:
-            if _nothing(exc):
+        except DockerFailure as failure:
+            meaning = meaning_of(failure)
+            if meaning is Meaning.STACK_EMPTY:
                 return
-            text = _daemon(exc)
-        # Tasks of removed services on other nodes keep their networks until their node stopped them.
-        if "in use by task" not in text or time.monotonic() >= end:
-            raise DeployError(f"docker stack rm {project} failed: {text}")
+            if meaning is not Meaning.NETWORK_IN_USE_BY_TASK or time.monotonic() >= end:
+                raise classify(failure, f"docker stack rm {project} failed") from None
         time.sleep(0.5)
 
 
 def networks(project: str) -> list[str]:
     try:
         return _docker("network", "ls", "--quiet", "--filter", f"label={STACK_LABEL}={project}").split()
-    except DockerException as exc:
-        raise EnvironmentProblem(f"Cannot list networks: {_daemon(exc)}") from None
+    except DockerFailure as failure:
+        raise _environment(failure, "Cannot list networks") from None
 
 
 def volumes(project: str) -> list[str]:
     """Volumes Swarm created for the stack on this node (by its label), also when it is down."""
     try:
         text = _docker("volume", "ls", "--quiet", "--filter", f"label={STACK_LABEL}={project}")
-    except DockerException as exc:
-        raise EnvironmentProblem(f"Cannot list volumes: {_daemon(exc)}") from None
+    except DockerFailure as failure:
+        raise _environment(failure, "Cannot list volumes") from None
     return sorted(text.split())
 
 
@@ -475,16 +443,16 @@ def updating(project: str, names: Sequence[str]) -> list[str]:
     full = [f"{project}_{name}" for name in names]
     try:
         found = json.loads(_docker("service", "inspect", *full))
-    except DockerException as exc:
-        if "no such service" in engine.stderr_text(exc).lower():
+    except DockerFailure as failure:
+        if meaning_of(failure) is Meaning.GONE:
             return []
-        raise EnvironmentProblem(f"Cannot inspect the stack's services: {_daemon(exc)}") from None
+        raise _environment(failure, "Cannot inspect the stack's services") from None
     except ValueError:
         return []
     return sorted(
-        str(item.get("Spec", {}).get("Name", "")).removeprefix(f"{project}_")
-        for item in found
-        if (item.get("UpdateStatus") or {}).get("State") in ("updating", "rollback_started")
+        str(mapping(item.get("Spec")).get("Name", "")).removeprefix(f"{project}_")
+        for item in items(found)
+        if mapping(item.get("UpdateStatus")).get("State") in ("updating", "rollback_started")
     )
 
 
@@ -500,15 +468,10 @@ def stream_logs(project: str, names: Sequence[str], follow: bool, tail: int | No
     for name in names:
         command = ["docker", "service", "logs", *(["--follow"] if follow else [])]
         command += [*(["--tail", str(tail)] if tail is not None else []), f"{project}_{name}"]
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                yield line.decode("utf-8", errors="replace")
-
-
-def _nothing(exc: DockerException) -> bool:
-    """The stack has no services (yet, or any more): "nothing found in stack: NAME"."""
-    return "nothing found in stack" in engine.stderr_text(exc).lower()
+        try:
+            yield from runner.stream(command)
+        except DockerFailure as failure:
+            raise classify(failure, f"Cannot read the logs of {name}") from None
 
 
 def containers(project: str) -> list[tuple[str, str]]:
@@ -518,8 +481,8 @@ def containers(project: str) -> list[tuple[str, str]]:
         text = _docker(
             "container", "ls", "--all", "--filter", f"label={STACK_LABEL}={project}", "--format", fields
         )
-    except DockerException as exc:
-        raise EnvironmentProblem(f"Cannot list the stack's containers: {_daemon(exc)}") from None
+    except DockerFailure as failure:
+        raise _environment(failure, "Cannot list the stack's containers") from None
     found = []
     for line in text.splitlines():
         service, _, status = line.partition(" ")
@@ -547,9 +510,9 @@ def stop_containers(project: str, names: Sequence[str], grace: int = 10) -> None
         ]
         if ids:
             _docker("container", "stop", "--time", str(grace), *ids)
-    except DockerException as exc:
-        if "No such container" not in engine.stderr_text(exc):
-            raise DeployError(f"Cannot stop the stack's containers: {_daemon(exc)}") from None
+    except DockerFailure as failure:
+        if meaning_of(failure) is not Meaning.GONE:
+            raise classify(failure, "Cannot stop the stack's containers") from None
 
 
 def has_ipvs() -> bool:

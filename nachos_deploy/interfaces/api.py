@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nachos_deploy.core.errors import (
     BusFailure,
@@ -38,11 +38,8 @@ from nachos_deploy.core.errors import (
     OutputError,
 )
 from nachos_deploy.core.results import DownResult, ServiceReport, StatusResult, UpResult
-from nachos_deploy.docker import engine
 from nachos_deploy.interfaces import outputs
 from nachos_deploy.io.stack import Stack, prepare
-from nachos_deploy.lifecycle.status import status as _status
-from nachos_deploy.targets import project
 
 __all__ = [
     "BusFailure",
@@ -156,23 +153,24 @@ def down(stack: Stack, *, volumes: bool = False, notice: Progress | None = None)
 
 def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     """Judge a loaded stack as ``nachos-deploy status`` does."""
-    return _status(stack, only)
+    from nachos_deploy.lifecycle.status import status as judge
+
+    return judge(stack, only)
 
 
 def env(stack: Stack) -> dict[str, str]:
     """Connection details of a loaded stack's running bus; DeployError when it is not running."""
-    return outputs.values(project.running_endpoints(stack), stack.project)
+    return outputs.values(endpoints(stack), stack.project)
 
 
 def service_logs(stack: Stack, services: Sequence[str] = (), tail: int = 50) -> str:
-    engine.require_engine()
-    names = list(services) or [s.name for s in stack.plan.services]
-    if stack.swarm:
-        from nachos_deploy.docker import swarm
+    """The last ``tail`` lines of each service's log (all services when none is named)."""
+    from nachos_deploy.targets import for_stack
 
-        return "\n".join(f"--- {name}\n{swarm.logs_tail(stack.project, name, tail)}" for name in names)
-    with project.compose_client(stack) as client:
-        return "\n".join(f"--- {name}\n{engine.logs_tail(client, name, tail)}" for name in names)
+    require_engine()
+    names = list(services) or [s.name for s in stack.plan.services]
+    with for_stack(stack) as target:
+        return "\n".join(f"--- {name}\n{target.logs_tail(name, tail)}" for name in names)
 
 
 def start(
@@ -278,3 +276,189 @@ def _uninterrupted(action: Callable[[], object]) -> None:
         signal.signal(signal.SIGINT, previous)
     if held:
         raise KeyboardInterrupt
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the command line needs besides up, down and status. The CLI imports no lower layer: everything
+# it does to a stack, its files, its engine or its bus goes through the functions below, so that the
+# Python API and the command line cannot drift apart. Lower modules are imported inside each function,
+# as the command that needs them runs (`--help` and `render` need no NATS client and no engine).
+# ----------------------------------------------------------------------------------------------------
+
+__all__ += [
+    "ComposeCheck",
+    "Rotation",
+    "Stack",
+    "bench",
+    "check_compose",
+    "doctor",
+    "endpoints",
+    "request",
+    "require_engine",
+    "rotate_credentials",
+    "stack_volumes",
+    "stale_files",
+    "stream_logs",
+    "write_files",
+]
+
+if TYPE_CHECKING:
+    from nachos_deploy.bus.bench import BenchResult
+    from nachos_deploy.core.results import Endpoints
+    from nachos_deploy.lifecycle.doctor import Check
+
+
+def require_engine() -> None:
+    """An EnvironmentProblem (exit 4) with Docker's reason and a fix when no engine answers."""
+    from nachos_deploy.docker import engine
+
+    engine.require_engine()
+
+
+def write_files(stack: Stack) -> list[str]:
+    """Write the rendered files into the output folder, all or nothing; the names changed or removed."""
+    from nachos_deploy.core.render import HEADER
+    from nachos_deploy.io import files
+
+    return files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
+
+
+def stale_files(stack: Stack) -> list[str]:
+    """The files of the output folder that differ from the configuration (``render --check``)."""
+    from nachos_deploy.io import files
+
+    return files.differences(stack.output_dir, stack.files, stack.stale)
+
+
+@dataclass(frozen=True)
+class ComposeCheck:
+    """What ``validate`` learned from Docker Compose: the version that accepted the rendered files, or
+    why the check was skipped (a Compose file Compose rejects raises ConfigError instead)."""
+
+    version: str | None
+    skipped: str | None = None
+
+
+def check_compose(stack: Stack) -> ComposeCheck:
+    """Let the target's own tool (``docker compose config``) check the rendered files, without
+    writing them; no engine needed."""
+    from nachos_deploy.targets import for_stack
+
+    with for_stack(stack) as target:
+        checked = target.check_files()
+    return ComposeCheck(checked.version, checked.skipped)
+
+
+def stream_logs(
+    stack: Stack, services: Sequence[str] = (), *, follow: bool = False, tail: int | None = None
+) -> Iterator[str]:
+    """The services' logs as they come (all services when none is named). Unknown names are refused
+    (exit 2) and a missing engine reported (exit 4) before the first chunk is asked for."""
+    known = [s.name for s in stack.plan.services]
+    unknown = sorted(set(services) - set(known))
+    if unknown:
+        raise DeployError(
+            f"No service named {', '.join(unknown)} in project {stack.project}; its services are "
+            f"{', '.join(known)}.",
+            exit_code=ExitCode.USAGE,
+        )
+    require_engine()
+    return _logs(stack, list(services), follow=follow, tail=tail)
+
+
+def _logs(stack: Stack, services: list[str], *, follow: bool, tail: int | None) -> Iterator[str]:
+    from nachos_deploy.targets import for_stack
+
+    with for_stack(stack) as target:
+        yield from target.stream_logs(services, follow=follow, tail=tail)
+
+
+def stack_volumes(stack: Stack) -> list[str]:
+    """The stack's volumes on this engine, by the label Compose or Swarm gave them (exit 4 without one)."""
+    from nachos_deploy.targets import for_stack
+
+    require_engine()
+    with for_stack(stack) as target:
+        return target.volumes()
+
+
+def endpoints(stack: Stack) -> Endpoints:
+    """Where the host reaches a running stack's bus; exit 1 with the command to start it when it is not."""
+    from nachos_deploy.targets import for_stack
+
+    require_engine()
+    with for_stack(stack) as target:
+        found = target.endpoints()
+    if found is None:
+        raise DeployError(
+            f"The bus of project {stack.project} is not running; start it with "
+            f"`nachos-deploy up -p {stack.project}`.",
+            exit_code=ExitCode.FAILED,
+        )
+    return found
+
+
+def request(stack: Stack, subject: str, data: bytes = b"", *, timeout: float = 2.0) -> bytes:
+    """Send one request through the running stack's bus and return the reply (exit 1 when none comes)."""
+    from nachos_deploy.bus import natsclient
+    from nachos_deploy.bus.monitor import BusUnavailable
+
+    nats_url = endpoints(stack).nats_url
+    try:
+        return natsclient.request(nats_url, subject, data, timeout=timeout)
+    except BusUnavailable as exc:
+        raise DeployError(f"No reply on {subject}: {exc}", exit_code=ExitCode.FAILED) from None
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """Where the new passwords were written, and whether the stack runs (then ``up`` must follow)."""
+
+    folder: Path
+    running: bool
+
+
+def rotate_credentials(stack: Stack) -> Rotation:
+    """Write new bus passwords (the operator's and each sidecar's). Whether the stack was running is
+    read first: a running stack must be brought up again for the new passwords to take effect."""
+    from nachos_deploy.io import credentials
+
+    if not stack.plan.auth:
+        raise DeployError(
+            "bus.auth is false: this bus has no credentials to rotate.", exit_code=ExitCode.USAGE
+        )
+    from nachos_deploy.targets import for_stack
+
+    require_engine()
+    with for_stack(stack) as target:
+        running = target.endpoints() is not None
+    credentials.ensure(stack.output_dir, stack.plan, rotate=True)
+    return Rotation(credentials.folder(stack.output_dir), running)
+
+
+def doctor(
+    config: Config = None,
+    *,
+    project: str | None = None,
+    output: str | Path | None = None,
+    sets: Sequence[str] = (),
+) -> list[Check]:
+    """Every check of this machine for a deployment; a configuration that does not load is one failed
+    check among them, not an error, so that the engine checks still run."""
+    from nachos_deploy.lifecycle import doctor as doctor_mod
+
+    try:
+        stack: Stack | None = load(config, project=project, output=output, sets=sets)
+        problem: DeployError | None = None
+    except DeployError as exc:
+        stack, problem = None, exc
+    return doctor_mod.run_checks(stack, problem)
+
+
+def bench(
+    nats_url: str, monitor_url: str | None = None, *, duration: float = 5.0, max_payload: int | None = None
+) -> BenchResult:
+    """Measure the bus at ``nats_url`` against the platform's targets (``nachos-deploy bench``)."""
+    from nachos_deploy.bus import bench as bench_mod
+
+    return bench_mod.run(nats_url, monitor_url, duration=duration, max_payload=max_payload)

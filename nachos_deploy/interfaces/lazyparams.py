@@ -6,8 +6,10 @@ each option of the command on every run, even for an option that was not given, 
 command's start (``up --help`` imported pydantic for nothing). Here each option gets a stand-in
 that builds Typer's own coercion on first use, so given options are coerced exactly as before.
 
-It touches Typer's internals (``typer.core.build_runtime_param``): on a Typer without them nothing is
-changed, only slower.
+It touches Typer's internals (``typer.core.build_runtime_param``), so pyproject.toml pins Typer to
+the range it was tested on, and tests/test_cli.py fails when the patch is not in place (a Typer
+without that function would otherwise run every command unchanged, only slower). Measured on Typer
+0.29.2, median of 11 interleaved runs: `up --help` 89 ms with it, 173 ms without.
 """
 
 from __future__ import annotations

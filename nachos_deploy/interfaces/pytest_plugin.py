@@ -29,9 +29,7 @@ import pytest
 import yaml
 
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem
-from nachos_deploy.docker import engine
 from nachos_deploy.interfaces import api
-from nachos_deploy.io.stack import Stack
 
 FIXTURES = ("nachos_bus", "nachos_stack")
 INI_CONFIG = "nachos_deploy_config"
@@ -57,7 +55,7 @@ def _in_ci() -> bool:
 
 def _require_engine() -> None:
     try:
-        engine.require_engine()
+        api.require_engine()
     except EnvironmentProblem as exc:
         reason = f"nachos-deploy fixtures need a Docker engine: {exc.message}"
         if _in_ci():
@@ -107,7 +105,7 @@ def _finish(config: pytest.Config, stack: api.RunningStack, source: Path) -> Non
     _remove(stack.stack, keep=False)
 
 
-def _remove(stack: Stack, *, keep: bool) -> None:
+def _remove(stack: api.Stack, *, keep: bool) -> None:
     with contextlib.suppress(DeployError):  # best effort: the engine may be gone
         api.down(stack, volumes=not keep)
 

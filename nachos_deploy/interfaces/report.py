@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from nachos_deploy.core.results import ServiceReport, StatusResult, StreamReport, UpResult
-from nachos_deploy.lifecycle.doctor import Check
+
+if TYPE_CHECKING:
+    from nachos_deploy.bus.bench import BenchResult
+    from nachos_deploy.lifecycle.doctor import Check
 
 _MARK = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
 _LEVEL = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
@@ -100,3 +105,10 @@ def print_checks(console: Console, checks: list[Check]) -> None:
         console.print(f"{_LEVEL[check.level]}  {escape(check.name)}: {escape(check.detail)}", markup=True)
         if check.fix and check.level != "pass":
             console.print(f"      fix: {escape(check.fix)}", markup=True)
+
+
+def print_bench(console: Console, result: BenchResult) -> None:
+    """The bench's tables; the bench module draws them, as it alone knows its measurements."""
+    from nachos_deploy.bus import bench
+
+    bench.print_result(console, result)

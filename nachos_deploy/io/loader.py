@@ -25,10 +25,12 @@ from nachos_deploy.core import platform_config
 from nachos_deploy.core.config import (
     IMAGE_HINT,
     NAME_PATTERN,
+    TAKEN_NAMES_HINT,
     Component,
     DeployConfig,
     SourceFloat,
     SourceInt,
+    name_taken,
 )
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.platform_config import Platform
@@ -139,10 +141,15 @@ def read_platform(path: Path) -> Platform:
                 f"{path}: [{section}] must be a table of tables such as [{section}.NAME]."
             ) from None
         for name, flag in flags.items():
-            if not re.fullmatch(NAME_PATTERN, name) or name == "bus" or name.startswith("bus-"):
+            if not re.fullmatch(NAME_PATTERN, name):
                 raise ConfigError(
                     f"{path}: [{section}.{name[:80]}] cannot name a component: use lowercase letters, "
                     "digits and '-' (tools also '_'), starting with a letter, at most 54 characters."
+                )
+            if name_taken(name):
+                raise ConfigError(
+                    f"{path}: [{section}.{name}] cannot name a component: {TAKEN_NAMES_HINT}. Rename "
+                    f"the table, e.g. [{section}.my-{name}]."
                 )
             if not isinstance(flag, bool):
                 raise ConfigError(f"{path}: {section}.{name}.enabled must be true or false, not {flag!r}.")

@@ -99,48 +99,20 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
         checks.append(_disk(engine.docker_root()))
         if stack is not None:
             checks.extend(_images(stack))
-        if stack is not None and stack.swarm:
-            checks.extend(_swarm())
+        if stack is not None:
+            checks.extend(_target(stack))
     if stack is not None:
         checks.extend(_ports(stack, engine_version is not None))
     return checks
 
 
-def _swarm() -> list[Check]:
-    """What `target: swarm` needs of this engine: an active swarm with this node a manager. IPVS
-    is only reported: the stack files use dnsrr, which needs none (VIP mode does)."""
-    from nachos_deploy.docker import swarm
+def _target(stack: Stack) -> list[Check]:
+    """What the stack's target needs of this engine beyond Docker itself (Swarm: an active swarm
+    with this node a manager)."""
+    from nachos_deploy.targets import for_stack
 
-    node = swarm.node_state()
-    checks = []
-    if node.state != "active":
-        checks.append(
-            Check(
-                "swarm",
-                "fail",
-                f"this engine is not in an active swarm (state: {node.state})",
-                swarm.SWARM_INIT,
-            )
-        )
-    elif not node.manager:
-        checks.append(
-            Check("swarm", "fail", "this node is a swarm worker", "run nachos-deploy on a manager node")
-        )
-    else:
-        checks.append(Check("swarm", "pass", f"active, this node a manager, {node.nodes} node(s)"))
-    ipvs = swarm.has_ipvs()
-    checks.append(
-        Check(
-            "ipvs",
-            "pass" if ipvs else "warn",
-            "IPVS is available"
-            if ipvs
-            else "no IPVS in this kernel: Swarm's virtual IPs and routing mesh "
-            "do not work here; the rendered stack files use endpoint_mode dnsrr and host-mode ports, "
-            "which need neither",
-        )
-    )
-    return checks
+    with for_stack(stack) as target:
+        return [Check(f.name, f.level, f.detail, f.fix) for f in target.diagnose()]
 
 
 def _secrets(stack: Stack) -> Check:

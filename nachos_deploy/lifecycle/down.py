@@ -1,8 +1,8 @@
-"""``down``: containers and networks, volumes only when asked (a Swarm stack: :mod:`swarm_lifecycle`).
+"""``down``: the stack's containers and networks, components before the bus; volumes only when asked.
 
-Apart from :mod:`nachos_deploy.lifecycle.up` so that ``down`` loads no NATS client, gate or
-python-on-whales: Compose's own ``down`` is the whole of the work, and the command should cost
-little more than it (``benchmarks/ratios.py`` compares them).
+Apart from :mod:`nachos_deploy.lifecycle.up` so that ``down`` loads no NATS client or gate on
+Compose: Compose's own ``down`` is the whole of the work there, and the command
+should cost little more than it (``benchmarks/ratios.py`` compares them).
 """
 
 from __future__ import annotations
@@ -10,36 +10,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nachos_deploy.core.results import DownResult
-from nachos_deploy.docker import engine
-from nachos_deploy.io import fastpath, files, locks
+from nachos_deploy.io import files, locks
 from nachos_deploy.io.stack import Stack
-from nachos_deploy.targets import project
+from nachos_deploy.targets import Target, for_stack
 
 Progress = Callable[[str], None]
 
 
 def down(stack: Stack, *, volumes: bool, notice: Progress = lambda _: None) -> DownResult:
     """Remove containers and networks; JetStream and other volumes only when asked."""
-    with locks.project_lock(stack.project, notice):
-        if stack.swarm:
-            from nachos_deploy.lifecycle import swarm_stack as swarm_lifecycle
-
-            return swarm_lifecycle.remove(stack, volumes=volumes)
-        return _down(stack, volumes=volumes)
+    with locks.project_lock(stack.project, notice), for_stack(stack) as target:
+        return down_on(target, volumes=volumes)
 
 
-def _down(stack: Stack, *, volumes: bool) -> DownResult:
-    # No `docker version` first (0.1 s): listing the volumes fails with the same advice when the
-    # engine is away, and a missing Compose is named by `compose down` itself.
-    existing = engine.project_volumes(stack.project)
-    with project.compose_client(stack) as client:
-        engine.down(client, volumes=volumes)
+def down_on(target: Target, *, volumes: bool) -> DownResult:
+    """:func:`down` on a given target, its caller holding the project's lock. The volumes are listed
+    first: the result names what was removed, or what is kept for the next ``up``."""
+    stack = target.stack
+    existing = target.volumes()
+    target.remove(volumes=volumes)
     if stack.output_dir.is_dir():
-        files.write_selection(stack.output_dir, ())
-        fastpath.forget(stack.output_dir)
+        files.write_selection(stack.output_dir, ())  # the next status judges the whole stack
     if not volumes:
         return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
-    leftovers = engine.project_volumes(stack.project)  # of services no longer in the configuration
-    if leftovers:
-        engine.remove_volumes(leftovers)
     return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])

@@ -20,8 +20,8 @@ from nachos_deploy.bus import monitor
 from nachos_deploy.core.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, PORTS, ServicePlan, is_bus_node
 from nachos_deploy.core.results import ServiceReport
 from nachos_deploy.core.units import duration_seconds
-from nachos_deploy.docker import engine
-from nachos_deploy.docker.engine import Compose, ServiceState
+from nachos_deploy.docker.engine import ServiceState
+from nachos_deploy.targets.base import Target
 
 DEFAULT_RETRIES = 3  # Docker's, for an image's own check whose settings we do not know
 
@@ -63,6 +63,7 @@ class Observation:
 
 
 def look_at_bus(
+    target: Target | None,
     monitor_url: str | None,
     sidecars: Sequence[str] = (),
     states: Mapping[str, ServiceState] | None = None,
@@ -74,7 +75,8 @@ def look_at_bus(
     ``/connz``, read from inside the hub's container (the sidecars publish no port). ``others``:
     the monitoring URLs of a cluster's other nodes, whose clients and leaf nodes count too (a
     sidecar's leaf connection reaches whichever node `bus` resolved to); a node that does not
-    answer is left out here, `status` names it."""
+    answer is left out here, `status` names it. Without a ``target`` (a look at states alone, in
+    tests) no container can be read from inside: the sidecars then do not answer."""
     if monitor_url is None:
         return BusView(None, "the bus has no published monitoring port (is it running?)")
     try:
@@ -93,11 +95,11 @@ def look_at_bus(
     seen: dict[str, Mapping[str, int] | None] = dict.fromkeys(sidecars)
     states = states or {}
     hub = states.get(BUS)
-    if sidecars and hub is not None:
+    if sidecars and hub is not None and target is not None:
         addresses = {
             name: address for name in sidecars if (address := _internal_address(states.get(name))) is not None
         }
-        documents = engine.monitor_from_inside(hub.container, addresses, "/connz?limit=1024")
+        documents = target.read_inside(hub.container, addresses, "/connz?limit=1024")
         seen = {
             name: None if doc is None else monitor.parse_connz_names(doc) for name, doc in documents.items()
         }
@@ -112,7 +114,7 @@ def _internal_address(state: ServiceState | None) -> str | None:
 
 
 def observe(
-    client: Compose | None,
+    target: Target | None,
     services: Sequence[ServicePlan],
     monitor_url: str | None,
     *,
@@ -121,15 +123,15 @@ def observe(
     states: Mapping[str, ServiceState] | None = None,
     others: Sequence[str] = (),
 ) -> Observation:
-    """Read the containers (unless ``states`` were read a moment ago: then ``client`` may be None)
-    and the bus once, and judge every service in ``services``."""
+    """Read the containers through the ``target`` (unless ``states`` were read a moment ago: then
+    ``target`` may be None) and the bus once, and judge every service in ``services``."""
     if states is None:
-        assert client is not None, "observe needs a client or the states"
-        states = engine.states(client)
+        assert target is not None, "observe needs a target or the states"
+        states = target.states()
     states = dict(states)
     sidecars = [s.sidecar for s in services if s.sidecar]
     leafs = bool(sidecars) or any(s.leaf_name for s in services)
-    bus = look_at_bus(monitor_url, sidecars, states, leafs=leafs, others=others)
+    bus = look_at_bus(target, monitor_url, sidecars, states, leafs=leafs, others=others)
     reports = [
         judge(service, states.get(service.name), bus, since, healed=service.name in healed)
         for service in services
@@ -237,17 +239,17 @@ def _waits_for_check(name: str, status: str, health: str | None) -> bool:
     )
 
 
-def _run_check(client: Compose | None, service: ServicePlan, state: ServiceState) -> bool:
+def _run_check(target: Target | None, service: ServicePlan, state: ServiceState) -> bool:
+    """The service's own check, run in its container by the target (none: nothing can run it)."""
     health = service.healthcheck
-    test = health.test if health is not None else None
-    if not test or test == HEALTH_DISABLED.test:
+    if target is None or health is None or not health.test or health.test == HEALTH_DISABLED.test:
         return False
-    return engine.passes_check(client, state.container, test, duration_seconds(health.timeout))  # type: ignore[union-attr]
+    return target.run_check(state.container, health.test, duration_seconds(health.timeout))
 
 
 def start_checks(
     pool: ThreadPoolExecutor,
-    client: Compose | None,
+    target: Target | None,
     services: Sequence[ServicePlan],
     states: Mapping[str, ServiceState],
     passed_before: Mapping[str, str] | None = None,
@@ -256,7 +258,7 @@ def start_checks(
     they run while :func:`observe` reads the bus (each is a ``docker exec`` of 0.1-0.2 s). Sidecars
     are left out: the hub's ``/leafz`` in that look usually proves them without an exec."""
     return {
-        service.name: pool.submit(_run_check, client, service, state)
+        service.name: pool.submit(_run_check, target, service, state)
         for service in services
         if not service.leaf_name
         and (state := states.get(service.name)) is not None
@@ -266,7 +268,7 @@ def start_checks(
 
 
 def check_waiting(
-    client: Compose | None,
+    target: Target | None,
     services: Sequence[ServicePlan],
     seen: Observation,
     since: Since | None = None,
@@ -299,7 +301,7 @@ def check_waiting(
             return True
         if started and name in started:
             return started[name].result()
-        return _run_check(client, service, state)
+        return _run_check(target, service, state)
 
     with ThreadPoolExecutor(max_workers=min(4, len(waiting))) as pool:
         passed = [

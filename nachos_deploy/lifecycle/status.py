@@ -1,5 +1,6 @@
 """What a running stack looks like now: each service judged by the same rule as ``up``, and the bus's
-own view. Loads no NATS client: everything here is the engine and the bus's HTTP monitoring."""
+own view, on any target. Loads no NATS client: everything here is the engine and the bus's HTTP
+monitoring."""
 
 from __future__ import annotations
 
@@ -8,45 +9,49 @@ from typing import Any
 
 from nachos_deploy.bus import monitor
 from nachos_deploy.core.results import Endpoints, StatusResult, StreamReport
-from nachos_deploy.docker import engine
-from nachos_deploy.docker.engine import Compose, ServiceState
+from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import files
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle.observe import check_waiting, observe
-from nachos_deploy.targets import project
+from nachos_deploy.targets import Target, for_stack
 
 
 def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
     """Each service's container state, health and bus connection, and the bus's own view. Judges
     the services ``only`` names (with the bus and their sidecars); by default what the last ``up``
     started (``up --only`` leaves its selection in the output folder), else the whole stack."""
-    if stack.swarm:
-        from nachos_deploy.lifecycle import swarm_stack as swarm_lifecycle
+    with for_stack(stack) as target:
+        return status_on(target, only)
 
-        return swarm_lifecycle.status(stack, only)
+
+def status_on(target: Target, only: Sequence[str] | None = None) -> StatusResult:
+    """:func:`status` on a given target."""
+    stack = target.stack
     names = {service.name for service in stack.plan.services}
     if only is None:  # what the last up asked for, as far as this configuration still runs it
         only = [name for name in files.read_selection(stack.output_dir) if name in names]
     # No `docker version` first: listing the containers fails with the same advice when the engine
     # is away, and status needs no Compose (0.1 s saved of a command that should answer at once).
-    with project.compose_client(stack) as client:
-        states = engine.states(client)
-        return judged(stack, client, states, project.bus_endpoints(client, stack, states), only)
+    states = target.states()
+    result = judged(target, states, target.endpoints(states), only)
+    selected = [s.name for s in stack.plan.selected(only)]
+    result.problems += [f"{name} {why}" for name, why in sorted(target.shortfalls(selected).items())]
+    return result
 
 
 def judged(
-    stack: Stack,
-    client: Compose | None,
+    target: Target,
     states: Mapping[str, ServiceState],
     endpoints: Endpoints | None,
     only: Sequence[str],
 ) -> StatusResult:
     """The services ``only`` names (all: empty) judged on ``states``, and the bus's own view."""
+    stack = target.stack
     monitor_url = endpoints.monitor_url if endpoints else None
     others = endpoints.others if endpoints else ()
     selected = stack.plan.selected(only)
-    seen = observe(client, selected, monitor_url, states=states, others=others)
-    seen = check_waiting(client, selected, seen)  # the same early healthcheck as up
+    seen = observe(target, selected, monitor_url, states=states, others=others)
+    seen = check_waiting(target, selected, seen)  # the same early healthcheck as up
     overview: dict[str, Any] | None = None
     problems: list[str] = []
     if not seen.states:

@@ -1,0 +1,61 @@
+"""`request` and `env`: talk to the running stack's bus, or hand its connection details to a script."""
+
+import sys
+from typing import Annotated
+
+import typer
+
+from nachos_deploy.interfaces import outputs as outputs_mod
+from nachos_deploy.interfaces.cli.app import app
+from nachos_deploy.interfaces.cli.console import out
+from nachos_deploy.interfaces.cli.guard import handle_errors, load_stack
+from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOpt, SetOpt
+
+
+@app.command()
+@handle_errors
+def request(
+    subject: Annotated[str, typer.Argument(help="Subject, e.g. nachos.gateway.subagents.list.")],
+    data: Annotated[str, typer.Argument(help="Payload (UTF-8 text).")] = "",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the reply.", min=0.1)
+    ] = 2.0,
+) -> None:
+    """Send one request through the running stack's bus and print the reply: a quick way to talk to
+    a component. Exits 1 when nobody answers in time.
+
+    Example: nachos-deploy request nachos.gateway.subagents.list '{}'
+    """
+    from nachos_deploy.interfaces import api
+
+    stack = load_stack(config, set_, project, output)
+    reply = api.request(stack, subject, data.encode(), timeout=timeout)
+    out.print(reply.decode("utf-8", errors="replace"), markup=False)
+
+
+@app.command()
+@handle_errors
+def env(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    format_: Annotated[
+        outputs_mod.Format,
+        typer.Option("--format", help="dotenv (KEY=value), json, or shell (`export KEY=...` for eval)."),
+    ] = outputs_mod.Format.DOTENV,
+) -> None:
+    """Print the running stack's connection details for a script: NATS_URL (with the operator's
+    credentials, usable as it is), NATS_MONITOR_URL and NACHOS_PROJECT. Exits 1 when the bus is not
+    running.
+
+    Example: eval "$(nachos-deploy env --format shell)"
+    """
+    from nachos_deploy.interfaces import api
+
+    stack = load_stack(config, set_, project, output)
+    sys.stdout.write(outputs_mod.text(api.env(stack), format_))

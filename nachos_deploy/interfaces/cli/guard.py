@@ -1,0 +1,113 @@
+"""What every command shares around its work: the stack it loads, one message and the documented exit
+code for each failure (never a traceback), and, for `--json`, one document on stdout whatever happens."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import typer
+import typer.core
+
+from nachos_deploy.core.errors import DeployError, ExitCode
+from nachos_deploy.interfaces.cli.console import err, escape, failure_json
+
+if TYPE_CHECKING:
+    from nachos_deploy.interfaces.api import Stack
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_CHANGING = ("up", "down", "rotate")  # commands that can leave a stack half changed
+_current: list[Stack] = []  # the stack the running command works on, for the interrupt message
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn domain errors into one message and the documented exit code: never a traceback. A command
+    run with --json (a ``json_`` parameter that is true) also prints ``{"ok": false, "exit_code",
+    "error"}`` on stdout, so that its stdout is one JSON document for every exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = kwargs.get("json_") is True
+        try:
+            return func(*args, **kwargs)
+        except DeployError as exc:
+            if as_json:
+                failure_json(int(exc.exit_code), exc.message)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
+            if exc.details:
+                err.print(exc.details, markup=False)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except OSError as exc:  # a path the file system refuses (too long, a loop of links...)
+            where = f" ({exc.filename})" if exc.filename else ""
+            message = (
+                f"{exc.strerror or exc}{where}. Check the paths given (--config, --output, the "
+                "`output` key) and the folders they name."
+            )
+            if as_json:
+                failure_json(int(ExitCode.OUTPUT), message)
+            err.print(f"error: {message}", markup=False)
+            raise typer.Exit(int(ExitCode.OUTPUT)) from None
+        except KeyboardInterrupt:
+            message = interrupted(func.__name__)
+            if as_json:
+                failure_json(int(ExitCode.INTERRUPTED), message)
+            err.print(message, markup=False)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper
+
+
+class JsonCommand(typer.core.TyperCommand):
+    """A command whose --json promise covers a bad command line too (exit 2): Click reports it on
+    stderr as usual, and stdout gets the failure document before the command ever runs. Click's
+    usage errors are recognised by their exit code (Typer 0.29 carries its own copy of Click, whose
+    classes are private), so no private name is imported here."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        as_json = "--json" in args
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:
+            if as_json and getattr(exc, "exit_code", None) == ExitCode.USAGE:
+                message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+                failure_json(int(ExitCode.USAGE), message)
+            raise
+
+
+def interrupted(command: str) -> str:
+    """One line: what an interrupt may have left, and how to finish or remove it."""
+    if command not in _CHANGING or not _current:
+        return "Interrupted."
+    name = _current[-1].project
+    return (
+        f"Interrupted: project {name} may be left partly {'removed' if command == 'down' else 'started'}; "
+        f"run `nachos-deploy up -p {name}` to finish it or `nachos-deploy down -p {name}` to remove it."
+    )
+
+
+def load_stack(
+    config: Path | None, sets: Sequence[str] | None, project: str | None, output: Path | None
+) -> Stack:
+    """The command's stack, validated and rendered in memory; its warnings go to stderr."""
+    from nachos_deploy.interfaces import api
+
+    stack = api.load(config, sets=sets or (), project=project, output=output)
+    _current.append(stack)
+    for warning in stack.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
+    return stack
+
+
+def complete_services(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Service names of the deploy file named on the command line so far (shell completion)."""
+    from nachos_deploy.interfaces import api
+
+    try:
+        stack = api.load(ctx.params.get("config"), sets=ctx.params.get("set_") or ())
+    except DeployError:
+        return []
+    return [s.name for s in stack.plan.services if s.name.startswith(incomplete)]

@@ -1,0 +1,79 @@
+"""`render` and `validate`: the configuration turned into files, or only checked."""
+
+from typing import Annotated
+
+import typer
+
+from nachos_deploy.core.errors import ExitCode
+from nachos_deploy.interfaces.cli.app import app
+from nachos_deploy.interfaces.cli.console import err, out
+from nachos_deploy.interfaces.cli.guard import handle_errors, load_stack
+from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOpt, SetOpt
+
+
+@app.command()
+@handle_errors
+def render(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; exit 1 and name the files when the folder differs."),
+    ] = False,
+) -> None:
+    """Write the Compose file, the NATS config (and a minimal nachos.toml when none sits beside the
+    deploy file) into the output folder, all or nothing. Output is byte-for-byte deterministic.
+
+    Example: nachos-deploy render -c deploy/prod.yaml -o deploy/rendered --check
+    """
+    from nachos_deploy.interfaces import api
+
+    stack = load_stack(config, set_, project, output)
+    if check:
+        changed = api.stale_files(stack)
+        if changed:
+            err.print(
+                f"{stack.output_dir} is out of date: {', '.join(changed)} differ(s) from the "
+                "configuration. Run `nachos-deploy render` to update."
+            )
+            raise typer.Exit(int(ExitCode.FAILED))
+        out.print(f"{stack.output_dir} is up to date ({', '.join(sorted(stack.files))}).")
+        return
+    changed = api.write_files(stack)
+    state = f"updated or removed {', '.join(changed)}" if changed else "unchanged"
+    out.print(f"Rendered {stack.output_dir} ({state}).")
+
+
+@app.command()
+@handle_errors
+def validate(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Check the configuration and that every required secret is set (in the environment or the
+    output folder's .env), then let `docker compose config` check the rendered files (when a Compose
+    v2 CLI is installed; no engine is needed). Writes nothing to the output folder.
+
+    Example: nachos-deploy validate --set bus.max_payload=1MB
+    """
+    from nachos_deploy.interfaces import api
+
+    stack = load_stack(config, set_, project, output)
+    stack.require_secrets()
+    out.print(
+        f"Configuration is valid: project {stack.project}, services "
+        + ", ".join(
+            f"{service.name} (tool id {service.tool_id})" if service.tool_id else service.name
+            for service in stack.plan.services
+        )
+        + "."
+    )
+    checked = api.check_compose(stack)
+    if checked.skipped is not None:
+        out.print(f"Skipped the Compose check: {checked.skipped}.")
+        return
+    out.print(f"Docker Compose {checked.version} accepts the rendered files.")

@@ -1,0 +1,301 @@
+"""A stack as a Compose project on one engine (``target: compose``, the default).
+
+Compose restarts a container in place, so a failure shows in the containers' own states (an exit,
+a restart count that grew): there are no tasks and no replicas to count. What makes this target
+fast lives here, out of the algorithm's way:
+
+- the project, the images and (on a first ``up``) the containers are read at once, in parallel,
+  before anything is written (:meth:`ComposeTarget.check`);
+- an ``up`` that would change nothing is recognised from the record the last full one left
+  (:mod:`nachos_deploy.targets.compose_record`), and Compose is then not run at all (:meth:`unchanged`);
+- while the bus is proven, the containers of sidecars and components that have none yet are
+  created, not started, and removed again if the bus fails (:meth:`start_bus`, :meth:`abandon`);
+  they are then started by one ``docker start`` each, at once (:meth:`start_sidecars`);
+- the containers read by the gate's last look serve as the first look after it.
+
+Required secrets that are not set are passed to Compose as blanks: commands that only read or
+remove the stack (``status``, ``logs``, ``down``) must work without them, and without Compose's
+warnings about blank variables; ``up`` and ``validate`` refuse them before they get here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
+from nachos_deploy.core.plan import PORTS, VOLUME_INIT, ServicePlan
+from nachos_deploy.core.results import Endpoints
+from nachos_deploy.docker import engine
+from nachos_deploy.docker.engine import Compose, ServiceState
+from nachos_deploy.io import credentials, files
+from nachos_deploy.io.stack import DOTENV, Stack
+from nachos_deploy.targets import compose_record as fastpath
+from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
+
+
+@contextlib.contextmanager
+def compose_client(stack: Stack) -> Iterator[Compose]:
+    """A Compose client on the files as rendered now; relative paths resolve from the output folder."""
+    unset = sorted({name for _, name in stack.plan.required_secrets()} - stack.variables)
+    with contextlib.ExitStack() as stack_of_files:
+        folder = stack_of_files.enter_context(files.staged(stack.output_dir, stack.files))
+        env_files: list[Path] = []
+        if unset:
+            dotenv = stack.output_dir / DOTENV
+            if dotenv.is_file():
+                env_files.append(dotenv)  # --env-file replaces Compose's own reading of it
+            blanks = stack_of_files.enter_context(tempfile.TemporaryDirectory(prefix="nachos-deploy-"))
+            blank_file = Path(blanks) / "unset.env"
+            blank_file.write_text("".join(f"{name}=\n" for name in unset), encoding="utf-8")
+            env_files.append(blank_file)
+        yield engine.compose_client(
+            stack.project, folder / stack.compose_file.name, stack.output_dir, env_files, stack.override_file
+        )
+
+
+class ComposeTarget:
+    """One Compose project, for one command; :meth:`close` releases its staged files."""
+
+    verb = "started"
+    look_interval = 0.25  # a look at the containers is two docker calls, about 50 ms
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self._files = contextlib.ExitStack()
+        self._client: Compose | None = None
+        self._last: dict[str, ServiceState] | None = None  # the last look at the containers
+        self._resolved: dict[str, object] = {}
+        self._image_ids: dict[str, str] = {}
+        self._cold = True  # no record of a running stack: a first up, or one after `down`
+        self._credentials: object = None  # the credentials as they were before this up wrote any
+        self._credentials_made = False
+        self._digest = ""
+        self._only: tuple[str, ...] = ()
+        self._restarts: dict[str, int] = {}  # container id -> restart count before the bus started
+        self._fresh: list[str] = []  # containers created while the bus is proven, not started yet
+        self._pool: ThreadPoolExecutor | None = None
+        self._created: Future[None] | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._files.close()
+
+    @property
+    def client(self) -> Compose:
+        """The client on the files as staged on first use: after ``up`` wrote them, the output folder."""
+        if self._client is None:
+            self._client = self._files.enter_context(compose_client(self.stack))
+        return self._client
+
+    # -- before anything is written -------------------------------------------------------------
+    def components(self, only: Sequence[str]) -> list[ServicePlan]:
+        return [c for c in self.stack.plan.components if not only or c.name in only]
+
+    def check_files(self) -> FilesCheck:
+        version = engine.compose_version()
+        if version is None:
+            return FilesCheck(None, "no Compose v2 CLI found (`docker compose version`)")
+        engine.check_compose_file(self.client, self.stack.compose_file)
+        return FilesCheck(version)
+
+    def check(self, components: Sequence[ServicePlan]) -> None:
+        """The project as Compose resolves it and the images' ids, in two docker calls at once (and,
+        on a cold ``up``, the project's containers, alongside: the full path reads them first).
+        Only when one fails are the engine, Compose and each image asked on their own, so that the
+        error names the first thing missing: the engine, then Compose, then the images, then the
+        files. A client of its own: the files it sees are staged, not yet written."""
+        stack = self.stack
+        images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
+        self._cold = fastpath.load(stack.output_dir) is None
+        self._credentials = credentials.snapshot(stack.output_dir)
+        with compose_client(stack) as client, ThreadPoolExecutor(max_workers=3) as pool:
+            listed = pool.submit(engine.image_ids, images)
+            checked = pool.submit(engine.check_compose_file, client, stack.compose_file)
+            states = pool.submit(engine.states, client) if self._cold else None
+            ids = listed.result()
+            failed = False
+            try:
+                self._resolved = checked.result()
+            except DeployError:
+                failed = True
+            try:
+                self._last = states.result() if states is not None else None
+            except DeployError:
+                self._last = None  # read again, and reported in order, by the full path
+            if ids is not None and not failed:
+                self._image_ids = ids
+                return
+            engine.require_engine()
+            missing = engine.missing_images(images)
+            if missing:
+                raise EnvironmentProblem(
+                    f"These images are not on this Docker engine: {', '.join(missing)}. Pull them "
+                    "(`docker pull IMAGE`) or point images.prefix/images.tag or a component's image at "
+                    "images you have; on a machine with no registry, `bash scripts/build-images.sh` "
+                    "builds the nats:alpine stand-in and the probe image. `nachos-deploy doctor` lists "
+                    "what is missing."
+                )
+            self._resolved = engine.check_compose_file(client, stack.compose_file)
+            self._image_ids = engine.image_ids(images) or {}
+
+    def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
+        """See :mod:`nachos_deploy.targets.compose_record`: the same digest of what Compose compares,
+        and every recorded container the same one, in the same state, on the same image."""
+        stack = self.stack
+        # Made just now (a first up): Compose resolved the project without them, so that is asked
+        # again once the stack is up, for the record the next up compares with.
+        self._credentials_made = credentials.snapshot(stack.output_dir) != self._credentials
+        self._digest = fastpath.key(fastpath.resolved_digest(self._resolved), stack.files, only)
+        self._only = tuple(only)
+        if self._cold or changed or self._credentials_made:
+            return None
+        record = fastpath.load(stack.output_dir)
+        if record is None or record.key != self._digest:
+            return None
+        states = engine.inspect_containers([container for container, _ in record.containers.values()])
+        if states is None or not fastpath.as_left(record, states, self._resolved, self._image_ids):
+            return None
+        return states
+
+    def remember(self, states: Mapping[str, ServiceState], started: Sequence[str]) -> None:
+        digest = self._digest
+        if self._credentials_made:
+            resolved = engine.check_compose_file(self.client, self.stack.compose_file)
+            digest = fastpath.key(fastpath.resolved_digest(resolved), self.stack.files, self._only)
+        fastpath.save(self.stack.output_dir, digest, states, started)
+
+    # -- starting, stage by stage ----------------------------------------------------------------
+    def start_bus(self, components: Sequence[ServicePlan], progress: Progress) -> list[str]:
+        """``compose up`` of the bus set; then, while the bus is proven, the containers of sidecars
+        and components that have none yet are created, not started (about a third of what starting
+        them costs, off the critical path); running ones are left as they are."""
+        stack = self.stack
+        fastpath.forget(stack.output_dir)  # an up that stops half way leaves nothing to vouch for
+        previous = self._last if self._last is not None else self.states()
+        self._restarts = {s.container_id: s.restart_count for s in previous.values()}
+        init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
+        nodes = [node.name for node in stack.plan.bus.nodes]
+        engine.up(self.client, [*nodes, PORTS, *init], failure=ExitCode.BUS)
+        self._fresh = [
+            s.name
+            for s in stack.plan.with_sidecars(components)
+            if s.name not in previous and s.build_context is None  # a build waits for `up`'s --build
+        ]
+        if self._fresh:
+            self._pool = ThreadPoolExecutor(max_workers=1)
+            self._created = self._pool.submit(engine.create, self.client, self._fresh)
+        return []
+
+    def bus_problem(self) -> str | None:
+        states = self.states()
+        watched = [(node.name, f"the bus container {node.name}") for node in self.stack.plan.bus.nodes]
+        for name, what in (*watched, (PORTS, f"the bus's port forwarder ({PORTS})")):
+            state = states.get(name)
+            if state is None:
+                return f"{what} does not exist"
+            if state.status in ("exited", "dead"):
+                return f"{what} exited with code {state.exit_code}"
+            restarted = state.restart_count > self._restarts.get(state.container_id, 0)
+            if state.status == "restarting" or restarted:
+                return f"{what} is restarting (exit code {state.exit_code})"
+        return None
+
+    def gate_endpoints(self) -> Endpoints | str:
+        found = self.endpoints(self._last)
+        return found if found is not None else "the bus has no published ports yet"
+
+    def abandon(self) -> None:
+        if self._created is not None:  # a failed bus leaves no container of a component behind
+            with contextlib.suppress(DeployError):
+                self._created.result()
+            engine.remove_created(self.client, self._fresh)
+            self._created = None
+
+    def _await_created(self) -> None:
+        if self._created is not None:
+            created, self._created = self._created, None
+            created.result()
+
+    def start_sidecars(self, sidecars: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> None:
+        self._start([s.name for s in sidecars], states)
+
+    def start_components(self, components: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> None:
+        self._start([c.name for c in components], states)
+
+    def _start(self, names: Sequence[str], states: Mapping[str, ServiceState]) -> None:
+        """Those created during this up by a ``docker start`` each, at once; the others through
+        Compose, which recreates a container whose configuration changed."""
+        self._await_created()
+        created = [name for name in names if name in self._fresh]
+        others = [name for name in names if name not in self._fresh]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            started = pool.submit(engine.start_created, self.client, created, states) if created else None
+            if others:
+                engine.up(self.client, others, dependencies=False)
+            if started is not None:
+                started.result()
+
+    def volume_init(self, since: float, states: Mapping[str, ServiceState] | None) -> OneShot:
+        state = (states if states is not None else self.states()).get(VOLUME_INIT)
+        if state is None or state.status not in ("exited", "dead"):
+            return OneShot(False)
+        return OneShot(True, None if state.exit_code == 0 else f"exited with code {state.exit_code}")
+
+    def restart(self, names: Sequence[str]) -> None:
+        engine.restart(self.client, names)
+
+    # -- observing ---------------------------------------------------------------------------------
+    def states(self, *, recent: bool = False) -> dict[str, ServiceState]:
+        if recent and self._last is not None:
+            return dict(self._last)
+        # Listing by the project's label: no Compose run (status stays fast).
+        self._last = engine.states(self.client)
+        return dict(self._last)
+
+    def endpoints(self, states: Mapping[str, ServiceState] | None = None) -> Endpoints | None:
+        return bus_endpoints(self.stack, states if states is not None else self.states())
+
+    def failed_tasks(self, names: Sequence[str], since: float) -> dict[str, str]:
+        return {}  # Compose restarts a container in place: its state tells
+
+    def shortfalls(self, names: Sequence[str]) -> dict[str, str]:
+        return {}  # one container per service
+
+    def run_check(self, container: str, test: Sequence[str] | str, timeout: float) -> bool:
+        return engine.passes_check(None, container, test, timeout)
+
+    def read_inside(self, container: str, hosts: Mapping[str, str], path: str) -> dict[str, object | None]:
+        return engine.monitor_from_inside(container, hosts, path)
+
+    def exit_codes_since(self, state: ServiceState, since: float) -> list[int]:
+        return engine.exit_codes_since(state.container_id, since)
+
+    def logs_tail(self, name: str, lines: int) -> str:
+        return engine.logs_tail(self.client, name, lines)
+
+    def stream_logs(self, names: Sequence[str], *, follow: bool, tail: int | None) -> Iterator[str]:
+        return engine.stream_logs(self.client, names, follow=follow, tail=tail)
+
+    def diagnose(self) -> list[Finding]:
+        return []  # Compose needs the engine and its plugin only, which doctor checks for every target
+
+    # -- removing --------------------------------------------------------------------------------
+    def volumes(self) -> list[str]:
+        # No `docker version` first (0.1 s): listing the volumes fails with the same advice when the
+        # engine is away, and a missing Compose is named by `compose down` itself.
+        return engine.project_volumes(self.stack.project)
+
+    def remove(self, *, volumes: bool) -> None:
+        """Compose's own ``down``, which stops the components before what they depend on; with
+        ``volumes``, also those of services the configuration no longer runs."""
+        engine.down(self.client, volumes=volumes)
+        fastpath.forget(self.stack.output_dir)
+        if volumes:
+            leftovers = engine.project_volumes(self.stack.project)
+            if leftovers:
+                engine.remove_volumes(leftovers)

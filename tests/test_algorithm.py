@@ -1,0 +1,275 @@
+"""The one bus-first algorithm (lifecycle.up / status / down) in-process, over a fake target.
+
+No Docker: the containers are :class:`tests.fake_target.FakeTarget`'s scripted timeline. The bus is a
+real nats-server, proven by the real gate (HTTP monitoring and a NATS round trip), and a component
+"on the bus" holds a real connection under its name; so these tests exercise the algorithm's order,
+healing, settling, judging and failure codes, and the engine tests keep what only an engine shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nachos_deploy.core.errors import BusFailure, ComponentFailure, ExitCode
+from nachos_deploy.io.stack import Stack, prepare
+from nachos_deploy.lifecycle import up as algorithm
+from nachos_deploy.lifecycle.down import down_on
+from nachos_deploy.lifecycle.status import status_on
+from nachos_deploy.targets.swarm import removal_waves
+from tests.fake_target import FakeTarget
+from tests.natsserver import NatsServer, start_nats_server
+
+MAX_PAYLOAD = 10485760  # the plan's default, which the gate checks on /varz
+Make = Callable[..., FakeTarget]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One real bus for the whole file (each test's audit stream is created or found in place)."""
+    config = f"max_payload: {MAX_PAYLOAD}\nleafnodes {{ listen: 127.0.0.1:-1 }}\n"
+    with start_nats_server(tmp_path_factory.mktemp("hub"), config_text=config) as server:
+        yield server
+
+
+def stack_of(folder: Path, document: dict[str, Any]) -> Stack:
+    return prepare(None, cwd=folder, environ={}, document=document, output=folder / "out")
+
+
+@pytest.fixture
+def make(hub: NatsServer, tmp_path: Path) -> Iterator[Make]:
+    made: list[FakeTarget] = []
+
+    def factory(auth: bool = False, swarm: bool = False, **components: Any) -> FakeTarget:
+        document: dict[str, Any] = {"bus": {"auth": auth}}
+        if components:
+            document["components"] = components
+        target = FakeTarget(stack_of(tmp_path, document), hub, tmp_path / "servers", swarm=swarm)
+        made.append(target)
+        return target
+
+    yield factory
+    for target in made:
+        target.close()
+
+
+def names(target: FakeTarget, call: str) -> list[str]:
+    return [name for called, *rest in target.calls if called == call for name in rest]
+
+
+def called(target: FakeTarget) -> list[str]:
+    return [call for call, *_ in target.calls]
+
+
+def test_a_late_bus_is_waited_for_then_the_components_start(make: Make) -> None:
+    target = make()
+    target.late = 5  # no published port for the gate's first looks
+    target.online |= {"gateway", "llm-proxy"}
+    result = algorithm.up_on(target, timeout=10)
+    assert target.late == 0 and result.bus is not None and result.bus.healthy
+    assert {r.name: r.ok for r in result.services} == {
+        "bus": True,
+        "bus-ports": True,
+        "gateway": True,
+        "llm-proxy": True,
+    }
+    order = called(target)
+    assert order.index("start_bus") < order.index("volume_init") < order.index("start_components")
+    assert result.audit is not None and result.audit.name == "AUDIT"  # provisioned on the real bus
+    assert names(target, "remember")[:3] == ["bus", "bus-ports", "volume-init"]
+
+
+def test_a_bus_that_never_answers_is_exit_5_and_nothing_else_starts(make: Make) -> None:
+    target = make()
+    target.late = 10**6  # the bus never publishes a port
+    began = time.monotonic()
+    with pytest.raises(BusFailure) as failure:
+        algorithm.up_on(target, timeout=1.0)
+    assert failure.value.exit_code == ExitCode.BUS == 5
+    assert "did not become healthy: the bus has no published ports yet" in failure.value.message
+    assert "No component was started" in failure.value.message
+    assert time.monotonic() - began < 3
+    assert "start_sidecars" not in called(target) and "start_components" not in called(target)
+    assert "abandon" in called(target)  # what was prepared for the components is removed
+
+
+def test_a_bus_set_container_that_exits_ends_the_gate_at_once(make: Make) -> None:
+    target = make()
+    target.late = 10**6
+    target.hook("start_bus", lambda t: t.now.update(bus=replace(t.now["bus"], status="exited", exit_code=1)))
+    began = time.monotonic()
+    with pytest.raises(BusFailure) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert time.monotonic() - began < 2 and "bus exited" in failure.value.message
+    assert "start_components" not in called(target)
+
+
+def test_the_bus_dying_while_the_components_start_is_exit_5(make: Make) -> None:
+    target = make()
+    target.online |= {"gateway"}  # llm-proxy never connects: the wait goes on until the bus dies
+
+    def die_later(t: FakeTarget) -> None:
+        if "start_components" in called(t) and t.looks > 6:
+            t.now["bus"] = replace(t.now["bus"], status="exited", exit_code=137)
+
+    target.hook("look", die_later)
+    with pytest.raises(BusFailure) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert failure.value.exit_code == 5
+    assert "The bus exited with code 137 while the components were starting" in failure.value.message
+
+
+def test_a_component_that_restarts_after_passing_its_check_is_exit_6(make: Make) -> None:
+    """Proven by its own check ahead of the engine, it must stay up EARLY_SETTLE; it restarts."""
+    target = make()
+    target.online |= {"gateway", "llm-proxy"}
+
+    def first_check_pending(t: FakeTarget) -> None:
+        t.now["gateway"] = replace(t.now["gateway"], health="starting")
+
+    def restart_after_the_check(t: FakeTarget) -> None:
+        if ("check_run", "fake-gateway-1") in t.calls and t.now["gateway"].restart_count == 0:
+            t.now["gateway"] = replace(t.now["gateway"], restart_count=1, health="starting")
+            t.exit_codes["id-gateway-1"] = [3]
+
+    target.hook("start_components", first_check_pending)
+    target.hook("look", restart_after_the_check)
+    with pytest.raises(ComponentFailure) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert failure.value.exit_code == 6
+    assert "gateway did not come up: gateway restarted 1 time(s) during this run (exit code 3)" in (
+        failure.value.message
+    )
+
+
+def test_a_component_proven_by_its_check_is_held_for_the_settling_time(make: Make) -> None:
+    target = make()
+    target.online |= {"gateway", "llm-proxy"}
+    target.hook(
+        "start_components", lambda t: t.now.update(gateway=replace(t.now["gateway"], health="starting"))
+    )
+    began = time.monotonic()
+    result = algorithm.up_on(target, timeout=10)
+    assert all(r.ok for r in result.services)
+    assert time.monotonic() - began >= algorithm.EARLY_SETTLE
+
+
+def test_a_sidecar_reconnecting_is_waited_for_then_ok(make: Make) -> None:
+    """With auth, each component sits behind a leaf-node sidecar: its login at the hub (/leafz) comes
+    a moment after its container runs (a real leaf server, started late)."""
+    target = make(auth=True, **{"llm-proxy": {"enabled": False}})
+    target.online |= {"gateway"}
+
+    def log_in_late(t: FakeTarget) -> None:
+        if "start_sidecars" in called(t) and t.looks == 8 and "bus-gateway" not in t.leaf_servers:
+            t.start_leaf("bus-gateway")
+
+    target.hook("look", log_in_late)
+    progress: list[str] = []
+    result = algorithm.up_on(target, timeout=15, progress=progress.append)
+    assert any("Waiting for bus-gateway" in line for line in progress)  # not on the hub at first
+    by_name = {r.name: r for r in result.services}
+    assert by_name["bus-gateway"].ok and by_name["bus-gateway"].connected
+    assert by_name["gateway"].ok and by_name["gateway"].connected  # seen on its sidecar's /connz
+    assert called(target).index("start_sidecars") < called(target).index("start_components")
+
+
+@pytest.mark.parametrize("swarm", [False, True], ids=["compose", "swarm"])
+def test_an_outage_is_healed_on_both_targets(make: Make, swarm: bool) -> None:
+    """Left by an outage: gateway runs off the bus for ever, llm-proxy waits out a restart back-off.
+    Both are restarted once the bus is proven, and reported healed."""
+    target = make(swarm=swarm)
+    target.now["gateway"] = target._run(target.stack.plan.components[0])
+    target.now["llm-proxy"] = replace(target._run(target.stack.plan.components[1]), status="restarting")
+    target.hook("restart", lambda t: t.online.update({"gateway", "llm-proxy"}))
+    result = algorithm.up_on(target, timeout=10)
+    assert sorted(target.restarted) == ["gateway", "llm-proxy"]
+    assert called(target).index("restart") < called(target).index("start_components")
+    assert {r.name for r in result.services if r.healed} == {"gateway", "llm-proxy"}
+    assert all(r.ok for r in result.services)
+
+
+def test_volume_init_failing_is_exit_6_before_any_component_starts(make: Make) -> None:
+    target = make()
+    target.init = target.init._replace(failure="exited with code 2")
+    with pytest.raises(ComponentFailure) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert failure.value.exit_code == 6
+    assert "volume-init (which makes the components' volumes writable by their users) exited with code 2" in (
+        failure.value.message
+    )
+    assert "start_components" not in called(target)
+
+
+def test_a_timeout_names_the_service_still_pending(make: Make) -> None:
+    target = make()
+    target.online |= {"gateway"}  # llm-proxy runs but never connects
+    with pytest.raises(ComponentFailure) as failure:
+        algorithm.up_on(target, timeout=1.5)
+    message = failure.value.message
+    assert message.startswith(
+        "llm-proxy did not come up: llm-proxy is not connected to the bus as 'llm-proxy'"
+    )
+    assert "gateway" not in message.split("did not come up")[0]
+
+
+def test_a_failed_task_and_short_replicas_count_on_swarm(make: Make) -> None:
+    target = make(swarm=True)
+    target.online |= {"gateway", "llm-proxy"}
+    target.hook(
+        "start_components", lambda t: t.task_failures.update({"llm-proxy": "task: non-zero exit (1)"})
+    )
+    with pytest.raises(ComponentFailure) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert "llm-proxy did not come up: llm-proxy has a failed task (task: non-zero exit (1))" in (
+        failure.value.message
+    )
+
+
+def test_status_judges_by_the_same_rule(make: Make) -> None:
+    target = make(swarm=True)
+    target.online |= {"gateway"}
+    algorithm.provision_audit(target.stack, target.endpoints(_running(target)) or _no(), lambda _: None)
+    target.short = {"gateway": "runs 1 of 2 replicas"}
+    result = status_on(target, only=None)
+    assert "llm-proxy is not connected to the bus as 'llm-proxy'" in result.problems
+    assert "gateway runs 1 of 2 replicas" in result.problems
+    assert {r.name: r.ok for r in result.services}["gateway"]
+    assert result.bus is not None and result.bus["jetstream"] and result.audit is not None
+
+
+def test_down_lists_the_volumes_then_removes_the_stack(make: Make) -> None:
+    target = make()
+    _running(target)
+    result = down_on(target, volumes=True)
+    assert [c for c in target.calls] == [("volumes",), ("remove", "volumes")]
+    assert result.volumes_removed == ["v-js"] and result.volumes_kept == []
+    kept = down_on(make(), volumes=False)
+    assert kept.volumes_kept == ["v-js"] and kept.volumes_removed == []
+
+
+def test_swarm_removes_components_then_sidecars_then_the_bus(tmp_path: Path) -> None:
+    plan = stack_of(tmp_path, {}).plan
+    present = [s.name for s in plan.services] + ["volume-init"]
+    assert removal_waves(plan, present) == [
+        ["gateway", "llm-proxy"],
+        ["bus-gateway", "bus-llm-proxy"],
+        ["bus-ports", "volume-init"],
+        ["bus"],
+    ]
+
+
+def _running(target: FakeTarget) -> dict[str, Any]:
+    for service in target.stack.plan.services:
+        target.now[service.name] = target._run(service)
+    target.sync()
+    return dict(target.now)
+
+
+def _no() -> Any:
+    raise AssertionError("the fake's bus has no endpoints")
