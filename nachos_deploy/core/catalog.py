@@ -1,9 +1,9 @@
 """What the Nachos platform's own components need from a deployment.
 
-These defaults follow what the upstream components were observed to need (see the README's component
-table): the variables they read, the connection name they use on the bus, whether they must reach the
-internet, the credentials they exit without, and how their health can be proven. Any name not listed
-here is a user-defined extra.
+These defaults follow what the upstream components were observed to need (see the component table
+in docs/components.md): the variables they read, the connection name they use on the bus, whether
+they must reach the internet, the credentials they exit without, and how their health can be
+proven. Any name not listed here is a user-defined extra.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes, documented in the README; scripts rely on them."""
+    """Exit codes, documented in docs/exit-codes.md; scripts rely on them."""
 
     OK = 0
     FAILED = 1  # a check did not pass: render --check differs, status unhealthy, doctor failed

@@ -1,7 +1,7 @@
 """What each component may do on the bus: the platform's subject map, templated per instance.
 
 Pure. The lists follow what the upstream components' source subscribes to, answers, requests and
-publishes (see the README's permission table). They must cover every subscription exactly: the
+publishes (see docs/security.md). They must cover every subscription exactly: the
 platform's components crash on a denied subscription, so a deploy file may extend any list per
 component, and an extra (a user-defined component) gets only what it declares, plus its ping.
 """

@@ -343,7 +343,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ConfigError(
             f"The deploy file {path} must be a mapping of keys such as 'project:' and 'bus:', "
-            f"not a {type(document).__name__}. See the configuration reference in the README."
+            f"not a {type(document).__name__}. See docs/configuration.md."
         )
     return document
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from nachos_deploy.core.errors import EnvironmentProblem
 
-LOCKS_VARIABLE = "NACHOS_DEPLOY_LOCK_DIR"  # tests and unusual hosts: where the lock folder is made
+LOCKS_VARIABLE = "NACHOS_LOCK_DIR"  # tests and unusual hosts: where the lock folder is made
 
 
 def lock_folder() -> Path:

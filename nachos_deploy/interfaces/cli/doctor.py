@@ -5,11 +5,11 @@ import typer
 from nachos_deploy.core.errors import ExitCode
 from nachos_deploy.interfaces.cli.app import app
 from nachos_deploy.interfaces.cli.console import out, print_json
-from nachos_deploy.interfaces.cli.guard import handle_errors
+from nachos_deploy.interfaces.cli.guard import JsonCommand, handle_errors
 from nachos_deploy.interfaces.cli.options import ConfigOpt, JsonOpt, OutputOpt, ProjectOpt, SetOpt
 
 
-@app.command()
+@app.command(cls=JsonCommand)
 @handle_errors
 def doctor(
     config: ConfigOpt = None,
