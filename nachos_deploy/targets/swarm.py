@@ -186,12 +186,7 @@ class SwarmTarget:
 
     def failed_tasks(self, names: Sequence[str], since: float) -> dict[str, str]:
         """Service → the error of its last task that failed at or after ``since``."""
-        found: dict[str, str] = {}
-        for task in sorted(swarm.tasks(self.stack.project), key=lambda t: t.at or 0.0):
-            if task.service in names and task.state in swarm.FAILED_STATES and (task.at or 0) >= since:
-                code = f", exit code {task.exit_code}" if task.exit_code else ""
-                found[task.service] = f"{task.error or task.state}{code}"
-        return found
+        return failed_since(swarm.tasks(self.stack.project), names, since)
 
     def shortfalls(self, names: Sequence[str]) -> dict[str, str]:
         return {
@@ -295,3 +290,23 @@ def removal_waves(plan: Plan, present: Sequence[str]) -> list[list[str]]:
         [name for name in present if name in (PORTS, VOLUME_INIT)],
         [name for name in present if name in bus],
     ]
+
+
+def failed_since(tasks: Sequence[swarm.Task], names: Sequence[str], since: float) -> dict[str, str]:
+    """Service → the error of its last task that failed at or after ``since``. A task whose
+    container ran and exited non-zero is a failed start at once. One that failed before its container
+    ran (no exit code: the engine could not set up its network or mount, seen once in five runs as
+    "error while removing network: unknown network") is Swarm's to retry: it counts from the second
+    such failure of the same service."""
+    found: dict[str, str] = {}
+    setup_failures: dict[str, int] = {}
+    for task in sorted(tasks, key=lambda t: t.at or 0.0):
+        if task.service not in names or task.state not in swarm.FAILED_STATES or (task.at or 0) < since:
+            continue
+        if not task.exit_code:
+            setup_failures[task.service] = setup_failures.get(task.service, 0) + 1
+            if setup_failures[task.service] < 2:
+                continue
+        code = f", exit code {task.exit_code}" if task.exit_code else ""
+        found[task.service] = f"{task.error or task.state}{code}"
+    return found
