@@ -72,7 +72,16 @@ def test_an_interrupted_up_exits_130_and_a_second_up_converges(
     try:
         events = wait_for_event(project, event, service)
         time.sleep(0.5)  # subscribed
-        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # As at a terminal: Ctrl-C reaches a command whose SIGINT is the default, whatever this test
+        # process inherited (a job a non-interactive shell started with `&` ignores SIGINT, and so
+        # would every command it runs).
+        run = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         seen(events)
         run.send_signal(signum)
         out, err = run.communicate(timeout=60)
