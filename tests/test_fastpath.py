@@ -233,6 +233,10 @@ def own_tag(engine: str) -> Iterator[str]:
 
 
 def test_a_re_tagged_image_recreates_its_containers(logged: Logged, own_tag: str) -> None:
+    # From nothing: after the case above (a sidecar taken off its network and put back by Compose),
+    # recreating webchat once saw it time out connecting to bus-webchat (CI, 1 run in 3): a healing
+    # case of issue 18's, not what this case is about.
+    from_nothing(logged)
     write_stack(logged.deployment, image=own_tag)
     logged.up()
     before = containers(logged.deployment.project)
