@@ -860,14 +860,21 @@ def _bus(config: DeployConfig) -> BusPlan:
 # upstream nats:alpine) gets busybox `nc`, which sets no TCP_NODELAY and reads little at a time (1 KiB
 # in Debian's busybox): a message larger than that then waits those 40 ms, each way
 # (benchmarks/forwarder.py measures both).
+# A relay whose connection to the bus gets no answer gives up after RELAY_CONNECT_TIMEOUT seconds:
+# without it, a connect to an address no container holds any more (a bus recreated under a running
+# forwarder) waits out the kernel's SYN retries, about two minutes, and MONITOR_RELAYS such relays
+# keep every later monitoring request waiting (seen: `up` polling /healthz timed out for 90 s with
+# the bus healthy). A healthy bus on the same bridge answers in well under a millisecond.
 RELAY_BUFFER = 128 * 1024
 RELAYS = 48
 MONITOR_RELAYS = 8
+RELAY_CONNECT_TIMEOUT = 1
 
 
 def _socat(port: int, relays: int, host: str = BUS, target: int | None = None) -> str:
     listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
-    return f"socat -b {RELAY_BUFFER} {listen} TCP4:{host}:{target or port},nodelay"
+    connect = f"TCP4:{host}:{target or port},nodelay,connect-timeout={RELAY_CONNECT_TIMEOUT}"
+    return f"socat -b {RELAY_BUFFER} {listen} {connect}"
 
 
 def forwarder_script(nodes: int = 1) -> str:
