@@ -49,9 +49,11 @@ typecheck: install
 	$(BIN)/mypy --strict nachos_deploy
 	$(BIN)/mypy --strict images/probe/nachos_probe.py
 
-# Two workers (pytest-xdist): the engine tests mostly wait on containers, so they overlap the fast
-# ones; tests/conftest.py keeps what must not run side by side apart. PYTEST_WORKERS=0 runs in one process.
-PYTEST_WORKERS ?= 2
+# One process by default. PYTEST_WORKERS=2 runs two pytest-xdist workers (about 5.5 min instead of
+# about 9 on 2 cores; tests/conftest.py keeps what must not run side by side apart), but with another
+# worker's stacks beside it an `up` saw the bus's monitoring port through bus-ports time out for 90 s
+# in 3 CI runs of 6 (issue 18 takes up why); until that is fixed, CI runs the engine tests one by one.
+PYTEST_WORKERS ?= 0
 pytest: images
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
