@@ -49,7 +49,6 @@ from nachos_deploy.docker.runner import INSTALL_HINT, DockerFailure
 
 __all__ = [
     "INSTALL_HINT",
-    "CommandFailed",
     "Compose",
     "Probe",
     "ServiceState",
@@ -79,7 +78,6 @@ __all__ = [
     "start_created",
     "state_of",
     "states",
-    "stderr_text",
     "stream_logs",
     "up",
     "up_command",
@@ -256,11 +254,3 @@ def project_host_ports(project: str, service: str) -> set[int]:
     except (DockerFailure, DeployError, ValueError):
         return set()
     return host_ports(items(found))
-
-
-def stderr_text(exc: DockerFailure) -> str:
-    """Docker's words of a failure, on one line (kept for callers of the former engine module)."""
-    return exc.text
-
-
-CommandFailed = DockerFailure  # the former name of a failed docker command
