@@ -6,9 +6,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO := compose/demo/nachos-deploy.yaml
+# The demo's live files (rendered files, credentials, .last-up) go to a git-ignored folder: the demo's
+# own rendered/ folder is a golden file that `make test` compares, which a live stack never writes.
+DEMO_OUT := .nachos/demo
 EXAMPLES := $(wildcard compose/*/nachos-deploy.yaml)
 
-.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability clean help
+.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability outage node-loss clean help
 
 help:
 	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
@@ -18,6 +21,8 @@ help:
 	@echo "make compose   - regenerate the rendered examples under compose/"
 	@echo "make bench     - every benchmark: bus start, latency, memory, ratios to the floor and to compose --wait, CLI start-up, the port forwarder"
 	@echo "make durability - the audit stream's SIGKILL test at full counts (10 runs x 5000 messages)"
+	@echo "make outage    - up after outages: the hub stopped 5-60 s, killed, a sidecar stopped (10 runs each, about 30 min)"
+	@echo "make node-loss - a 3-node bus losing each node in turn under a client of its one URL (3 rounds, about 6 min)"
 
 $(BIN)/nachos-deploy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +39,11 @@ images: engine
 	PYTHON=$(CURDIR)/$(BIN)/python bash scripts/build-images.sh
 
 demo: images
-	$(BIN)/nachos-deploy up -c $(DEMO)
+	$(BIN)/nachos-deploy up -c $(DEMO) -o $(DEMO_OUT)
 	@echo "(nachos-deploy is $(BIN)/nachos-deploy: run 'source $(BIN)/activate' to put it on PATH)"
 
 demo-down: install
-	$(BIN)/nachos-deploy down -c $(DEMO)
+	$(BIN)/nachos-deploy down -c $(DEMO) -o $(DEMO_OUT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -72,6 +77,12 @@ bench: images
 
 durability: images
 	NACHOS_DURABILITY_RUNS=10 NACHOS_DURABILITY_MESSAGES=5000 $(BIN)/pytest -s tests/test_audit.py
+
+outage: images
+	$(BIN)/python benchmarks/outage.py --runs 10
+
+node-loss: images
+	$(BIN)/python benchmarks/node_loss.py --rounds 3
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -3,7 +3,7 @@
 Every command runs as a subprocess on the same rendered files, interleaved round by round (so a
 busy moment of the machine hits all of them alike), from the same starting state; the figures are
 medians. Printed side by side with the issue's targets; no pass/fail (see `make bench`). Compose
-waits for `bus` alone (`--wait` refuses bus-ports, which has no healthcheck of its own).
+waits for `bus` alone (as `up --only bus` gates on the bus, not on its forwarder's own check).
 
 - bus only, from nothing: the floor (`docker compose up -d bus bus-ports`, then GET /healthz through
   the published port every 10 ms), `nachos-deploy up --only bus` after `nachos-deploy down --volumes`
@@ -12,8 +12,9 @@ waits for `bus` alone (`--wait` refuses bus-ports, which has no healthcheck of i
   1 s healthcheck and with the 10 s interval of the platform's own compose file;
 - the demo stack (four probe components with their sidecars), from nothing: `nachos-deploy up` and
   Compose's best on the same file: `compose up -d`, then `compose up -d --wait` of the services that
-  have a healthcheck (`--wait` refuses a service whose check is disabled, as bus-ports' and the
-  filesystem tool's are);
+  have a healthcheck (since issue 18 every long-running one has: a component's asks whether it is on
+  the bus, so Compose now waits for what `up` proves; before, the components whose check was off
+  were left out);
 - the running demo stack: an unchanged `nachos-deploy up`, `nachos-deploy status`;
 - `nachos-deploy down` and `docker compose down` of the running demo stack.
 

@@ -29,7 +29,14 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 SHARED_FILES = tuple(
     f"tests/{name}.py"
-    for name in ("test_swarm_nodes", "test_swarm", "test_fastpath", "test_security", "test_algorithm")
+    for name in (
+        "test_swarm_nodes",
+        "test_swarm",
+        "test_fastpath",
+        "test_security",
+        "test_outage",
+        "test_algorithm",
+    )
 )
 """The files with a module-scoped fixture, longest first: each runs whole on one worker, and the longest
 start first. Collection fails if a file gets one without being listed here (xdist's own

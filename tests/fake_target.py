@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -61,6 +62,49 @@ class Client:
             self.sock.close()
 
 
+class Road:
+    """The way from a sidecar to the hub's leaf port, which a test cuts and restores as an outage
+    does: while cut, a connection is accepted and closed at once (the sidecar's leaf remote tries
+    again at its reconnect interval); while open, bytes are relayed both ways."""
+
+    def __init__(self, port: int, *, cut: bool) -> None:
+        self.port = port
+        self.cut = cut
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self.cut:
+                near.close()
+                continue
+            far = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+            far.settimeout(None)
+            self.sockets += [near, far]
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
 class FakeTarget:
     """Compose's semantics by default; ``swarm=True``: Swarm's (tasks fail and are replaced, replicas
     can be short, no exit codes from restarted containers)."""
@@ -86,6 +130,7 @@ class FakeTarget:
         self.init = OneShot(True)
         self.volume_list = ["v-js"]
         self.leaf_servers: dict[str, NatsServer] = {}
+        self.roads: dict[str, Road] = {}  # sidecar -> its way to the hub, when a test cuts it
         self._clients: dict[str, Client] = {}
         self._servers = contextlib.ExitStack()
         self.restarted: list[str] = []
@@ -94,6 +139,8 @@ class FakeTarget:
         for client in self._clients.values():
             client.close()
         self._servers.close()
+        for road in self.roads.values():
+            road.close()
 
     # -- scripting helpers ---------------------------------------------------------------------------
     def hook(self, event: str, action: Hook) -> None:
@@ -105,12 +152,17 @@ class FakeTarget:
             self.hooks[name](self)
         self.sync()
 
-    def start_leaf(self, sidecar: str) -> NatsServer:
-        """A real leaf-node server named ``sidecar`` logged in at the hub (its "leaf connection")."""
+    def start_leaf(self, sidecar: str, *, cut: bool = False) -> NatsServer:
+        """A real leaf-node server named ``sidecar`` logged in at the hub (its "leaf connection");
+        ``cut``: its way to the hub is cut (``roads[sidecar]``), so it tries again every 0.1 s until
+        a test restores it."""
         port = self.hub_leaf_port()
+        if cut:
+            self.roads[sidecar] = Road(port, cut=True)
+            port = self.roads[sidecar].address
         config = (
             f"server_name: {sidecar}\n"
-            f'leafnodes {{ remotes = [ {{ url: "nats-leaf://127.0.0.1:{port}" }} ] }}\n'
+            f'leafnodes {{ reconnect: "100ms", remotes = [ {{ url: "nats-leaf://127.0.0.1:{port}" }} ] }}\n'
         )
         server = self._servers.enter_context(
             start_nats_server(self.workdir / sidecar, jetstream=False, config_text=config)
@@ -192,8 +244,9 @@ class FakeTarget:
         self.calls.append(("abandon",))
 
     def start_sidecars(self, sidecars: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> None:
-        for service in sidecars:
-            self.now[service.name] = self._run(service)
+        for service in sidecars:  # as Compose does: a running container is left as it is
+            if service.name not in self.now or self.now[service.name].status != "running":
+                self.now[service.name] = self._run(service)
         self._event("start_sidecars", *(s.name for s in sidecars))
 
     def start_components(self, components: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> None:
@@ -213,6 +266,10 @@ class FakeTarget:
             self.now[name] = self._run(by_name[name], run=run)
             self.restarted.append(name)
         self._event("restart", *names)
+
+    def reload(self, names: Sequence[str]) -> bool:
+        self._event("reload", *names)
+        return False  # the fake's services are not servers: a rotation takes the replacing path
 
     def states(self, *, recent: bool = False) -> dict[str, ServiceState]:
         self.looks += 1

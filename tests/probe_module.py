@@ -17,4 +17,5 @@ _spec.loader.exec_module(nachos_probe)
 
 ConfigError = nachos_probe.ConfigError
 load_settings = nachos_probe.load_settings
+json_problem = nachos_probe.json_problem
 role_subjects = nachos_probe.role_subjects

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from nachos_deploy.core.errors import BusFailure, ComponentFailure, ExitCode
+from nachos_deploy.docker.parse import Probe
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import up as algorithm
 from nachos_deploy.lifecycle.down import down_on
@@ -194,6 +195,152 @@ def test_an_outage_is_healed_on_both_targets(make: Make, swarm: bool) -> None:
     assert all(r.ok for r in result.services)
 
 
+@pytest.fixture
+def short_graces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restart rule's waits, shortened: the tests check who is restarted, not the real seconds."""
+    monkeypatch.setattr(algorithm, "LEAF_GRACE", 0.6)
+    monkeypatch.setattr(algorithm, "REJOIN_GRACE", 0.8)
+
+
+def _after_an_outage(target: FakeTarget) -> None:
+    """The gateway and its sidecar ran before this up, and the hub was away: the sidecar's own check
+    failed three times since (runs dated after the bus is proven, so they count during this up), its
+    way to the hub is cut and it tries again every 0.1 s; the gateway is on its sidecar all along."""
+    plan = target.stack.plan
+    failing = tuple(Probe(time.time() + 60, 1, "") for _ in range(3))
+    sidecar = next(s.service for s in plan.sidecars if s.component == "gateway")
+    target.now[sidecar.name] = replace(target._run(sidecar), health="unhealthy", probes=failing)
+    target.now["gateway"] = target._run(plan.component("gateway"))
+    target.start_leaf(sidecar.name, cut=True)
+    target.online.add("gateway")
+    target.sync()
+
+
+@pytest.mark.parametrize("swarm", [False, True], ids=["compose", "swarm"])
+def test_a_sidecar_reconnecting_after_an_outage_is_settling_not_failed(make: Make, swarm: bool) -> None:
+    """Its check failed while the hub was away (before this up's rule, that verdict ended `up` with
+    exit 6): it is back at the hub a moment after the hub is proven, nothing is restarted."""
+    target = make(auth=True, swarm=swarm, **{"llm-proxy": {"enabled": False}})
+    _after_an_outage(target)
+
+    looks: list[int] = []  # looks since the sidecars' start: the first three find it away
+
+    def back_a_moment_later(t: FakeTarget) -> None:
+        if "start_sidecars" in called(t):
+            looks.append(t.looks)
+            t.roads["bus-gateway"].cut = len(looks) < 4
+
+    target.hook("look", back_a_moment_later)
+    progress: list[str] = []
+    result = algorithm.up_on(target, timeout=15, progress=progress.append)
+    assert "restart" not in called(target)
+    assert any("bus-gateway is not logged in at the hub yet" in line for line in progress) or any(
+        "Waiting for bus-gateway" in line for line in progress
+    )
+    by_name = {r.name: r for r in result.services}
+    assert (
+        by_name["bus-gateway"].ok and by_name["bus-gateway"].connected and not by_name["bus-gateway"].healed
+    )
+    assert by_name["gateway"].ok and by_name["gateway"].connected
+
+
+@pytest.mark.parametrize("swarm", [False, True], ids=["compose", "swarm"])
+def test_a_sidecar_not_back_at_the_hub_is_restarted_once(make: Make, swarm: bool, short_graces: None) -> None:
+    """Its way to the hub stays cut until it is restarted (a fresh server dials anew): restarted
+    LEAF_GRACE after the hub was proven, through the target, and reported as restarted by up."""
+    target = make(auth=True, swarm=swarm, **{"llm-proxy": {"enabled": False}})
+    _after_an_outage(target)
+    target.hook("restart", lambda t: setattr(t.roads["bus-gateway"], "cut", "bus-gateway" not in t.restarted))
+    began = time.monotonic()
+    result = algorithm.up_on(target, timeout=15)
+    assert target.restarted == ["bus-gateway"]
+    assert time.monotonic() - began >= algorithm.LEAF_GRACE
+    by_name = {r.name: r for r in result.services}
+    assert by_name["bus-gateway"].ok and by_name["bus-gateway"].healed
+    assert by_name["gateway"].ok and not by_name["gateway"].healed
+
+
+def test_a_sidecar_still_away_after_its_restart_fails_by_the_usual_rule(
+    make: Make, short_graces: None
+) -> None:
+    """The restart rule has one turn: a sidecar that does not log in after it is a failed start."""
+    target = make(auth=True, **{"llm-proxy": {"enabled": False}})
+    _after_an_outage(target)
+    with pytest.raises(ComponentFailure) as failure:
+        algorithm.up_on(target, timeout=algorithm.LEAF_GRACE + 1.5)
+    assert target.restarted == ["bus-gateway"]
+    assert "bus-gateway did not come up: bus-gateway is not connected to the hub" in failure.value.message
+
+
+def test_a_component_whose_sidecar_was_stopped_is_given_time_to_rejoin(make: Make) -> None:
+    """Its sidecar was stopped: the gateway runs, off the bus, trying again every 2 s. It is not
+    restarted when the sidecar is back; it rejoins by itself."""
+    target = make(auth=True, **{"llm-proxy": {"enabled": False}})
+    plan = target.stack.plan
+    target.now["bus-gateway"] = replace(target._run(plan.sidecars[0].service), status="exited")
+    target.now["gateway"] = target._run(plan.component("gateway"))
+    target.hook("start_sidecars", lambda t: t.start_leaf("bus-gateway"))
+    target.hook("look", lambda t: t.online.add("gateway") if t.looks >= 8 else None)
+    result = algorithm.up_on(target, timeout=15)
+    assert target.restarted == []
+    assert all(r.ok for r in result.services)
+
+
+def test_a_component_that_does_not_rejoin_its_sidecar_is_restarted(make: Make, short_graces: None) -> None:
+    """Its sidecar was stopped long enough that the gateway gave up: restarted REJOIN_GRACE later."""
+    target = make(auth=True, **{"llm-proxy": {"enabled": False}})
+    plan = target.stack.plan
+    target.now["bus-gateway"] = replace(target._run(plan.sidecars[0].service), status="exited")
+    target.now["gateway"] = target._run(plan.component("gateway"))
+    target.hook("start_sidecars", lambda t: t.start_leaf("bus-gateway"))
+    target.hook("restart", lambda t: t.online.add("gateway"))
+    began = time.monotonic()
+    result = algorithm.up_on(target, timeout=15)
+    assert target.restarted == ["gateway"]
+    assert time.monotonic() - began >= algorithm.REJOIN_GRACE
+    assert {r.name for r in result.services if r.healed} == {"gateway"}
+
+
+def test_a_component_that_gave_up_on_its_sidecar_and_restarts_is_restarted_not_failed(make: Make) -> None:
+    """llm-proxy's way: its tries ran out while its sidecar was stopped, so it exits and the restart
+    policy runs it again (and again) meanwhile. Not a failed start: restarted by up, then ok."""
+    target = make(auth=True, **{"gateway": {"enabled": False}})
+    plan = target.stack.plan
+    target.now["bus-llm-proxy"] = replace(target._run(plan.sidecars[0].service), status="exited")
+    target.now["llm-proxy"] = target._run(plan.component("llm-proxy"))
+    target.hook("start_sidecars", lambda t: t.start_leaf("bus-llm-proxy"))
+
+    def exits_once_more(t: FakeTarget) -> None:
+        if "start_components" in called(t) and not t.restarted and t.now["llm-proxy"].restart_count == 0:
+            t.now["llm-proxy"] = replace(t.now["llm-proxy"], restart_count=1)
+            t.exit_codes["id-llm-proxy-1"] = [0]
+
+    target.hook("look", exits_once_more)
+    target.hook("restart", lambda t: t.online.add("llm-proxy"))
+    result = algorithm.up_on(target, timeout=15)
+    assert target.restarted == ["llm-proxy"]
+    assert all(r.ok for r in result.services)
+
+
+def test_a_first_up_restarts_no_component_slow_to_join(make: Make, short_graces: None) -> None:
+    """Nothing ran before this up: a component that takes longer than REJOIN_GRACE to connect (the
+    platform's gateway starts slowly) is waited for, not restarted."""
+    target = make(auth=True, **{"llm-proxy": {"enabled": False}})
+    target.hook("start_sidecars", lambda t: t.start_leaf("bus-gateway"))
+    began: list[float] = []
+
+    def join_late(t: FakeTarget) -> None:
+        if "start_components" in called(t):
+            began.append(began[0] if began else time.monotonic())
+            if time.monotonic() - began[0] > 2 * algorithm.REJOIN_GRACE:
+                t.online.add("gateway")
+
+    target.hook("look", join_late)
+    result = algorithm.up_on(target, timeout=15)
+    assert target.restarted == []
+    assert all(r.ok for r in result.services)
+
+
 def test_volume_init_failing_is_exit_6_before_any_component_starts(make: Make) -> None:
     target = make()
     target.init = target.init._replace(failure="exited with code 2")
@@ -241,6 +388,25 @@ def test_status_judges_by_the_same_rule(make: Make) -> None:
     assert "gateway runs 1 of 2 replicas" in result.problems
     assert {r.name: r.ok for r in result.services}["gateway"]
     assert result.bus is not None and result.bus["jetstream"] and result.audit is not None
+
+
+def test_status_names_running_services_the_configuration_does_not_describe(make: Make) -> None:
+    """Issue 18: judged by another configuration than the one deployed (a bus of three nodes, a
+    channel more), status must not call the part it knows healthy."""
+    target = make()
+    target.online |= {"gateway", "llm-proxy"}
+    algorithm.provision_audit(target.stack, target.endpoints(_running(target)) or _no(), lambda _: None)
+    assert status_on(target, only=None).ok
+    bus = target.stack.plan.bus.service
+    target.now["bus-2"] = replace(target._run(bus), service="bus-2")
+    target.now["whatsapp"] = replace(target._run(bus), service="whatsapp", status="exited")  # not running
+    result = status_on(target, only=None)
+    assert not result.ok
+    assert [p for p in result.problems if "also runs" in p] == [
+        f"project {target.stack.project} also runs bus-2, which the configuration judged here does not "
+        "describe: run `nachos-deploy status` with the deploy file that started them (-c FILE), or "
+        f"`nachos-deploy down -p {target.stack.project}` and `up` to run only this one"
+    ]
 
 
 def test_down_lists_the_volumes_then_removes_the_stack(make: Make) -> None:

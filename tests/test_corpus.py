@@ -294,6 +294,7 @@ KEPT: dict[str, Check] = {
         lambda o: sorted(p.name for p in (o.folder / o.config.output).iterdir()),
         lambda _: [
             ".gitignore",
+            "credentials",  # made by render too, so that the folder runs with Compose alone
             "docker-compose.yml",
             "nachos.toml",
             "nats.conf",

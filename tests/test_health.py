@@ -484,6 +484,9 @@ def test_cluster_problems_name_the_node_the_route_and_the_leader() -> None:
     assert cluster_problems(good, names) == []
     down = {**good, "bus-2": NodeView("", False, "timed out", None, None, frozenset())}
     assert cluster_problems(down, names)[0] == "node bus-2 does not answer (timed out)"
+    # The survivors have lost their routes to the dead node: only the dead node is named.
+    gone = {**down, "bus": view("bus", {"bus-3"}), "bus-3": view("bus-3", {"bus"})}
+    assert cluster_problems(gone, names) == ["node bus-2 does not answer (timed out)"]
     cut = {**good, "bus-3": view("bus-3", {"bus"})}
     assert cluster_problems(cut, names) == ["node bus-3 has no route to bus-2"]
     split = {**good, "bus-3": view("bus-3", {"bus", "bus-2"}, leader="bus-3")}

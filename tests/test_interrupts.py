@@ -88,8 +88,8 @@ def test_an_interrupted_up_exits_130_and_a_second_up_converges(
         assert run.returncode == 130, out + err
         lines = [line for line in err.splitlines() if line.strip()]
         assert lines == [
-            f"Interrupted: project {project} may be left partly started; run `nachos-deploy up -p "
-            f"{project}` to finish it or `nachos-deploy down -p {project}` to remove it."
+            f"Interrupted: project {project} may be left partly started; run `nachos-deploy up -c {file} "
+            f"-p {project}` to finish it or `nachos-deploy down -p {project}` to remove it."
         ], err
         again = subprocess.run(command, capture_output=True, text=True, timeout=180)
         assert again.returncode == 0, again.stdout + again.stderr

@@ -114,8 +114,9 @@ def test_catalog_components_own_their_healthchecks() -> None:
     )
     gateway = plan.component("gateway").healthcheck
     assert gateway is not None and "http://127.0.0.1:3000/health" in " ".join(gateway.test)
-    assert plan.component("llm-proxy").healthcheck is HEALTH_DISABLED
-    assert plan.component("filesystem").healthcheck is HEALTH_DISABLED
+    for name in ("llm-proxy", "filesystem"):  # the image's check replaced by one that asks the bus
+        check = plan.component(name).healthcheck
+        assert check is not None and check.asks_bus == "only" and check.test[:3] == ("CMD", "node", "-e")
     assert plan.component("x").healthcheck is None  # an extra keeps its image's own check
     assert plan.component("y").healthcheck is HEALTH_DISABLED
 
@@ -231,15 +232,22 @@ def test_a_three_node_bus_is_three_peers_answering_to_bus() -> None:
         assert node.mounts[1].source == ("bus-data" if index == 1 else f"bus-data-{index}")
         assert ("bus-link", f"bus-{index}") in node.aliases  # the routes' and the forwarder's name
         assert node.depends_on == ()  # peers, never chained: a lone clustered node waits for quorum
-    assert ("nachos-internal", "bus") in nodes[1].aliases and ("nachos-internal", "bus") in nodes[2].aliases
+    for node in nodes[1:]:  # `bus` is any node on both networks (the first answers by its name)
+        assert {("nachos-internal", "bus"), ("bus-link", "bus")} <= set(node.aliases)
     assert {"bus-data", "bus-data-2", "bus-data-3"} <= set(plan.volumes)
     targets = sorted(port.target for port in plan.bus.ports.ports)
-    assert targets == [4222, 4223, 4224, 8222, 8223, 8224]
+    assert targets == [4222, 4223, 4224, 4225, 8222, 8223, 8224, 8225]
     assert plan.bus.audit is not None and plan.bus.audit.replicas == 3
     script = plan.bus.ports.entrypoint[2] if plan.bus.ports.entrypoint else ""
-    assert "TCP4-LISTEN:4223" in script and "TCP4:bus-2:4222" in script and "TCP4:bus-3:8222" in script
+    # The host's URLs relay to the first node that accepts (`bus`, then each by name), each node's
+    # own ports to that node.
+    for port in (4222, 8222):
+        assert f"TCP4-LISTEN:{port},fork" in script
+        assert f"'EXEC:sh /tmp/nachos-relay {port} bus bus-1 bus-2 bus-3,nofork'" in script
+    assert "TCP4-LISTEN:4223" in script and "TCP4:bus-1:4222" in script and "TCP4:bus-3:8222" in script
     single = make_plan(DeployConfig(), base_dir=PurePath("/a"))
     assert single.bus.peers == () and single.bus.service.aliases == () and single.bus.audit.replicas == 1  # type: ignore[union-attr]
+    assert sorted(port.target for port in single.bus.ports.ports) == [4222, 8222]
 
 
 @pytest.mark.parametrize("nodes", [0, 2, 4, 7, True])

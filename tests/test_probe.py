@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from nachos_deploy.bus.monitor import BusUnavailable, connection_names
-from nachos_deploy.bus.natsclient import request
+from nachos_deploy.bus.natsclient import NoReply, request
 from tests.conftest import PROBE_DIR
 from tests.natsserver import NatsServer, nats_server, nats_server_factory, no_connections_left
-from tests.probe_module import ConfigError, load_settings, role_subjects
+from tests.probe_module import ConfigError, json_problem, load_settings, role_subjects
 
 __all__ = ["nats_server", "nats_server_factory"]  # fixtures, used by name
 
@@ -175,7 +175,7 @@ def test_answers_ping_and_its_role_subject(nats_server: NatsServer, role: str) -
         )
 
         pong = ask(nats_server.nats_url, "nachos.health.ping.comp-1")
-        echo = ask(nats_server.nats_url, subject, b"hi \xff there")
+        echo = ask(nats_server.nats_url, subject, b'{"q": "hi \xff there"}')
 
         others = set(ROLE_SUBJECTS.values()) - {subject}
         for other in others:
@@ -183,7 +183,7 @@ def test_answers_ping_and_its_role_subject(nats_server: NatsServer, role: str) -
                 request(nats_server.nats_url, other, timeout=1)
 
     assert pong == {"component": "comp-1", "role": role, "ok": True}
-    assert echo == {"component": "comp-1", "subject": subject, "echo": "hi \ufffd there"}
+    assert echo == {"component": "comp-1", "subject": subject, "echo": '{"q": "hi \ufffd there"}'}
 
 
 @natsserver
@@ -372,6 +372,37 @@ def test_plays_the_gateway_the_platform_ships(nats_server: NatsServer, tmp_path:
         status, doc = http_get(f"http://127.0.0.1:{port}/health")
         assert status == 200 and doc["status"] == "healthy" and doc["checks"]["bus"] == "ok"
     assert (tmp_path / "gateway.db").read_text().startswith("start ")
+
+
+@natsserver
+def test_the_gateway_drops_a_payload_that_is_not_json(nats_server: NatsServer) -> None:
+    # The real gateway JSON.parses each request on its own subjects: an empty payload logs
+    # "SyntaxError: Unexpected end of JSON input" and is never answered, so the requester times out.
+    env = clean_env(NACHOS_COMPONENT="gateway", NACHOS_ROLE="gateway", NATS_URL=nats_server.nats_url)
+    url = nats_server.nats_url
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        for payload in (b"", b"  ", b"not json"):
+            with pytest.raises(NoReply, match=r"no reply on nachos\.gateway\.subagents\.list within"):
+                request(url, "nachos.gateway.subagents.list", payload, timeout=0.5)
+        assert ask(url, "nachos.gateway.subagents.list", b"{}") == {"ok": True, "runs": []}
+        assert ask(url, "nachos.gateway.sandbox.explain", b'{"a": 1}')["echo"] == '{"a": 1}'
+        with pytest.raises(NoReply):
+            request(url, "nachos.gateway.sandbox.explain", b"", timeout=0.5)
+        # Its ping is not one of the gateway's own subjects: any payload is answered there.
+        assert ask(url, "nachos.health.ping.gateway")["ok"] is True
+    said = [line for line in probe.stderr if "SyntaxError" in line]
+    assert said[0] == (
+        "probe gateway: nachos.gateway.subagents.list: SyntaxError: Unexpected end of JSON input"
+    ), probe.stderr
+    assert len(said) == 4 and "not valid JSON" in said[2], said
+
+
+def test_json_problem_reads_as_node_does() -> None:
+    assert json_problem(b"") == "SyntaxError: Unexpected end of JSON input"
+    assert json_problem(b"\n") == "SyntaxError: Unexpected end of JSON input"
+    assert json_problem(b"{}") is None and json_problem(b"[1]") is None
+    assert (json_problem(b"{") or "").startswith("SyntaxError: ")
 
 
 def test_a_database_it_cannot_open_is_sqlite_cantopen(tmp_path: Path) -> None:

@@ -93,7 +93,10 @@ def test_volume_init_hands_fresh_volumes_to_the_component_user() -> None:
 def test_healthcheck_false_disables_the_image_check() -> None:
     services = compose_of({"components": {"x": {"image": "x", "healthcheck": False}}})["services"]
     assert services["x"]["healthcheck"] == {"disable": True}
-    assert services["llm-proxy"]["healthcheck"] == {"disable": True}
+    assert services["llm-proxy"]["healthcheck"]["test"][:3] == ["CMD", "node", "-e"]  # the bus check
+    assert compose_of({"components": {"llm-proxy": {"healthcheck": False}}})["services"]["llm-proxy"][
+        "healthcheck"
+    ] == {"disable": True}
     assert "healthcheck" not in compose_of({"components": {"x": {"image": "x"}}})["services"]["x"]
 
 
@@ -209,7 +212,7 @@ def test_a_clustered_bus_renders_routes_by_variable_and_aliases() -> None:
     services = yaml.safe_load(files["docker-compose.yml"])["services"]
     assert services["bus-2"]["networks"] == {
         "nachos-internal": {"aliases": ["bus"]},
-        "bus-link": {"aliases": ["bus-2"]},
+        "bus-link": {"aliases": ["bus", "bus-2"]},  # `bus`: any live node, for the forwarder too
     }
     assert services["bus"]["networks"] == {"nachos-internal": {}, "bus-link": {"aliases": ["bus-1"]}}
     hashes = {services[name]["labels"]["org.nachos-deploy.config-hash"] for name in ("bus", "bus-2", "bus-3")}

@@ -65,6 +65,9 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
     secrets = read_env_file(output / "credentials" / "bus.env")
     leaf_port = free_port()
     hub_conf = files["nats.conf"].replace("  port: 7422", f"  port: {leaf_port}")
+    # The configs include their secrets from credentials/secrets.conf beside them, as in a container.
+    (output / "hub").mkdir()
+    (output / "hub" / "credentials").symlink_to(output / "credentials" / "bus")
     with contextlib.ExitStack() as stack:
         hub = stack.enter_context(
             start_nats_server(output / "hub", jetstream=False, config_text=hub_conf, env=secrets)
@@ -73,6 +76,9 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
         for sidecar in plan.sidecars:
             url = read_env_file(output / "credentials" / f"{sidecar.service.name}.env")[LEAF_URL]
             url = url.replace(f"@bus:{7422}", f"@127.0.0.1:{leaf_port}")
+            included = output / sidecar.service.name / "credentials" / "secrets.conf"
+            included.parent.mkdir(parents=True)
+            included.write_text(credentials.include_text({LEAF_URL: url}))
             sidecars[sidecar.component] = stack.enter_context(
                 start_nats_server(
                     output / sidecar.service.name,
@@ -263,22 +269,33 @@ def test_the_hub_refuses_anonymous_clients_and_wrong_passwords(bus: Bus) -> None
 def test_credentials_stay_out_of_rendered_files_and_are_private(bus: Bus, tmp_path: Path) -> None:
     files = render(bus.plan)
     folder = bus.output / "credentials"
-    passwords = [v for f in folder.iterdir() for v in read_env_file(f).values()]
+    passwords = [v for f in folder.glob("*.env") for v in read_env_file(f).values()]
     assert len(passwords) == 1 + 2 * len(bus.plan.sidecars)  # operator; each leaf's password and URL
     rendered = "".join(files.values())
     assert not any(secret in rendered or secret.split("@")[0] in rendered for secret in passwords)
     assert folder.stat().st_mode & 0o777 == 0o700
-    assert all(f.stat().st_mode & 0o777 == 0o600 for f in folder.iterdir())
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in folder.glob("*.env"))
+    # What the servers include: readable inside their containers (uid 65534; the hub's root has no
+    # CAP_DAC_OVERRIDE), reachable on the host only through the 0700 folder above.
+    owners = {"bus", *(s.service.name for s in bus.plan.sidecars)}
+    assert {p.name for p in folder.iterdir() if p.is_dir()} == owners
+    for owner in owners:
+        assert (folder / owner).stat().st_mode & 0o777 == 0o711
+        assert (folder / owner / "secrets.conf").stat().st_mode & 0o777 == 0o644
+        assert [p.name for p in (folder / owner).iterdir()] == ["secrets.conf"]  # no temporary left
+    included = (folder / "bus-gateway" / "secrets.conf").read_text()
+    assert read_env_file(folder / "bus-gateway.env")[LEAF_URL] in included
+    assert "OPERATOR" not in included  # a sidecar sees its own login only
     assert "/credentials/" in files[".gitignore"]
     # a second ensure keeps them (a second up changes nothing); rotate replaces every one (in a copy:
     # the running servers of this module keep the passwords they started with)
     copy = tmp_path / "output"
     credentials.ensure(copy, bus.plan)
-    before = {f.name: f.read_text() for f in (copy / "credentials").iterdir()}
+    before = {str(f): f.read_text() for f in (copy / "credentials").rglob("*") if f.is_file()}
     credentials.ensure(copy, bus.plan)
-    assert {f.name: f.read_text() for f in (copy / "credentials").iterdir()} == before
+    assert {str(f): f.read_text() for f in (copy / "credentials").rglob("*") if f.is_file()} == before
     credentials.ensure(copy, bus.plan, rotate=True)
-    after = {f.name: f.read_text() for f in (copy / "credentials").iterdir()}
+    after = {str(f): f.read_text() for f in (copy / "credentials").rglob("*") if f.is_file()}
     assert all(after[name] != before[name] for name in before)
 
 

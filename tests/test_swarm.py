@@ -10,6 +10,7 @@ bus and keeping the volumes unless asked."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -25,8 +26,8 @@ from nachos_deploy.core.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_F
 from nachos_deploy.io.stack import prepare
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
-from tests.test_cluster import monitor
 from tests.test_lifecycle import OUTAGE_TRIES, PROBE, wait_for
+from tests.test_node_loss import monitor
 
 SWARM_BUS = {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}
 
@@ -403,3 +404,56 @@ def test_swarm_up_heals_a_component_a_long_outage_left_off_the_bus(swarm_stack: 
     assert result["webchat"].get("restarted_by_up") is True
     assert container_started(stack.project, "webchat") != before  # Swarm restarts with a new task
     assert stack.run("status").returncode == 0
+
+
+def _nachos(folder: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nachos_deploy", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_swarm_creates_the_default_workspace_and_is_found_from_another_folder(
+    swarm: None, tmp_path: Path
+) -> None:
+    """Issue 18 section 4 (Swarm failed the task after 7 s: "bind source path does not exist") and
+    section 3 on Swarm (the output folder is a label of every service); the Compose side and the
+    hints are in tests/test_status_anywhere.py."""
+    project = f"ndt-swb-{uuid.uuid4().hex[:6]}"
+    here, elsewhere = tmp_path / "deploy", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    document = {
+        "project": project,
+        "target": "swarm",
+        "bus": SWARM_BUS,
+        "components": {
+            "gateway": {"enabled": False},
+            "llm-proxy": {"enabled": False},
+            "filesystem": {"enabled": True, "image": PROBE},
+        },
+    }
+    (here / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
+    try:
+        validate = _nachos(here, "validate")
+        assert f"creates the missing bind source folder(s) {here / 'workspace'}" in validate.stdout
+        up = _nachos(here, "up", "--timeout", "120")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert (here / "workspace").is_dir()
+        status = _nachos(elsewhere, "status", "-p", project)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert {"bus", "filesystem", "bus-filesystem"} <= set(re.findall(r"^(\S+)\s", status.stdout, re.M))
+        down = _nachos(elsewhere, "down", "-p", project, "--volumes", "--yes", timeout=240)
+        assert down.returncode == 0, down.stdout + down.stderr
+        listed = subprocess.run(
+            ["docker", "service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={project}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert listed.stdout.split() == []
+    finally:
+        _nachos(elsewhere, "down", "-p", project, "--volumes", "--yes")  # after a failure too

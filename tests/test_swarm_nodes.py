@@ -26,8 +26,8 @@ import yaml
 
 from nachos_deploy.docker import swarm
 from tests.conftest import ROOT, unavailable
-from tests.test_cluster import monitor
 from tests.test_lifecycle import PROBE
+from tests.test_node_loss import monitor
 from tests.test_swarm import require_offline_engine
 
 SCRIPT = ROOT / "scripts" / "swarm-nodes.sh"

@@ -11,7 +11,10 @@ Environment:
   NACHOS_COMPONENT         component name (required); used in subjects, so no dots or spaces
   NATS_URL / NATS_SERVERS  bus URL, else the first of the comma list; default nats://bus:4222
   NACHOS_CONNECTION_NAME   connection name shown in /connz (default: the component name)
-  NACHOS_ROLE              gateway | llm-proxy | channel | tool | extra (default: extra)
+  NACHOS_ROLE              gateway | llm-proxy | channel | tool | extra (default: extra); the
+                           gateway's own request subjects (nachos.gateway.subagents.*, .sandbox.*)
+                           take JSON only: any other payload, an empty one too, is logged as a
+                           SyntaxError and never answered, as the real gateway does
   GATEWAY_CHANNELS         gateway role: channels whose inbound subjects it subscribes to
   TOOL_ID                  tool role: the id in nachos.tool.<id>.request (default: the component)
   GATEWAY_DB_PATH          open (create) this file for writing at start, as the gateway opens its
@@ -517,12 +520,31 @@ def _ping_handler(settings: Settings) -> Callable[[Msg], Awaitable[None]]:
     return handle
 
 
+def json_problem(data: bytes) -> str | None:
+    """What the real gateway's ``JSON.parse`` of a request says about ``data`` (None: it parses).
+    An empty payload is Node's ``Unexpected end of JSON input``, word for word."""
+    if not data.strip():
+        return "SyntaxError: Unexpected end of JSON input"
+    try:
+        json.loads(data.decode("utf-8", errors="replace"))
+    except ValueError as exc:
+        return f"SyntaxError: {exc} (not valid JSON)"
+    return None
+
+
 def _answer_handler(settings: Settings, subject: str) -> Callable[[Msg], Awaitable[None]]:
-    """Echo requests; answer the gateway's subagents.list as the real gateway does."""
+    """Echo requests; answer the gateway's subagents.list as the real gateway does. The gateway's
+    own request subjects take JSON only: on any other payload the real gateway logs a SyntaxError
+    and never answers (the requester times out), and so does the probe."""
 
     async def handle(msg: Msg) -> None:
         if not msg.reply:
             return
+        if subject in GATEWAY_REQUESTS:
+            problem = json_problem(msg.data)
+            if problem is not None:
+                _say(f"probe {settings.component}: {msg.subject}: {problem}")
+                return
         if subject == "nachos.gateway.subagents.list":
             await msg.respond(json.dumps({"ok": True, "runs": []}).encode())
             return

@@ -218,6 +218,21 @@ def leaf_names(monitor_url: str, *, timeout: float = 1.0) -> set[str]:
     return {leaf["name"] for leaf in leafs if isinstance(leaf, dict) and isinstance(leaf.get("name"), str)}
 
 
+def leaf_ids(monitor_url: str, *, timeout: float = 1.0) -> dict[str, int]:
+    """Server name → the id of its leaf connection at this server (``/leafz``): a new id is a new
+    login, made with the credentials the server accepted at that moment. Raises ``BusUnavailable``."""
+    try:
+        page = get_json(monitor_url, "/leafz", timeout)
+    except MonitorProblem as problem:
+        raise BusUnavailable(str(problem)) from None
+    leafs = page.get("leafs")
+    return {
+        leaf["name"]: leaf["id"]
+        for leaf in (leafs if isinstance(leafs, list) else [])
+        if isinstance(leaf, dict) and isinstance(leaf.get("name"), str) and isinstance(leaf.get("id"), int)
+    }
+
+
 def parse_connz_names(doc: object) -> dict[str, int]:
     """Connection name → count in one ``/connz`` document ("" for unnamed connections)."""
     counts: dict[str, int] = {}
@@ -281,6 +296,9 @@ def cluster_problems(views: dict[str, NodeView], expected: list[str]) -> list[st
     """What keeps these nodes (``expected``: their server names) from being one healthy cluster:
     a node down or unhealthy, routes missing, no agreed JetStream meta leader. Empty when ok."""
     problems = []
+    # A survivor has no route to a dead node: that is the dead node's problem, named once, so the
+    # message names only the node that is gone.
+    silent = {name for name in expected if (view := views.get(name)) is None or not view.name}
     for name in expected:
         view = views.get(name)
         if view is None or not view.name:
@@ -290,7 +308,7 @@ def cluster_problems(views: dict[str, NodeView], expected: list[str]) -> list[st
             continue
         if not view.healthy:
             problems.append(f"node {name} is not healthy ({view.problem})")
-        missing = sorted(set(expected) - {name} - view.routed_to)
+        missing = sorted(set(expected) - {name} - silent - view.routed_to)
         if missing:
             problems.append(f"node {name} has no route to {', '.join(missing)}")
     leaders = {view.leader for view in views.values() if view.name}

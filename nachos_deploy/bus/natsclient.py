@@ -129,11 +129,23 @@ async def _round_trip_async(nats_url: str, connect_timeout: float, request_timeo
         return elapsed_ms
 
 
+class NoReply(BusUnavailable):
+    """Something subscribes to the subject (the bus did not say "no responders") but no reply came:
+    a slow component, or one that dropped the request (the platform's components drop a payload
+    that is not JSON). Carries what a user must be told: which subject, and how long we waited."""
+
+    def __init__(self, subject: str, waited: float) -> None:
+        super().__init__(f"no reply on {subject} within {waited:.1f}s")
+        self.subject = subject
+        self.waited = waited
+
+
 def request(nats_url: str, subject: str, payload: bytes = b"", *, timeout: float = 2.0) -> bytes:
     """Send one request and return the reply's payload, all within ``timeout`` seconds.
 
-    Raises ``BusUnavailable`` when the bus cannot be reached, nobody listens on ``subject``, or
-    no reply comes in time, because to a CLI user these all mean "that component is not there".
+    Raises ``BusUnavailable`` when the bus cannot be reached or nobody listens on ``subject``, and
+    its subclass ``NoReply`` when a subscriber got the request but no reply came in time, because
+    to a CLI user these all mean "that component is not there" (``NoReply``: "not answering").
     """
 
     async def run() -> bytes:
@@ -145,10 +157,26 @@ def request(nats_url: str, subject: str, payload: bytes = b"", *, timeout: float
             except nats_errors.NoRespondersError:
                 raise BusUnavailable(f"nothing on the bus answers on {subject}") from None
             except TimeoutError:
-                raise BusUnavailable(f"no reply on {subject} within {timeout:.2g}s") from None
+                raise NoReply(subject, time.monotonic() - started) from None
             except (OSError, nats_errors.Error) as exc:
                 raise BusUnavailable(f"request on {subject} failed: {describe(exc)}") from None
             return bytes(reply.data)
+
+    return asyncio.run(run())
+
+
+def login_refusal(nats_url: str, *, timeout: float = 2.0) -> str | None:
+    """Why the bus refused to let ``nats_url``'s user log in (e.g. "Authorization Violation"), or
+    None when it accepted; any other failure (no bus) raises ``BusUnavailable``."""
+
+    async def run() -> str | None:
+        try:
+            async with _connected(nats_url, REQUEST_CONNECTION_NAME, timeout, BusUnavailable):
+                return None
+        except BusUnavailable as exc:
+            if "authorization" in str(exc).lower() or "authentication" in str(exc).lower():
+                return str(exc)
+            raise
 
     return asyncio.run(run())
 

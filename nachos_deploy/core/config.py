@@ -19,10 +19,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from nachos_deploy.core import subjects
 from nachos_deploy.core.units import parse_duration, parse_size
 
 MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024  # nats-server refuses more
@@ -330,12 +332,36 @@ Subjects = Annotated[list[str], AfterValidator(_subjects)]
 
 
 class Permissions(Model):
-    """Subjects a component may use on top of its role's (an extra has none but its ping)."""
+    """Subjects a component may use on top of its role's (an extra has none but its ping).
 
+    A grant that reaches NATS's own subjects (``$SYS``, the JetStream API ``$JS``, ``$KV``, ``$O``...,
+    or a wildcard such as ``>`` that takes them in) is refused unless ``allow_system`` is true: it
+    would let a component delete the audit stream or read the system account, undoing the boundary
+    the sidecars keep. ``allow_system`` comes first so the lists' validator can read it."""
+
+    allow_system: Bool = False  # grants may reach NATS's own subjects, on purpose (docs/security.md)
     publish: Subjects = []
     subscribe: Subjects = []
     respond: Subjects = []  # request subjects it answers
     request: Subjects = []  # subjects it sends requests on (it then also gets the replies)
+
+    @field_validator("publish", "subscribe", "respond", "request")
+    @classmethod
+    def _not_reserved(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("allow_system") is True:
+            return value
+        for subject in value:
+            reached = subjects.reserved(subject)
+            if reached:
+                raise ValueError(
+                    f"{subject!r} reaches NATS's own subjects: {'; '.join(reached)}. A component "
+                    "granted them could change or read the bus itself, past the boundary its sidecar "
+                    "keeps. Name only the subjects it needs (a wildcard's first token too, e.g. "
+                    "nachos.myapp.> rather than > or *.>); to grant NATS's own subjects on purpose, set "
+                    "allow_system: true in these permissions (components.NAME.permissions.allow_system, "
+                    "see docs/security.md)"
+                )
+        return value
 
 
 class Component(Model):

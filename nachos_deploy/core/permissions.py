@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from nachos_deploy.core import config, subjects
 from nachos_deploy.core.catalog import Role
 
 INBOX = "_INBOX.>"  # replies to requests: no component sets a custom inbox prefix
@@ -90,6 +91,38 @@ def for_component(
         answers=_unique([*base.answers, PING.format(name=name), *extra.answers]),
         requests=_unique([*base.requests, *extra.requests]),
     )
+
+
+WHAT_A_WILDCARD_GIVES = {
+    "publish": "publish as any component (forge channel messages, tool requests, audit records)",
+    "subscribe": "read every component's messages",
+    "respond": "answer requests meant for any component",
+    "request": "send requests to any component",
+}
+
+
+def grant_warnings(component: str, grants: config.Permissions) -> list[str]:
+    """What a deploy file's grants give away that validation lets through: a full wildcard (``>``,
+    ``nachos.>``...: every component's subjects), and NATS's own subjects granted on purpose with
+    ``allow_system``. Said by validate, doctor and up, one line per grant."""
+    found = []
+    for key, what in WHAT_A_WILDCARD_GIVES.items():
+        for subject in getattr(grants, key):
+            where = f"components.{component}.permissions.{key}: {subject!r}"
+            if subjects.is_full_wildcard(subject):
+                found.append(
+                    f"{where} takes in every component's subjects: {component} can {what}. Name the "
+                    "subjects it needs instead."
+                )
+            reached = subjects.reserved(subject)
+            if reached and grants.allow_system:
+                spaces = ", ".join(space.split(" ", 1)[0] for space in reached)
+                found.append(
+                    f"{where} reaches NATS's own subjects ({spaces}), granted on purpose by "
+                    f"components.{component}.permissions.allow_system: {component} can change or read "
+                    "the bus itself there."
+                )
+    return found
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:

@@ -6,14 +6,16 @@ Pure: no disk, clock or environment. The plan is what both the renderer and the 
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
+from typing import Literal
 
-from nachos_deploy.core import bus_placement, catalog, permissions
+from nachos_deploy.core import bus_placement, catalog, permissions, platform_config
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import (
     MAX_PAYLOAD_ADVISED,
@@ -47,6 +49,7 @@ CLUSTER_NAME = "nachos"
 ROUTE_PORT = 6222
 ROUTE_USER = "nachos-route"
 ROUTE_PASSWORD = "NACHOS_ROUTE_PASSWORD"
+SERVER_NAME = "NACHOS_SERVER_NAME"  # a node's name, in its environment for the shared nats.conf
 CLIENT_PORT = 4222
 MONITOR_PORT = 8222
 NATS_CONFIG_FILE = "nats.conf"
@@ -66,10 +69,17 @@ LEAF_PORT = 7422
 CREDENTIALS_DIR = "credentials"
 SELECTION_FILE = ".selection"  # what the last `up --only` started, for `status` (not committed)
 LAST_UP_FILE = ".last-up"  # what the last full `up` left running, for the next one (not committed)
+DEPLOYED_FILE = ".deployed"  # what the last `up` deployed, for the reading commands (not committed)
 BUS_CREDENTIALS = f"./{CREDENTIALS_DIR}/{BUS}.env"
 OPERATOR_USER = "nachos-deploy"
 OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"
 LEAF_URL = "NACHOS_LEAF_URL"
+# On Compose the hub and each sidecar read their passwords from a file their config `include`s (its
+# own folder credentials/<service>/, mounted read-only here), so `credentials rotate` can change them
+# with a reload (SIGHUP), which re-reads files but never the environment. Swarm keeps the variables
+# (credentials/*.env): its tasks' environment and configs are fixed, so rotation replaces them there.
+CREDENTIALS_MOUNT = "/etc/nats/credentials"
+CREDENTIALS_INCLUDE = "credentials/secrets.conf"  # relative to the config file, as nats-server reads it
 SIDECAR_HEALTH_TEST = (
     "wget -qO- http://127.0.0.1:8222/leafz | grep -q '\"leafnodes\": 1'"  # joined to the hub
 )
@@ -78,12 +88,12 @@ BUS_HEALTH_TEST = (
     "wget -q --spider http://127.0.0.1:8222/healthz && "
     "wget -qO- http://127.0.0.1:8222/jsz | grep -q '\"store_dir\"'"
 )
-GATEWAY_HEALTH_TEST = (
+GATEWAY_HEALTH_URL = f"http://127.0.0.1:{catalog.GATEWAY_HEALTH_PORT}/health"
+GATEWAY_HEALTH_TEST = (  # on Swarm; on Compose the gateway's check also asks the bus (BUS_CHECK)
     "CMD",
     "node",
     "-e",
-    f"fetch('http://127.0.0.1:{catalog.GATEWAY_HEALTH_PORT}/health')"
-    ".then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))",
+    f"fetch('{GATEWAY_HEALTH_URL}').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))",
 )
 
 
@@ -102,6 +112,9 @@ class Mount:
     source: str  # a named volume, or a path relative to the output folder
     target: str
     read_only: bool = False
+    # The deploy file's key behind a bind mount it names (a folder of the deploy's, created when
+    # missing; see core/bind_sources.py); empty for volumes and the files nachos-deploy writes itself.
+    key: str = ""
 
     @property
     def is_volume(self) -> bool:
@@ -115,6 +128,12 @@ class HealthPlan:
     timeout: str
     retries: int
     start_period: str | None = None
+    # Whether the check asks the bus what the judge (lifecycle/observe.py) also reads there itself:
+    # "only" when that is all it asks (a component's connection on /connz, the forwarder's relay),
+    # so the judge takes its own fresh reading over Docker's verdict, which lags by up to an
+    # interval; "also" when it asks the service's own endpoint too (the gateway's /health), so its
+    # verdict counts as any check's.
+    asks_bus: Literal["no", "also", "only"] = "no"
 
 
 # Renders Docker's `disable: true`: the image's own check (which for the platform's images proves
@@ -373,6 +392,12 @@ def make_plan(
             + "; ".join(platform.problems)
             + "): they exit at start. Fix it as the platform's configuration reference says."
         )
+    if platform.docker_subagents and any(c.role is Role.GATEWAY for c in components):
+        warnings.append(platform_config.docker_subagents_warning(platform.path))
+    planned = {service.name for service in components}
+    for name, settings in config.components.items():
+        if name in planned:
+            warnings.extend(permissions.grant_warnings(name, settings.permissions))
     for service in components:
         known = catalog.known(service.name, service.role)
         if not known.upstream_image and not _settings(config, service.name).image:
@@ -393,11 +418,11 @@ def make_plan(
             "on nachos-internal can read every message and publish as any component. Use it only to debug."
         )
     sidecars, components = _wire(config, components, channels)
-    if config.bus.auth or bus.clustered:  # passwords (and routes) come from credentials/bus.env
+    if config.bus.auth or bus.clustered:  # passwords (and routes) come from credentials/
         bus = replace(
             bus,
-            service=replace(bus.service, env_files=(BUS_CREDENTIALS,)),
-            peers=tuple(replace(peer, env_files=(BUS_CREDENTIALS,)) for peer in bus.peers),
+            service=_with_credentials(config, bus.service, BUS),
+            peers=tuple(_with_credentials(config, peer, BUS) for peer in bus.peers),
         )
 
     network_names = {INTERNAL_NETWORK: True, BUS_LINK_NETWORK: True, HOST_NETWORK: False}
@@ -507,8 +532,55 @@ def _wire(
                 sidecar=sidecar.service.name,
                 permissions=sidecar.permissions,
             )
-        wired.append(replace(component, depends_on=tuple(depends)))
+        component = replace(component, depends_on=tuple(depends))
+        wired.append(_with_bus_check(config, component))
     return sidecars, tuple(wired)
+
+
+# Compose alone (`docker compose up --wait`, `docker compose ps`) must judge a component as `status`
+# does: on the bus under its connection name. Its check asks the only server it can reach (its
+# sidecar; with bus.auth off, the bus's nodes) for /connz and looks for that name: the platform's
+# images have `node` (the probe image a stand-in, images/probe/node). Every 2 s, as the gateway's own
+# check (a `node` start costs tens of milliseconds of CPU); Docker's first run comes one interval
+# after the start (start_interval needs Engine 25). Swarm keeps no such check: it kills a task whose
+# check fails, and a bus outage would then replace every component.
+BUS_CHECK_TIMING = ("2s", "3s", 3, "30s")  # interval, timeout, retries, start period
+
+
+def bus_check_script(name: str, servers: Sequence[str], own: Sequence[str] = ()) -> str:
+    """``node -e`` JavaScript: exit 0 when every URL of ``own`` answers 2xx and one of ``servers``
+    lists a connection named ``name`` on /connz (nats-server's /connz has no filter by name)."""
+    urls = [f"http://{host}:{MONITOR_PORT}/connz?limit=1024" for host in servers]
+    return (
+        f"const name = {json.dumps(name)}, own = {json.dumps(list(own))}, bus = {json.dumps(urls)}; "
+        "Promise.all(own.map(u => fetch(u)"
+        ".then(r => { if (!r.ok) throw new Error(u + ' answered ' + r.status); })))"
+        ".then(() => Promise.all(bus.map(u => fetch(u).then(r => r.json())"
+        ".then(j => (j.connections || []).some(c => c.name === name), () => false))))"
+        ".then(on => { if (on.includes(true)) process.exit(0); "
+        "console.error(name + ' is not connected to ' + bus.join(' or ')); process.exit(1); }, "
+        "e => { console.error(String(e)); process.exit(1); })"
+    )
+
+
+def _with_bus_check(config: DeployConfig, component: ServicePlan) -> ServicePlan:
+    """A platform component with nachos-deploy's default check gets the check above (the gateway's
+    ``GET /health`` stays part of its own); one whose check the deploy file sets or turns off, an
+    extra, one with no connection name, or any on Swarm keeps what it has."""
+    name = component.connection_name
+    if (
+        config.target == "swarm"
+        or name is None
+        or component.role is Role.EXTRA
+        or _settings(config, component.name).healthcheck is not None
+    ):
+        return component
+    nodes = [node_name(index) for index in range(1, config.bus.nodes + 1)]
+    servers = [component.sidecar] if component.sidecar else nodes
+    own = [GATEWAY_HEALTH_URL] if component.role is Role.GATEWAY else []
+    test = ("CMD", "node", "-e", bus_check_script(name, servers, own))
+    check = HealthPlan(test, *BUS_CHECK_TIMING, asks_bus="also" if own else "only")
+    return replace(component, healthcheck=check)
 
 
 def _sidecar(
@@ -539,13 +611,32 @@ def _sidecar(
         mounts=(Mount(f"./{config_file}", NATS_CONFIG_TARGET, read_only=True),),
         healthcheck=HealthPlan(("CMD-SHELL", SIDECAR_HEALTH_TEST), config.bus.healthcheck_interval, "2s", 3),
         depends_on=((BUS, "service_healthy"),),
-        env_files=(f"./{CREDENTIALS_DIR}/{name}.env",),
         leaf_name=name,
         user=SIDECAR_USER,
         limits=DEFAULT_LIMITS[Role.SIDECAR],
+        # While the hub is away its name is unknown: the lookup of `bus` must fail within a second
+        # (not the resolver's ten), so the sidecar's next try comes as soon as the hub is back.
+        dns=(NO_RESOLVER,),
+        dns_options=FAST_FAILING_LOOKUPS,
     )
+    service = _with_credentials(config, service, name)
     variable = "NACHOS_LEAF_" + component.name.upper().replace("-", "_") + "_PASSWORD"
     return Sidecar(service, component.name, config_file, f"leaf-{component.name}", variable, rights)
+
+
+def credentials_in_files(target: str) -> bool:
+    """Whether the nats-servers read their passwords from included files (Compose) rather than from
+    their environment (Swarm): see ``CREDENTIALS_MOUNT``."""
+    return target != "swarm"
+
+
+def _with_credentials(config: DeployConfig, service: ServicePlan, owner: str) -> ServicePlan:
+    """``service`` given the credentials of ``owner`` (the hub's, shared by its nodes, or a sidecar's
+    own): its folder mounted read-only on Compose, its variables on Swarm."""
+    if not credentials_in_files(config.target):
+        return replace(service, env_files=(f"./{CREDENTIALS_DIR}/{owner}.env",))
+    folder = Mount(f"./{CREDENTIALS_DIR}/{owner}", CREDENTIALS_MOUNT, read_only=True)
+    return replace(service, mounts=(*service.mounts, folder))
 
 
 def _settings(config: DeployConfig, name: str) -> Component:
@@ -647,12 +738,14 @@ def _component(
     if name == "filesystem" and not settings.volumes:
         # Only the read mode may have the workspace read-only: the others exist to change it.
         read_only = literal.get("TOOL_MODE", "read") == "read"
-        mounts.append(Mount(_relative(base_dir / "workspace", output_dir), catalog.WORKSPACE_DIR, read_only))
+        workspace = _relative(base_dir / "workspace", output_dir)
+        key = f"components.{name}.volumes (unset: ./workspace)"
+        mounts.append(Mount(workspace, catalog.WORKSPACE_DIR, read_only, key=key))
     for item in settings.volumes:
         source, target, *mode = item.split(":")
         if source.startswith("."):
             source = _relative(base_dir / source, output_dir)
-        mounts.append(Mount(source, target, read_only=mode == ["ro"]))
+        mounts.append(Mount(source, target, read_only=mode == ["ro"], key=f"components.{name}.volumes"))
 
     egress = settings.egress if settings.egress is not None else known.egress
     networks = [INTERNAL_NETWORK, *([EGRESS_NETWORK] if egress else []), *settings.networks]
@@ -757,7 +850,7 @@ def is_bus_node(name: str) -> bool:
 
 
 def route_host(index: int) -> str:
-    """The name a node answers to on bus-link alone (``bus`` means every node on nachos-internal)."""
+    """The name one node answers to on bus-link (``bus`` means every live node, on both networks)."""
     return f"{BUS}-{index}"
 
 
@@ -771,8 +864,9 @@ def node_volume(index: int) -> str:
 
 
 def forwarded_ports(index: int) -> tuple[int, int]:
-    """The forwarder's listening (client, monitor) ports for a node: 4222/8222 for the first."""
-    return CLIENT_PORT + index - 1, MONITOR_PORT + index - 1
+    """The forwarder's listening (client, monitor) ports: 4222/8222 (``index`` 0) for the bus as a
+    whole, whichever node answers; 4222+k/8222+k for node k of a cluster alone."""
+    return CLIENT_PORT + index, MONITOR_PORT + index
 
 
 # Swarm kills a task whose healthcheck fails and starts another: a node of a cluster waiting for its
@@ -802,16 +896,21 @@ def _bus(config: DeployConfig) -> BusPlan:
         name = node_name(index)
         command: tuple[str, ...] = ("--config", NATS_CONFIG_TARGET, "--js", "--store_dir", bus.store_dir)
         aliases: tuple[tuple[str, str], ...] = ()
+        environment: tuple[EnvVar, ...] = ()
         if clustered:
             command += ("--server_name", name)
+            # Also in the config (by this variable): a reload re-reads the file and, without a name
+            # there, a node of a JetStream cluster refuses it (`credentials rotate` reloads).
+            environment = (EnvVar(SERVER_NAME, name),)
             aliases = ((BUS_LINK_NETWORK, route_host(index)),)
-            if index > 1:
-                aliases = ((INTERNAL_NETWORK, BUS), *aliases)
+            if index > 1:  # `bus` means any node, on both networks (the first answers by its name)
+                aliases = ((INTERNAL_NETWORK, BUS), (BUS_LINK_NETWORK, BUS), *aliases)
         return ServicePlan(
             name=name,
             role=Role.EXTRA,
             image=bus.image,
             command=command,
+            environment=environment,
             networks=(INTERNAL_NETWORK, BUS_LINK_NETWORK),
             mounts=(
                 Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
@@ -877,23 +976,65 @@ def _socat(port: int, relays: int, host: str = BUS, target: int | None = None) -
     return f"socat -b {RELAY_BUFFER} {listen} {connect}"
 
 
+# A clustered bus's own ports (the host's NATS_URL) must outlive any one node, for every client,
+# which has that one URL (nats-py and most clients take no comma-separated list from NATS_URL). So
+# each connection to them goes to the first node that accepts a connection now: a small script
+# (written to the forwarder's /tmp at start) tries `bus`, which every live node answers to, then
+# each node by its own name, and relays to the first that accepts. `bus` alone would not do: the
+# engine's DNS still lists a killed node for a moment after its connections closed, a client redials
+# at once, and a default nats-py client that gets no INFO waits 2 s before it tries its only URL
+# again. The nodes by name come second because the lookup of a name the engine no longer knows (a
+# dead node's) takes a second (FAST_FAILING_LOOKUPS). The test connection carries no byte of the
+# client's, so the client only ever talks to the node it is relayed to; a live node on the same
+# bridge accepts in well under a millisecond, hence the short wait for one that does not.
+RELAY_SCRIPT = "/tmp/nachos-relay"
+RELAY_TRY_TIMEOUT = 0.25
+
+
+def _failover_socat(port: int, relays: int, hosts: Sequence[str], target: int) -> str:
+    listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
+    return f"socat {listen} 'EXEC:sh {RELAY_SCRIPT} {target} {' '.join(hosts)},nofork'"
+
+
+def _relay_script() -> str:
+    """``sh RELAY_SCRIPT PORT HOST...``: the client's connection (stdin/stdout, from socat's
+    ``nofork``) relayed to PORT of the first HOST that accepts a connection."""
+    return (
+        "p=$1; shift; for h; do "
+        f"socat -u OPEN:/dev/null TCP4:$h:$p,connect-timeout={RELAY_TRY_TIMEOUT} 2>/dev/null && "
+        f"exec socat -b {RELAY_BUFFER} STDIO TCP4:$h:$p,nodelay,connect-timeout={RELAY_CONNECT_TIMEOUT}; "
+        'echo "nachos-deploy: $h does not accept a connection on port $p, trying the next node" >&2; '
+        'done; echo "nachos-deploy: no bus node accepts a connection on port $p" >&2; exit 1'
+    )
+
+
 def forwarder_script(nodes: int = 1) -> str:
-    """The forwarder's shell script: node 1 on 4222/8222 (through `bus`), node k of a cluster on
-    4222+k-1 and 8222+k-1 (through `bus-k`), so the host can watch and reach every node."""
+    """The forwarder's shell script: the bus on 4222/8222, and for a cluster node k alone on
+    4222+k/8222+k (through `bus-k`), so the host can watch each node. A cluster's 4222/8222 go to
+    whichever node accepts (above), so the host's URLs outlive any one node."""
     socat, nc = [], []
-    for index in range(1, nodes + 1):
-        host = BUS if index == 1 else route_host(index)
+    hosts = [route_host(index) for index in range(1, nodes + 1)] if nodes > 1 else []
+    for index in range(0, nodes + 1 if hosts else 1):
+        host = route_host(index) if index else BUS
         client, monitor = forwarded_ports(index)
-        socat += [
-            _socat(client, RELAYS, host, CLIENT_PORT),
-            _socat(monitor, MONITOR_RELAYS, host, MONITOR_PORT),
-        ]
+        if index == 0 and hosts:
+            socat += [
+                _failover_socat(client, RELAYS, [BUS, *hosts], CLIENT_PORT),
+                _failover_socat(monitor, MONITOR_RELAYS, [BUS, *hosts], MONITOR_PORT),
+            ]
+        else:
+            socat += [
+                _socat(client, RELAYS, host, CLIENT_PORT),
+                _socat(monitor, MONITOR_RELAYS, host, MONITOR_PORT),
+            ]
+        # busybox nc cannot try one node after another: it has `bus` alone.
         nc += [
             f"nc -ll -p {client} -e nc {host} {CLIENT_PORT}",
             f"nc -ll -p {monitor} -e nc {host} {MONITOR_PORT}",
         ]
+    relay = f"printf '%s\\n' '{_relay_script()}' > {RELAY_SCRIPT}; " if hosts else ""
     return (
-        f"if command -v socat >/dev/null; then {' & '.join(socat)} & "
+        f"if command -v socat >/dev/null; then {relay}{' & '.join(socat)} & "
         "else echo 'nachos-deploy: no socat in the bus image: relaying with busybox nc, which holds "
         "messages over about 1 KiB back for some 40 ms each way' >&2; "
         f"{' & '.join(nc)} & "
@@ -908,6 +1049,19 @@ NO_RESOLVER = "127.0.0.1"
 FAST_FAILING_LOOKUPS = ("timeout:1", "attempts:1")
 
 
+# The forwarder reaches the bus when a request through its monitoring relay is answered: what the
+# host's proof of the bus goes through. On Swarm none (a failing check there would get the task
+# killed while the bus is away, and with it the published ports): `up` proves it from the host.
+FORWARDER_HEALTH_TEST = f"wget -q --spider http://127.0.0.1:{MONITOR_PORT}/healthz"
+
+
+def _forwarder_check(config: DeployConfig) -> HealthPlan:
+    if config.target == "swarm":
+        return HEALTH_DISABLED
+    test = ("CMD-SHELL", FORWARDER_HEALTH_TEST)
+    return HealthPlan(test, config.bus.healthcheck_interval, "2s", 3, asks_bus="only")
+
+
 def _port_forwarder(config: DeployConfig) -> ServicePlan:
     """The only container on a plain bridge: it holds the host ports and relays them to the bus."""
     bus = config.bus
@@ -920,13 +1074,13 @@ def _port_forwarder(config: DeployConfig) -> ServicePlan:
         ports=(
             PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
             PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
-            *(  # the other nodes of a cluster: engine-picked host ports
+            *(  # each node of a cluster alone: engine-picked host ports
                 PortPlan(bus.bind_address, 0, port)
-                for index in range(2, bus.nodes + 1)
+                for index in range(1, bus.nodes + 1 if bus.nodes > 1 else 1)
                 for port in forwarded_ports(index)
             ),
         ),
-        healthcheck=HEALTH_DISABLED,  # proven from the host: the gate goes through it
+        healthcheck=_forwarder_check(config),
         user=SIDECAR_USER,
         limits=PORTS_LIMITS,
         dns=(NO_RESOLVER,),

@@ -139,6 +139,33 @@ class Platform:
     channels: Mapping[str, bool] = field(default_factory=dict)
     tools: Mapping[str, bool] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    docker_subagents: bool = False  # see subagents_need_docker
+
+
+def docker_subagents_warning(path: Path | None) -> str:
+    """The warning for :func:`subagents_need_docker`: the key, what will fail, and why."""
+    where = f"{path}: " if path is not None else ""
+    return (
+        f'{where}runtime.subagents.enabled = true with runtime.subagents.sandbox.mode = "full" makes '
+        "the gateway start each subagent as a Docker container of its own, through the Docker socket "
+        "(/var/run/docker.sock or DOCKER_HOST); nachos-deploy gives no component the socket (whoever "
+        "holds it controls the host), so every subagent run will fail (the gateway cannot reach "
+        "Docker). Set runtime.subagents.sandbox.mode to another mode, or runtime.subagents.enabled "
+        "to false."
+    )
+
+
+def subagents_need_docker(document: Mapping[str, Any]) -> bool:
+    """Whether the gateway would run its subagents in Docker containers of its own: with
+    ``[runtime.subagents] enabled = true`` and ``[runtime.subagents.sandbox] mode = "full"`` it
+    drives the engine through dockerode (``DOCKER_HOST`` or ``/var/run/docker.sock``), and
+    nachos-deploy gives no component the Docker socket, so every subagent run would fail."""
+    runtime = document.get("runtime")
+    subagents = runtime.get("subagents") if isinstance(runtime, Mapping) else None
+    if not isinstance(subagents, Mapping) or subagents.get("enabled") is not True:
+        return False
+    sandbox = subagents.get("sandbox")
+    return isinstance(sandbox, Mapping) and sandbox.get("mode") == "full"
 
 
 def component_name(tool_key: str) -> str:

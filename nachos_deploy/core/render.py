@@ -26,6 +26,8 @@ from nachos_deploy.core.plan import (
     CLUSTER_NAME,
     COMPOSE_FILE,
     CREDENTIALS_DIR,
+    CREDENTIALS_INCLUDE,
+    DEPLOYED_FILE,
     INIT_NETWORK,
     LAST_UP_FILE,
     LEAF_PORT,
@@ -39,6 +41,7 @@ from nachos_deploy.core.plan import (
     ROUTE_PORT,
     ROUTE_USER,
     SELECTION_FILE,
+    SERVER_NAME,
     SIDECARS_STACK_FILE,
     STACK_FILE,
     VOLUME_INIT,
@@ -46,6 +49,7 @@ from nachos_deploy.core.plan import (
     EnvVar,
     Plan,
     ServicePlan,
+    credentials_in_files,
     route_variable,
 )
 
@@ -204,6 +208,7 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
         "operator_user": OPERATOR_USER,
         "operator_password": OPERATOR_PASSWORD,
         "leaf_url": LEAF_URL,
+        "credentials_include": CREDENTIALS_INCLUDE if credentials_in_files(plan.target) else None,
         "header": HEADER,
         "version": __version__,
         "init_name": VOLUME_INIT,
@@ -214,6 +219,7 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
         "route_port": ROUTE_PORT,
         "route_user": ROUTE_USER,
         "route_password": ROUTE_PASSWORD,
+        "server_name": SERVER_NAME,
         "route_variables": [route_variable(index) for index in range(1, len(plan.bus.nodes) + 1)],
     }
     try:
@@ -224,7 +230,8 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
         files = {
             NATS_CONFIG_FILE: nats_conf,
             # The credentials nachos-deploy generates beside the rendered files stay out of git.
-            GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n/{SELECTION_FILE}\n/{LAST_UP_FILE}\n",
+            GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n"
+            + "".join(f"/{name}\n" for name in (SELECTION_FILE, LAST_UP_FILE, DEPLOYED_FILE)),
         }
         for sidecar in plan.sidecars:
             files[sidecar.config_file] = text_env.get_template("sidecar.conf.j2").render(

@@ -67,7 +67,9 @@ class ServiceReport:
 @dataclass(frozen=True)
 class Endpoints:
     """Where the host reaches the bus. ``nats_url`` carries the operator's credentials when the bus
-    requires them, so a caller can use it as it is; people are shown ``shown_nats_url``."""
+    requires them, so a caller can use it as it is; people are shown ``shown_nats_url``. On a
+    clustered bus ``nats_url`` and ``monitor_url`` reach whichever node is up (the forwarder picks a
+    live one per connection), so they outlive any one node; ``nodes`` reach one node each."""
 
     nats_url: str
     monitor_url: str
@@ -79,9 +81,10 @@ class Endpoints:
         return redact(self.nats_url)
 
     @property
-    def others(self) -> tuple[str, ...]:
-        """Monitoring URLs of a cluster's nodes besides the first."""
-        return tuple(monitor_url for _, _, monitor_url in self.nodes[1:])
+    def node_monitors(self) -> tuple[str, ...]:
+        """Monitoring URLs of each node of a cluster (empty for one node): who is connected is the
+        sum of every node's view, which the bus's own URL (one node per request) cannot give."""
+        return tuple(monitor_url for _, _, monitor_url in self.nodes)
 
     def as_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"nats_url": self.nats_url, "monitor_url": self.monitor_url}

@@ -16,7 +16,7 @@ from pathlib import Path
 from nachos_deploy.core.errors import DeployError, ExitCode, typed
 from nachos_deploy.docker import runner
 from nachos_deploy.docker.errors import Meaning, classify, meaning_of, reason_of
-from nachos_deploy.docker.parse import ServiceState, duplicate_networks, items, state_of
+from nachos_deploy.docker.parse import ServiceState, duplicate_networks, items, most_named, state_of
 from nachos_deploy.docker.runner import DockerFailure
 
 
@@ -215,6 +215,23 @@ def inspect_containers(container_ids: Sequence[str]) -> dict[str, ServiceState] 
         state = state_of(item)
         result[state.service] = state
     return result
+
+
+WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"  # Compose's --project-directory
+
+
+def output_folders(project: str) -> list[Path]:
+    """The folders the project's containers were created from (Compose's own label: nachos-deploy
+    gives Compose the output folder as the project directory), most containers' first; empty when
+    the project has none. One engine call; an engine that does not answer finds none (the command
+    that follows says why)."""
+    label = f"label=com.docker.compose.project={project}"
+    template = f'{{{{.Label "{WORKING_DIR_LABEL}"}}}}'
+    try:
+        text = runner.output(["docker", "container", "ls", "--all", "--filter", label, "--format", template])
+    except DockerFailure:
+        return []
+    return most_named(text.splitlines())
 
 
 def states(client: Compose) -> dict[str, ServiceState]:

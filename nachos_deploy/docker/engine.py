@@ -75,6 +75,7 @@ __all__ = [
     "remove_volumes",
     "require_engine",
     "restart",
+    "send_signal",
     "start_created",
     "state_of",
     "states",
@@ -164,6 +165,18 @@ def passes_check(client: Compose | None, container: str, test: Sequence[str] | s
         )
     except (DockerFailure, DeployError):
         return False
+
+
+def send_signal(containers: Sequence[str], signal: str) -> None:
+    """Send ``signal`` to each container's main process (``init: true`` passes it on to the server),
+    e.g. HUP: a nats-server then reloads its config file and what it includes, without dropping the
+    connections of its clients."""
+    try:
+        runner.run(["docker", "kill", "--signal", signal, *containers], timeout=30)
+    except DockerFailure as failure:
+        raise classify(
+            failure, f"docker kill --signal {signal} failed", exit_code=ExitCode.COMPONENT
+        ) from None
 
 
 def exit_codes_since(container_id: str, since: float) -> list[int]:

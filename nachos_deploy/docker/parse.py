@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from nachos_deploy.core.bus_placement import Machine
 
@@ -306,3 +307,15 @@ def replicas(text: str, project: str) -> dict[str, tuple[int, int]]:
         if running.isdigit() and desired.isdigit():
             found[name.removeprefix(f"{project}_")] = (int(running), int(desired))
     return found
+
+
+def most_named(lines: Iterable[str]) -> list[Path]:
+    """The absolute folders in ``lines`` (one label value each: an output folder), the one most of
+    them name first; blanks (a service deployed without the label: by hand, or by an older
+    nachos-deploy) and relative paths are no folder to trust."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        value = line.strip()
+        if value.startswith("/"):
+            counts[value] = counts.get(value, 0) + 1
+    return [Path(value) for value, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]

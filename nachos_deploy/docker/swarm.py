@@ -33,6 +33,7 @@ from nachos_deploy.docker.parse import (
     items,
     machine_of,
     mapping,
+    most_named,
     remote_state,
     replicas,
     service_names,
@@ -81,6 +82,10 @@ STACK_LABEL = "com.docker.stack.namespace"  # on every service, container, netwo
 SERVICE_LABEL = "com.docker.swarm.service.name"  # on a task's container: <stack>_<service>
 TASK_LABEL = "com.docker.swarm.task.id"
 RELAY_LABEL = "org.nachos-deploy.relay"  # the value: the project; see with_relay
+# On every service: the output folder it was deployed from, which the stack files take from this
+# variable (the files themselves stay the same on every machine); see output_folders.
+OUTPUT_LABEL = "org.nachos-deploy.output"
+OUTPUT_VARIABLE = "NACHOS_OUTPUT_DIR"
 _remote_state = remote_state  # the former private name, which tests/test_swarm_nodes.py reads
 
 
@@ -131,6 +136,7 @@ def deploy(project: str, stack_file: Path, *, dotenv: Path | None, prune: bool, 
     one of them ("network ... not found") until the removal is through, so that is tried again."""
     args = ["stack", "deploy", "--resolve-image", "never", "--compose-file", str(stack_file)]
     variables = read_env_file(dotenv) if dotenv is not None and dotenv.is_file() else {}
+    variables[OUTPUT_VARIABLE] = str(stack_file.parent)  # the output folder, as a label of each service
     command = [*args, *(["--prune"] if prune else []), project]
     for attempt in range(3):
         try:
@@ -167,6 +173,18 @@ def relabel(add: Mapping[str, Sequence[str]], remove: Mapping[str, Sequence[str]
             _docker("node", "update", *args, machine)
         except DockerFailure as failure:
             raise _environment(failure, f"Cannot label the swarm node {machine}") from None
+
+
+def output_folders(project: str) -> list[Path]:
+    """The output folders the stack's services were deployed from (their OUTPUT_LABEL), most
+    services' first; empty when the stack does not exist or this engine is no swarm manager."""
+    try:
+        listed = _docker("service", "ls", "--quiet", "--filter", f"label={STACK_LABEL}={project}").split()
+        template = f'{{{{index .Spec.Labels "{OUTPUT_LABEL}"}}}}'
+        text = _docker("service", "inspect", "--format", template, *listed) if listed else ""
+    except DockerFailure:
+        return []  # not a swarm (manager), or the services went between the two calls: none found
+    return most_named(text.splitlines())
 
 
 def services(project: str) -> dict[str, tuple[int, int]]:

@@ -254,8 +254,19 @@ def stop(
     output: str | Path | None = None,
     volumes: bool = False,
 ) -> DownResult:
-    """Remove a stack by its deploy file (or mapping) and project name."""
-    return down(load(config, project=project, output=output), volumes=volumes)
+    """Remove a stack by its project name (and deploy file or mapping): what the project runs, as it
+    was deployed, also when the deploy file has changed since (see :func:`deployed`)."""
+    return down(deployed(load(config, project=project, output=output)).stack, volumes=volumes)
+
+
+def deployed(stack: Stack) -> Located:
+    """The stack ``stack.project`` runs, as it was deployed, wherever from: the engine's labels name
+    its output folder, whose record holds the configuration `up` deployed. ``stack`` itself when it
+    is that one, or when nothing runs. The reading commands (status, request, env, logs, down) work
+    on ``.stack``; ``.differs`` says that the configuration given is another one than what runs."""
+    from nachos_deploy.targets.deployment import locate
+
+    return locate(stack)  # an engine that does not answer finds nothing: the command then says why
 
 
 def _uninterrupted(action: Callable[[], object]) -> None:
@@ -290,7 +301,9 @@ __all__ += [
     "Rotation",
     "Stack",
     "bench",
+    "bind_sources",
     "check_compose",
+    "deployed",
     "doctor",
     "endpoints",
     "request",
@@ -299,6 +312,7 @@ __all__ += [
     "stack_volumes",
     "stale_files",
     "stream_logs",
+    "uses_credentials",
     "write_files",
 ]
 
@@ -306,6 +320,8 @@ if TYPE_CHECKING:
     from nachos_deploy.bus.bench import BenchResult
     from nachos_deploy.core.results import Endpoints
     from nachos_deploy.lifecycle.doctor import Check
+    from nachos_deploy.lifecycle.rotate import Reloaded
+    from nachos_deploy.targets.deployment import Located
 
 
 def require_engine() -> None:
@@ -316,11 +332,34 @@ def require_engine() -> None:
 
 
 def write_files(stack: Stack) -> list[str]:
-    """Write the rendered files into the output folder, all or nothing; the names changed or removed."""
+    """Write the rendered files into the output folder, all or nothing; the names changed or removed.
+    Then the bus credentials those files reference, when missing (existing ones are kept, as by
+    `up`): without them the folder would not run with `docker compose` (or `docker stack deploy`)
+    alone. They are never rendered, so the rendered files stay byte-for-byte deterministic, and the
+    folder's .gitignore keeps them out of version control."""
     from nachos_deploy.core.render import HEADER
-    from nachos_deploy.io import files
+    from nachos_deploy.io import credentials, files
 
-    return files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
+    changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
+    if uses_credentials(stack):
+        credentials.ensure(stack.output_dir, stack.plan)
+    return changed
+
+
+def uses_credentials(stack: Stack) -> bool:
+    """Whether the rendered files read bus passwords from the output folder's credentials/."""
+    return stack.plan.auth or stack.plan.bus.clustered
+
+
+def bind_sources(stack: Stack) -> str:
+    """What ``up`` will do with the host folders the deploy file bind-mounts, in words (``validate``);
+    a missing absolute one is a ConfigError (exit 3), as ``up`` would refuse it."""
+    from nachos_deploy.io import bind_folders
+
+    level, detail, _ = bind_folders.verdict(stack)
+    if level == "fail":
+        raise ConfigError(detail)
+    return detail
 
 
 def stale_files(stack: Stack) -> list[str]:
@@ -398,7 +437,12 @@ def endpoints(stack: Stack) -> Endpoints:
     return found
 
 
-def request(stack: Stack, subject: str, data: bytes = b"", *, timeout: float = 2.0) -> bytes:
+REQUEST_PAYLOAD = b"{}"
+"""What ``request`` sends when given no data: the platform's components parse every request as JSON,
+and the gateway drops an empty payload without a word (``Unexpected end of JSON input``)."""
+
+
+def request(stack: Stack, subject: str, data: bytes = REQUEST_PAYLOAD, *, timeout: float = 2.0) -> bytes:
     """Send one request through the running stack's bus and return the reply (exit 1 when none comes)."""
     from nachos_deploy.bus import natsclient
     from nachos_deploy.bus.monitor import BusUnavailable
@@ -406,34 +450,51 @@ def request(stack: Stack, subject: str, data: bytes = b"", *, timeout: float = 2
     nats_url = endpoints(stack).nats_url
     try:
         return natsclient.request(nats_url, subject, data, timeout=timeout)
+    except natsclient.NoReply as exc:
+        raise DeployError(
+            f"No reply on {exc.subject}: waited {exc.waited:.1f}s (--timeout {timeout:g}) and nothing "
+            "answered, although something on the bus subscribes to it. The component may be slow "
+            "(raise --timeout) or may have dropped the request: the platform's components expect a "
+            "JSON payload and ignore any other (`nachos-deploy logs` shows what it said).",
+            exit_code=ExitCode.FAILED,
+        ) from None
     except BusUnavailable as exc:
-        raise DeployError(f"No reply on {subject}: {exc}", exit_code=ExitCode.FAILED) from None
+        raise DeployError(f"No reply on {subject}: {exc}.", exit_code=ExitCode.FAILED) from None
 
 
 @dataclass(frozen=True)
 class Rotation:
-    """Where the new passwords were written, and whether the stack runs (then ``up`` must follow)."""
+    """Where the new passwords were written, whether the stack runs, and, when the running servers
+    took them in place (Compose), how that went; running but not ``reloaded`` (Swarm): ``up`` must
+    follow, which replaces the bus and the sidecars."""
 
     folder: Path
     running: bool
+    reloaded: Reloaded | None = None
 
 
-def rotate_credentials(stack: Stack) -> Rotation:
-    """Write new bus passwords (the operator's and each sidecar's). Whether the stack was running is
-    read first: a running stack must be brought up again for the new passwords to take effect."""
+def rotate_credentials(stack: Stack, *, progress: Progress | None = None) -> Rotation:
+    """Write new bus passwords (the operator's and each sidecar's). On a running Compose stack the
+    bus and the sidecars reload them in place, the components untouched, and the hub is shown to
+    refuse the old ones (:mod:`nachos_deploy.lifecycle.rotate`)."""
     from nachos_deploy.io import credentials
 
     if not stack.plan.auth:
         raise DeployError(
             "bus.auth is false: this bus has no credentials to rotate.", exit_code=ExitCode.USAGE
         )
+    from nachos_deploy.lifecycle import rotate
     from nachos_deploy.targets import for_stack
 
     require_engine()
+    folder = credentials.folder(stack.output_dir)
     with for_stack(stack) as target:
-        running = target.endpoints() is not None
-    credentials.ensure(stack.output_dir, stack.plan, rotate=True)
-    return Rotation(credentials.folder(stack.output_dir), running)
+        endpoints = target.endpoints()
+        if endpoints is None:
+            credentials.ensure(stack.output_dir, stack.plan, rotate=True)
+            return Rotation(folder, running=False)
+        reloaded = rotate.rotate(stack, target, endpoints, progress or (lambda _: None))
+    return Rotation(folder, running=True, reloaded=reloaded)
 
 
 def doctor(

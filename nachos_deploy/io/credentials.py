@@ -5,21 +5,30 @@ fills from ``credentials/*.env`` (mode 0600, in a 0700 folder the rendered ``.gi
 version control), so ``render`` stays byte-for-byte deterministic and a committed output folder holds
 no secret. ``bus.env`` has every password the hub checks; each ``bus-<component>.env`` has only the
 URL its sidecar logs in with.
+
+On Compose the servers read the same values from ``<service>/secrets.conf`` instead, which their
+config ``include``s (see :data:`~nachos_deploy.core.plan.CREDENTIALS_MOUNT`), so that a rotation
+reaches a running server by a reload: nats-server re-reads files on SIGHUP, never its environment.
+Those folders are 0711 and their file 0644, because the sidecars read them as uid 65534 and the hub
+as a root without CAP_DAC_OVERRIDE; no other host user can reach them, since ``credentials/`` itself
+stays 0700.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from nachos_deploy.core.errors import OutputError
 from nachos_deploy.core.plan import (
     BUS,
     CREDENTIALS_DIR,
+    CREDENTIALS_INCLUDE,
     LEAF_PORT,
     LEAF_URL,
     OPERATOR_PASSWORD,
@@ -75,7 +84,8 @@ def snapshot(output_dir: Path) -> dict[str, str]:
 def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials:
     """Make sure every password the plan needs exists (all new when ``rotate``), and write the files
     the hub and each sidecar read. Existing passwords are kept, so a second ``up`` changes nothing."""
-    existing = {} if rotate else read_env_file(folder(output_dir) / f"{BUS}.env")
+    on_disk = read_env_file(folder(output_dir) / f"{BUS}.env")
+    existing = {} if rotate else on_disk
 
     def password(name: str) -> str:
         return existing.get(name) or new_password()
@@ -88,14 +98,69 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials
         secret = urllib.parse.quote(hub[sidecar.password_variable], safe="")
         files[f"{sidecar.service.name}.env"] = {LEAF_URL: f"nats://{user}:{secret}@{BUS}:{LEAF_PORT}"}
     if plan.bus.clustered:  # the routes between the nodes, with their own password
-        hub[ROUTE_PASSWORD] = password(ROUTE_PASSWORD)
+        # Kept by a rotation: only the nodes use it, on bus-link, and changing it under running nodes
+        # would part them until each had reloaded (see docs/security.md).
+        hub[ROUTE_PASSWORD] = on_disk.get(ROUTE_PASSWORD) or new_password()
         secret = urllib.parse.quote(hub[ROUTE_PASSWORD], safe="")
         for index in range(1, len(plan.bus.nodes) + 1):
             where = f"{route_host(index)}:{ROUTE_PORT}"
             hub[route_variable(index)] = f"nats-route://{ROUTE_USER}:{secret}@{where}"
     files[f"{BUS}.env"] = hub
     _write_private(folder(output_dir), files)
+    _write_includes(folder(output_dir), {name.removesuffix(".env"): values for name, values in files.items()})
     return Credentials(hub[OPERATOR_PASSWORD])
+
+
+def leaf_logins(output_dir: Path, plan: Plan) -> dict[str, tuple[str, str]]:
+    """Sidecar service → the (user, password) it logs in at the hub with now: after a rotation, the
+    old ones must be refused."""
+    logins = {}
+    for sidecar in plan.sidecars:
+        url = read_env_file(folder(output_dir) / f"{sidecar.service.name}.env").get(LEAF_URL)
+        parts = urllib.parse.urlsplit(url or "")
+        if parts.username and parts.password:
+            logins[sidecar.service.name] = (
+                urllib.parse.unquote(parts.username),
+                urllib.parse.unquote(parts.password),
+            )
+    return logins
+
+
+def include_text(values: dict[str, str]) -> str:
+    """The variables as nats-server config assignments (``NAME: "value"``): values are hex or URLs
+    of hex, but are escaped as JSON strings anyway, which nats-server reads the same way."""
+    lines = "".join(f"{key}: {json.dumps(value)}\n" for key, value in sorted(values.items()))
+    return "# Written by nachos-deploy (credentials rotate changes it); never commit it.\n" + lines
+
+
+def _write_includes(directory: Path, owners: dict[str, dict[str, str]]) -> None:
+    """Each owner's ``secrets.conf`` in its own folder, replaced atomically (a reload reads the old
+    file or the new one, never half of one; a folder is mounted, not the file, so the server sees
+    the new file). Readable inside the containers: see the module's docstring."""
+    name = PurePosixPath(CREDENTIALS_INCLUDE).name
+    try:
+        for owner, values in owners.items():
+            place = directory / owner
+            place.mkdir(mode=0o711, exist_ok=True)
+            place.chmod(0o711)
+            text = include_text(values)
+            target = place / name
+            if target.is_file() and target.read_text(encoding="utf-8") == text:
+                continue
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=place)
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                    stream.write(text)
+                Path(temporary).chmod(0o644)
+                Path(temporary).replace(target)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write the bus credentials to {directory} ({exc.strerror or exc}). Fix the output "
+            "folder's permissions or choose another with --output."
+        ) from None
 
 
 def _write_private(directory: Path, files: dict[str, dict[str, str]]) -> None:

@@ -160,6 +160,7 @@ def read_platform(path: Path) -> Platform:
         channels=enabled("channels"),
         tools=enabled("tools"),
         problems=platform_config.problems_in(document),
+        docker_subagents=platform_config.subagents_need_docker(document),
     )
 
 

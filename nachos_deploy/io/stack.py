@@ -115,6 +115,12 @@ def prepare(
     output_dir = output if output is not None else loaded.base_dir / loaded.config.output
     if not output_dir.is_absolute():
         output_dir = cwd / output_dir
+    return assemble(loaded, output_dir, environ)
+
+
+def assemble(loaded: loader.Loaded, output_dir: Path, environ: Mapping[str, str]) -> Stack:
+    """Plan and render a loaded configuration for ``output_dir`` (absolute): the part of
+    :func:`prepare` that a recorded deployment (:mod:`nachos_deploy.io.deployed`) shares."""
     plan = make_plan(loaded.config, loaded.platform, base_dir=loaded.base_dir, output_dir=output_dir)
     rendered = render(plan, template_cache.bytecode_cache())
     override_file = loaded.base_dir / loaded.config.compose_override

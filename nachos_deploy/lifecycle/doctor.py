@@ -12,6 +12,7 @@ from typing import Any, Literal
 from nachos_deploy.core.errors import DeployError
 from nachos_deploy.core.plan import PORTS
 from nachos_deploy.docker import engine
+from nachos_deploy.io import bind_folders
 from nachos_deploy.io.stack import Stack
 
 Level = Literal["pass", "warn", "fail"]
@@ -45,6 +46,12 @@ def _override(stack: Stack) -> Check:
     )
 
 
+def _bind_sources(stack: Stack) -> Check:
+    """The folders the deploy file bind-mounts: one rule on both targets (core/bind_sources.py)."""
+    level, detail, fix = bind_folders.verdict(stack)
+    return Check("bind sources", "fail" if level == "fail" else "pass", detail, fix)
+
+
 def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Check]:
     """Every check, in the order a user would fix them; an unreachable engine skips the engine checks."""
     checks: list[Check] = []
@@ -58,6 +65,7 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
         for warning in stack.plan.warnings:
             checks.append(Check("config", "warn", warning))
         checks.append(_override(stack))
+        checks.append(_bind_sources(stack))
 
     engine_version: str | None = None
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nachos_deploy.core.results import DownResult
-from nachos_deploy.io import files, locks
+from nachos_deploy.io import deployed, files, locks
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.targets import Target, for_stack
 
@@ -31,6 +31,7 @@ def down_on(target: Target, *, volumes: bool) -> DownResult:
     target.remove(volumes=volumes)
     if stack.output_dir.is_dir():
         files.write_selection(stack.output_dir, ())  # the next status judges the whole stack
+        deployed.forget(stack.output_dir)  # nothing runs from this folder any more
     if not volumes:
         return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
     return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])

@@ -3,7 +3,9 @@
 ``up`` and ``status`` both ask :func:`observe`, so they cannot disagree: a service is ok only when its
 container is running, healthy where it has a check, and (where it has a connection name) listed on
 the bus's ``/connz``. A container's own state proves nothing about the bus: after a long outage the
-platform's channels keep running, disconnected, for ever.
+platform's channels keep running, disconnected, for ever. Where a check asks only the bus (the one
+rendered so that Compose alone can wait for the same fact: see ``HealthPlan.asks_bus``), the rule
+reads the bus itself, fresh, instead of Docker's verdict, which lags by up to an interval.
 
 ``up`` passes a :class:`Since`, which narrows what counts against a service to what happened during
 this ``up``: restarts of the current container after the baseline, and healthcheck runs after the
@@ -69,32 +71,48 @@ def look_at_bus(
     states: Mapping[str, ServiceState] | None = None,
     *,
     leafs: bool = False,
-    others: Sequence[str] = (),
+    node_monitors: Sequence[str] = (),
 ) -> BusView:
     """The hub's connections and leaf nodes from the host, and, for ``sidecars``, each one's own
-    ``/connz``, read from inside the hub's container (the sidecars publish no port). ``others``:
-    the monitoring URLs of a cluster's other nodes, whose clients and leaf nodes count too (a
-    sidecar's leaf connection reaches whichever node `bus` resolved to); a node that does not
-    answer is left out here, `status` names it. Without a ``target`` (a look at states alone, in
-    tests) no container can be read from inside: the sidecars then do not answer."""
+    ``/connz``, read from inside a bus node's container (the sidecars publish no port).
+    ``node_monitors``: a cluster's nodes' own monitoring URLs, read in place of ``monitor_url``
+    (which reaches one node per request): a client or sidecar counts on whichever node it reached
+    (a leaf connection goes to whichever node `bus` resolved to). A node that does not answer is
+    left out here, so the survivors of a dead node still prove their clients; `status` names it.
+    Without a ``target`` (a look at states alone, in tests) no container can be read from inside:
+    the sidecars then do not answer."""
     if monitor_url is None:
         return BusView(None, "the bus has no published monitoring port (is it running?)")
-    try:
-        connections = monitor.connection_names(monitor_url, timeout=1.0)
-        leaf_names = frozenset(monitor.leaf_names(monitor_url)) if leafs or sidecars else None
-    except monitor.BusUnavailable as exc:
-        return BusView(None, str(exc))
-    for other in others:
+    wanted_leafs = leafs or bool(sidecars)
+
+    def read(url: str) -> tuple[dict[str, int], frozenset[str] | None]:
+        names = monitor.connection_names(url, timeout=1.0)
+        return names, frozenset(monitor.leaf_names(url)) if wanted_leafs else None
+
+    urls = list(node_monitors) or [monitor_url]
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:  # a dead node's 1 s timeout, once
+        looks = [pool.submit(read, url) for url in urls]
+    connections: dict[str, int] | None = None
+    leaf_names: frozenset[str] | None = None
+    problem = ""
+    for look in looks:
         try:
-            for name, count in monitor.connection_names(other, timeout=1.0).items():
-                connections[name] = connections.get(name, 0) + count
-            if leaf_names is not None:
-                leaf_names |= frozenset(monitor.leaf_names(other))
-        except monitor.BusUnavailable:
+            names, leaf_view = look.result()
+        except monitor.BusUnavailable as exc:
+            problem = problem or str(exc)
             continue
+        connections = connections or {}
+        for name, count in names.items():
+            connections[name] = connections.get(name, 0) + count
+        if leaf_view is not None:
+            leaf_names = (leaf_names or frozenset()) | leaf_view
+    if connections is None:
+        return BusView(None, problem)
     seen: dict[str, Mapping[str, int] | None] = dict.fromkeys(sidecars)
     states = states or {}
-    hub = states.get(BUS)
+    hub = next(
+        (s for name, s in states.items() if is_bus_node(name) and s.status == "running"), states.get(BUS)
+    )
     if sidecars and hub is not None and target is not None:
         addresses = {
             name: address for name in sidecars if (address := _internal_address(states.get(name))) is not None
@@ -121,7 +139,7 @@ def observe(
     since: Since | None = None,
     healed: frozenset[str] = frozenset(),
     states: Mapping[str, ServiceState] | None = None,
-    others: Sequence[str] = (),
+    node_monitors: Sequence[str] = (),
 ) -> Observation:
     """Read the containers through the ``target`` (unless ``states`` were read a moment ago: then
     ``target`` may be None) and the bus once, and judge every service in ``services``."""
@@ -131,7 +149,7 @@ def observe(
     states = dict(states)
     sidecars = [s.sidecar for s in services if s.sidecar]
     leafs = bool(sidecars) or any(s.leaf_name for s in services)
-    bus = look_at_bus(target, monitor_url, sidecars, states, leafs=leafs, others=others)
+    bus = look_at_bus(target, monitor_url, sidecars, states, leafs=leafs, node_monitors=node_monitors)
     reports = [
         judge(service, states.get(service.name), bus, since, healed=service.name in healed)
         for service in services
@@ -175,10 +193,13 @@ def judge(
             problem = f"cannot be on the bus: {bus.problem}"
         elif problem is None and not connected:
             problem = f"is not connected to the bus as {service.connection_name!r}"
+    health = state.health if state else None
+    if health is not None and problem is None and _asks_only_the_bus(service):
+        health = "healthy"  # proven on the bus just now: what Docker's next run of that check says
     return ServiceReport(
         name=service.name,
         status=state.status if state else "missing",
-        health=state.health if state else None,
+        health=health,
         connection_name=service.connection_name,
         connected=connected,
         problem=problem,
@@ -204,11 +225,21 @@ def _problem(
         return f"is restarting (last exit code {state.exit_code})", True
     if state.status == "created":
         return "was created but has not started", False
+    if _asks_only_the_bus(service):  # judged below on the bus, read now: Docker's verdict lags
+        return None, False
     if state.health == "starting" and not is_bus_node(service.name):  # proven from the host
         return "is waiting for its first healthcheck", False
     if state.health == "unhealthy":
         return _unhealthy(service, state, since)
     return None, False
+
+
+def _asks_only_the_bus(service: ServicePlan) -> bool:
+    """A check that asks only what :func:`judge` reads from the bus itself (a component's connection
+    on its sidecar's /connz, the forwarder's relay), rendered so that Compose alone can wait for it:
+    the same fact, which the judge reads fresh rather than up to an interval late (so `up` waits
+    for it no longer than before the check existed)."""
+    return service.healthcheck is not None and service.healthcheck.asks_bus == "only"
 
 
 def _unhealthy(service: ServicePlan, state: ServiceState, since: Since | None) -> tuple[str, bool]:
@@ -230,13 +261,21 @@ def _unhealthy(service: ServicePlan, state: ServiceState, since: Since | None) -
     return "is unhealthy from before this run; waiting for a fresh healthcheck", False
 
 
-def _waits_for_check(name: str, status: str, health: str | None) -> bool:
+def _waits_for_check(service: ServicePlan, status: str, health: str | None) -> bool:
+    asks_bus = service.healthcheck.asks_bus if service.healthcheck is not None else "no"
     return (
         status == "running"
-        and name != BUS
+        and service.name != BUS
+        and asks_bus != "only"  # the judge reads that on the bus itself
         # a cluster's node that was unhealthy while it caught up: its check is asked again now
-        and (health == "starting" or (health == "unhealthy" and is_bus_node(name)))
+        and (health == "starting" or (health == "unhealthy" and is_bus_node(service.name)))
     )
+
+
+def _stale_verdict(report: ServiceReport) -> bool:
+    """Unhealthy, yet on the bus again (a sidecar the hub lists, a component its sidecar lists): a
+    verdict from an outage, which its check, run again now, may clear ahead of the engine's next run."""
+    return report.status == "running" and report.health == "unhealthy" and report.connected is True
 
 
 def _run_check(target: Target | None, service: ServicePlan, state: ServiceState) -> bool:
@@ -262,7 +301,7 @@ def start_checks(
         for service in services
         if not service.leaf_name
         and (state := states.get(service.name)) is not None
-        and _waits_for_check(service.name, state.status, state.health)
+        and _waits_for_check(service, state.status, state.health)
         and not (passed_before and passed_before.get(service.name) == state.container_id)
     }
 
@@ -282,12 +321,15 @@ def check_waiting(
     ``passed_before``: service → the container whose check passed at an earlier look of this wait;
     not run again while that container runs (a restart in between is the caller's failure).
     ``started``: checks already running on the containers of ``seen`` (see :func:`start_checks`)."""
+    by_name = {service.name: service for service in services}
     waiting = {
-        report.name for report in seen.reports if _waits_for_check(report.name, report.status, report.health)
+        report.name
+        for report in seen.reports
+        if report.name in by_name
+        and (_waits_for_check(by_name[report.name], report.status, report.health) or _stale_verdict(report))
     }
     if not waiting:
         return seen
-    by_name = {service.name: service for service in services}
     states = dict(seen.states)
     leafs = seen.bus.leafs or frozenset()
 

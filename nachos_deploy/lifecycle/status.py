@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nachos_deploy.bus import monitor
+from nachos_deploy.core.plan import VOLUME_INIT
 from nachos_deploy.core.results import Endpoints, StatusResult, StreamReport
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import files
@@ -36,6 +37,14 @@ def status_on(target: Target, only: Sequence[str] | None = None) -> StatusResult
     result = judged(target, states, target.endpoints(states), only)
     selected = [s.name for s in stack.plan.selected(only)]
     result.problems += [f"{name} {why}" for name, why in sorted(target.shortfalls(selected).items())]
+    # Never a partial view called healthy: what runs in the project beyond what is judged is named.
+    unknown = sorted(n for n, s in states.items() if n not in names | {VOLUME_INIT} and s.status == "running")
+    if unknown:
+        result.problems.append(
+            f"project {stack.project} also runs {', '.join(unknown)}, which the configuration judged here "
+            "does not describe: run `nachos-deploy status` with the deploy file that started them "
+            f"(-c FILE), or `nachos-deploy down -p {stack.project}` and `up` to run only this one"
+        )
     return result
 
 
@@ -48,9 +57,9 @@ def judged(
     """The services ``only`` names (all: empty) judged on ``states``, and the bus's own view."""
     stack = target.stack
     monitor_url = endpoints.monitor_url if endpoints else None
-    others = endpoints.others if endpoints else ()
+    node_monitors = endpoints.node_monitors if endpoints else ()
     selected = stack.plan.selected(only)
-    seen = observe(target, selected, monitor_url, states=states, others=others)
+    seen = observe(target, selected, monitor_url, states=states, node_monitors=node_monitors)
     seen = check_waiting(target, selected, seen)  # the same early healthcheck as up
     overview: dict[str, Any] | None = None
     problems: list[str] = []

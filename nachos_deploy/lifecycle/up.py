@@ -16,7 +16,7 @@ its exit code and log lines.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from nachos_deploy.bus import gate, monitor
@@ -26,7 +26,7 @@ from nachos_deploy.core.plan import BUS, VOLUME_INIT, ServicePlan
 from nachos_deploy.core.render import HEADER
 from nachos_deploy.core.results import BusReport, Endpoints, ServiceReport, StreamReport, UpResult
 from nachos_deploy.docker.engine import ServiceState
-from nachos_deploy.io import credentials, files, locks
+from nachos_deploy.io import bind_folders, credentials, deployed, files, locks
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle.observe import Observation, Since, check_waiting, observe, start_checks
 from nachos_deploy.targets import Target, for_stack
@@ -36,6 +36,13 @@ POLL = 0.05
 EARLY_SETTLE = 1.0  # seconds a service proven by its own check (ahead of the engine) must stay up
 LOG_LINES = 20
 PEER_SETTLE = 20.0  # seconds a JetStream cluster may take to place a replicated stream
+# Seconds a sidecar that was running before this up may take to log in at the proven hub again by
+# itself (measured: at most 1.4 s after an outage, its tries being 0.25-0.5 s plus a lookup of `bus`
+# that fails within 1 s while the hub is away) before it is restarted.
+LEAF_GRACE = 2.0
+# Seconds a component that lost its sidecar (stopped, or restarted by this up) may take to be back on
+# it by itself before it is restarted: the platform's clients try again every 2 s.
+REJOIN_GRACE = 2.5
 
 
 def up(
@@ -73,8 +80,10 @@ def up_on(
 
     progress("Checking the Docker engine")
     target.check(components)  # nothing is written before this passes
+    bind_folders.prepare(stack)  # one rule on every target: the deploy's missing folders are made
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     files.write_selection(stack.output_dir, only)
+    deployed.save(stack)  # how status, request, logs and down find this stack from anywhere
     if stack.plan.auth or stack.plan.bus.clustered:
         credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first
     phases["prepare"] = time.monotonic() - started
@@ -157,7 +166,9 @@ def _prove_unchanged(
     mark = time.monotonic()
     sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
     services = [*_bus_set(stack), *sidecars, *components]
-    seen = observe(target, services, endpoints.monitor_url, states=states, others=endpoints.others)
+    seen = observe(
+        target, services, endpoints.monitor_url, states=states, node_monitors=endpoints.node_monitors
+    )
     # The last up may have proven a service by its own check ahead of the engine, whose first
     # healthcheck can still be due (a moment later, or under load): the same check again, as status.
     seen = check_waiting(target, services, seen)
@@ -280,14 +291,34 @@ def _start_components(
         return _wait_until_ok(target, bus, endpoints, deadline, since, progress, states=states)
     sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
     looked: dict[str, ServiceState] | None = None
+    relaunched: set[str] = set()  # sidecars restarted for not logging in at the hub (once each)
+    before = frozenset(name for name, state in states.items() if state.status == "running")
     if sidecars:  # the second link of the chain: each sidecar logged in at the hub
         progress(f"Starting the bus sidecars {', '.join(s.name for s in sidecars)}")
         target.start_sidecars(sidecars, states)
         # Proven is enough to let the components start: the settling time of a sidecar proven by
         # its own check runs on while they start, and the final wait below holds them all to it.
-        seen = _wait_until_ok(target, [*bus, *sidecars], endpoints, deadline, since, progress, settle=False)
+        seen = _wait_until_ok(
+            target,
+            [*bus, *sidecars],
+            endpoints,
+            deadline,
+            since,
+            progress,
+            settle=False,
+            relaunched=relaunched,
+            before=before,
+        )
         looked = dict(seen.states)
-    healed = _heal(target, components, endpoints, looked if looked is not None else states, progress)
+    # Running components whose sidecar this up started or restarted lost it: on their way back.
+    rejoining = {
+        c.name
+        for c in components
+        if c.sidecar and c.name in before and (c.sidecar in relaunched or c.sidecar not in before)
+    }
+    healed = _heal(
+        target, components, endpoints, looked if looked is not None else states, progress, rejoining
+    )
     # The sidecars' last look is recent enough unless healing restarted something since.
     recent = looked if looked is not None and not healed else None
     if any(c.waits_for_volumes for c in components):
@@ -297,7 +328,19 @@ def _start_components(
     progress(f"Starting {', '.join(c.name for c in components)}")
     target.start_components(components, states)
     services = [*bus, *sidecars, *components]
-    return _wait_until_ok(target, services, endpoints, deadline, since, progress, healed)
+    healed |= relaunched
+    return _wait_until_ok(
+        target,
+        services,
+        endpoints,
+        deadline,
+        since,
+        progress,
+        healed,
+        relaunched=relaunched,
+        rejoining=rejoining - healed,
+        before=before,
+    )
 
 
 def _heal(
@@ -306,12 +349,14 @@ def _heal(
     endpoints: Endpoints,
     states: Mapping[str, ServiceState],
     progress: Progress,
+    rejoining: Collection[str] = (),
 ) -> frozenset[str]:
     """Restart components an outage left behind: running but not on the bus (the platform's
     channels never reconnect after their ten tries), or waiting out a restart back-off (llm-proxy
     exits while the bus is away). Their new runs begin with the bus proven, so from here on a
     restart is real. Only a container that runs or restarts can be stuck: a first ``up``, whose
-    components are not created or not started yet, has nothing to look at."""
+    components are not created or not started yet, has nothing to look at. A running one in
+    ``rejoining`` (its sidecar is back only now) is left to the final wait's REJOIN_GRACE."""
     candidates = [
         c
         for c in components
@@ -319,11 +364,12 @@ def _heal(
     ]
     if not candidates:
         return frozenset()
-    seen = observe(target, candidates, endpoints.monitor_url, others=endpoints.others)
+    seen = observe(target, candidates, endpoints.monitor_url, node_monitors=endpoints.node_monitors)
     stuck = [
         report.name
         for report in seen.reports
-        if report.status == "restarting" or (report.status == "running" and report.connected is False)
+        if report.status == "restarting"
+        or (report.status == "running" and report.connected is False and report.name not in rejoining)
     ]
     if stuck:
         progress(f"Restarting {', '.join(stuck)}: not on the bus")
@@ -367,14 +413,26 @@ def _wait_until_ok(
     healed: frozenset[str] = frozenset(),
     states: Mapping[str, ServiceState] | None = None,
     settle: bool = True,
+    relaunched: set[str] | None = None,
+    rejoining: Collection[str] = (),
+    before: Collection[str] = (),
 ) -> Observation:
     """Until every one of ``services`` is ok by the one rule and runs all its replicas (``states``:
     the first look's containers, read a moment ago); a task failed since ``since`` is final. With
     ``settle``, each one proven by its own check ahead of the engine must then have stayed up for
-    EARLY_SETTLE: a component that passes and crashes a moment later is a failed start."""
+    EARLY_SETTLE: a component that passes and crashes a moment later is a failed start.
+
+    A sidecar of ``before`` (running before this up) not logged in at the hub is reconnecting (after
+    an outage its own check fails until it is back): settling, not failed. So is a component of
+    ``rejoining`` (its sidecar is back only now) not on it yet. One still away LEAF_GRACE (a
+    component: REJOIN_GRACE) after this wait first saw it so is restarted, once (``relaunched``: those
+    restarted so far, shared by the waits of one up); from then on it is judged as any other."""
     names = [s.name for s in services]
+    leaves = {s.name for s in services if s.leaf_name}
     proven: dict[str, float] = {}  # service -> when its own check first passed ahead of the engine
     passed: dict[str, str] = {}  # service -> the container that passed it
+    relaunched = relaunched if relaunched is not None else set()
+    away: dict[str, float] = {}  # service -> when this wait first saw it on its way back
     while True:
         states = states if states is not None else target.states()
         with ThreadPoolExecutor(max_workers=4) as pool:  # checks run while the bus is read
@@ -385,7 +443,7 @@ def _wait_until_ok(
                 endpoints.monitor_url,
                 since=since,
                 healed=healed,
-                others=endpoints.others,
+                node_monitors=endpoints.node_monitors,
                 states=states,
             )
             seen = check_waiting(target, services, seen, since, healed, passed, started)
@@ -396,10 +454,30 @@ def _wait_until_ok(
         tasks = target.failed_tasks(names, since.at)
         if BUS in tasks or seen.report(BUS).final:
             raise _bus_lost(target, seen, since, tasks.get(BUS))
-        failed = {r.name: _reason(target, r, seen, since) for r in seen.reports if r.final}
+        reconnecting = _reconnecting(services, seen, since, relaunched, rejoining, before)
+        now = time.monotonic()
+        away = {name: away.get(name, now) for name in reconnecting}
+        stuck = sorted(name for name, at in away.items() if now - at >= reconnecting[name])
+        if stuck:
+            progress(f"Restarting {', '.join(stuck)}: not back on the bus in time")
+            target.restart(stuck)
+            relaunched.update(stuck)
+            healed = healed | frozenset(stuck)
+            states = target.states()
+            # A restart by hand is no restart by the policy; on Swarm it is a new container anyway.
+            since = Since(since.at, {**since.restarts, **_restart_counts(states, stuck)})
+            continue
+        failed = {
+            r.name: _reason(target, r, seen, since) for r in seen.reports if r.final and r.name not in away
+        }
         failed.update({name: f"has a failed task ({why})" for name, why in tasks.items()})
         pending = {
-            r.name: failed.get(r.name) or r.problem or f"is {r.status}" for r in seen.reports if not r.ok
+            r.name: failed.get(r.name)
+            or ("is not logged in at the hub yet (/leafz)" if r.name in away and r.name in leaves else None)
+            or r.problem
+            or f"is {r.status}"
+            for r in seen.reports
+            if not r.ok
         }
         short = target.shortfalls(names)
         pending.update({name: why for name, why in short.items() if name not in pending})
@@ -416,6 +494,45 @@ def _wait_until_ok(
             raise _component_failure(target, failed or pending)
         progress(f"Waiting for {', '.join(pending)}")
         time.sleep(POLL * 2)
+
+
+def _reconnecting(
+    services: Sequence[ServicePlan],
+    seen: Observation,
+    since: Since,
+    relaunched: set[str],
+    rejoining: Collection[str],
+    before: Collection[str],
+) -> dict[str, float]:
+    """Service → how long it may stay away: the sidecars of ``before`` the hub (which answered)
+    does not list as logged in, and the components of ``rejoining`` their sidecar does not list,
+    each running as it was before this up (not restarted since, nor by the restart rule). Their
+    own checks ask the same, so a failing one is on its way back, not a verdict. A sidecar this up
+    started is not among them: one that cannot log in fails by the usual rule, as soon as before.
+    A component of ``rejoining`` that exited or restarted meanwhile may stay away 0 s."""
+    if seen.bus.leafs is None:
+        return {}
+    away: dict[str, float] = {}
+    for service, report in zip(services, seen.reports, strict=True):
+        state = seen.states.get(service.name)
+        if service.name in relaunched or state is None:
+            continue
+        if service.name in rejoining and (state.status != "running" or since.restarts_of(state) > 0):
+            # It gave up while its sidecar was away (llm-proxy exits, then loops on the restart
+            # policy): restarted now, as healing restarts one in a back-off.
+            away[service.name] = 0.0
+            continue
+        if report.connected is not False or state.status != "running" or since.restarts_of(state) > 0:
+            continue
+        if service.leaf_name is not None and service.name in before:
+            away[service.name] = LEAF_GRACE
+        elif service.name in rejoining:
+            away[service.name] = REJOIN_GRACE
+    return away
+
+
+def _restart_counts(states: Mapping[str, ServiceState], names: Sequence[str]) -> dict[str, int]:
+    return {state.container_id: state.restart_count for name in names if (state := states.get(name))}
 
 
 def _bus_lost(target: Target, seen: Observation, since: Since, task_failure: str | None) -> BusFailure:

@@ -121,6 +121,12 @@ class Target(Protocol):
         """Restart services now (also ends a restart back-off)."""
         ...
 
+    def reload(self, names: Sequence[str]) -> bool:
+        """Make the running nats-servers of ``names`` re-read their config files in place (SIGHUP),
+        keeping their clients connected; False where this engine cannot, so ``up`` must replace
+        them instead (Swarm: a task's configs and environment are fixed)."""
+        ...
+
     # -- observing ---------------------------------------------------------------------------------
     def states(self, *, recent: bool = False) -> dict[str, ServiceState]:
         """Service name → the state of its container (``recent``: the last look this target took,
@@ -178,8 +184,9 @@ class Target(Protocol):
 
 
 def bus_endpoints(stack: Stack, states: Mapping[str, ServiceState]) -> Endpoints | None:
-    """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked),
-    for every node of a clustered bus; None while the forwarder does not run or publish them."""
+    """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked):
+    the bus's own, which reach whichever node is up, and, for a clustered bus, each node's alone;
+    None while the forwarder does not run or publish them."""
     forwarder = states.get(PORTS)
     if forwarder is None or forwarder.status != "running":
         return None
@@ -187,14 +194,15 @@ def bus_endpoints(stack: Stack, states: Mapping[str, ServiceState]) -> Endpoints
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
     login = credentials.load(stack.output_dir) if stack.plan.auth else None
-    nodes = []
-    for index, node in enumerate(stack.plan.bus.nodes, start=1):
+    urls = []
+    names = [node.name for node in stack.plan.bus.nodes] if stack.plan.bus.clustered else []
+    for index, name in enumerate(["", *names]):
         client_port, monitor_port = (forwarder.host_port(port) for port in forwarded_ports(index))
         if not client_port or not monitor_port:
             return None
         nats_url = f"nats://{host}:{client_port}"
-        nodes.append(
-            (node.name, login.operator_url(nats_url) if login else nats_url, f"http://{host}:{monitor_port}")
+        urls.append(
+            (name, login.operator_url(nats_url) if login else nats_url, f"http://{host}:{monitor_port}")
         )
-    _, nats_url, monitor_url = nodes[0]
-    return Endpoints(nats_url, monitor_url, tuple(nodes) if stack.plan.bus.clustered else ())
+    (_, nats_url, monitor_url), *nodes = urls
+    return Endpoints(nats_url, monitor_url, tuple(nodes))

@@ -249,6 +249,13 @@ class ComposeTarget:
     def restart(self, names: Sequence[str]) -> None:
         engine.restart(self.client, names)
 
+    def reload(self, names: Sequence[str]) -> bool:
+        states = self.states()
+        containers = [states[name].container for name in names if name in states]
+        if containers:
+            engine.send_signal(containers, "HUP")
+        return True
+
     # -- observing ---------------------------------------------------------------------------------
     def states(self, *, recent: bool = False) -> dict[str, ServiceState]:
         if recent and self._last is not None:

@@ -175,6 +175,11 @@ class SwarmTarget:
     def restart(self, names: Sequence[str]) -> None:
         swarm.restart(self.stack.project, names)  # a new task each; the old one is stopped
 
+    def reload(self, names: Sequence[str]) -> bool:
+        """Never in place: the servers read their passwords from their environment here, which a
+        task keeps for its life, so the next deploy replaces their tasks (docs/security.md)."""
+        return False
+
     # -- observing ---------------------------------------------------------------------------------
     def states(self, *, recent: bool = False) -> dict[str, ServiceState]:
         """The containers this node runs for the current tasks (and the tasks' own state for those

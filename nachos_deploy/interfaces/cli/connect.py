@@ -8,7 +8,7 @@ import typer
 from nachos_deploy.interfaces import outputs as outputs_mod
 from nachos_deploy.interfaces.cli.app import app
 from nachos_deploy.interfaces.cli.console import out
-from nachos_deploy.interfaces.cli.guard import handle_errors, load_stack
+from nachos_deploy.interfaces.cli.guard import handle_errors, load_running
 from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOpt, SetOpt
 
 
@@ -16,7 +16,14 @@ from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOp
 @handle_errors
 def request(
     subject: Annotated[str, typer.Argument(help="Subject, e.g. nachos.gateway.subagents.list.")],
-    data: Annotated[str, typer.Argument(help="Payload (UTF-8 text).")] = "",
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            help="Payload (UTF-8 text). Left out: {} (the platform's components read every request "
+            "as JSON and drop an empty one).",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     project: ProjectOpt = None,
@@ -26,14 +33,16 @@ def request(
     ] = 2.0,
 ) -> None:
     """Send one request through the running stack's bus and print the reply: a quick way to talk to
-    a component. Exits 1 when nobody answers in time.
+    a component. Without DATA the payload is {}. Exits 1 when nobody answers in time, naming the
+    subject and how long it waited.
 
-    Example: nachos-deploy request nachos.gateway.subagents.list '{}'
+    Example: nachos-deploy request nachos.gateway.subagents.list
     """
     from nachos_deploy.interfaces import api
 
-    stack = load_stack(config, set_, project, output)
-    reply = api.request(stack, subject, data.encode(), timeout=timeout)
+    stack = load_running(config, set_, project, output, "request")
+    payload = api.REQUEST_PAYLOAD if data is None else data.encode()
+    reply = api.request(stack, subject, payload, timeout=timeout)
     out.print(reply.decode("utf-8", errors="replace"), markup=False)
 
 
@@ -57,5 +66,5 @@ def env(
     """
     from nachos_deploy.interfaces import api
 
-    stack = load_stack(config, set_, project, output)
+    stack = load_running(config, set_, project, output, "env")
     sys.stdout.write(outputs_mod.text(api.env(stack), format_))

@@ -1,4 +1,4 @@
-"""`credentials rotate`: new bus passwords, and the running stack brought up again with them."""
+"""`credentials rotate`: new bus passwords, taken by the running bus and sidecars in place."""
 
 import shlex
 from typing import Annotated
@@ -25,22 +25,39 @@ def rotate(
     project: ProjectOpt = None,
     output: OutputOpt = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", metavar="SECONDS", help="Seconds for the restart.", min=1)
+        float,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            help="Seconds for the `up` that replaces the bus and sidecars on Swarm.",
+            min=1,
+        ),
     ] = 120.0,
 ) -> None:
-    """Replace every bus password (the operator's and each sidecar's), then, when the stack is
-    running, bring it up again: the bus and the sidecars are recreated with the new passwords (a
-    pause of a second or two; JetStream data stays on its volume) and the components reconnect to
-    their sidecars. The old operator URL stops working.
+    """Replace every bus password (the operator's and each sidecar's leaf login). On a running
+    Compose stack the bus and then the sidecars reload them in place: the components stay connected
+    to their sidecars and are not restarted, each sidecar is without its link to the bus for some
+    tens of milliseconds (a request crossing it then fails once), and the bus is then shown to
+    refuse the old passwords. The old operator URL stops
+    working. On Swarm the bus and the sidecars are replaced instead (docs/security.md).
 
     Example: nachos-deploy credentials rotate -c deploy/prod.yaml
     """
     from nachos_deploy.interfaces import api, report
 
     stack = load_stack(config, set_, project, output)
-    rotation = api.rotate_credentials(stack)
+    with err.status("Rotating the bus passwords", spinner="dots") as status:
+        rotation = api.rotate_credentials(stack, progress=lambda text: status.update(text))
     out.print(f"New bus passwords written to {rotation.folder}.")
-    if rotation.running:
-        with err.status("Restarting the bus and its sidecars", spinner="dots") as status:
+    if rotation.reloaded is not None:
+        done = rotation.reloaded
+        out.print(
+            f"The bus and {len(done.sidecars)} sidecars took them in place in {done.seconds:.2f} s; "
+            f"no component was restarted, and the bus refuses the {done.refused_old} old logins."
+        )
+        if done.restarted:
+            out.print(f"Restarted after a reload that did not log in again: {', '.join(done.restarted)}.")
+    elif rotation.running:
+        with err.status("Replacing the bus and its sidecars", spinner="dots") as status:
             result = api.up(stack, timeout=timeout, progress=lambda text: status.update(text))
         report.print_up(out, result, f"-p {shlex.quote(result.project)}")

@@ -8,7 +8,7 @@ import typer
 from nachos_deploy.core.errors import ExitCode
 from nachos_deploy.interfaces.cli.app import app
 from nachos_deploy.interfaces.cli.console import err, notice, out
-from nachos_deploy.interfaces.cli.guard import handle_errors, load_stack
+from nachos_deploy.interfaces.cli.guard import handle_errors, load_running
 from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOpt, SetOpt
 
 
@@ -33,7 +33,7 @@ def down(
     """
     from nachos_deploy.interfaces import api
 
-    stack = load_stack(config, set_, project, output)
+    stack = load_running(config, set_, project, output, "down")
     if volumes and not yes:
         names = api.stack_volumes(stack)
         if names:

@@ -4,6 +4,7 @@ code for each failure (never a traceback), and, for `--json`, one document on st
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -83,23 +84,83 @@ def interrupted(command: str) -> str:
     if command not in _CHANGING or not _current:
         return "Interrupted."
     name = _current[-1].project
+    config_path = _current[-1].loaded.config_path  # absolute: the hint works from any folder
+    up = shlex.join(["nachos-deploy", "up", *(["-c", str(config_path)] if config_path else []), "-p", name])
     return (
         f"Interrupted: project {name} may be left partly {'removed' if command == 'down' else 'started'}; "
-        f"run `nachos-deploy up -p {name}` to finish it or `nachos-deploy down -p {name}` to remove it."
+        f"run `{up}` to finish it or `nachos-deploy down -p {name}` to remove it."
     )
 
 
 def load_stack(
-    config: Path | None, sets: Sequence[str] | None, project: str | None, output: Path | None
+    config: Path | None,
+    sets: Sequence[str] | None,
+    project: str | None,
+    output: Path | None,
+    *,
+    warn: bool = True,
 ) -> Stack:
-    """The command's stack, validated and rendered in memory; its warnings go to stderr."""
+    """The command's stack, validated and rendered in memory; its warnings go to stderr when ``warn``.
+    The configuration's warnings are said by the commands that judge or apply it (render, validate,
+    up, doctor); the ones that only look at or talk to a running stack (status, request, env, logs,
+    bench, down) pass ``warn=False``, or every `request` would repeat them all (issue 18)."""
     from nachos_deploy.interfaces import api
 
     stack = api.load(config, sets=sets or (), project=project, output=output)
     _current.append(stack)
-    for warning in stack.warnings:
-        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
+    if warn:
+        for warning in stack.warnings:
+            err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
     return stack
+
+
+def load_running(
+    config: Path | None, sets: Sequence[str] | None, project: str | None, output: Path | None, command: str
+) -> Stack:
+    """The stack the project runs, as it was deployed (from any folder, whatever the deploy file in
+    front says now), for the commands that read or remove it; when the configuration given differs
+    from it, one line on stderr says so and which command would apply it."""
+    from nachos_deploy.interfaces import api
+
+    given = load_stack(config, sets, project, output, warn=False)
+    located = api.deployed(given)
+    line = running_note(given, located, sets or (), output, command)
+    if line:
+        err.print(line, markup=False)
+    _current[-1] = located.stack
+    return located.stack
+
+
+def running_note(
+    given: Stack, located: Any, sets: Sequence[str], output: Path | None, command: str
+) -> str | None:
+    """One line when what runs is not what the configuration in front of the command describes:
+    a deploy file or ``--set`` values that differ (with the ``up`` that applies them), or a stack
+    whose folder keeps no record of what was deployed."""
+    project = given.project
+    if located.unrecorded:
+        return (
+            f"note: project {project} runs from {located.running_from}, which keeps no record of what was "
+            "deployed (an older nachos-deploy or Compose alone): judged by the configuration in front of "
+            f"you; `nachos-deploy up -p {project}` from its deploy file's folder records it."
+        )
+    config_path = given.loaded.config_path
+    if not located.differs or (config_path is None and not sets):
+        return None  # nothing in front of the command to compare: the defaults with -p, say
+    front = f"the deploy file {config_path}" if config_path else "the configuration"
+    front += " with the --set values given" if sets else ""
+    apply = ["nachos-deploy", "up", *(["-c", str(config_path)] if config_path else [])]
+    apply += [item for value in sets for item in ("--set", value)]
+    apply += [*(["-o", str(output.absolute())] if output else []), "-p", project]
+    came = (
+        "that file as it was then, or with other --set values"
+        if config_path is not None and located.source == str(config_path)
+        else located.source
+    )
+    return (
+        f"note: {front} differs from what project {project} runs (deployed from {came}); "
+        f"{command} works on what runs; `{shlex.join(apply)}` applies it."
+    )
 
 
 def complete_services(ctx: typer.Context, incomplete: str) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from nachos_deploy.interfaces.cli.app import app
-from nachos_deploy.interfaces.cli.guard import complete_services, handle_errors, load_stack
+from nachos_deploy.interfaces.cli.guard import complete_services, handle_errors, load_running
 from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOpt, SetOpt
 
 
@@ -32,7 +32,7 @@ def logs(
     """
     from nachos_deploy.interfaces import api
 
-    stack = load_stack(config, set_, project, output)
+    stack = load_running(config, set_, project, output, "logs")
     for chunk in api.stream_logs(stack, services or (), follow=follow, tail=tail):
         sys.stdout.write(chunk)
         sys.stdout.flush()

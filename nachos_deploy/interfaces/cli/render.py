@@ -24,7 +24,9 @@ def render(
     ] = False,
 ) -> None:
     """Write the Compose file, the NATS config (and a minimal nachos.toml when none sits beside the
-    deploy file) into the output folder, all or nothing. Output is byte-for-byte deterministic.
+    deploy file) into the output folder, all or nothing. Output is byte-for-byte deterministic. The
+    bus credentials those files read are made in credentials/ when missing (never rendered), so
+    `docker compose -f <output>/docker-compose.yml up -d --wait` runs the stack without nachos-deploy.
 
     Example: nachos-deploy render -c deploy/prod.yaml -o deploy/rendered --check
     """
@@ -44,6 +46,9 @@ def render(
     changed = api.write_files(stack)
     state = f"updated or removed {', '.join(changed)}" if changed else "unchanged"
     out.print(f"Rendered {stack.output_dir} ({state}).")
+    if api.uses_credentials(stack):
+        where = stack.output_dir / "credentials"
+        out.print(f"Bus credentials: {where} (made when missing, never rendered, ignored by git).")
 
 
 @app.command()
@@ -56,7 +61,9 @@ def validate(
 ) -> None:
     """Check the configuration and that every required secret is set (in the environment or the
     output folder's .env), then let `docker compose config` check the rendered files (when a Compose
-    v2 CLI is installed; no engine is needed). Writes nothing to the output folder.
+    v2 CLI is installed; no engine is needed). Says which missing bind-source folders `up` will
+    create (those named relative to the deploy file) and refuses a missing absolute one (exit 3), the
+    same on Compose and Swarm. Writes nothing to the output folder.
 
     Example: nachos-deploy validate --set bus.max_payload=1MB
     """
@@ -64,6 +71,7 @@ def validate(
 
     stack = load_stack(config, set_, project, output)
     stack.require_secrets()
+    folders = api.bind_sources(stack)  # a missing absolute bind source is refused here (exit 3)
     out.print(
         f"Configuration is valid: project {stack.project}, services "
         + ", ".join(
@@ -72,6 +80,7 @@ def validate(
         )
         + "."
     )
+    out.print(f"Bind sources: {folders}.", markup=False)
     checked = api.check_compose(stack)
     if checked.skipped is not None:
         out.print(f"Skipped the Compose check: {checked.skipped}.")

@@ -7,7 +7,7 @@ import typer
 from nachos_deploy.core.errors import ExitCode
 from nachos_deploy.interfaces.cli.app import app
 from nachos_deploy.interfaces.cli.console import out, print_json
-from nachos_deploy.interfaces.cli.guard import JsonCommand, complete_services, handle_errors, load_stack
+from nachos_deploy.interfaces.cli.guard import JsonCommand, complete_services, handle_errors, load_running
 from nachos_deploy.interfaces.cli.options import ConfigOpt, JsonOpt, OutputOpt, ProjectOpt, SetOpt
 
 
@@ -39,7 +39,7 @@ def status(
     """
     from nachos_deploy.interfaces import api
 
-    result = api.status(load_stack(config, set_, project, output), only)
+    result = api.status(load_running(config, set_, project, output, "status"), only)
     if json_:
         print_json(result.as_json())
     else:

@@ -94,9 +94,12 @@ def up(
     if json_:
         print_json(result.as_json())
     else:
+        # Absolute paths: each hint must work pasted into a shell in any folder; with the --set
+        # values, the configuration it names is the one deployed (else `status` notes a difference).
+        options = [("-c", config), *(("--set", value) for value in set_ or ()), ("-p", result.project)]
         selector = " ".join(
-            f"{flag} {shlex.quote(str(value))}"
-            for flag, value in (("-c", config), ("-p", result.project), ("-o", output))
+            f"{flag} {shlex.quote(str(value.absolute() if isinstance(value, Path) else value))}"
+            for flag, value in (*options, ("-o", output))
             if value is not None
         )
         from nachos_deploy.interfaces import report

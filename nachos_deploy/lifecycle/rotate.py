@@ -1,0 +1,159 @@
+"""``credentials rotate`` on a running stack: the new passwords reach the hub and the sidecars by a
+reload, so the components are never touched.
+
+Only the hub's passwords and the sidecars' leaf logins change; a component's own connection goes to
+its sidecar and needs none, so it stays where it is. The order keeps every sidecar logged in:
+
+1. the new files are written (atomically, in folders the servers mount read-only);
+2. the hub's nodes reload: from then on they accept only the new passwords, but a reload leaves the
+   connections already logged in alone (nats-server 2.x), so the sidecars keep their leaf links;
+3. once the hub accepts the new operator password, every sidecar reloads: each drops its leaf link
+   and logs in again with its new URL at once (a few milliseconds without a link);
+4. the proof: every sidecar has a new leaf connection at the hub (made after step 2, so with its
+   new password), and the hub refuses the old operator password and each old leaf password.
+
+A sidecar that has not logged in again within :data:`RELOGIN_TIMEOUT` is restarted (its component
+then reconnects to it); one still missing after that is an error (exit 6). Engines that cannot
+reload in place (Swarm) get None back: their caller runs ``up``, which replaces those services.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from nachos_deploy.bus import monitor, natsclient
+from nachos_deploy.bus.monitor import BusUnavailable
+from nachos_deploy.core.errors import BusFailure, ComponentFailure
+from nachos_deploy.core.results import Endpoints, redact
+from nachos_deploy.io import credentials, locks
+from nachos_deploy.io.stack import Stack
+from nachos_deploy.targets import Target
+
+Progress = Callable[[str], None]
+HUB_TIMEOUT = 10.0  # seconds for the hub's nodes to accept the new operator password after SIGHUP
+RELOGIN_TIMEOUT = 10.0  # seconds for every sidecar to log in again after its SIGHUP (or its restart)
+POLL = 0.05
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """A rotation done in place: how long from the new files to the last sidecar logged in again,
+    which sidecars reloaded (and which had to be restarted), and how many old logins the hub refused
+    afterwards (the operator's and each sidecar's)."""
+
+    seconds: float
+    sidecars: tuple[str, ...]
+    restarted: tuple[str, ...]
+    refused_old: int
+
+
+def rotate(stack: Stack, target: Target, endpoints: Endpoints, progress: Progress) -> Reloaded | None:
+    """Write new passwords and bring them to the running servers in place (see the module's
+    docstring); None when this engine cannot reload them, after the new files are written."""
+    with locks.project_lock(stack.project, progress):
+        old_operator = endpoints.nats_url
+        old_leafs = credentials.leaf_logins(stack.output_dir, stack.plan)
+        credentials.ensure(stack.output_dir, stack.plan, rotate=True)
+        started = time.monotonic()
+        states = target.states()
+        running = {name for name, state in states.items() if state.status == "running"}
+        nodes = [node.name for node in stack.plan.bus.nodes if node.name in running]
+        sidecars = [s.service.name for s in stack.plan.sidecars if s.service.name in running]
+        progress("Reloading the bus with the new passwords")
+        if not target.reload(nodes):
+            return None
+        fresh = target.endpoints(states)
+        if fresh is None:
+            raise BusFailure("The bus's port forwarder stopped during the rotation; run `nachos-deploy up`.")
+        _wait_for_hub(fresh)
+        monitors = fresh.node_monitors or (fresh.monitor_url,)
+        before = _leafs(monitors)
+        progress("Reloading the sidecars with their new logins")
+        target.reload(sidecars)
+        missing = _wait_for_logins(monitors, before, sidecars)
+        if missing:
+            progress(f"Restarting {', '.join(missing)}: not logged in again after its reload")
+            target.restart(missing)
+            still = _wait_for_logins(monitors, before, missing)
+            if still:
+                raise ComponentFailure(
+                    f"{', '.join(still)} did not log in at the bus with the new password within "
+                    f"{RELOGIN_TIMEOUT:g} s of a restart; see `nachos-deploy logs {still[0]}`, then run "
+                    "`nachos-deploy up` to bring the stack back."
+                )
+        seconds = time.monotonic() - started
+        refused = _refused(fresh.nats_url, old_operator, old_leafs)
+        return Reloaded(seconds, tuple(sidecars), tuple(missing), refused)
+
+
+def _wait_for_hub(endpoints: Endpoints) -> None:
+    """Until every node accepts the new operator password: its reload is done."""
+    urls = [url for _, url, _ in endpoints.nodes] or [endpoints.nats_url]
+    deadline = time.monotonic() + HUB_TIMEOUT
+    for url in urls:
+        while True:
+            try:
+                refusal = natsclient.login_refusal(url, timeout=1.0)
+            except BusUnavailable as exc:
+                refusal = str(exc)
+            if refusal is None:
+                break
+            if time.monotonic() > deadline:
+                raise BusFailure(
+                    f"The bus still refuses the new operator password {HUB_TIMEOUT:g} s after its reload "
+                    f"({refusal}); see `nachos-deploy logs bus`."
+                )
+            time.sleep(POLL)
+
+
+def _leafs(monitors: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Monitoring URL → (server name → leaf connection id) at each node; a node that does not answer
+    for a moment lists none."""
+    found = {}
+    for url in monitors:
+        try:
+            found[url] = monitor.leaf_ids(url)
+        except BusUnavailable:
+            found[url] = {}
+    return found
+
+
+def _wait_for_logins(
+    monitors: Sequence[str], before: Mapping[str, Mapping[str, int]], sidecars: Sequence[str]
+) -> list[str]:
+    """The sidecars that have no leaf connection newer than ``before`` at any node by the deadline."""
+    deadline = time.monotonic() + RELOGIN_TIMEOUT
+    while True:
+        now = _leafs(monitors)
+        missing = [
+            name
+            for name in sidecars
+            if not any(
+                name in now[url] and now[url][name] != before.get(url, {}).get(name) for url in monitors
+            )
+        ]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(POLL)
+
+
+def _refused(new_url: str, old_operator: str, old_leafs: Mapping[str, tuple[str, str]]) -> int:
+    """How many old logins the hub refuses now (all of them, or this raises naming the first one it
+    still accepts): the operator's old URL and each sidecar's old user and password, tried from the
+    host on the bus's client port."""
+    parts = urllib.parse.urlsplit(new_url)
+    host = parts.netloc.rpartition("@")[2]
+    attempts = [old_operator]
+    for user, password in old_leafs.values():
+        login = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
+        attempts.append(urllib.parse.urlunsplit(parts._replace(netloc=f"{login}@{host}")))
+    for url in attempts:
+        if natsclient.login_refusal(url) is None:
+            raise BusFailure(
+                f"The bus still accepts an old password after the rotation ({redact(url)}). Run "
+                "`nachos-deploy credentials rotate` again, and report this as a bug."
+            )
+    return len(attempts)

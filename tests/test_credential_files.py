@@ -1,0 +1,82 @@
+"""Where the servers find their passwords, which decides whether `credentials rotate` can reload them.
+
+On Compose the hub and each sidecar include a file from their own read-only folder (a reload reads it
+again; it never reads the environment again); on Swarm they keep their environment. The engine test
+of the rotation itself is tests/test_rotation.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePath
+from typing import Any
+
+import yaml
+
+from nachos_deploy.core.config import DeployConfig
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.render import render
+from nachos_deploy.io import credentials
+from nachos_deploy.io.files import read_env_file
+
+COMPONENTS = {"webchat": {"enabled": True}}
+INCLUDE = 'include "credentials/secrets.conf"\n'
+
+
+def rendered(data: dict[str, Any]) -> dict[str, str]:
+    plan = make_plan(DeployConfig.model_validate(data), base_dir=PurePath("/a"), output_dir=PurePath("/a/o"))
+    return render(plan)
+
+
+def test_on_compose_each_server_includes_its_own_folder_and_has_no_secret_variables() -> None:
+    files = rendered({"components": COMPONENTS})
+    services = yaml.safe_load(files["docker-compose.yml"])["services"]
+    for name, config in (("bus", "nats.conf"), ("bus-gateway", "sidecar-gateway.conf")):
+        assert INCLUDE in files[config]
+        # before the first use of a variable it defines
+        assert files[config].index(INCLUDE) < files[config].index("$NACHOS_")
+        assert "env_file" not in services[name]
+        folder = {"type": "bind", "source": f"./credentials/{name}", "target": "/etc/nats/credentials"}
+        assert {**folder, "read_only": True} in services[name]["volumes"]
+    assert "credentials" not in str(services["gateway"])  # a component never sees one
+
+
+def test_on_swarm_the_servers_keep_their_environment() -> None:
+    files = rendered({"target": "swarm", "components": COMPONENTS})
+    assert "include" not in files["nats.conf"] and "include" not in files["sidecar-gateway.conf"]
+    services = yaml.safe_load(files["docker-stack.yml"])["services"]
+    assert services["bus"]["env_file"] == ["./credentials/bus.env"]
+    assert services["bus-gateway"]["env_file"] == ["./credentials/bus-gateway.env"]
+
+
+def test_a_cluster_node_finds_its_name_in_the_config_for_a_reload() -> None:
+    files = rendered({"bus": {"nodes": 3}})
+    assert "server_name: $NACHOS_SERVER_NAME" in files["nats.conf"]
+    services = yaml.safe_load(files["docker-compose.yml"])["services"]
+    assert [services[n]["environment"]["NACHOS_SERVER_NAME"] for n in ("bus", "bus-2", "bus-3")] == [
+        "bus",
+        "bus-2",
+        "bus-3",
+    ]
+
+
+def test_included_files_hold_what_the_env_files_hold_and_rotation_keeps_the_route(tmp_path: Path) -> None:
+    plan = make_plan(
+        DeployConfig.model_validate({"bus": {"nodes": 3}, "components": COMPONENTS}), base_dir=PurePath("/a")
+    )
+    credentials.ensure(tmp_path, plan)
+    folder = tmp_path / "credentials"
+    for owner in ("bus", "bus-gateway", "bus-webchat"):
+        text = (folder / owner / "secrets.conf").read_text()
+        for key, value in read_env_file(folder / f"{owner}.env").items():
+            assert f'{key}: "{value}"\n' in text
+    before = read_env_file(folder / "bus.env")
+    old_leafs = credentials.leaf_logins(tmp_path, plan)
+    assert set(old_leafs) == {"bus-gateway", "bus-llm-proxy", "bus-webchat"}
+
+    credentials.ensure(tmp_path, plan, rotate=True)
+    after = read_env_file(folder / "bus.env")
+    assert after["NACHOS_ROUTE_PASSWORD"] == before["NACHOS_ROUTE_PASSWORD"]  # nodes stay joined
+    assert after["NACHOS_OPERATOR_PASSWORD"] != before["NACHOS_OPERATOR_PASSWORD"]
+    new_leafs = credentials.leaf_logins(tmp_path, plan)
+    assert all(new_leafs[name][1] != old_leafs[name][1] for name in old_leafs)
+    assert old_leafs["bus-gateway"][1] not in (folder / "bus" / "secrets.conf").read_text()
