@@ -28,6 +28,7 @@ from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
 from tests.test_lifecycle import OUTAGE_TRIES, PROBE, wait_for
 from tests.test_node_loss import monitor
+from tests.test_status_anywhere import nachos
 
 SWARM_BUS = {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}
 
@@ -406,16 +407,6 @@ def test_swarm_up_heals_a_component_a_long_outage_left_off_the_bus(swarm_stack: 
     assert stack.run("status").returncode == 0
 
 
-def _nachos(folder: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nachos_deploy", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_swarm_creates_the_default_workspace_and_is_found_from_another_folder(
     swarm: None, tmp_path: Path
 ) -> None:
@@ -438,15 +429,15 @@ def test_swarm_creates_the_default_workspace_and_is_found_from_another_folder(
     }
     (here / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
     try:
-        validate = _nachos(here, "validate")
+        validate = nachos(here, "validate")
         assert f"creates the missing bind source folder(s) {here / 'workspace'}" in validate.stdout
-        up = _nachos(here, "up", "--timeout", "120")
+        up = nachos(here, "up", "--timeout", "120")
         assert up.returncode == 0, up.stdout + up.stderr
         assert (here / "workspace").is_dir()
-        status = _nachos(elsewhere, "status", "-p", project)
+        status = nachos(elsewhere, "status", "-p", project)
         assert status.returncode == 0, status.stdout + status.stderr
         assert {"bus", "filesystem", "bus-filesystem"} <= set(re.findall(r"^(\S+)\s", status.stdout, re.M))
-        down = _nachos(elsewhere, "down", "-p", project, "--volumes", "--yes", timeout=240)
+        down = nachos(elsewhere, "down", "-p", project, "--volumes", "--yes", timeout=240)
         assert down.returncode == 0, down.stdout + down.stderr
         listed = subprocess.run(
             ["docker", "service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={project}"],
@@ -456,4 +447,4 @@ def test_swarm_creates_the_default_workspace_and_is_found_from_another_folder(
         )
         assert listed.stdout.split() == []
     finally:
-        _nachos(elsewhere, "down", "-p", project, "--volumes", "--yes")  # after a failure too
+        nachos(elsewhere, "down", "-p", project, "--volumes", "--yes")  # after a failure too

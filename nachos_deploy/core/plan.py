@@ -70,7 +70,6 @@ CREDENTIALS_DIR = "credentials"
 SELECTION_FILE = ".selection"  # what the last `up --only` started, for `status` (not committed)
 LAST_UP_FILE = ".last-up"  # what the last full `up` left running, for the next one (not committed)
 DEPLOYED_FILE = ".deployed"  # what the last `up` deployed, for the reading commands (not committed)
-BUS_CREDENTIALS = f"./{CREDENTIALS_DIR}/{BUS}.env"
 OPERATOR_USER = "nachos-deploy"
 OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"
 LEAF_URL = "NACHOS_LEAF_URL"
