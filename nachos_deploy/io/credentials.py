@@ -17,9 +17,7 @@ stays 0700.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -40,7 +38,7 @@ from nachos_deploy.core.plan import (
     route_host,
     route_variable,
 )
-from nachos_deploy.io.files import read_env_file
+from nachos_deploy.io.files import read_env_file, replace_private
 
 PASSWORD_BYTES = 24  # 192 bits from the OS's CSPRNG
 
@@ -172,13 +170,4 @@ def _replace_if_changed(target: Path, text: str, mode: int) -> None:
     alone so a reload sees no change."""
     if target.is_file() and target.read_text(encoding="utf-8") == text:
         return
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        if mode != 0o600:
-            Path(temporary).chmod(mode)
-        Path(temporary).replace(target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_private(target, text, mode)

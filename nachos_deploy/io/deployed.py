@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.plan import DEPLOYED_FILE
 from nachos_deploy.core.platform_config import Platform
 from nachos_deploy.io import loader
+from nachos_deploy.io.files import replace_private
 from nachos_deploy.io.stack import Stack, assemble
 
 FORMAT = 1  # bump when the record's meaning changes: an old record then reads as none
@@ -87,16 +87,10 @@ def save(stack: Stack) -> None:
         "config_path": str(loaded.config_path) if loaded.config_path else None,
         "digest": digest(stack),
     }
-    temporary: Path | None = None
-    try:
-        handle, name = tempfile.mkstemp(prefix=f"{DEPLOYED_FILE}.", dir=stack.output_dir)  # mode 0600
-        temporary = Path(name)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(json.dumps(document, indent=1, sort_keys=True) + "\n")
-        temporary.replace(stack.output_dir / DEPLOYED_FILE)
-    except OSError:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        replace_private(
+            stack.output_dir / DEPLOYED_FILE, json.dumps(document, indent=1, sort_keys=True) + "\n"
+        )
 
 
 def read(output_dir: Path) -> Record | None:

@@ -7,6 +7,7 @@ are they moved into place, each with an atomic rename. A failure leaves no half-
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator, Mapping
@@ -216,3 +217,21 @@ def write_selection(output_dir: Path, only: Collection[str]) -> None:
             path.unlink(missing_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot write {path} ({exc.strerror or exc}); check the output folder.") from None
+
+
+def replace_private(target: Path, text: str, mode: int = 0o600) -> None:
+    """Put ``text`` at ``target`` in one rename, so a reader (a reloading server, the next command)
+    never sees half a file. The temporary file is created 0600 by mkstemp, so a secret is never
+    readable by others even for a moment, and only then given ``mode``. Raises ``OSError``, leaving
+    no temporary file behind: each caller decides whether a failed write stops it."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        if mode != 0o600:
+            temporary.chmod(mode)
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

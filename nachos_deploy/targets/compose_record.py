@@ -22,15 +22,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nachos_deploy.core.plan import LAST_UP_FILE, VOLUME_INIT
 from nachos_deploy.docker.engine import ServiceState
+from nachos_deploy.io.files import replace_private
 
 FORMAT = 3  # bump when the record's meaning changes: an old record then just means "full path"
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
@@ -94,17 +93,8 @@ def save(
 
 
 def _write(output_dir: Path, document: Mapping[str, object]) -> None:
-    text = json.dumps(document, indent=1, sort_keys=True)
-    temporary: Path | None = None
-    try:
-        handle, name = tempfile.mkstemp(prefix=f"{LAST_UP_FILE}.", dir=output_dir)  # mode 0600
-        temporary = Path(name)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text + "\n")
-        temporary.replace(output_dir / LAST_UP_FILE)
-    except OSError:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        replace_private(output_dir / LAST_UP_FILE, json.dumps(document, indent=1, sort_keys=True) + "\n")
 
 
 def forget(output_dir: Path) -> None:
