@@ -41,8 +41,10 @@ PEER_SETTLE = 20.0  # seconds a JetStream cluster may take to place a replicated
 # that fails within 1 s while the hub is away) before it is restarted.
 LEAF_GRACE = 2.0
 # Seconds a component that lost its sidecar (stopped, or restarted by this up) may take to be back on
-# it by itself before it is restarted: the platform's clients try again every 2 s.
-REJOIN_GRACE = 2.5
+# it by itself before it is restarted. The platform's clients try again every 2 s, so one try may land
+# just before the sidecar listens and the next 2 s later; the read of /connz lags by up to a second
+# under load. 2.5 s restarted a gateway that would have been back 0.2 s later (CI, stop-sidecar).
+REJOIN_GRACE = 4.5
 
 
 def up(
