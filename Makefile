@@ -11,7 +11,7 @@ DEMO := compose/demo/nachos-deploy.yaml
 DEMO_OUT := .nachos/demo
 EXAMPLES := $(wildcard compose/*/nachos-deploy.yaml)
 
-.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability outage node-loss clean help
+.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability outage node-loss flood clean help
 
 help:
 	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
@@ -23,6 +23,7 @@ help:
 	@echo "make durability - the audit stream's SIGKILL test at full counts (10 runs x 5000 messages)"
 	@echo "make outage    - up after outages: the hub stopped 5-60 s, killed, a sidecar stopped (10 runs each, about 30 min)"
 	@echo "make node-loss - a 3-node bus losing each node in turn under a client of its one URL (3 rounds, about 6 min)"
+	@echo "make flood     - a channel flooding its sidecar from inside its container, 30 s per attack, gateway requests meanwhile (about 4 min)"
 
 $(BIN)/nachos-deploy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +84,9 @@ outage: images
 
 node-loss: images
 	$(BIN)/python benchmarks/node_loss.py --rounds 3
+
+flood: images
+	$(BIN)/python benchmarks/flood.py --seconds 30
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

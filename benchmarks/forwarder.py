@@ -11,7 +11,7 @@ from the host, `--duration` seconds each (half of it request/reply, as `bench` s
 - ``direct to the bus (floor)``: to the bus container's address on ``bus-link`` (the host reaches
   bridge addresses), with neither docker-proxy nor a forwarder;
 - with ``--candidates``: through other relays, each in a container started beside bus-ports with its
-  hardening (user 65534, no capability, read-only root, 32 MiB / 256 pids, DNS at 127.0.0.1, on
+  hardening (user 61002, no capability, read-only root, 32 MiB / 256 pids, DNS at 127.0.0.1, on
   ``host-access`` and ``bus-link``, the port published on 127.0.0.1), relaying to ``bus:4222``:
   busybox ``nc`` (the forwarder before socat), socat variants that separate the two suspects, the
   relay's read size (``-b``) and Nagle's algorithm (``nodelay``: TCP_NODELAY), and an asyncio relay
@@ -44,6 +44,7 @@ import nats
 
 from nachos_deploy.bus import bench
 from nachos_deploy.bus.bench import BenchResult
+from nachos_deploy.core.config import DEFAULT_RUN_AS
 from nachos_deploy.core.plan import BUS, BUS_LINK_NETWORK, CLIENT_PORT, HOST_NETWORK, PORTS
 from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import prepare
@@ -151,7 +152,8 @@ def start_relay(candidate: Candidate, image: str, host_access: str, bus_link: st
     """A relay container with bus-ports' hardening; returns its id once it is running."""
     container = docker(
         "create", "--name", f"{tag}-{uuid.uuid4().hex[:6]}", "--init",
-        "--user", "65534:65534", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+        "--user", DEFAULT_RUN_AS["forwarder"], "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges:true",
         "--read-only", "--tmpfs", "/tmp", "--memory", str(32 * 1024**2), "--pids-limit", "256",
         "--dns", "127.0.0.1", "--dns-option", "timeout:1", "--dns-option", "attempts:1",
         "--network", host_access, "--publish", f"127.0.0.1::{CLIENT_PORT}",

@@ -14,7 +14,8 @@
 #                                A real upstream nats:alpine already present is kept as it is.
 #   nachos-deploy/python:3.11    minimal Python 3.11 from Debian packages (apt-get download +
 #                                dpkg -x), static busybox, nats-py.
-#   nachos-deploy/probe:latest   the base plus images/probe/nachos_probe.py as module nachos_probe,
+#   nachos-deploy/probe:latest   the base plus images/probe/nachos_probe.py as module nachos_probe
+#                                (/app/nachos_probe.py, owned by 1001, 0644, as upstream's /app),
 #                                images/probe/node (the `node -e` the platform images' healthchecks
 #                                use) and a HEALTHCHECK that never passes (as the filesystem tool
 #                                image ships); rebuilt when those files or the base image change.
@@ -40,7 +41,7 @@ NS=org.nachos-deploy
 # Bump a recipe id when the way an image is built changes: existing images are then rebuilt.
 NATS_RECIPE=nats-2
 PY_RECIPE=python-1
-PROBE_RECIPE=probe-2
+PROBE_RECIPE=probe-3
 IMG_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SITE=/usr/local/lib/python3.11/dist-packages
 
@@ -359,19 +360,25 @@ build_probe() {
     t0=$(now)
     log "$PROBE_IMAGE: building from $PY_IMAGE + $PROBE_SRC (sha256 ${sha:0:12})"
     workdir
-    src=$WORK/nachos_probe.py
+    # As the platform's images ship their code: under /app, owned by 1001 (the uid they are built
+    # for) and readable, not writable, by any other uid, which is what the stack runs them under
+    # (run_as.components); no /app/data, so a fresh volume mounted there is root's until volume-init.
+    src=$WORK/app/nachos_probe.py
+    install -d -m 0755 "$WORK/app"
     install -m 0644 "$PROBE_SRC" "$src"
     install -m 0755 "$NODE_SRC" "$WORK/node"
     # create + cp + commit: a thin layer on the local base, nothing to pull, no builder needed. The
     # container's healthcheck becomes the image's (`docker commit --change` cannot set one).
     TMP_CTR=$(docker create --health-cmd 'python3 -m nachos_probe --image-check' \
         --health-interval 30s --health-timeout 5s --health-retries 3 "$PY_IMAGE")
-    docker cp "$src" "$TMP_CTR:$SITE/nachos_probe.py"
+    tar --numeric-owner --owner=1001 --group=1001 -C "$WORK" -cf - app | docker cp -a - "$TMP_CTR:/"
     docker cp "$WORK/node" "$TMP_CTR:/usr/bin/node"
     new=$(docker commit \
         --change 'ENTRYPOINT ["python3", "-m", "nachos_probe"]' \
         --change 'CMD []' \
         --change 'ENV PYTHONUNBUFFERED=1' \
+        --change 'ENV PYTHONPATH=/app' \
+        --change 'WORKDIR /app' \
         --change "LABEL $NS.recipe=$PROBE_RECIPE $NS.probe-sha256=$sha $NS.base-image=$base" \
         --message "nachos_probe from $(basename "$PROBE_SRC") and the node stand-in" \
         "$TMP_CTR")

@@ -34,8 +34,13 @@ SHARED_FILES = tuple(
         "test_swarm",
         "test_fastpath",
         "test_security",
+        "test_host_uids",
         "test_outage",
         "test_algorithm",
+        "test_monitor_access",
+        "test_channel_boundary",
+        "test_flood",
+        "test_refused_attacks",
     )
 )
 """The files with a module-scoped fixture, longest first: each runs whole on one worker, and the longest

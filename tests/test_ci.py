@@ -22,7 +22,8 @@ from nachos_deploy.io.files import read_env_file
 from tests.test_lifecycle import PROBE, containers, volumes
 
 BUS_ONLY = {
-    "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+    # publish_monitor: the outputs carry a monitoring URL only when the port is published
+    "bus": {"client_port": 0, "monitor_port": 0, "publish_monitor": True, "healthcheck_interval": "500ms"},
     "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}},
 }
 

@@ -54,7 +54,7 @@ def test_render_in_an_empty_folder(workdir: Path) -> None:
     for port in compose["services"]["bus-ports"]["ports"]:
         assert port["host_ip"] == "127.0.0.1"
     assert "max_payload: 10MB" in (workdir / ".nachos" / "nats.conf").read_text()
-    assert (workdir / ".nachos" / "nachos.toml").is_file()
+    assert (workdir / ".nachos" / "nachos-gateway.toml").is_file()  # each component's own copy
 
 
 def test_render_is_byte_identical_and_check_passes(workdir: Path) -> None:
@@ -76,7 +76,7 @@ def test_check_names_the_files_that_differ_and_writes_nothing(workdir: Path) -> 
     assert code == 1
     assert "nats.conf" in err  # and the compose file, whose bus label carries the config's hash
     assert "max_payload: 10MB" in (workdir / ".nachos" / "nats.conf").read_text()
-    assert "1001:1001" in (workdir / ".nachos" / "docker-compose.yml").read_text()
+    assert "61000:61000" in (workdir / ".nachos" / "docker-compose.yml").read_text()
 
 
 def test_check_on_a_missing_folder_fails(workdir: Path) -> None:
@@ -171,19 +171,18 @@ def test_status_and_down_without_an_engine(no_engine: Path) -> None:
 
 
 def test_a_file_render_no_longer_produces_is_removed_and_check_sees_it(workdir: Path) -> None:
-    assert run("render")[0] == 0
-    generated = workdir / ".nachos" / "nachos.toml"
+    assert run("render", "--set", "components.filesystem.enabled=true")[0] == 0
+    generated = workdir / ".nachos" / "nachos-filesystem.toml"
     assert generated.is_file()
     (workdir / ".nachos" / "notes.txt").write_text("mine")  # not ours: never touched
-    # The user brings their own platform config: the generated one is now stale.
-    (workdir / "nachos.toml").write_text(
-        '[nachos]\nname = "x"\nversion = "1"\n[llm]\nprovider = "anthropic"\nmodel = "m"\n'
-        '[security]\nmode = "standard"\n'
-    )
+    # An older nachos-deploy rendered one nachos.toml for everyone: stale too.
+    shared = workdir / ".nachos" / "nachos.toml"
+    shared.write_text(generated.read_text())
+    # The tool is disabled again: its copy of nachos.toml is now stale.
     code, _, err = run("render", "--check")
-    assert code == 1 and "nachos.toml" in err
+    assert code == 1 and "nachos-filesystem.toml" in err and "nachos.toml" in err
     assert run("render")[0] == 0
-    assert not generated.exists()
+    assert not generated.exists() and not shared.exists()
     assert (workdir / ".nachos" / "notes.txt").read_text() == "mine"
     assert run("render", "--check")[0] == 0
 

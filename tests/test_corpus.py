@@ -43,7 +43,8 @@ KEYS = {
     "bus.max_pending": "bus: {{max_pending: {}}}",
     "bus.store_dir": "bus: {{store_dir: {}}}",
     "bus.client_port": "bus: {{client_port: {}}}",
-    "bus.monitor_port": "bus: {{monitor_port: {}}}",
+    "bus.monitor_port": "bus: {{monitor_port: {}, publish_monitor: true}}",
+    "bus.publish_monitor": "bus: {{publish_monitor: {}}}",
     "bus.bind_address": "bus: {{bind_address: {}}}",
     "bus.healthcheck_interval": "bus: {{healthcheck_interval: {}}}",
     "bus.resources.memory": "bus: {{resources: {{memory: {}}}}}",
@@ -131,6 +132,7 @@ ACCEPTED = {
     "bus.store_dir": set(),
     "bus.client_port": {"yaml11-octal", "zero", "quoted-one"},
     "bus.monitor_port": {"yaml11-octal", "zero", "quoted-one"},
+    "bus.publish_monitor": {"true"},
     "bus.bind_address": set(),
     "bus.healthcheck_interval": {"yaml11-octal", "half", "quoted-one"},
     "bus.resources.memory": {"null"},
@@ -239,6 +241,7 @@ TYPED = {
         ("bus.healthcheck_interval", "bus.audit.max_age", "components.x.healthcheck.interval"), DURATION
     ),
     **dict.fromkeys(("bus.auth", "bus.audit.enabled", "components.x.enabled", "components.x.egress"), BOOL),
+    "bus.publish_monitor": BOOL,
     "components.x.read_only": BOOL,
     "components.x.environment": {"mapping": {"a": "1"}},
     "components": {"word": ["abc"]},
@@ -296,7 +299,8 @@ KEPT: dict[str, Check] = {
             ".gitignore",
             "credentials",  # made by render too, so that the folder runs with Compose alone
             "docker-compose.yml",
-            "nachos.toml",
+            "nachos-gateway.toml",  # each platform component's own copy of nachos.toml
+            "nachos-llm-proxy.toml",
             "nats.conf",
             "sidecar-gateway.conf",
             "sidecar-llm-proxy.conf",
@@ -312,6 +316,7 @@ KEPT: dict[str, Check] = {
     "bus.max_payload": (lambda o: _nats_conf(o, "max_payload"), int),
     "bus.client_port": (lambda o: _published(o, 4222), int),
     "bus.monitor_port": (lambda o: _published(o, 8222), int),
+    "bus.publish_monitor": (lambda o: _published(o, 8222) == 8222, bool),
     "bus.healthcheck_interval": (lambda o: o.services["bus"]["healthcheck"]["interval"], str),
     "bus.resources.memory": (lambda o: o.services["bus"]["mem_limit"], lambda v: v or 512 * 1024**2),
     "bus.resources.cpus": (lambda o: o.services["bus"].get("cpus"), lambda v: v),

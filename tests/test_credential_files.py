@@ -1,8 +1,9 @@
 """Where the servers find their passwords, which decides whether `credentials rotate` can reload them.
 
 On Compose the hub and each sidecar include a file from their own read-only folder (a reload reads it
-again; it never reads the environment again); on Swarm they keep their environment. The engine test
-of the rotation itself is tests/test_rotation.py.
+again; it never reads the environment again); on Swarm the same file is a Swarm secret, named by its
+content's hash so that a rotated file is a new secret. Neither puts a password in an environment.
+The engine test of the rotation itself is tests/test_rotation.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from nachos_deploy.core.config import DeployConfig
-from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.plan import make_plan, secret_version_variable
 from nachos_deploy.core.render import render
 from nachos_deploy.io import credentials
 from nachos_deploy.io.files import read_env_file
@@ -40,12 +41,33 @@ def test_on_compose_each_server_includes_its_own_folder_and_has_no_secret_variab
     assert "credentials" not in str(services["gateway"])  # a component never sees one
 
 
-def test_on_swarm_the_servers_keep_their_environment() -> None:
+def test_on_swarm_each_server_includes_its_own_secret_and_has_no_secret_variables(tmp_path: Path) -> None:
     files = rendered({"target": "swarm", "components": COMPONENTS})
-    assert "include" not in files["nats.conf"] and "include" not in files["sidecar-gateway.conf"]
-    services = yaml.safe_load(files["docker-stack.yml"])["services"]
-    assert services["bus"]["env_file"] == ["./credentials/bus.env"]
-    assert services["bus-gateway"]["env_file"] == ["./credentials/bus-gateway.env"]
+    stack = yaml.safe_load(files["docker-stack.yml"])
+    for name, config in (("bus", "nats.conf"), ("bus-gateway", "sidecar-gateway.conf")):
+        assert INCLUDE in files[config]
+        service = stack["services"][name]
+        assert "env_file" not in service and "credentials" not in str(service.get("environment"))
+        secret = {"source": f"{name}-credentials", "target": "/etc/nats/credentials/secrets.conf"}
+        assert service["secrets"] == [secret]
+        assert stack["secrets"][f"{name}-credentials"] == {
+            "file": f"./credentials/{name}/secrets.conf",
+            "name": f"nachos-{name}-credentials-${{{secret_version_variable(name)}}}",
+        }
+    assert "secrets" not in stack["services"]["gateway"]  # a component never sees one
+
+    # The name's version is the file's hash, set at each deploy: a rotation changes it.
+    plan = make_plan(
+        DeployConfig.model_validate({"target": "swarm", "components": COMPONENTS}), base_dir=PurePath("/a")
+    )
+    credentials.ensure(tmp_path, plan)
+    before = credentials.secret_versions(tmp_path)
+    assert set(before) == {
+        secret_version_variable(o) for o in ("bus", "bus-gateway", "bus-llm-proxy", "bus-webchat")
+    }
+    credentials.ensure(tmp_path, plan, rotate=True)
+    after = credentials.secret_versions(tmp_path)
+    assert all(after[variable] != before[variable] for variable in before)
 
 
 def test_a_cluster_node_finds_its_name_in_the_config_for_a_reload() -> None:

@@ -207,9 +207,9 @@ def test_garbage_and_http_errors_become_problems() -> None:
 
 
 def test_monitor_url_must_be_http() -> None:
-    report = check_bus(BusEndpoints("nats://x:4222", "nats://x:8222"), expected_max_payload=None)
+    report = check_bus(BusEndpoints("nats://x:4222", "ftp://x:8222"), expected_max_payload=None)
     assert report.problem is not None
-    assert "not an http(s) URL" in report.problem
+    assert "not an http(s) or nats URL" in report.problem
 
 
 # --- wait_for_bus ----------------------------------------------------------------------------

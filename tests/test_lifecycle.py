@@ -122,7 +122,7 @@ def deployment(engine: str, tmp_path: Path) -> Iterator[Deployment]:
 
 # Under the defaults: the gateway probe serves GET /health on 3000 and the rendered `node -e fetch`
 # check runs unchanged (the probe image has a `node` for it); it writes its database to the fresh
-# gateway-data volume as uid 1001; the others keep the image's never-passing check unless the
+# gateway-data volume as uid 61000; the others keep the image's never-passing check unless the
 # defaults switch it off.
 FOUR = {
     "gateway": platform_probe(),
@@ -188,10 +188,10 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     code, out, _ = deployment.run("request", "nachos.gateway.subagents.list", "{}")
     assert code == 0 and json.loads(out) == {"ok": True, "runs": []}
 
-    # The upstream gateway runs as 1001 and its image has no /app/data: on a fresh named volume
+    # The gateway runs as run_as.components and its image has no /app/data: on a fresh named volume
     # (owned by root) it dies with SQLITE_CANTOPEN unless the volume is handed to it first.
     owner, lines = gateway_db(deployment.project)
-    assert owner == "1001:1001" and len(lines) == 1
+    assert owner == "61000:61000" and len(lines) == 1
 
     # The probe image's own check never passes and runs every 30 s (like the filesystem tool's);
     # left on, the components would sit in "starting" for 30 s and then turn unhealthy.
@@ -217,9 +217,9 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
         assert not reaches(ids["webchat"], other), f"webchat reaches {other}"
     # Hardened by default: no privileges to gain, no capabilities, a read-only root, limits.
     hardened = (
-        ("webchat", "1001:1001"),
-        ("bus-webchat", "65534:65534"),
-        ("bus-ports", "65534:65534"),
+        ("webchat", "61000:61000"),
+        ("bus-webchat", "61001:61001"),
+        ("bus-ports", "61002:61002"),
         ("bus", ""),
     )
     for service, user in hardened:
@@ -268,7 +268,7 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     assert all(s["ok"] for s in json.loads(out)["services"])
     assert asyncio.run(_stream_messages(json.loads(out)["nats_url"], create=False)) == 1
     owner, lines = gateway_db(deployment.project)
-    assert owner == "1001:1001" and lines[:-1] == opened  # the same database, opened again after down
+    assert owner == "61000:61000" and lines[:-1] == opened  # the same database, opened again after down
 
     code, _, err = deployment.run("down", "--volumes")  # no terminal and no --yes: refused
     assert code == 2 and "--yes" in err

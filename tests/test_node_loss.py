@@ -30,7 +30,16 @@ from tests.test_lifecycle import PROBE, containers
 pytestmark = pytest.mark.filterwarnings(
     "ignore:unclosed:ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
 )
-CLUSTER = {"bus": {"nodes": 3, "client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}}
+# publish_monitor: the test reads each node's HTTP monitoring itself; nachos-deploy reads it over NATS.
+CLUSTER = {
+    "bus": {
+        "nodes": 3,
+        "client_port": 0,
+        "monitor_port": 0,
+        "publish_monitor": True,
+        "healthcheck_interval": "500ms",
+    }
+}
 NODES = ("bus", "bus-2", "bus-3")
 ANSWERED_WITHIN = 2.0  # seconds from a node's death to the first request answered again (the goal)
 REQUEST = "nachos.health.ping.webchat"  # the probe's answer crosses its sidecar and a hub node

@@ -132,7 +132,7 @@ def test_written_volumes_are_prepared_for_their_user() -> None:
         }
     )
     prepared = {(p.volume, p.owner) for p in plan.prepared_volumes}
-    assert prepared == {("gateway-data", "1001:1001"), ("x-data", "2000:3000")}
+    assert prepared == {("gateway-data", "61000:61000"), ("x-data", "2000:3000")}
     assert plan.component("gateway").waits_for_volumes and plan.component("x").waits_for_volumes
     assert not plan.component("y").waits_for_volumes
     assert any("z-data cannot be made writable" in w for w in plan.warnings)
@@ -236,18 +236,25 @@ def test_a_three_node_bus_is_three_peers_answering_to_bus() -> None:
         assert {("nachos-internal", "bus"), ("bus-link", "bus")} <= set(node.aliases)
     assert {"bus-data", "bus-data-2", "bus-data-3"} <= set(plan.volumes)
     targets = sorted(port.target for port in plan.bus.ports.ports)
-    assert targets == [4222, 4223, 4224, 4225, 8222, 8223, 8224, 8225]
+    assert targets == [4222, 4223, 4224, 4225]  # the monitoring ports only with bus.publish_monitor
     assert plan.bus.audit is not None and plan.bus.audit.replicas == 3
     script = plan.bus.ports.entrypoint[2] if plan.bus.ports.entrypoint else ""
     # The host's URLs relay to the first node that accepts (`bus`, then each by name), each node's
     # own ports to that node.
     for port in (4222, 8222):
         assert f"TCP4-LISTEN:{port},fork" in script
-        assert f"'EXEC:sh /tmp/nachos-relay {port} bus bus-1 bus-2 bus-3,nofork'" in script
+        idle = 300 if port == 4222 else 10  # seconds without traffic before a relay ends
+        assert f"'EXEC:sh /tmp/nachos-relay {port} {idle} bus bus-1 bus-2 bus-3,nofork'" in script
     assert "TCP4-LISTEN:4223" in script and "TCP4:bus-1:4222" in script and "TCP4:bus-3:8222" in script
     single = make_plan(DeployConfig(), base_dir=PurePath("/a"))
     assert single.bus.peers == () and single.bus.service.aliases == () and single.bus.audit.replicas == 1  # type: ignore[union-attr]
-    assert sorted(port.target for port in single.bus.ports.ports) == [4222, 8222]
+    assert sorted(port.target for port in single.bus.ports.ports) == [4222]
+    published = make_plan(
+        DeployConfig.model_validate({"bus": {"publish_monitor": True}}), base_dir=PurePath("/a")
+    )
+    assert sorted(port.target for port in published.bus.ports.ports) == [4222, 8222]
+    open_bus = make_plan(DeployConfig.model_validate({"bus": {"auth": False}}), base_dir=PurePath("/a"))
+    assert sorted(port.target for port in open_bus.bus.ports.ports) == [4222, 8222]  # no system user
 
 
 @pytest.mark.parametrize("nodes", [0, 2, 4, 7, True])

@@ -21,7 +21,9 @@ OTHER = {"client_port": "monitor_port", "monitor_port": "client_port"}
 @pytest.mark.parametrize("port", [0, 1, 65535])
 def test_a_port_at_its_bounds_is_published_as_written(workdir: Path, key: str, port: int) -> None:
     # the other port set apart, so that the two never meet (equal ports are refused)
-    (workdir / "nachos-deploy.yaml").write_text(f"bus:\n  {key}: {port}\n  {OTHER[key]}: 30000\n")
+    (workdir / "nachos-deploy.yaml").write_text(
+        f"bus:\n  {key}: {port}\n  {OTHER[key]}: 30000\n  publish_monitor: true\n"
+    )
     result = runner.invoke(app, ["render"])
     assert result.exit_code == 0, result.stderr
     services = load_unique((workdir / ".nachos" / "docker-compose.yml").read_text())["services"]
@@ -56,7 +58,7 @@ def test_equal_ports_are_refused_unless_both_are_picked_by_the_engine(workdir: P
     deploy.write_text("bus:\n  client_port: 5000\n  monitor_port: 5000\n")
     result = runner.invoke(app, ["render"])
     assert result.exit_code == 3 and "client_port and monitor_port must differ" in result.stderr
-    deploy.write_text("bus:\n  client_port: 0\n  monitor_port: 0\n")
+    deploy.write_text("bus:\n  client_port: 0\n  monitor_port: 0\n  publish_monitor: true\n")
     result = runner.invoke(app, ["render"])
     assert result.exit_code == 0, result.stderr
     services = load_unique((workdir / ".nachos" / "docker-compose.yml").read_text())["services"]

@@ -48,13 +48,16 @@ def test_bus_and_networks() -> None:
     assert forwarder["entrypoint"][:2] == ["sh", "-c"]
     script = forwarder["entrypoint"][2]  # socat with TCP_NODELAY both ways, a relay that gets no answer
     # from the bus gives up after a second (not the kernel's two minutes); busybox nc without socat
-    for port, relays in ((4222, 48), (8222, 8)):
+    # from the bus gives up after a second; a relay quiet for its idle timeout (-T) ends
+    for port, relays, idle in ((4222, 128, 300), (8222, 16, 10)):
         listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
-        assert f"socat -b 131072 {listen} TCP4:bus:{port},nodelay,connect-timeout=1 &" in script
+        assert f"socat -T {idle} -b 131072 {listen} TCP4:bus:{port},nodelay,connect-timeout=1 " in script
+    # the monitoring port is relayed inside (the forwarder's healthcheck) but not published by default
+    assert not any(port["target"] == 8222 for port in forwarder["ports"])
     assert "nc -ll -p 4222 -e nc bus 4222" in script and "$" not in script
-    assert forwarder["user"] == "65534:65534" and forwarder["read_only"] is True
-    assert forwarder["cap_drop"] == ["ALL"] and forwarder["mem_limit"] == 32 * 1024**2
-    assert forwarder["pids_limit"] == 256
+    assert forwarder["user"] == "61002:61002" and forwarder["read_only"] is True
+    assert forwarder["cap_drop"] == ["ALL"] and forwarder["mem_limit"] == 64 * 1024**2
+    assert forwarder["pids_limit"] == 1280
     assert doc["networks"]["bus-link"] == {"internal": True}
     test = bus["healthcheck"]["test"][1]
     assert "/healthz" in test and "/jsz" in test
@@ -86,7 +89,7 @@ def test_volume_init_hands_fresh_volumes_to_the_component_user() -> None:
         {"type": "volume", "source": "gateway-data", "target": "/volumes/gateway-data"}
     ]
     script = init["entrypoint"][2]
-    assert "chown -R 1001:1001 /volumes/gateway-data" in script
+    assert "chown -R 61000:61000 /volumes/gateway-data" in script
     assert "$$(stat" in script  # Compose must not substitute the shell's $(...)
 
 

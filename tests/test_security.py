@@ -263,6 +263,12 @@ def test_the_hub_refuses_anonymous_clients_and_wrong_passwords(bus: Bus) -> None
     host = bus.hub.nats_url.removeprefix("nats://")
     assert "Authorization Violation" in asyncio.run(attempt(bus.hub.nats_url))
     assert "Authorization Violation" in asyncio.run(attempt(f"nats://nachos-deploy:wrong@{host}"))
+    # Each sidecar's own leaf login, logged in as a leaf right now (the fixture waits for it), is
+    # refused on the client port: a stolen leaf password opens no client session (issue 19).
+    for sidecar in bus.plan.sidecars:
+        url = read_env_file(bus.output / "credentials" / f"{sidecar.service.name}.env")[LEAF_URL]
+        stolen = url.replace("@bus:7422", f"@{host}")
+        assert "Authorization Violation" in asyncio.run(attempt(stolen)), sidecar.leaf_user
 
 
 @natsserver
@@ -270,7 +276,8 @@ def test_credentials_stay_out_of_rendered_files_and_are_private(bus: Bus, tmp_pa
     files = render(bus.plan)
     folder = bus.output / "credentials"
     passwords = [v for f in folder.glob("*.env") for v in read_env_file(f).values()]
-    assert len(passwords) == 1 + 2 * len(bus.plan.sidecars)  # operator; each leaf's password and URL
+    # operator, system user; each leaf's password and URL
+    assert len(passwords) == 2 + 2 * len(bus.plan.sidecars)
     rendered = "".join(files.values())
     assert not any(secret in rendered or secret.split("@")[0] in rendered for secret in passwords)
     assert folder.stat().st_mode & 0o777 == 0o700
@@ -352,3 +359,38 @@ def test_the_hub_repeats_the_limits_for_a_subverted_sidecar(bus: Bus, tmp_path: 
 def read_leaf_port(bus: Bus) -> int:
     config = (bus.output / "hub" / "nats.conf").read_text()
     return int(config.split("leafnodes {", 1)[1].split("port:", 1)[1].split()[0])
+
+
+@natsserver
+def test_the_system_user_reads_monitoring_and_nothing_else(bus: Bus) -> None:
+    """The host's monitoring reader (issue 19, item 6) sees every connection of the global account,
+    through the rendered hub config; it may not kick a connection or reload the server, and the
+    operator cannot read monitoring over NATS."""
+    login = credentials.load(bus.output)
+    assert login is not None and login.system_password is not None
+    system_url = login.system_url(bus.hub.nats_url)
+    assert system_url is not None
+    leafs = monitor.leaf_names(system_url)
+    assert leafs == {s.service.name for s in bus.plan.sidecars}
+    assert monitor.get_json(system_url, "/healthz", 2.0)["status"] == "ok"
+    # the same view as the HTTP port's, the reader's own connection left out
+    assert monitor.connection_names(system_url) == monitor.connection_names(bus.hub.monitor_url)
+    with pytest.raises(monitor.MonitorProblem, match="no server answered"):
+        monitor.get_json(bus.operator_url, "/varz", 2.0)  # the operator is no system-account user
+
+    async def kick() -> str:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        client = await nats.connect(system_url, error_cb=on_error, allow_reconnect=False)
+        try:
+            await client.publish(f"$SYS.REQ.SERVER.{client._server_info['server_id']}.KICK", b'{"cid": 1}')
+            await client.flush()
+            await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+        return " ".join(errors)
+
+    assert "permissions violation for publish" in asyncio.run(kick()).lower()

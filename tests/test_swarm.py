@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nachos_deploy.bus.natsclient import login_refusal
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
 from nachos_deploy.io.stack import prepare
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
+from tests.test_leaf_logins import bus_passwords
 from tests.test_lifecycle import OUTAGE_TRIES, PROBE, wait_for
 from tests.test_node_loss import monitor
 from tests.test_status_anywhere import nachos
@@ -80,7 +83,7 @@ def test_swarm_services_carry_replicas_placement_limits_and_configs(tmp_path: Pa
     assert services["volume-init"]["deploy"]["restart_policy"]["condition"] == "none"
     assert services["bus"]["deploy"]["resources"]["limits"] == {"memory": "536870912", "pids": 256}
     ports = services["bus-ports"]["ports"]
-    assert {p["mode"] for p in ports} == {"host"} and [p["published"] for p in ports] == [4222, 8222]
+    assert {p["mode"] for p in ports} == {"host"} and [p["published"] for p in ports] == [4222]
     # Rendered files go in as Swarm configs named by their content; a bind needs them on every node.
     assert services["bus"]["configs"] == [{"source": "nats-conf", "target": "/etc/nats/nats.conf"}]
     name = full["configs"]["nats-conf"]["name"]  # type: ignore[index]
@@ -346,7 +349,9 @@ def test_swarm_bus_checks_are_ones_swarm_will_not_kill_a_waiting_node_for(tmp_pa
 
 
 def test_swarm_three_node_bus_forms_a_cluster(swarm_stack: object) -> None:
-    stack = swarm_stack({"webchat": {"enabled": True, "image": PROBE}}, bus={"nodes": 3})  # type: ignore[operator]
+    # The test reads each node's HTTP monitoring itself; nachos-deploy reads it over NATS.
+    bus = {"nodes": 3, "publish_monitor": True}
+    stack = swarm_stack({"webchat": {"enabled": True, "image": PROBE}}, bus=bus)  # type: ignore[operator]
     up = stack.run("up", "--json")
     assert up.returncode == 0, up.stdout + up.stderr
     nodes = {node["name"]: node for node in json.loads(up.stdout)["nodes"]}
@@ -448,3 +453,74 @@ def test_swarm_creates_the_default_workspace_and_is_found_from_another_folder(
         assert listed.stdout.split() == []
     finally:
         nachos(elsewhere, "down", "-p", project, "--volumes", "--yes")  # after a failure too
+
+
+def test_swarm_servers_read_their_passwords_from_secrets_and_a_rotation_replaces_them(
+    swarm_stack: object,
+) -> None:
+    # Issue 19, item 2 on Swarm: no bus password in any container's environment (the servers include
+    # a Swarm secret instead), a sidecar's leaf password refused on the client port, and a rotation
+    # (a secret cannot change) deploying new secrets under new names that the servers then use.
+    stack = swarm_stack({"webchat": {"enabled": True, "image": PROBE, "egress": False}})  # type: ignore[operator]
+    up = stack.run("up", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    old_url = json.loads(up.stdout)["nats_url"]
+    folder = next(stack.file.parent.rglob("credentials/bus.env")).parent
+    passwords = bus_passwords(folder)
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack.project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    inspected = json.loads(
+        subprocess.run(["docker", "inspect", *ids], capture_output=True, check=True).stdout
+    )
+    services = {c["Config"]["Labels"]["com.docker.swarm.service.name"] for c in inspected}
+    assert {f"{stack.project}_{name}" for name in ("bus", "bus-webchat", "webchat")} <= services
+    leaked = [
+        (c["Name"], variable.split("=", 1)[0])
+        for c in inspected
+        for variable in c["Config"]["Env"] or []
+        if any(password in variable for password in passwords)
+    ]
+    assert leaked == []
+
+    sidecar = next(
+        c["Id"]
+        for c in inspected
+        if c["Config"]["Labels"]["com.docker.swarm.service.name"].endswith("_bus-webchat")
+    )
+    included = subprocess.run(
+        ["docker", "exec", sidecar, "cat", "/etc/nats/credentials/secrets.conf"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    leaf = urllib.parse.urlsplit(re.findall(r'NACHOS_LEAF_URL: "([^"]+)"', included)[0])
+    published = urllib.parse.urlsplit(old_url).netloc.rpartition("@")[2]
+    stolen = f"nats://{leaf.username}:{leaf.password}@{published}"
+    assert "Authorization Violation" in (login_refusal(stolen) or "accepted")
+
+    rotated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nachos_deploy",
+            "credentials",
+            "rotate",
+            "-c",
+            str(stack.file),
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["problems"] == []  # every sidecar logged in with its new password
+    assert "Authorization Violation" in (login_refusal(old_url) or "accepted")
+    assert login_refusal(json.loads(status.stdout)["nats_url"]) is None

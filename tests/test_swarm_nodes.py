@@ -112,6 +112,7 @@ class Stack:
                 "nodes": 3,
                 "client_port": CLIENT_PORT,  # node 1 publishes these on the host's 127.0.0.1
                 "monitor_port": MONITOR_PORT,
+                "publish_monitor": True,  # the test reads each node's HTTP monitoring itself
                 # The other nodes' ports are engine-picked on node 1: reachable at its bridge address
                 # only (the host's 127.0.0.1 maps the two fixed ones), so the URLs use that address.
                 "bind_address": nodes.node1_ip,

@@ -23,7 +23,7 @@ def test_wheel_packages_templates_and_renders(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         archive.extractall(tmp_path / "site")
-    for template in ("docker-compose.yml.j2", "nats.conf.j2", "nachos.toml.j2"):
+    for template in ("docker-compose.yml.j2", "nats.conf.j2", "sidecar.conf.j2"):
         assert f"nachos_deploy/templates/{template}" in names
     # The pytest fixtures are registered by installing the wheel.
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

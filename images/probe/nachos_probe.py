@@ -41,7 +41,14 @@ Environment:
 Exit codes: 0 on SIGTERM/SIGINT, 1 when the bus is unreachable at start or the connection is
 finally closed (so the container restarts rather than idling), 2 for a configuration error.
 ``--check`` asks the running probe's /health and exits 0 only on HTTP 200; ``--image-check`` is
-the image's own healthcheck.
+the image's own healthcheck; ``--config-value KEY`` prints what the platform's component reads at
+KEY (dotted, e.g. channels.whatsapp.token): nachos.toml at NACHOS_CONFIG_PATH, the platform's
+environment overlay on it (CHANNEL_WHATSAPP_TOKEN, ...), then the channel's own secret variable
+(WHATSAPP_TOKEN, ...), and exits 1 when it is unset.
+
+The gateway role takes a message on a channel's inbound subject as an event, never as a request:
+it publishes its answer on the channel's outbound subject and ignores the reply subject, as the
+platform's gateway does (see gateway_outbound).
 """
 
 from __future__ import annotations
@@ -425,7 +432,7 @@ async def run(settings: Settings) -> int:
         try:
             await client.subscribe(settings.ping_subject, cb=_ping_handler(settings))
             for subject in settings.subjects:
-                await client.subscribe(subject, cb=_answer_handler(settings, subject))
+                await client.subscribe(subject, cb=_answer_handler(settings, subject, client))
             # The server has our subscriptions once it answers a PING; only then are we ready.
             await client.flush(timeout=2)
         except (nats_errors.Error, OSError, TimeoutError) as exc:
@@ -532,12 +539,55 @@ def json_problem(data: bytes) -> str | None:
     return None
 
 
-def _answer_handler(settings: Settings, subject: str) -> Callable[[Msg], Awaitable[None]]:
+def _inbound_channel(subject: str) -> str | None:
+    """The channel whose inbound subject this is (``nachos.channel.<ch>.inbound``), else None."""
+    parts = subject.split(".")
+    if len(parts) == 4 and parts[:2] == ["nachos", "channel"] and parts[3] == "inbound":
+        return parts[2]
+    return None
+
+
+def gateway_outbound(channel: str, data: bytes) -> bytes | None:
+    """What the gateway publishes on ``nachos.channel.<channel>.outbound`` for one inbound message, as
+    the platform's gateway does: it takes a channel's message as an event, never as a request, so it
+    publishes its answer on the channel's outbound subject and never on the message's reply subject
+    (which the channel chooses: it could name ``nachos.audit.log`` or ``nachos.llm.request``). The
+    real gateway asks the model first; the probe answers at once with the text it got. A payload that
+    is not a JSON object is dropped (the real gateway's JSON.parse fails), without a log line per
+    message, so a flooding channel cannot fill the gateway's log either."""
+    try:
+        message = json.loads(data.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    content = message.get("content")
+    text = content.get("text", "") if isinstance(content, dict) else ""
+    conversation = message.get("conversation")
+    conversation_id = conversation.get("id") if isinstance(conversation, dict) else None
+    reply = {
+        "channel": channel,
+        "conversationId": conversation_id,
+        "content": {"text": f"echo: {text}"},
+    }
+    return json.dumps(reply).encode()
+
+
+def _answer_handler(settings: Settings, subject: str, client: Client) -> Callable[[Msg], Awaitable[None]]:
     """Echo requests; answer the gateway's subagents.list as the real gateway does. The gateway's
     own request subjects take JSON only: on any other payload the real gateway logs a SyntaxError
-    and never answers (the requester times out), and so does the probe."""
+    and never answers (the requester times out), and so does the probe. The gateway's channel
+    inbound subjects are not requests at all (:func:`gateway_outbound`)."""
+
+    inbound_channel = _inbound_channel(subject) if settings.role == "gateway" else None
 
     async def handle(msg: Msg) -> None:
+        if inbound_channel is not None:
+            # Never msg.respond here: the reply subject is the channel's to choose (issue 19, item 9).
+            outbound = gateway_outbound(inbound_channel, msg.data)
+            if outbound is not None:
+                await client.publish(f"nachos.channel.{inbound_channel}.outbound", outbound)
+            return
         if not msg.reply:
             return
         if subject in GATEWAY_REQUESTS:
@@ -559,6 +609,105 @@ def _answer_handler(settings: Settings, subject: str) -> Callable[[Msg], Awaitab
 
 
 # --------------------------------------------------------------------------------------------
+# The platform's configuration, as its loader reads it
+
+# Its environment overlay on nachos.toml (upstream's packages/shared/config/src/env.ts): a variable
+# set to a non-empty value replaces the file's value at that key. The channels' credentials come this
+# way when nachos-deploy keeps them out of the file (issue 19, item 4).
+ENV_OVERLAY = {
+    "NACHOS_NAME": "nachos.name",
+    "NACHOS_VERSION": "nachos.version",
+    "LLM_PROVIDER": "llm.provider",
+    "LLM_MODEL": "llm.model",
+    "LLM_BASE_URL": "llm.base_url",
+    "SECURITY_MODE": "security.mode",
+    "RUNTIME_STATE_DIR": "runtime.state_dir",
+    "RUNTIME_REDIS_URL": "runtime.redis_url",
+    "CHANNEL_WEBCHAT_ENABLED": "channels.webchat.enabled",
+    "CHANNEL_WEBCHAT_PORT": "channels.webchat.port",
+    "CHANNEL_SLACK_ENABLED": "channels.slack.enabled",
+    "CHANNEL_SLACK_MODE": "channels.slack.mode",
+    "CHANNEL_SLACK_APP_TOKEN": "channels.slack.app_token",
+    "CHANNEL_SLACK_BOT_TOKEN": "channels.slack.bot_token",
+    "CHANNEL_SLACK_SIGNING_SECRET": "channels.slack.signing_secret",
+    "CHANNEL_SLACK_WEBHOOK_PATH": "channels.slack.webhook_path",
+    "CHANNEL_DISCORD_ENABLED": "channels.discord.enabled",
+    "CHANNEL_DISCORD_TOKEN": "channels.discord.token",
+    "CHANNEL_TELEGRAM_ENABLED": "channels.telegram.enabled",
+    "CHANNEL_TELEGRAM_TOKEN": "channels.telegram.token",
+    "CHANNEL_WHATSAPP_ENABLED": "channels.whatsapp.enabled",
+    "CHANNEL_WHATSAPP_TOKEN": "channels.whatsapp.token",
+    "CHANNEL_WHATSAPP_PHONE_NUMBER_ID": "channels.whatsapp.phone_number_id",
+    "CHANNEL_WHATSAPP_VERIFY_TOKEN": "channels.whatsapp.verify_token",
+    "CHANNEL_WHATSAPP_WEBHOOK_PATH": "channels.whatsapp.webhook_path",
+    "CHANNEL_WHATSAPP_API_VERSION": "channels.whatsapp.api_version",
+    "CHANNEL_WHATSAPP_APP_SECRET": "channels.whatsapp.app_secret",
+}
+# What a channel takes when its configuration has no value: upstream's adapters read
+# ``channelConfig.token ?? secrets.WHATSAPP_TOKEN``, the secrets coming from these variables.
+CHANNEL_SECRETS = {
+    "channels.whatsapp.token": "WHATSAPP_TOKEN",
+    "channels.whatsapp.phone_number_id": "WHATSAPP_PHONE_NUMBER_ID",
+    "channels.whatsapp.verify_token": "WHATSAPP_VERIFY_TOKEN",
+    "channels.whatsapp.app_secret": "WHATSAPP_APP_SECRET",
+    "channels.slack.bot_token": "SLACK_BOT_TOKEN",
+    "channels.slack.app_token": "SLACK_APP_TOKEN",
+    "channels.slack.signing_secret": "SLACK_SIGNING_SECRET",
+    "channels.discord.token": "DISCORD_BOT_TOKEN",
+    "channels.telegram.token": "TELEGRAM_BOT_TOKEN",
+}
+
+
+def _overlay_value(value: str, key: str) -> object:
+    """The value as upstream's ``parseEnvValue`` types it: booleans, and numbers for ports."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if "port" in key:
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return value
+
+
+def platform_config(env: Mapping[str, str]) -> dict[str, Any]:
+    """nachos.toml at ``NACHOS_CONFIG_PATH`` (else ``NACHOS_CONFIG``) with the environment overlay on
+    it; ConfigError when the file is named but cannot be read, as the platform's loader fails then."""
+    import tomllib  # only this mode needs it
+
+    path = env.get("NACHOS_CONFIG_PATH", "").strip() or env.get("NACHOS_CONFIG", "").strip()
+    document: dict[str, Any] = {}
+    if path:
+        try:
+            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the platform configuration {path}: {_describe(exc)}") from None
+    for variable, key in ENV_OVERLAY.items():
+        value = env.get(variable, "")
+        if not value:
+            continue
+        node = document
+        *parents, last = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[last] = _overlay_value(value, key)
+    return document
+
+
+def config_value(env: Mapping[str, str], key: str) -> object | None:
+    """The value the platform's component reads at ``key`` (dotted): the file, the overlay on it,
+    then the channel's own secret variable."""
+    node: Any = platform_config(env)
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None and key in CHANNEL_SECRETS:
+        node = env.get(CHANNEL_SECRETS[key]) or None
+    found: object | None = node
+    return found
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -569,8 +718,19 @@ def main(argv: list[str] | None = None) -> int:
         return check(env)
     if args == ["--image-check"]:
         return image_check(env)
+    if len(args) == 2 and args[0] == "--config-value":
+        try:
+            value = config_value(env, args[1])
+        except ConfigError as exc:
+            _say(f"probe: {exc}")
+            return EXIT_CONFIG
+        if value is None:
+            _say(f"probe: {args[1]} is not set in the platform configuration or its overlay")
+            return EXIT_BUS
+        print(value if isinstance(value, str) else json.dumps(value), flush=True)
+        return EXIT_OK
     if args:
-        _say("usage: python3 -m nachos_probe [--check | --image-check]")
+        _say("usage: python3 -m nachos_probe [--check | --image-check | --config-value KEY]")
         return EXIT_CONFIG
 
     fail_at_start = env.get("PROBE_FAIL_AT_START", "").strip()

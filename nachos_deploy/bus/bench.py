@@ -545,7 +545,7 @@ async def _run(
     memory = varz.memory(targets, big[0] if big else None)
     return BenchResult(
         nats_url=redact(nats_url),
-        monitor_url=monitor_url,
+        monitor_url=None if monitor_url is None else redact(monitor_url),  # the system user's, maybe
         server_version=varz.version,
         max_payload=limit,
         duration=duration,

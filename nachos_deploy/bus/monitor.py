@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nachos_deploy.bus import sysrequest
+from nachos_deploy.core.results import redact
+
 if TYPE_CHECKING:
     import urllib.request
 
@@ -65,7 +68,7 @@ def _monitor_url(monitor_url: str, path: str) -> str:
     base = monitor_url.rstrip("/")
     scheme = urllib.parse.urlsplit(base).scheme
     if scheme not in ("http", "https"):
-        raise MonitorProblem(f"bus monitor URL {monitor_url!r} is not an http(s) URL")
+        raise MonitorProblem(f"bus monitor URL {redact(monitor_url)!r} is not an http(s) or nats URL")
     return base + path
 
 
@@ -88,9 +91,18 @@ def _error_body(err: urllib.error.HTTPError) -> str:
 
 
 def get_json(monitor_url: str, path: str, timeout: float) -> dict[str, Any]:
-    """GET a monitoring endpoint; any failure becomes a ``MonitorProblem`` naming the endpoint."""
-    url = _monitor_url(monitor_url, path)
+    """GET a monitoring endpoint; any failure becomes a ``MonitorProblem`` naming the endpoint.
+
+    ``monitor_url`` is where the host reads monitoring: the system user's ``nats://`` URL (the
+    request goes over NATS, see :mod:`~nachos_deploy.bus.sysrequest`), or an ``http://`` monitoring
+    port (a bus without logins, or a test's own server). Both answer the same documents."""
     endpoint = path.split("?", 1)[0]
+    if urllib.parse.urlsplit(monitor_url).scheme == "nats":
+        try:
+            return sysrequest.request(monitor_url, path, timeout)
+        except sysrequest.SysRequestError as exc:
+            raise MonitorProblem(f"bus monitor at {redact(monitor_url)} ({endpoint}): {exc}") from None
+    url = _monitor_url(monitor_url, path)
     try:
         with _opener().open(url, timeout=timeout) as response:
             raw = response.read()
@@ -158,6 +170,7 @@ def connection_names(monitor_url: str, *, timeout: float = 1.0) -> dict[str, int
             offset += len(conns)
             total = int_field(page, "total")
             if not conns or total is None or offset >= total:
+                counts.pop(sysrequest.MONITOR_CONNECTION_NAME, None)  # our own reader, over NATS
                 return counts
     except MonitorProblem as problem:
         raise BusUnavailable(str(problem)) from None
@@ -175,10 +188,13 @@ def bus_overview(monitor_url: str, *, timeout: float = 1.0) -> dict[str, object]
         raise BusUnavailable(str(problem)) from None
     version = varz.get("version")
     uptime = varz.get("uptime")
+    connections = int_field(varz, "connections")
+    if connections and urllib.parse.urlsplit(monitor_url).scheme == "nats":
+        connections -= 1  # the reader's own connection, which asked
     return {
         "version": version if isinstance(version, str) else None,
         "jetstream": jetstream_enabled(varz.get("jetstream")),
-        "connections": int_field(varz, "connections"),
+        "connections": connections,
         "leafnodes": int_field(varz, "leafnodes"),
         "max_payload": int_field(varz, "max_payload"),
         "mem": int_field(varz, "mem"),

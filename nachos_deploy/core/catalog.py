@@ -52,8 +52,9 @@ GATEWAY_HEALTH_PORT = 3000
 GATEWAY_DATA_DIR = "/app/data"
 PLATFORM_CONFIG_PATH = "/etc/nachos/nachos.toml"
 WORKSPACE_DIR = "/workspace"
-# Non-root like upstream's images; uid 1001 was observed to work with only the data folder writable.
-DEFAULT_USER = "1001:1001"
+# The uid upstream's images are built for: their files under /app belong to it and are readable by
+# anyone, so they also run under another uid (config.DEFAULT_RUN_AS) with only their data writable.
+IMAGE_USER = "1001:1001"
 
 _CHANNEL_SECRETS: dict[str, tuple[Secret, ...]] = {
     "webchat": (),

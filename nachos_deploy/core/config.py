@@ -252,6 +252,10 @@ class Bus(Model):
     store_dir: str = "/data"
     client_port: Port = 4222
     monitor_port: Port = 8222
+    # The HTTP monitoring port lists every connection, user and subscription to whoever reaches it,
+    # so the host reads monitoring over NATS as the system user and publishes it only when asked
+    # (docs/security.md#monitoring); with auth off it is published, as everything else is open.
+    publish_monitor: Bool = False
     bind_address: str = "127.0.0.1"
     healthcheck_interval: Duration = "1s"
     nodes: Annotated[int, BeforeValidator(_not_a_bool)] = 1  # 3 or 5: a clustered JetStream bus
@@ -364,6 +368,34 @@ class Permissions(Model):
         return value
 
 
+MAX_SIDECAR_CONNECTIONS = 1024
+MAX_SIDECAR_SUBSCRIPTIONS = 100_000
+
+
+class SidecarLimits(Model):
+    """Limits of a component's bus sidecar, each unset key keeping its role's default (the table in
+    docs/security.md#limits-of-a-sidecar). They fit the sidecar's memory, so a component that floods
+    its sidecar is refused or cut off there and the rest of the bus does not pay for it."""
+
+    max_payload: Size | None = None  # the largest message the component may publish
+    max_pending: Size | None = None  # bytes waiting for the component before it is cut off as slow
+    max_connections: (
+        Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=MAX_SIDECAR_CONNECTIONS)] | None
+    ) = None
+    max_subscriptions: (
+        Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=MAX_SIDECAR_SUBSCRIPTIONS)] | None
+    ) = None
+    memory: Annotated[Size, Field(ge=MIN_MEMORY)] | None = None
+    cpus: Cpus | None = None
+
+    @field_validator("max_payload", "max_pending")
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be above 0, e.g. 1MB")
+        return value
+
+
 class Component(Model):
     """One container besides the bus; every key is optional and overrides the component's defaults."""
 
@@ -382,6 +414,7 @@ class Component(Model):
     healthcheck: Annotated[Healthcheck | Literal[False] | None, BeforeValidator(_false_not_zero)] = None
     connection_name: Annotated[LineText | Literal[False] | None, BeforeValidator(_false_not_zero)] = None
     permissions: Permissions = Permissions()
+    sidecar: SidecarLimits = SidecarLimits()  # its bus sidecar's limits (with bus.auth)
     read_only: Bool = True  # read-only root filesystem (with a tmpfs at /tmp); false for images that write
     # Swarm only (target: swarm): how many tasks run it, and where (`docker service create --constraint`).
     replicas: Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=100)] = 1
@@ -465,6 +498,94 @@ class Component(Model):
         return self
 
 
+# The user ids nachos-deploy runs its containers under. Without user namespaces a container's uid is
+# the host's: a host account with the same uid can read the processes' environment (the API keys)
+# through /proc/<pid>/environ, write through /proc/<pid>/root and ptrace them. So the defaults come
+# from 60706-61183, a range no Linux distribution or systemd hands out (useradd and adduser stop at
+# 60000 and 59999, systemd-homed takes 60001-60513, nspawn's bound host users 60514-60577, greeters
+# 60578-60705, DynamicUser= 61184-65519, nobody 65534) and Debian allocates nothing in; see
+# docs/security.md#user-ids for the sources. Values stay below 65534: a user-namespace remap (Docker's
+# userns-remap, rootless engines) maps 65536 ids by default, and ids from 100000 up are the host's
+# subordinate ranges, which rootless containers of other users run under.
+RUN_AS_MAX = 65533
+DEFAULT_RUN_AS = {"components": "61000:61000", "sidecars": "61001:61001", "forwarder": "61002:61002"}
+
+
+def _run_as(value: Any) -> Any:
+    """``61000`` or ``"61000"`` means ``61000:61000``: one number for uid and gid alike."""
+    if isinstance(value, bool):
+        raise ValueError("must be numbers uid:gid, e.g. 61000:61000, not true/false")
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be numbers uid:gid, e.g. 61000:61000")
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", value.strip())
+    ids = [int(part) for part in match.groups() if part is not None] if match else []
+    if not ids or not all(1 <= number <= RUN_AS_MAX for number in ids):
+        raise ValueError(
+            f"must be numbers uid:gid from 1 to {RUN_AS_MAX}, e.g. 61000:61000 (not root, not nobody "
+            "65534, and below 65536 so a user-namespace remap still maps it); pick ids no host account "
+            "or group uses (`getent passwd UID` prints nothing)"
+        )
+    uid = ids[0]
+    return f"{uid}:{ids[1] if len(ids) > 1 else uid}"
+
+
+RunAsIds = Annotated[str, BeforeValidator(_run_as)]
+
+
+class RunAs(Model):
+    """uid:gid of the containers nachos-deploy runs (a component's own ``user`` still wins)."""
+
+    components: RunAsIds = DEFAULT_RUN_AS["components"]  # platform components and their volumes
+    sidecars: RunAsIds = DEFAULT_RUN_AS["sidecars"]  # every bus-<component> leaf-node server
+    forwarder: RunAsIds = DEFAULT_RUN_AS["forwarder"]  # bus-ports, the only container on a bridge
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RunAs:
+        seen: dict[str, str] = {}
+        for key in ("components", "sidecars", "forwarder"):
+            uid = str(getattr(self, key)).partition(":")[0]
+            if uid in seen:
+                raise ValueError(
+                    f"run_as.{seen[uid]} and run_as.{key} share uid {uid}; give each its own uid, so "
+                    "that a process of one cannot read or trace the other's from the host"
+                )
+            seen[uid] = key
+        return self
+
+
+LOG_DRIVERS = ("local", "json-file")
+MIN_LOG_SIZE = 1024 * 1024
+MAX_LOG_SIZE = 1024**3
+
+
+def _log_driver(value: Any) -> Any:
+    if value not in LOG_DRIVERS:
+        raise ValueError(
+            f"{_short_text(value)!r} is not a log driver nachos-deploy bounds; use local (the default: "
+            "compressed, rotated files) or json-file (plain JSON lines, rotated). Both keep at most "
+            "max_file files of max_size each on this machine, work on Compose and Swarm, and keep "
+            "`nachos-deploy logs` working; to ship logs elsewhere, collect them from the engine"
+        )
+    return value
+
+
+def _short_text(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
+
+
+class Logging(Model):
+    """Every container's log on the engine's disk, rotated: a component that logs without end (a
+    sidecar writes a line per refused publish) fills at most ``max_size`` x ``max_file`` per
+    container, never the host's disk."""
+
+    driver: Annotated[str, BeforeValidator(_log_driver)] = "local"
+    max_size: Annotated[Size, Field(ge=MIN_LOG_SIZE, le=MAX_LOG_SIZE)] = 10 * 1024 * 1024
+    max_file: Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=100)] = 3
+
+
 class DeployConfig(Model):
     project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = "nachos"
     target: Literal["compose", "swarm"] = "compose"  # the engine: a Compose project or a Swarm stack
@@ -474,6 +595,8 @@ class DeployConfig(Model):
     images: Images = Images()
     bus: Bus = Bus()
     components: dict[ComponentName, Component] = {}
+    logging: Logging = Logging()  # every container's log, bounded (docs/configuration.md#logs)
+    run_as: RunAs = RunAs()  # uid:gid of the containers (docs/security.md#user-ids)
 
     @model_validator(mode="after")
     def _swarm_only(self) -> DeployConfig:

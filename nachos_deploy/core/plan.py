@@ -12,10 +12,17 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 from typing import Literal
 
-from nachos_deploy.core import bus_placement, catalog, permissions, platform_config
+from nachos_deploy.core import (
+    bus_placement,
+    catalog,
+    log_limits,
+    permissions,
+    platform_config,
+    sidecar_limits,
+)
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import (
     MAX_PAYLOAD_ADVISED,
@@ -72,11 +79,21 @@ LAST_UP_FILE = ".last-up"  # what the last full `up` left running, for the next 
 DEPLOYED_FILE = ".deployed"  # what the last `up` deployed, for the reading commands (not committed)
 OPERATOR_USER = "nachos-deploy"
 OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"
+# The host reads the hub's monitoring as this user of the system account, over the client port
+# ($SYS.REQ.SERVER.<id>.CONNZ ...), so the HTTP monitoring port need not be published (issue 19,
+# item 6): its password is in credentials/ like the others and `credentials rotate` renews it.
+SYSTEM_ACCOUNT = "SYS"
+SYSTEM_USER = "nachos-system"
+SYSTEM_PASSWORD = "NACHOS_SYSTEM_PASSWORD"
+# What that user may ask, of any server: reads only. A system-account user may otherwise also kick
+# connections, reload the servers and put them into lame-duck mode ($SYS.REQ.SERVER.<id>.KICK ...).
+SYSTEM_READS = ("CONNZ", "LEAFZ", "JSZ", "VARZ", "HEALTHZ", "ROUTEZ")
 LEAF_URL = "NACHOS_LEAF_URL"
 # On Compose the hub and each sidecar read their passwords from a file their config `include`s (its
 # own folder credentials/<service>/, mounted read-only here), so `credentials rotate` can change them
-# with a reload (SIGHUP), which re-reads files but never the environment. Swarm keeps the variables
-# (credentials/*.env): its tasks' environment and configs are fixed, so rotation replaces them there.
+# with a reload (SIGHUP), which re-reads files but never the environment. On Swarm the same file is a
+# Swarm secret mounted at the same place: fixed for a task's life, so rotation replaces the tasks there.
+# Never environment variables: whoever reads a process's environ or `docker inspect`s it reads those.
 CREDENTIALS_MOUNT = "/etc/nats/credentials"
 CREDENTIALS_INCLUDE = "credentials/secrets.conf"  # relative to the config file, as nats-server reads it
 SIDECAR_HEALTH_TEST = (
@@ -171,12 +188,11 @@ DEFAULT_LIMITS = {
     Role.LLM_PROXY: Limits(memory=512 * 1024**2, pids=256),
     Role.CHANNEL: Limits(memory=512 * 1024**2, pids=256),
     Role.TOOL: Limits(memory=1024**3, pids=512),
-    Role.SIDECAR: Limits(memory=64 * 1024**2, pids=64),
 }
 BROWSER_LIMITS = Limits(memory=2 * 1024**3, pids=1024)
 BUS_LIMITS = Limits(memory=512 * 1024**2, pids=256)
-PORTS_LIMITS = Limits(memory=32 * 1024**2, pids=256)  # a relay process per connection, ~0.2 MiB each
-SIDECAR_USER = "65534:65534"  # nobody: a sidecar only reads its config
+# A relay process per connection (two for a cluster's failover relay), ~0.2 MiB each: see RELAYS.
+PORTS_LIMITS = Limits(memory=64 * 1024**2, pids=1280)
 
 
 @dataclass(frozen=True)
@@ -233,6 +249,7 @@ class Sidecar:
     leaf_user: str
     password_variable: str  # in the hub's credentials file
     permissions: Permissions
+    limits: sidecar_limits.ServerLimits  # what its component may cost it (core/sidecar_limits.py)
 
 
 @dataclass(frozen=True)
@@ -264,6 +281,8 @@ class BusPlan:
     bind_address: str
     audit: AuditPlan | None = None
     peers: tuple[ServicePlan, ...] = ()  # the other nodes of a clustered bus (bus-2, bus-3, ...)
+    # The forwarder publishes the HTTP monitoring ports on the host (bus.publish_monitor, or auth off).
+    monitor_published: bool = True
 
     @property
     def nodes(self) -> tuple[ServicePlan, ...]:
@@ -296,6 +315,9 @@ class Plan:
     auth: bool = True
     sidecars: tuple[Sidecar, ...] = ()
     target: str = "compose"  # or "swarm": a stack file for `docker stack deploy`
+    logging: log_limits.LogPlan = field(default_factory=log_limits.LogPlan)  # every service's log, bounded
+    # (file name, TOML text): each platform component's own copy of nachos.toml, with no secret
+    platform_files: tuple[tuple[str, str], ...] = ()
 
     @property
     def services(self) -> tuple[ServicePlan, ...]:
@@ -367,10 +389,10 @@ def make_plan(
     else:
         platform_source, generate = f"./{PLATFORM_CONFIG_FILE}", True
 
-    components = tuple(
-        _component(name, role, config, channels, platform_source, base_dir, output_dir)
-        for name, role in names
-    )
+    components = tuple(_component(name, role, config, channels, base_dir, output_dir) for name, role in names)
+    components, platform_files = _own_platform_configs(config, platform, components)
+    if platform.secrets:
+        warnings.append(platform_config.inline_secrets_warning(platform.path, platform.secrets))
     bus = _bus(config)
     # The platform's ADR default (10MB) is above NATS's advice on purpose; warn only on a user's choice.
     if config.bus.max_payload > MAX_PAYLOAD_ADVISED and "max_payload" in config.bus.model_fields_set:
@@ -442,13 +464,76 @@ def make_plan(
             volumes=tuple(sorted(volumes)),
             platform_config_source=platform_source,
             generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
+            platform_files=platform_files,
             prepared_volumes=prepared,
             warnings=tuple(warnings),
             auth=config.bus.auth,
             sidecars=tuple(sidecars),
             target=config.target,
+            logging=log_limits.plan(config.logging),
         )
     )
+
+
+def platform_copy(component: str) -> str:
+    """The file name of ``component``'s own copy of nachos.toml in the output folder."""
+    return f"nachos-{component}.toml"
+
+
+PLATFORM_COPY_HEADER = (
+    "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead.\n"
+    "What {component} reads of {source}, mounted into {component} alone; secrets are not written\n"
+    "here: they reach the one component that reads them as environment variables."
+)
+
+
+def _own_platform_configs(
+    config: DeployConfig, platform: Platform, components: tuple[ServicePlan, ...]
+) -> tuple[tuple[ServicePlan, ...], tuple[tuple[str, str], ...]]:
+    """Each platform component's own copy of nachos.toml, and the way its secrets reach it.
+
+    One file mounted into every component let the filesystem tool and webchat read the whatsapp
+    channel's token (issue 19, item 4). Now each reads a copy holding only its sections, with no
+    secret in any copy. A secret written in nachos.toml reaches its one reader as the platform's
+    overlay variable (CHANNEL_WHATSAPP_TOKEN, ...) from a private env file in credentials/; else
+    the reader gets its overlay variables from the host's environment (``${VAR:-}``), which is
+    where the warning tells the user to move them. The overlay matters, not only the channel's own
+    WHATSAPP_TOKEN: the platform's loader refuses a file with an enabled channel and no token, and
+    the channel then runs without its webhook path and DM policy."""
+    document = (
+        platform.document
+        if platform.document is not None
+        else platform_config.default_document(config.project)
+    )
+    source = str(platform.path.name) if platform.path is not None else "the default platform configuration"
+    inline = {(s.component, s.variable) for s in platform.secrets}
+    files: list[tuple[str, str]] = []
+    planned: list[ServicePlan] = []
+    for service in components:
+        if service.role is Role.EXTRA:
+            planned.append(service)
+            continue
+        own = platform_config.component_document(document, service.name, str(service.role))
+        header = PLATFORM_COPY_HEADER.format(component=service.name, source=source)
+        files.append((platform_copy(service.name), platform_config.toml_text(own, header)))
+        # A channel's own variable is required from the host unless nachos.toml holds its value.
+        env = [
+            replace(var, required=False)
+            if var.reference and (service.name, platform_config.OWN_VARIABLES.get(var.name)) in inline
+            else var
+            for var in service.environment
+        ]
+        present = {var.name for var in env}
+        for path, variable in platform_config.OVERLAY_SECRETS.items():
+            reader = platform_config.secret_reader(path)
+            if reader != service.name or variable in present or (reader, variable) in inline:
+                continue
+            env.append(EnvVar(variable, variable, reference=True, required=False))
+        env_files = service.env_files
+        if any(component == service.name for component, _ in inline):
+            env_files = (*env_files, platform_config.secrets_env_file(service.name))
+        planned.append(replace(service, environment=tuple(env), env_files=env_files))
+    return tuple(planned), tuple(files)
 
 
 def _with_unique_names(plan: Plan) -> Plan:
@@ -469,10 +554,11 @@ def _with_unique_names(plan: Plan) -> Plan:
 def _target_warnings(config: DeployConfig) -> list[str]:
     """What a stack file cannot carry over from the Compose layout, said once at render and up."""
     if config.target == "swarm":
+        monitoring = " and the monitoring port is open" if monitor_published(config) else ""
         return [
             "target is swarm: Swarm publishes the bus's ports on every interface of the node running "
             f"{PORTS} (it has no host IP; bus.bind_address applies to Compose only), so the client port "
-            "is guarded by the operator password alone and the monitoring port is open: firewall them. "
+            f"is guarded by the operator password alone{monitoring}: firewall them. "
             "Swarm also ignores no-new-privileges."
         ]
     placed = sorted(name for name, settings in config.components.items() if settings.placement)
@@ -601,18 +687,20 @@ def _sidecar(
     )
     name = f"{BUS}-{component.name}"
     config_file = f"sidecar-{component.name}.conf"
+    bounds = sidecar_limits.for_component(config, component.name, component.role)
     service = ServicePlan(
         name=name,
         role=Role.SIDECAR,
         image=config.bus.image,
         command=("--config", NATS_CONFIG_TARGET),
+        environment=(EnvVar("GOMEMLIMIT", bounds.go_memory_limit),),
         networks=(INTERNAL_NETWORK, f"{component.name}-link"),
         mounts=(Mount(f"./{config_file}", NATS_CONFIG_TARGET, read_only=True),),
         healthcheck=HealthPlan(("CMD-SHELL", SIDECAR_HEALTH_TEST), config.bus.healthcheck_interval, "2s", 3),
         depends_on=((BUS, "service_healthy"),),
         leaf_name=name,
-        user=SIDECAR_USER,
-        limits=DEFAULT_LIMITS[Role.SIDECAR],
+        user=config.run_as.sidecars,
+        limits=Limits(memory=bounds.memory, cpus=bounds.cpus, pids=bounds.pids),
         # While the hub is away its name is unknown: the lookup of `bus` must fail within a second
         # (not the resolver's ten), so the sidecar's next try comes as soon as the hub is back.
         dns=(NO_RESOLVER,),
@@ -620,20 +708,26 @@ def _sidecar(
     )
     service = _with_credentials(config, service, name)
     variable = "NACHOS_LEAF_" + component.name.upper().replace("-", "_") + "_PASSWORD"
-    return Sidecar(service, component.name, config_file, f"leaf-{component.name}", variable, rights)
+    return Sidecar(service, component.name, config_file, f"leaf-{component.name}", variable, rights, bounds)
 
 
-def credentials_in_files(target: str) -> bool:
-    """Whether the nats-servers read their passwords from included files (Compose) rather than from
-    their environment (Swarm): see ``CREDENTIALS_MOUNT``."""
-    return target != "swarm"
+def secret_version_variable(owner: str) -> str:
+    """The host variable that names the current version of ``owner``'s Swarm secret (the hash of its
+    file, set by the Swarm target at each deploy): a Swarm secret cannot change, so a rotated file
+    must be a secret of another name, which the stack file cannot know when it is rendered."""
+    return "NACHOS_SECRETS_" + re.sub(r"[^A-Z0-9]", "_", owner.upper())
 
 
 def _with_credentials(config: DeployConfig, service: ServicePlan, owner: str) -> ServicePlan:
     """``service`` given the credentials of ``owner`` (the hub's, shared by its nodes, or a sidecar's
-    own): its folder mounted read-only on Compose, its variables on Swarm."""
-    if not credentials_in_files(config.target):
-        return replace(service, env_files=(f"./{CREDENTIALS_DIR}/{owner}.env",))
+    own), as a file its config ``include``s, never as environment variables (which anyone who may
+    read the process's environ or `docker inspect` it reads too): its folder mounted read-only on
+    Compose (a rotation reaches the server by a reload), the file as a Swarm secret on Swarm (a
+    bind mount would need the folder on every node)."""
+    if config.target == "swarm":
+        name = PurePosixPath(CREDENTIALS_INCLUDE).name
+        secret = Mount(f"./{CREDENTIALS_DIR}/{owner}/{name}", f"{CREDENTIALS_MOUNT}/{name}", read_only=True)
+        return replace(service, mounts=(*service.mounts, secret))
     folder = Mount(f"./{CREDENTIALS_DIR}/{owner}", CREDENTIALS_MOUNT, read_only=True)
     return replace(service, mounts=(*service.mounts, folder))
 
@@ -680,7 +774,6 @@ def _component(
     role: Role,
     config: DeployConfig,
     channels: list[str],
-    platform_source: str,
     base_dir: PurePath,
     output_dir: PurePath,
 ) -> ServicePlan:
@@ -718,7 +811,8 @@ def _component(
     if role is not Role.EXTRA:
         put("NACHOS_CONFIG_PATH", catalog.PLATFORM_CONFIG_PATH)
         put("NACHOS_CONFIG", catalog.PLATFORM_CONFIG_PATH)
-        mounts.append(Mount(platform_source, catalog.PLATFORM_CONFIG_PATH, read_only=True))
+        # Its own copy, holding only what it reads (see _own_platform_configs).
+        mounts.append(Mount(f"./{platform_copy(name)}", catalog.PLATFORM_CONFIG_PATH, read_only=True))
     if tool_id is not None:
         put("TOOL_ID", tool_id)
     for key, value in known.environment:
@@ -769,7 +863,7 @@ def _component(
         networks=tuple(dict.fromkeys(networks)),
         mounts=tuple(mounts),
         healthcheck=healthcheck,
-        user=settings.user if settings.user is not None else _default_user(role),
+        user=settings.user if settings.user is not None else _default_user(config, role),
         limits=_limits(settings.resources, BROWSER_LIMITS if name == "browser" else DEFAULT_LIMITS.get(role)),
         connection_name=connection_name,
         tool_id=tool_id,
@@ -815,7 +909,7 @@ def _prepared_volumes(
 ) -> tuple[tuple[PreparedVolume, ...], list[str]]:
     """Writable named volumes of components with a known numeric user. Docker creates a fresh named
     volume owned by root, and an image without the folder gives the component no say in that, so
-    the upstream gateway (uid 1001) cannot create its database there without this."""
+    the gateway (run_as.components) cannot create its database there without this."""
     prepared: dict[str, PreparedVolume] = {}
     warnings = []
     for service in components:
@@ -825,7 +919,7 @@ def _prepared_volumes(
             if not _NUMERIC_USER.match(service.user):
                 warnings.append(
                     f"components.{service.name}.user is {service.user!r}: volume {mount.source} cannot be "
-                    "made writable for a user name; give uid:gid (e.g. 1001:1001)."
+                    "made writable for a user name; give uid:gid (e.g. 61000:61000)."
                 )
                 continue
             uid, _, gid = service.user.partition(":")
@@ -834,8 +928,11 @@ def _prepared_volumes(
     return tuple(prepared[name] for name in sorted(prepared)), warnings
 
 
-def _default_user(role: Role) -> str | None:
-    return None if role is Role.EXTRA else catalog.DEFAULT_USER
+def _default_user(config: DeployConfig, role: Role) -> str | None:
+    """The platform's images are built to run as 1001, an ordinary uid on a host, whose account could
+    then read the components' secrets from /proc; their files are readable by anyone, so they run
+    under run_as.components instead (docs/security.md#user-ids). An extra keeps its image's user."""
+    return None if role is Role.EXTRA else config.run_as.components
 
 
 def node_name(index: int) -> str:
@@ -932,6 +1029,7 @@ def _bus(config: DeployConfig) -> BusPlan:
         client_port=bus.client_port,
         monitor_port=bus.monitor_port,
         bind_address=bus.bind_address,
+        monitor_published=monitor_published(config),
         audit=AuditPlan(
             bus.audit.stream,
             AUDIT_SUBJECTS,
@@ -964,15 +1062,27 @@ def _bus(config: DeployConfig) -> BusPlan:
 # keep every later monitoring request waiting (seen: `up` polling /healthz timed out for 90 s with
 # the bus healthy). A healthy bus on the same bridge answers in well under a millisecond.
 RELAY_BUFFER = 128 * 1024
-RELAYS = 48
-MONITOR_RELAYS = 8
+# Enough slots that a local user holding connections open cannot keep the host's own reads out
+# (issue 19, item 6: with 8 monitoring slots, held connections made `status` fail in 2 runs of 4):
+# tests/test_monitor_access.py holds more than the old 48 while `status` runs. A relay with no
+# traffic either way for RELAY_IDLE seconds ends (socat -T): a NATS client exchanges PING/PONG with
+# the server every 2 minutes, so only a dead or stalled connection is that quiet; an HTTP monitoring
+# request takes milliseconds, so a held monitoring slot is freed after MONITOR_RELAY_IDLE.
+RELAYS = 128
+MONITOR_RELAYS = 16
+RELAY_IDLE = 300
+MONITOR_RELAY_IDLE = 10
 RELAY_CONNECT_TIMEOUT = 1
+
+
+def _idle(target: int) -> int:
+    return MONITOR_RELAY_IDLE if target == MONITOR_PORT else RELAY_IDLE
 
 
 def _socat(port: int, relays: int, host: str = BUS, target: int | None = None) -> str:
     listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
     connect = f"TCP4:{host}:{target or port},nodelay,connect-timeout={RELAY_CONNECT_TIMEOUT}"
-    return f"socat -b {RELAY_BUFFER} {listen} {connect}"
+    return f"socat -T {_idle(target or port)} -b {RELAY_BUFFER} {listen} {connect}"
 
 
 # A clustered bus's own ports (the host's NATS_URL) must outlive any one node, for every client,
@@ -992,19 +1102,25 @@ RELAY_TRY_TIMEOUT = 0.25
 
 def _failover_socat(port: int, relays: int, hosts: Sequence[str], target: int) -> str:
     listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
-    return f"socat {listen} 'EXEC:sh {RELAY_SCRIPT} {target} {' '.join(hosts)},nofork'"
+    return f"socat {listen} 'EXEC:sh {RELAY_SCRIPT} {target} {_idle(target)} {' '.join(hosts)},nofork'"
 
 
 def _relay_script() -> str:
-    """``sh RELAY_SCRIPT PORT HOST...``: the client's connection (stdin/stdout, from socat's
-    ``nofork``) relayed to PORT of the first HOST that accepts a connection."""
+    """``sh RELAY_SCRIPT PORT IDLE HOST...``: the client's connection (stdin/stdout, from socat's
+    ``nofork``) relayed to PORT of the first HOST that accepts a connection, until IDLE quiet seconds."""
     return (
-        "p=$1; shift; for h; do "
+        "p=$1; t=$2; shift 2; for h; do "
         f"socat -u OPEN:/dev/null TCP4:$h:$p,connect-timeout={RELAY_TRY_TIMEOUT} 2>/dev/null && "
-        f"exec socat -b {RELAY_BUFFER} STDIO TCP4:$h:$p,nodelay,connect-timeout={RELAY_CONNECT_TIMEOUT}; "
+        f"exec socat -T $t -b {RELAY_BUFFER} STDIO "
+        f"TCP4:$h:$p,nodelay,connect-timeout={RELAY_CONNECT_TIMEOUT}; "
         'echo "nachos-deploy: $h does not accept a connection on port $p, trying the next node" >&2; '
         'done; echo "nachos-deploy: no bus node accepts a connection on port $p" >&2; exit 1'
     )
+
+
+def _is_monitor_port(port: int) -> bool:
+    """Whether a forwarder port relays a node's HTTP monitoring (8222, 8222+k), not its clients."""
+    return any(port == forwarded_ports(index)[1] for index in range(0, 6))
 
 
 def forwarder_script(nodes: int = 1) -> str:
@@ -1061,6 +1177,12 @@ def _forwarder_check(config: DeployConfig) -> HealthPlan:
     return HealthPlan(test, config.bus.healthcheck_interval, "2s", 3, asks_bus="only")
 
 
+def monitor_published(config: DeployConfig) -> bool:
+    """Whether the host gets the HTTP monitoring ports: when asked, or on a bus without logins, whose
+    client port already lets anyone see everything (and which has no system user to read it with)."""
+    return config.bus.publish_monitor or not config.bus.auth
+
+
 def _port_forwarder(config: DeployConfig) -> ServicePlan:
     """The only container on a plain bridge: it holds the host ports and relays them to the bus."""
     bus = config.bus
@@ -1070,17 +1192,23 @@ def _port_forwarder(config: DeployConfig) -> ServicePlan:
         image=bus.image,
         entrypoint=("sh", "-c", forwarder_script(bus.nodes)),
         networks=(HOST_NETWORK, BUS_LINK_NETWORK),
-        ports=(
-            PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
-            PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
-            *(  # each node of a cluster alone: engine-picked host ports
-                PortPlan(bus.bind_address, 0, port)
-                for index in range(1, bus.nodes + 1 if bus.nodes > 1 else 1)
-                for port in forwarded_ports(index)
-            ),
+        # The monitoring ports stay open inside (the forwarder's own healthcheck asks its 8222) and
+        # reach the host only when published (see monitor_published).
+        ports=tuple(
+            port
+            for port in (
+                PortPlan(bus.bind_address, bus.client_port, CLIENT_PORT),
+                PortPlan(bus.bind_address, bus.monitor_port, MONITOR_PORT),
+                *(  # each node of a cluster alone: engine-picked host ports
+                    PortPlan(bus.bind_address, 0, port)
+                    for index in range(1, bus.nodes + 1 if bus.nodes > 1 else 1)
+                    for port in forwarded_ports(index)
+                ),
+            )
+            if monitor_published(config) or not _is_monitor_port(port.target)
         ),
         healthcheck=_forwarder_check(config),
-        user=SIDECAR_USER,
+        user=config.run_as.forwarder,
         limits=PORTS_LIMITS,
         dns=(NO_RESOLVER,),
         dns_options=FAST_FAILING_LOOKUPS,

@@ -9,6 +9,10 @@ turns that into a warning at render time. The key tree follows the platform's
 
 from __future__ import annotations
 
+import datetime
+import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +144,10 @@ class Platform:
     tools: Mapping[str, bool] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     docker_subagents: bool = False  # see subagents_need_docker
+    # The file as parsed, for each component's own copy (None: the user has none, or a record of a
+    # deployment that did not keep it); and the secrets written in it as values (see inline_secrets).
+    document: Mapping[str, Any] | None = None
+    secrets: tuple[InlineSecret, ...] = ()
 
 
 def docker_subagents_warning(path: Path | None) -> str:
@@ -222,3 +230,204 @@ def enabled_tables(document: Mapping[str, Any], section: str) -> dict[str, Any]:
         key = component_name(name) if section == "tools" else name
         result[key] = flag
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Each component's own copy of nachos.toml, and the secrets kept out of every copy (issue 19, item 4)
+
+# The keys of nachos.toml that hold a secret and that the platform's config loader also reads from its
+# environment overlay (``packages/shared/config/src/env.ts`` upstream), with the variable and the
+# one component that reads them: a channel's credentials are its own (``channels.<name>.*``), the
+# Redis URL with its password the gateway's. A key here is never written into a rendered copy.
+OVERLAY_SECRETS: dict[tuple[str, ...], str] = {
+    ("channels", "slack", "app_token"): "CHANNEL_SLACK_APP_TOKEN",
+    ("channels", "slack", "bot_token"): "CHANNEL_SLACK_BOT_TOKEN",
+    ("channels", "slack", "signing_secret"): "CHANNEL_SLACK_SIGNING_SECRET",
+    ("channels", "discord", "token"): "CHANNEL_DISCORD_TOKEN",
+    ("channels", "telegram", "token"): "CHANNEL_TELEGRAM_TOKEN",
+    ("channels", "whatsapp", "token"): "CHANNEL_WHATSAPP_TOKEN",
+    ("channels", "whatsapp", "verify_token"): "CHANNEL_WHATSAPP_VERIFY_TOKEN",
+    ("channels", "whatsapp", "app_secret"): "CHANNEL_WHATSAPP_APP_SECRET",
+    ("runtime", "redis_url"): "RUNTIME_REDIS_URL",
+}
+# A channel's own variable (which it takes when its configuration has no value: upstream's adapters read
+# ``channelConfig.token ?? secrets.WHATSAPP_TOKEN``) and the overlay variable that fills the same key:
+# either one set is the secret given.
+OWN_VARIABLES: dict[str, str] = {
+    "WHATSAPP_TOKEN": "CHANNEL_WHATSAPP_TOKEN",
+    "WHATSAPP_VERIFY_TOKEN": "CHANNEL_WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET": "CHANNEL_WHATSAPP_APP_SECRET",
+    "SLACK_BOT_TOKEN": "CHANNEL_SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN": "CHANNEL_SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET": "CHANNEL_SLACK_SIGNING_SECRET",
+    "DISCORD_BOT_TOKEN": "CHANNEL_DISCORD_TOKEN",
+    "TELEGRAM_BOT_TOKEN": "CHANNEL_TELEGRAM_TOKEN",
+}
+SECRETS_ENV_DIR = "credentials"  # the output folder's private folder (0700), beside the bus passwords
+# What a channel or tool needs of the platform-wide sections: the platform's loader refuses a file
+# without [nachos] name and version, [llm] provider and model (and region for bedrock) and
+# [security] mode (and the acknowledgement that permissive mode needs).
+_NEEDED_BY_ALL: dict[str, tuple[str, ...]] = {
+    "nachos": ("name", "version"),
+    "llm": ("provider", "model", "region"),
+    "security": ("mode", "i_understand_the_risks"),
+}
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def _is_reference(value: object) -> bool:
+    """Whether ``value`` is ``${VAR}`` alone, which the platform expands from its reader's environment:
+    no secret, so it stays in that reader's copy."""
+    return isinstance(value, str) and _REFERENCE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class InlineSecret:
+    """A secret written as a value in nachos.toml: where, which overlay variable carries it to its one
+    reader instead, and the value (kept out of every repr, so a log or a traceback never shows it)."""
+
+    key: str  # dotted, e.g. channels.whatsapp.token
+    variable: str  # e.g. CHANNEL_WHATSAPP_TOKEN
+    component: str  # the component that reads it: the channel, or the gateway
+    value: str = field(repr=False)
+
+
+def secret_reader(path: tuple[str, ...]) -> str:
+    """The one component that reads the secret at ``path``."""
+    return path[1] if path[0] == "channels" else "gateway"
+
+
+def secrets_env_file(component: str) -> str:
+    """Where nachos-deploy writes ``component``'s inline secrets (relative to the output folder, 0600)."""
+    return f"{SECRETS_ENV_DIR}/platform-{component}.env"
+
+
+def inline_secrets(document: Mapping[str, Any]) -> tuple[InlineSecret, ...]:
+    """The secrets written as values in ``document``. A ``${VAR}`` reference is not one (the platform
+    expands it from the reader's environment), nor an empty value, nor a Redis URL without a password."""
+    found = []
+    for path, variable in OVERLAY_SECRETS.items():
+        node: Any = document
+        for part in path:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, str) or not node or _is_reference(node):
+            continue
+        if path == ("runtime", "redis_url") and "@" not in node:
+            continue
+        found.append(InlineSecret(".".join(path), variable, secret_reader(path), node))
+    return tuple(found)
+
+
+def default_document(project: str) -> dict[str, Any]:
+    """The minimal platform configuration the components start with when the user has none."""
+    return {
+        "nachos": {"name": project, "version": "1.0"},
+        "llm": {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+        "security": {"mode": "standard"},
+    }
+
+
+def without_secrets(node: Any, path: tuple[str, ...] = ()) -> Any:
+    """``node`` (found at ``path`` in nachos.toml) without the values of :data:`OVERLAY_SECRETS`;
+    a ``${VAR}`` reference stays, being none."""
+    if not isinstance(node, Mapping):
+        return node
+    return {
+        key: without_secrets(value, (*path, key))
+        for key, value in node.items()
+        if (*path, key) not in OVERLAY_SECRETS or _is_reference(value)
+    }
+
+
+def component_document(document: Mapping[str, Any], component: str, role: str) -> dict[str, Any]:
+    """The part of ``document`` that ``component`` (of ``role``) reads, without a secret.
+
+    The gateway reads nearly every section, but not ``[channels]``: it takes its channels from
+    ``GATEWAY_CHANNELS``, which nachos-deploy sets, and the platform's loader would refuse an
+    enabled channel whose token is missing. llm-proxy reads ``[llm]`` and ``[security]``. A channel
+    reads its own ``[channels.<name>]``, a tool its ``[tools.<name>]`` (``_`` for ``-``); both also
+    get what the loader requires of every file."""
+    if role == "gateway":
+        return {k: without_secrets(v, (k,)) for k, v in document.items() if k != "channels"}
+    if role == "llm-proxy":
+        picked = {k: document[k] for k in ("nachos", "llm", "security") if k in document}
+        return {k: without_secrets(v, (k,)) for k, v in picked.items()}
+    result: dict[str, Any] = {}
+    for section, keys in _NEEDED_BY_ALL.items():
+        table = document.get(section)
+        if isinstance(table, Mapping):
+            result[section] = {key: table[key] for key in keys if key in table}
+    own = ("channels", component) if role == "channel" else ("tools", component.replace("-", "_"))
+    tables = document.get(own[0])
+    mine = tables.get(own[1]) if isinstance(tables, Mapping) else None
+    if isinstance(mine, Mapping):
+        result[own[0]] = {own[1]: without_secrets(mine, own)}
+    return result
+
+
+def toml_text(document: Mapping[str, Any], header: str = "") -> str:
+    """``document`` as TOML that ``tomllib`` reads back equal: plain keys first, then each table under
+    its own header; arrays of tables are written as arrays of inline tables."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+
+    def table(node: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        plain = [(k, v) for k, v in node.items() if not isinstance(v, Mapping)]
+        nested = [(k, v) for k, v in node.items() if isinstance(v, Mapping)]
+        if path and (plain or not nested):
+            lines.append("")
+            lines.append("[" + ".".join(_toml_key(part) for part in path) + "]")
+        lines.extend(f"{_toml_key(key)} = {_toml_value(value)}" for key, value in plain)
+        for key, value in nested:
+            table(value, (*path, key))
+
+    table(document, ())
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    # JSON's escapes are TOML's, but for DEL, which TOML wants escaped and JSON leaves as it is.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"not a TOML value: {type(value).__name__}")
+
+
+def inline_secrets_warning(path: Path | None, secrets: tuple[InlineSecret, ...]) -> str:
+    """The one warning for secrets written in nachos.toml: which, where they go now, how to move them."""
+    where = str(path) if path is not None else "nachos.toml"
+    moves = "; ".join(f"{s.key} → {s.variable} (read by {s.component})" for s in secrets)
+    return (
+        f"{where} holds secrets written as values ({', '.join(s.key for s in secrets)}). nachos-deploy "
+        "keeps them out of every rendered file and passes each only to the component that reads it, "
+        f"through the overlay variable in the output folder's {SECRETS_ENV_DIR}/platform-<component>.env "
+        f"(0600); but {where} itself is readable by whoever can read it, and goes into backups and "
+        "version control. Move each: delete the key from "
+        f"{where} and set its variable in nachos-deploy's environment or the output folder's .env "
+        f"({moves}); nachos-deploy hands the variable to that component alone."
+    )

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import re
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
@@ -44,13 +44,17 @@ from nachos_deploy.core.plan import (
     SERVER_NAME,
     SIDECARS_STACK_FILE,
     STACK_FILE,
+    SYSTEM_ACCOUNT,
+    SYSTEM_PASSWORD,
+    SYSTEM_READS,
+    SYSTEM_USER,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
     EnvVar,
     Plan,
     ServicePlan,
-    credentials_in_files,
     route_variable,
+    secret_version_variable,
 )
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
@@ -207,8 +211,12 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
         "leaf_port": LEAF_PORT,
         "operator_user": OPERATOR_USER,
         "operator_password": OPERATOR_PASSWORD,
+        "system_account": SYSTEM_ACCOUNT,
+        "system_user": SYSTEM_USER,
+        "system_password": SYSTEM_PASSWORD,
+        "system_reads": [f"$SYS.REQ.SERVER.*.{read}" for read in SYSTEM_READS],
         "leaf_url": LEAF_URL,
-        "credentials_include": CREDENTIALS_INCLUDE if credentials_in_files(plan.target) else None,
+        "credentials_include": CREDENTIALS_INCLUDE,
         "header": HEADER,
         "version": __version__,
         "init_name": VOLUME_INIT,
@@ -237,8 +245,7 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
             files[sidecar.config_file] = text_env.get_template("sidecar.conf.j2").render(
                 {**context, "sidecar": sidecar}
             )
-        if plan.generate_platform_config:
-            files[PLATFORM_CONFIG_FILE] = text_env.get_template("nachos.toml.j2").render(context)
+        files.update(plan.platform_files)  # each component's own nachos.toml (plan._own_platform_configs)
         if plan.target == "swarm":
             template = compose_env.get_template("docker-stack.yml.j2")
             bus = [*plan.bus.nodes, plan.bus.ports]
@@ -292,6 +299,14 @@ def _stack_context(
                 digest = hashlib.sha256(files[name].encode()).hexdigest()[:12]
                 key = re.sub(r"[^a-z0-9-]", "-", name.lower())
                 configs[mount.source] = {"key": key, "name": f"{plan.project}-{key}-{digest}"}
+    secrets = {}  # the bus's credentials (never rendered): a Swarm secret each, named by its version
+    for service in services:
+        for mount in service.mounts:
+            if mount.source.startswith(f"./{CREDENTIALS_DIR}/") and not mount.is_volume:
+                owner = PurePosixPath(mount.source).parent.name
+                version = "${" + secret_version_variable(owner) + "}"
+                name = _Literal(yaml_scalar_raw(f"{plan.project}-{owner}-credentials-{version}"))
+                secrets[mount.source] = {"key": f"{owner}-credentials", "name": name}
     placements = {plan.component(p.used_by).placement for p in prepared}
     return {
         **context,
@@ -307,6 +322,7 @@ def _stack_context(
         "networks": networks,
         "volumes": sorted(v for v in plan.volumes if v in volumes),
         "configs": configs,
+        "secrets": secrets,
     }
 
 

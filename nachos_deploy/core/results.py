@@ -72,13 +72,24 @@ class Endpoints:
     live one per connection), so they outlive any one node; ``nodes`` reach one node each."""
 
     nats_url: str
+    # Where the host reads the bus's monitoring: the system user's NATS URL (with its password: never
+    # shown), or an HTTP monitoring URL where there is no system user (a bus with auth off).
     monitor_url: str
     # Every node of a clustered bus, the first included: (server name, NATS URL, monitoring URL).
     nodes: tuple[tuple[str, str, str], ...] = ()
+    # The HTTP monitoring ports the host got (bus.publish_monitor): the bus's, and each node's.
+    published_monitor_url: str | None = None
+    published_node_monitors: tuple[str | None, ...] = ()
 
     @property
     def shown_nats_url(self) -> str:
         return redact(self.nats_url)
+
+    @property
+    def shown_monitor_url(self) -> str | None:
+        """The HTTP monitoring URL a person or a tool may use, None when none is published: the
+        host's own reading source is a NATS login, never shown."""
+        return _shown_monitor(self.monitor_url, self.published_monitor_url)
 
     @property
     def node_monitors(self) -> tuple[str, ...]:
@@ -87,13 +98,20 @@ class Endpoints:
         return tuple(monitor_url for _, _, monitor_url in self.nodes)
 
     def as_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"nats_url": self.nats_url, "monitor_url": self.monitor_url}
+        document: dict[str, Any] = {"nats_url": self.nats_url, "monitor_url": self.shown_monitor_url}
         if self.nodes:
+            published = self.published_node_monitors or (None,) * len(self.nodes)
             document["nodes"] = [
-                {"name": name, "nats_url": nats_url, "monitor_url": monitor_url}
-                for name, nats_url, monitor_url in self.nodes
+                {"name": name, "nats_url": nats_url, "monitor_url": _shown_monitor(monitor_url, shown)}
+                for (name, nats_url, monitor_url), shown in zip(self.nodes, published, strict=False)
             ]
         return document
+
+
+def _shown_monitor(source: str, published: str | None) -> str | None:
+    if published is not None:
+        return published
+    return source if urllib.parse.urlsplit(source).scheme in ("http", "https") else None
 
 
 def redact(url: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -43,6 +44,7 @@ from nachos_deploy.docker.parse import (
     items,
     mapping,
     memory_used,
+    split_frames,
     state_of,
 )
 from nachos_deploy.docker.runner import INSTALL_HINT, DockerFailure
@@ -204,23 +206,20 @@ def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> 
     ``docker exec`` with busybox wget, as the nats image has): how the host reads servers that
     publish no port. Addresses, not names, and `timeout` rather than wget's -T: a statically linked
     busybox (the offline stand-in's) crashes on both.
+    Each answer is framed by a line holding a token drawn for this call alone: the answers carry
+    text the components choose (their connection names), so a fixed separator (``@@`` once) let a
+    component cut its own sidecar's answer in two and make it unreadable.
     A host that does not answer, or a failed exec, gives None."""
+    frame = f"nachos-frame-{secrets.token_hex(16)}"
     script = "; ".join(
-        f"echo @@{name}; timeout 2 wget -qO- 'http://{address}:8222{path}' || echo"
+        f"echo; echo '{frame} {name}'; timeout 2 wget -qO- 'http://{address}:8222{path}' || echo"
         for name, address in hosts.items()
     )
     try:
         output = runner.output(["docker", "exec", container, "sh", "-c", script])
     except (DockerFailure, DeployError):
         return dict.fromkeys(hosts)
-    result: dict[str, object | None] = dict.fromkeys(hosts)  # a name not in the output: None
-    for chunk in output.split("@@")[1:]:
-        host, _, body = chunk.partition("\n")
-        try:
-            result[host.strip()] = json.loads(body) if body.strip() else None
-        except ValueError:
-            result[host.strip()] = None
-    return result
+    return split_frames(output, frame, hosts)
 
 
 def project_volumes(project: str) -> list[str]:

@@ -9,6 +9,7 @@ and a field it leaves out reads as "unknown", never as a crash.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -319,3 +320,18 @@ def most_named(lines: Iterable[str]) -> list[Path]:
         if value.startswith("/"):
             counts[value] = counts.get(value, 0) + 1
     return [Path(value) for value, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def split_frames(output: str, frame: str, hosts: Iterable[str]) -> dict[str, object | None]:
+    """Each host's JSON answer from ``output``, whose answers each follow a line ``<frame> <host>``;
+    None for a host with no frame or no valid JSON (a host that did not answer)."""
+    result: dict[str, object | None] = dict.fromkeys(hosts)
+    for chunk in output.split(f"\n{frame} ")[1:]:
+        host, _, body = chunk.partition("\n")
+        if host not in result:
+            continue
+        try:
+            result[host] = json.loads(body) if body.strip() else None
+        except ValueError:
+            result[host] = None
+    return result

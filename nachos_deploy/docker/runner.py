@@ -1,4 +1,5 @@
-"""The one way nachos-deploy runs ``docker``: every docker and Compose call passes through here.
+"""The one way nachos-deploy runs ``docker``: every docker and Compose call passes through here (and
+the few ``iptables`` calls of the opt-in host firewall, :mod:`nachos_deploy.docker.firewall`).
 
 One choke point means one place that knows how a missing binary looks, how a timeout ends and how
 output is decoded, and one type of failure (:class:`DockerFailure`) for callers to hand to the
@@ -73,12 +74,15 @@ def run(
     env: Mapping[str, str] | None = None,
     check: bool = True,
     merge_stderr: bool = False,
+    missing: str = NOT_INSTALLED,
 ) -> Done:
     """Run one docker command to its end and capture its output. ``env``: variables added to this
     process's own. A non-zero exit raises :class:`DockerFailure` unless ``check`` is false; a
     timeout raises :class:`DockerTimeout` either way (the command was killed, its output is not an
     answer); a missing docker binary is an EnvironmentProblem naming the fix. ``merge_stderr``: one
-    stream in the order written (``service logs``, whose container stderr comes out on stderr)."""
+    stream in the order written (``service logs``, whose container stderr comes out on stderr).
+    ``missing``: the message when the program itself is not installed (the host firewall's
+    ``iptables`` runs through here too, and its fix is not Docker's)."""
     args = [str(arg) for arg in argv]
     try:
         done = subprocess.run(
@@ -90,7 +94,7 @@ def run(
             check=False,
         )
     except FileNotFoundError:
-        raise EnvironmentProblem(NOT_INSTALLED) from None
+        raise EnvironmentProblem(missing) from None
     except subprocess.TimeoutExpired:
         raise DockerTimeout(args, timeout or 0.0) from None
     result = Done(tuple(args), done.returncode, _text(done.stdout), _text(done.stderr))

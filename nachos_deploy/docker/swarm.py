@@ -127,20 +127,30 @@ def require_manager() -> SwarmNode:
     return node
 
 
-def deploy(project: str, stack_file: Path, *, dotenv: Path | None, prune: bool, failure: ExitCode) -> None:
+def deploy(
+    project: str,
+    stack_file: Path,
+    *,
+    dotenv: Path | None,
+    prune: bool,
+    failure: ExitCode,
+    variables: Mapping[str, str] | None = None,
+) -> None:
     """``docker stack deploy`` of one rendered file. Images are never resolved at a registry (none
     may be reachable; the engine runs with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 for the same
-    reason). ``dotenv``: host variables for ``${VAR}`` references, as Compose reads its ``.env``.
+    reason). ``dotenv``: host variables for ``${VAR}`` references, as Compose reads its ``.env``;
+    ``variables``: more of them, which the stack file needs (the credential secrets' versions).
 
     A stack removed a moment ago still has its networks going away: Swarm then refuses a service on
     one of them ("network ... not found") until the removal is through, so that is tried again."""
     args = ["stack", "deploy", "--resolve-image", "never", "--compose-file", str(stack_file)]
-    variables = read_env_file(dotenv) if dotenv is not None and dotenv.is_file() else {}
-    variables[OUTPUT_VARIABLE] = str(stack_file.parent)  # the output folder, as a label of each service
+    environment = read_env_file(dotenv) if dotenv is not None and dotenv.is_file() else {}
+    environment.update(variables or {})
+    environment[OUTPUT_VARIABLE] = str(stack_file.parent)  # the output folder, as a label of each service
     command = [*args, *(["--prune"] if prune else []), project]
     for attempt in range(3):
         try:
-            _docker(*command, env=variables)
+            _docker(*command, env=environment)
             return
         except DockerFailure as problem:
             if attempt == 2 or meaning_of(problem) is not Meaning.NETWORK_NOT_FOUND:

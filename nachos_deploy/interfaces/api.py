@@ -69,7 +69,7 @@ class RunningStack:
 
     project: str
     nats_url: str  # with the operator's credentials when the bus requires them
-    monitor_url: str
+    monitor_url: str | None  # the published HTTP monitoring URL (bus.publish_monitor), else None
     services: list[ServiceReport]
     stack: Stack
     result: UpResult
@@ -77,7 +77,8 @@ class RunningStack:
 
     @property
     def env(self) -> dict[str, str]:
-        """NATS_URL, NATS_MONITOR_URL and NACHOS_PROJECT, as ``up --env-file`` writes them."""
+        """NATS_URL, NATS_MONITOR_URL (only with bus.publish_monitor) and NACHOS_PROJECT, as
+        ``up --env-file`` writes them."""
         return outputs.values(self.result.endpoints, self.project)
 
     def logs(self, services: Sequence[str] = (), tail: int = 50) -> str:
@@ -243,7 +244,13 @@ def _discard(scratch: Path | None) -> None:
 def _running_stack(stack: Stack, result: UpResult, scratch: Path | None = None) -> RunningStack:
     endpoints = result.endpoints
     return RunningStack(
-        result.project, endpoints.nats_url, endpoints.monitor_url, result.services, stack, result, scratch
+        result.project,
+        endpoints.nats_url,
+        endpoints.shown_monitor_url,
+        result.services,
+        stack,
+        result,
+        scratch,
     )
 
 
@@ -306,6 +313,7 @@ __all__ += [
     "deployed",
     "doctor",
     "endpoints",
+    "firewall",
     "request",
     "require_engine",
     "rotate_credentials",
@@ -320,6 +328,7 @@ if TYPE_CHECKING:
     from nachos_deploy.bus.bench import BenchResult
     from nachos_deploy.core.results import Endpoints
     from nachos_deploy.lifecycle.doctor import Check
+    from nachos_deploy.lifecycle.firewall import FirewallState as FirewallState
     from nachos_deploy.lifecycle.rotate import Reloaded
     from nachos_deploy.targets.deployment import Located
 
@@ -338,9 +347,10 @@ def write_files(stack: Stack) -> list[str]:
     alone. They are never rendered, so the rendered files stay byte-for-byte deterministic, and the
     folder's .gitignore keeps them out of version control."""
     from nachos_deploy.core.render import HEADER
-    from nachos_deploy.io import credentials, files
+    from nachos_deploy.io import credentials, files, platform_secrets
 
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
+    platform_secrets.write(stack.output_dir, stack.loaded.platform.secrets)  # what env_file names
     if uses_credentials(stack):
         credentials.ensure(stack.output_dir, stack.plan)
     return changed
@@ -523,3 +533,19 @@ def bench(
     from nachos_deploy.bus import bench as bench_mod
 
     return bench_mod.run(nats_url, monitor_url, duration=duration, max_payload=max_payload)
+
+
+def firewall(project: str, action: str, *, egress: bool = False) -> FirewallState:
+    """``action`` (install, remove or status) on the opt-in host rule that drops what the project's
+    internal networks (with ``egress`` on install, its plain ones too) send to the host
+    (docs/security.md#the-host-behind-the-private-networks). Needs root and iptables; each missing
+    one is an EnvironmentProblem naming the fix."""
+    from nachos_deploy.lifecycle import firewall as firewall_mod
+
+    if action == "install":
+        return firewall_mod.install(project, egress=egress)
+    if action == "remove":
+        return firewall_mod.remove(project)
+    if action == "status":
+        return firewall_mod.status(project)
+    raise ValueError(f"firewall action {action!r} is not one of install, remove, status")

@@ -33,10 +33,12 @@ class Format(StrEnum):
 
 
 def values(endpoints: Endpoints, project: str) -> dict[str, str]:
-    """The variables every output carries, in a stable order."""
+    """The variables every output carries, in a stable order; NATS_MONITOR_URL only where the HTTP
+    monitoring port is published (bus.publish_monitor)."""
+    monitor = endpoints.shown_monitor_url
     return {
         "NATS_URL": endpoints.nats_url,
-        "NATS_MONITOR_URL": endpoints.monitor_url,
+        **({"NATS_MONITOR_URL": monitor} if monitor else {}),
         "NACHOS_PROJECT": project,
     }
 

@@ -114,9 +114,10 @@ def _remove(stack: api.Stack, *, keep: bool) -> None:
 def nachos_bus(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[api.RunningStack]:
-    """A bus alone (no components) on engine-picked ports, for the whole session."""
+    """A bus alone (no components) on engine-picked ports, for the whole session; its HTTP monitoring
+    is published on 127.0.0.1 too, for the tests' own use (``monitor_url``)."""
     document = {
-        "bus": {"client_port": 0, "monitor_port": 0},
+        "bus": {"client_port": 0, "monitor_port": 0, "publish_monitor": True},
         "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}},
     }
     yield from _start(pytestconfig, tmp_path_factory.mktemp("nachos-bus"), document, "bus", ["bus"])

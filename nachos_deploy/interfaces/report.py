@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 _MARK = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
 _LEVEL = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
+# The host reads monitoring over NATS as the system user; the HTTP port is published only when asked.
+_NOT_PUBLISHED = "not published (bus.publish_monitor: true publishes it)"
 
 
 def _services_table(services: list[ServiceReport]) -> Table:
@@ -54,7 +56,7 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
     for warning in result.warnings:
         console.print(f"Warning: {warning}", markup=False)
     console.print(f"NATS:       {result.endpoints.shown_nats_url}")
-    console.print(f"Monitoring: {result.endpoints.monitor_url}")
+    console.print(f"Monitoring: {result.endpoints.shown_monitor_url or _NOT_PUBLISHED}")
     cmd = "nachos-deploy"
     tail = f" {selector}" if selector else ""
     console.print(f"Project {result.project} is up.")
@@ -84,7 +86,8 @@ def _request_hint(services: list[ServiceReport]) -> str | None:
 def print_status(console: Console, result: StatusResult) -> None:
     console.print(_services_table(result.services))
     if result.endpoints is not None:
-        console.print(f"NATS: {result.endpoints.shown_nats_url}   Monitoring: {result.endpoints.monitor_url}")
+        monitoring = result.endpoints.shown_monitor_url or _NOT_PUBLISHED
+        console.print(f"NATS: {result.endpoints.shown_nats_url}   Monitoring: {monitoring}")
     if result.bus:
         memory = f"{result.bus_memory / 1024**2:.1f} MiB" if result.bus_memory else "unknown"
         jetstream = "on" if result.bus.get("jetstream") else "off"

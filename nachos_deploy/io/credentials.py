@@ -1,21 +1,24 @@
 """The bus's passwords: generated once per project, kept in the output folder, never rendered.
 
-The rendered nats configs name them only as variables (``$NACHOS_OPERATOR_PASSWORD``), which Compose
-fills from ``credentials/*.env`` (mode 0600, in a 0700 folder the rendered ``.gitignore`` keeps out of
-version control), so ``render`` stays byte-for-byte deterministic and a committed output folder holds
-no secret. ``bus.env`` has every password the hub checks; each ``bus-<component>.env`` has only the
-URL its sidecar logs in with.
+The rendered nats configs name them only as variables (``$NACHOS_OPERATOR_PASSWORD``), so ``render``
+stays byte-for-byte deterministic and a committed output folder holds no secret. They are kept in
+``credentials/*.env`` (mode 0600, in a 0700 folder the rendered ``.gitignore`` keeps out of version
+control), which nachos-deploy reads: ``bus.env`` has every password the hub checks; each
+``bus-<component>.env`` has only the URL its sidecar logs in with.
 
-On Compose the servers read the same values from ``<service>/secrets.conf`` instead, which their
-config ``include``s (see :data:`~nachos_deploy.core.plan.CREDENTIALS_MOUNT`), so that a rotation
-reaches a running server by a reload: nats-server re-reads files on SIGHUP, never its environment.
-Those folders are 0711 and their file 0644, because the sidecars read them as uid 65534 and the hub
+The servers read the same values from ``<service>/secrets.conf``, which their config ``include``s
+(see :data:`~nachos_deploy.core.plan.CREDENTIALS_MOUNT`), never from their environment, where
+anyone who may read the process's environ or ``docker inspect`` it would read them too. On Compose
+the folder is mounted, so a rotation reaches a running server by a reload (nats-server re-reads
+files on SIGHUP); on Swarm the file is a Swarm secret, named by its hash (:func:`secret_versions`).
+Those folders are 0711 and their file 0644, because the sidecars read them as their own uid and the hub
 as a root without CAP_DAC_OVERRIDE; no other host user can reach them, since ``credentials/`` itself
 stays 0700.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import urllib.parse
@@ -34,9 +37,12 @@ from nachos_deploy.core.plan import (
     ROUTE_PASSWORD,
     ROUTE_PORT,
     ROUTE_USER,
+    SYSTEM_PASSWORD,
+    SYSTEM_USER,
     Plan,
     route_host,
     route_variable,
+    secret_version_variable,
 )
 from nachos_deploy.io.files import read_env_file, replace_private
 
@@ -52,12 +58,26 @@ def new_password() -> str:
 @dataclass(frozen=True)
 class Credentials:
     operator_password: str
+    # The monitoring reader of the system account; None in a folder written before there was one
+    # (the next `up` adds it).
+    system_password: str | None = None
 
     def operator_url(self, nats_url: str) -> str:
         """``nats_url`` with the operator's user and password: what a caller can use as it is."""
-        parts = urllib.parse.urlsplit(nats_url)
-        netloc = f"{OPERATOR_USER}:{urllib.parse.quote(self.operator_password, safe='')}@{parts.netloc}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return _with_login(nats_url, OPERATOR_USER, self.operator_password)
+
+    def system_url(self, nats_url: str) -> str | None:
+        """``nats_url`` with the system user's login, which reads the servers' monitoring over NATS
+        (see :mod:`~nachos_deploy.bus.monitor`); None when there is no system password yet."""
+        if self.system_password is None:
+            return None
+        return _with_login(nats_url, SYSTEM_USER, self.system_password)
+
+
+def _with_login(nats_url: str, user: str, password: str) -> str:
+    parts = urllib.parse.urlsplit(nats_url)
+    netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{parts.netloc}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def folder(output_dir: Path) -> Path:
@@ -66,8 +86,9 @@ def folder(output_dir: Path) -> Path:
 
 def load(output_dir: Path) -> Credentials | None:
     """The operator's credentials, or None before the first ``up``."""
-    password = read_env_file(folder(output_dir) / f"{BUS}.env").get(OPERATOR_PASSWORD)
-    return Credentials(password) if password else None
+    hub = read_env_file(folder(output_dir) / f"{BUS}.env")
+    password = hub.get(OPERATOR_PASSWORD)
+    return Credentials(password, hub.get(SYSTEM_PASSWORD) or None) if password else None
 
 
 def snapshot(output_dir: Path) -> dict[str, str]:
@@ -89,6 +110,8 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials
         return existing.get(name) or new_password()
 
     hub = {OPERATOR_PASSWORD: password(OPERATOR_PASSWORD)}
+    if plan.auth:  # the system account exists only in a hub that checks logins
+        hub[SYSTEM_PASSWORD] = password(SYSTEM_PASSWORD)
     files: dict[str, dict[str, str]] = {}
     for sidecar in plan.sidecars:
         hub[sidecar.password_variable] = password(sidecar.password_variable)
@@ -106,7 +129,7 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials
     files[f"{BUS}.env"] = hub
     _write_private(folder(output_dir), files)
     _write_includes(folder(output_dir), {name.removesuffix(".env"): values for name, values in files.items()})
-    return Credentials(hub[OPERATOR_PASSWORD])
+    return Credentials(hub[OPERATOR_PASSWORD], hub.get(SYSTEM_PASSWORD))
 
 
 def leaf_logins(output_dir: Path, plan: Plan) -> dict[str, tuple[str, str]]:
@@ -122,6 +145,16 @@ def leaf_logins(output_dir: Path, plan: Plan) -> dict[str, tuple[str, str]]:
                 urllib.parse.unquote(parts.password),
             )
     return logins
+
+
+def secret_versions(output_dir: Path) -> dict[str, str]:
+    """Each Swarm secret's version variable → the hash of its file as it is now: the stack files name
+    the bus's credential secrets by it (a rotated file must be a secret of a new name)."""
+    name = PurePosixPath(CREDENTIALS_INCLUDE).name
+    return {
+        secret_version_variable(path.parent.name): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        for path in sorted(folder(output_dir).glob(f"*/{name}"))
+    }
 
 
 def include_text(values: dict[str, str]) -> str:

@@ -23,11 +23,13 @@ import contextlib
 import hashlib
 import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nachos_deploy.core import platform_config
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.plan import DEPLOYED_FILE
 from nachos_deploy.core.platform_config import Platform
@@ -35,7 +37,7 @@ from nachos_deploy.io import loader
 from nachos_deploy.io.files import replace_private
 from nachos_deploy.io.stack import Stack, assemble
 
-FORMAT = 1  # bump when the record's meaning changes: an old record then reads as none
+FORMAT = 2  # bump when the record's meaning changes: an old record then reads as none
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ def _described(stack: Stack) -> dict[str, Any]:
             "channels": dict(platform.channels),
             "tools": dict(platform.tools),
             "problems": list(platform.problems),
+            # What the components' own copies are made from, and where its secrets go: never a
+            # secret's value (the reader's env file in credentials/ keeps it).
+            "document": None
+            if platform.document is None
+            else platform_config.toml_text(platform_config.without_secrets(platform.document)),
+            "secrets": [[s.key, s.variable, s.component] for s in platform.secrets],
         },
     }
 
@@ -110,6 +118,11 @@ def read(output_dir: Path) -> Record | None:
                 channels={str(k): bool(v) for k, v in platform["channels"].items()},
                 tools={str(k): bool(v) for k, v in platform["tools"].items()},
                 problems=tuple(str(p) for p in platform["problems"]),
+                document=None if platform["document"] is None else tomllib.loads(platform["document"]),
+                secrets=tuple(
+                    platform_config.InlineSecret(str(k), str(v), str(c), "")
+                    for k, v, c in platform["secrets"]
+                ),
             ),
         )
         return Record(

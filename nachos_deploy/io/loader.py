@@ -34,6 +34,7 @@ from nachos_deploy.core.config import (
 )
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.platform_config import Platform
+from nachos_deploy.io import platform_secrets
 
 DEFAULT_CONFIG_NAME = "nachos-deploy.yaml"
 ENV_PREFIX = "NACHOS_DEPLOY_"
@@ -111,7 +112,8 @@ def validate(
     try:
         return DeployConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(error, origins or {}, source, data) for error in exc.errors()]
+        listed: set[tuple[str, ...]] = set()  # lists of known keys said once already
+        problems = [_describe(error, origins or {}, source, data, listed) for error in exc.errors()]
         where = sorted({origin for origin, _ in problems})
         text = "; ".join(problem for _, problem in problems)
         raise ConfigError(
@@ -155,12 +157,16 @@ def read_platform(path: Path) -> Platform:
                 raise ConfigError(f"{path}: {section}.{name}.enabled must be true or false, not {flag!r}.")
         return flags
 
+    secrets = platform_config.inline_secrets(document)
+    platform_secrets.check(path, secrets)  # here, so validate and render refuse it too
     return Platform(
         path=path,
         channels=enabled("channels"),
         tools=enabled("tools"),
         problems=platform_config.problems_in(document),
         docker_subagents=platform_config.subagents_need_docker(document),
+        document=document,
+        secrets=secrets,
     )
 
 
@@ -415,9 +421,14 @@ def _put(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
 
 
 def _describe(
-    error: Any, origins: Mapping[tuple[str, ...], str], source: str, data: Any = None
+    error: Any,
+    origins: Mapping[tuple[str, ...], str],
+    source: str,
+    data: Any = None,
+    listed: set[tuple[str, ...]] | None = None,
 ) -> tuple[str, str]:
-    """One ``key: problem (got X)`` clause, and where the bad value came from."""
+    """One ``key: problem (got X)`` clause, and where the bad value came from. A mapping's known
+    keys are listed at its first unknown key only (``listed``), so the paragraph stays readable."""
     loc = _user_loc(data, error["loc"])
     if error["type"] == "missing" and error["loc"]:
         loc = (*loc, str(error["loc"][-1]))  # a required key: absent from the document by definition
@@ -436,6 +447,10 @@ def _describe(
         known = _known_keys(loc[:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
+        if listed is not None and tuple(known) in listed:
+            return origin, f"{key} is not a known key ({hint}known keys listed above)"
+        if listed is not None:
+            listed.add(tuple(known))
         return origin, f"{key} is not a known key ({hint}known keys here: {', '.join(known)})"
     message = str(error["msg"])
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")

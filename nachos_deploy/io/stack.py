@@ -6,6 +6,7 @@ This is the seam between the pure core and the edges: it loads (disk, environmen
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,10 +21,12 @@ from nachos_deploy.core.plan import (
     STACK_FILE,
     Plan,
     make_plan,
+    platform_copy,
 )
+from nachos_deploy.core.platform_config import OWN_VARIABLES
 from nachos_deploy.core.render import HEADER, OUTPUT_NAMES, render
 from nachos_deploy.io import files as files_mod
-from nachos_deploy.io import loader, template_cache
+from nachos_deploy.io import host_accounts, loader, template_cache
 
 if TYPE_CHECKING:
     from nachos_deploy.core.config import DeployConfig
@@ -41,15 +44,21 @@ class Stack:
     stale: tuple[str, ...] = ()  # files an earlier render wrote that this one does not
     override_file: Path | None = None  # the Compose override beside the deploy file, when present
     override_warnings: tuple[str, ...] = ()
+    host_warnings: tuple[str, ...] = ()  # host accounts with a uid the containers run under
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return (*self.plan.warnings, *self.override_warnings)
+        return (*self.plan.warnings, *self.override_warnings, *self.host_warnings)
 
     def missing_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
         """(component, variable) of required secrets that neither the environment nor the output
-        folder's .env sets."""
-        return [(c, v) for c, v in self.plan.required_secrets(names) if v not in self.variables]
+        folder's .env sets; a channel's own variable is also given by the platform's overlay variable
+        for the same key (WHATSAPP_TOKEN by CHANNEL_WHATSAPP_TOKEN)."""
+        return [
+            (c, v)
+            for c, v in self.plan.required_secrets(names)
+            if v not in self.variables and OWN_VARIABLES.get(v) not in self.variables
+        ]
 
     def require_secrets(self, names: Collection[str] | None = None) -> None:
         """Refuse to go on without a required secret: Compose would put an empty string there and
@@ -59,7 +68,8 @@ class Stack:
             return
         needs: dict[str, list[str]] = {}
         for component, variable in missing:
-            needs.setdefault(component, []).append(variable)
+            overlay = OWN_VARIABLES.get(variable)
+            needs.setdefault(component, []).append(f"{variable} (or {overlay})" if overlay else variable)
         listing = "; ".join(f"{c} needs {', '.join(v)}" for c, v in needs.items())
         raise ConfigError(
             f"Required secrets are not set: {listing}. Export each in the environment of "
@@ -138,7 +148,16 @@ def assemble(loaded: loader.Loaded, output_dir: Path, environ: Mapping[str, str]
         files=rendered,
         output_dir=output_dir,
         variables=frozenset(variables),
-        stale=tuple(files_mod.stale(output_dir, rendered, OUTPUT_NAMES, HEADER)),
+        stale=tuple(files_mod.stale(output_dir, rendered, _candidates(output_dir), HEADER)),
         override_file=override_file if found else None,
         override_warnings=tuple(warnings),
+        host_warnings=tuple(host_accounts.uid_warnings(loaded.config, plan)),
     )
+
+
+def _candidates(output_dir: Path) -> list[str]:
+    """The files an earlier render may have written: the fixed names, and each component's own copy
+    of nachos.toml (a component since disabled leaves one behind)."""
+    with contextlib.suppress(OSError):
+        return [*OUTPUT_NAMES, *(p.name for p in output_dir.glob(platform_copy("*")))]
+    return list(OUTPUT_NAMES)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from nachos_deploy.core.errors import DeployError
 from nachos_deploy.core.plan import PORTS
 from nachos_deploy.docker import engine
-from nachos_deploy.io import bind_folders
+from nachos_deploy.io import bind_folders, host_accounts
 from nachos_deploy.io.stack import Stack
 
 Level = Literal["pass", "warn", "fail"]
@@ -46,6 +46,16 @@ def _override(stack: Stack) -> Check:
     )
 
 
+def _host_uids(stack: Stack) -> list[Check]:
+    """Host accounts sharing a uid with the containers (io/host_accounts.py): such an account reads
+    the components' secrets from /proc, so each is a warning with the two ways out."""
+    if stack.host_warnings:
+        return [Check("host uids", "warn", warning) for warning in stack.host_warnings]
+    uids = sorted({run.uid for run in host_accounts.run_uids(stack.config, stack.plan)})
+    listed = ", ".join(map(str, uids)) or "none"
+    return [Check("host uids", "pass", f"no host account has a uid the containers run under ({listed})")]
+
+
 def _bind_sources(stack: Stack) -> Check:
     """The folders the deploy file bind-mounts: one rule on both targets (core/bind_sources.py)."""
     level, detail, fix = bind_folders.verdict(stack)
@@ -66,6 +76,7 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
             checks.append(Check("config", "warn", warning))
         checks.append(_override(stack))
         checks.append(_bind_sources(stack))
+        checks.extend(_host_uids(stack))
 
     engine_version: str | None = None
     try:
@@ -111,7 +122,47 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
             checks.extend(_target(stack))
     if stack is not None:
         checks.extend(_ports(stack, engine_version is not None))
+        checks.append(_host_listeners(stack.project, engine_version is not None))
     return checks
+
+
+def _host_listeners(project: str, engine_up: bool) -> Check:
+    """The host's TCP listeners on wildcard addresses: every component reaches them at its network's
+    gateway address (issue 19, item 7), unless `firewall install` drops that path for the project."""
+    from nachos_deploy.io.listeners import wildcard_listeners
+    from nachos_deploy.lifecycle import firewall
+
+    found = wildcard_listeners()
+    if not found:
+        return Check("host listeners", "pass", "no TCP listener on a wildcard address (0.0.0.0, ::)")
+    listed = ", ".join(listener.describe() for listener in found)
+    state = firewall.coverage(project) if engine_up else None
+    if state is not None and state.installed and not state.open_egress:
+        return Check(
+            "host listeners",
+            "pass",
+            f"{len(found)} TCP listener(s) on wildcard addresses ({listed}); the firewall drops what "
+            f"this project's {sum(map(state.covered, state.bridges))} networks send to the host",
+        )
+    if state is not None and state.installed:
+        return Check(
+            "host listeners",
+            "warn",
+            f"{len(found)} TCP listener(s) on wildcard addresses ({listed}): the firewall keeps the "
+            "internal networks off them, but the components with egress reach them through `egress`",
+            f"bind them to 127.0.0.1, or run `sudo nachos-deploy firewall install --egress -p {project}` "
+            "(then no component reaches a service on this host)",
+        )
+    stale = " Its firewall rules name networks that no longer exist." if state and state.stale else ""
+    return Check(
+        "host listeners",
+        "warn",
+        f"{len(found)} TCP listener(s) on wildcard addresses answer every component at its network's "
+        f"gateway address, internal networks included: {listed}.{stale}",
+        f"bind them to 127.0.0.1, or after `up` run `sudo nachos-deploy firewall install -p {project}` "
+        "(again after an `up` that made the networks anew; docs/security.md#the-host-behind-the-private-"
+        "networks)",
+    )
 
 
 def _target(stack: Stack) -> list[Check]:
@@ -216,7 +267,10 @@ def _ports(stack: Stack, engine_up: bool) -> list[Check]:
     if engine_up:
         own = engine.project_host_ports(stack.project, PORTS)
     checks = []
-    for key, port in (("bus.client_port", bus.client_port), ("bus.monitor_port", bus.monitor_port)):
+    ports = [("bus.client_port", bus.client_port)]
+    if bus.monitor_published:  # else the HTTP monitoring port stays inside (bus.publish_monitor)
+        ports.append(("bus.monitor_port", bus.monitor_port))
+    for key, port in ports:
         if port == 0:
             checks.append(Check(key, "pass", "0: the engine picks a free port at start"))
         elif port in own:

@@ -82,7 +82,7 @@ def look_at_bus(
     Without a ``target`` (a look at states alone, in tests) no container can be read from inside:
     the sidecars then do not answer."""
     if monitor_url is None:
-        return BusView(None, "the bus has no published monitoring port (is it running?)")
+        return BusView(None, "the bus has no published port to read it through (is it running?)")
     wanted_leafs = leafs or bool(sidecars)
 
     def read(url: str) -> tuple[dict[str, int], frozenset[str] | None]:

@@ -69,7 +69,7 @@ def judged(
         try:
             overview = dict(monitor.bus_overview(endpoints.monitor_url))
         except monitor.BusUnavailable as exc:
-            problems.append(f"the bus does not answer on {endpoints.monitor_url}: {exc}")
+            problems.append(f"the bus does not answer: {exc}")  # exc names the URL, without a password
     if seen.states:
         problems += [f"{report.name} {report.problem}" for report in seen.reports if report.problem]
     if endpoints is not None and endpoints.nodes:  # a clustered bus: each node, its routes, one leader
@@ -82,7 +82,7 @@ def judged(
         try:
             state = monitor.stream_state(endpoints.monitor_url, wanted.stream)
         except monitor.BusUnavailable as exc:
-            problems.append(f"the bus does not answer on {endpoints.monitor_url}: {exc}")
+            problems.append(f"the bus does not answer: {exc}")  # exc names the URL, without a password
             state = None
         else:
             if state is None:

@@ -26,7 +26,7 @@ from nachos_deploy.core.plan import BUS, VOLUME_INIT, ServicePlan
 from nachos_deploy.core.render import HEADER
 from nachos_deploy.core.results import BusReport, Endpoints, ServiceReport, StreamReport, UpResult
 from nachos_deploy.docker.engine import ServiceState
-from nachos_deploy.io import bind_folders, credentials, deployed, files, locks
+from nachos_deploy.io import bind_folders, credentials, deployed, files, locks, platform_secrets
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle.observe import Observation, Since, check_waiting, observe, start_checks
 from nachos_deploy.targets import Target, for_stack
@@ -84,6 +84,7 @@ def up_on(
     target.check(components)  # nothing is written before this passes
     bind_folders.prepare(stack)  # one rule on every target: the deploy's missing folders are made
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
+    platform_secrets.write(stack.output_dir, stack.loaded.platform.secrets)  # each component's env_file
     files.write_selection(stack.output_dir, only)
     deployed.save(stack)  # how status, request, logs and down find this stack from anywhere
     if stack.plan.auth or stack.plan.bus.clustered:

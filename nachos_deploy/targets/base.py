@@ -186,7 +186,8 @@ class Target(Protocol):
 def bus_endpoints(stack: Stack, states: Mapping[str, ServiceState]) -> Endpoints | None:
     """Host URLs of the running bus from the ports its forwarder publishes (maybe engine-picked):
     the bus's own, which reach whichever node is up, and, for a clustered bus, each node's alone;
-    None while the forwarder does not run or publish them."""
+    None while the forwarder does not run or publish them. Monitoring is read through the client
+    port as the system user (the HTTP ports are published only with bus.publish_monitor)."""
     forwarder = states.get(PORTS)
     if forwarder is None or forwarder.status != "running":
         return None
@@ -195,14 +196,19 @@ def bus_endpoints(stack: Stack, states: Mapping[str, ServiceState]) -> Endpoints
     host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
     login = credentials.load(stack.output_dir) if stack.plan.auth else None
     urls = []
+    published: list[str | None] = []
     names = [node.name for node in stack.plan.bus.nodes] if stack.plan.bus.clustered else []
     for index, name in enumerate(["", *names]):
         client_port, monitor_port = (forwarder.host_port(port) for port in forwarded_ports(index))
-        if not client_port or not monitor_port:
+        monitor = f"http://{host}:{monitor_port}" if monitor_port else None
+        if not client_port:
             return None
         nats_url = f"nats://{host}:{client_port}"
-        urls.append(
-            (name, login.operator_url(nats_url) if login else nats_url, f"http://{host}:{monitor_port}")
-        )
+        # Monitoring is read over NATS as the system user; the HTTP port only where there is none.
+        source = (login.system_url(nats_url) if login else None) or monitor
+        if source is None:
+            return None
+        urls.append((name, login.operator_url(nats_url) if login else nats_url, source))
+        published.append(monitor)
     (_, nats_url, monitor_url), *nodes = urls
-    return Endpoints(nats_url, monitor_url, tuple(nodes))
+    return Endpoints(nats_url, monitor_url, tuple(nodes), published[0], tuple(published[1:]))

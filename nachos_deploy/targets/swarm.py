@@ -24,6 +24,7 @@ from nachos_deploy.core.plan import PORTS, VOLUME_INIT, Plan, ServicePlan, is_bu
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, swarm
 from nachos_deploy.docker.engine import ServiceState
+from nachos_deploy.io import credentials
 from nachos_deploy.io.stack import DOTENV, Stack
 from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
 
@@ -86,9 +87,13 @@ class SwarmTarget:
         return warnings
 
     def _deploy(self, stack_file: Path, *, prune: bool, failure: ExitCode) -> None:
-        """``docker stack deploy`` of one rendered file, with the output folder's .env as host variables."""
+        """``docker stack deploy`` of one rendered file, with the output folder's .env as host variables
+        and the versions that name the bus's credential secrets."""
         dotenv = self.stack.output_dir / DOTENV
-        swarm.deploy(self.stack.project, stack_file, dotenv=dotenv, prune=prune, failure=failure)
+        versions = credentials.secret_versions(self.stack.output_dir)
+        swarm.deploy(
+            self.stack.project, stack_file, dotenv=dotenv, prune=prune, failure=failure, variables=versions
+        )
 
     def _place_bus(self, progress: Progress) -> tuple[list[str], dict[str, str]]:
         """Put the clustered bus's node labels on the swarm's machines (see :mod:`bus_placement`):
@@ -176,8 +181,8 @@ class SwarmTarget:
         swarm.restart(self.stack.project, names)  # a new task each; the old one is stopped
 
     def reload(self, names: Sequence[str]) -> bool:
-        """Never in place: the servers read their passwords from their environment here, which a
-        task keeps for its life, so the next deploy replaces their tasks (docs/security.md)."""
+        """Never in place: the servers read their passwords from Swarm secrets here, which a task
+        keeps for its life, so the next deploy replaces their tasks (docs/security.md)."""
         return False
 
     # -- observing ---------------------------------------------------------------------------------

@@ -11,7 +11,18 @@ import importlib
 
 from nachos_deploy.interfaces.cli.app import app, main
 
-COMMAND_MODULES = ("render", "up", "down", "status", "logs", "connect", "doctor", "bench", "credentials")
+COMMAND_MODULES = (
+    "render",
+    "up",
+    "down",
+    "status",
+    "logs",
+    "connect",
+    "doctor",
+    "bench",
+    "credentials",
+    "firewall",
+)
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -33,7 +33,8 @@ def bench(
         typer.Option(
             "--monitor-url",
             metavar="URL",
-            help="With --url: the bus's HTTP monitoring, for its memory and CPU (not measured without).",
+            help="With --url: the bus's monitoring, for its memory and CPU (not measured without): its "
+            "HTTP URL, or a nats:// URL of a system-account user.",
             show_default=False,
         ),
     ] = None,
@@ -67,7 +68,7 @@ def bench(
     reading plus 6 x max_payload (about four copies of each message in flight are in the server).
     Without a monitor URL the memory targets are "not measured", not missed.
 
-    --json prints one object: ok, nats_url (no password), monitor_url, server_version, max_payload,
+    --json prints one object: ok, nats_url and monitor_url (no password), server_version, max_payload,
     duration_s, elapsed_s, request_reply (a list of size, requests, p50_ms, p90_ms, p99_ms, max_ms,
     requests_per_s), publish (size, messages, seconds, msgs_per_s, mib_per_s, delivered), jetstream
     (the same, or null) with jetstream_note (why it is null), memory_bytes (the highest reading),

@@ -59,8 +59,8 @@ def env(
     ] = outputs_mod.Format.DOTENV,
 ) -> None:
     """Print the running stack's connection details for a script: NATS_URL (with the operator's
-    credentials, usable as it is), NATS_MONITOR_URL and NACHOS_PROJECT. Exits 1 when the bus is not
-    running.
+    credentials, usable as it is), NATS_MONITOR_URL (only with bus.publish_monitor) and NACHOS_PROJECT.
+    Exits 1 when the bus is not running.
 
     Example: eval "$(nachos-deploy env --format shell)"
     """

@@ -38,8 +38,8 @@ def rotate(
     Compose stack the bus and then the sidecars reload them in place: the components stay connected
     to their sidecars and are not restarted, each sidecar is without its link to the bus for some
     tens of milliseconds (a request crossing it then fails once), and the bus is then shown to
-    refuse the old passwords. The old operator URL stops
-    working. On Swarm the bus and the sidecars are replaced instead (docs/security.md).
+    refuse the old operator password. The old operator URL stops working. On Swarm the passwords
+    are new Swarm secrets and the bus and the sidecars are replaced instead (docs/security.md).
 
     Example: nachos-deploy credentials rotate -c deploy/prod.yaml
     """
@@ -53,7 +53,7 @@ def rotate(
         done = rotation.reloaded
         out.print(
             f"The bus and {len(done.sidecars)} sidecars took them in place in {done.seconds:.2f} s; "
-            f"no component was restarted, and the bus refuses the {done.refused_old} old logins."
+            "no component was restarted, and the bus refuses the old operator password."
         )
         if done.restarted:
             out.print(f"Restarted after a reload that did not log in again: {', '.join(done.restarted)}.")

@@ -20,7 +20,8 @@ def doctor(
 ) -> None:
     """Check this machine for a deployment: the configuration, the Docker engine and its version,
     Compose v2, healthcheck start_interval support (Engine 25+), free disk, whether every image is on
-    the engine, and whether the configured host ports are free. Each check passes, warns or fails with
+    the engine, whether the configured host ports are free, and whether a host account has a uid the
+    containers run under (it could read their secrets). Each check passes, warns or fails with
     a fix; any failure exits 1.
 
     Example: nachos-deploy doctor --json

@@ -35,8 +35,8 @@ def up(
         typer.Option(
             "--env-file",
             metavar="PATH",
-            help="Also write NATS_URL (with the operator's credentials), NATS_MONITOR_URL and "
-            "NACHOS_PROJECT to this dotenv file (atomically, mode 0600).",
+            help="Also write NATS_URL (with the operator's credentials), NATS_MONITOR_URL (only with "
+            "bus.publish_monitor) and NACHOS_PROJECT to this dotenv file (atomically, mode 0600).",
             show_default=False,
         ),
     ] = None,

@@ -1,0 +1,138 @@
+"""What one component may cost its bus sidecar: the nats-server limits and the container's memory.
+
+Pure. A compromised channel once flooded its own inbound subject (issue 19, attack 3): its sidecar
+buffered up to ``max_pending`` (64 MB) per slow reader inside a 64 MiB container, and so did the
+gateway's sidecar, which carries every channel's inbound messages to the gateway: both were killed
+for memory, again and again, and the gateway's requests failed. The limits below fit each sidecar's
+memory and its component's role: a message larger than the role needs is refused, a connection,
+subscription or byte count beyond it is refused or cut off, and the CPU a flooding component's
+sidecar gets caps how fast it can push messages at the rest of the bus (measured in
+docs/benchmarks.md#a-channel-flooding-the-bus: nats-server has no rate limit of its own, and in
+every flood it cut off the reader that fell behind, the gateway's own connection, never the leaf
+connections that carried the flood).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nachos_deploy.core.catalog import Role
+from nachos_deploy.core.config import DeployConfig, SidecarLimits
+from nachos_deploy.core.errors import ConfigError
+from nachos_deploy.core.units import format_size
+
+KB = 1024
+MB = 1024 * KB
+MIN_PENDING = 4 * MB  # room for a burst of ordinary messages before a slow reader is cut off
+MIN_MEMORY = 32 * MB  # an idle sidecar takes 5 MiB; a flooded one with 4 MB pending peaked at 23 MiB
+PENDING_PER_PAYLOAD = 2  # a reader may fall one largest message behind and still take the next
+MEMORY_PER_PENDING = 4  # the pending bytes, what is being read, and Go's garbage collector's headroom
+PIDS = 64
+
+
+@dataclass(frozen=True)
+class RoleDefaults:
+    """``max_payload`` None: the bus's own (``bus.max_payload``)."""
+
+    max_payload: int | None
+    max_connections: int
+    max_subscriptions: int
+    cpus: float | None
+
+
+# The platform's components each open one connection (the gateway a second one after a reconnect)
+# and subscribe to a few subjects (the gateway to about 20); 8 connections and these subscriptions
+# leave room for reconnects and an upgrade. Channels publish chat messages (the whatsapp webhook
+# takes bodies up to 1,000,000 bytes) and tools answer with one reply per request: 1 MB each. The
+# gateway and llm-proxy carry the model's context, so they keep the bus's size (10 MB by default).
+# CPU caps a flood, and nothing else in nats-server does: it has no rate limit, and what it cut off
+# was the gateway's connection, never a leaf connection (above). Measured on a 2-core machine
+# (docs/benchmarks.md#a-channel-flooding-the-bus), 16-byte messages from inside a channel for 30 s:
+# its sidecar at 0.1 CPU passed about 110,000 a second to the gateway, which was cut off as a slow
+# consumer; at 0.05 about 43,000, every request answered on a quiet machine but only a third
+# under a load average of 20; at 0.03 about 27,000, every request answered; at 0.02 or less the
+# sidecar's own health check (an exec each second) no longer fit and it turned unhealthy. A chat
+# channel needs a few messages a second; the cap costs its sidecar about a second more to become
+# healthy at start. A tool can only answer the requests it gets (one reply each) and llm-proxy
+# streams the model's tokens: theirs are looser. The gateway's sidecar carries what every other
+# component sends the gateway, so it has none.
+ROLE_DEFAULTS = {
+    Role.GATEWAY: RoleDefaults(None, 8, 256, None),
+    Role.LLM_PROXY: RoleDefaults(None, 8, 64, 0.25),
+    Role.CHANNEL: RoleDefaults(1 * MB, 8, 64, 0.03),
+    Role.TOOL: RoleDefaults(1 * MB, 8, 64, 0.05),
+    Role.EXTRA: RoleDefaults(None, 8, 256, 0.25),
+}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """One sidecar's nats-server limits and its container's memory and CPU."""
+
+    max_payload: int
+    max_pending: int
+    max_connections: int
+    max_subscriptions: int
+    memory: int
+    cpus: float | None
+    pids: int = PIDS
+
+    @property
+    def max_payload_text(self) -> str:
+        return format_size(self.max_payload)
+
+    @property
+    def max_pending_text(self) -> str:
+        return format_size(self.max_pending)
+
+    @property
+    def go_memory_limit(self) -> str:
+        """GOMEMLIMIT: nats-server's garbage collector works harder as the heap nears three quarters
+        of the container's memory, rather than letting it grow into the kernel's OOM kill."""
+        return f"{self.memory * 3 // 4 // MB}MiB"
+
+
+def for_component(config: DeployConfig, name: str, role: Role) -> ServerLimits:
+    """The limits of ``name``'s sidecar: the deploy file's ``components.<name>.sidecar``, each unset
+    key from the role's defaults. ConfigError when they contradict each other or the bus."""
+    settings = config.components[name].sidecar if name in config.components else SidecarLimits()
+    defaults = ROLE_DEFAULTS.get(role, ROLE_DEFAULTS[Role.EXTRA])
+    key = f"components.{name}.sidecar"
+    bus_payload = config.bus.max_payload
+    payload = settings.max_payload
+    if payload is None:
+        payload = min(defaults.max_payload or bus_payload, bus_payload)
+    elif payload > bus_payload:
+        raise ConfigError(
+            f"Invalid configuration: {key}.max_payload is {format_size(payload)}, above bus.max_payload "
+            f"({format_size(bus_payload)}), which the bus would refuse anyway; lower {key}.max_payload "
+            "or raise bus.max_payload."
+        )
+    pending = settings.max_pending
+    if pending is None:
+        pending = max(MIN_PENDING, PENDING_PER_PAYLOAD * payload)
+    elif pending < payload:
+        raise ConfigError(
+            f"Invalid configuration: {key}.max_pending ({format_size(pending)}) is below its max_payload "
+            f"({format_size(payload)}): nats-server refuses to start so. Raise {key}.max_pending to at "
+            f"least {format_size(payload)}, or lower {key}.max_payload."
+        )
+    memory = settings.memory
+    if memory is None:
+        memory = max(MIN_MEMORY, MEMORY_PER_PENDING * pending)
+    elif memory < 2 * pending:
+        raise ConfigError(
+            f"Invalid configuration: {key}.memory ({format_size(memory)}) is less than twice its "
+            f"max_pending ({format_size(pending)}): a slow reader's pending bytes alone would get the "
+            f"sidecar killed for memory before nats-server cuts the reader off. Raise {key}.memory to "
+            f"{format_size(MEMORY_PER_PENDING * pending)} (four times max_pending) or lower "
+            f"{key}.max_pending."
+        )
+    return ServerLimits(
+        max_payload=payload,
+        max_pending=pending,
+        max_connections=settings.max_connections or defaults.max_connections,
+        max_subscriptions=settings.max_subscriptions or defaults.max_subscriptions,
+        memory=memory,
+        cpus=settings.cpus if settings.cpus is not None else defaults.cpus,
+    )
