@@ -60,19 +60,12 @@ def _shared_fixture(item: pytest.Item) -> str | None:
     return None
 
 
-EXCLUSIVE_FILES = (
-    "tests/test_fastpath.py",
-    "tests/test_swarm.py",
-    "tests/test_swarm_nodes.py",
-    "tests/test_swarm_tasks.py",
-)
+EXCLUSIVE_FILES = ("tests/test_fastpath.py",)
 """Files whose engine tests run while no other engine test does. test_fastpath's cases time each
 `up` through the published ports of a stack they change again and again; beside another worker's
 stacks (networks and containers made and removed, the engine's port rules rewritten), its `up`s saw
-the bus's monitoring port time out for the whole 90 s in 3 CI runs of 5, and never alone. The Swarm
-files turn swarm mode on and off (and deploy stacks): while they did, another worker's Compose stack
-lost its name lookups and its published port answered no INFO (test_refused_attacks, 5 failures in
-one two-worker run, 0 in serial runs)."""
+the bus's monitoring port time out for the whole 90 s in 3 CI runs of 5, and never alone (issue 18
+takes up why)."""
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
