@@ -20,6 +20,9 @@ class Role(StrEnum):
     TOOL = "tool"
     EXTRA = "extra"
     SIDECAR = "sidecar"  # a component's own bus server; never a component itself
+    # Services beside the components, not on the bus, started and judged with them (issue 20):
+    STATE = "state"  # Redis, the gateway's rate limits and sessions; only the gateway reaches it
+    INGRESS = "ingress"  # Caddy, HTTPS in front of the webhook channels; only they are behind it
 
 
 @dataclass(frozen=True)
