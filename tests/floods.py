@@ -25,6 +25,7 @@ import yaml
 
 from nachos_deploy.interfaces import api
 from nachos_deploy.io.stack import Stack
+from tests.commands import container
 
 FLOODER = Path(__file__).with_name("flooder.py")
 PROBE = "nachos-deploy/probe:latest"
@@ -71,20 +72,6 @@ def inbound(channel: str) -> str:
 
 def outbound(channel: str) -> str:
     return f"nachos.channel.{channel}.outbound"
-
-
-def container(project: str, service: str) -> str:
-    found = subprocess.run(
-        [
-            "docker", "ps", "-q",
-            "--filter", f"label=com.docker.compose.project={project}",
-            "--filter", f"label=com.docker.compose.service={service}",
-        ],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    if not found:
-        raise RuntimeError(f"no running container of {service} in project {project}")
-    return found[0]
 
 
 def start_flood(

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +30,8 @@ from typing import Any
 import nats
 import pytest
 import yaml
+
+from tests.commands import container, nachos
 
 PROBE = "nachos-deploy/probe:latest"
 SECRET = f"wa-token-{uuid.uuid4().hex}"  # in nachos.toml only
@@ -67,30 +67,6 @@ HOST_SECRETS = {
     "WHATSAPP_PHONE_NUMBER_ID": "1234",
     "WHATSAPP_VERIFY_TOKEN": "host-verify",
 }
-
-
-def nachos(folder: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nachos_deploy", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **HOST_SECRETS},
-    )
-
-
-def container(project: str, service: str) -> str:
-    found = subprocess.run(
-        [
-            "docker", "ps", "-q",
-            "--filter", f"label=com.docker.compose.project={project}",
-            "--filter", f"label=com.docker.compose.service={service}",
-        ],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    assert found, f"no running container of {service} in {project}"
-    return found[0]
 
 
 def in_container(name: str, *command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -129,12 +105,12 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     (folder / "nachos.toml").write_text(PLATFORM_TOML)
     (folder / "workspace").mkdir()
     try:
-        done = nachos(folder, "up", "--json", "--timeout", "180")
+        done = nachos(folder, "up", "--json", "--timeout", "180", timeout=240, env=HOST_SECRETS)
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stderr.count("holds secrets written as values") == 1, done.stderr  # said once
         yield Stack(folder, project, json.loads(done.stdout)["nats_url"])
     finally:
-        removed = nachos(folder, "down", "--volumes", "--yes")
+        removed = nachos(folder, "down", "--volumes", "--yes", timeout=240, env=HOST_SECRETS)
         assert removed.returncode == 0, removed.stdout + removed.stderr
 
 

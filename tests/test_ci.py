@@ -19,6 +19,7 @@ import yaml
 from nachos_deploy.bus import natsclient
 from nachos_deploy.interfaces import api
 from nachos_deploy.io.files import read_env_file
+from tests.commands import compose_down
 from tests.test_lifecycle import PROBE, containers, volumes
 
 BUS_ONLY = {
@@ -58,11 +59,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def remove(project: str) -> None:
-    subprocess.run(
-        ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans", "-t", "2"],
-        capture_output=True,
-        timeout=120,
-    )
+    compose_down(project)
 
 
 def networks(project: str) -> list[str]:

@@ -27,14 +27,13 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from nachos_deploy.bus import natsclient
 from nachos_deploy.core.plan import PORTS, VOLUME_INIT, bus_check_script
 from nachos_deploy.docker.engine import ServiceState
-from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io.stack import prepare
 from nachos_deploy.lifecycle.observe import BusView, Observation, check_waiting, judge
+from tests.commands import cli
 from tests.natsserver import NatsServer, nats_server, nats_server_factory
 
 __all__ = ["nats_server", "nats_server_factory"]  # the fixtures, imported for the tests below
@@ -42,12 +41,6 @@ __all__ = ["nats_server", "nats_server_factory"]  # the fixtures, imported for t
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "nachos-deploy/probe:latest"
 NODE_STAND_IN = ROOT / "images" / "probe" / "node"
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def compose_services(folder: Path) -> dict[str, Any]:

@@ -19,18 +19,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from nachos_deploy.core.errors import EnvironmentProblem
 from nachos_deploy.docker import firewall
-from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io.listeners import parse_proc_net_tcp, wildcard_listeners
+from tests.commands import cli, compose_down
 from tests.conftest import unavailable
 
 DATA = Path(__file__).parent / "data" / "firewall"
 PROBE = "nachos-deploy/probe:latest"
 SECRET = b"host-only-service"
-runner = CliRunner()
 
 
 # --- fast: what is read, from recorded output ---------------------------------------------------
@@ -124,11 +122,6 @@ class HostService(threading.Thread):
         self.server.close()
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 def from_component(container: str, address: str, port: int) -> str:
     """What a shell inside ``container`` reads from ``address:port``: the bytes, or the error."""
     script = (
@@ -168,11 +161,7 @@ def webchat(engine: str, tmp_path: Path) -> Iterator[tuple[Path, str]]:
         yield file, project
     finally:
         cli("firewall", "remove", "-p", project)
-        subprocess.run(
-            ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans", "-t", "2"],
-            capture_output=True,
-            timeout=120,
-        )
+        compose_down(project)
 
 
 def test_the_firewall_keeps_a_component_off_the_hosts_wildcard_listeners(webchat: tuple[Path, str]) -> None:

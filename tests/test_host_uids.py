@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from nachos_deploy.bus.natsclient import request
-from nachos_deploy.interfaces.cli import app
+from tests.commands import cli, docker
 
 PROBE = "nachos-deploy/probe:latest"
 SECRET = f"h19a-secret-{uuid.uuid4().hex}"
@@ -37,18 +36,6 @@ RUN_AS = {
     "bus-llm-proxy": 61001,
     "bus-ports": 61002,
 }
-runner = CliRunner()
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.strip()
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 @dataclass

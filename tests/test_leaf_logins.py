@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typer.testing import CliRunner
 
 from nachos_deploy.bus.natsclient import login_refusal
 from nachos_deploy.interfaces.cli import app
+from tests.commands import compose_down, docker
 
 pytestmark = pytest.mark.engine
 
@@ -50,15 +50,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     try:
         yield file, project
     finally:
-        subprocess.run(
-            ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans", "-t", "2"],
-            capture_output=True,
-            timeout=120,
-        )
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=60).stdout
+        compose_down(project)
 
 
 def bus_passwords(folder: Path) -> set[str]:

@@ -25,16 +25,14 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from nachos_deploy.bus.monitor import BusUnavailable, connection_names
 from nachos_deploy.bus.natsclient import request
-from nachos_deploy.interfaces.cli import app
+from tests.commands import cli, compose_down, docker
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
 
 PROBE = "nachos-deploy/probe:latest"
-runner = CliRunner()
 # The probe's own HTTP /health as a fast check, for probes whose health a test watches closely.
 FAST_CHECK = {"test": ["CMD", "python3", "-m", "nachos_probe", "--check"], "interval": "1s", "retries": 1}
 
@@ -51,11 +49,6 @@ def probe(**extra: Any) -> dict[str, Any]:
 def platform_probe(**extra: Any) -> dict[str, Any]:
     """A probe as a platform component, under the defaults: nothing about its health is set."""
     return {"image": PROBE, "egress": False, **extra}
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def containers(project: str) -> dict[str, str]:
@@ -113,11 +106,7 @@ def deployment(engine: str, tmp_path: Path) -> Iterator[Deployment]:
     try:
         yield deployment
     finally:
-        subprocess.run(
-            ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans", "-t", "2"],
-            capture_output=True,
-            timeout=120,
-        )
+        compose_down(project)
 
 
 # Under the defaults: the gateway probe serves GET /health on 3000 and the rendered `node -e fetch`
@@ -366,10 +355,6 @@ def test_doctor_passes_with_a_free_port_setup(deployment: Deployment) -> None:
     assert checks["compose"]["level"] == "pass"
     assert checks["images"]["level"] == "pass"
     assert code == 0
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def gateway_db(project: str) -> tuple[str, list[str]]:

@@ -16,7 +16,6 @@ import json
 import select
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,21 +28,12 @@ import pytest
 import yaml
 
 from nachos_deploy.docker.parse import split_frames
+from tests.commands import nachos
 
 PROBE = "nachos-deploy/probe:latest"
 # A name holding the old separator, a sidecar's name after it, and the new frame's shape: whatever
 # `status` splits on, a component must not be able to write it.
 HOSTILE_NAME = "channel-webchat@@bus-webchat\\n@@ nachos-frame-0123456789abcdef0123456789abcdef bus-webchat"
-
-
-def nachos(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nachos_deploy", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def free_port() -> int:

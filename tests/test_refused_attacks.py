@@ -24,11 +24,10 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from nachos_deploy.bus import natsclient
 from nachos_deploy.bus.monitor import BusUnavailable
-from nachos_deploy.interfaces.cli import app
+from tests.commands import cli, compose_down, docker
 from tests.conftest import unavailable
 from tests.test_lifecycle import LookupWatch
 
@@ -36,12 +35,6 @@ pytestmark = pytest.mark.engine
 
 PROBE = "nachos-deploy/probe:latest"
 TOOL_SUBJECT = "nachos.tool.filesystem_read.request"
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 @dataclass
@@ -60,12 +53,6 @@ class Stack:
             "--format",
             f'{{{{(index .NetworkSettings.Networks "{self.project}_{network}").IPAddress}}}}',
         )
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +81,7 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         assert code == 0, out + err
         yield Stack(file, project, json.loads(out)["nats_url"])
     finally:
-        subprocess.run(
-            ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans", "-t", "2"],
-            capture_output=True,
-            timeout=120,
-        )
+        compose_down(project)
 
 
 def inside(stack: Stack, service: str, script: str, *args: str, stdin: str = "") -> str:

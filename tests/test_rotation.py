@@ -25,11 +25,10 @@ import nats
 import pytest
 import yaml
 from nats.aio.client import Client
-from typer.testing import CliRunner
 
 from nachos_deploy.bus.natsclient import login_refusal
-from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io import credentials
+from tests.commands import cli, compose_down
 
 pytestmark = pytest.mark.engine
 
@@ -39,7 +38,6 @@ AUDIT = "nachos.audit.log"
 PAUSE = 0.01  # seconds between two rounds of the load (a request, then an acked publish)
 RETRY_AFTER = 0.1  # seconds before a failed request or publish is tried again
 GIVE_UP = 2.0  # seconds after its first failure when a request or publish counts as failed
-runner = CliRunner()
 
 # Runs inside the gateway's container (the probe image's Python and nats-py), on its sidecar, as the
 # platform's gateway is connected: until its stdin closes, then one JSON line of counts. A request or
@@ -87,11 +85,6 @@ async def main():
     print(json.dumps(counts), flush=True)
 asyncio.run(main())
 """
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def container_runs(project: str) -> dict[str, tuple[str, str, int]]:
@@ -237,11 +230,7 @@ def stack(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
     try:
         yield file, project
     finally:
-        subprocess.run(
-            ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans", "-t", "2"],
-            capture_output=True,
-            timeout=120,
-        )
+        compose_down(project)
 
 
 def test_rotation_is_hitless_for_the_components(stack: tuple[Path, str]) -> None:

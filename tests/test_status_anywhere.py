@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.commands import compose_down, nachos
 from tests.test_lifecycle import platform_probe
 
 BUS = {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}
@@ -38,16 +39,6 @@ def paste(hint: str, folder: Path, timeout: float = 120) -> subprocess.Completed
     """A hint as a user pastes it into a shell in ``folder``."""
     return subprocess.run(
         ["sh", "-c", hint], cwd=folder, env=shell_env(), capture_output=True, text=True, timeout=timeout
-    )
-
-
-def nachos(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nachos_deploy", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
     )
 
 
@@ -135,11 +126,7 @@ def test_every_hint_of_up_works_from_another_folder_and_status_judges_what_was_d
         assert project_containers(project) == []  # bus-2 and bus-3 too, though the file has one node
         assert not (here / ".nachos" / ".deployed").exists()
     finally:
-        subprocess.run(
-            ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans", "-t", "2"],
-            capture_output=True,
-            timeout=120,
-        )
+        compose_down(project)
 
 
 def test_a_missing_absolute_bind_source_is_refused_before_anything_is_deployed(

@@ -26,12 +26,12 @@ from nachos_deploy.bus.natsclient import login_refusal
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
 from nachos_deploy.io.stack import prepare
+from tests.commands import nachos
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
 from tests.test_leaf_logins import bus_passwords
 from tests.test_lifecycle import OUTAGE_TRIES, PROBE, wait_for
 from tests.test_node_loss import monitor
-from tests.test_status_anywhere import nachos
 
 SWARM_BUS = {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"}
 
