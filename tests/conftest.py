@@ -39,8 +39,11 @@ SHARED_FILES = tuple(
         "test_algorithm",
         "test_monitor_access",
         "test_channel_boundary",
+        "test_ingress",
         "test_flood",
         "test_refused_attacks",
+        "test_bus_tls",
+        "test_state_store",
     )
 )
 """The files with a module-scoped fixture, longest first: each runs whole on one worker, and the longest

@@ -124,6 +124,8 @@ class FakeTarget:
         self.looks = 0
         self.late = 0  # gate_endpoints says "no published ports" this many times first
         self.checks: dict[str, bool] = {}  # container -> whether its healthcheck passes (default: yes)
+        self.files_inside: dict[tuple[str, str], str] = {}  # (container, path) -> text (read_file)
+        self.exec_outputs: dict[str, str] = {}  # container -> what exec_output prints there (else None)
         self.exit_codes: dict[str, list[int]] = {}  # container id -> exit codes since the up began
         self.task_failures: dict[str, str] = {}  # Swarm: service -> why its task failed
         self.short: dict[str, str] = {}  # Swarm: service -> replicas missing
@@ -304,6 +306,14 @@ class FakeTarget:
             except (AttributeError, OSError, ValueError):
                 found[name] = None
         return found
+
+    def read_file(self, container: str, path: str) -> str | None:
+        self.calls.append(("read_file", container))
+        return self.files_inside.get((container, path))
+
+    def exec_output(self, container: str, command: Sequence[str], timeout: float) -> str | None:
+        self.calls.append(("exec_output", container))
+        return self.exec_outputs.get(container)
 
     def exit_codes_since(self, state: ServiceState, since: float) -> list[int]:
         return [] if self.swarm else self.exit_codes.get(state.container_id, [])

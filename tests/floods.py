@@ -49,6 +49,9 @@ def make_stack(
         "project": project,
         "output": "out",
         "bus": {"client_port": 0, "monitor_port": 0},
+        "ingress": {
+            "enabled": False
+        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
         "components": {
             "gateway": {**probe, "egress": False},
             "llm-proxy": {**probe, "egress": False} if llm_proxy else {"enabled": False},

@@ -52,6 +52,9 @@ def write_deploy_file(folder: Path, project: str, *, small: bool = False) -> Pat
         "project": project,
         "output": "out",
         "bus": {"client_port": 0, "monitor_port": 0},
+        "ingress": {
+            "enabled": False
+        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
         "components": components,
     }
     path = folder / "nachos-deploy.yaml"

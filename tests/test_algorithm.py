@@ -76,6 +76,7 @@ def test_a_late_bus_is_waited_for_then_the_components_start(make: Make) -> None:
     assert {r.name: r.ok for r in result.services} == {
         "bus": True,
         "bus-ports": True,
+        "state": True,
         "gateway": True,
         "llm-proxy": True,
     }
@@ -423,7 +424,7 @@ def test_swarm_removes_components_then_sidecars_then_the_bus(tmp_path: Path) -> 
     plan = stack_of(tmp_path, {}).plan
     present = [s.name for s in plan.services] + ["volume-init"]
     assert removal_waves(plan, present) == [
-        ["gateway", "llm-proxy"],
+        ["state", "gateway", "llm-proxy"],
         ["bus-gateway", "bus-llm-proxy"],
         ["bus-ports", "volume-init"],
         ["bus"],

@@ -22,6 +22,7 @@ from tests.test_lifecycle import PROBE, containers
 
 BUS_ONLY = {
     "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+    "ingress": {"enabled": False},  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
     "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}},
 }
 # One run in `make test` shows the behaviour; `make durability` runs the full counts (10 x 5000).

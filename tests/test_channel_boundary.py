@@ -93,6 +93,9 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     document = {
         "project": project,
         "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+        "ingress": {
+            "enabled": False
+        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
         "components": {
             "gateway": probe,
             "llm-proxy": {"enabled": False},

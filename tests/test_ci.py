@@ -25,6 +25,7 @@ from tests.test_lifecycle import PROBE, containers, volumes
 BUS_ONLY = {
     # publish_monitor: the outputs carry a monitoring URL only when the port is published
     "bus": {"client_port": 0, "monitor_port": 0, "publish_monitor": True, "healthcheck_interval": "500ms"},
+    "ingress": {"enabled": False},  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
     "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}},
 }
 

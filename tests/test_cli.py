@@ -48,6 +48,7 @@ def test_render_in_an_empty_folder(workdir: Path) -> None:
         "bus-llm-proxy",
         "gateway",
         "llm-proxy",
+        "state",  # the gateway's Redis (docs/state-store.md)
         "volume-init",
     }
     assert compose["networks"]["nachos-internal"]["internal"] is True

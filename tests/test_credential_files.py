@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from nachos_deploy.core.config import DeployConfig
-from nachos_deploy.core.plan import make_plan, secret_version_variable
+from nachos_deploy.core.plan import CREDENTIALS_MOUNT, make_plan, secret_version_variable
 from nachos_deploy.core.render import render
 from nachos_deploy.io import credentials
 from nachos_deploy.io.files import read_env_file
@@ -38,7 +38,10 @@ def test_on_compose_each_server_includes_its_own_folder_and_has_no_secret_variab
         assert "env_file" not in services[name]
         folder = {"type": "bind", "source": f"./credentials/{name}", "target": "/etc/nats/credentials"}
         assert {**folder, "read_only": True} in services[name]["volumes"]
-    assert "credentials" not in str(services["gateway"])  # a component never sees one
+    # a component never sees one (the gateway's env file holds its state store URLs, not the bus's)
+    assert "credentials/bus" not in str(services["gateway"]) and CREDENTIALS_MOUNT not in str(
+        services["gateway"]
+    )
 
 
 def test_on_swarm_each_server_includes_its_own_secret_and_has_no_secret_variables(tmp_path: Path) -> None:
@@ -49,7 +52,12 @@ def test_on_swarm_each_server_includes_its_own_secret_and_has_no_secret_variable
         service = stack["services"][name]
         assert "env_file" not in service and "credentials" not in str(service.get("environment"))
         secret = {"source": f"{name}-credentials", "target": "/etc/nats/credentials/secrets.conf"}
-        assert service["secrets"] == [secret]
+        # The hub also has its TLS certificate and key (Swarm publishes on every interface: bus.tls on).
+        tls = [
+            {"source": f"bus-tls-{stem}", "target": f"/etc/nats/tls/{stem}.pem"}
+            for stem in ("server", "server-key")
+        ]
+        assert service["secrets"] == ([*tls, secret] if name == "bus" else [secret])
         assert stack["secrets"][f"{name}-credentials"] == {
             "file": f"./credentials/{name}/secrets.conf",
             "name": f"nachos-{name}-credentials-${{{secret_version_variable(name)}}}",

@@ -92,14 +92,28 @@ pool scripts/install-engine.sh gives an engine it starts (a /18 cut into /24s) h
 
 @pytest.mark.exclusive  # while the pools are full, any other stack's `up` would fail too
 def test_an_exhausted_address_pool_is_an_environment_problem(engine: str, tmp_path: Path) -> None:
-    """Exit 4 with the fix, not 5 ("the bus failed"): the stack is fine, the engine is full."""
+    """Exit 4 with the fix, not 5 ("the bus failed"): the stack is fine, the engine is full. Only a
+    stack that leaves its addresses to the engine (networks.pool: docker) meets it; one with subnets
+    of its own (the default, docs/networks.md) comes up on the same full engine."""
     prefix = f"ndt-pool-{uuid.uuid4().hex[:8]}"
     filler: list[str] = []
     project = f"{prefix}-stack"
     file = tmp_path / "nachos-deploy.yaml"
     file.write_text(
         yaml.safe_dump(
-            {"project": project, "bus": {"client_port": 0, "monitor_port": 0}, "components": BUS_ONLY}
+            {
+                "project": project,
+                "bus": {"client_port": 0, "monitor_port": 0},
+                "components": BUS_ONLY,
+                "networks": {"pool": "docker"},
+            }
+        )
+    )
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "nachos-deploy.yaml").write_text(
+        yaml.safe_dump(
+            {"project": f"{prefix}-own", "bus": {"client_port": 0, "monitor_port": 0}, "components": BUS_ONLY}
         )
     )
     try:
@@ -118,7 +132,10 @@ def test_an_exhausted_address_pool_is_an_environment_problem(engine: str, tmp_pa
         assert result.returncode == 4, result.stdout + result.stderr
         assert "no address range left" in message and "docker network prune" in message, message
         assert "Traceback" not in result.stderr
+        mine = _cli("up", "-c", str(own / "nachos-deploy.yaml"), "--timeout", "60")
+        assert mine.returncode == 0, mine.stdout + mine.stderr
     finally:
+        _cli("down", "-c", str(own / "nachos-deploy.yaml"), "--volumes", "--yes")
         _cli("down", "-c", str(file), "--volumes", "--yes")
         for start in range(0, len(filler), 64):  # one `docker network rm` per 64: 256 alone take ~50 s
             subprocess.run(["docker", "network", "rm", *filler[start : start + 64]], capture_output=True)

@@ -149,6 +149,9 @@ def webchat(engine: str, tmp_path: Path) -> Iterator[tuple[Path, str]]:
             {
                 "project": project,
                 "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+                "ingress": {
+                    "enabled": False
+                },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
                 "components": {
                     "gateway": {"enabled": False},
                     "llm-proxy": {"enabled": False},

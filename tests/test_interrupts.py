@@ -60,6 +60,9 @@ def test_an_interrupted_up_exits_130_and_a_second_up_converges(
             {
                 "project": project,
                 "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+                "ingress": {
+                    "enabled": False
+                },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
                 "components": {
                     "gateway": {"enabled": False},
                     "llm-proxy": {"enabled": False},
@@ -111,6 +114,9 @@ def test_a_config_change_recreates_only_the_service_it_affects(engine: str, tmp_
                 {
                     "project": project,
                     "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+                    "ingress": {
+                        "enabled": False
+                    },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
                     "components": {
                         "gateway": {"enabled": False},
                         "llm-proxy": {"image": PROBE, "egress": False},

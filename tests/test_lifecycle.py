@@ -90,6 +90,9 @@ class Deployment:
         document = {
             "project": self.project,
             "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms", **bus},
+            "ingress": {
+                "enabled": False
+            },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
             "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}, **components},
         }
         self.file.write_text(yaml.safe_dump(document))

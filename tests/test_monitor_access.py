@@ -65,6 +65,9 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     document = {
         "project": project,
         "bus": {"client_port": 0, "monitor_port": monitor_port, "healthcheck_interval": "500ms"},
+        "ingress": {
+            "enabled": False
+        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
         "components": {
             "gateway": {"enabled": False},
             "llm-proxy": {"enabled": False},

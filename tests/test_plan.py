@@ -31,6 +31,7 @@ def test_default_stack_is_bus_gateway_llm_proxy() -> None:
         "bus-ports",
         "bus-gateway",
         "bus-llm-proxy",
+        "state",  # the gateway's Redis (docs/state-store.md), before it
         "gateway",
         "llm-proxy",
     ]
@@ -41,6 +42,8 @@ def test_default_stack_is_bus_gateway_llm_proxy() -> None:
 def test_every_component_finds_the_bus_both_ways() -> None:
     plan = plan_of({"components": {"slack": {"enabled": True}, "extra-thing": {"image": "x:1"}}})
     for service in plan.components:
+        if service.role is Role.STATE:  # not on the bus (docs/state-store.md)
+            continue
         env = env_of(service)
         # behind its own sidecar, on a network only the two of them share
         assert env["NATS_URL"] == env["NATS_SERVERS"] == f"nats://bus-{service.name}:4222"
@@ -52,6 +55,8 @@ def test_every_component_finds_the_bus_both_ways() -> None:
     open_bus = plan_of({"bus": {"auth": False}, "components": {"slack": {"enabled": True}}})
     assert not open_bus.sidecars
     for service in open_bus.components:
+        if service.role is Role.STATE:
+            continue
         env = env_of(service)
         assert env["NATS_URL"] == env["NATS_SERVERS"] == "nats://bus:4222"
         assert "nachos-internal" in service.networks
@@ -60,7 +65,7 @@ def test_every_component_finds_the_bus_both_ways() -> None:
 
 def test_connection_names_follow_upstream() -> None:
     plan = plan_of({"components": {"slack": {"enabled": True}, "filesystem": {"enabled": True}}})
-    names = {s.name: s.connection_name for s in plan.components}
+    names = {s.name: s.connection_name for s in plan.components if s.role is not Role.STATE}
     assert names == {
         "gateway": "gateway",
         "llm-proxy": "llm-proxy",
@@ -132,7 +137,12 @@ def test_written_volumes_are_prepared_for_their_user() -> None:
         }
     )
     prepared = {(p.volume, p.owner) for p in plan.prepared_volumes}
-    assert prepared == {("gateway-data", "61000:61000"), ("x-data", "2000:3000")}
+    assert prepared == {
+        ("gateway-data", "61000:61000"),
+        ("gateway-state", "61000:61000"),
+        ("state-data", "61005:61005"),
+        ("x-data", "2000:3000"),
+    }
     assert plan.component("gateway").waits_for_volumes and plan.component("x").waits_for_volumes
     assert not plan.component("y").waits_for_volumes
     assert any("z-data cannot be made writable" in w for w in plan.warnings)
@@ -175,12 +185,15 @@ def test_egress_only_where_the_internet_is_needed() -> None:
     assert "egress" not in plan.component("gateway").networks
     assert "egress" not in plan.component("webchat").networks
     # The bus carries every message and gets no way off the machine: its ports are published by a
-    # forwarder, the only service on the plain bridge host-access.
+    # forwarder, the only service on the plain bridge host-access. The ingress (webchat receives
+    # HTTP) has a bridge of its own, ingress-public, from which the forwarder is out of reach.
     assert plan.bus.service.networks == ("nachos-internal", "bus-link")
     assert plan.bus.service.ports == ()
     assert [s.name for s in plan.services if "host-access" in s.networks] == ["bus-ports"]
+    assert [s.name for s in plan.services if "ingress-public" in s.networks] == ["ingress"]
     internal = dict(plan.networks)
-    assert [name for name, inside in internal.items() if not inside] == ["host-access", "egress"]
+    bridges = [name for name, inside in internal.items() if not inside]
+    assert bridges == ["host-access", "ingress-public", "egress"]
 
 
 def test_relative_paths_from_the_output_folder() -> None:
@@ -202,6 +215,7 @@ def test_start_order_is_roles_then_file_order() -> None:
         }
     )
     assert [s.name for s in plan.components] == [
+        "state",
         "gateway",
         "llm-proxy",
         "slack",

@@ -67,6 +67,9 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
             {
                 "project": project,
                 "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
+                "ingress": {
+                    "enabled": False
+                },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
                 "components": {
                     "gateway": {"enabled": False},
                     "llm-proxy": component,

@@ -58,12 +58,12 @@ def test_bus_and_networks() -> None:
     assert forwarder["user"] == "61002:61002" and forwarder["read_only"] is True
     assert forwarder["cap_drop"] == ["ALL"] and forwarder["mem_limit"] == 64 * 1024**2
     assert forwarder["pids_limit"] == 1280
-    assert doc["networks"]["bus-link"] == {"internal": True}
+    assert doc["networks"]["bus-link"]["internal"] is True  # and its own subnet (test_subnets.py)
     test = bus["healthcheck"]["test"][1]
     assert "/healthz" in test and "/jsz" in test
     assert "start_interval" not in bus["healthcheck"]
-    assert doc["networks"]["nachos-internal"] == {"internal": True}
-    assert doc["volumes"] == {"bus-data": {}, "gateway-data": {}}
+    assert doc["networks"]["nachos-internal"]["internal"] is True
+    assert doc["volumes"] == {"bus-data": {}, "gateway-data": {}, "gateway-state": {}, "state-data": {}}
     for name, service in doc["services"].items():
         assert "container_name" not in service
         if name == "volume-init":
@@ -74,6 +74,8 @@ def test_bus_and_networks() -> None:
             assert "depends_on" not in service
         elif name.startswith("bus-"):  # a sidecar waits for the hub, its component for the sidecar
             assert service["depends_on"] == {"bus": {"condition": "service_healthy"}}
+        elif name == "state":  # not on the bus: waits for its volume only (docs/state-store.md)
+            assert service["depends_on"] == {"volume-init": {"condition": "service_completed_successfully"}}
         elif name != "bus":
             assert service["depends_on"][f"bus-{name}"] == {"condition": "service_healthy"}
     assert doc["services"]["gateway"]["depends_on"]["volume-init"] == {
@@ -86,10 +88,12 @@ def test_volume_init_hands_fresh_volumes_to_the_component_user() -> None:
     init = compose_of({})["services"]["volume-init"]
     assert init["user"] == "0:0" and init["restart"] == "no" and init["network_mode"] == "none"
     assert init["volumes"] == [
-        {"type": "volume", "source": "gateway-data", "target": "/volumes/gateway-data"}
+        {"type": "volume", "source": name, "target": f"/volumes/{name}"}
+        for name in ("gateway-data", "gateway-state", "state-data")
     ]
     script = init["entrypoint"][2]
     assert "chown -R 61000:61000 /volumes/gateway-data" in script
+    assert "chown -R 61000:61000 /volumes/gateway-state" in script  # the gateway's RUNTIME_STATE_DIR
     assert "$$(stat" in script  # Compose must not substitute the shell's $(...)
 
 

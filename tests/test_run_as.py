@@ -42,9 +42,14 @@ def test_components_sidecars_and_forwarder_each_have_a_dedicated_uid_by_default(
         "bus-x": "61001:61001",
         "gateway": "61000:61000",
         "llm-proxy": "61000:61000",
+        "state": "61005:61005",  # Redis, the gateway's (docs/state-store.md)
         "x": None,  # an extra keeps its image's user
     }
-    assert {(p.volume, p.owner) for p in plan.prepared_volumes} == {("gateway-data", "61000:61000")}
+    assert {(p.volume, p.owner) for p in plan.prepared_volumes} == {
+        ("gateway-data", "61000:61000"),
+        ("gateway-state", "61000:61000"),  # RUNTIME_STATE_DIR (docs/components.md#state-folders)
+        ("state-data", "61005:61005"),  # Redis's append-only file
+    }
 
 
 def test_the_default_range_is_one_no_distribution_hands_out() -> None:
@@ -64,7 +69,11 @@ def test_run_as_moves_everything_and_a_components_own_user_wins() -> None:
     )
     assert users(plan)["gateway"] == "62000:62000" and users(plan)["llm-proxy"] == "3000:3000"
     assert users(plan)["bus-gateway"] == "62001:62001" and users(plan)["bus-ports"] == "62002:62012"
-    assert {(p.volume, p.owner) for p in plan.prepared_volumes} == {("gateway-data", "62000:62000")}
+    assert {(p.volume, p.owner) for p in plan.prepared_volumes} == {
+        ("gateway-data", "62000:62000"),
+        ("gateway-state", "62000:62000"),  # its RUNTIME_STATE_DIR (docs/components.md#state-folders)
+        ("state-data", "61005:61005"),
+    }
 
 
 def errors_for(tmp_path: Path, text: str, sets: list[str] | None = None) -> str:

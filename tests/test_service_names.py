@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from nachos_deploy.core import ingress
 from nachos_deploy.core import plan as plan_mod
 from nachos_deploy.core.config import BUS_SERVICES, SIDECAR_PREFIX, Component, DeployConfig, name_taken
 from nachos_deploy.core.errors import ConfigError
@@ -65,7 +66,8 @@ def test_names_close_to_the_taken_ones_are_free(workdir: Path, name: str) -> Non
 
 def test_the_reserved_names_are_the_ones_the_plan_makes() -> None:
     """config cannot import plan (plan imports config): the names are written in both, and kept equal here."""
-    assert {plan_mod.BUS, plan_mod.PORTS, plan_mod.VOLUME_INIT} == set(BUS_SERVICES)
+    own = {plan_mod.BUS, plan_mod.PORTS, plan_mod.VOLUME_INIT, plan_mod.STATE, ingress.NAME}
+    assert own == set(BUS_SERVICES)
     plan = make_plan(
         DeployConfig.model_validate({"bus": {"nodes": 5}, "components": {"x": {"image": "i"}}}),
         output_dir=Path("out"),

@@ -9,8 +9,11 @@ bus and keeping the volumes unless asked."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nachos_deploy.bus import trust
+from nachos_deploy.bus.monitor import BusUnavailable
 from nachos_deploy.bus.natsclient import login_refusal
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
@@ -70,7 +75,8 @@ def test_swarm_renders_three_stack_files_and_no_compose_file(tmp_path: Path) -> 
             assert not {"depends_on", "restart", "security_opt", "mem_limit", "tmpfs"} & set(service), name
         for name, network in document["networks"].items():  # type: ignore[attr-defined]
             assert network["driver"] == "overlay" and network["attachable"] is True, name
-            assert network.get("internal", False) is (name not in ("host-access", "egress")), name
+            public = ("host-access", "egress", "ingress-public")  # the ingress has a bridge of its own
+            assert network.get("internal", False) is (name not in public), name
 
 
 def test_swarm_services_carry_replicas_placement_limits_and_configs(tmp_path: Path) -> None:
@@ -79,7 +85,19 @@ def test_swarm_services_carry_replicas_placement_limits_and_configs(tmp_path: Pa
     assert isinstance(services, dict)
     assert services["webchat"]["deploy"]["replicas"] == 2
     assert services["gateway"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
-    assert services["volume-init"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    # Its volumes' users have no one placement (webchat, the state store and the ingress are not
+    # pinned here), so it runs where Swarm puts it (docs/scaling-out.md); pinned when they share one:
+    assert "placement" not in services["volume-init"]["deploy"]
+    pinned = {
+        **DEMO,
+        "components": {
+            n: {**c, "placement": ["node.role == manager"]} for n, c in DEMO["components"].items()
+        },
+    }  # type: ignore[attr-defined]
+    pinned["state"] = pinned["ingress"] = {"placement": ["node.role == manager"]}
+    (tmp_path / "pinned").mkdir()
+    init = rendered(tmp_path / "pinned", pinned)[STACK_FILE]["services"]["volume-init"]  # type: ignore[index]
+    assert init["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert services["volume-init"]["deploy"]["restart_policy"]["condition"] == "none"
     assert services["bus"]["deploy"]["resources"]["limits"] == {"memory": "536870912", "pids": 256}
     ports = services["bus-ports"]["ports"]
@@ -194,6 +212,7 @@ class SwarmStack:
             "project": self.project,
             "target": "swarm",
             "bus": {**SWARM_BUS, **(bus or {})},
+            "ingress": {"enabled": False},  # its own test sets its ports (no 80/443 on a shared host)
             "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}, **components},
         }
         self.file.write_text(yaml.safe_dump(document))
@@ -277,7 +296,8 @@ def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_
     assert up.returncode == 0, up.stdout + up.stderr
     result = json.loads(up.stdout)
     assert {s["name"] for s in result["services"] if s["ok"]} >= {"bus", "gateway", "webchat", "bus-webchat"}
-    assert result["nats_url"].startswith("nats://nachos-deploy:")
+    # Swarm publishes on every interface: the client port speaks TLS (issue 20, item 4).
+    assert result["nats_url"].startswith("tls://nachos-deploy:") and Path(result["ca_file"]).is_file()
 
     # Bus first: the components' services were created only once the bus's container was running.
     created = stack.services()
@@ -291,6 +311,23 @@ def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_
     status = stack.run("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     assert json.loads(status.stdout)["problems"] == []
+
+    # Each overlay network has the subnet the stack file asks for (docs/networks.md).
+    rendered = yaml.safe_load((stack.file.parent / ".nachos" / "docker-stack.yml").read_text())["networks"]
+    for name, spec in rendered.items():
+        subnet = subprocess.run(
+            [
+                "docker",
+                "network",
+                "inspect",
+                f"{stack.project}_{name}",
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        assert subnet == spec["ipam"]["config"][0]["subnet"], (name, subnet)
 
     logs = stack.run("logs", "bus", "--tail", "20")
     assert logs.returncode == 0 and "Server is ready" in logs.stdout, logs.stdout + logs.stderr
@@ -312,6 +349,8 @@ def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_
         ["docker", "volume", "ls", "--quiet"], capture_output=True, text=True
     ).stdout.split()
     assert f"{stack.project}_bus-data" in volumes and f"{stack.project}_gateway-data" in volumes
+    # The state folders (docs/components.md#state-folders), kept by `down` as on Compose.
+    assert f"{stack.project}_gateway-state" in volumes and f"{stack.project}_webchat-state" in volumes
     gone = stack.run("down", "--volumes", "--yes")
     assert gone.returncode == 0, gone.stdout + gone.stderr
     volumes = subprocess.run(
@@ -465,6 +504,7 @@ def test_swarm_servers_read_their_passwords_from_secrets_and_a_rotation_replaces
     up = stack.run("up", "--json")
     assert up.returncode == 0, up.stdout + up.stderr
     old_url = json.loads(up.stdout)["nats_url"]
+    trust.trust(old_url, json.loads(up.stdout)["ca_file"])  # tls://: this process trusts the stack's CA
     folder = next(stack.file.parent.rglob("credentials/bus.env")).parent
     passwords = bus_passwords(folder)
     ids = subprocess.run(
@@ -499,7 +539,7 @@ def test_swarm_servers_read_their_passwords_from_secrets_and_a_rotation_replaces
     ).stdout
     leaf = urllib.parse.urlsplit(re.findall(r'NACHOS_LEAF_URL: "([^"]+)"', included)[0])
     published = urllib.parse.urlsplit(old_url).netloc.rpartition("@")[2]
-    stolen = f"nats://{leaf.username}:{leaf.password}@{published}"
+    stolen = f"tls://{leaf.username}:{leaf.password}@{published}"
     assert "Authorization Violation" in (login_refusal(stolen) or "accepted")
 
     rotated = subprocess.run(
@@ -524,3 +564,121 @@ def test_swarm_servers_read_their_passwords_from_secrets_and_a_rotation_replaces
     assert json.loads(status.stdout)["problems"] == []  # every sidecar logged in with its new password
     assert "Authorization Violation" in (login_refusal(old_url) or "accepted")
     assert login_refusal(json.loads(status.stdout)["nats_url"]) is None
+
+
+def test_swarm_bus_speaks_only_tls_with_the_stacks_ca(swarm_stack: object) -> None:
+    # Issue 20, item 4 on Swarm: the client port is published on every interface, so bus.tls's auto
+    # is on: the certificate and key reach the bus as Swarm secrets; a client trusting the CA logs
+    # in, one that does not is refused, and a plaintext one gets no session.
+    stack = swarm_stack({})  # type: ignore[operator]
+    up = stack.run("up", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    result = json.loads(up.stdout)
+    url, ca_file = result["nats_url"], result["ca_file"]
+    assert url.startswith("tls://") and result["tls"] is True
+    trust.trust(url, ca_file)
+    assert login_refusal(url) is None
+    trust.trust(url, None)  # the system's CAs only
+    with pytest.raises(BusUnavailable, match=r"(?i)certificate verify failed"):
+        login_refusal(url)
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as plain:
+        info = json.loads(plain.recv(4096).removeprefix(b"INFO ").split(b"\r\n")[0])
+        plain.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        plain.settimeout(5)
+        answered = b""
+        while got := plain.recv(4096):
+            answered += got
+    assert info["tls_required"] is True and b"PONG" not in answered
+
+
+SWARM_CHANNEL = (
+    "import http.server, os, urllib.parse\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))\n"
+    "        a = q.get('hub.challenge', 'channel').encode()\n"
+    "        self.send_response(200); self.send_header('content-length', str(len(a))); self.end_headers()\n"
+    "        self.wfile.write(a)\n"
+    "http.server.ThreadingHTTPServer(('0.0.0.0', int(os.environ['WHATSAPP_HTTP_PORT'])), H).serve_forever()\n"
+)
+
+
+def test_swarm_the_ingress_routes_its_channel_over_https_and_nothing_else(
+    swarm_stack: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 20, item 1 on Swarm: the Caddyfile as a Swarm config, the published port in host mode,
+    # the internal CA's root written after up; the route answered by the channel, any other path 404.
+    for name, value in {
+        "WHATSAPP_TOKEN": "t",
+        "WHATSAPP_PHONE_NUMBER_ID": "1",
+        "WHATSAPP_VERIFY_TOKEN": "v",
+    }.items():
+        monkeypatch.setenv(name, value)
+    quiet = {"egress": False, "connection_name": False, "healthcheck": False}
+    channel = {"image": "nachos-deploy/python:3.11", "command": ["python3", "-c", SWARM_CHANNEL], **quiet}
+    stack = swarm_stack({"whatsapp": {"enabled": True, **channel}})  # type: ignore[operator]
+    document = yaml.safe_load(stack.file.read_text())
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        http_port, https_port = a.getsockname()[1], b.getsockname()[1]
+    document["ingress"] = {"http_port": http_port, "https_port": https_port}
+    stack.file.write_text(yaml.safe_dump(document))
+    up = stack.run("up", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    context = ssl.create_default_context(cafile=str(stack.file.parent / ".nachos" / "ingress-root.crt"))
+    for path, expected in (("/whatsapp/webhook?hub.challenge=hi", (200, b"hi")), ("/elsewhere", (404, b""))):
+        connection = http.client.HTTPSConnection("localhost", https_port, context=context, timeout=30)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert (response.status, response.read()) == expected
+        finally:
+            connection.close()
+
+
+def test_swarm_the_state_store_gates_the_gateway_and_takes_only_its_login(swarm_stack: object) -> None:
+    # Issue 20, item 2 on Swarm: the ACL file and the healthcheck's password as Swarm secrets, the
+    # gateway's URLs from its env file; Swarm ignores depends_on, so the gateway (the probe) retries
+    # the store until it answers, and its /health waits for it. `status` judges the store by its
+    # CLIENT LIST, which must show the gateway's user.
+    probe = {"image": "nachos-deploy/probe:latest", "egress": False}
+    stack = swarm_stack({"gateway": probe})  # type: ignore[operator]
+    up = stack.run("up", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = next(s for s in json.loads(status.stdout)["services"] if s["name"] == "state")
+    assert report["status"] == "running" and report["health"] == "healthy" and not report.get("problem")
+    state = subprocess.run(
+        ["docker", "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={stack.project}_state"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    output = stack.file.parent / ".nachos"
+    password = (output / "credentials" / "state.env").read_text().split("GATEWAY_PASSWORD=")[1].split()[0]
+
+    def redis(*login: str) -> str:
+        env = ["-e", f"REDISCLI_AUTH={login[1]}"] if login else []
+        user = ["--no-auth-warning", "--user", login[0]] if login else []
+        done = subprocess.run(
+            ["docker", "exec", *env, state, "redis-cli", *user, "GET", "x"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.stdout + done.stderr
+
+    assert "NOAUTH" in redis()
+    assert "WRONGPASS" not in redis("gateway", password) and "NOAUTH" not in redis("gateway", password)
+    assert (
+        password
+        not in subprocess.run(
+            ["docker", "service", "inspect", f"{stack.project}_state"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )

@@ -17,6 +17,9 @@ Environment:
                            SyntaxError and never answered, as the real gateway does
   GATEWAY_CHANNELS         gateway role: channels whose inbound subjects it subscribes to
   TOOL_ID                  tool role: the id in nachos.tool.<id>.request (default: the component)
+  RUNTIME_REDIS_URL        gateway role: keep a session record per inbound sender and a shared rate
+                           counter in the state store (redis://user:password@state:6379); /health
+                           says 503 until it answers, and the probe retries it every 0.5 s
   GATEWAY_DB_PATH          open (create) this file for writing at start, as the gateway opens its
                            SQLite database; exit 1 with SQLITE_CANTOPEN when that fails
   PROBE_SUBJECTS           comma list replacing the role's subjects
@@ -34,9 +37,23 @@ Environment:
   PROBE_RECONNECT_WAIT     seconds between reconnect attempts (default 2)
   PROBE_AUDIT_AT_START     publish this many core NATS messages on nachos.audit.log once connected,
                            as the gateway and llm-proxy do (default 0)
+  RUNTIME_STATE_DIR        the platform's runtime.state_dir: at start the gateway role writes
+                           identity/<component>.json (once) and appends to memory/starts.jsonl, and
+                           exits 1 when it cannot (the folder is on a read-only root); the channel
+                           role records each new sender of an inbound webhook message in
+                           pairing/<component>.json, as a user pairing with the channel
+  PROBE_PAIR_AT_START      channel role: comma list of senders recorded in pairing/ at start, as if
+                           a message from each had come in
   PROBE_IMAGE_CHECK        what the image's own HEALTHCHECK does: broken (default: asks
                            :8080/health, which nothing serves, like the filesystem tool's image) or
                            trivial (passes, like `node -e process.exit(0)` in the gateway's)
+  WHATSAPP_HTTP_PORT       channel role, component whatsapp: serve its webhook on this port (default
+                           3002) at channels.whatsapp.webhook_path (default /whatsapp/webhook; overlay
+                           CHANNEL_WHATSAPP_WEBHOOK_PATH), with WHATSAPP_VERIFY_TOKEN for Meta's GET
+                           handshake and WHATSAPP_APP_SECRET, when set, for X-Hub-Signature-256
+  SLACK_HTTP_PORT          channel role, component slack, channels.slack.mode = "http" (overlay
+                           CHANNEL_SLACK_MODE): serve Bolt's /slack/events on this port (default 3000),
+                           signed with SLACK_SIGNING_SECRET (required: exit 2 without it)
 
 Exit codes: 0 on SIGTERM/SIGINT, 1 when the bus is unreachable at start or the connection is
 finally closed (so the container restarts rather than idling), 2 for a configuration error.
@@ -55,6 +72,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -65,7 +84,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -110,6 +130,10 @@ class Settings:
     healthy_after: float = 0.0
     db_path: str = ""
     audit_at_start: int = 0
+    webhook: Webhook | None = None  # the inbound HTTP of the whatsapp channel, or slack's in http mode
+    state_dir: str = ""  # RUNTIME_STATE_DIR: the gateway's identity/ and memory/, a channel's pairing/
+    pair_at_start: tuple[str, ...] = ()  # PROBE_PAIR_AT_START: senders paired as the channel starts
+    redis_url: str = ""  # RUNTIME_REDIS_URL (gateway role): its sessions and limits in the state store
 
     @property
     def ping_subject(self) -> str:
@@ -231,6 +255,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         healthy_after=_number(env, "PROBE_HEALTHY_AFTER", 0.0, minimum=0.0),
         db_path=env.get("GATEWAY_DB_PATH", "").strip(),
         audit_at_start=_integer(env, "PROBE_AUDIT_AT_START", 0, low=0, high=1_000_000),
+        webhook=webhook_settings(env, component, role),
+        state_dir=env.get("RUNTIME_STATE_DIR", "").strip(),
+        pair_at_start=tuple(s.strip() for s in env.get("PROBE_PAIR_AT_START", "").split(",") if s.strip()),
+        redis_url=env.get("RUNTIME_REDIS_URL", "").strip() if role == "gateway" else "",
     )
 
 
@@ -256,6 +284,7 @@ def start_health_server(
     component: str,
     connected: threading.Event,
     healthy_after: float = 0.0,
+    more_checks: Callable[[], dict[str, str]] | None = None,
 ) -> ThreadingHTTPServer:
     """Serve /health from a thread so a busy or blocked event loop cannot stall the healthcheck.
 
@@ -275,6 +304,9 @@ def start_health_server(
             if ok and time.monotonic() - first_connected[0] < healthy_after:
                 ok = False
             checks = {"database": "ok", "bus": "ok" if connected.is_set() else "disconnected"}
+            if more_checks is not None:  # the state store, when the gateway keeps its sessions there
+                checks.update(more_checks())
+                ok = ok and all(value == "ok" for value in checks.values())
             doc = {"status": "healthy" if ok else "unhealthy", "ok": ok, "component": component}
             self._answer(200 if ok else 503, {**doc, "checks": checks})
 
@@ -338,6 +370,78 @@ def image_check(env: Mapping[str, str]) -> int:
     return check({"PROBE_HTTP_PORT": "8080"})
 
 
+def _write_json(path: Path, doc: object) -> None:
+    """All or nothing: a reader (or a restart) never finds half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def keep_state(settings: Settings) -> str | None:
+    """What the real gateway and channels write under runtime.state_dir at start, and the error if
+    it fails (the folder on the read-only root, or not the component's user's): the gateway its
+    identity (kept across restarts: written once) and a line of memory per start, a channel the
+    senders of PROBE_PAIR_AT_START."""
+    root = Path(settings.state_dir)
+    try:
+        if settings.role == "gateway":
+            identity = root / "identity" / f"{settings.component}.json"
+            if not identity.exists():
+                _write_json(identity, {"component": settings.component, "created": time.time()})
+            (root / "memory").mkdir(parents=True, exist_ok=True)
+            with (root / "memory" / "starts.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"start": time.time()}) + "\n")
+        elif settings.role == "channel":
+            (root / "pairing").mkdir(parents=True, exist_ok=True)
+            for sender in settings.pair_at_start:
+                record_pairing(settings.state_dir, settings.component, sender)
+    except OSError as exc:
+        return f"cannot write its state under {settings.state_dir} ({exc.strerror}: {exc.filename})"
+    return None
+
+
+def record_pairing(state_dir: str, channel: str, sender: str) -> bool:
+    """Add ``sender`` to ``pairing/<channel>.json`` (the channel's pairing list, as the platform keeps
+    it) unless it is there; True when it was new. Raises OSError when the folder cannot be written."""
+    path = Path(state_dir) / "pairing" / f"{channel}.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        doc = {}
+    except ValueError:
+        doc = {}  # a damaged list: start again rather than refuse every message
+    paired = doc.get("paired") if isinstance(doc, dict) else None
+    entries = [entry for entry in paired if isinstance(entry, dict)] if isinstance(paired, list) else []
+    if any(entry.get("id") == sender for entry in entries):
+        return False
+    entries.append({"id": sender, "since": time.time()})
+    _write_json(path, {"channel": channel, "paired": entries})
+    return True
+
+
+def pairing_publish(settings: Settings, publish: Publish) -> Publish:
+    """``publish`` for the channel's webhook, which also records each message's sender in the
+    pairing list first (when RUNTIME_STATE_DIR is set), as the channel's DM policy does with a new
+    user. A failed write is said and the message still goes out."""
+    if not settings.state_dir:
+        return publish
+
+    async def paired(subject: str, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+            sender = message.get("sender", {}).get("id") if isinstance(message, dict) else None
+            if isinstance(sender, str) and sender:
+                record_pairing(settings.state_dir, settings.component, sender)
+        except (ValueError, AttributeError):
+            pass
+        except OSError as exc:
+            _say(f"probe {settings.component}: cannot record a pairing under {settings.state_dir}: {exc}")
+        await publish(subject, data)
+
+    return paired
+
+
 def open_database(path: str) -> str | None:
     """Open (create) the database file for writing as the gateway does with SQLite; the error, if any.
 
@@ -394,16 +498,26 @@ async def run(settings: Settings) -> int:
         if problem:
             _say(f"probe {name}: {problem}")
             return EXIT_BUS
+    if settings.state_dir:
+        problem = keep_state(settings)
+        if problem:
+            _say(f"probe {name}: {problem}")
+            return EXIT_BUS
 
+    sessions = Sessions(settings.redis_url, name) if settings.redis_url else None
+    if sessions is not None:
+        sessions.start()
     server: ThreadingHTTPServer | None = None
     if settings.http_port:
         try:
-            server = start_health_server(settings.http_port, name, connected, settings.healthy_after)
+            more = sessions.check if sessions is not None else None
+            server = start_health_server(settings.http_port, name, connected, settings.healthy_after, more)
         except OSError as exc:
             _say(f"probe {name}: cannot serve /health on port {settings.http_port}: {exc}")
             return EXIT_BUS
 
     client = Client()
+    webhook_server: asyncio.Server | None = None
     options: dict[str, Any] = {
         "name": settings.connection_name,
         "allow_reconnect": True,
@@ -432,17 +546,28 @@ async def run(settings: Settings) -> int:
         try:
             await client.subscribe(settings.ping_subject, cb=_ping_handler(settings))
             for subject in settings.subjects:
-                await client.subscribe(subject, cb=_answer_handler(settings, subject, client))
+                await client.subscribe(subject, cb=_answer_handler(settings, subject, client, sessions))
             # The server has our subscriptions once it answers a PING; only then are we ready.
             await client.flush(timeout=2)
         except (nats_errors.Error, OSError, TimeoutError) as exc:
             _say(f"probe {name}: cannot subscribe on the bus at {url}: {_describe(exc)}")
             return EXIT_BUS
+        if settings.webhook is not None:
+            # Once on the bus, as the real channel starts its adapter, and before it says it is ready.
+            hook = settings.webhook
+            try:
+                webhook_server = await serve_webhook(hook, pairing_publish(settings, client.publish))
+            except OSError as exc:
+                _say(f"probe {name}: cannot serve the {hook.kind} webhook on port {hook.port}: {exc}")
+                return EXIT_BUS
         ready = True
         connected.set()
         answering = ", ".join(subjects)
         as_name = settings.connection_name
         print(f"probe {name} connected to {url} as {as_name}; answering {answering}", flush=True)
+        if settings.webhook is not None:
+            hook = settings.webhook
+            print(f"probe {name} serving the {hook.kind} webhook on :{hook.port}{hook.path}", flush=True)
         for index in range(settings.audit_at_start):
             await client.publish(AUDIT_SUBJECT, json.dumps({"from": name, "index": index}).encode())
         if settings.audit_at_start:
@@ -470,7 +595,11 @@ async def run(settings: Settings) -> int:
         return EXIT_OK if settings.on_bus_loss == "exit0" else EXIT_BUS
     finally:
         stop.set()  # tells the callbacks that what follows is our own doing
+        if webhook_server is not None:
+            webhook_server.close()
         await _shutdown(client)
+        if sessions is not None:
+            await sessions.close()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -573,7 +702,9 @@ def gateway_outbound(channel: str, data: bytes) -> bytes | None:
     return json.dumps(reply).encode()
 
 
-def _answer_handler(settings: Settings, subject: str, client: Client) -> Callable[[Msg], Awaitable[None]]:
+def _answer_handler(
+    settings: Settings, subject: str, client: Client, sessions: Sessions | None = None
+) -> Callable[[Msg], Awaitable[None]]:
     """Echo requests; answer the gateway's subagents.list as the real gateway does. The gateway's
     own request subjects take JSON only: on any other payload the real gateway logs a SyntaxError
     and never answers (the requester times out), and so does the probe. The gateway's channel
@@ -585,6 +716,9 @@ def _answer_handler(settings: Settings, subject: str, client: Client) -> Callabl
         if inbound_channel is not None:
             # Never msg.respond here: the reply subject is the channel's to choose (issue 19, item 9).
             outbound = gateway_outbound(inbound_channel, msg.data)
+            if outbound is not None and sessions is not None:  # its session, kept in the state store
+                session = await sessions.remember(inbound_channel, msg.data)
+                outbound = json.dumps({**json.loads(outbound), "session": session}).encode()
             if outbound is not None:
                 await client.publish(f"nachos.channel.{inbound_channel}.outbound", outbound)
             return
@@ -606,6 +740,177 @@ def _answer_handler(settings: Settings, subject: str, client: Client) -> Callabl
         await msg.respond(json.dumps(doc).encode())
 
     return handle
+
+
+# --------------------------------------------------------------------------------------------
+# The state store: the gateway's sessions and limits in Redis (RUNTIME_REDIS_URL), as the platform's
+# gateway keeps them through node-redis. The least of RESP2 over asyncio streams, standard library only.
+
+RespValue = str | int | bytes | None | list["RespValue"]
+STATE_PING_EVERY = 2.0  # seconds between the PINGs that keep the connection (and find it lost)
+STATE_RETRY = 0.5  # seconds between tries while the state store does not answer
+STATE_TIMEOUT = 2.0
+RATE_WINDOW = 60  # seconds of the shared per-sender counter (the gateway's rate limiter's window)
+
+
+class RedisError(Exception):
+    """An error reply (``-WRONGPASS ...``, ``-NOPERM ...``): the server answered, and said no."""
+
+
+def resp_command(*args: str) -> bytes:
+    """One command as RESP2's array of bulk strings."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+async def resp_reply(reader: asyncio.StreamReader) -> RespValue:
+    """One reply, read whole (a bulk string may hold CR LF); an error reply raises :class:`RedisError`."""
+    line = await reader.readuntil(b"\r\n")
+    kind, body = line[:1], line[1:-2].decode("utf-8", errors="replace")
+    if kind == b"+":
+        return body
+    if kind == b"-":
+        raise RedisError(body)
+    if kind == b":":
+        return int(body)
+    if kind == b"$":
+        size = int(body)
+        return None if size < 0 else (await reader.readexactly(size + 2))[:-2]
+    if kind == b"*":
+        size = int(body)
+        return None if size < 0 else [await resp_reply(reader) for _ in range(size)]
+    raise RedisError(f"unexpected reply {line[:40]!r}")
+
+
+class RedisClient:
+    """One connection, logged in as the URL's user (``AUTH user password``), one command at a time;
+    a broken connection is dropped, and the next command dials again."""
+
+    def __init__(self, url: str, name: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or 6379
+        self.user = urllib.parse.unquote(parts.username or "")
+        self.password = urllib.parse.unquote(parts.password or "")
+        self.name = name
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def where(self) -> str:
+        return f"redis://{self.host}:{self.port} as {self.user or 'default'}"
+
+    async def command(self, *args: str) -> RespValue:
+        async with self._lock:
+            try:
+                if self._streams is None:
+                    self._streams = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port), STATE_TIMEOUT
+                    )
+                    if self.password:
+                        await self._call("AUTH", *([self.user] if self.user else []), self.password)
+                    await self._call("CLIENT", "SETNAME", self.name)
+                return await self._call(*args)
+            except (OSError, RedisError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+                self.close()
+                raise
+
+    async def _call(self, *args: str) -> RespValue:
+        assert self._streams is not None
+        reader, writer = self._streams
+        writer.write(resp_command(*args))
+        await writer.drain()
+        return await asyncio.wait_for(resp_reply(reader), STATE_TIMEOUT)
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
+class Sessions:
+    """The gateway's sessions, one record per sender of each channel, and its shared rate counter,
+    in the state store: what the platform's gateway keeps there, so that they survive its restarts
+    and every replica counts the same limits. /health says 503 while the store does not answer (so
+    a gateway started before Redis, as Swarm does, waits for it: it retries every half second)."""
+
+    def __init__(self, url: str, component: str) -> None:
+        self.client = RedisClient(url, component)
+        self.component = component
+        self.ok = False
+        self._task: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._keep_connected())
+
+    def check(self) -> dict[str, str]:
+        return {"state": "ok" if self.ok else "unreachable"}
+
+    async def _keep_connected(self) -> None:
+        said = ""
+        while True:
+            try:
+                await self.client.command("PING")
+            except Exception as exc:  # whatever it was, the next try dials again: this loop never ends
+                self.client.close()
+                self.ok = False
+                problem = _describe(exc)
+                if problem != said:
+                    where = self.client.where
+                    _say(f"probe {self.component}: the state store at {where}: {problem}; retrying")
+                    said = problem
+                await asyncio.sleep(STATE_RETRY)
+                continue
+            if not self.ok:
+                print(f"probe {self.component} keeps its sessions at {self.client.where}", flush=True)
+                self.ok, said = True, ""
+            await asyncio.sleep(STATE_PING_EVERY)
+
+    async def remember(self, channel: str, data: bytes) -> dict[str, object]:
+        """Count one inbound message in its sender's session record and in the shared rate counter;
+        what the reply carries of them ({} when the store does not answer: the message still gets
+        its answer, as the real gateway's in-memory fallback would)."""
+        try:
+            message = json.loads(data.decode("utf-8", errors="replace"))
+        except ValueError:
+            message = {}
+        sender = _sender(message if isinstance(message, dict) else {})
+        key = f"nachos:session:{channel}:{sender}"
+        try:
+            raw = await self.client.command("GET", key)
+            record = json.loads(raw) if isinstance(raw, bytes) else {}
+            record = record if isinstance(record, dict) else {}
+            record["messages"] = int(record.get("messages", 0)) + 1
+            record.setdefault("first_seen", time.time())
+            record["last_seen"] = time.time()
+            await self.client.command("SET", key, json.dumps(record))
+            limit_key = f"nachos:ratelimit:{channel}:{sender}"
+            counted = await self.client.command("INCR", limit_key)
+            await self.client.command("EXPIRE", limit_key, str(RATE_WINDOW), "NX")
+        except (OSError, RedisError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            _say(f"probe {self.component}: session of {sender} not kept: {_describe(exc)}")
+            return {}
+        return {"sender": sender, "messages": record["messages"], "window_count": counted}
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.client.close()
+
+
+def _sender(message: Mapping[str, Any]) -> str:
+    """Who sent an inbound message: its sender's id, else its conversation's, as one key token."""
+    for key in ("sender", "conversation"):
+        value = message.get(key)
+        if isinstance(value, dict) and value.get("id"):
+            token = "".join(ch for ch in str(value["id"]) if ch.isalnum() or ch in "-_.@+")[:128]
+            return token or "anonymous"
+    return "anonymous"
 
 
 # --------------------------------------------------------------------------------------------
@@ -705,6 +1010,394 @@ def config_value(env: Mapping[str, str], key: str) -> object | None:
         node = env.get(CHANNEL_SECRETS[key]) or None
     found: object | None = node
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Inbound webhooks: the whatsapp channel's, and slack's in http mode
+
+WHATSAPP_DEFAULT_PORT = 3002
+WHATSAPP_DEFAULT_PATH = "/whatsapp/webhook"
+WHATSAPP_MAX_BODY = 1_000_000  # upstream's limit on a webhook POST; one byte more is 413
+SLACK_DEFAULT_PORT = 3000  # Bolt's default; upstream's own compose sets 3005
+SLACK_EVENTS_PATH = "/slack/events"
+SLACK_MAX_AGE = 300  # seconds: Bolt refuses a request whose X-Slack-Request-Timestamp is older
+SLACK_MAX_BODY = 10_000_000  # the probe's own bound (Bolt has none); the ingress refuses far less
+_HEADER_LIMIT = 65_536  # a request line and headers longer than this are refused with 431
+_IDLE_TIMEOUT = 5.0  # node:http's keepAliveTimeout: an idle kept-alive connection is closed after it
+_READ_TIMEOUT = 30.0  # a request that trickles in for longer is dropped
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """The inbound HTTP a channel serves, read from its environment as the real channel reads it.
+    The secrets are kept out of every repr, so a log line or a traceback never shows them."""
+
+    kind: str  # "whatsapp" | "slack"
+    channel: str  # the component: its inbound subject is nachos.channel.<channel>.inbound
+    port: int
+    path: str
+    max_body: int
+    verify_token: str = field(default="", repr=False)  # whatsapp: Meta's handshake
+    secret: str = field(default="", repr=False)  # whatsapp's app secret, slack's signing secret
+
+    @property
+    def subject(self) -> str:
+        return f"nachos.channel.{self.channel}.inbound"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # the path with its query, as the request line has it
+    headers: Mapping[str, str]  # names lower-cased
+    body: bytes = b""
+    too_large: bool = False  # the body went over the webhook's limit (and was not read)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    messages: tuple[bytes, ...] = ()  # to publish on the webhook's inbound subject, in order
+
+
+def _json_answer(status: int, doc: Mapping[str, object]) -> Answer:
+    return Answer(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def _text(value: object | None) -> str:
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value)
+
+
+def webhook_settings(env: Mapping[str, str], component: str, role: str) -> Webhook | None:
+    """The webhook this component serves, if any: the whatsapp channel always (on
+    WHATSAPP_HTTP_PORT, at its configured webhook_path), slack in ``http`` mode (on SLACK_HTTP_PORT,
+    at Bolt's /slack/events). Values come from nachos.toml, its environment overlay, then the
+    channel's own secret variables, as :func:`config_value` reads them. Slack in http mode without
+    a signing secret is refused, as Bolt refuses to start without one."""
+    if role != "channel" or component not in ("whatsapp", "slack"):
+        return None
+    if component == "whatsapp":
+        path = _text(config_value(env, "channels.whatsapp.webhook_path")) or WHATSAPP_DEFAULT_PATH
+        if not path.startswith("/"):
+            raise ConfigError(f"channels.whatsapp.webhook_path={path!r} must start with '/'")
+        return Webhook(
+            kind="whatsapp",
+            channel=component,
+            port=_integer(env, "WHATSAPP_HTTP_PORT", WHATSAPP_DEFAULT_PORT, low=1, high=65535),
+            path=path,
+            max_body=WHATSAPP_MAX_BODY,
+            verify_token=_text(config_value(env, "channels.whatsapp.verify_token")),
+            secret=_text(config_value(env, "channels.whatsapp.app_secret")),
+        )
+    if _text(config_value(env, "channels.slack.mode")) != "http":
+        return None  # socket mode: no inbound port at all
+    secret = _text(config_value(env, "channels.slack.signing_secret"))
+    if not secret:
+        raise ConfigError(
+            "slack runs in http mode but has no signing secret: set SLACK_SIGNING_SECRET "
+            "(or CHANNEL_SLACK_SIGNING_SECRET); Bolt refuses to start without one"
+        )
+    return Webhook(
+        kind="slack",
+        channel=component,
+        port=_integer(env, "SLACK_HTTP_PORT", SLACK_DEFAULT_PORT, low=1, high=65535),
+        path=SLACK_EVENTS_PATH,
+        max_body=SLACK_MAX_BODY,
+        secret=secret,
+    )
+
+
+def answer(hook: Webhook, request: Request, now: float | None = None) -> Answer:
+    """What the real channel answers to one request, and the messages it publishes for it."""
+    if hook.kind == "slack":
+        return slack_answer(hook, request, time.time() if now is None else now)
+    return whatsapp_answer(hook, request)
+
+
+def whatsapp_answer(hook: Webhook, request: Request) -> Answer:
+    """upstream's whatsapp adapter (node:http): one path, Meta's GET handshake, a POST whose raw body
+    is signed with the app secret when there is one, anything else 405."""
+    parts = urllib.parse.urlsplit(request.target)
+    if parts.path != hook.path:
+        return _json_answer(404, {"error": "Not found"})
+    if request.method == "GET":
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        mode = query.get("hub.mode", [""])[0]
+        token = query.get("hub.verify_token", [""])[0]
+        challenge = query.get("hub.challenge", [""])[0]
+        verified = bool(hook.verify_token) and hmac.compare_digest(token.encode(), hook.verify_token.encode())
+        if mode == "subscribe" and verified:
+            return Answer(200, challenge.encode(), "text/plain")
+        return _json_answer(403, {"error": "Verification failed"})
+    if request.method != "POST":
+        return _json_answer(405, {"error": "Method not allowed"})
+    if request.too_large or len(request.body) > hook.max_body:
+        return _json_answer(413, {"error": "Payload too large"})
+    if not request.body:
+        return _json_answer(400, {"error": "Empty body"})
+    if hook.secret:
+        expected = "sha256=" + hmac.new(hook.secret.encode(), request.body, hashlib.sha256).hexdigest()
+        given = request.headers.get("x-hub-signature-256", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return _json_answer(403, {"error": "Invalid signature"})
+    try:
+        event = json.loads(request.body)
+    except ValueError:
+        return _json_answer(400, {"error": "Invalid JSON"})
+    return Answer(200, b'{"status":"ok"}', messages=whatsapp_messages(hook.channel, event))
+
+
+def _items(value: object, key: str) -> list[dict[str, Any]]:
+    """``value[key]`` when it is a list, keeping only its objects: a webhook's shape is the
+    sender's to choose, and a malformed part is skipped, never a crash."""
+    found = value.get(key) if isinstance(value, dict) else None
+    return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+
+
+def whatsapp_messages(channel: str, event: object) -> tuple[bytes, ...]:
+    """Each text message of a Cloud API webhook (``entry[].changes[].value.messages[]``), as the
+    platform's inbound message: the sender's number is the conversation (the channel's DM policy
+    lets everyone through in the probe), the text its content."""
+    out: list[bytes] = []
+    for entry in _items(event, "entry"):
+        for change in _items(entry, "changes"):
+            value = change.get("value")
+            for message in _items(value, "messages"):
+                text = message.get("text")
+                body = text.get("body") if isinstance(text, dict) else None
+                if message.get("type") != "text" or not isinstance(body, str):
+                    continue
+                sender = _text(message.get("from"))
+                doc = {
+                    "channel": channel,
+                    "channelMessageId": _text(message.get("id")),
+                    "sender": {"id": sender},
+                    "conversation": {"id": sender, "type": "dm"},
+                    "content": {"text": body},
+                }
+                out.append(json.dumps(doc).encode())
+    return tuple(out)
+
+
+def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """Slack's v0 request signature: HMAC-SHA256 of ``v0:<timestamp>:<raw body>``."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def slack_answer(hook: Webhook, request: Request, now: float) -> Answer:
+    """Bolt's HTTP receiver in front of the slack channel: POST /slack/events only (anything else 404),
+    every request signed (X-Slack-Signature v0) and at most five minutes old (else 401, empty), then
+    Slack's url_verification challenge answered, message events published and acknowledged."""
+    if urllib.parse.urlsplit(request.target).path != hook.path or request.method != "POST":
+        return Answer(404, b"", "text/plain")
+    if request.too_large or len(request.body) > hook.max_body:
+        return Answer(413, b"", "text/plain")
+    stamp = request.headers.get("x-slack-request-timestamp", "")
+    given = request.headers.get("x-slack-signature", "")
+    try:
+        fresh = abs(now - int(stamp)) <= SLACK_MAX_AGE
+    except ValueError:
+        fresh = False
+    expected = slack_signature(hook.secret, stamp, request.body)
+    if not fresh or not hmac.compare_digest(given.encode(), expected.encode()):
+        return Answer(401, b"", "text/plain")
+    try:
+        doc = _slack_body(request)
+    except ValueError:
+        return Answer(400, b"", "text/plain")
+    if isinstance(doc, dict) and doc.get("type") == "url_verification":
+        return _json_answer(200, {"challenge": _text(doc.get("challenge"))})
+    return Answer(200, b"", "text/plain", messages=slack_messages(hook.channel, doc))
+
+
+def _slack_body(request: Request) -> object:
+    """JSON events, or a form whose ``payload`` holds JSON (interactions), as Bolt parses them."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    text = request.body.decode("utf-8", errors="replace")
+    if content_type == "application/x-www-form-urlencoded":
+        form = urllib.parse.parse_qs(text, keep_blank_values=True)
+        if "payload" in form:
+            return json.loads(form["payload"][0])
+        return {key: values[0] for key, values in form.items()}
+    return json.loads(text)
+
+
+def slack_messages(channel: str, doc: object) -> tuple[bytes, ...]:
+    """A user's message event (not a bot's, not an edit) as the platform's inbound message."""
+    if not isinstance(doc, dict) or doc.get("type") != "event_callback":
+        return ()
+    event = doc.get("event")
+    if not isinstance(event, dict) or event.get("type") != "message":
+        return ()
+    if event.get("subtype") or event.get("bot_id") or not isinstance(event.get("text"), str):
+        return ()
+    message = {
+        "channel": channel,
+        "channelMessageId": _text(event.get("client_msg_id") or event.get("ts")),
+        "sender": {"id": _text(event.get("user"))},
+        "conversation": {
+            "id": _text(event.get("channel")),
+            "type": "dm" if event.get("channel_type") == "im" else "channel",
+        },
+        "content": {"text": event["text"]},
+    }
+    return (json.dumps(message).encode(),)
+
+
+class _BadRequest(Exception):
+    """The bytes on the connection are not an HTTP/1.x request: answered with ``status``, then closed."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def _read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_body: int
+) -> tuple[Request, bool, int] | None:
+    """One request off a connection: (request, keep the connection open, body bytes left unread).
+    None when the client closed it between requests. A body over ``max_body`` is not read (by its
+    Content-Length, or counted as its chunks come): the request is marked ``too_large``."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _IDLE_TIMEOUT)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise _BadRequest(400) from None
+        return None
+    except asyncio.LimitOverrunError:
+        raise _BadRequest(431) from None
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        raise _BadRequest(400) from None
+    if not version.startswith("HTTP/1."):
+        raise _BadRequest(505)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _BadRequest(400)
+        key = name.lower()
+        if key in headers and key in ("content-length", "transfer-encoding", "host"):
+            raise _BadRequest(400)
+        headers[key] = value.strip()
+    connection = headers.get("connection", "").lower()
+    keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+    if chunked and "content-length" in headers:
+        raise _BadRequest(400)
+    length = 0
+    if "content-length" in headers:
+        if not headers["content-length"].isdigit():
+            raise _BadRequest(400)
+        length = int(headers["content-length"])
+    expects = headers.get("expect", "").lower() == "100-continue"
+    if length > max_body:
+        # Refused without reading it (nor asking for it): the connection cannot be reused after.
+        return Request(method, target, headers, too_large=True), False, length
+    if expects and (length or chunked):
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # node:http's answer when nothing checks it
+    if chunked:
+        body, too_large = await _read_chunks(reader, max_body)
+        if too_large:
+            return Request(method, target, headers, too_large=True), False, 0
+    else:
+        body = await reader.readexactly(length) if length else b""
+    return Request(method, target, headers, body), keep, 0
+
+
+async def _read_chunks(reader: asyncio.StreamReader, max_body: int) -> tuple[bytes, bool]:
+    """A chunked body, stopping (too large) as soon as it goes over ``max_body``."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        try:
+            chunk = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise _BadRequest(400) from None
+        if chunk == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                pass
+            return b"".join(parts), False
+        size += chunk
+        if size > max_body:
+            return b"", True
+        parts.append(await reader.readexactly(chunk))
+        if await reader.readexactly(2) != b"\r\n":
+            raise _BadRequest(400)
+
+
+def _response(result: Answer, keep: bool) -> bytes:
+    phrase = HTTPStatus(result.status).phrase
+    head = (
+        f"HTTP/1.1 {result.status} {phrase}\r\n"
+        f"Content-Type: {result.content_type}\r\n"
+        f"Content-Length: {len(result.body)}\r\n"
+        f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
+    )
+    return head.encode("latin-1") + result.body
+
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+async def serve_webhook(hook: Webhook, publish: Publish, host: str = "0.0.0.0") -> asyncio.Server:
+    """Serve ``hook`` on its port until the returned server is closed. Each message a request brings
+    is published (in the event loop that also runs the bus client) before the answer goes out, so
+    a 200 means the message is on its way to the bus."""
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    read = await asyncio.wait_for(_read_request(reader, writer, hook.max_body), _READ_TIMEOUT)
+                except _BadRequest as bad:
+                    writer.write(_response(Answer(bad.status, b"", "text/plain"), False))
+                    await writer.drain()
+                    return
+                if read is None:
+                    return
+                request, keep, unread = read
+                result = answer(hook, request)
+                for message in result.messages:
+                    try:
+                        await publish(hook.subject, message)
+                    except (nats_errors.Error, OSError) as exc:
+                        _say(f"probe {hook.channel}: cannot publish on {hook.subject}: {_describe(exc)}")
+                writer.write(_response(result, keep))
+                await writer.drain()
+                if not keep:
+                    await _discard(reader, unread)
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(on_client, host, hook.port, limit=_HEADER_LIMIT, reuse_address=True)
+
+
+async def _discard(reader: asyncio.StreamReader, unread: int) -> None:
+    """Read what the client still sends of a refused body, briefly, so that closing the connection
+    does not reset it before the client has read the answer."""
+    deadline = time.monotonic() + 2.0
+    while unread > 0 and time.monotonic() < deadline:
+        try:
+            data = await asyncio.wait_for(reader.read(min(unread, 1 << 16)), 0.5)
+        except TimeoutError:
+            return
+        if not data:
+            return
+        unread -= len(data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from nachos_deploy.bus import trust
 from nachos_deploy.bus.monitor import MonitorProblem, describe, get_json, int_field
 from nachos_deploy.core.errors import DeployError
 from nachos_deploy.core.results import redact
@@ -597,6 +598,11 @@ async def _connected(nats_url: str) -> AsyncIterator[Client]:
     }
     try:
         try:
+            tls = trust.context(nats_url)  # tls://: the stack's CA (see bus/trust.py)
+            if tls is not None:  # TLS before the server's INFO: see bus/trust.py
+                options["tls"] = tls
+                options["tls_handshake_first"] = True
+                options["tls_hostname"] = trust.server_name(nats_url)
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await client.connect(nats_url, **options)
         except (OSError, nats_errors.Error, TimeoutError) as exc:

@@ -94,10 +94,11 @@ def get_json(monitor_url: str, path: str, timeout: float) -> dict[str, Any]:
     """GET a monitoring endpoint; any failure becomes a ``MonitorProblem`` naming the endpoint.
 
     ``monitor_url`` is where the host reads monitoring: the system user's ``nats://`` URL (the
-    request goes over NATS, see :mod:`~nachos_deploy.bus.sysrequest`), or an ``http://`` monitoring
-    port (a bus without logins, or a test's own server). Both answer the same documents."""
+    request goes over NATS, see :mod:`~nachos_deploy.bus.sysrequest`; ``tls://`` on a bus with TLS),
+    or an ``http://`` monitoring port (a bus without logins, or a test's own server). Both answer the
+    same documents."""
     endpoint = path.split("?", 1)[0]
-    if urllib.parse.urlsplit(monitor_url).scheme == "nats":
+    if urllib.parse.urlsplit(monitor_url).scheme in ("nats", "tls"):
         try:
             return sysrequest.request(monitor_url, path, timeout)
         except sysrequest.SysRequestError as exc:

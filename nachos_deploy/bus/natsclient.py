@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import errors as js_errors
 from nats.js.api import StorageType, StreamConfig, StreamInfo
 
+from nachos_deploy.bus import trust
 from nachos_deploy.bus.monitor import BusUnavailable, MonitorProblem, describe
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import AuditPlan
@@ -78,10 +79,16 @@ async def _connect(client: Client, nats_url: str, options: dict[str, Any], timeo
         await client.connect(nats_url, **options)
 
 
+CLOSE_TIMEOUT = 1.0
+"""Seconds a close may take: nats-py's close of a client whose TLS handshake failed waits forever
+for a transport that never finishes closing (nats-py 2.x; seen against a server that does not do TLS)."""
+
+
 async def _close_quietly(client: Client) -> None:
-    # Closing a half-open client must never replace the error that made us close it.
+    # Closing a half-open client must never replace the error that made us close it, nor hang.
     with contextlib.suppress(Exception):
-        await client.close()
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await client.close()
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +101,13 @@ async def _connected(
     client = Client()
     try:
         try:
-            await _connect(client, nats_url, _client_options(name, timeout, errors), timeout)
+            options = _client_options(name, timeout, errors)
+            tls = trust.context(nats_url)  # tls://: the stack's CA (see bus/trust.py)
+            if tls is not None:  # TLS before the server's INFO: see bus/trust.py
+                options["tls"] = tls
+                options["tls_handshake_first"] = True
+                options["tls_hostname"] = trust.server_name(nats_url)
+            await _connect(client, nats_url, options, timeout)
         except (OSError, nats_errors.Error, TimeoutError) as exc:
             raise failure(_connect_failure(nats_url, exc, errors)) from None
         yield client

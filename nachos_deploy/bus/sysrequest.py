@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from typing import Any, BinaryIO
 
+from nachos_deploy.bus import trust
 from nachos_deploy.core.plan import SYSTEM_READS
 from nachos_deploy.core.results import redact
 
@@ -57,22 +58,26 @@ def options(query: str) -> dict[str, Any]:
 
 def request(url: str, path: str, timeout: float) -> dict[str, Any]:
     """The ``data`` a server answers for ``path`` (``/connz?limit=10``), asked over NATS at ``url``
-    (``nats://user:password@host:port``, the system user's) within ``timeout`` seconds. An unhealthy
-    ``/healthz`` raises, as the HTTP endpoint's 503 did. Raises ``SysRequestError``."""
+    (``nats://user:password@host:port``, the system user's; ``tls://`` on a bus with TLS) within
+    ``timeout`` seconds. An unhealthy ``/healthz`` raises, as the HTTP endpoint's 503 did. Raises
+    ``SysRequestError``."""
     endpoint, _, query = path.partition("?")
     token = ENDPOINTS.get(endpoint)
     if token is None:
         raise SysRequestError(f"{endpoint} cannot be asked over NATS")
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "nats" or not parts.hostname or parts.port is None:
-        raise SysRequestError(f"{redact(url)} is not a nats://host:port URL")
+    if parts.scheme not in ("nats", trust.TLS_SCHEME) or not parts.hostname or parts.port is None:
+        raise SysRequestError(f"{redact(url)} is not a nats://host:port or tls://host:port URL")
     deadline = time.monotonic() + timeout
     try:
-        with (
-            socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock,
-            sock.makefile("rb") as reader,  # closed too, or the socket's close waits for it
-        ):
-            answer = _exchange(sock, reader, parts, token, options(query), deadline)
+        tls = trust.context(url)  # a CA file that cannot be read is an OSError too
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as raw:
+            # tls://: the TLS handshake comes first, before the server's INFO (the hub's
+            # handshake_first), so nothing, the password least, is ever sent in clear, whatever a
+            # server at that address says it requires.
+            sock = raw if tls is None else tls.wrap_socket(raw, server_hostname=trust.server_name(url))
+            with sock, sock.makefile("rb") as reader:  # the reader closed too, or the close waits for it
+                answer = _exchange(sock, reader, parts, token, options(query), deadline)
     except (OSError, ValueError) as exc:
         raise SysRequestError(_describe(exc)) from None
     error = answer.get("error")

@@ -25,6 +25,10 @@ class Role(StrEnum):
     INGRESS = "ingress"  # Caddy, HTTPS in front of the webhook channels; only they are behind it
 
 
+# Roles of services that are not the platform's own: they read no nachos.toml and get no platform secret.
+NOT_PLATFORM = frozenset({Role.EXTRA, Role.SIDECAR, Role.STATE, Role.INGRESS})
+
+
 @dataclass(frozen=True)
 class Secret:
     """An environment variable whose value comes from the host's environment, never from a file."""
@@ -53,6 +57,10 @@ TOOLS = ("filesystem", "browser", "code-runner")
 
 GATEWAY_HEALTH_PORT = 3000
 GATEWAY_DATA_DIR = "/app/data"
+# runtime.state_dir in the platform's images (its default ./state under /app): the gateway's identity
+# and memory stores, each channel's pairing list. Set by RUNTIME_STATE_DIR and, under the read-only
+# root, a volume of the component's own (plan.state_volume), which volume-init hands to its user.
+STATE_DIR = "/app/state"
 PLATFORM_CONFIG_PATH = "/etc/nachos/nachos.toml"
 WORKSPACE_DIR = "/workspace"
 # The uid upstream's images are built for: their files under /app belong to it and are readable by

@@ -91,11 +91,12 @@ SIDECAR_PREFIX = "bus-"  # a component's sidecar is the service bus-<component>
 # Services the plan renders besides the components: the bus's first node, its port forwarder and the
 # one-shot that prepares volumes (the other nodes are bus-2..bus-5, sidecars bus-<component>); the
 # plan names them, and tests/test_plan.py checks that these are its names.
-BUS_SERVICES = ("bus", "bus-ports", "volume-init")
+BUS_SERVICES = ("bus", "bus-ports", "volume-init", "state", "ingress")
 TAKEN_NAMES_HINT = (
     "the stack's own services are named bus, bus-2 to bus-5 (the bus's nodes), bus-ports (its port "
     "forwarder), bus-<component> (each component's sidecar, so a component named ports would make a "
-    "second bus-ports) and volume-init"
+    "second bus-ports), volume-init, state (the gateway's Redis) and ingress (HTTPS in front of the "
+    "webhook channels)"
 )
 
 
@@ -117,7 +118,7 @@ def _component_name(name: str) -> str:
 
 
 ComponentName = Annotated[str, AfterValidator(_component_name)]
-RESERVED_NETWORKS = ("nachos-internal", "egress", "host-access")
+RESERVED_NETWORKS = ("nachos-internal", "egress", "host-access", "ingress-public")
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 BUS_VOLUME = re.compile(r"bus-data(-[0-9]+)?")  # the bus nodes' named volumes (plan.node_volume)
 # Host paths no component gets: the Docker socket is root on the host, the rest the kernel's.
@@ -244,6 +245,59 @@ class Audit(Model):
         return value
 
 
+def _tls_mode(value: Any) -> Any:
+    """YAML reads a bare ``on``/``off`` as true/false: they mean the modes of those names here."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
+
+
+def _tls_names(value: list[str]) -> list[str]:
+    for name in value:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if not _DNS_NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is neither a host name (letters, digits and '-' in dot-separated labels) "
+                    "nor an IP address"
+                ) from None
+    return value
+
+
+class BusTls(Model):
+    """TLS on the hub's client port (docs/security.md#tls-on-the-bus). ``auto``: on whenever the port
+    leaves the machine (bus.bind_address other than loopback, or any Swarm, which publishes on every
+    interface); ``on``: also on loopback; ``off``: never (the operator password then crosses the
+    network in clear: up warns). Without files, nachos-deploy's own CA (in credentials/) signs the
+    server's certificate; with ``cert_file`` and ``key_file`` (and ``ca_file``, what clients trust),
+    the user's are served instead."""
+
+    mode: Annotated[Literal["auto", "on", "off"], BeforeValidator(_tls_mode)] = "auto"
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    # Names and addresses clients reach the bus by, besides bind_address, localhost, 127.0.0.1 and
+    # this host's name (the generated certificate covers them all).
+    names: Annotated[list[str], AfterValidator(_tls_names)] = []
+
+    @model_validator(mode="after")
+    def _files_together(self) -> BusTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(
+                "cert_file and key_file go together: give both (the certificate and its key) or "
+                "neither (nachos-deploy's own CA then signs one)"
+            )
+        if self.ca_file is not None and self.cert_file is None:
+            raise ValueError(
+                "ca_file is what clients trust for your cert_file: give cert_file and key_file too"
+            )
+        return self
+
+
 class Bus(Model):
     auth: Bool = True  # false: the open bus of old, for debugging (doctor and up warn)
     image: Image = "nats:alpine"
@@ -261,6 +315,7 @@ class Bus(Model):
     nodes: Annotated[int, BeforeValidator(_not_a_bool)] = 1  # 3 or 5: a clustered JetStream bus
     resources: Resources = Resources()
     audit: Audit = Audit()
+    tls: BusTls = BusTls()
 
     @field_validator("nodes")
     @classmethod
@@ -484,10 +539,11 @@ class Component(Model):
         for name in value:
             if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"{name!r} is not a valid network name (lowercase letters, digits, '-')")
-            if name in RESERVED_NETWORKS or name.endswith("-link"):
+            if name in RESERVED_NETWORKS or name.endswith(("-link", "-ingress")):
                 raise ValueError(
-                    f"network {name!r} is nachos-deploy's own (egress, host-access, nachos-internal and "
-                    "*-link carry the security layout); use egress: true for internet access"
+                    f"network {name!r} is nachos-deploy's own (egress, host-access, nachos-internal, "
+                    "ingress-public, *-link and *-ingress carry the security layout); use egress: true "
+                    "for internet access"
                 )
         return value
 
@@ -508,7 +564,13 @@ class Component(Model):
 # userns-remap, rootless engines) maps 65536 ids by default, and ids from 100000 up are the host's
 # subordinate ranges, which rootless containers of other users run under.
 RUN_AS_MAX = 65533
-DEFAULT_RUN_AS = {"components": "61000:61000", "sidecars": "61001:61001", "forwarder": "61002:61002"}
+DEFAULT_RUN_AS = {
+    "components": "61000:61000",
+    "sidecars": "61001:61001",
+    "forwarder": "61002:61002",
+    "state": "61005:61005",
+    "ingress": "61003:61003",
+}
 
 
 def _run_as(value: Any) -> Any:
@@ -540,11 +602,13 @@ class RunAs(Model):
     components: RunAsIds = DEFAULT_RUN_AS["components"]  # platform components and their volumes
     sidecars: RunAsIds = DEFAULT_RUN_AS["sidecars"]  # every bus-<component> leaf-node server
     forwarder: RunAsIds = DEFAULT_RUN_AS["forwarder"]  # bus-ports, the only container on a bridge
+    state: RunAsIds = DEFAULT_RUN_AS["state"]  # the state store (Redis) and its volume
+    ingress: RunAsIds = DEFAULT_RUN_AS["ingress"]  # the HTTPS ingress (Caddy) and its certificates
 
     @model_validator(mode="after")
     def _distinct(self) -> RunAs:
         seen: dict[str, str] = {}
-        for key in ("components", "sidecars", "forwarder"):
+        for key in ("components", "sidecars", "forwarder", "state", "ingress"):
             uid = str(getattr(self, key)).partition(":")[0]
             if uid in seen:
                 raise ValueError(
@@ -586,6 +650,201 @@ class Logging(Model):
     max_file: Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=100)] = 3
 
 
+STATE_MIN_MAXMEMORY = 1024 * 1024  # less than 1MB holds no useful number of sessions
+
+
+class State(Model):
+    """The state store: Redis, for the gateway's rate limits and sessions (docs/state-store.md).
+    ``enabled`` unset means "when the gateway runs"; false keeps the gateway's limits per process and
+    its sessions in memory (lost at each restart), which ``doctor`` says."""
+
+    enabled: Bool | None = None
+    image: Image = "redis:7-alpine"
+    # Redis refuses writes past this (maxmemory-policy noeviction) rather than drop a session.
+    maxmemory: Annotated[Size, Field(ge=STATE_MIN_MAXMEMORY, le=1024**4)] = 64 * 1024 * 1024
+    resources: Resources = Resources()
+    # Swarm only: where its task runs (its volume lives on that node), as components.<name>.placement.
+    placement: list[Annotated[str, Field(pattern=PLACEMENT_PATTERN, max_length=200)]] = []
+
+    @model_validator(mode="after")
+    def _room_for_maxmemory(self) -> State:
+        memory = self.resources.memory
+        if memory is not None and memory < self.maxmemory + 16 * 1024 * 1024:
+            raise ValueError(
+                f"resources.memory ({memory} bytes) leaves no room above maxmemory ({self.maxmemory} "
+                "bytes): Redis needs about 16MB more than its data, or the kernel kills it; raise "
+                "state.resources.memory or lower state.maxmemory"
+            )
+        return self
+
+
+NETWORK_POOL = "172.16.0.0/16"
+ENGINE_POOLS = "docker"  # networks.pool: leave the addresses to the engine's own pools (as before issue 20)
+SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
+
+
+def _network_pool(value: Any) -> Any:
+    """An IPv4 range in CIDR form that no public address is in, or ``docker``: checked here so that a
+    typo is a configuration error naming the key, not a refusal from the engine half way through up."""
+    if value == ENGINE_POOLS:
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be an IPv4 range such as {NETWORK_POOL}, or {ENGINE_POOLS!r}")
+    try:
+        pool = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{_short_text(value)!r} is not an IPv4 range in CIDR form (e.g. {NETWORK_POOL}); "
+            f"{ENGINE_POOLS!r} leaves the addresses to the engine's own pools"
+        ) from None
+    if not isinstance(pool, ipaddress.IPv4Network):
+        raise ValueError(
+            f"{value} is an IPv6 range: the stack's networks take IPv4 ranges (e.g. {NETWORK_POOL})"
+        )
+    if str(pool) != value.strip():
+        raise ValueError(f"{value} has bits set past its prefix length; the range it is in is {pool}")
+    if pool.prefixlen > MAX_POOL_PREFIX:
+        raise ValueError(f"{value} is smaller than a /{MAX_POOL_PREFIX}, too small for any stack's networks")
+    special = pool.is_loopback or pool.is_link_local or pool.is_multicast or pool.is_reserved
+    if special or pool.is_unspecified or not (pool.is_private or pool.subnet_of(SHARED_ADDRESS_SPACE)):
+        raise ValueError(
+            f"{value} is not a private range: containers would shadow the hosts that really have those "
+            "addresses; take one within 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10"
+        )
+    return value.strip()
+
+
+MAX_POOL_PREFIX = 28  # one /28: whether a stack fits is said when it is planned (core/subnets.py)
+
+
+class Networks(Model):
+    """Where the stack's networks take their addresses (docs/networks.md). Each gets a small subnet
+    of ``pool``, in a block chosen from the project's name, instead of one of the engine's default
+    ranges (a /16 or a /20 each, about 31 in all)."""
+
+    pool: Annotated[str, BeforeValidator(_network_pool)] = NETWORK_POOL
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%-]*)?$")
+
+
+def _enabled_setting(value: Any) -> Any:
+    """``auto`` or a boolean (spelled true/false anywhere, as every switch of the deploy file)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _bool(value)
+    except ValueError:
+        raise ValueError(
+            "must be auto (on when an enabled channel receives webhooks: whatsapp, slack with mode "
+            '"http", webchat), true or false'
+        ) from None
+
+
+def _published_port(value: Any) -> Any:
+    value = _not_a_bool(value)
+    if isinstance(value, int) and not 1 <= value <= 65535:
+        raise ValueError("must be a port number from 1 to 65535: webhook providers are given this port")
+    return value
+
+
+class Ingress(Model):
+    """The HTTPS ingress (Caddy) in front of the channels that receive webhooks (docs/ingress.md)."""
+
+    enabled: Annotated[Literal["auto"] | bool, BeforeValidator(_enabled_setting)] = "auto"
+    domain: str | None = None  # the public name providers call; unset: localhost (internal mode)
+    # acme (the default with a domain), internal (Caddy's own CA, the default without), files.
+    tls: Literal["acme", "internal", "files"] | None = None
+    acme_ca: str | None = None  # ACME directory URL; unset: Let's Encrypt
+    acme_ca_root: PathText | None = None  # PEM the ACME server's HTTPS chains to (a private ACME CA)
+    email: str | None = None  # the ACME account's contact
+    cert_file: PathText | None = None  # files mode: certificate chain (PEM)
+    key_file: PathText | None = None  # files mode: its private key (PEM)
+    host_ip: str | None = None  # unset: 0.0.0.0 with a domain, 127.0.0.1 without
+    http_port: Annotated[int, BeforeValidator(_published_port)] = 80
+    https_port: Annotated[int, BeforeValidator(_published_port)] = 443
+    image: Image = "caddy:2-alpine"
+    resources: Resources = Resources()
+    # Swarm only: where its task runs (its certificates' volume lives on that node).
+    placement: list[Annotated[str, Field(pattern=PLACEMENT_PATTERN, max_length=200)]] = []
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _DOMAIN.match(value):
+            raise ValueError(
+                "must be a fully qualified domain name in lowercase, e.g. hooks.example.com (letters, "
+                "digits and '-' in dot-separated labels, no scheme, port, path, wildcard or IP "
+                "address): certificates are issued for it and providers call https://DOMAIN/..."
+            )
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError(
+                "must be an email address (name@example.com): the ACME CA writes to it about expiring "
+                "certificates; or leave it out"
+            )
+        return value
+
+    @field_validator("acme_ca")
+    @classmethod
+    def _acme_ca(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTPS_URL.match(value):
+            raise ValueError(
+                "must be an ACME directory URL starting with https://, e.g. "
+                "https://acme-staging-v02.api.letsencrypt.org/directory; or leave it out for Let's Encrypt"
+            )
+        return value
+
+    @field_validator("host_ip")
+    @classmethod
+    def _host_ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(
+                    "must be an IP address of this host: 0.0.0.0 publishes the ingress on every "
+                    "interface, 127.0.0.1 on loopback alone"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _mode_and_files(self) -> Ingress:
+        mode = self.tls or ("acme" if self.domain else "internal")
+        if self.http_port == self.https_port:
+            raise ValueError("http_port and https_port must differ")
+        if mode == "acme" and not self.domain:
+            raise ValueError(
+                "tls is acme but domain is not set: an ACME CA issues certificates for a domain name "
+                "that resolves to this host; set ingress.domain, or use tls: internal (Caddy's own CA)"
+            )
+        if mode == "files" and not (self.cert_file and self.key_file):
+            raise ValueError(
+                "tls is files but cert_file and key_file are not both set: give the certificate chain "
+                "and its private key (PEM files, paths relative to the deploy file), or use tls: acme "
+                "or internal"
+            )
+        if mode != "files" and (self.cert_file or self.key_file):
+            raise ValueError(
+                f"cert_file and key_file are used by tls: files only, and tls is {mode}; set tls: files "
+                "to serve them, or remove them"
+            )
+        if mode != "acme" and (self.acme_ca or self.acme_ca_root or self.email):
+            raise ValueError(
+                f"acme_ca, acme_ca_root and email are used by tls: acme only, and tls is {mode}; remove "
+                "them, or set tls: acme with a domain"
+            )
+        return self
+
+
 class DeployConfig(Model):
     project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = "nachos"
     target: Literal["compose", "swarm"] = "compose"  # the engine: a Compose project or a Swarm stack
@@ -597,6 +856,9 @@ class DeployConfig(Model):
     components: dict[ComponentName, Component] = {}
     logging: Logging = Logging()  # every container's log, bounded (docs/configuration.md#logs)
     run_as: RunAs = RunAs()  # uid:gid of the containers (docs/security.md#user-ids)
+    state: State = State()  # the gateway's Redis (docs/state-store.md)
+    networks: Networks = Networks()  # the networks' addresses (docs/networks.md)
+    ingress: Ingress = Ingress()  # HTTPS in front of the webhook channels (docs/ingress.md)
 
     @model_validator(mode="after")
     def _swarm_only(self) -> DeployConfig:

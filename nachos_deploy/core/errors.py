@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     BUS = 5  # the bus did not become healthy; no component was started
     COMPONENT = 6  # a component did not come up running, healthy and on the bus
     OUTPUT = 7  # the output folder could not be written
+    WEBHOOK = 8  # a webhook route did not pass its proof from the host (the provider's own call)
     INTERRUPTED = 130
 
 
@@ -56,6 +57,12 @@ class OutputError(DeployError):
     exit_code = ExitCode.OUTPUT
 
 
+class WebhookFailure(DeployError):
+    """The stack runs, but a provider calling a channel's public webhook URL would not get through."""
+
+    exit_code = ExitCode.WEBHOOK
+
+
 def typed(message: str, exit_code: ExitCode, *, details: str = "") -> DeployError:
     """The error class that goes with an exit code, so that API callers can catch by type."""
     kinds: dict[ExitCode, type[DeployError]] = {
@@ -64,6 +71,7 @@ def typed(message: str, exit_code: ExitCode, *, details: str = "") -> DeployErro
         ExitCode.BUS: BusFailure,
         ExitCode.COMPONENT: ComponentFailure,
         ExitCode.OUTPUT: OutputError,
+        ExitCode.WEBHOOK: WebhookFailure,
     }
     kind = kinds.get(exit_code)
     if kind is None:

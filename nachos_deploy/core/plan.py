@@ -6,6 +6,7 @@ Pure: no disk, clock or environment. The plan is what both the renderer and the 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import posixpath
 import re
@@ -13,7 +14,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from nachos_deploy.core import (
     bus_placement,
@@ -23,8 +24,9 @@ from nachos_deploy.core import (
     platform_config,
     sidecar_limits,
 )
-from nachos_deploy.core.catalog import Role
+from nachos_deploy.core.catalog import NOT_PLATFORM, Role
 from nachos_deploy.core.config import (
+    ENGINE_POOLS,
     MAX_PAYLOAD_ADVISED,
     TAKEN_NAMES_HINT,
     Component,
@@ -35,7 +37,11 @@ from nachos_deploy.core.config import (
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.permissions import Permissions
 from nachos_deploy.core.platform_config import Platform
+from nachos_deploy.core.subnets import Member, Subnets, allocate
 from nachos_deploy.core.units import duration_seconds, format_size
+
+if TYPE_CHECKING:  # core/ingress.py imports this module; make_plan imports it in turn when it runs
+    from nachos_deploy.core.ingress import IngressPlan
 
 _HERE = PurePath()
 BUS = "bus"
@@ -71,6 +77,28 @@ INIT_NETWORK = "volume-init-link"  # Swarm has no network_mode none: the one-sho
 PLATFORM_CONFIG_FILE = "nachos.toml"
 BUS_VOLUME = "bus-data"
 GATEWAY_VOLUME = "gateway-data"
+# The state store (Redis, issue 20): the gateway's rate limits and sessions. Only the gateway reaches
+# it, over a network of the two alone; the default user is off, and the gateway logs in as its own
+# ACL user, whose password lives in credentials/ (io/state_credentials.py) and reaches Redis only as
+# its SHA-256 in an ACL file. The healthcheck logs in as a user that may only PING and list the
+# clients (for `status`), whose password is the one secret inside the state's container.
+STATE = "state"
+STATE_NETWORK = "state-link"  # internal; a component's network ends in -link, but none is named state
+STATE_VOLUME = "state-data"
+STATE_PORT = 6379
+STATE_DATA_DIR = "/data"
+STATE_CREDENTIALS_MOUNT = "/etc/redis/credentials"
+STATE_ACL_FILE = "users.acl"
+STATE_HEALTH_FILE = "health"
+STATE_GATEWAY_USER = "gateway"
+STATE_HEALTH_USER = "nachos-health"
+STATE_URL_VARIABLES = ("REDIS_URL", "RUNTIME_REDIS_URL")  # the gateway's rate limiter, its sessions
+_STATE_CLI = (
+    f'REDISCLI_AUTH="$(cat {STATE_CREDENTIALS_MOUNT}/{STATE_HEALTH_FILE})" '
+    f"redis-cli --no-auth-warning --user {STATE_HEALTH_USER}"
+)
+STATE_HEALTH_TEST = f"{_STATE_CLI} ping | grep -qx PONG"  # an authenticated PING
+STATE_CLIENTS_COMMAND = ("sh", "-c", f"{_STATE_CLI} client list")  # for `status`: who is connected
 BUS_URL = f"nats://{BUS}:{CLIENT_PORT}"
 LEAF_PORT = 7422
 CREDENTIALS_DIR = "credentials"
@@ -96,6 +124,18 @@ LEAF_URL = "NACHOS_LEAF_URL"
 # Never environment variables: whoever reads a process's environ or `docker inspect`s it reads those.
 CREDENTIALS_MOUNT = "/etc/nats/credentials"
 CREDENTIALS_INCLUDE = "credentials/secrets.conf"  # relative to the config file, as nats-server reads it
+# TLS on the hub's client port (bus.tls): the server's certificate and key in credentials/bus-tls/
+# (mounted read-only like the passwords' folder on Compose, a Swarm secret each on Swarm), signed by
+# nachos-deploy's own CA, whose certificate (credentials/bus-ca.pem) the host's clients trust and
+# whose key (credentials/bus-ca-key.pem, 0600) never leaves the host. The forwarder relays the TLS
+# bytes as they are: it holds no key.
+TLS_OWNER = "bus-tls"
+TLS_MOUNT = "/etc/nats/tls"
+TLS_CERT = "server.pem"
+TLS_KEY = "server-key.pem"
+TLS_CA = "bus-ca.pem"
+TLS_CA_KEY = "bus-ca-key.pem"
+TLS_HANDSHAKE_TIMEOUT = 5  # seconds; nats-server's default (2s) fails handshakes on a loaded host
 SIDECAR_HEALTH_TEST = (
     "wget -qO- http://127.0.0.1:8222/leafz | grep -q '\"leafnodes\": 1'"  # joined to the hub
 )
@@ -131,6 +171,9 @@ class Mount:
     # The deploy file's key behind a bind mount it names (a folder of the deploy's, created when
     # missing; see core/bind_sources.py); empty for volumes and the files nachos-deploy writes itself.
     key: str = ""
+    # A fresh named volume is not filled from the image's folder at ``target``: Docker would also
+    # give its top folder the image's owner (redis:7-alpine's /data is uid 999's), undoing volume-init.
+    nocopy: bool = False
 
     @property
     def is_volume(self) -> bool:
@@ -190,6 +233,7 @@ DEFAULT_LIMITS = {
     Role.TOOL: Limits(memory=1024**3, pids=512),
 }
 BROWSER_LIMITS = Limits(memory=2 * 1024**3, pids=1024)
+STATE_PIDS = 64  # Redis runs a handful of threads, and forks once per append-only-file rewrite
 BUS_LIMITS = Limits(memory=512 * 1024**2, pids=256)
 # A relay process per connection (two for a cluster's failover relay), ~0.2 MiB each: see RELAYS.
 PORTS_LIMITS = Limits(memory=64 * 1024**2, pids=1280)
@@ -270,6 +314,38 @@ AUDIT_SUBJECTS = ("nachos.audit.>",)
 
 
 @dataclass(frozen=True)
+class BusTlsPlan:
+    """TLS on the hub's client port. Without ``cert_file`` the certificate is nachos-deploy's own,
+    made for ``names`` (and the host's name, which io/bus_tls.py adds: planning reads no host)."""
+
+    names: tuple[str, ...]
+    cert_file: str | None = None  # the user's files, absolute host paths (bus.tls.*)
+    key_file: str | None = None
+    ca_file: str | None = None
+    host: str = "127.0.0.1"  # the address the host's own clients connect to (see bus_endpoints)
+
+    @property
+    def generated(self) -> bool:
+        return self.cert_file is None
+
+    @property
+    def server_name(self) -> str:
+        """The name the host's own clients check the certificate for: the address they connect to,
+        or, with a user's certificate and bus.tls.names, the first of those names (a certificate made
+        for a domain need not name 127.0.0.1; it must still chain to the trusted CA)."""
+        if not self.generated and self.names:
+            return self.names[0]
+        return self.host
+
+    def trusted_ca(self, output_dir: PurePath) -> PurePath | None:
+        """The file clients must trust: nachos-deploy's CA in the output folder, the user's
+        ``bus.tls.ca_file``, or None (the user's certificate chains to a CA the system trusts)."""
+        if self.generated:
+            return output_dir / CREDENTIALS_DIR / TLS_CA
+        return PurePath(self.ca_file) if self.ca_file else None
+
+
+@dataclass(frozen=True)
 class BusPlan:
     service: ServicePlan
     ports: ServicePlan  # the forwarder that publishes the bus's ports on the host
@@ -283,6 +359,7 @@ class BusPlan:
     peers: tuple[ServicePlan, ...] = ()  # the other nodes of a clustered bus (bus-2, bus-3, ...)
     # The forwarder publishes the HTTP monitoring ports on the host (bus.publish_monitor, or auth off).
     monitor_published: bool = True
+    tls: BusTlsPlan | None = None  # TLS on the client port (bus.tls)
 
     @property
     def nodes(self) -> tuple[ServicePlan, ...]:
@@ -291,14 +368,6 @@ class BusPlan:
     @property
     def clustered(self) -> bool:
         return bool(self.peers)
-
-    @property
-    def max_payload_text(self) -> str:
-        return format_size(self.max_payload)
-
-    @property
-    def max_pending_text(self) -> str:
-        return format_size(self.max_pending)
 
 
 @dataclass(frozen=True)
@@ -318,6 +387,10 @@ class Plan:
     logging: log_limits.LogPlan = field(default_factory=log_limits.LogPlan)  # every service's log, bounded
     # (file name, TOML text): each platform component's own copy of nachos.toml, with no secret
     platform_files: tuple[tuple[str, str], ...] = ()
+    ingress: IngressPlan | None = None  # HTTPS in front of the webhook channels (core/ingress.py)
+    # Each network's own small subnet of networks.pool (core/subnets.py); None: networks.pool is
+    # `docker`, and the engine picks them from its own pools.
+    subnets: Subnets | None = None
 
     @property
     def services(self) -> tuple[ServicePlan, ...]:
@@ -341,8 +414,15 @@ class Plan:
             )
         if not only:
             return self.services
-        components = [c for c in self.components if c.name in only]
-        return (self.bus.service, self.bus.ports, *self.with_sidecars(components))
+        return (self.bus.service, self.bus.ports, *self.with_sidecars(self.named(only)))
+
+    def named(self, only: Collection[str]) -> list[ServicePlan]:
+        """The components ``only`` names (all when empty), with the state store when a gateway is
+        among them: a gateway without its store never says it is healthy."""
+        gateway = any(c.role is Role.GATEWAY and c.name in only for c in self.components)
+        return [
+            c for c in self.components if not only or c.name in only or (gateway and c.role is Role.STATE)
+        ]
 
     def with_sidecars(self, components: Iterable[ServicePlan]) -> list[ServicePlan]:
         """The sidecars of ``components``, then the components: what starting them means."""
@@ -362,6 +442,11 @@ class Plan:
             for var in service.environment
             if var.reference and var.required
         ]
+
+    @property
+    def state(self) -> ServicePlan | None:
+        """The state store, when the gateway has one (state.enabled)."""
+        return next((c for c in self.components if c.role is Role.STATE), None)
 
     def component(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -391,17 +476,36 @@ def make_plan(
 
     components = tuple(_component(name, role, config, channels, base_dir, output_dir) for name, role in names)
     components, platform_files = _own_platform_configs(config, platform, components)
+    # Imported here: core/ingress.py builds on this module's classes (see its imports).
+    from nachos_deploy.core import ingress as ingress_plans
+
+    document = (
+        platform.document
+        if platform.document is not None
+        else platform_config.default_document(config.project)
+    )
+    ingress, components = ingress_plans.plan(
+        config, components, document, base_dir=base_dir, output_dir=output_dir
+    )
+    components = _slack_http_secret(components, platform)
     if platform.secrets:
         warnings.append(platform_config.inline_secrets_warning(platform.path, platform.secrets))
-    bus = _bus(config)
+    bus = _bus(config, base_dir)
     # The platform's ADR default (10MB) is above NATS's advice on purpose; warn only on a user's choice.
     if config.bus.max_payload > MAX_PAYLOAD_ADVISED and "max_payload" in config.bus.model_fields_set:
         warnings.append(
-            f"bus.max_payload is {bus.max_payload_text}: NATS advises 8MB at most, since large "
+            f"bus.max_payload is {format_size(bus.max_payload)}: NATS advises 8MB at most, since large "
             "messages hold up every other client on the connection."
         )
     if config.bus.bind_address not in ("127.0.0.1", "::1"):
         guard = "only the operator password guards it" if config.bus.auth else "and it has no authentication"
+        if bus.tls is not None:
+            guard += " (sent over TLS, bus.tls)"
+        elif not ipaddress.ip_address(config.bus.bind_address).is_loopback:
+            guard += (
+                ", and bus.tls.mode is off, so that password crosses the network in clear (set "
+                "bus.tls.mode to auto or on)"
+            )
         warnings.append(
             f"bus.bind_address is {config.bus.bind_address}: the bus ports are reachable from other "
             f"hosts, {guard}."
@@ -427,7 +531,10 @@ def make_plan(
                 f"{service.image} must be one you built (set components.{service.name}.image)."
             )
     warnings.extend(_host_path_warnings(config, base_dir))
-    prepared, unprepared = _prepared_volumes(components)
+    state = _state(config, components, warnings)
+    prepared, unprepared = _prepared_volumes(
+        (*components, *((state,) if state else ()), *((ingress.service,) if ingress else ()))
+    )
     warnings.extend(unprepared)
     preparing = {p.used_by for p in prepared}
     components = tuple(replace(c, waits_for_volumes=c.name in preparing) for c in components)
@@ -439,6 +546,16 @@ def make_plan(
             "on nachos-internal can read every message and publish as any component. Use it only to debug."
         )
     sidecars, components = _wire(config, components, channels)
+    if state is not None:
+        components = _with_state(components, replace(state, waits_for_volumes=True))
+    if ingress is not None:  # after the webhook channels; reaches none of the bus set
+        edge = replace(
+            ingress.service,
+            waits_for_volumes=True,
+            depends_on=((VOLUME_INIT, "service_completed_successfully"),),
+        )
+        ingress = replace(ingress, service=edge)
+        components = (*components, edge)
     if config.bus.auth or bus.clustered:  # passwords (and routes) come from credentials/
         bus = replace(
             bus,
@@ -447,6 +564,11 @@ def make_plan(
         )
 
     network_names = {INTERNAL_NETWORK: True, BUS_LINK_NETWORK: True, HOST_NETWORK: False}
+    if state is not None:
+        network_names[STATE_NETWORK] = True
+    if ingress is not None:
+        network_names[ingress_plans.PUBLIC_NETWORK] = False
+        network_names.update((route.network, True) for route in ingress.routes)
     for sidecar in sidecars:
         network_names[sidecar.service.networks[-1]] = True
     for service in components:
@@ -455,24 +577,100 @@ def make_plan(
     volumes = {node_volume(index) for index in range(1, config.bus.nodes + 1)}
     for service in components:
         volumes.update(mount.source for mount in service.mounts if mount.is_volume)
-    return _with_unique_names(
-        Plan(
-            project=config.project,
-            bus=bus,
-            components=components,
-            networks=tuple(network_names.items()),
-            volumes=tuple(sorted(volumes)),
-            platform_config_source=platform_source,
-            generate_platform_config=generate and any(c.role is not Role.EXTRA for c in components),
-            platform_files=platform_files,
-            prepared_volumes=prepared,
-            warnings=tuple(warnings),
-            auth=config.bus.auth,
-            sidecars=tuple(sidecars),
-            target=config.target,
-            logging=log_limits.plan(config.logging),
-        )
+    return _with_subnets(
+        config,
+        _with_unique_names(
+            Plan(
+                project=config.project,
+                bus=bus,
+                components=components,
+                networks=tuple(network_names.items()),
+                volumes=tuple(sorted(volumes)),
+                platform_config_source=platform_source,
+                generate_platform_config=generate and any(c.role not in NOT_PLATFORM for c in components),
+                platform_files=platform_files,
+                prepared_volumes=prepared,
+                warnings=tuple(warnings),
+                auth=config.bus.auth,
+                sidecars=tuple(sidecars),
+                target=config.target,
+                logging=log_limits.plan(config.logging),
+                ingress=ingress,
+            )
+        ),
     )
+
+
+def _state(
+    config: DeployConfig, components: Sequence[ServicePlan], warnings: list[str]
+) -> ServicePlan | None:
+    """The state store's service, when it runs: by default whenever a gateway does."""
+    gateway = any(c.role is Role.GATEWAY for c in components)
+    if config.state.enabled is False:
+        return None
+    if not gateway:
+        if config.state.enabled:
+            warnings.append("state.enabled is true, but no gateway runs: the state store is not started.")
+        return None
+    maxmemory = config.state.maxmemory
+    command = (
+        "redis-server",
+        *("--port", str(STATE_PORT), "--dir", STATE_DATA_DIR),
+        # Every write in the append-only file, flushed each second; no RDB snapshots besides it.
+        *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
+        # Full is an error to the writer, never a session dropped without a word.
+        *("--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction"),
+        *("--aclfile", f"{STATE_CREDENTIALS_MOUNT}/{STATE_ACL_FILE}"),
+        # Nobody logs in without a password (the default user is off), so no protected mode, which
+        # would refuse the gateway's connections from another address.
+        *("--protected-mode", "no"),
+    )
+    # The append-only-file rewrite forks: its copy-on-write pages can take as much again.
+    default = Limits(memory=2 * maxmemory + 32 * 1024 * 1024, pids=STATE_PIDS)
+    if config.target == "swarm":
+        acl = f"./{CREDENTIALS_DIR}/{STATE}"
+        credentials = tuple(
+            Mount(f"{acl}/{name}", f"{STATE_CREDENTIALS_MOUNT}/{name}", read_only=True)
+            for name in (STATE_ACL_FILE, STATE_HEALTH_FILE)
+        )
+    else:  # the folder: a rotated file is there at the next start
+        credentials = (Mount(f"./{CREDENTIALS_DIR}/{STATE}", STATE_CREDENTIALS_MOUNT, read_only=True),)
+    return ServicePlan(
+        name=STATE,
+        role=Role.STATE,
+        image=config.state.image,
+        command=command,
+        networks=(STATE_NETWORK,),
+        mounts=(Mount(STATE_VOLUME, STATE_DATA_DIR, nocopy=True), *credentials),
+        healthcheck=HealthPlan(("CMD-SHELL", STATE_HEALTH_TEST), "1s", "2s", 3),
+        user=config.run_as.state,
+        limits=_limits(config.state.resources, default),
+        placement=tuple(config.state.placement),
+    )
+
+
+def _with_state(components: tuple[ServicePlan, ...], state: ServicePlan) -> tuple[ServicePlan, ...]:
+    """``state`` placed before the first gateway, and every gateway given its network, its URLs
+    (the env file io/state_credentials.py writes) and a start that waits for an authenticated PING."""
+    state = replace(state, depends_on=((VOLUME_INIT, "service_completed_successfully"),))
+    placed: list[ServicePlan] = []
+    for component in components:
+        if component.role is Role.GATEWAY:
+            if state not in placed:
+                placed.append(state)
+            env_file = platform_config.secrets_env_file(component.name)
+            component = replace(
+                component,
+                # The env file's URLs, not the host's ${RUNTIME_REDIS_URL:-}, which would win over it.
+                environment=tuple(v for v in component.environment if v.name not in STATE_URL_VARIABLES),
+                networks=(*component.networks, STATE_NETWORK),
+                depends_on=(*component.depends_on, (STATE, "service_healthy")),
+                env_files=component.env_files
+                if env_file in component.env_files
+                else (*component.env_files, env_file),
+            )
+        placed.append(component)
+    return tuple(placed)
 
 
 def platform_copy(component: str) -> str:
@@ -510,7 +708,7 @@ def _own_platform_configs(
     files: list[tuple[str, str]] = []
     planned: list[ServicePlan] = []
     for service in components:
-        if service.role is Role.EXTRA:
+        if service.role in NOT_PLATFORM:  # they read no nachos.toml
             planned.append(service)
             continue
         own = platform_config.component_document(document, service.name, str(service.role))
@@ -536,6 +734,49 @@ def _own_platform_configs(
     return tuple(planned), tuple(files)
 
 
+def _with_subnets(config: DeployConfig, plan: Plan) -> Plan:
+    """Each network's subnet, from what the finished plan puts on it (docs/networks.md): done last,
+    so that every network a part of the plan added is counted, with every service on it."""
+    if config.networks.pool == ENGINE_POOLS:
+        return plan
+    swarm = config.target == "swarm"
+    members: dict[str, list[Member]] = {name: [] for name, _ in plan.networks}
+    for service in plan.services:
+        for network in service.networks:
+            members.setdefault(network, []).append(Member(service.name, service.replicas))
+    if swarm and plan.prepared_volumes:  # Swarm's volume-init has a network of its own
+        members[INIT_NETWORK] = [Member(VOLUME_INIT)]
+    return replace(plan, subnets=allocate(config.project, config.networks.pool, members, swarm=swarm))
+
+
+def _slack_http_secret(components: tuple[ServicePlan, ...], platform: Platform) -> tuple[ServicePlan, ...]:
+    """Slack in ``http`` mode (CHANNEL_SLACK_MODE=http, which the ingress's wiring sets) verifies every
+    request with SLACK_SIGNING_SECRET, and Bolt refuses to start without it: required then, by name,
+    at `validate` and `up`, unless nachos.toml holds it (it reaches the channel from credentials/)."""
+    inline = {(s.component, s.variable) for s in platform.secrets}
+    wired = []
+    for service in components:
+        modes = [
+            var.value for var in service.environment if var.name == "CHANNEL_SLACK_MODE" and not var.reference
+        ]
+        if (
+            service.name == "slack"
+            and modes == ["http"]
+            and ("slack", "CHANNEL_SLACK_SIGNING_SECRET") not in inline
+        ):
+            service = replace(
+                service,
+                environment=tuple(
+                    replace(var, required=True)
+                    if var.name == "SLACK_SIGNING_SECRET" and var.reference
+                    else var
+                    for var in service.environment
+                ),
+            )
+        wired.append(service)
+    return tuple(wired)
+
+
 def _with_unique_names(plan: Plan) -> Plan:
     """The last guard before a file is written: two services of one name render two equal keys, and
     Compose keeps the last without a word, so one of them would never run. Validation refuses the
@@ -558,7 +799,9 @@ def _target_warnings(config: DeployConfig) -> list[str]:
         return [
             "target is swarm: Swarm publishes the bus's ports on every interface of the node running "
             f"{PORTS} (it has no host IP; bus.bind_address applies to Compose only), so the client port "
-            f"is guarded by the operator password alone{monitoring}: firewall them. "
+            f"is guarded by the operator password alone{monitoring}"
+            + ("" if bus_tls_on(config) else ", sent in clear (bus.tls.mode is off)")
+            + ": firewall them. "
             "Swarm also ignores no-new-privileges."
         ]
     placed = sorted(name for name, settings in config.components.items() if settings.placement)
@@ -599,7 +842,7 @@ def _wire(
         if component.waits_for_volumes:
             depends.append((VOLUME_INIT, "service_completed_successfully"))
         if config.bus.auth:
-            sidecar = _sidecar(config, component, channels, tool_ids)
+            sidecar = _sidecar(config, component, channels, tool_ids, len(components))
             sidecars.append(sidecar)
             depends[0] = (sidecar.service.name, "service_healthy")
             url = f"nats://{sidecar.service.name}:{CLIENT_PORT}"
@@ -669,7 +912,7 @@ def _with_bus_check(config: DeployConfig, component: ServicePlan) -> ServicePlan
 
 
 def _sidecar(
-    config: DeployConfig, component: ServicePlan, channels: list[str], tool_ids: list[str]
+    config: DeployConfig, component: ServicePlan, channels: list[str], tool_ids: list[str], leaves: int
 ) -> Sidecar:
     settings = _settings(config, component.name).permissions
     rights = permissions.for_component(
@@ -688,6 +931,8 @@ def _sidecar(
     name = f"{BUS}-{component.name}"
     config_file = f"sidecar-{component.name}.conf"
     bounds = sidecar_limits.for_component(config, component.name, component.role)
+    if _settings(config, component.name).sidecar.max_subscriptions is None:  # a value set is kept
+        bounds = sidecar_limits.room_for_leaves(bounds, leaves)
     service = ServicePlan(
         name=name,
         role=Role.SIDECAR,
@@ -815,6 +1060,8 @@ def _component(
         mounts.append(Mount(f"./{platform_copy(name)}", catalog.PLATFORM_CONFIG_PATH, read_only=True))
     if tool_id is not None:
         put("TOOL_ID", tool_id)
+    if role in KEEPS_STATE:
+        put("RUNTIME_STATE_DIR", catalog.STATE_DIR)
     for key, value in known.environment:
         put(key, value)
     if role is Role.GATEWAY and channels:
@@ -828,6 +1075,8 @@ def _component(
 
     if role is Role.GATEWAY:
         mounts.append(Mount(GATEWAY_VOLUME, catalog.GATEWAY_DATA_DIR))
+    if role in KEEPS_STATE and not _mounted_at(settings.volumes, catalog.STATE_DIR):
+        mounts.append(Mount(state_volume(name), catalog.STATE_DIR))
     if name == "filesystem" and not settings.volumes:
         # Only the read mode may have the workspace read-only: the others exist to change it.
         read_only = literal.get("TOOL_MODE", "read") == "read"
@@ -871,6 +1120,23 @@ def _component(
         replicas=settings.replicas,
         placement=tuple(settings.placement),
     )
+
+
+# The components that write under runtime.state_dir (upstream-components.md, "State the components
+# keep"): the gateway (identity/, memory/) and the channels (pairing/<channel>.json).
+KEEPS_STATE = (Role.GATEWAY, Role.CHANNEL)
+
+
+def state_volume(component: str) -> str:
+    """The named volume at a component's RUNTIME_STATE_DIR: its own, so no other component reads a
+    channel's pairing list or the gateway's memory; kept by ``down``, removed by ``down --volumes``."""
+    return f"{component}-state"
+
+
+def _mounted_at(volumes: Sequence[str], target: str) -> bool:
+    """Whether the deploy file's ``components.<name>.volumes`` already mounts something at ``target``
+    (then that is the state folder, and no volume of nachos-deploy's goes there too)."""
+    return any(item.split(":")[1:2] == [target] for item in volumes)
 
 
 def _limits(resources: Resources, default: Limits | None) -> Limits:
@@ -983,7 +1249,64 @@ def _bus_health(config: DeployConfig) -> HealthPlan:
     return HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), interval, "2s", 3)
 
 
-def _bus(config: DeployConfig) -> BusPlan:
+def bus_tls_on(config: DeployConfig) -> bool:
+    """Whether the hub's client port speaks TLS: bus.tls.mode, where ``auto`` means "when the port
+    leaves the machine": a bind address other than loopback, or any Swarm (it publishes on every
+    interface of the node, whatever the bind address says)."""
+    mode = config.bus.tls.mode
+    if mode != "auto":
+        return mode == "on"
+    if config.target == "swarm":
+        return True
+    return not ipaddress.ip_address(config.bus.bind_address).is_loopback
+
+
+def _bus_tls(config: DeployConfig, base_dir: PurePath) -> BusTlsPlan | None:
+    """The TLS plan: the names the generated certificate covers (those clients use: the bind address,
+    loopback, then bus.tls.names), or the user's files resolved from the deploy file's folder."""
+    if not bus_tls_on(config):
+        return None
+    tls = config.bus.tls
+    names: list[str] = []
+    address = config.bus.bind_address
+    for name in (
+        *(() if ipaddress.ip_address(address).is_unspecified else (address,)),
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        *tls.names,
+    ):
+        if name not in names:
+            names.append(name)
+
+    def host_path(path: str | None) -> str | None:
+        if path is None:
+            return None
+        return posixpath.normpath(posixpath.join(PurePath(base_dir).as_posix(), path))
+
+    if tls.cert_file is not None:
+        names = list(tls.names)  # a user's certificate: only the names the user says clients check
+    unspecified = ipaddress.ip_address(address)
+    host = ("127.0.0.1" if unspecified.version == 4 else "::1") if unspecified.is_unspecified else address
+    return BusTlsPlan(
+        tuple(names), host_path(tls.cert_file), host_path(tls.key_file), host_path(tls.ca_file), host
+    )
+
+
+def _tls_mounts(config: DeployConfig) -> tuple[Mount, ...]:
+    """The server's certificate and key: the folder on Compose (read-only, as the passwords'), a Swarm
+    secret each on Swarm (a bind mount would need the folder on every node)."""
+    if not bus_tls_on(config):
+        return ()
+    folder = f"./{CREDENTIALS_DIR}/{TLS_OWNER}"
+    if config.target == "swarm":
+        return tuple(
+            Mount(f"{folder}/{name}", f"{TLS_MOUNT}/{name}", read_only=True) for name in (TLS_CERT, TLS_KEY)
+        )
+    return (Mount(folder, TLS_MOUNT, read_only=True),)
+
+
+def _bus(config: DeployConfig, base_dir: PurePath = _HERE) -> BusPlan:
     bus = config.bus
     clustered = bus.nodes > 1
     spread = clustered and config.target == "swarm"
@@ -1011,6 +1334,7 @@ def _bus(config: DeployConfig) -> BusPlan:
             mounts=(
                 Mount(f"./{NATS_CONFIG_FILE}", NATS_CONFIG_TARGET, read_only=True),
                 Mount(node_volume(index), bus.store_dir),
+                *_tls_mounts(config),
             ),
             healthcheck=_bus_health(config),
             limits=_limits(bus.resources, BUS_LIMITS),
@@ -1030,6 +1354,7 @@ def _bus(config: DeployConfig) -> BusPlan:
         monitor_port=bus.monitor_port,
         bind_address=bus.bind_address,
         monitor_published=monitor_published(config),
+        tls=_bus_tls(config, base_dir),
         audit=AuditPlan(
             bus.audit.stream,
             AUDIT_SUBJECTS,

@@ -20,6 +20,7 @@ import jinja2
 import yaml
 
 from nachos_deploy import __version__
+from nachos_deploy.core import ingress
 from nachos_deploy.core.errors import DeployError
 from nachos_deploy.core.plan import (
     BUS_STACK_FILE,
@@ -48,6 +49,10 @@ from nachos_deploy.core.plan import (
     SYSTEM_PASSWORD,
     SYSTEM_READS,
     SYSTEM_USER,
+    TLS_CERT,
+    TLS_HANDSHAKE_TIMEOUT,
+    TLS_KEY,
+    TLS_MOUNT,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
     EnvVar,
@@ -56,6 +61,7 @@ from nachos_deploy.core.plan import (
     route_variable,
     secret_version_variable,
 )
+from nachos_deploy.core.units import format_size
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."
 GITIGNORE = ".gitignore"
@@ -67,6 +73,7 @@ OUTPUT_NAMES = (
     NATS_CONFIG_FILE,
     PLATFORM_CONFIG_FILE,
     GITIGNORE,
+    ingress.CADDYFILE,
 )
 # and sidecar-*.conf
 SIDECAR_PATTERN = "sidecar-*.conf"
@@ -180,6 +187,7 @@ def _environments(
     compose_env.filters["safe_comment"] = lambda text: _Literal(" ".join(str(text).split()))
     text_env = _environment(directory, _finalize_text, compiled)
     text_env.filters["subjects"] = _subjects
+    text_env.filters["size"] = format_size  # nats-server's own notation: 1MB, 64KB
     return compose_env, text_env
 
 
@@ -217,6 +225,10 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
         "system_reads": [f"$SYS.REQ.SERVER.*.{read}" for read in SYSTEM_READS],
         "leaf_url": LEAF_URL,
         "credentials_include": CREDENTIALS_INCLUDE,
+        "tls_mount": TLS_MOUNT,
+        "tls_cert": TLS_CERT,
+        "tls_key": TLS_KEY,
+        "tls_timeout": TLS_HANDSHAKE_TIMEOUT,
         "header": HEADER,
         "version": __version__,
         "init_name": VOLUME_INIT,
@@ -246,6 +258,21 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
                 {**context, "sidecar": sidecar}
             )
         files.update(plan.platform_files)  # each component's own nachos.toml (plan._own_platform_configs)
+        if plan.ingress is not None:
+            caddyfile = text_env.get_template("Caddyfile.j2").render(
+                {
+                    **context,
+                    "ingress": plan.ingress,
+                    "http_port": ingress.HTTP_PORT,
+                    "https_port": ingress.HTTPS_PORT,
+                    "health_port": ingress.HEALTH_PORT,
+                    "tls_dir": ingress.TLS_DIR,
+                    "acme_root": ingress.ACME_ROOT_TARGET,
+                }
+            )
+            files[ingress.CADDYFILE] = caddyfile
+            # As the bus's: Compose does not look into the bind-mounted file, the label's hash does.
+            context["ingress_config_hash"] = hashlib.sha256(caddyfile.encode()).hexdigest()[:16]
         if plan.target == "swarm":
             template = compose_env.get_template("docker-stack.yml.j2")
             bus = [*plan.bus.nodes, plan.bus.ports]
@@ -305,8 +332,16 @@ def _stack_context(
             if mount.source.startswith(f"./{CREDENTIALS_DIR}/") and not mount.is_volume:
                 owner = PurePosixPath(mount.source).parent.name
                 version = "${" + secret_version_variable(owner) + "}"
-                name = _Literal(yaml_scalar_raw(f"{plan.project}-{owner}-credentials-{version}"))
-                secrets[mount.source] = {"key": f"{owner}-credentials", "name": name}
+                # The passwords' file is the owner's "credentials"; other files (the TLS
+                # certificate and key) are named by their own stem.
+                stem = PurePosixPath(mount.source).name.removesuffix(".pem")
+                kind = (
+                    "credentials"
+                    if mount.source.endswith(f"/{PurePosixPath(CREDENTIALS_INCLUDE).name}")
+                    else stem
+                )
+                name = _Literal(yaml_scalar_raw(f"{plan.project}-{owner}-{kind}-{version}"))
+                secrets[mount.source] = {"key": f"{owner}-{kind}", "name": name}
     placements = {plan.component(p.used_by).placement for p in prepared}
     return {
         **context,

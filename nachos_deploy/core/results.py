@@ -80,6 +80,9 @@ class Endpoints:
     # The HTTP monitoring ports the host got (bus.publish_monitor): the bus's, and each node's.
     published_monitor_url: str | None = None
     published_node_monitors: tuple[str | None, ...] = ()
+    # The CA file that clients of a tls:// bus trust (bus.tls), None with TLS off or when the
+    # certificate chains to a CA the system trusts.
+    ca_file: str | None = None
 
     @property
     def shown_nats_url(self) -> str:
@@ -99,6 +102,9 @@ class Endpoints:
 
     def as_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"nats_url": self.nats_url, "monitor_url": self.shown_monitor_url}
+        if urllib.parse.urlsplit(self.nats_url).scheme == "tls":
+            document["tls"] = True
+            document["ca_file"] = self.ca_file
         if self.nodes:
             published = self.published_node_monitors or (None,) * len(self.nodes)
             document["nodes"] = [
@@ -140,6 +146,47 @@ class StreamReport:
         return {"stream": self.name, "action": self.action, "messages": self.messages, "bytes": self.bytes}
 
 
+@dataclass(frozen=True)
+class WebhookReport:
+    """One channel's public webhook URL, and how its proof from the host went (``web/webhooks.py``):
+    the provider's own call (Meta's verification handshake, Slack's signed url_verification) through
+    the ingress to the channel. ``proof`` None: the channel has no such call to prove it by (webchat,
+    which has no upstream package), so only its URL is reported. ``unproven``: why the call was not
+    made although there is one (the secret it carries is not set where this command runs: `status`
+    from another shell); neither proven nor failed."""
+
+    channel: str
+    kind: str  # whatsapp | slack | webchat
+    url: str  # to paste into the provider's console
+    proof: str | None  # meta-verification | slack-url-verification | None
+    problem: str | None = None  # None: proven (or nothing to prove)
+    status: int | None = None  # the HTTP status the last try got
+    ms: float | None = None  # the proof's round trip, host -> ingress -> channel -> host
+    unproven: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def proven(self) -> bool:
+        return self.proof is not None and self.ok and self.unproven is None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "kind": self.kind,
+            "url": self.url,
+            "proof": self.proof,
+            "proven": self.proven,
+            "ok": self.ok,
+            "problem": self.problem,
+            "unproven": self.unproven if self.proof is not None else "nothing upstream to prove it by",
+            "status": self.status,
+            "ms": None if self.ms is None else round(self.ms, 1),
+        }
+
+
 @dataclass
 class UpResult:
     project: str
@@ -153,6 +200,8 @@ class UpResult:
     unchanged: bool = False
     # What holds but is weaker than asked (e.g. bus nodes sharing a machine of a swarm).
     warnings: list[str] = field(default_factory=list)
+    # Each webhook channel's public URL, proven from the host once every service was ok.
+    webhooks: list[WebhookReport] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         bus = self.bus
@@ -162,6 +211,7 @@ class UpResult:
             "unchanged": self.unchanged,
             **self.endpoints.as_json(),
             "services": [service.as_json() for service in self.services],
+            "webhooks": [webhook.as_json() for webhook in self.webhooks],
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "warnings": list(self.warnings),
             "bus": {
@@ -192,6 +242,7 @@ class StatusResult:
     bus_memory: int | None
     problems: list[str]
     audit: StreamReport | None = None
+    webhooks: list[WebhookReport] = field(default_factory=list)  # proven as `up` proves them
 
     @property
     def ok(self) -> bool:
@@ -203,6 +254,7 @@ class StatusResult:
             "project": self.project,
             **(self.endpoints.as_json() if self.endpoints else {"nats_url": None, "monitor_url": None}),
             "services": [service.as_json() for service in self.services],
+            "webhooks": [webhook.as_json() for webhook in self.webhooks],
             "bus": {
                 **self.bus,
                 "container_memory": self.bus_memory,

@@ -14,7 +14,7 @@ connections that carried the flood).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import DeployConfig, SidecarLimits
@@ -78,14 +78,6 @@ class ServerLimits:
     pids: int = PIDS
 
     @property
-    def max_payload_text(self) -> str:
-        return format_size(self.max_payload)
-
-    @property
-    def max_pending_text(self) -> str:
-        return format_size(self.max_pending)
-
-    @property
     def go_memory_limit(self) -> str:
         """GOMEMLIMIT: nats-server's garbage collector works harder as the heap nears three quarters
         of the container's memory, rather than letting it grow into the kernel's OOM kill."""
@@ -136,3 +128,21 @@ def for_component(config: DeployConfig, name: str, role: Role) -> ServerLimits:
         memory=memory,
         cpus=settings.cpus if settings.cpus is not None else defaults.cpus,
     )
+
+
+# The hub sends each leaf node the loop-detection subscription ($LDS.<id>) of every other leaf node
+# of the stack, and nats-server counts them on the sidecar's leaf connection against the same
+# max_subscriptions as its component's connection (a per-connection limit): in a stack of 100
+# components each sidecar's leaf connection held 63 of them and refused the 64th ("maximum
+# subscriptions exceeded"), and the leaf connections then churned (docs/networks.md#figures). A few
+# more come from the hub itself ($JS.API.>, its own $LDS).
+LEAF_INTEREST_MARGIN = 8
+
+
+def room_for_leaves(limits: ServerLimits, leaves: int) -> ServerLimits:
+    """``limits`` with max_subscriptions at least what the leaf connection of a sidecar takes in a
+    stack of ``leaves`` sidecars: unchanged below about 56 components with the role defaults."""
+    needed = leaves + LEAF_INTEREST_MARGIN
+    if limits.max_subscriptions >= needed:
+        return limits
+    return replace(limits, max_subscriptions=needed)

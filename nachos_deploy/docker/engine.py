@@ -44,6 +44,7 @@ from nachos_deploy.docker.parse import (
     items,
     mapping,
     memory_used,
+    network_subnets,
     split_frames,
     state_of,
 )
@@ -61,14 +62,17 @@ __all__ = [
     "create",
     "docker_root",
     "down",
+    "engine_subnets",
     "engine_version",
     "epoch_of",
+    "exec_output",
     "exit_codes_since",
     "image_ids",
     "inspect_containers",
     "logs_tail",
     "missing_images",
     "monitor_from_inside",
+    "network_subnets",
     "passes_check",
     "project_host_ports",
     "project_volumes",
@@ -169,6 +173,26 @@ def passes_check(client: Compose | None, container: str, test: Sequence[str] | s
         return False
 
 
+def read_file(container: str, path: str, timeout: float = 10.0) -> str | None:
+    """A text file inside a running container (``docker exec cat``: the image has busybox), or None
+    when it is not there yet or the container does not answer."""
+    try:
+        done = runner.run(["docker", "exec", container, "cat", path], timeout=timeout, check=False)
+    except (DockerFailure, DeployError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def exec_output(container: str, command: Sequence[str], timeout: float) -> str | None:
+    """What ``command`` prints in a running container, or None when it failed or did not end in
+    ``timeout`` seconds (the caller reads that as "no answer", never as an error of its own)."""
+    try:
+        done = runner.run(["docker", "exec", container, *command], timeout=timeout, check=False)
+    except (DockerFailure, DeployError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def send_signal(containers: Sequence[str], signal: str) -> None:
     """Send ``signal`` to each container's main process (``init: true`` passes it on to the server),
     e.g. HUP: a nats-server then reloads its config file and what it includes, without dropping the
@@ -220,6 +244,26 @@ def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> 
     except (DockerFailure, DeployError):
         return dict.fromkeys(hosts)
     return split_frames(output, frame, hosts)
+
+
+def engine_subnets() -> list[tuple[str, tuple[str, ...]]]:
+    """Every network of the engine with its subnets (two docker calls), for the check of a stack's
+    planned subnets before ``up`` creates any network. A network removed between the two calls
+    fails the second: the pair is tried again, twice at most."""
+    for attempt in range(3):
+        try:
+            ids = runner.output(["docker", "network", "ls", "--quiet", "--no-trunc"]).split()
+            found = json.loads(runner.output(["docker", "network", "inspect", *ids])) if ids else []
+        except DockerFailure as failure:
+            if attempt < 2 and "No such network" in failure.stderr:
+                continue
+            raise classify(
+                failure, "Cannot list the engine's networks", exit_code=ExitCode.ENVIRONMENT
+            ) from None
+        except ValueError:
+            return []
+        return network_subnets(items(found))
+    return []
 
 
 def project_volumes(project: str) -> list[str]:

@@ -229,6 +229,17 @@ def duplicate_networks(networks: Sequence[Mapping[str, object]]) -> list[tuple[s
     return extra
 
 
+def network_subnets(networks: Sequence[Mapping[str, object]]) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, subnets) of each network of ``docker network inspect``, IPAM's configured subnets:
+    what a stack's planned subnets must not overlap (core/subnets.collisions)."""
+    found = []
+    for network in networks:
+        ipam = mapping(network.get("IPAM"))
+        subnets = tuple(str(c.get("Subnet")) for c in items(ipam.get("Config")) if c.get("Subnet"))
+        found.append((str(network.get("Name") or network.get("Id")), subnets))
+    return found
+
+
 def swarm_node(info: Mapping[str, object]) -> SwarmNode:
     """``docker info --format '{{json .Swarm}}'``."""
     nodes = info.get("Nodes")

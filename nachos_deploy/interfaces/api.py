@@ -76,10 +76,18 @@ class RunningStack:
     _scratch: Path | None = field(default=None, repr=False)  # the output folder of a mapping
 
     @property
+    def ca_file(self) -> str | None:
+        """The CA file a client of ``nats_url`` must trust when it is ``tls://`` (bus.tls), e.g.
+        ``nats.connect(stack.nats_url, tls=ssl.create_default_context(cafile=stack.ca_file))``."""
+        return self.result.endpoints.ca_file
+
+    @property
     def env(self) -> dict[str, str]:
-        """NATS_URL, NATS_MONITOR_URL (only with bus.publish_monitor) and NACHOS_PROJECT, as
-        ``up --env-file`` writes them."""
-        return outputs.values(self.result.endpoints, self.project)
+        """NATS_URL, NATS_MONITOR_URL (only with bus.publish_monitor), NATS_CA_FILE (only with TLS on
+        the bus), NACHOS_PROJECT and each webhook channel's NACHOS_WEBHOOK_URL_<CHANNEL>, as ``up
+        --env-file`` writes them."""
+        webhooks = {webhook.channel: webhook.url for webhook in self.result.webhooks}
+        return outputs.values(self.result.endpoints, self.project, webhooks)
 
     def logs(self, services: Sequence[str] = (), tail: int = 50) -> str:
         """The last ``tail`` lines of each service's log (all services when none is named)."""
@@ -161,7 +169,9 @@ def status(stack: Stack, only: Sequence[str] | None = None) -> StatusResult:
 
 def env(stack: Stack) -> dict[str, str]:
     """Connection details of a loaded stack's running bus; DeployError when it is not running."""
-    return outputs.values(endpoints(stack), stack.project)
+    ingress = stack.plan.ingress
+    webhooks = {route.channel: ingress.public_url(route) for route in ingress.routes} if ingress else {}
+    return outputs.values(endpoints(stack), stack.project, webhooks)
 
 
 def service_logs(stack: Stack, services: Sequence[str] = (), tail: int = 50) -> str:
@@ -347,13 +357,43 @@ def write_files(stack: Stack) -> list[str]:
     alone. They are never rendered, so the rendered files stay byte-for-byte deterministic, and the
     folder's .gitignore keeps them out of version control."""
     from nachos_deploy.core.render import HEADER
-    from nachos_deploy.io import credentials, files, platform_secrets
+    from nachos_deploy.io import credentials, files, platform_secrets, state_credentials
 
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
-    platform_secrets.write(stack.output_dir, stack.loaded.platform.secrets)  # what env_file names
+    # what env_file names, with the gateway's state store URLs (made when missing)
+    state = state_credentials.ensure(stack.output_dir, stack.plan)
+    platform_secrets.write(stack.output_dir, stack.loaded.platform.secrets, state)
     if uses_credentials(stack):
         credentials.ensure(stack.output_dir, stack.plan)
+    if stack.plan.bus.tls is not None:  # the client port's certificate, which the bus mounts
+        from nachos_deploy.io import bus_tls
+
+        bus_tls.ensure(stack.output_dir, stack.plan)
     return changed
+
+
+def check_ingress_tls(stack: Stack) -> str | None:
+    """The ingress's TLS in words for ``validate``, after checking the user's files in ``tls: files``
+    (readable, matching, valid now, naming the domain: else a ConfigError, exit 3); None when off."""
+    from nachos_deploy.io import ingress_tls
+
+    return ingress_tls.describe(stack)
+
+
+def check_bus_tls(stack: Stack) -> str | None:
+    """The bus's TLS in words for ``validate``, after checking the user's certificate files
+    (readable, a certificate and its own key, valid now: else a ConfigError, exit 3); None when off."""
+    tls = stack.plan.bus.tls
+    if tls is None:
+        return None
+    if tls.generated:
+        return (
+            f"on, with nachos-deploy's own CA (certificate for {', '.join(tls.names)} and this host's name)"
+        )
+    from nachos_deploy.io import bus_tls
+
+    bus_tls.check_user_files(tls)
+    return f"on, with {tls.cert_file} (checked: matches its key, valid now)"
 
 
 def uses_credentials(stack: Stack) -> bool:
@@ -486,8 +526,9 @@ class Rotation:
 def rotate_credentials(stack: Stack, *, progress: Progress | None = None) -> Rotation:
     """Write new bus passwords (the operator's and each sidecar's). On a running Compose stack the
     bus and the sidecars reload them in place, the components untouched, and the hub is shown to
-    refuse the old ones (:mod:`nachos_deploy.lifecycle.rotate`)."""
-    from nachos_deploy.io import credentials
+    refuse the old ones (:mod:`nachos_deploy.lifecycle.rotate`). The state store's passwords too: it
+    and the gateway start again with them."""
+    from nachos_deploy.io import credentials, state_credentials
 
     if not stack.plan.auth:
         raise DeployError(
@@ -502,6 +543,8 @@ def rotate_credentials(stack: Stack, *, progress: Progress | None = None) -> Rot
         endpoints = target.endpoints()
         if endpoints is None:
             credentials.ensure(stack.output_dir, stack.plan, rotate=True)
+            state_credentials.rotate(stack)  # the state store's too (io/state_credentials.py)
+            rotate.new_tls_key(stack)
             return Rotation(folder, running=False)
         reloaded = rotate.rotate(stack, target, endpoints, progress or (lambda _: None))
     return Rotation(folder, running=True, reloaded=reloaded)

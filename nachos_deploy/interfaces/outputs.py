@@ -22,7 +22,12 @@ from nachos_deploy.core.results import Endpoints
 
 GITHUB_OUTPUT = "GITHUB_OUTPUT"
 GITHUB_ENV = "GITHUB_ENV"
-STEP_OUTPUTS = {"NATS_URL": "nats_url", "NATS_MONITOR_URL": "monitor_url", "NACHOS_PROJECT": "project"}
+STEP_OUTPUTS = {
+    "NATS_URL": "nats_url",
+    "NATS_MONITOR_URL": "monitor_url",
+    "NATS_CA_FILE": "ca_file",
+    "NACHOS_PROJECT": "project",
+}
 _PLAIN = re.compile(r"^[A-Za-z0-9_.,:/@%+=\[\]-]*$")
 
 
@@ -32,15 +37,25 @@ class Format(StrEnum):
     SHELL = "shell"
 
 
-def values(endpoints: Endpoints, project: str) -> dict[str, str]:
+def values(endpoints: Endpoints, project: str, webhooks: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables every output carries, in a stable order; NATS_MONITOR_URL only where the HTTP
-    monitoring port is published (bus.publish_monitor)."""
+    monitoring port is published (bus.publish_monitor), NATS_CA_FILE only where the bus speaks TLS
+    with a CA the system does not trust (bus.tls: NATS_URL is then tls://). ``webhooks``: channel ->
+    public webhook URL, each as NACHOS_WEBHOOK_URL_<CHANNEL> (what to paste into the provider's
+    console)."""
     monitor = endpoints.shown_monitor_url
     return {
         "NATS_URL": endpoints.nats_url,
         **({"NATS_MONITOR_URL": monitor} if monitor else {}),
+        **({"NATS_CA_FILE": endpoints.ca_file} if endpoints.ca_file else {}),
         "NACHOS_PROJECT": project,
+        **{webhook_variable(channel): url for channel, url in (webhooks or {}).items()},
     }
+
+
+def webhook_variable(channel: str) -> str:
+    """NACHOS_WEBHOOK_URL_WHATSAPP for whatsapp: a channel's name is lower-case letters, digits, '-'."""
+    return "NACHOS_WEBHOOK_URL_" + channel.upper().replace("-", "_")
 
 
 def secret_of(variables: Mapping[str, str]) -> str | None:

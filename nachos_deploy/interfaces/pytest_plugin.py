@@ -8,11 +8,12 @@ Registered through the ``pytest11`` entry point, so installing nachos-deploy is 
   fixture of your own returns (a path or a mapping).
 
 Each yields a :class:`nachos_deploy.interfaces.api.RunningStack` (``nats_url``, ``monitor_url``, ``env``,
-``logs()``). Project names are unique per session and per xdist worker. Stacks are removed with
-their volumes at the end of the session, also when tests fail or the run is interrupted, unless
-``--nachos-keep`` is given (the command that removes them is printed). A failed test that used one
-gets the stack's recent logs in its report. Without a Docker engine the fixtures skip with the
-reason; under ``CI=true`` they fail instead, so a pipeline cannot pass by skipping.
+``logs()``; with TLS on the bus (bus.tls) ``nats_url`` is ``tls://`` and ``ca_file`` the CA to trust,
+also ``NATS_CA_FILE`` in ``env``). Project names are unique per session and per xdist worker. Stacks
+are removed with their volumes at the end of the session, also when tests fail or the run is
+interrupted, unless ``--nachos-keep`` is given (the command that removes them is printed). A failed
+test that used one gets the stack's recent logs in its report. Without a Docker engine the fixtures
+skip with the reason; under ``CI=true`` they fail instead, so a pipeline cannot pass by skipping.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from nachos_deploy.core.results import ServiceReport, StatusResult, StreamReport, UpResult
+from nachos_deploy.core.results import ServiceReport, StatusResult, StreamReport, UpResult, WebhookReport
 
 if TYPE_CHECKING:
     from nachos_deploy.bus.bench import BenchResult
@@ -56,7 +56,10 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
     for warning in result.warnings:
         console.print(f"Warning: {warning}", markup=False)
     console.print(f"NATS:       {result.endpoints.shown_nats_url}")
+    if result.endpoints.ca_file:  # a tls:// URL: what its clients trust (bus.tls)
+        console.print(f"CA file:    {result.endpoints.ca_file}", markup=False)
     console.print(f"Monitoring: {result.endpoints.shown_monitor_url or _NOT_PUBLISHED}")
+    _print_webhooks(console, result.webhooks)
     cmd = "nachos-deploy"
     tail = f" {selector}" if selector else ""
     console.print(f"Project {result.project} is up.")
@@ -66,6 +69,31 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
     console.print(f"  check it:     {cmd} status{tail}")
     console.print(f"  its logs:     {cmd} logs -f{tail}")
     console.print(f"  remove it:    {cmd} down{tail}   (add --volumes --yes to delete its data)")
+
+
+_PROOFS = {
+    "meta-verification": "Meta's verification handshake",
+    "slack-url-verification": "Slack's url_verification",
+}
+
+
+def _print_webhooks(console: Console, webhooks: list[WebhookReport]) -> None:
+    """Each channel's public URL, to paste into its provider's console, and how its proof went."""
+    if not webhooks:
+        return
+    console.print("Webhooks (the URL to register in each provider's console):")
+    width = max(len(w.channel) for w in webhooks)
+    for webhook in webhooks:
+        if webhook.proof is None:
+            said = "[dim]not proven: nothing upstream to prove it by[/]"
+        elif webhook.unproven is not None:
+            said = f"[yellow]not proven[/]: {escape(webhook.unproven)}"
+        elif webhook.ok:
+            took = f", {webhook.ms:.1f} ms" if webhook.ms is not None else ""
+            said = f"[green]proven[/] ({_PROOFS.get(webhook.proof, webhook.proof)}{took})"
+        else:
+            said = f"[red]failed[/] ({escape(webhook.problem or '')})"
+        console.print(f"  {escape(webhook.channel):<{width}}  {escape(webhook.url)}  {said}", markup=True)
 
 
 def _stream(audit: StreamReport) -> str:
@@ -97,6 +125,7 @@ def print_status(console: Console, result: StatusResult) -> None:
         )
     if result.audit is not None:
         console.print(f"Audit: {_stream(result.audit)}", markup=False)
+    _print_webhooks(console, result.webhooks)
     for problem in result.problems:
         console.print(f"[red]problem:[/] {escape(problem)}", markup=True)
     if result.ok:

@@ -12,7 +12,7 @@ rendered files stay deterministic and free of secrets.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nachos_deploy.core.errors import ConfigError, OutputError
@@ -35,19 +35,27 @@ def check(path: Path | None, secrets: Iterable[InlineSecret]) -> None:
             )
 
 
-def write(output_dir: Path, secrets: Iterable[InlineSecret]) -> None:
+def write(
+    output_dir: Path,
+    secrets: Iterable[InlineSecret],
+    generated: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """One env file per reader, written atomically 0600; the files of readers that no longer have an
-    inline secret are removed, so a secret taken out of nachos.toml does not stay behind."""
-    by_component: dict[str, list[InlineSecret]] = {}
+    inline secret are removed, so a secret taken out of nachos.toml does not stay behind.
+    ``generated``: component -> variables nachos-deploy made for it (the gateway's state store URLs,
+    io/state_credentials.py), written into the same file and winning over an inline value."""
+    by_component: dict[str, dict[str, str]] = {}
     for secret in secrets:
-        by_component.setdefault(secret.component, []).append(secret)
+        by_component.setdefault(secret.component, {})[secret.variable] = secret.value
+    for component, values in (generated or {}).items():
+        by_component.setdefault(component, {}).update(values)
     folder = output_dir / SECRETS_ENV_DIR
     try:
         if by_component:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             folder.chmod(0o700)
         for component, own in by_component.items():
-            text = "".join(f"{s.variable}={s.value}\n" for s in sorted(own, key=lambda s: s.variable))
+            text = "".join(f"{variable}={value}\n" for variable, value in sorted(own.items()))
             target = output_dir / secrets_env_file(component)
             if not (target.is_file() and target.read_text(encoding="utf-8") == text):
                 replace_private(target, text, 0o600)

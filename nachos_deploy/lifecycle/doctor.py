@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import DeployError
 from nachos_deploy.core.plan import PORTS
+from nachos_deploy.core.units import format_size
 from nachos_deploy.docker import engine
 from nachos_deploy.io import bind_folders, host_accounts
 from nachos_deploy.io.stack import Stack
@@ -62,6 +64,28 @@ def _bind_sources(stack: Stack) -> Check:
     return Check("bind sources", "fail" if level == "fail" else "pass", detail, fix)
 
 
+def _state_store(stack: Stack) -> list[Check]:
+    """Whether the gateway keeps its limits and sessions in the state store (docs/state-store.md)."""
+    gateway = any(c.role is Role.GATEWAY for c in stack.plan.components)
+    if not gateway:
+        return []
+    state = stack.plan.state
+    if state is None:
+        return [
+            Check(
+                "state store",
+                "warn",
+                "state.enabled is false: the gateway keeps its rate limits per process and its sessions "
+                "in memory, so every restart of the gateway loses its sessions",
+                "remove state.enabled: false from the deploy file (the state store runs by default)",
+            )
+        ]
+    memory = f", container memory {format_size(state.limits.memory)}" if state.limits.memory else ""
+    detail = f"Redis ({state.image}) keeps the gateway's limits and sessions, maxmemory "
+    detail += f"{format_size(stack.config.state.maxmemory)} (noeviction){memory}"
+    return [Check("state store", "pass", detail)]
+
+
 def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Check]:
     """Every check, in the order a user would fix them; an unreachable engine skips the engine checks."""
     checks: list[Check] = []
@@ -77,6 +101,7 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
         checks.append(_override(stack))
         checks.append(_bind_sources(stack))
         checks.extend(_host_uids(stack))
+        checks.extend(_state_store(stack))
 
     engine_version: str | None = None
     try:
@@ -122,7 +147,103 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
             checks.extend(_target(stack))
     if stack is not None:
         checks.extend(_ports(stack, engine_version is not None))
+        checks.extend(_webhooks(stack, engine_version is not None))
         checks.append(_host_listeners(stack.project, engine_version is not None))
+    return checks
+
+
+RESOLVE_TIMEOUT = 3.0  # seconds for the domain's lookup: a resolver that does not answer is a finding
+
+
+def _webhooks(stack: Stack, engine_up: bool) -> list[Check]:
+    """What the outside world needs to reach the webhook channels: the ingress's published ports
+    free, its domain resolving, and each channel able to tell a provider's call from anyone's (the
+    whatsapp app secret, slack's signing secret in http mode)."""
+    checks = _webhook_secrets(stack)
+    ingress = stack.plan.ingress
+    if ingress is None:
+        return checks
+    own = engine.project_host_ports(stack.project, ingress.service.name) if engine_up else set()
+    for key, port in (("ingress.http_port", ingress.http_port), ("ingress.https_port", ingress.https_port)):
+        if port in own:
+            checks.append(Check(key, "pass", f"{port} is in use by this project's own ingress"))
+        elif _port_free(ingress.host_ip, port):
+            checks.append(Check(key, "pass", f"{ingress.host_ip}:{port} is free"))
+        else:
+            checks.append(
+                Check(
+                    key,
+                    "fail",
+                    f"{ingress.host_ip}:{port} is in use by another program: the ingress cannot publish it",
+                    f"stop it, or choose another port (--set {key}=PORT)",
+                )
+            )
+    if ingress.domain:
+        checks.append(_domain(ingress.domain, ingress.tls))
+    return checks
+
+
+def _domain(domain: str, tls: str) -> Check:
+    """The domain must resolve for a provider to call it (and, with ACME, for the CA to check it)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as Late
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    lookup = pool.submit(socket.getaddrinfo, domain, 443, proto=socket.IPPROTO_TCP)
+    pool.shutdown(wait=False)  # a resolver that hangs must not hold doctor
+    try:
+        found = sorted({str(info[4][0]) for info in lookup.result(timeout=RESOLVE_TIMEOUT)})
+    except (OSError, Late) as exc:
+        why = f"no answer within {RESOLVE_TIMEOUT:g} s" if isinstance(exc, Late) else str(exc)
+        needs = (
+            "the ACME CA cannot check it, so no certificate is issued, and providers cannot call it"
+            if tls == "acme"
+            else "providers cannot call it"
+        )
+        return Check(
+            "ingress.domain",
+            "fail" if tls == "acme" else "warn",
+            f"{domain} does not resolve ({why}): {needs}",
+            f"point a DNS A/AAAA record for {domain} at this machine's public address",
+        )
+    return Check("ingress.domain", "pass", f"{domain} resolves to {', '.join(found)}")
+
+
+def _webhook_secrets(stack: Stack) -> list[Check]:
+    from nachos_deploy.io.channel_secrets import channel_secret
+
+    checks = []
+    for service in stack.plan.components:
+        env = {var.name: var for var in service.environment}
+        if service.name == "whatsapp" and "WHATSAPP_APP_SECRET" in env:
+            if channel_secret(service, "WHATSAPP_APP_SECRET", stack.output_dir) is None:
+                checks.append(
+                    Check(
+                        "whatsapp webhook",
+                        "warn",
+                        "WHATSAPP_APP_SECRET is not set: the whatsapp channel cannot check the "
+                        "X-Hub-Signature-256 of a webhook, so anyone who knows its URL can inject messages",
+                        "set WHATSAPP_APP_SECRET (or CHANNEL_WHATSAPP_APP_SECRET) to the app secret of "
+                        "your Meta app (App settings > Basic)",
+                    )
+                )
+            else:
+                checks.append(Check("whatsapp webhook", "pass", "signed: WHATSAPP_APP_SECRET is set"))
+        mode = env.get("CHANNEL_SLACK_MODE")
+        if service.name == "slack" and mode is not None and not mode.reference and mode.value == "http":
+            if channel_secret(service, "SLACK_SIGNING_SECRET", stack.output_dir) is None:
+                checks.append(
+                    Check(
+                        "slack webhook",
+                        "fail",
+                        "slack runs in http mode and SLACK_SIGNING_SECRET is not set: the channel "
+                        "refuses to start without it (it checks every request's X-Slack-Signature)",
+                        "set SLACK_SIGNING_SECRET (or CHANNEL_SLACK_SIGNING_SECRET) to your Slack app's "
+                        "signing secret (Basic Information > App Credentials)",
+                    )
+                )
+            else:
+                checks.append(Check("slack webhook", "pass", "signed: SLACK_SIGNING_SECRET is set"))
     return checks
 
 

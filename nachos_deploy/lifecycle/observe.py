@@ -19,7 +19,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from nachos_deploy.bus import monitor
-from nachos_deploy.core.plan import BUS, HEALTH_DISABLED, INTERNAL_NETWORK, PORTS, ServicePlan, is_bus_node
+from nachos_deploy.core.catalog import Role
+from nachos_deploy.core.plan import (
+    BUS,
+    HEALTH_DISABLED,
+    INTERNAL_NETWORK,
+    PORTS,
+    STATE_CLIENTS_COMMAND,
+    STATE_GATEWAY_USER,
+    ServicePlan,
+    is_bus_node,
+)
 from nachos_deploy.core.results import ServiceReport
 from nachos_deploy.core.units import duration_seconds
 from nachos_deploy.docker.engine import ServiceState
@@ -39,6 +49,9 @@ class BusView:
     problem: str | None = None
     leafs: frozenset[str] | None = None
     sidecars: Mapping[str, Mapping[str, int] | None] = field(default_factory=dict)
+    # The users the state store's CLIENT LIST shows connected; None when it was not read (no state
+    # store, it or the gateway not running, or no answer).
+    state_clients: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,12 +162,41 @@ def observe(
     states = dict(states)
     sidecars = [s.sidecar for s in services if s.sidecar]
     leafs = bool(sidecars) or any(s.leaf_name for s in services)
-    bus = look_at_bus(target, monitor_url, sidecars, states, leafs=leafs, node_monitors=node_monitors)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the state store's exec while the bus is read
+        clients = pool.submit(_state_clients, target, services, states)
+        bus = look_at_bus(target, monitor_url, sidecars, states, leafs=leafs, node_monitors=node_monitors)
+        bus = replace(bus, state_clients=clients.result())
     reports = [
         judge(service, states.get(service.name), bus, since, healed=service.name in healed)
         for service in services
     ]
     return Observation(states, bus, reports)
+
+
+STATE_CLIENTS_TIMEOUT = 3.0
+
+
+def _state_clients(
+    target: Target | None, services: Sequence[ServicePlan], states: Mapping[str, ServiceState]
+) -> frozenset[str] | None:
+    """The users connected to the state store, by its ``CLIENT LIST`` (one ``docker exec``), when it
+    is judged and runs beside a running gateway; None otherwise (a gateway that is down is its own
+    report's problem, not the state store's)."""
+    state = next((s for s in services if s.role is Role.STATE), None)
+    running = {name for name, s in states.items() if s.status == "running"}
+    if target is None or state is None or state.name not in running:
+        return None
+    if not any(s.role is Role.GATEWAY and s.name in running for s in services):
+        return None
+    listed = target.exec_output(states[state.name].container, STATE_CLIENTS_COMMAND, STATE_CLIENTS_TIMEOUT)
+    if listed is None:
+        return None
+    return frozenset(
+        field.removeprefix("user=")
+        for line in listed.splitlines()
+        for field in line.split()
+        if field.startswith("user=")
+    )
 
 
 def judge(
@@ -193,6 +235,13 @@ def judge(
             problem = f"cannot be on the bus: {bus.problem}"
         elif problem is None and not connected:
             problem = f"is not connected to the bus as {service.connection_name!r}"
+    elif (
+        service.role is Role.STATE
+        and problem is None
+        and bus.state_clients is not None
+        and STATE_GATEWAY_USER not in bus.state_clients  # Redis runs, but the gateway is not on it
+    ):
+        problem = f"lists no connection of the gateway's user {STATE_GATEWAY_USER!r} (CLIENT LIST)"
     health = state.health if state else None
     if health is not None and problem is None and _asks_only_the_bus(service):
         health = "healthy"  # proven on the bus just now: what Docker's next run of that check says

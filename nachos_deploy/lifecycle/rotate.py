@@ -28,9 +28,11 @@ from dataclasses import dataclass
 
 from nachos_deploy.bus import monitor, natsclient
 from nachos_deploy.bus.monitor import BusUnavailable
+from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import BusFailure, ComponentFailure
+from nachos_deploy.core.plan import STATE_CLIENTS_COMMAND, STATE_GATEWAY_USER
 from nachos_deploy.core.results import Endpoints, redact
-from nachos_deploy.io import credentials, locks
+from nachos_deploy.io import credentials, locks, state_credentials
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.targets import Target
 
@@ -58,6 +60,8 @@ def rotate(stack: Stack, target: Target, endpoints: Endpoints, progress: Progres
     with locks.project_lock(stack.project, progress):
         old_operator = endpoints.nats_url
         credentials.ensure(stack.output_dir, stack.plan, rotate=True)
+        new_tls_key(stack)  # read by the same reload (nats-server re-reads its TLS files on SIGHUP)
+        state_credentials.rotate(stack)  # the state store's: Redis and the gateway start again below
         started = time.monotonic()
         states = target.states()
         running = {name for name, state in states.items() if state.status == "running"}
@@ -87,7 +91,53 @@ def rotate(stack: Stack, target: Target, endpoints: Endpoints, progress: Progres
                 )
         seconds = time.monotonic() - started
         refused = _refused(old_operator)
+        _restart_state(stack, target, running, progress)
         return Reloaded(seconds, tuple(sidecars), tuple(missing), refused)
+
+
+def new_tls_key(stack: Stack) -> None:
+    """A new key and certificate for the client port's TLS (bus.tls), from the same CA, so that no
+    client needs a new trust file; a user's own files are theirs to renew (bus.tls.cert_file)."""
+    tls = stack.plan.bus.tls
+    if tls is not None and tls.generated:
+        from nachos_deploy.io import bus_tls  # cryptography: loaded only for a bus with TLS
+
+        bus_tls.ensure(stack.output_dir, stack.plan, rotate=True)
+
+
+STATE_TIMEOUT = 30.0  # seconds for the recreated gateway to log in at the restarted state store
+
+
+def _restart_state(stack: Stack, target: Target, running: set[str], progress: Progress) -> None:
+    """The state store's new passwords in use: Redis reads its ACL file only at start (no user may
+    run ACL LOAD), and the gateway its URLs from its env file, which only a new container reads. The
+    sessions stay on the store's volume. Proven when the store lists the gateway's user again."""
+    state = stack.plan.state
+    if state is None or state.name not in running:
+        return
+    gateways = [c for c in stack.plan.components if c.role is Role.GATEWAY and c.name in running]
+    progress("Restarting the state store and the gateway with the gateway's new password")
+    target.restart([state.name])
+    target.start_components(gateways, target.states())  # recreated: its env file changed
+    if not gateways:
+        return
+    deadline = time.monotonic() + STATE_TIMEOUT
+    while True:
+        container = target.states().get(state.name)
+        listed = (
+            target.exec_output(container.container, STATE_CLIENTS_COMMAND, 3.0)
+            if container is not None and container.status == "running"
+            else None
+        )
+        if listed is not None and f"user={STATE_GATEWAY_USER} " in listed:
+            return
+        if time.monotonic() > deadline:
+            raise ComponentFailure(
+                f"The gateway did not log in at the state store with its new password within "
+                f"{STATE_TIMEOUT:g} s; see `nachos-deploy logs {gateways[0].name} state`, then run "
+                "`nachos-deploy up`."
+            )
+        time.sleep(0.2)
 
 
 def _wait_for_hub(endpoints: Endpoints) -> None:

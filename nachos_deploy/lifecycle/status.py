@@ -4,12 +4,13 @@ monitoring."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nachos_deploy.bus import monitor
 from nachos_deploy.core.plan import VOLUME_INIT
-from nachos_deploy.core.results import Endpoints, StatusResult, StreamReport
+from nachos_deploy.core.results import Endpoints, StatusResult, StreamReport, WebhookReport
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import files
 from nachos_deploy.io.stack import Stack
@@ -37,6 +38,10 @@ def status_on(target: Target, only: Sequence[str] | None = None) -> StatusResult
     result = judged(target, states, target.endpoints(states), only)
     selected = [s.name for s in stack.plan.selected(only)]
     result.problems += [f"{name} {why}" for name, why in sorted(target.shortfalls(selected).items())]
+    result.webhooks = webhook_proofs(stack, selected)
+    result.problems += [
+        f"the webhook of {w.channel} ({w.url}): {w.problem}" for w in result.webhooks if not w.ok
+    ]
     # Never a partial view called healthy: what runs in the project beyond what is judged is named.
     unknown = sorted(n for n, s in states.items() if n not in names | {VOLUME_INIT} and s.status == "running")
     if unknown:
@@ -46,6 +51,18 @@ def status_on(target: Target, only: Sequence[str] | None = None) -> StatusResult
             f"(-c FILE), or `nachos-deploy down -p {stack.project}` and `up` to run only this one"
         )
     return result
+
+
+def webhook_proofs(stack: Stack, selected: Sequence[str]) -> list[WebhookReport]:
+    """Each judged webhook route proven as `up` proves it (the provider's own call, from the host),
+    once: status waits for nothing."""
+    ingress = stack.plan.ingress
+    if ingress is None or ingress.service.name not in selected:
+        return []
+    from nachos_deploy.web import webhooks  # ssl and http.client: only for a stack with webhooks
+
+    reports = webhooks.prove_all(stack.plan, stack.output_dir, deadline=time.monotonic())
+    return [report for report in reports if report.channel in selected]
 
 
 def judged(

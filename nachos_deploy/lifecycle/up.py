@@ -21,12 +21,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nachos_deploy.bus import gate, monitor
 from nachos_deploy.bus.monitor import BusEndpoints, BusUnavailable, MonitorProblem
-from nachos_deploy.core.errors import BusFailure, ComponentFailure, DeployError
+from nachos_deploy.core.errors import BusFailure, ComponentFailure, DeployError, WebhookFailure
 from nachos_deploy.core.plan import BUS, VOLUME_INIT, ServicePlan
 from nachos_deploy.core.render import HEADER
-from nachos_deploy.core.results import BusReport, Endpoints, ServiceReport, StreamReport, UpResult
+from nachos_deploy.core.results import (
+    BusReport,
+    Endpoints,
+    ServiceReport,
+    StreamReport,
+    UpResult,
+    WebhookReport,
+)
 from nachos_deploy.docker.engine import ServiceState
-from nachos_deploy.io import bind_folders, credentials, deployed, files, locks, platform_secrets
+from nachos_deploy.io import (
+    bind_folders,
+    credentials,
+    deployed,
+    files,
+    locks,
+    platform_secrets,
+    state_credentials,
+)
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle.observe import Observation, Since, check_waiting, observe, start_checks
 from nachos_deploy.targets import Target, for_stack
@@ -45,6 +60,9 @@ LEAF_GRACE = 2.0
 # just before the sidecar listens and the next 2 s later; the read of /connz lags by up to a second
 # under load. 2.5 s restarted a gateway that would have been back 0.2 s later (CI, stop-sidecar).
 REJOIN_GRACE = 4.5
+# Seconds the webhook proofs may take even when the components used up the timeout: a route whose
+# channel has just become ok can answer 502 for a moment while the ingress opens its connection.
+WEBHOOK_GRACE = 10.0
 
 
 def up(
@@ -82,18 +100,29 @@ def up_on(
 
     progress("Checking the Docker engine")
     target.check(components)  # nothing is written before this passes
+    if stack.plan.ingress is not None and stack.plan.ingress.tls == "files":
+        from nachos_deploy.io import ingress_tls  # cryptography: loaded only then
+
+        ingress_tls.describe(stack)  # the user's certificate and key, checked before anything starts
     bind_folders.prepare(stack)  # one rule on every target: the deploy's missing folders are made
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
-    platform_secrets.write(stack.output_dir, stack.loaded.platform.secrets)  # each component's env_file
+    # each component's env_file, with the gateway's state store URLs (made when missing)
+    state = state_credentials.ensure(stack.output_dir, stack.plan)
+    platform_secrets.write(stack.output_dir, stack.loaded.platform.secrets, state)
     files.write_selection(stack.output_dir, only)
     deployed.save(stack)  # how status, request, logs and down find this stack from anywhere
     if stack.plan.auth or stack.plan.bus.clustered:
         credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first
+    if stack.plan.bus.tls is not None:  # the client port's certificate (cryptography: loaded only then)
+        from nachos_deploy.io import bus_tls
+
+        bus_tls.ensure(stack.output_dir, stack.plan)
     phases["prepare"] = time.monotonic() - started
     left = target.unchanged(changed, only)
     if left is not None:
         proven = _prove_unchanged(target, left, components, phases, progress)
         if proven is not None:
+            proven.webhooks = prove_webhooks(target, components, deadline, progress)
             phases["total"] = time.monotonic() - started
             return proven
 
@@ -119,11 +148,95 @@ def up_on(
     mark = time.monotonic()
     seen = _start_components(target, components, endpoints, deadline, bus_started, progress)
     phases["components"] = time.monotonic() - mark
+    write_ingress_root(target, components, seen.states, deadline)
     init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
     bus_set = [s.name for s in _bus_set(stack)]
     target.remember(seen.states, list(dict.fromkeys([*bus_set, *init, *(r.name for r in seen.reports)])))
+    webhooks = prove_webhooks(target, components, deadline, progress)
     phases["total"] = time.monotonic() - started
-    return UpResult(stack.project, endpoints, seen.reports, phases, report, changed, audit, warnings=warnings)
+    return UpResult(
+        stack.project,
+        endpoints,
+        seen.reports,
+        phases,
+        report,
+        changed,
+        audit,
+        warnings=warnings,
+        webhooks=webhooks,
+    )
+
+
+def prove_webhooks(
+    target: Target, components: Sequence[ServicePlan], deadline: float, progress: Progress
+) -> list[WebhookReport]:
+    """The last link: every webhook route this up started (the ingress and the channel), called from
+    the host as its provider calls it (``nachos_deploy/web/webhooks.py``). Once every service is ok,
+    so a failure here is the route's own: a certificate the caller cannot trust, a path the ingress
+    does not forward, a channel holding another secret. A route still coming up (the ingress has no
+    answer from the channel yet) is asked again until the deadline, or for WEBHOOK_GRACE at least."""
+    stack = target.stack
+    ingress = stack.plan.ingress
+    started = {c.name for c in components}
+    if ingress is None or ingress.service.name not in started:
+        return []
+    if not any(route.channel in started for route in ingress.routes):
+        return []
+    from nachos_deploy.web import webhooks  # ssl and http.client: only for a stack with webhooks
+
+    progress("Proving the webhook routes from the host, as their providers call them")
+    reports = webhooks.prove_all(
+        stack.plan, stack.output_dir, deadline=max(deadline, time.monotonic() + WEBHOOK_GRACE)
+    )
+    reports = [r for r in reports if r.channel in started]
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        project = stack.project
+        names = " ".join(dict.fromkeys([ingress.service.name, *(r.channel for r in failed)]))
+        raise WebhookFailure(
+            "Every service is up, but "
+            + "; ".join(
+                f"{r.channel}'s webhook {r.url} failed its proof ({r.proof}): {r.problem}" for r in failed
+            )
+            + ". A provider calling that URL would fail the same way. The stack is left running; look at "
+            f"`nachos-deploy logs {names} -p {project}`, fix the cause and run `nachos-deploy up` again "
+            "(see docs/webhooks.md#the-proof).",
+            details="\n".join(f"--- {name}\n{indent(target.logs_tail(name, 8))}" for name in names.split()),
+        )
+    return reports
+
+
+def write_ingress_root(
+    target: Target,
+    components: Sequence[ServicePlan],
+    states: Mapping[str, ServiceState],
+    deadline: float,
+) -> None:
+    """In ``tls: internal``, the root of Caddy's own CA, read from the healthy ingress and written to
+    the output folder (ingress.root_cert_file) for clients to trust. Caddy makes the CA before it
+    serves, so a healthy ingress has it; a moment's grace covers a slow volume. Without it the
+    ingress still serves, so a root not found in time is said, not a failure."""
+    ingress = target.stack.plan.ingress
+    if ingress is None or ingress.root_cert_file is None:
+        return
+    if not any(c.name == ingress.service.name for c in components):
+        return
+    state = states.get(ingress.service.name)
+    if state is None or state.status != "running":
+        return
+    from nachos_deploy.core.ingress import INTERNAL_ROOT
+    from nachos_deploy.io import ingress_tls
+
+    while True:
+        pem = target.read_file(state.container, INTERNAL_ROOT)
+        if pem is not None and ingress_tls.write_root(target.stack.output_dir, ingress, pem) is not None:
+            return
+        if time.monotonic() >= deadline:
+            raise DeployError(
+                f"The ingress runs, but its CA root ({INTERNAL_ROOT} in the container) could not be read "
+                f"into {ingress.root_cert_file}; see `nachos-deploy logs {ingress.service.name}`."
+            )
+        time.sleep(0.2)
 
 
 def _bus_set(stack: Stack) -> list[ServicePlan]:
@@ -178,6 +291,7 @@ def _prove_unchanged(
     if not all(r.ok for r in seen.reports):
         return None
     phases["components"] = time.monotonic() - mark
+    write_ingress_root(target, components, seen.states, time.monotonic() + 5)
     return UpResult(stack.project, endpoints, seen.reports, phases, report, [], audit, unchanged=True)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol
 
+from nachos_deploy.bus import trust
 from nachos_deploy.core.plan import PORTS, ServicePlan, forwarded_ports
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker.engine import ServiceState
@@ -156,6 +157,15 @@ class Target(Protocol):
         that publish no port); None for one that did not answer."""
         ...
 
+    def read_file(self, container: str, path: str) -> str | None:
+        """A text file inside a running container (the ingress's CA root), None while it has none."""
+        ...
+
+    def exec_output(self, container: str, command: Sequence[str], timeout: float) -> str | None:
+        """What ``command`` prints in a running container (``docker exec``), None when it failed: how
+        ``status`` asks the state store which users are connected (``CLIENT LIST``)."""
+        ...
+
     def exit_codes_since(self, state: ServiceState, since: float) -> list[int]:
         """Exit codes of the runs of this container that ended after ``since``, oldest first."""
         ...
@@ -195,6 +205,11 @@ def bus_endpoints(stack: Stack, states: Mapping[str, ServiceState]) -> Endpoints
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
     login = credentials.load(stack.output_dir) if stack.plan.auth else None
+    # With bus.tls the client port speaks only TLS: tls:// URLs, checked against the stack's CA,
+    # which every host client of these URLs trusts from here on (see bus/trust.py).
+    scheme = "tls" if stack.plan.bus.tls else "nats"
+    ca = stack.plan.bus.tls.trusted_ca(stack.output_dir) if stack.plan.bus.tls else None
+    ca_file = str(ca) if ca is not None else None
     urls = []
     published: list[str | None] = []
     names = [node.name for node in stack.plan.bus.nodes] if stack.plan.bus.clustered else []
@@ -203,7 +218,8 @@ def bus_endpoints(stack: Stack, states: Mapping[str, ServiceState]) -> Endpoints
         monitor = f"http://{host}:{monitor_port}" if monitor_port else None
         if not client_port:
             return None
-        nats_url = f"nats://{host}:{client_port}"
+        nats_url = f"{scheme}://{host}:{client_port}"
+        trust.trust(nats_url, ca_file, stack.plan.bus.tls.server_name if stack.plan.bus.tls else None)
         # Monitoring is read over NATS as the system user; the HTTP port only where there is none.
         source = (login.system_url(nats_url) if login else None) or monitor
         if source is None:
@@ -211,4 +227,4 @@ def bus_endpoints(stack: Stack, states: Mapping[str, ServiceState]) -> Endpoints
         urls.append((name, login.operator_url(nats_url) if login else nats_url, source))
         published.append(monitor)
     (_, nats_url, monitor_url), *nodes = urls
-    return Endpoints(nats_url, monitor_url, tuple(nodes), published[0], tuple(published[1:]))
+    return Endpoints(nats_url, monitor_url, tuple(nodes), published[0], tuple(published[1:]), ca_file)

@@ -34,6 +34,7 @@ from nachos_deploy.docker.engine import Compose, ServiceState
 from nachos_deploy.io import credentials, files
 from nachos_deploy.io.stack import DOTENV, Stack
 from nachos_deploy.targets import compose_record as fastpath
+from nachos_deploy.targets import subnet_check
 from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
 
 
@@ -94,7 +95,7 @@ class ComposeTarget:
 
     # -- before anything is written -------------------------------------------------------------
     def components(self, only: Sequence[str]) -> list[ServicePlan]:
-        return [c for c in self.stack.plan.components if not only or c.name in only]
+        return self.stack.plan.named(only)
 
     def check_files(self) -> FilesCheck:
         version = engine.compose_version()
@@ -113,10 +114,12 @@ class ComposeTarget:
         images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
         self._cold = fastpath.load(stack.output_dir) is None
         self._credentials = credentials.snapshot(stack.output_dir)
-        with compose_client(stack) as client, ThreadPoolExecutor(max_workers=3) as pool:
+        with compose_client(stack) as client, ThreadPoolExecutor(max_workers=4) as pool:
             listed = pool.submit(engine.image_ids, images)
             checked = pool.submit(engine.check_compose_file, client, stack.compose_file)
             states = pool.submit(engine.states, client) if self._cold else None
+            # The engine's networks, for the planned subnets (targets/subnet_check.py).
+            networks = pool.submit(engine.engine_subnets) if stack.plan.subnets is not None else None
             ids = listed.result()
             failed = False
             try:
@@ -129,6 +132,7 @@ class ComposeTarget:
                 self._last = None  # read again, and reported in order, by the full path
             if ids is not None and not failed:
                 self._image_ids = ids
+                subnet_check.check(stack.plan, networks.result() if networks is not None else None)
                 return
             engine.require_engine()
             missing = engine.missing_images(images)
@@ -142,6 +146,7 @@ class ComposeTarget:
                 )
             self._resolved = engine.check_compose_file(client, stack.compose_file)
             self._image_ids = engine.image_ids(images) or {}
+            subnet_check.check(stack.plan)
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         """See :mod:`nachos_deploy.targets.compose_record`: the same digest of what Compose compares,
@@ -278,6 +283,12 @@ class ComposeTarget:
 
     def read_inside(self, container: str, hosts: Mapping[str, str], path: str) -> dict[str, object | None]:
         return engine.monitor_from_inside(container, hosts, path)
+
+    def read_file(self, container: str, path: str) -> str | None:
+        return engine.read_file(container, path) if container else None
+
+    def exec_output(self, container: str, command: Sequence[str], timeout: float) -> str | None:
+        return engine.exec_output(container, command, timeout) if container else None
 
     def exit_codes_since(self, state: ServiceState, since: float) -> list[int]:
         return engine.exit_codes_since(state.container_id, since)

@@ -24,8 +24,9 @@ from nachos_deploy.core.plan import PORTS, VOLUME_INIT, Plan, ServicePlan, is_bu
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, swarm
 from nachos_deploy.docker.engine import ServiceState
-from nachos_deploy.io import credentials
+from nachos_deploy.io import bus_tls, credentials, state_credentials
 from nachos_deploy.io.stack import DOTENV, Stack
+from nachos_deploy.targets import subnet_check
 from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
 
 GONE_TIMEOUT = 60.0  # seconds `down` waits for Swarm to remove the containers of removed services
@@ -71,6 +72,7 @@ class SwarmTarget:
                 "them on every node (`docker load`, or `bash scripts/build-images.sh` for the offline "
                 "stand-ins)."
             )
+        subnet_check.check(self.stack.plan)
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         return None  # a deploy of an unchanged file is Swarm's own no-op; there is no record to trust
@@ -90,7 +92,11 @@ class SwarmTarget:
         """``docker stack deploy`` of one rendered file, with the output folder's .env as host variables
         and the versions that name the bus's credential secrets."""
         dotenv = self.stack.output_dir / DOTENV
-        versions = credentials.secret_versions(self.stack.output_dir)
+        versions = {
+            **credentials.secret_versions(self.stack.output_dir),
+            **bus_tls.secret_versions(self.stack.output_dir),
+            **state_credentials.secret_versions(self.stack.output_dir),
+        }
         swarm.deploy(
             self.stack.project, stack_file, dotenv=dotenv, prune=prune, failure=failure, variables=versions
         )
@@ -210,6 +216,12 @@ class SwarmTarget:
 
     def read_inside(self, container: str, hosts: Mapping[str, str], path: str) -> dict[str, object | None]:
         return engine.monitor_from_inside(container, hosts, path)
+
+    def read_file(self, container: str, path: str) -> str | None:
+        return engine.read_file(container, path) if container else None
+
+    def exec_output(self, container: str, command: Sequence[str], timeout: float) -> str | None:
+        return engine.exec_output(container, command, timeout) if container else None
 
     def exit_codes_since(self, state: ServiceState, since: float) -> list[int]:
         return []  # a task that exits is replaced, not restarted: its failure is a failed task

@@ -24,7 +24,8 @@ def bench(
             "--url",
             metavar="NATS_URL",
             help="Measure the bus at this URL (with its credentials, if any) instead of the running "
-            "stack's; the deploy file is not read.",
+            "stack's; the deploy file is not read. A tls:// URL's server is checked against the CA "
+            "in $NATS_CA_FILE when set (as `nachos-deploy env` prints it), else the system's.",
             show_default=False,
         ),
     ] = None,

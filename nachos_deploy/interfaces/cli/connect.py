@@ -59,7 +59,8 @@ def env(
     ] = outputs_mod.Format.DOTENV,
 ) -> None:
     """Print the running stack's connection details for a script: NATS_URL (with the operator's
-    credentials, usable as it is), NATS_MONITOR_URL (only with bus.publish_monitor) and NACHOS_PROJECT.
+    credentials, usable as it is; tls:// when the bus speaks TLS), NATS_MONITOR_URL (only with
+    bus.publish_monitor), NATS_CA_FILE (the CA a tls:// client trusts, only with TLS) and NACHOS_PROJECT.
     Exits 1 when the bus is not running.
 
     Example: eval "$(nachos-deploy env --format shell)"

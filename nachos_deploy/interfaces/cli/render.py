@@ -81,6 +81,12 @@ def validate(
         + "."
     )
     out.print(f"Bind sources: {folders}.", markup=False)
+    tls = api.check_bus_tls(stack)  # the user's certificate files are refused here (exit 3)
+    if tls is not None:
+        out.print(f"TLS on the bus's client port: {tls}.", markup=False)
+    ingress = api.check_ingress_tls(stack)  # the user's certificate files are refused here (exit 3)
+    if ingress is not None:
+        out.print(f"The ingress: {ingress}.", markup=False)
     checked = api.check_compose(stack)
     if checked.skipped is not None:
         out.print(f"Skipped the Compose check: {checked.skipped}.")

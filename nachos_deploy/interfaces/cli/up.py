@@ -36,7 +36,8 @@ def up(
             "--env-file",
             metavar="PATH",
             help="Also write NATS_URL (with the operator's credentials), NATS_MONITOR_URL (only with "
-            "bus.publish_monitor) and NACHOS_PROJECT to this dotenv file (atomically, mode 0600).",
+            "bus.publish_monitor), NACHOS_PROJECT and each webhook channel's NACHOS_WEBHOOK_URL_<CHANNEL> "
+            "to this dotenv file (atomically, mode 0600).",
             show_default=False,
         ),
     ] = None,
@@ -44,8 +45,9 @@ def up(
         bool,
         typer.Option(
             "--github",
-            help="Also append them to $GITHUB_OUTPUT (as nats_url, monitor_url, project) and "
-            "$GITHUB_ENV, and mask the password in the job's log.",
+            help="Also append them to $GITHUB_OUTPUT (as nats_url, monitor_url, project, and "
+            "nachos_webhook_url_<channel> per webhook channel) and $GITHUB_ENV, and mask the password "
+            "in the job's log.",
         ),
     ] = False,
 ) -> None:
@@ -59,7 +61,9 @@ def up(
 
     A bus that fails stops everything before any component starts (exit 5); a component that fails is
     named with the exit code of its failed run and its last log lines (exit 6) and the stack is left for
-    inspection. Running `up` again on an unchanged stack changes nothing.
+    inspection. Last, each webhook channel's public URL is called from the host as its provider calls
+    it (Meta's verification handshake, Slack's signed url_verification); one that fails is exit 8.
+    Running `up` again on an unchanged stack changes nothing.
 
     --only starts the named services (and their sidecars) after the bus; `status` then judges those
     until a full `up` or `down`. For CI: `up --only bus --set bus.client_port=0 --env-file nats.env`.
@@ -83,7 +87,8 @@ def up(
                 notice=notice,
                 warm_up=("nachos_deploy.interfaces.report",),  # the summary's tables, while Compose works
             )
-    variables = outputs_mod.values(result.endpoints, result.project)
+    webhooks = {webhook.channel: webhook.url for webhook in result.webhooks}
+    variables = outputs_mod.values(result.endpoints, result.project, webhooks)
     if github:
         password = outputs_mod.secret_of(variables)
         if password:  # GitHub hides it in the job's log; stderr keeps --json's stdout one document

@@ -1,0 +1,211 @@
+"""Each network of a stack gets a small subnet of its own, from the range nachos-deploy manages.
+
+Left to the engine, every network takes one of Docker's default ranges, a /16 or a /20, of which an
+engine has about 31: a stack of 24 components (a private network each) ran out of them at once, and
+two stacks of 12 could not run side by side. Here a network gets what it holds and no more (a /29
+for a component and its sidecar), so thousands of networks fit where 31 did.
+
+Pure, and deterministic from the project's name (docs/networks.md):
+  - the stack takes one block of ``networks.pool``, sized for all its networks with room to grow
+    (twice what they need, rounded up to a power of two), at a place drawn from a hash of the
+    project's name: the same project gets the same block on every machine, with no engine to ask,
+    so ``render`` stays pure and the golden files stable;
+  - in its block, a component's own network goes where a hash of its name says (or the next free
+    place of a sequence of its own), in the first half; the shared networks, which grow with the
+    stack, in the second. A component added at the end of the deploy file moves no other network
+    (a moved network is a recreated one, with every container on it); a shared network that
+    outgrows its size moves alone; a stack that outgrows half its block takes the block twice as
+    large that holds the old one (everything moves once);
+  - two stacks can still draw overlapping blocks: ``up`` compares the plan with the engine's networks
+    first (:func:`collisions`) and names the two networks and a free range to move to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from nachos_deploy.core.errors import ConfigError
+
+Network = ipaddress.IPv4Network
+
+# A bridge network loses three addresses to containers (the network's, the broadcast and the
+# gateway's); an overlay the same three.
+RESERVED = 3
+SMALLEST = 29  # 5 containers: a component, its sidecar, and room for three more (a test's, a debugger's)
+LARGEST = 16
+# Compose: one address per container. Swarm: a replaced task keeps its address until the old one is
+# gone (start-first updates, restarts), so two per task; and each machine with a task on an overlay
+# network takes one more for its load balancer, at most one per service.
+SWARM_TASK_ADDRESSES = 2
+
+
+@dataclass(frozen=True)
+class Member:
+    """A service on a network, and how many tasks it runs there (Swarm's replicas; 1 on Compose)."""
+
+    service: str
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class Subnets:
+    """What the plan gives each network: its subnet, and the block of the pool they all lie in."""
+
+    pool: str
+    block: str
+    assigned: tuple[tuple[str, str], ...]  # (network, subnet), in the plan's network order
+
+    def of(self, network: str) -> str | None:
+        for name, subnet in self.assigned:
+            if name == network:
+                return subnet
+        return None
+
+
+def addresses_needed(members: Sequence[Member], *, swarm: bool) -> int:
+    """Addresses the network's containers take, plus as many again (at least three) for what joins
+    it later: a container Compose recreates, a debugging container, a replica more."""
+    taken = sum(SWARM_TASK_ADDRESSES * m.replicas + 1 for m in members) if swarm else len(members)
+    return taken + max(3, taken)
+
+
+def prefix_for(addresses: int) -> int:
+    """The longest prefix (smallest subnet) whose usable addresses hold ``addresses``."""
+    for prefix in range(SMALLEST, LARGEST - 1, -1):
+        if 2 ** (32 - prefix) - RESERVED >= addresses:
+            return prefix
+    raise ConfigError(
+        f"Invalid configuration: one network of this stack would hold {addresses} addresses, more than "
+        f"a /{LARGEST}; split the stack into several projects."
+    )
+
+
+def _draw(*parts: str) -> int:
+    """A number drawn from names: the same names give the same number on every machine and run."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def allocate(
+    project: str, pool_text: str, members: Mapping[str, Sequence[Member]], *, swarm: bool
+) -> Subnets:
+    """Subnets for ``members`` (network -> who is on it), in one block of the pool. A ConfigError
+    naming ``networks.pool`` when the stack does not fit in it at all."""
+    pool = ipaddress.IPv4Network(pool_text)
+    sizes = {name: prefix_for(addresses_needed(on, swarm=swarm)) for name, on in members.items()}
+    total = sum(2 ** (32 - prefix) for prefix in sizes.values())
+    block_size = 1
+    while block_size < 2 * total:
+        block_size *= 2
+    if block_size > pool.num_addresses:
+        block_prefix = 32 - block_size.bit_length() + 1
+        raise ConfigError(
+            f"Invalid configuration: networks.pool is {pool} ({pool.num_addresses} addresses), but this "
+            f"stack's {len(sizes)} networks take {total} addresses, and a stack takes a block of twice "
+            f"that, a /{block_prefix}. Give networks.pool a larger range (the default is 172.16.0.0/16); "
+            "docs/networks.md says what each network takes."
+        )
+    # The top bits of the draw pick the place: a block twice as large (the stack grew) is then the
+    # one that holds the old block, so the addresses a grown stack takes stay near the ones it had.
+    slots = pool.num_addresses // block_size
+    start = int(pool.network_address) + (_draw(project) >> (64 - slots.bit_length() + 1)) * block_size
+    block = ipaddress.IPv4Network((start, 32 - block_size.bit_length() + 1))
+    # The smallest networks (a component's own: they never grow) in the block's first half, each at
+    # the place a hash of its name picks, or the next free one; the others (shared by many: they
+    # grow with the stack) in the second half, so that one that outgrows its size moves alone. Each
+    # half holds all of either, since the block is at least twice what they take.
+    smallest = max(sizes.values(), default=SMALLEST)
+    half = block_size // 2
+    placed: dict[str, Network] = {}
+    own = [name for name in sizes if sizes[name] == smallest]
+    shared = [name for name in sizes if sizes[name] != smallest]
+    _place(own, sizes, start, half, placed, largest_first=False)
+    _place(shared, sizes, start + half, half, placed, largest_first=True)
+    return Subnets(str(pool), str(block), tuple((name, str(placed[name])) for name in members))
+
+
+def _place(
+    names: Sequence[str],
+    sizes: Mapping[str, int],
+    start: int,
+    length: int,
+    placed: dict[str, Network],
+    *,
+    largest_first: bool,
+) -> None:
+    """Put ``names`` in ``length`` addresses from ``start``: each tries the places a hash of its name
+    lists (a first place, then steps of a stride of its own, which visit every place once), in the
+    plan's order (a component added at the end of the deploy file takes a place no other had, and
+    strides of their own keep one taken place from pushing a row of others along). ``largest_first``:
+    with power-of-two sizes on their own alignment, none then ever fails to fit."""
+    ranked = sorted(names, key=lambda n: -(2 ** (32 - sizes[n]))) if largest_first else list(names)
+    taken: list[Network] = []
+    for name in ranked:
+        size = 2 ** (32 - sizes[name])
+        places = length // size
+        first = _draw(name) % places
+        stride = (_draw(name, "stride") % places) | 1  # odd: coprime with a power of two
+        for step in range(places):
+            index = (first + step * stride) % places
+            candidate = ipaddress.IPv4Network((start + index * size, sizes[name]))
+            if not any(candidate.overlaps(other) for other in taken):
+                placed[name] = candidate
+                taken.append(candidate)
+                break
+
+
+@dataclass(frozen=True)
+class Collision:
+    """A network of the plan whose subnet overlaps one the engine already has."""
+
+    network: str  # the plan's
+    subnet: str
+    other: str  # the engine's network
+    other_subnet: str
+
+
+def collisions(
+    subnets: Subnets, own: Iterable[str], existing: Iterable[tuple[str, Sequence[str]]]
+) -> list[Collision]:
+    """The plan's networks that overlap a network of the engine's (``existing``: name and subnets),
+    leaving out ``own`` (the engine names of this stack's networks: recreated by Compose when they
+    changed). IPv6 subnets are never ours to overlap."""
+    own_names = set(own)
+    found = []
+    for other, their_subnets in existing:
+        if other in own_names:
+            continue
+        for text in their_subnets:
+            try:
+                theirs = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                continue
+            if not isinstance(theirs, ipaddress.IPv4Network):
+                continue
+            for network, subnet in subnets.assigned:
+                if ipaddress.IPv4Network(subnet).overlaps(theirs):
+                    found.append(Collision(network, subnet, other, str(theirs)))
+    return found
+
+
+def free_block(subnets: Subnets, existing: Iterable[tuple[str, Sequence[str]]]) -> str | None:
+    """A block of the pool, of this stack's block size, that overlaps no network of the engine's:
+    given as ``networks.pool``, it is the only place the stack can take, so it takes that one."""
+    pool = ipaddress.IPv4Network(subnets.pool)
+    size = ipaddress.IPv4Network(subnets.block).prefixlen
+    used = []
+    for _, their_subnets in existing:
+        for text in their_subnets:
+            try:
+                theirs = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                continue
+            if isinstance(theirs, ipaddress.IPv4Network):
+                used.append(theirs)
+    for candidate in pool.subnets(new_prefix=size):
+        if not any(candidate.overlaps(other) for other in used):
+            return str(candidate)
+    return None

@@ -1,0 +1,364 @@
+"""The certificate the hub's client port serves when it leaves the machine (bus.tls), and the CA
+file the host's clients trust.
+
+Two sources. By default nachos-deploy is its own CA: a key and certificate made once per output
+folder (``credentials/bus-ca-key.pem``, 0600, never mounted anywhere; ``credentials/bus-ca.pem``,
+what clients trust), which signs the server's certificate for the names clients use (the plan's,
+plus this host's name). The server's certificate is made again when those names change, when it
+nears its end, or when ``credentials rotate`` asks (a new key, the same CA, so no client needs a new
+trust file). Or the user gives ``bus.tls.cert_file``/``key_file`` (and ``ca_file``): they are checked
+(readable, a certificate and its own key, valid now) and copied beside the generated ones, so the
+rendered files mount one place whichever the source.
+
+The server's files sit in ``credentials/bus-tls/`` (0711, files 0644, inside the 0700
+``credentials/``), as the passwords' ``secrets.conf`` does and for the same reason: the hub reads them
+as a root without CAP_DAC_OVERRIDE, which cannot open another uid's 0600 file; no other host user can
+reach them through ``credentials/``. On Swarm each is a Swarm secret, named by the folder's hash.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from nachos_deploy.core.errors import ConfigError, OutputError
+from nachos_deploy.core.plan import (
+    CREDENTIALS_DIR,
+    TLS_CA,
+    TLS_CA_KEY,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_OWNER,
+    BusTlsPlan,
+    Plan,
+    secret_version_variable,
+)
+from nachos_deploy.io.files import replace_private
+
+CA_DAYS = 3650
+SERVER_DAYS = 397  # what browsers accept for a server certificate; nats-server does not care
+RENEW_BEFORE = datetime.timedelta(days=30)
+_FIX = (
+    "Give bus.tls.cert_file and bus.tls.key_file that match and are valid now, or remove both "
+    "(nachos-deploy then makes its own)."
+)
+
+
+@dataclass(frozen=True)
+class UserFiles:
+    """The user's files, read and checked: PEM bytes to copy, and the CA file clients trust."""
+
+    cert: bytes
+    key: bytes
+    ca_file: Path | None
+
+
+def ca_file(output_dir: Path, plan: Plan) -> Path | None:
+    """The file clients must trust for the bus's certificate (see ``BusTlsPlan.trusted_ca``)."""
+    tls = plan.bus.tls
+    found = tls.trusted_ca(output_dir) if tls is not None else None
+    return Path(found) if found is not None else None
+
+
+def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Path | None:
+    """Make sure the server's certificate and key the plan mounts are in place (a new key when
+    ``rotate``), and return the CA file clients trust (see :func:`ca_file`). Nothing is written when
+    TLS is off. A user's file that is unreadable, mismatched or expired is a ``ConfigError``."""
+    tls = plan.bus.tls
+    if tls is None:
+        return None
+    credentials = output_dir / CREDENTIALS_DIR
+    if tls.generated:
+        cert, key = _own_server_files(credentials, tls, rotate=rotate)
+    else:
+        files = check_user_files(tls)
+        cert, key = files.cert, files.key
+    _write_server_files(credentials / TLS_OWNER, cert, key)
+    return ca_file(output_dir, plan)
+
+
+def secret_versions(output_dir: Path) -> dict[str, str]:
+    """The TLS files' Swarm secret version (their hash), as credentials.secret_versions gives the
+    passwords': a renewed certificate must be a secret of a new name."""
+    folder = output_dir / CREDENTIALS_DIR / TLS_OWNER
+    paths = [folder / TLS_CERT, folder / TLS_KEY]
+    if not all(path.is_file() for path in paths):
+        return {}
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in paths)).hexdigest()[:12]
+    return {secret_version_variable(TLS_OWNER): digest}
+
+
+# -- the user's files -----------------------------------------------------------------------------
+
+
+def check_user_files(tls: BusTlsPlan) -> UserFiles:
+    """Read and check ``bus.tls.cert_file``/``key_file``/``ca_file``; each problem is one paragraph
+    naming the key and the file. (``validate`` and ``up`` both call this.)"""
+    assert tls.cert_file is not None and tls.key_file is not None
+    cert_bytes = _read("bus.tls.cert_file", tls.cert_file)
+    key_bytes = _read("bus.tls.key_file", tls.key_file)
+    try:
+        chain = x509.load_pem_x509_certificates(cert_bytes)
+    except ValueError:
+        raise ConfigError(f"bus.tls.cert_file ({tls.cert_file}) holds no PEM certificate. {_FIX}") from None
+    try:
+        key = serialization.load_pem_private_key(key_bytes, password=None)
+    except (ValueError, TypeError) as exc:
+        why = (
+            "is encrypted (nats-server needs it without a passphrase)"
+            if isinstance(exc, TypeError)
+            else "holds no PEM private key"
+        )
+        raise ConfigError(f"bus.tls.key_file ({tls.key_file}) {why}. {_FIX}") from None
+    leaf = chain[0]
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if public != leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        raise ConfigError(
+            f"bus.tls.key_file ({tls.key_file}) is not the key of the certificate in bus.tls.cert_file "
+            f"({tls.cert_file}): the server could not prove it holds the certificate. {_FIX}"
+        )
+    _check_dates("bus.tls.cert_file", tls.cert_file, leaf)
+    if not _names_host(leaf, tls.server_name):
+        named = ", ".join(sorted(_san_names(leaf))) or "no name at all"
+        raise ConfigError(
+            f"bus.tls.cert_file ({tls.cert_file}) is for {named}, not for {tls.server_name}, which "
+            "nachos-deploy's own clients check it for (they connect to that address): put that name "
+            "first in bus.tls.names if the certificate names it, e.g. bus.tls.names: [bus.example.net], "
+            "or use a certificate that covers the address."
+        )
+    ca_path = None
+    if tls.ca_file is not None:
+        ca_bytes = _read("bus.tls.ca_file", tls.ca_file)
+        try:
+            cas = x509.load_pem_x509_certificates(ca_bytes)
+        except ValueError:
+            raise ConfigError(
+                f"bus.tls.ca_file ({tls.ca_file}) holds no PEM certificate. Give the CA certificate "
+                "that signed bus.tls.cert_file, or remove the key to trust the system's CAs."
+            ) from None
+        for ca in cas:
+            _check_dates("bus.tls.ca_file", tls.ca_file, ca)
+        ca_path = Path(tls.ca_file)
+    return UserFiles(cert_bytes, key_bytes, ca_path)
+
+
+def _names_host(cert: x509.Certificate, host: str) -> bool:
+    """Whether ``cert``'s subject alternative names cover ``host`` (an address, a name, or a name
+    under a one-label wildcard), as a client's hostname check would decide."""
+    names = _san_names(cert)
+    if _is_ip(host):
+        return str(ipaddress.ip_address(host)) in names
+    wanted = host.lower().rstrip(".")
+    for name in (n.lower().rstrip(".") for n in names):
+        if name == wanted or (name.startswith("*.") and wanted.partition(".")[2] == name[2:]):
+            return True
+    return False
+
+
+def _read(key: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key} is {path}, which cannot be read ({exc.strerror or exc}). Fix the path (relative "
+            "paths are from the deploy file's folder) or the file's permissions."
+        ) from None
+
+
+def _check_dates(key: str, path: str, cert: x509.Certificate) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    if cert.not_valid_after_utc <= now:
+        raise ConfigError(
+            f"{key} ({path}) expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: clients refuse "
+            f"it. Renew it. {_FIX}"
+        )
+    if cert.not_valid_before_utc > now:
+        raise ConfigError(
+            f"{key} ({path}) is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
+            f"(is this host's clock right?). {_FIX}"
+        )
+
+
+# -- nachos-deploy's own CA ---------------------------------------------------------------------
+
+
+def _own_server_files(credentials: Path, tls: BusTlsPlan, *, rotate: bool) -> tuple[bytes, bytes]:
+    """The server's certificate and key, signed by the CA of this output folder (made on first use);
+    the existing pair is kept while it is signed by that CA, covers the wanted names and is not near
+    its end, so a second ``up`` changes nothing and the bus is not reloaded for nothing."""
+    ca_cert, ca_key = _own_ca(credentials)
+    names = _names(tls)
+    folder = credentials / TLS_OWNER
+    if not rotate:
+        kept = _kept_server_files(folder, ca_cert, names)
+        if kept is not None:
+            return kept
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nachos-deploy bus")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _names(tls: BusTlsPlan) -> tuple[str, ...]:
+    """The plan's names and this host's name (planning is pure, so the host is asked here)."""
+    names = list(tls.names)
+    host = socket.gethostname()
+    if host and host not in names and all(part and len(part) < 64 for part in host.split(".")):
+        names.append(host)
+    return tuple(names)
+
+
+def _san_names(cert: x509.Certificate) -> set[str]:
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} | set(
+        sans.get_values_for_type(x509.DNSName)
+    )
+
+
+def _kept_server_files(
+    folder: Path, ca_cert: x509.Certificate, names: tuple[str, ...]
+) -> tuple[bytes, bytes] | None:
+    try:
+        cert_bytes = (folder / TLS_CERT).read_bytes()
+        key_bytes = (folder / TLS_KEY).read_bytes()
+        cert = x509.load_pem_x509_certificate(cert_bytes)
+        key = serialization.load_pem_private_key(key_bytes, password=None)
+    except (OSError, ValueError, TypeError):
+        return None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    same_key = key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+    fresh = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
+    wanted = {str(ipaddress.ip_address(name)) if _is_ip(name) else name for name in names}
+    if not (same_key and fresh and cert.issuer == ca_cert.subject and _san_names(cert) == wanted):
+        return None
+    try:
+        cert.verify_directly_issued_by(ca_cert)  # a CA made anew (its old files lost) signs anew
+    except (InvalidSignature, ValueError, TypeError):
+        return None
+    return cert_bytes, key_bytes
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _own_ca(credentials: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """This output folder's CA, made on first use and kept (clients trust its certificate file)."""
+    cert_path, key_path = credentials / TLS_CA, credentials / TLS_CA_KEY
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if (
+            isinstance(key, ec.EllipticCurvePrivateKey)
+            and cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
+        ):
+            return cert, key
+    except (OSError, ValueError, TypeError):
+        pass
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"nachos-deploy bus CA {socket.gethostname()}")]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    try:
+        credentials.mkdir(mode=0o700, parents=True, exist_ok=True)
+        credentials.chmod(0o700)
+        replace_private(key_path, _key_pem(key).decode(), 0o600)  # the key first: a cert alone is useless
+        replace_private(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode(), 0o644)
+    except OSError as exc:
+        raise _cannot_write(credentials, exc) from None
+    return cert, key
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write_server_files(folder: Path, cert: bytes, key: bytes) -> None:
+    """Both files, each in one rename and only when changed (a reload then sees no change)."""
+    try:
+        folder.mkdir(mode=0o711, parents=True, exist_ok=True)
+        folder.chmod(0o711)
+        for path, content in ((folder / TLS_KEY, key), (folder / TLS_CERT, cert)):
+            if not (path.is_file() and path.read_bytes() == content):
+                replace_private(path, content.decode(), 0o644)
+    except OSError as exc:
+        raise _cannot_write(folder, exc) from None
+
+
+def _cannot_write(where: Path, exc: OSError) -> OutputError:
+    return OutputError(
+        f"Cannot write the bus's TLS files to {where} ({exc.strerror or exc}). Fix the output "
+        "folder's permissions or choose another with --output."
+    )

@@ -1,0 +1,160 @@
+"""Networks that scale, on the real engine (docs/networks.md): each network takes its own small subnet
+of networks.pool, so a stack of 24 components comes up (it took 24 of the engine's ~31 default
+ranges and failed, exit 4), two stacks of 12 run side by side, the same project gets the same
+subnets again, and a subnet another network already holds stops `up` before anything starts."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+
+from nachos_deploy.core.config import DeployConfig
+from nachos_deploy.core.plan import make_plan
+from tests.commands import compose_down, docker, nachos
+
+PROBE = "nachos-deploy/probe:latest"
+# The big stacks here take their own range: another test's stack (in the default 172.16.0.0/16,
+# drawn from its random name) could otherwise overlap one of them now and then, which is the
+# collision `up` refuses (test_a_subnet_another_network_holds...), not what these tests are about.
+POOL = "10.123.0.0/16"
+
+
+def document(project: str, count: int, pool: str | None) -> dict[str, object]:
+    """A stack of ``count`` probe tools, each with its sidecar and its own network, and no gateway."""
+    components: dict[str, object] = {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}}
+    components.update({f"t{index}": {"role": "tool", "image": PROBE} for index in range(count)})
+    doc: dict[str, object] = {
+        "project": project,
+        "bus": {"client_port": 0, "monitor_port": 0},
+        "components": components,
+    }
+    if pool is not None:
+        doc["networks"] = {"pool": pool}
+    return doc
+
+
+def deploy_file(folder: Path, project: str, count: int, pool: str | None = POOL) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "nachos-deploy.yaml"
+    path.write_text(yaml.safe_dump(document(project, count, pool)))
+    return path
+
+
+def apart(prefix: str, stacks: int, count: int) -> list[str]:
+    """Random project names whose blocks of POOL do not overlap (two names can draw overlapping
+    blocks: docs/networks.md#collisions)."""
+    while True:
+        names = [f"{prefix}{index}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
+        blocks = []
+        for name in names:
+            subnets = make_plan(DeployConfig.model_validate(document(name, count, POOL))).subnets
+            assert subnets is not None
+            blocks.append(ipaddress.IPv4Network(subnets.block))
+        if not any(one.overlaps(two) for one, two in itertools.combinations(blocks, 2)):
+            return names
+
+
+def planned(folder: Path) -> dict[str, str]:
+    """The subnets the rendered Compose file asks for, by network."""
+    doc = yaml.safe_load((folder / ".nachos" / "docker-compose.yml").read_text())
+    return {name: spec["ipam"]["config"][0]["subnet"] for name, spec in doc["networks"].items()}
+
+
+def on_engine(project: str, networks: list[str]) -> dict[str, str]:
+    """The subnets the engine gave the project's networks."""
+    fmt = "{{range .IPAM.Config}}{{.Subnet}}{{end}}"
+    return {name: docker("network", "inspect", f"{project}_{name}", "--format", fmt) for name in networks}
+
+
+def no_overlap(subnets: list[str]) -> None:
+    ordered = sorted(ipaddress.IPv4Network(s) for s in subnets)
+    for one, two in itertools.pairwise(ordered):
+        assert not one.overlaps(two), (one, two)
+
+
+def test_a_stack_of_24_components_comes_up_on_subnets_of_its_own(engine: str, tmp_path: Path) -> None:
+    project = f"h20n-24-{uuid.uuid4().hex[:6]}"
+    file = deploy_file(tmp_path, project, 24)
+    try:
+        result = nachos(tmp_path, "up", "-c", str(file), "--timeout", "240", timeout=400)
+        assert result.returncode == 0, result.stdout + result.stderr
+        wanted = planned(tmp_path)
+        assert len(wanted) == 24 + 3  # a network per component, nachos-internal, bus-link, host-access
+        assert on_engine(project, list(wanted)) == wanted
+        pool = ipaddress.IPv4Network(POOL)
+        assert all(ipaddress.IPv4Network(s).subnet_of(pool) for s in wanted.values())
+        no_overlap(list(wanted.values()))
+        # The same project, after `down`, gets the same subnets: nothing to ask the engine for.
+        down = nachos(tmp_path, "down", "-c", str(file))
+        assert down.returncode == 0, down.stdout + down.stderr
+        again = nachos(tmp_path, "up", "-c", str(file), "--only", "bus", "--timeout", "120", timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        bus_networks = ["nachos-internal", "bus-link", "host-access"]
+        assert on_engine(project, bus_networks) == {name: wanted[name] for name in bus_networks}
+    finally:
+        nachos(tmp_path, "down", "-c", str(file), "--volumes", "--yes")
+        compose_down(project)
+
+
+def test_two_stacks_of_12_side_by_side(engine: str, tmp_path: Path) -> None:
+    projects = apart("h20n-12-", 2, 12)
+    folders = [tmp_path / side for side in "ab"]
+    files = [deploy_file(folder, project, 12) for folder, project in zip(folders, projects, strict=True)]
+    try:
+        ups = [
+            subprocess.Popen(
+                [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--timeout", "240"],
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for folder, file in zip(folders, files, strict=True)
+        ]
+        for process in ups:
+            out, err = process.communicate(timeout=400)
+            assert process.returncode == 0, out + err
+        both = [
+            on_engine(project, list(planned(folder)))
+            for folder, project in zip(folders, projects, strict=True)
+        ]
+        assert both[0] and both[1]
+        no_overlap([subnet for stack in both for subnet in stack.values()])
+    finally:
+        for folder, file, project in zip(folders, files, projects, strict=True):
+            nachos(folder, "down", "-c", str(file), "--volumes", "--yes")
+            compose_down(project)
+
+
+def test_a_subnet_another_network_holds_stops_up_naming_both(engine: str, tmp_path: Path) -> None:
+    """Exit 4 before anything starts, naming the two networks and a free range to move to; with
+    that range as networks.pool, the stack is planned there."""
+    project = f"h20n-clash-{uuid.uuid4().hex[:6]}"
+    file = deploy_file(tmp_path, project, 1, pool=None)  # the default pool
+    rendered = nachos(tmp_path, "render", "-c", str(file))
+    assert rendered.returncode == 0, rendered.stderr
+    taken = planned(tmp_path)["t0-link"]
+    squatter = f"h20n-squatter-{uuid.uuid4().hex[:6]}"
+    docker("network", "create", "--internal", "--subnet", taken, squatter)
+    try:
+        result = nachos(tmp_path, "up", "-c", str(file), "--timeout", "60")
+        message = " ".join(result.stderr.split())
+        assert result.returncode == 4, result.stdout + result.stderr
+        assert f"Network t0-link of project {project} would take {taken}" in message, message
+        assert f"overlaps network {squatter} ({taken})" in message, message
+        assert "Traceback" not in result.stderr
+        assert not docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}")
+        fix = message.split("--set networks.pool=")[1].split("`")[0]
+        moved = nachos(tmp_path, "render", "-c", str(file), "--set", f"networks.pool={fix}")
+        assert moved.returncode == 0, moved.stderr
+        moved_to = ipaddress.IPv4Network(fix)
+        assert all(ipaddress.IPv4Network(s).subnet_of(moved_to) for s in planned(tmp_path).values())
+    finally:
+        docker("network", "rm", squatter)
+        compose_down(project)

@@ -1,0 +1,207 @@
+"""Each network's own small subnet of networks.pool (core/subnets.py, docs/networks.md), without an
+engine: the same project gets the same subnets, no two networks of a stack overlap, a pool too small
+is a configuration error naming the key, and a collision with the engine's networks names both."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from pathlib import Path, PurePath
+
+import pytest
+import yaml
+
+from nachos_deploy.core import subnets
+from nachos_deploy.core.config import DeployConfig
+from nachos_deploy.core.errors import ConfigError
+from nachos_deploy.core.plan import INIT_NETWORK, Plan, make_plan
+from nachos_deploy.core.render import render
+from nachos_deploy.io.loader import load
+from nachos_deploy.targets import subnet_check
+
+PROBE = "nachos-deploy/probe:latest"
+
+
+def probes(count: int, **settings: object) -> dict[str, object]:
+    return {f"p{index}": {"image": PROBE, "role": "channel", **settings} for index in range(count)}
+
+
+def plan_of(data: dict[str, object]) -> Plan:
+    return make_plan(
+        DeployConfig.model_validate(data), base_dir=PurePath("/srv/app"), output_dir=PurePath("/srv/app/.n")
+    )
+
+
+def assigned(plan: Plan) -> dict[str, ipaddress.IPv4Network]:
+    assert plan.subnets is not None
+    return {name: ipaddress.IPv4Network(subnet) for name, subnet in plan.subnets.assigned}
+
+
+def test_the_same_project_gets_the_same_subnets_and_another_project_others() -> None:
+    first = plan_of({"project": "alpha", "components": probes(3)})
+    again = plan_of({"project": "alpha", "components": probes(3)})
+    other = plan_of({"project": "beta", "components": probes(3)})
+    assert assigned(first) == assigned(again)
+    assert assigned(first) != assigned(other)
+    assert first.subnets is not None and other.subnets is not None
+    assert first.subnets.block != other.subnets.block
+
+
+@pytest.mark.parametrize("target", ["compose", "swarm"])
+@pytest.mark.parametrize("count", [0, 1, 12, 24, 100])
+def test_no_two_networks_of_a_stack_overlap_and_all_lie_in_the_block(target: str, count: int) -> None:
+    plan = plan_of({"project": f"s{count}", "target": target, "components": probes(count)})
+    nets = assigned(plan)
+    assert plan.subnets is not None
+    block = ipaddress.IPv4Network(plan.subnets.block)
+    assert block.subnet_of(ipaddress.IPv4Network("172.16.0.0/16"))
+    assert set(nets) >= {name for name, _ in plan.networks}
+    if target == "swarm" and plan.prepared_volumes:
+        assert INIT_NETWORK in nets
+    ordered = sorted(nets.values())
+    for one, two in itertools.pairwise(ordered):
+        assert not one.overlaps(two), (one, two)
+    assert all(net.subnet_of(block) for net in ordered)
+    # Each network holds what is on it, with room: a component and its sidecar take a /29 (Compose)
+    # or a /28 (Swarm), and the shared network holds every sidecar and the bus.
+    link = nets["p0-link"] if count else nets["gateway-link"]
+    assert link.prefixlen == (29 if target == "compose" else 28)
+    on_internal = sum("nachos-internal" in s.networks for s in plan.services)
+    assert nets["nachos-internal"].num_addresses - 3 >= 2 * on_internal
+
+
+def test_adding_a_component_moves_no_component_network_and_a_grown_block_holds_the_old() -> None:
+    """A moved network is a recreated one, with every container on it: while the stack's block
+    holds it, a new component's network takes a free place and the others keep theirs; a stack
+    that outgrows its block takes the block twice as large that holds the old one."""
+    plans = [plan_of({"project": "grows", "components": probes(count)}) for count in range(1, 40)]
+    grew = 0
+    for before, after in itertools.pairwise(plans):
+        assert before.subnets is not None and after.subnets is not None
+        old, new = assigned(before), assigned(after)
+        if before.subnets.block == after.subnets.block:
+            links = [name for name in old if name.endswith("-link") and name != "bus-link"]
+            assert {name: new[name] for name in links} == {name: old[name] for name in links}
+        else:
+            grew += 1
+            assert ipaddress.IPv4Network(before.subnets.block).subnet_of(
+                ipaddress.IPv4Network(after.subnets.block)
+            )
+    assert grew >= 2  # the case above was met
+
+
+def test_a_pool_too_small_for_the_stack_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        plan_of({"project": "big", "networks": {"pool": "172.16.0.0/24"}, "components": probes(40)})
+    message = info.value.message
+    assert "networks.pool is 172.16.0.0/24" in message and "a /21" in message, message
+    assert "larger range" in message
+
+
+def test_the_whole_pool_may_be_one_stack_block() -> None:
+    """A pool of exactly the block size (the fix a collision message gives) has one place to give."""
+    default = plan_of({"project": "moved", "components": probes(2)})
+    assert default.subnets is not None
+    moved = plan_of({"project": "moved", "networks": {"pool": "10.77.3.0/24"}, "components": probes(2)})
+    assert moved.subnets is not None and moved.subnets.block == "10.77.3.0/24"
+
+
+@pytest.mark.parametrize(
+    ("pool", "says"),
+    [
+        ("172.16.0.1/16", "bits set past its prefix length; the range it is in is 172.16.0.0/16"),
+        ("banana", "is not an IPv4 range in CIDR form"),
+        ("fd00::/64", "IPv6"),
+        ("8.8.0.0/16", "is not a private range"),
+        ("127.0.0.0/8", "is not a private range"),
+        ("172.16.0.0/30", "too small"),
+        ("12", "is not an IPv4 range"),
+    ],
+)
+def test_an_invalid_pool_is_refused_naming_the_key(tmp_path: Path, pool: str, says: str) -> None:
+    (tmp_path / "nachos-deploy.yaml").write_text(yaml.safe_dump({"networks": {"pool": pool}}))
+    with pytest.raises(ConfigError) as info:
+        load(cwd=tmp_path, environ={})
+    message = " ".join(info.value.message.split())
+    assert "networks.pool" in message and says in message, message
+
+
+def test_docker_leaves_the_addresses_to_the_engine() -> None:
+    plan = plan_of({"networks": {"pool": "docker"}})
+    assert plan.subnets is None
+    assert "ipam" not in render(plan)["docker-compose.yml"]
+
+
+@pytest.mark.parametrize("target", ["compose", "swarm"])
+def test_every_rendered_network_has_its_subnet(target: str) -> None:
+    plan = plan_of({"project": "rendered", "target": target, "components": probes(2)})
+    files = render(plan)
+    names = ["docker-stack.yml", "docker-stack.bus.yml"] if target == "swarm" else ["docker-compose.yml"]
+    nets = assigned(plan)
+    for name in names:
+        networks = yaml.safe_load(files[name])["networks"]
+        assert networks, name
+        for network, spec in networks.items():
+            assert spec["ipam"] == {"config": [{"subnet": str(nets[network])}]}, (name, network)
+
+
+def test_a_collision_names_both_networks_and_a_free_range() -> None:
+    plan = plan_of({"project": "clash", "components": probes(2)})
+    nets = assigned(plan)
+    assert plan.subnets is not None
+    theirs = ("other_stuff", (str(nets["p1-link"]),))
+    own_old = ("clash_p0-link", ("10.0.0.0/8",))  # this stack's own network: Compose recreates it
+    existing = [theirs, own_old, ("bridge", ("172.17.0.0/16",)), ("v6", ("fd00::/64",))]
+    found = subnets.collisions(plan.subnets, subnet_check.own_names(plan), existing)
+    assert [(c.network, c.other) for c in found] == [("p1-link", "other_stuff")]
+    message = subnet_check.message(plan, found, [theirs])
+    free = subnets.free_block(plan.subnets, [theirs])
+    assert free is not None and not ipaddress.IPv4Network(free).overlaps(nets["p1-link"])
+    for part in ("p1-link", "other_stuff", str(nets["p1-link"]), f"networks.pool={free}", plan.subnets.block):
+        assert part in message, message
+
+
+def test_a_pool_with_no_free_block_says_the_range_ran_out() -> None:
+    plan = plan_of({"project": "full", "networks": {"pool": "172.16.4.0/24"}, "components": probes(1)})
+    assert plan.subnets is not None
+    filler = [("filler", ("172.16.4.0/24",))]
+    found = subnets.collisions(plan.subnets, set(), filler)
+    message = subnet_check.message(plan, found, filler)
+    assert "the range ran out" in message and "networks.pool 172.16.4.0/24" in message, message
+
+
+def test_a_sidecar_holds_the_loop_detection_subscriptions_of_every_other_leaf() -> None:
+    """At 100 components each sidecar's leaf connection got 63 $LDS subscriptions from the hub and
+    refused the 64th, its role's max_subscriptions (docs/networks.md#figures): the limit grows with
+    the stack, and small stacks keep the role's."""
+    big = plan_of({"project": "big", "components": probes(100)})
+    small = plan_of({"project": "small", "components": probes(3)})
+    needed = len(big.sidecars) + 8
+    assert min(s.limits.max_subscriptions for s in big.sidecars) >= needed
+    assert {s.limits.max_subscriptions for s in small.sidecars if s.component.startswith("p")} == {64}
+    assert f"max_subscriptions: {needed}" in render(big)["sidecar-p0.conf"]
+
+
+def test_the_engines_networks_are_read_with_their_subnets() -> None:
+    """`docker network inspect` as Docker 20.10 prints it: a network on the engine's default range, one
+    with a subnet of ours (no Gateway field then), and `host`/`none`, which have no IPAM config."""
+    from nachos_deploy.docker.parse import network_subnets
+
+    inspected = [
+        {
+            "Name": "bridge",
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.210.0.0/24", "Gateway": "10.210.0.1"}]},
+        },
+        {
+            "Name": "x_p0-link",
+            "IPAM": {"Driver": "default", "Options": None, "Config": [{"Subnet": "172.16.200.0/29"}]},
+        },
+        {"Name": "host", "IPAM": {"Driver": "default", "Options": None, "Config": []}},
+        {"Name": "none", "IPAM": {"Driver": "default", "Options": None, "Config": None}},
+    ]
+    assert network_subnets(inspected) == [
+        ("bridge", ("10.210.0.0/24",)),
+        ("x_p0-link", ("172.16.200.0/29",)),
+        ("host", ()),
+        ("none", ()),
+    ]
