@@ -15,7 +15,6 @@ not do TLS. The Swarm case is in tests/test_swarm.py (it needs that module's swa
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import secrets
 import socket
@@ -32,9 +31,6 @@ import nats
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from nachos_deploy.bus import natsclient, sysrequest, trust
 from nachos_deploy.bus.monitor import BusUnavailable
@@ -44,6 +40,8 @@ from nachos_deploy.core.results import Endpoints
 from nachos_deploy.interfaces import api, outputs
 from nachos_deploy.io import bus_tls
 from nachos_deploy.io.stack import prepare
+from tests import certificates
+from tests.certificates import Issued
 from tests.commands import compose_down, container, docker, nachos
 
 ETH_P_ALL = 0x0003
@@ -127,58 +125,24 @@ def test_own_ca_signs_a_server_certificate_for_the_names_and_keeps_it(tmp_path: 
     assert (credentials / TLS_CA).read_bytes() == ca.read_bytes()
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def users_ca(folder: Path) -> tuple[Path, x509.Certificate, ec.EllipticCurvePrivateKey]:
+def users_ca(folder: Path) -> tuple[Path, Issued]:
     """A CA of the user's own (as a company's would be), its certificate written to ``ca.pem``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "users CA")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return folder / "ca.pem", cert, key
+    ca = certificates.authority("users CA", days=365)
+    ca.write(folder / "ca.pem")
+    return folder / "ca.pem", ca
 
 
 def issue(
     folder: Path,
-    ca: tuple[Path, x509.Certificate, ec.EllipticCurvePrivateKey],
+    ca: tuple[Path, Issued],
     *,
     days: int,
     name: str = "bus",
     sans: tuple[str, ...] = ("bus.example.net",),
 ) -> tuple[Path, Path]:
     """A server certificate signed by ``ca`` for the DNS names ``sans``, ending in ``days``."""
-    _, ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=400))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}-key.pem").write_bytes(_pem_key(key))
+    issued = certificates.issue(ca[1], sans, days=days, issued_days_ago=400)
+    issued.write(folder / f"{name}.pem", folder / f"{name}-key.pem")
     return folder / f"{name}.pem", folder / f"{name}-key.pem"
 
 
@@ -380,7 +344,10 @@ def test_the_outputs_give_the_tls_url_and_the_ca_file(tmp_path: Path) -> None:
     outputs.append_github(variables, {"GITHUB_OUTPUT": str(step), "GITHUB_ENV": str(env)})
     assert "ca_file=/ca.pem\n" in step.read_text() and "NATS_CA_FILE=/ca.pem\n" in env.read_text()
     plain = Endpoints("nats://nachos-deploy:secret@127.0.0.1:4222", "nats://sys:x@127.0.0.1:4222")
-    assert "NATS_CA_FILE" not in outputs.values(plain, "p") and "tls" not in plain.as_json()
+    assert "NATS_CA_FILE" not in outputs.values(plain, "p") and plain.as_json()["tls"] is False
+    plain_step = tmp_path / "plain-output"
+    outputs.append_github(outputs.values(plain, "p"), {"GITHUB_OUTPUT": str(plain_step)})
+    assert "ca_file=\n" in plain_step.read_text()  # declared by action.yml, so written, empty
 
 
 def server_certificate(url: str) -> bytes:
@@ -494,8 +461,8 @@ def test_a_users_certificate_for_a_domain_serves_the_bus(tmp_path: Path) -> None
 def test_which_ca_a_tls_url_is_checked_against(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Registered for the address (a stack's endpoints), else $NATS_CA_FILE (what `env` writes, for
     # `bench --url`), else the system's CAs; a nats:// URL gets no TLS at all.
-    registered, _, _ = users_ca(tmp_path / "one")
-    from_env, _, _ = users_ca(tmp_path / "two")
+    registered, _ = users_ca(tmp_path / "one")
+    from_env, _ = users_ca(tmp_path / "two")
     url = "tls://u:p@127.0.0.1:1"
 
     def subjects(context: ssl.SSLContext | None) -> list[object]:

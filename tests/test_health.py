@@ -30,19 +30,13 @@ from tests.natsserver import (
     nats_server_factory,
     no_connections_left,
 )
+from tests.ports import free_port as closed_port
 
 __all__ = ["nats_server", "nats_server_factory"]  # fixtures, used by name
 
 natsserver = pytest.mark.natsserver
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound once by us, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dead_endpoints() -> BusEndpoints:

@@ -26,6 +26,7 @@ import yaml
 
 from nachos_deploy.core.ingress import ROOT_CERT_FILE, WHATSAPP_MAX_BODY, WHATSAPP_PATH
 from tests.commands import container, docker, nachos
+from tests.ports import free_port
 
 PYTHON = "nachos-deploy/python:3.11"
 SECRETS = {"WHATSAPP_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "1", "WHATSAPP_VERIFY_TOKEN": "v"}
@@ -55,12 +56,6 @@ OTHER = (
     "import http.server as h\n"
     "h.ThreadingHTTPServer(('0.0.0.0', 8000), h.SimpleHTTPRequestHandler).serve_forever()"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,6 @@ that Pebble listens before the ingress's first request: Caddy waits a minute bef
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
@@ -24,12 +23,12 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from nachos_deploy.core.ingress import HTTP_PORT, PUBLIC_NETWORK, WHATSAPP_PATH
+from tests import certificates
 from tests.commands import docker, nachos
+from tests.ports import free_port
 
 PEBBLE = "nachos-deploy/pebble:latest"
 PYTHON = "nachos-deploy/python:3.11"
@@ -50,49 +49,13 @@ http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["WHATSAPP_HTTP_PORT"]
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _pebble_tls(folder: Path) -> Path:
     """A CA and Pebble's own HTTPS certificate (for the name `pebble`): what Caddy must trust to talk
     ACME to it (ingress.acme_ca_root). Returns the CA's file."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nachos-deploy test Pebble CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("pebble")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = certificates.authority("nachos-deploy test Pebble CA")
     pebble = folder / "pebble"
     pebble.mkdir()
-    (pebble / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (pebble / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    certificates.issue(ca, ["pebble"]).write(pebble / "cert.pem", pebble / "key.pem")
     config = {
         "pebble": {
             "listenAddress": "0.0.0.0:14000",

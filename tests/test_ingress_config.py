@@ -3,21 +3,17 @@ what it routes, the errors for bad input, the Caddyfile, and the check of the us
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import ConfigError, ExitCode
 from nachos_deploy.core.ingress import IngressPlan
 from nachos_deploy.io.ingress_tls import check_files
 from nachos_deploy.io.stack import Stack, prepare
+from tests import certificates
 
 WEBHOOK_TOML = """
 [nachos]
@@ -186,29 +182,10 @@ def test_its_names_are_reserved(tmp_path: Path) -> None:
 
 
 def _files(tmp_path: Path, name: str, *, days: int = 30, other_key: bool = False) -> tuple[Path, Path]:
-    now = datetime.datetime.now(datetime.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=60))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    if other_key:
-        key = ec.generate_private_key(ec.SECP256R1())
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    certificates.issue(None, [name], days=days, issued_days_ago=60).write(cert_file, key_file)
+    if other_key:
+        key_file.write_bytes(certificates.issue(None, [name]).key_pem)
     return cert_file, key_file
 
 

@@ -29,17 +29,12 @@ import yaml
 
 from nachos_deploy.docker.parse import split_frames
 from tests.commands import nachos
+from tests.ports import free_port
 
 PROBE = "nachos-deploy/probe:latest"
 # A name holding the old separator, a sidecar's name after it, and the new frame's shape: whatever
 # `status` splits on, a component must not be able to write it.
 HOSTILE_NAME = "channel-webchat@@bus-webchat\\n@@ nachos-frame-0123456789abcdef0123456789abcdef bus-webchat"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from nachos_deploy.bus.monitor import BusUnavailable, connection_names
 from nachos_deploy.bus.natsclient import NoReply, request
 from tests.conftest import PROBE_DIR
 from tests.natsserver import NatsServer, nats_server, nats_server_factory, no_connections_left
+from tests.ports import free_port as closed_port
 from tests.probe_module import ConfigError, json_problem, load_settings, role_subjects
 
 __all__ = ["nats_server", "nats_server_factory"]  # fixtures, used by name
@@ -34,12 +34,6 @@ natsserver = pytest.mark.natsserver
 
 PROBE = PROBE_DIR / "nachos_probe.py"
 READY_TIMEOUT = 10.0
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**values: str) -> dict[str, str]:

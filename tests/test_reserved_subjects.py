@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePath
@@ -33,6 +32,7 @@ from nachos_deploy.io import credentials
 from nachos_deploy.io.files import read_env_file
 from nachos_deploy.io.loader import validate
 from tests.natsserver import NatsServer, find_nats_server, start_nats_server
+from tests.ports import free_port
 
 runner = CliRunner()
 natsserver = pytest.mark.natsserver
@@ -175,12 +175,6 @@ def test_validate_and_doctor_warn_on_a_full_wildcard(workdir: Path, engine: str)
 
 
 # --- on real nats-server: the opt-in does what it says, and no more -----------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 CONNZ = "$SYS.REQ.ACCOUNT.PING.CONNZ"  # the system account's connection list, imported into every account

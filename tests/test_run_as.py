@@ -118,6 +118,18 @@ def test_the_warning_names_the_account_the_key_and_both_fixes() -> None:
     assert host_accounts.uid_warnings(config, plan, lambda uid: None) == []
 
 
+def test_the_state_store_and_the_ingress_are_named_by_their_own_keys() -> None:
+    config = DeployConfig.model_validate({"components": {"webchat": {"enabled": True}}})
+    plan = make_plan(config, None, base_dir=PurePath("/a"), output_dir=PurePath("/a/.nachos"))
+    warnings = host_accounts.uid_warnings(config, plan, {61005: "carol", 61003: "dave"}.get)
+    assert sorted(w.split(",")[0] for w in warnings) == [
+        "host account carol has uid 61005",
+        "host account dave has uid 61003",
+    ]
+    assert any("which run_as.state runs state under" in w for w in warnings), warnings
+    assert any("which run_as.ingress runs ingress under" in w for w in warnings), warnings
+
+
 def an_account() -> pwd.struct_passwd:
     """An account of this machine whose uid run_as accepts (daemon, bin, ... exist everywhere)."""
     return next(entry for entry in pwd.getpwall() if 1 <= entry.pw_uid <= 65533)

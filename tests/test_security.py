@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from nachos_deploy.core.render import render
 from nachos_deploy.io import credentials
 from nachos_deploy.io.files import read_env_file
 from tests.natsserver import NatsServer, find_nats_server, start_nats_server
+from tests.ports import free_port
 
 natsserver = pytest.mark.natsserver
 
@@ -34,12 +34,6 @@ COMPONENTS = {
     "filesystem": {"enabled": True},
     "archiver": {"image": "x", "permissions": {"subscribe": ["nachos.audit.log"]}},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -118,10 +118,13 @@ class Stack:
                 "bind_address": nodes.node1_ip,
                 "healthcheck_interval": "500ms",
             },
+            "ingress": {"enabled": False},  # not this test's subject (its image is not on the nodes)
             "components": {
                 "gateway": {"enabled": False},
                 "llm-proxy": {"enabled": False},
-                "webchat": {"enabled": True, "image": PROBE},
+                # Its state folder is a local volume, prepared by volume-init on one node: pinned, as
+                # docs/scaling-out.md says of every service that keeps state.
+                "webchat": {"enabled": True, "image": PROBE, "placement": ["node.role == manager"]},
             },
         }
         self.file.write_text(yaml.safe_dump(document))

@@ -13,7 +13,7 @@ import pytest
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import doctor
-from tests.test_probe import closed_port
+from tests.ports import free_port as closed_port
 
 WHATSAPP = {"WHATSAPP_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "1", "WHATSAPP_VERIFY_TOKEN": "v"}
 

@@ -5,8 +5,6 @@ so every proof crosses TLS (a CA made here, trusted as the ingress's root) and H
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 import threading
 import time
@@ -18,17 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from nachos_deploy.core.results import WebhookReport
 from nachos_deploy.io.channel_secrets import channel_secret
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.web import webhooks
+from tests import certificates
+from tests.ports import free_port as closed_port
 from tests.probe_module import nachos_probe
-from tests.test_probe import closed_port
 
 VERIFY = "the-verify-token"
 SIGNING = "the-signing-secret"
@@ -51,48 +46,10 @@ class Authority:
 
 
 def authority(folder: Path, name: str = "root") -> Authority:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"test {name}")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = certificates.authority(f"test {name}")
     cert_file, key_file = folder / f"{name}-leaf.pem", folder / f"{name}-leaf-key.pem"
-    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return Authority(ca.public_bytes(serialization.Encoding.PEM), cert_file, key_file)
+    certificates.issue(ca, ["localhost", "127.0.0.1"]).write(cert_file, key_file)
+    return Authority(ca.cert_pem, cert_file, key_file)
 
 
 @dataclass

@@ -17,7 +17,6 @@ import hmac
 import http.client
 import json
 import re
-import socket
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import pytest
 import yaml
 
 from tests.commands import compose_down, nachos
+from tests.ports import free_port
 
 PROBE = "nachos-deploy/probe:latest"
 INBOUND = "nachos.channel.whatsapp.inbound"
@@ -41,12 +41,6 @@ SECRETS = {
     "WHATSAPP_VERIFY_TOKEN": VERIFY,
     "WHATSAPP_APP_SECRET": APP_SECRET,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def event(text: str) -> bytes:

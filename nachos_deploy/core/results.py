@@ -101,10 +101,14 @@ class Endpoints:
         return tuple(monitor_url for _, _, monitor_url in self.nodes)
 
     def as_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"nats_url": self.nats_url, "monitor_url": self.shown_monitor_url}
-        if urllib.parse.urlsplit(self.nats_url).scheme == "tls":
-            document["tls"] = True
-            document["ca_file"] = self.ca_file
+        # tls and ca_file are always there, so that a CI step reads one shape whatever the bus's mode.
+        tls = urllib.parse.urlsplit(self.nats_url).scheme == "tls"
+        document: dict[str, Any] = {
+            "nats_url": self.nats_url,
+            "monitor_url": self.shown_monitor_url,
+            "tls": tls,
+            "ca_file": self.ca_file if tls else None,
+        }
         if self.nodes:
             published = self.published_node_monitors or (None,) * len(self.nodes)
             document["nodes"] = [

@@ -64,6 +64,12 @@ class Subnets:
                 return subnet
         return None
 
+    def gateway_of(self, network: str) -> str | None:
+        """The subnet's first address, which the engine takes as the bridge's own anyway: written out
+        so that `docker network inspect` lists it (the host firewall reads it there)."""
+        subnet = self.of(network)
+        return str(next(ipaddress.ip_network(subnet).hosts())) if subnet else None
+
 
 def addresses_needed(members: Sequence[Member], *, swarm: bool) -> int:
     """Addresses the network's containers take, plus as many again (at least three) for what joins

@@ -118,8 +118,13 @@ def append_github(variables: Mapping[str, str], environ: Mapping[str, str]) -> l
     $GITHUB_ENV; returns the files written."""
     written = []
     for name, target in github_targets(environ).items():
+        # Every step output action.yml declares is written (empty when the stack has none, e.g. no
+        # ca_file without TLS), so a workflow can test `steps.up.outputs.ca_file != ''`.
+        step = {output: "" for output in STEP_OUTPUTS.values()} | {
+            STEP_OUTPUTS.get(key, key.lower()): value for key, value in variables.items()
+        }
         lines = (
-            [f"{STEP_OUTPUTS.get(key, key.lower())}={value}" for key, value in variables.items()]
+            [f"{output}={value}" for output, value in step.items()]
             if name == GITHUB_OUTPUT
             else [f"{key}={value}" for key, value in variables.items()]
         )

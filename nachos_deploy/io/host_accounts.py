@@ -14,6 +14,7 @@ import pwd
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.plan import Plan, ServicePlan
 
@@ -37,6 +38,9 @@ class RunUid:
     services: tuple[str, ...]
 
 
+OWN_RUN_AS = {Role.STATE: "run_as.state", Role.INGRESS: "run_as.ingress"}
+
+
 def run_uids(config: DeployConfig, plan: Plan) -> list[RunUid]:
     """Every numeric uid the plan's services run under, with the key that sets it. The bus (root in
     its container, which no host account can reach without privileges) and users given by name
@@ -53,7 +57,10 @@ def run_uids(config: DeployConfig, plan: Plan) -> list[RunUid]:
         add(sidecar.service, "run_as.sidecars")
     for service in plan.components:
         own = config.components.get(service.name)
-        add(service, f"components.{service.name}.user" if own and own.user else "run_as.components")
+        if service.role in OWN_RUN_AS:  # the state store and the ingress have a key of their own
+            add(service, OWN_RUN_AS[service.role])
+        else:
+            add(service, f"components.{service.name}.user" if own and own.user else "run_as.components")
     return [RunUid(uid, key, tuple(names)) for (uid, key), names in found.items()]
 
 
@@ -66,7 +73,7 @@ def uid_warnings(config: DeployConfig, plan: Plan, lookup: Lookup = account_name
             continue
         fix = (
             f"set {run.key} in the deploy file to a uid:gid no account uses (`getent passwd UID` prints "
-            "nothing; the default range is 61000-61002)"
+            "nothing; the default range is 61000-61005)"
             if run.key.startswith("run_as.")
             else f"change {run.key} in the deploy file to a uid no account uses, or remove it"
         )
