@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from nachos_deploy.core.ingress import HTTP_PORT, PUBLIC_NETWORK, WHATSAPP_PATH
 from tests import certificates
@@ -72,7 +71,7 @@ def _pebble_tls(folder: Path) -> Path:
     for path in pebble.iterdir():
         path.chmod(0o644)
     root = folder / "pebble-ca.pem"
-    root.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    root.write_bytes(ca.cert_pem)
     return root
 
 

@@ -46,9 +46,21 @@ def deploy_file(folder: Path, project: str, count: int, pool: str | None = POOL)
     return path
 
 
+def engine_subnets() -> list[ipaddress.IPv4Network]:
+    """The IPv4 subnets of every network the engine has (another test's, or one Engine 20.10 could
+    not remove: "has active endpoints" with no container left)."""
+    found = []
+    for network in docker("network", "ls", "-q").split():
+        text = docker("network", "inspect", network, "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}")
+        found += [ipaddress.ip_network(s) for s in text.split() if ipaddress.ip_network(s).version == 4]
+    return [n for n in found if isinstance(n, ipaddress.IPv4Network)]
+
+
 def apart(prefix: str, stacks: int, count: int) -> list[str]:
-    """Random project names whose blocks of POOL do not overlap (two names can draw overlapping
-    blocks: docs/networks.md#collisions)."""
+    """Random project names whose blocks of POOL overlap neither each other nor a network the engine
+    has (two names can draw overlapping blocks: docs/networks.md#collisions; `up` would then refuse
+    the second, rightly, which is another test's subject)."""
+    taken = engine_subnets()
     while True:
         names = [f"{prefix}{index}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
         blocks = []
@@ -56,7 +68,9 @@ def apart(prefix: str, stacks: int, count: int) -> list[str]:
             subnets = make_plan(DeployConfig.model_validate(document(name, count, POOL))).subnets
             assert subnets is not None
             blocks.append(ipaddress.IPv4Network(subnets.block))
-        if not any(one.overlaps(two) for one, two in itertools.combinations(blocks, 2)):
+        if not any(one.overlaps(two) for one, two in itertools.combinations(blocks, 2)) and not any(
+            block.overlaps(other) for block in blocks for other in taken
+        ):
             return names
 
 
@@ -79,7 +93,7 @@ def no_overlap(subnets: list[str]) -> None:
 
 
 def test_a_stack_of_24_components_comes_up_on_subnets_of_its_own(engine: str, tmp_path: Path) -> None:
-    project = f"h20n-24-{uuid.uuid4().hex[:6]}"
+    (project,) = apart("h20n-24-", 1, 24)
     file = deploy_file(tmp_path, project, 24)
     try:
         result = nachos(tmp_path, "up", "-c", str(file), "--timeout", "240", timeout=400)
