@@ -125,6 +125,16 @@ promote() {  # new-id image: tag the tested image, drop the one it replaces if n
     if [ -n "$old" ] && [ "$old" != "$new" ]; then docker image rm "$old" >/dev/null 2>&1 || true; fi
 }
 discard() { docker image rm "$1" >/dev/null 2>&1 || true; }
+reusable() {  # image recipe [stand-in]: true, after saying so, when the image present is to be kept
+    local image=$1 recipe=$2
+    [ "$FORCE" = 0 ] && image_id "$image" >/dev/null || return 1
+    if [ "${3:-}" = stand-in ] && [ "$(image_label "$image" "$NS.stand-in")" != true ]; then
+        log "$image: present (not a stand-in: kept as it is)"
+        return 0
+    fi
+    [ "$(image_label "$image" "$NS.recipe")" = "$recipe" ] || return 1
+    log "$image: present, reused"
+}
 is_static() { [ -x "$1" ] && ! ldd "$1" >/dev/null 2>&1; }
 copy_libs() {  # binary root: copy the shared libs ldd lists (for a dynamically linked binary)
     local lib
@@ -242,17 +252,8 @@ EOF
 }
 
 build_nats() {
-    local old new root bin version
-    old=$(image_id "$NATS_IMAGE" || true)
-    if [ "$FORCE" = 0 ] && [ -n "$old" ]; then
-        if [ "$(image_label "$NATS_IMAGE" "$NS.stand-in")" != true ]; then
-            log "$NATS_IMAGE: present (not a stand-in: kept as it is)"
-            return 0
-        elif [ "$(image_label "$NATS_IMAGE" "$NS.recipe")" = "$NATS_RECIPE" ]; then
-            log "$NATS_IMAGE: present, reused"
-            return 0
-        fi
-    fi
+    local new root bin version
+    reusable "$NATS_IMAGE" "$NATS_RECIPE" stand-in && return 0
     local t0
     t0=$(now)
     log "$NATS_IMAGE: building stand-in"
@@ -318,12 +319,8 @@ EOF
 
 # --- nachos-deploy/python:3.11 -----------------------------------------------------------
 build_python() {
-    local old new root debs v t0
-    old=$(image_id "$PY_IMAGE" || true)
-    if [ "$FORCE" = 0 ] && [ -n "$old" ] && [ "$(image_label "$PY_IMAGE" "$NS.recipe")" = "$PY_RECIPE" ]; then
-        log "$PY_IMAGE: present, reused"
-        return 0
-    fi
+    local new root debs v t0
+    reusable "$PY_IMAGE" "$PY_RECIPE" && return 0
     t0=$(now)
     log "$PY_IMAGE: building from Debian packages"
     ensure_busybox
@@ -435,17 +432,8 @@ EOF
 }
 
 build_caddy() {
-    local old new root bin version t0
-    old=$(image_id "$CADDY_IMAGE" || true)
-    if [ "$FORCE" = 0 ] && [ -n "$old" ]; then
-        if [ "$(image_label "$CADDY_IMAGE" "$NS.stand-in")" != true ]; then
-            log "$CADDY_IMAGE: present (not a stand-in: kept as it is)"
-            return 0
-        elif [ "$(image_label "$CADDY_IMAGE" "$NS.recipe")" = "$CADDY_RECIPE" ]; then
-            log "$CADDY_IMAGE: present, reused"
-            return 0
-        fi
-    fi
+    local new root bin version t0
+    reusable "$CADDY_IMAGE" "$CADDY_RECIPE" stand-in && return 0
     t0=$(now)
     log "$CADDY_IMAGE: building stand-in"
     ensure_busybox
@@ -492,12 +480,8 @@ build_caddy() {
 
 # --- nachos-deploy/pebble:latest (tests of the ingress's ACME mode) ---------------------------
 build_pebble() {
-    local old new root debs stage version t0
-    old=$(image_id "$PEBBLE_IMAGE" || true)
-    if [ "$FORCE" = 0 ] && [ -n "$old" ] && [ "$(image_label "$PEBBLE_IMAGE" "$NS.recipe")" = "$PEBBLE_RECIPE" ]; then
-        log "$PEBBLE_IMAGE: present, reused"
-        return 0
-    fi
+    local new root debs stage version t0
+    reusable "$PEBBLE_IMAGE" "$PEBBLE_RECIPE" && return 0
     t0=$(now)
     log "$PEBBLE_IMAGE: building from the Debian package"
     ensure_busybox
@@ -528,17 +512,8 @@ build_pebble() {
 
 # --- redis:7-alpine stand-in (the state store) -------------------------------------------------
 build_redis() {
-    local old new root debs stage deps lib version t0
-    old=$(image_id "$REDIS_IMAGE" || true)
-    if [ "$FORCE" = 0 ] && [ -n "$old" ]; then
-        if [ "$(image_label "$REDIS_IMAGE" "$NS.stand-in")" != true ]; then
-            log "$REDIS_IMAGE: present (not a stand-in: kept as it is)"
-            return 0
-        elif [ "$(image_label "$REDIS_IMAGE" "$NS.recipe")" = "$REDIS_RECIPE" ]; then
-            log "$REDIS_IMAGE: present, reused"
-            return 0
-        fi
-    fi
+    local new root debs stage deps lib version t0
+    reusable "$REDIS_IMAGE" "$REDIS_RECIPE" stand-in && return 0
     t0=$(now)
     log "$REDIS_IMAGE: building stand-in from Debian's redis-server"
     ensure_busybox

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     COMPONENT = 6  # a component did not come up running, healthy and on the bus
     OUTPUT = 7  # the output folder could not be written
     WEBHOOK = 8  # a webhook route did not pass its proof from the host (the provider's own call)
+    ARCHIVE = 9  # a backup archive or an image bundle is unreadable, incomplete or fails its checksums
     INTERRUPTED = 130
 
 
@@ -63,6 +64,12 @@ class WebhookFailure(DeployError):
     exit_code = ExitCode.WEBHOOK
 
 
+class ArchiveError(DeployError):
+    """A backup archive or an image bundle that cannot be trusted: unreadable, incomplete, or altered."""
+
+    exit_code = ExitCode.ARCHIVE
+
+
 def typed(message: str, exit_code: ExitCode, *, details: str = "") -> DeployError:
     """The error class that goes with an exit code, so that API callers can catch by type."""
     kinds: dict[ExitCode, type[DeployError]] = {
@@ -72,6 +79,7 @@ def typed(message: str, exit_code: ExitCode, *, details: str = "") -> DeployErro
         ExitCode.COMPONENT: ComponentFailure,
         ExitCode.OUTPUT: OutputError,
         ExitCode.WEBHOOK: WebhookFailure,
+        ExitCode.ARCHIVE: ArchiveError,
     }
     kind = kinds.get(exit_code)
     if kind is None:

@@ -43,6 +43,7 @@ from nachos_deploy.core.plan import (
     Plan,
     secret_version_variable,
 )
+from nachos_deploy.io import certificates
 from nachos_deploy.io.files import replace_private
 
 CA_DAYS = 3650
@@ -105,35 +106,9 @@ def check_user_files(tls: BusTlsPlan) -> UserFiles:
     """Read and check ``bus.tls.cert_file``/``key_file``/``ca_file``; each problem is one paragraph
     naming the key and the file. (``validate`` and ``up`` both call this.)"""
     assert tls.cert_file is not None and tls.key_file is not None
-    cert_bytes = _read("bus.tls.cert_file", tls.cert_file)
-    key_bytes = _read("bus.tls.key_file", tls.key_file)
-    try:
-        chain = x509.load_pem_x509_certificates(cert_bytes)
-    except ValueError:
-        raise ConfigError(f"bus.tls.cert_file ({tls.cert_file}) holds no PEM certificate. {_FIX}") from None
-    try:
-        key = serialization.load_pem_private_key(key_bytes, password=None)
-    except (ValueError, TypeError) as exc:
-        why = (
-            "is encrypted (nats-server needs it without a passphrase)"
-            if isinstance(exc, TypeError)
-            else "holds no PEM private key"
-        )
-        raise ConfigError(f"bus.tls.key_file ({tls.key_file}) {why}. {_FIX}") from None
-    leaf = chain[0]
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if public != leaf.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ):
-        raise ConfigError(
-            f"bus.tls.key_file ({tls.key_file}) is not the key of the certificate in bus.tls.cert_file "
-            f"({tls.cert_file}): the server could not prove it holds the certificate. {_FIX}"
-        )
-    _check_dates("bus.tls.cert_file", tls.cert_file, leaf)
-    if not _names_host(leaf, tls.server_name):
-        named = ", ".join(sorted(_san_names(leaf))) or "no name at all"
+    pair = certificates.load_pair("bus.tls", tls.cert_file, tls.key_file, server="nats-server", fix=_FIX)
+    if not certificates.covers(pair.leaf, tls.server_name):
+        named = ", ".join(sorted(certificates.names(pair.leaf))) or "no name at all"
         raise ConfigError(
             f"bus.tls.cert_file ({tls.cert_file}) is for {named}, not for {tls.server_name}, which "
             "nachos-deploy's own clients check it for (they connect to that address): put that name "
@@ -142,7 +117,7 @@ def check_user_files(tls: BusTlsPlan) -> UserFiles:
         )
     ca_path = None
     if tls.ca_file is not None:
-        ca_bytes = _read("bus.tls.ca_file", tls.ca_file)
+        ca_bytes = certificates.read("bus.tls.ca_file", tls.ca_file)
         try:
             cas = x509.load_pem_x509_certificates(ca_bytes)
         except ValueError:
@@ -151,46 +126,9 @@ def check_user_files(tls: BusTlsPlan) -> UserFiles:
                 "that signed bus.tls.cert_file, or remove the key to trust the system's CAs."
             ) from None
         for ca in cas:
-            _check_dates("bus.tls.ca_file", tls.ca_file, ca)
+            certificates.check_dates("bus.tls.ca_file", tls.ca_file, ca, fix=_FIX)
         ca_path = Path(tls.ca_file)
-    return UserFiles(cert_bytes, key_bytes, ca_path)
-
-
-def _names_host(cert: x509.Certificate, host: str) -> bool:
-    """Whether ``cert``'s subject alternative names cover ``host`` (an address, a name, or a name
-    under a one-label wildcard), as a client's hostname check would decide."""
-    names = _san_names(cert)
-    if _is_ip(host):
-        return str(ipaddress.ip_address(host)) in names
-    wanted = host.lower().rstrip(".")
-    for name in (n.lower().rstrip(".") for n in names):
-        if name == wanted or (name.startswith("*.") and wanted.partition(".")[2] == name[2:]):
-            return True
-    return False
-
-
-def _read(key: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"{key} is {path}, which cannot be read ({exc.strerror or exc}). Fix the path (relative "
-            "paths are from the deploy file's folder) or the file's permissions."
-        ) from None
-
-
-def _check_dates(key: str, path: str, cert: x509.Certificate) -> None:
-    now = datetime.datetime.now(datetime.UTC)
-    if cert.not_valid_after_utc <= now:
-        raise ConfigError(
-            f"{key} ({path}) expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: clients refuse "
-            f"it. Renew it. {_FIX}"
-        )
-    if cert.not_valid_before_utc > now:
-        raise ConfigError(
-            f"{key} ({path}) is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
-            f"(is this host's clock right?). {_FIX}"
-        )
+    return UserFiles(pair.cert_bytes, pair.key_bytes, ca_path)
 
 
 # -- nachos-deploy's own CA ---------------------------------------------------------------------
@@ -243,16 +181,6 @@ def _names(tls: BusTlsPlan) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _san_names(cert: x509.Certificate) -> set[str]:
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} | set(
-        sans.get_values_for_type(x509.DNSName)
-    )
-
-
 def _kept_server_files(
     folder: Path, ca_cert: x509.Certificate, names: tuple[str, ...]
 ) -> tuple[bytes, bytes] | None:
@@ -267,22 +195,14 @@ def _kept_server_files(
     der = serialization.Encoding.DER
     same_key = key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
     fresh = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
-    wanted = {str(ipaddress.ip_address(name)) if _is_ip(name) else name for name in names}
-    if not (same_key and fresh and cert.issuer == ca_cert.subject and _san_names(cert) == wanted):
+    wanted = {str(ipaddress.ip_address(n)) if certificates.is_address(n) else n.lower() for n in names}
+    if not (same_key and fresh and cert.issuer == ca_cert.subject and certificates.names(cert) == wanted):
         return None
     try:
         cert.verify_directly_issued_by(ca_cert)  # a CA made anew (its old files lost) signs anew
     except (InvalidSignature, ValueError, TypeError):
         return None
     return cert_bytes, key_bytes
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _own_ca(credentials: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

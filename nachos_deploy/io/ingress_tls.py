@@ -8,15 +8,13 @@ and ``up`` refuse it here instead, naming the key and the file.
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from nachos_deploy.core.errors import ConfigError, OutputError
 from nachos_deploy.core.ingress import IngressPlan
+from nachos_deploy.io import certificates
 from nachos_deploy.io.files import replace_private
 from nachos_deploy.io.stack import Stack
 
@@ -45,75 +43,17 @@ def describe(stack: Stack) -> str | None:
 def check_files(ingress: IngressPlan, cert_file: Path, key_file: Path) -> str:
     """Read and check the files of ``tls: files``; one ConfigError paragraph per problem. Returns
     what ``validate`` says of them."""
-    cert_bytes = _read("ingress.cert_file", cert_file)
-    key_bytes = _read("ingress.key_file", key_file)
-    try:
-        chain = x509.load_pem_x509_certificates(cert_bytes)
-    except ValueError:
-        raise ConfigError(f"ingress.cert_file ({cert_file}) holds no PEM certificate. {_FIX}") from None
-    try:
-        key = serialization.load_pem_private_key(key_bytes, password=None)
-    except (ValueError, TypeError) as exc:
-        why = "is encrypted (Caddy needs it without a passphrase)" if isinstance(exc, TypeError) else ""
-        raise ConfigError(
-            f"ingress.key_file ({key_file}) {why or 'holds no PEM private key'}. {_FIX}"
-        ) from None
-    leaf = chain[0]
-    der = serialization.Encoding.DER
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
-        raise ConfigError(
-            f"ingress.key_file ({key_file}) is not the key of the certificate in ingress.cert_file "
-            f"({cert_file}): the ingress could not prove it holds the certificate. {_FIX}"
-        )
-    now = datetime.datetime.now(datetime.UTC)
-    if leaf.not_valid_after_utc <= now:
-        raise ConfigError(
-            f"ingress.cert_file ({cert_file}) expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: "
-            f"providers refuse it. Renew it. {_FIX}"
-        )
-    if leaf.not_valid_before_utc > now:
-        raise ConfigError(
-            f"ingress.cert_file ({cert_file}) is valid only from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} "
-            "UTC. Check this machine's clock, or use a certificate valid now."
-        )
-    names = _names(leaf)
+    pair = certificates.load_pair("ingress", cert_file, key_file, server="ingress (Caddy)", fix=_FIX)
     for wanted in ingress.names:
-        if not any(_covers(name, wanted) for name in names):
+        if not certificates.covers(pair.leaf, wanted):
+            names = certificates.names(pair.leaf)
             raise ConfigError(
                 f"ingress.cert_file ({cert_file}) is for {', '.join(sorted(names)) or 'no name'}, not "
                 f"for {wanted} (ingress.domain): clients would refuse it. Give a certificate for "
                 f"{wanted}, or set ingress.domain to the name it is for."
             )
-    until = f"{leaf.not_valid_after_utc:%Y-%m-%d}"
+    until = f"{pair.leaf.not_valid_after_utc:%Y-%m-%d}"
     return f"{cert_file} (checked: matches its key, valid until {until}, names {', '.join(ingress.names)})"
-
-
-def _read(key: str, path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"{key} is {path}, which cannot be read ({exc.strerror or exc}). Fix the path (relative "
-            "paths are from the deploy file's folder) or the file's permissions."
-        ) from None
-
-
-def _names(cert: x509.Certificate) -> set[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        found = {str(name).lower() for name in san.get_values_for_type(x509.DNSName)}
-        found |= {str(address) for address in san.get_values_for_type(x509.IPAddress)}
-        return found
-    except x509.ExtensionNotFound:  # an old certificate: its common name is what clients check
-        return {str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
-
-
-def _covers(name: str, wanted: str) -> bool:
-    if name == wanted:
-        return True
-    # *.example.com covers a.example.com, not a.b.example.com nor example.com
-    return name.startswith("*.") and wanted.partition(".")[2] == name[2:]
 
 
 def write_root(output_dir: Path, ingress: IngressPlan, pem: str) -> Path | None:

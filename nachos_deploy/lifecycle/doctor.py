@@ -165,19 +165,7 @@ def _webhooks(stack: Stack, engine_up: bool) -> list[Check]:
         return checks
     own = engine.project_host_ports(stack.project, ingress.service.name) if engine_up else set()
     for key, port in (("ingress.http_port", ingress.http_port), ("ingress.https_port", ingress.https_port)):
-        if port in own:
-            checks.append(Check(key, "pass", f"{port} is in use by this project's own ingress"))
-        elif _port_free(ingress.host_ip, port):
-            checks.append(Check(key, "pass", f"{ingress.host_ip}:{port} is free"))
-        else:
-            checks.append(
-                Check(
-                    key,
-                    "fail",
-                    f"{ingress.host_ip}:{port} is in use by another program: the ingress cannot publish it",
-                    f"stop it, or choose another port (--set {key}=PORT)",
-                )
-            )
+        checks.append(_port_check(key, ingress.host_ip, port, own, "ingress"))
     if ingress.domain:
         checks.append(_domain(ingress.domain, ingress.tls))
     return checks
@@ -394,20 +382,24 @@ def _ports(stack: Stack, engine_up: bool) -> list[Check]:
     for key, port in ports:
         if port == 0:
             checks.append(Check(key, "pass", "0: the engine picks a free port at start"))
-        elif port in own:
-            checks.append(Check(key, "pass", f"{port} is in use by this project's own bus"))
-        elif _port_free(bus.bind_address, port):
-            checks.append(Check(key, "pass", f"{bus.bind_address}:{port} is free"))
         else:
-            checks.append(
-                Check(
-                    key,
-                    "fail",
-                    f"{bus.bind_address}:{port} is in use by another program",
-                    f"stop it, or choose another port (--set {key}=PORT, or 0 for any free port)",
-                )
-            )
+            checks.append(_port_check(key, bus.bind_address, port, own, "bus"))
     return checks
+
+
+def _port_check(key: str, host: str, port: int, own: set[int], service: str) -> Check:
+    """Whether ``service`` can publish ``host:port``: free, or already this project's own."""
+    if port in own:
+        return Check(key, "pass", f"{port} is in use by this project's own {service}")
+    if _port_free(host, port):
+        return Check(key, "pass", f"{host}:{port} is free")
+    zero = ", or 0 for any free port" if service == "bus" else ""
+    return Check(
+        key,
+        "fail",
+        f"{host}:{port} is in use by another program: the {service} cannot publish it",
+        f"stop it, or choose another port (--set {key}=PORT{zero})",
+    )
 
 
 def _port_free(host: str, port: int) -> bool:
