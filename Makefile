@@ -11,7 +11,7 @@ DEMO := compose/demo/nachos-deploy.yaml
 DEMO_OUT := .nachos/demo
 EXAMPLES := $(wildcard compose/*/nachos-deploy.yaml)
 
-.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability outage node-loss flood webhooks networks clean help
+.PHONY: install engine images demo demo-down test lint typecheck pytest compose bench durability outage node-loss bus-upgrade flood webhooks networks backup clean help
 
 help:
 	@echo "make install   - virtual environment in .venv with nachos-deploy and its dev tools"
@@ -23,9 +23,11 @@ help:
 	@echo "make durability - the audit stream's SIGKILL test at full counts (10 runs x 5000 messages)"
 	@echo "make outage    - up after outages: the hub stopped 5-60 s, killed, a sidecar stopped (10 runs each, about 30 min)"
 	@echo "make node-loss - a 3-node bus losing each node in turn under a client of its one URL (3 rounds, about 6 min)"
+	@echo "make bus-upgrade - a 3-node bus upgraded one node at a time under a client of its one URL (3 rounds and a new image, about 4 min)"
 	@echo "make flood     - a channel flooding its sidecar from inside its container, 30 s per attack, gateway requests meanwhile (about 4 min)"
 	@echo "make webhooks  - webhook round trip host -> ingress (HTTPS) -> whatsapp channel -> inbound subject, p50/p99 over 1,000 posts, beside the channel's own port (about 1 min)"
 	@echo "make networks  - one stack of 100 probe components, then five of 20 side by side: up time per component beside plain docker compose up (heavy, about 15 min)"
+	@echo "make backup    - backup and restore of 100,000 audit messages and a 10,000-row gateway database, publishing meanwhile: times, size, acked messages lost (goal 0)"
 
 $(BIN)/nachos-deploy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +90,9 @@ outage: images
 node-loss: images
 	$(BIN)/python benchmarks/node_loss.py --rounds 3
 
+bus-upgrade: images
+	$(BIN)/python benchmarks/bus_upgrade.py --rounds 3 --image
+
 flood: images
 	$(BIN)/python benchmarks/flood.py --seconds 30
 
@@ -96,6 +101,9 @@ webhooks: images
 
 networks: images
 	$(BIN)/python benchmarks/networks.py --big 100 --stacks 5 --each 20
+
+backup: images
+	$(BIN)/python benchmarks/backup.py --messages 100000 --rows 10000
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

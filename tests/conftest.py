@@ -32,6 +32,7 @@ SHARED_FILES = tuple(
     for name in (
         "test_swarm_nodes",
         "test_swarm",
+        "test_bus_upgrade_swarm",
         "test_fastpath",
         "test_security",
         "test_host_uids",
@@ -44,6 +45,13 @@ SHARED_FILES = tuple(
         "test_refused_attacks",
         "test_bus_tls",
         "test_state_store",
+        "test_backup",
+        "test_backup_swarm",
+        "test_plan_engine",
+        "test_plan_swarm",
+        "test_upgrade_swarm",
+        "test_upgrade",
+        "test_upgrade_algorithm",
     )
 )
 """The files with a module-scoped fixture, longest first: each runs whole on one worker, and the longest

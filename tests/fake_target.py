@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from nachos_deploy.core.changes import Objects, Observed, ServiceChange, Wanted, decide
 from nachos_deploy.core.plan import INTERNAL_NETWORK, PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker.engine import ServiceState
@@ -136,6 +137,10 @@ class FakeTarget:
         self._clients: dict[str, Client] = {}
         self._servers = contextlib.ExitStack()
         self.restarted: list[str] = []
+        self.held: set[str] = set()  # running components an upgrade replaces one by one (hold)
+        self.broken: dict[str, int] = {}  # component -> exit code of its new version (replace)
+        self.restored: list[tuple[tuple[str, ...], dict[str, str], dict[str, str]]] = []
+        self.differs: dict[str, tuple[str, ...]] = {}  # service -> why `changes` finds it changed
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -219,6 +224,24 @@ class FakeTarget:
     def remember(self, states: Mapping[str, ServiceState], started: Sequence[str]) -> None:
         self.calls.append(("remember", *started))
 
+    def changes(self, only: Sequence[str]) -> list[ServiceChange]:
+        """Compose's rule over the scripted containers: ``self.differs`` names the services whose
+        configuration a test changed (service -> reasons), as the engine's comparison would find."""
+        wanted = [
+            Wanted(s.name, None, None, None, "new" if s.name in self.differs else None)
+            for s in self.stack.plan.selected(only)
+        ]
+        observed = {
+            name: Observed(state.status == "running", None, None, None, "old")
+            for name, state in self.now.items()
+            if name != VOLUME_INIT
+        }
+        found = decide(wanted, observed, orphans="remove" if self.swarm else "keep")
+        return [replace(c, reasons=self.differs.get(c.name, c.reasons)) for c in found]
+
+    def to_create(self, only: Sequence[str]) -> Objects:
+        return Objects(networks=() if self.now else (INTERNAL_NETWORK,))
+
     def start_bus(self, components: Sequence[ServicePlan], progress: Progress) -> list[str]:
         for service in [*self.stack.plan.bus.nodes, self.stack.plan.bus.ports]:
             self.now[service.name] = self._run(service)
@@ -253,6 +276,8 @@ class FakeTarget:
 
     def start_components(self, components: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> None:
         for service in components:
+            if service.name in self.held:
+                continue
             if service.name not in self.now or self.now[service.name].status != "running":
                 self.now[service.name] = self._run(service)
         self._event("start_components", *(c.name for c in components))
@@ -268,6 +293,42 @@ class FakeTarget:
             self.now[name] = self._run(by_name[name], run=run)
             self.restarted.append(name)
         self._event("restart", *names)
+
+    def move_networks(self, progress: Progress) -> bool:
+        return False
+
+    def hold(self, names: Sequence[str]) -> None:
+        self.held = set(names)
+        self._event("hold", *names)
+
+    def replace(self, names: Sequence[str]) -> None:
+        """A new container each, on the new version: one of ``broken`` exits at once with its code."""
+        by_name = {s.name: s for s in self.stack.plan.services}
+        for name in names:
+            run = int(self.now[name].container_id.rsplit("-", 1)[1]) + 1 if name in self.now else 1
+            code = self.broken.get(name)
+            fields: dict[str, object] = {"status": "exited", "exit_code": code} if code is not None else {}
+            self.now[name] = self._run(by_name[name], run=run, image_id=f"new-{name}", **fields)
+            self.differs.pop(name, None)
+        self.held -= set(names)
+        self._event("replace", *names)
+
+    def restore(self, names: Sequence[str], rendered: Mapping[str, str], images: Mapping[str, str]) -> None:
+        """The old version back: a new container each, running on the image id it ran before."""
+        by_name = {s.name: s for s in self.stack.plan.services}
+        for name in names:
+            run = int(self.now[name].container_id.rsplit("-", 1)[1]) + 1 if name in self.now else 1
+            self.now[name] = self._run(by_name[name], run=run, image_id=images.get(name, "img"))
+        self.held -= set(names)
+        self.restored.append((tuple(names), dict(rendered), dict(images)))
+        self._event("restore", *names)
+
+    def replace_bus_node(self, name: str) -> None:
+        service = next(node for node in self.stack.plan.bus.nodes if node.name == name)
+        run = int(self.now[name].container_id.rsplit("-", 1)[1]) + 1 if name in self.now else 1
+        self.now[name] = self._run(service, run=run)
+        self.differs.pop(name, None)
+        self._event("replace_bus_node", name)
 
     def reload(self, names: Sequence[str]) -> bool:
         self._event("reload", *names)

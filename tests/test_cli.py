@@ -174,7 +174,8 @@ def test_status_and_down_without_an_engine(no_engine: Path) -> None:
 def test_a_file_render_no_longer_produces_is_removed_and_check_sees_it(workdir: Path) -> None:
     assert run("render", "--set", "components.filesystem.enabled=true")[0] == 0
     generated = workdir / ".nachos" / "nachos-filesystem.toml"
-    assert generated.is_file()
+    sidecar = workdir / ".nachos" / "sidecar-filesystem.conf"
+    assert generated.is_file() and sidecar.is_file()
     (workdir / ".nachos" / "notes.txt").write_text("mine")  # not ours: never touched
     # An older nachos-deploy rendered one nachos.toml for everyone: stale too.
     shared = workdir / ".nachos" / "nachos.toml"
@@ -182,8 +183,9 @@ def test_a_file_render_no_longer_produces_is_removed_and_check_sees_it(workdir: 
     # The tool is disabled again: its copy of nachos.toml is now stale.
     code, _, err = run("render", "--check")
     assert code == 1 and "nachos-filesystem.toml" in err and "nachos.toml" in err
+    assert "sidecar-filesystem.conf" in err
     assert run("render")[0] == 0
-    assert not generated.exists() and not shared.exists()
+    assert not generated.exists() and not shared.exists() and not sidecar.exists()
     assert (workdir / ".nachos" / "notes.txt").read_text() == "mine"
     assert run("render", "--check")[0] == 0
 

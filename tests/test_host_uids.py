@@ -172,7 +172,13 @@ def test_the_platform_image_layout_starts_writes_its_volume_and_answers(stack: S
         "61000:61000 755 /app/data",
     ]
     database = docker(
-        "exec", gateway, "sh", "-c", "stat -c %u:%g /app/data/gateway.db && wc -l < /app/data/gateway.db"
+        "exec",
+        gateway,
+        "sh",
+        "-c",
+        'stat -c %u:%g /app/data/gateway.db && python3 -c "import sqlite3; '
+        "db = sqlite3.connect('/app/data/gateway.db'); "
+        "print(db.execute('SELECT count(*) FROM starts').fetchone()[0])\"",
     )
     assert database.split() == ["61000:61000", "1"]
     reply = json.loads(request(stack.nats_url, "nachos.gateway.subagents.list", b"{}"))

@@ -364,7 +364,7 @@ def test_doctor_passes_with_a_free_port_setup(deployment: Deployment) -> None:
 
 
 def gateway_db(project: str) -> tuple[str, list[str]]:
-    """Owner and lines of the gateway's database file in its named volume."""
+    """Owner of the gateway's database in its named volume, and one line per start recorded in it."""
     out = docker(
         "run",
         "--rm",
@@ -372,10 +372,13 @@ def gateway_db(project: str) -> tuple[str, list[str]]:
         "none",
         "-v",
         f"{project}_gateway-data:/d",
-        "nats:alpine",
+        "--entrypoint",
         "sh",
+        "nachos-deploy/probe:latest",
         "-c",
-        "stat -c %u:%g /d/gateway.db && cat /d/gateway.db",
+        'stat -c %u:%g /d/gateway.db && python3 -c "import sqlite3; '
+        "db = sqlite3.connect('/d/gateway.db'); "
+        "[print('start', at) for (at,) in db.execute('SELECT at FROM starts')]\"",
     )
     owner, *lines = out.splitlines()
     return owner, lines

@@ -125,8 +125,9 @@ def test_no_password_is_rendered_and_the_acl_file_holds_only_hashes(tmp_path: Pa
     assert gateway_password not in acl
     assert f"#{hashlib.sha256(gateway_password.encode()).hexdigest()}" in acl
     lines = acl.splitlines()
-    assert lines[0].startswith("user default off") and len(lines) == 3
+    assert lines[0].startswith("user default off") and len(lines) == 4
     assert "-@all +ping +client|list" in lines[2]  # the healthcheck's user reads nothing
+    assert lines[3].startswith("user nachos-backup on #") and "resetkeys" in lines[3]  # no key by name
     for text in render(plan).values():
         assert gateway_password not in text and values[state_credentials.HEALTH_PASSWORD] not in text
     assert state_credentials.ensure(tmp_path, plan) == urls  # kept by a second up

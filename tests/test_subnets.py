@@ -90,6 +90,17 @@ def test_adding_a_component_moves_no_component_network_and_a_grown_block_holds_t
     assert grew >= 2  # the case above was met
 
 
+def test_the_network_every_sidecar_joins_keeps_its_subnet_while_components_are_added() -> None:
+    """A moved nachos-internal is one Compose must remove with the bus and every sidecar on it (an
+    `up` that added a component to a running stack failed so, "has active endpoints"): it starts
+    large enough, in a block large enough, that adding components one by one, up to 13, moves no
+    network at all."""
+    plans = [plan_of({"project": "grows", "components": probes(count)}) for count in range(1, 14)]
+    for before, after in itertools.pairwise(plans):
+        old, new = assigned(before), assigned(after)
+        assert {name: new[name] for name in old} == old
+
+
 def test_a_pool_too_small_for_the_stack_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         plan_of({"project": "big", "networks": {"pool": "172.16.0.0/24"}, "components": probes(40)})
@@ -102,8 +113,8 @@ def test_the_whole_pool_may_be_one_stack_block() -> None:
     """A pool of exactly the block size (the fix a collision message gives) has one place to give."""
     default = plan_of({"project": "moved", "components": probes(2)})
     assert default.subnets is not None
-    moved = plan_of({"project": "moved", "networks": {"pool": "10.77.3.0/24"}, "components": probes(2)})
-    assert moved.subnets is not None and moved.subnets.block == "10.77.3.0/24"
+    moved = plan_of({"project": "moved", "networks": {"pool": "10.77.2.0/23"}, "components": probes(2)})
+    assert moved.subnets is not None and moved.subnets.block == "10.77.2.0/23"
 
 
 @pytest.mark.parametrize(
@@ -165,12 +176,12 @@ def test_a_collision_names_both_networks_and_a_free_range() -> None:
 
 
 def test_a_pool_with_no_free_block_says_the_range_ran_out() -> None:
-    plan = plan_of({"project": "full", "networks": {"pool": "172.16.4.0/24"}, "components": probes(1)})
+    plan = plan_of({"project": "full", "networks": {"pool": "172.16.4.0/23"}, "components": probes(1)})
     assert plan.subnets is not None
-    filler = [("filler", ("172.16.4.0/24",))]
+    filler = [("filler", ("172.16.4.0/23",))]
     found = subnets.collisions(plan.subnets, set(), filler)
     message = subnet_check.message(plan, found, filler)
-    assert "the range ran out" in message and "networks.pool 172.16.4.0/24" in message, message
+    assert "the range ran out" in message and "networks.pool 172.16.4.0/23" in message, message
 
 
 def test_a_sidecar_holds_the_loop_detection_subscriptions_of_every_other_leaf() -> None:

@@ -682,3 +682,25 @@ def test_swarm_the_state_store_gates_the_gateway_and_takes_only_its_login(swarm_
             check=True,
         ).stdout
     )
+
+
+def test_swarm_up_refuses_an_image_that_differs_from_the_lock_before_deploying(swarm_stack: object) -> None:
+    """The lock's check is the algorithm's, before anything is deployed (docs/images.md): on Swarm too,
+    a rebuilt tag is refused with exit 4, naming the image and both ids, and no service is created."""
+    from tests import derived_images
+
+    probe = f"nachos-test/lock-swarm-{uuid.uuid4().hex[:8]}:1"
+    first = derived_images.build(probe, PROBE)
+    made = [probe, first]
+    try:
+        stack = swarm_stack({"gateway": {"image": probe}})  # type: ignore[operator]
+        locked = stack.run("lock")
+        assert locked.returncode == 0, locked.stdout + locked.stderr
+        second = derived_images.build(probe, PROBE)
+        refused = stack.run("up", "--timeout", "60")
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        assert probe in refused.stderr and first in refused.stderr and second in refused.stderr
+        assert "nachos-deploy lock" in refused.stderr
+        assert stack.services() == {}  # refused before the bus was deployed
+    finally:
+        derived_images.remove(made)

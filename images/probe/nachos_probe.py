@@ -29,6 +29,10 @@ Environment:
   PROBE_FAIL_AT_START      exit at once with this code, to play a component that dies at start
   PROBE_EXIT_ONCE          exit with this code 0.5 s after the first connection of this container
                            (a marker in /tmp survives restarts), then run normally after a restart
+  PROBE_FAIL_AFTER_UPGRADE a broken new version (docs/upgrades.md): exit with this code 0.5 s after
+                           each connection to the bus, every run (it passes a first glance, then
+                           crash-loops); bake it into an image derived FROM the probe
+                           (`ENV PROBE_FAIL_AFTER_UPGRADE=3`) to make a version an upgrade must reject
   PROBE_ON_BUS_LOSS        when the reconnects run out: exit (code 1, default), exit0 (llm-proxy),
                            stay (running, off the bus, silent: the channels), forever (never give
                            up reconnecting: the tools)
@@ -77,6 +81,7 @@ import hmac
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -127,6 +132,7 @@ class Settings:
     reconnect_wait: float
     on_bus_loss: str = "exit"
     exit_once: int | None = None
+    fail_after_upgrade: int | None = None  # PROBE_FAIL_AFTER_UPGRADE: a new version that crash-loops
     healthy_after: float = 0.0
     db_path: str = ""
     audit_at_start: int = 0
@@ -238,6 +244,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     exit_once: int | None = None
     if env.get("PROBE_EXIT_ONCE", "").strip():
         exit_once = _integer(env, "PROBE_EXIT_ONCE", 1, low=0, high=255)
+    fail_after_upgrade: int | None = None
+    if env.get("PROBE_FAIL_AFTER_UPGRADE", "").strip():
+        fail_after_upgrade = _integer(env, "PROBE_FAIL_AFTER_UPGRADE", 1, low=1, high=255)
     default_port = env.get("GATEWAY_HEALTH_PORT", "0") if role == "gateway" else "0"
 
     return Settings(
@@ -252,6 +261,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reconnect_wait=_number(env, "PROBE_RECONNECT_WAIT", 2.0, minimum=0.0),
         on_bus_loss=on_bus_loss,
         exit_once=exit_once,
+        fail_after_upgrade=fail_after_upgrade,
         healthy_after=_number(env, "PROBE_HEALTHY_AFTER", 0.0, minimum=0.0),
         db_path=env.get("GATEWAY_DB_PATH", "").strip(),
         audit_at_start=_integer(env, "PROBE_AUDIT_AT_START", 0, low=0, high=1_000_000),
@@ -442,16 +452,43 @@ def pairing_publish(settings: Settings, publish: Publish) -> Publish:
     return paired
 
 
-def open_database(path: str) -> str | None:
-    """Open (create) the database file for writing as the gateway does with SQLite; the error, if any.
+_DATABASE: list[sqlite3.Connection] = []  # the gateway's database once open (at most one)
 
-    Each start appends a line, so a test can tell the data survived a restart or a `down`."""
+DATABASE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS starts (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, at REAL NOT NULL, subject TEXT NOT NULL,"
+    " bytes INTEGER NOT NULL)",
+)
+
+
+def open_database(path: str) -> str | None:
+    """Open (create) the gateway's SQLite database as the gateway does; the error, if any.
+
+    WAL journal, as the platform's gateway (better-sqlite3) uses it: readers (a backup) never block
+    the writer. Each start adds a row to ``starts``, so a test can tell the data survived a restart
+    or a `down`; each answered request a row to ``requests`` (:func:`record_request`)."""
     try:
-        with Path(path).open("a", encoding="utf-8") as handle:
-            handle.write(f"start {time.time():.3f}\n")
-    except OSError as exc:
-        return f"SQLITE_CANTOPEN: unable to open database file {path} ({exc.strerror})"
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        for statement in DATABASE_SCHEMA:
+            connection.execute(statement)
+        connection.execute("INSERT INTO starts (at) VALUES (?)", (time.time(),))
+    except sqlite3.Error as exc:
+        return f"SQLITE_CANTOPEN: unable to open database file {path} ({exc})"
+    _DATABASE[:] = [connection]
     return None
+
+
+def record_request(subject: str, size: int) -> None:
+    """One row per request the gateway answers; a write that fails is said, never fatal."""
+    for connection in _DATABASE:
+        try:
+            connection.execute(
+                "INSERT INTO requests (at, subject, bytes) VALUES (?, ?, ?)", (time.time(), subject, size)
+            )
+        except sqlite3.Error as exc:
+            _say(f"probe gateway: cannot record a request in its database: {exc}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +615,12 @@ async def run(settings: Settings) -> int:
             await asyncio.sleep(0.5)
             _say(f"probe {name}: exiting once with code {settings.exit_once} (PROBE_EXIT_ONCE)")
             return settings.exit_once
+
+        if settings.fail_after_upgrade is not None:
+            await asyncio.sleep(0.5)
+            code = settings.fail_after_upgrade
+            _say(f"probe {name}: this version is broken, exiting with code {code} (PROBE_FAIL_AFTER_UPGRADE)")
+            return code
 
         stop_wait = asyncio.ensure_future(stop.wait())
         closed_wait = asyncio.ensure_future(closed.wait())
@@ -721,6 +764,7 @@ def _answer_handler(
                 outbound = json.dumps({**json.loads(outbound), "session": session}).encode()
             if outbound is not None:
                 await client.publish(f"nachos.channel.{inbound_channel}.outbound", outbound)
+                record_request(msg.subject, len(msg.data))
             return
         if not msg.reply:
             return
@@ -731,6 +775,7 @@ def _answer_handler(
                 return
         if subject == "nachos.gateway.subagents.list":
             await msg.respond(json.dumps({"ok": True, "runs": []}).encode())
+            record_request(msg.subject, len(msg.data))
             return
         doc = {
             "component": settings.component,
@@ -738,6 +783,7 @@ def _answer_handler(
             "echo": msg.data.decode("utf-8", errors="replace"),
         }
         await msg.respond(json.dumps(doc).encode())
+        record_request(msg.subject, len(msg.data))
 
     return handle
 

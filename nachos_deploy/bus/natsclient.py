@@ -1,7 +1,9 @@
 """A short-lived NATS client for the host side: the gate's round trip and the ``request`` command.
 
-This is the only module that imports nats-py. Each call runs its own short event loop with
-``asyncio.run``, so these functions must not be called from inside a running event loop.
+Its short-lived connection (:func:`_connected`) is shared by the other nats-py users of bus/ (such
+as :mod:`~nachos_deploy.bus.snapshots`, JetStream's snapshot API). Each call runs its own short
+event loop with ``asyncio.run``, so these functions must not be called from inside a running event
+loop.
 """
 
 from __future__ import annotations
@@ -317,3 +319,7 @@ def _changes(wanted: StreamConfig) -> dict[str, Any]:
 
 def _stream_report(info: StreamInfo, action: str) -> StreamReport:
     return StreamReport(info.config.name or "", action, info.state.messages, info.state.bytes)
+
+
+connected = _connected
+"""A short-lived client for the other bus modules that speak nats-py (bus/replicas.py)."""

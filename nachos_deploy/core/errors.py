@@ -6,6 +6,7 @@ it into one message and that code in a single place, so no user error ends in a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 
 
@@ -30,10 +31,19 @@ class DeployError(Exception):
 
     exit_code: ExitCode = ExitCode.FAILED
 
-    def __init__(self, message: str, *, exit_code: ExitCode | None = None, details: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: ExitCode | None = None,
+        details: str = "",
+        fields: Mapping[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        # More of the failure for `--json` (e.g. a failed upgrade's "rolled_back"), beside "error".
+        self.fields: Mapping[str, object] = dict(fields or {})
         if exit_code is not None:
             self.exit_code = exit_code
 

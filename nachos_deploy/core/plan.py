@@ -92,6 +92,7 @@ STATE_ACL_FILE = "users.acl"
 STATE_HEALTH_FILE = "health"
 STATE_GATEWAY_USER = "gateway"
 STATE_HEALTH_USER = "nachos-health"
+STATE_BACKUP_USER = "nachos-backup"  # may only SYNC (redis-cli --rdb) and count keys: `backup`
 STATE_URL_VARIABLES = ("REDIS_URL", "RUNTIME_REDIS_URL")  # the gateway's rate limiter, its sessions
 _STATE_CLI = (
     f'REDISCLI_AUTH="$(cat {STATE_CREDENTIALS_MOUNT}/{STATE_HEALTH_FILE})" '
@@ -105,6 +106,12 @@ CREDENTIALS_DIR = "credentials"
 SELECTION_FILE = ".selection"  # what the last `up --only` started, for `status` (not committed)
 LAST_UP_FILE = ".last-up"  # what the last full `up` left running, for the next one (not committed)
 DEPLOYED_FILE = ".deployed"  # what the last `up` deployed, for the reading commands (not committed)
+BACKUP_MANIFEST = "manifest.json"  # the first member of a `backup` archive: what it holds, checksums
+# The one-shot containers of `backup` and `restore` that read and write the gateway's SQLite database
+# and the state folders run this image, for its python3 with sqlite3 (the platform's own images are
+# Node). The state store's snapshot is restored with the state store's own image.
+BACKUP_TOOL_IMAGE = "nachos-deploy/probe:latest"
+RELEASES_FILE = ".releases"  # the last two successful deployments, for rollback (not committed)
 OPERATOR_USER = "nachos-deploy"
 OPERATOR_PASSWORD = "NACHOS_OPERATOR_PASSWORD"
 # The host reads the hub's monitoring as this user of the system account, over the client port
@@ -746,7 +753,10 @@ def _with_subnets(config: DeployConfig, plan: Plan) -> Plan:
             members.setdefault(network, []).append(Member(service.name, service.replicas))
     if swarm and plan.prepared_volumes:  # Swarm's volume-init has a network of its own
         members[INIT_NETWORK] = [Member(VOLUME_INIT)]
-    return replace(plan, subnets=allocate(config.project, config.networks.pool, members, swarm=swarm))
+    subnets = allocate(
+        config.project, config.networks.pool, members, swarm=swarm, growing=[INTERNAL_NETWORK, EGRESS_NETWORK]
+    )
+    return replace(plan, subnets=subnets)
 
 
 def _slack_http_secret(components: tuple[ServicePlan, ...], platform: Platform) -> tuple[ServicePlan, ...]:

@@ -38,6 +38,7 @@ from nachos_deploy.core.plan import (
     OPERATOR_USER,
     PLATFORM_CONFIG_FILE,
     PORTS,
+    RELEASES_FILE,
     ROUTE_PASSWORD,
     ROUTE_PORT,
     ROUTE_USER,
@@ -251,7 +252,7 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
             NATS_CONFIG_FILE: nats_conf,
             # The credentials nachos-deploy generates beside the rendered files stay out of git.
             GITIGNORE: f"# {HEADER}\n/{CREDENTIALS_DIR}/\n"
-            + "".join(f"/{name}\n" for name in (SELECTION_FILE, LAST_UP_FILE, DEPLOYED_FILE)),
+            + "".join(f"/{name}\n" for name in (SELECTION_FILE, LAST_UP_FILE, DEPLOYED_FILE, RELEASES_FILE)),
         }
         for sidecar in plan.sidecars:
             files[sidecar.config_file] = text_env.get_template("sidecar.conf.j2").render(

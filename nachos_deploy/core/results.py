@@ -206,6 +206,9 @@ class UpResult:
     warnings: list[str] = field(default_factory=list)
     # Each webhook channel's public URL, proven from the host once every service was ok.
     webhooks: list[WebhookReport] = field(default_factory=list)
+    # Running components this up replaced one at a time (an upgrade): name -> seconds from its
+    # replacement to its new container proven (docs/upgrades.md).
+    upgraded: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         bus = self.bus
@@ -213,6 +216,8 @@ class UpResult:
             "ok": True,
             "project": self.project,
             "unchanged": self.unchanged,
+            "upgraded": {name: round(seconds, 3) for name, seconds in self.upgraded.items()},
+            "rolled_back": [],  # a failed upgrade's list is in the failure document (exit 6)
             **self.endpoints.as_json(),
             "services": [service.as_json() for service in self.services],
             "webhooks": [webhook.as_json() for webhook in self.webhooks],

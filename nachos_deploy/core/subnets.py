@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nachos_deploy.core.errors import ConfigError
@@ -35,6 +35,14 @@ Network = ipaddress.IPv4Network
 # gateway's); an overlay the same three.
 RESERVED = 3
 SMALLEST = 29  # 5 containers: a component, its sidecar, and room for three more (a test's, a debugger's)
+# The networks joined by each component added (every sidecar's, and egress) grow with the stack. A
+# network that moves is one Compose must remove and make anew, with every container on it (for
+# nachos-internal: the bus and every sidecar), so these start large enough not to move soon.
+GROWING_SMALLEST = {"nachos-internal": 26, "egress": 27}
+# A stack whose block grows takes the block twice as large, where every network has another place:
+# all of them move, the whole stack is recreated. Blocks start at a /23 (512 addresses), so a stack
+# grows to 13 components (each with egress) before anything moves; 172.16.0.0/16 holds 128 blocks.
+BLOCK_SMALLEST = 23
 LARGEST = 16
 # Compose: one address per container. Swarm: a replaced task keeps its address until the old one is
 # gone (start-first updates, restarts), so two per task; and each machine with a task on an overlay
@@ -96,14 +104,23 @@ def _draw(*parts: str) -> int:
 
 
 def allocate(
-    project: str, pool_text: str, members: Mapping[str, Sequence[Member]], *, swarm: bool
+    project: str,
+    pool_text: str,
+    members: Mapping[str, Sequence[Member]],
+    *,
+    swarm: bool,
+    growing: Collection[str] = (),
 ) -> Subnets:
-    """Subnets for ``members`` (network -> who is on it), in one block of the pool. A ConfigError
-    naming ``networks.pool`` when the stack does not fit in it at all."""
+    """Subnets for ``members`` (network -> who is on it), in one block of the pool; the ``growing``
+    networks (joined by each component added) start at their :data:`GROWING_SMALLEST`. A ConfigError naming
+    ``networks.pool`` when the stack does not fit in it at all."""
     pool = ipaddress.IPv4Network(pool_text)
     sizes = {name: prefix_for(addresses_needed(on, swarm=swarm)) for name, on in members.items()}
+    for name in growing:
+        if name in sizes:
+            sizes[name] = min(sizes[name], GROWING_SMALLEST.get(name, sizes[name]))
     total = sum(2 ** (32 - prefix) for prefix in sizes.values())
-    block_size = 1
+    block_size = min(2 ** (32 - BLOCK_SMALLEST), pool.num_addresses)
     while block_size < 2 * total:
         block_size *= 2
     if block_size > pool.num_addresses:

@@ -136,3 +136,32 @@ def stream(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iter
             process.stdout.close()
     if returncode != 0:
         raise DockerFailure(args, returncode, "", "".join(last))
+
+
+def run_bytes(
+    argv: Sequence[str],
+    *,
+    data: bytes | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> bytes:
+    """Run one docker command that moves bytes (an archive in or out of a one-shot container): ``data``
+    on its stdin, its stdout returned as it is. A non-zero exit raises :class:`DockerFailure` with
+    its stderr; a timeout :class:`DockerTimeout`."""
+    args = [str(arg) for arg in argv]
+    try:
+        done = subprocess.run(
+            args,
+            input=data if data is not None else b"",
+            capture_output=True,
+            timeout=timeout,
+            env=_environment(env),
+            check=False,
+        )
+    except FileNotFoundError:
+        raise EnvironmentProblem(NOT_INSTALLED) from None
+    except subprocess.TimeoutExpired:
+        raise DockerTimeout(args, timeout or 0.0) from None
+    if done.returncode != 0:
+        raise DockerFailure(args, done.returncode, "", _text(done.stderr))
+    return done.stdout

@@ -592,3 +592,133 @@ def firewall(project: str, action: str, *, egress: bool = False) -> FirewallStat
     if action == "status":
         return firewall_mod.status(project)
     raise ValueError(f"firewall action {action!r} is not one of install, remove, status")
+
+
+# -- the image lock and bundles (docs/images.md) ------------------------------------------------------
+if TYPE_CHECKING:
+    from nachos_deploy.lifecycle.bundle import LoadResult, SaveResult
+    from nachos_deploy.lifecycle.lock import LockResult
+
+
+def lock_images(stack: Stack) -> LockResult:
+    """Resolve every image of the stack to its registry digest (or, for a local build, its id) and
+    write nachos-deploy.lock beside the deploy file (``nachos-deploy lock``); a missing image is an
+    EnvironmentProblem (exit 4) naming it."""
+    from nachos_deploy.lifecycle import lock
+
+    require_engine()
+    return lock.lock(stack)
+
+
+def check_lock(stack: Stack) -> int | None:
+    """With a lock beside the deploy file, refuse (EnvironmentProblem, exit 4) any image that differs
+    from it (``validate``); the number of services checked, or None when there is no lock."""
+    if stack.lock is None:
+        return None
+    from nachos_deploy.lifecycle import lock
+
+    require_engine()
+    lock.verify(stack)
+    return len(stack.lock.services)
+
+
+def bundle_save(stack: Stack, target: str | Path, *, progress: Progress | None = None) -> SaveResult:
+    """Write the stack's images, lock, rendered files and their checksums into one file."""
+    from nachos_deploy.lifecycle import bundle
+
+    require_engine()
+    return bundle.save(stack, Path(target), progress or (lambda _: None))
+
+
+def bundle_load(
+    archive: str | Path, *, to: str | Path | None = None, progress: Progress | None = None
+) -> LoadResult:
+    """Check every checksum of a bundle, then load its images and check them against its lock; with
+    ``to``, write its lock, deploy file and rendered files there. A damaged bundle is an ArchiveError
+    (exit 9) before anything is loaded."""
+    from nachos_deploy.lifecycle import bundle
+
+    require_engine()
+    return bundle.load(Path(archive), Path(to) if to is not None else None, progress or (lambda _: None))
+
+
+if TYPE_CHECKING:
+    from nachos_deploy.core.changes import PlanResult
+
+
+def plan(stack: Stack, *, only: Sequence[str] = ()) -> PlanResult:
+    """What ``up --only`` would change (``nachos-deploy plan``): the rendered files against the output
+    folder, each service (create, recreate and why, remove, keep), the engine objects to create.
+    Writes no file and changes nothing on the engine; ``result.changes`` is its exit 2."""
+    from nachos_deploy.lifecycle import preview
+
+    return preview.plan(stack, only=only)
+
+
+def rollback(
+    stack: Stack,
+    *,
+    timeout: float = 120.0,
+    progress: Progress | None = None,
+    notice: Progress | None = None,
+) -> UpResult:
+    """Return a deployed stack to its previous successful deployment (its rendered files and images,
+    from the output folder's record of releases) and prove it as ``up`` does (``nachos-deploy
+    rollback``). With no previous deployment recorded: a DeployError (exit 1), nothing changed."""
+    from nachos_deploy.lifecycle import rollback as lifecycle
+
+    return lifecycle.rollback(stack, timeout=timeout, progress=progress or (lambda _: None), notice=notice)
+
+
+# `backup` and `restore` (issue 21, docs/backup.md).
+__all__ += ["ArchiveError", "backup", "restore", "verify_backup"]
+
+from nachos_deploy.core.errors import ArchiveError  # noqa: E402  (appended section, exported above)
+
+if TYPE_CHECKING:
+    from nachos_deploy.lifecycle.backup import BackupResult
+    from nachos_deploy.lifecycle.restore import RestoreResult
+
+
+def backup(
+    stack: Stack,
+    *,
+    to: str | Path | None = None,
+    with_credentials: bool = False,
+    progress: Progress | None = None,
+) -> BackupResult:
+    """One archive of everything the running stack keeps, taken online: every JetStream stream (the
+    server's snapshot API), the gateway's database (SQLite's backup API), the state store (an RDB
+    snapshot), the state folders, and with ``with_credentials`` the bus and store passwords. Written
+    atomically; its manifest holds a SHA-256 of every member."""
+    from nachos_deploy.lifecycle import backup as backup_mod
+
+    require_engine()
+    target = Path(to) if to is not None else None
+    return backup_mod.backup(
+        stack, target, with_credentials=with_credentials, progress=progress or (lambda _: None)
+    )
+
+
+def verify_backup(path: str | Path) -> dict[str, Any]:
+    """An archive's manifest, once it and every member's checksum are verified (ArchiveError, exit 9)."""
+    from nachos_deploy.lifecycle import restore as restore_mod
+
+    return restore_mod.verify_archive(Path(path)).manifest
+
+
+def restore(
+    stack: Stack,
+    path: str | Path,
+    *,
+    yes: bool = False,
+    timeout: float = 120.0,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Restore an archive into a project whose stack is down, then `up` it and verify it against the
+    manifest. The archive is verified whole first; existing volumes are replaced only with ``yes``."""
+    from nachos_deploy.lifecycle import restore as restore_mod
+
+    return restore_mod.restore(
+        stack, Path(path), yes=yes, timeout=timeout, progress=progress or (lambda _: None)
+    )

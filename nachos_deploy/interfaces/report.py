@@ -46,6 +46,9 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
         console.print(
             "Nothing changed since the last up: Compose was not run; the stack was proven as it runs."
         )
+    if result.upgraded:  # docs/upgrades.md
+        replaced = ", ".join(f"{name} ({seconds:.1f}s)" for name, seconds in result.upgraded.items())
+        console.print(f"Upgraded one at a time, each proven before the next: {replaced}", markup=False)
     if result.bus is not None and result.bus.round_trip_ms is not None:
         console.print(
             f"Bus: nats-server {result.bus.server_version}, JetStream on, max_payload "

@@ -104,7 +104,15 @@ def save(stack: Stack) -> None:
 def read(output_dir: Path) -> Record | None:
     """The record `up` left in ``output_dir``; None when there is none that can be trusted."""
     try:
-        document: Any = json.loads((output_dir / DEPLOYED_FILE).read_text(encoding="utf-8"))
+        return parse((output_dir / DEPLOYED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def parse(text: str) -> Record | None:
+    """A record from its text (as kept by io/releases.py for a rollback); None when untrusted."""
+    try:
+        document: Any = json.loads(text)
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             return None
         platform = document["platform"]

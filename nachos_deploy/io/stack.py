@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nachos_deploy.core import image_lock
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import (
     BUS_STACK_FILE,
@@ -24,9 +25,9 @@ from nachos_deploy.core.plan import (
     platform_copy,
 )
 from nachos_deploy.core.platform_config import OWN_VARIABLES
-from nachos_deploy.core.render import HEADER, OUTPUT_NAMES, render
+from nachos_deploy.core.render import HEADER, OUTPUT_NAMES, SIDECAR_PATTERN, render
 from nachos_deploy.io import files as files_mod
-from nachos_deploy.io import host_accounts, loader, template_cache
+from nachos_deploy.io import host_accounts, loader, lockfile, template_cache
 
 if TYPE_CHECKING:
     from nachos_deploy.core.config import DeployConfig
@@ -45,6 +46,7 @@ class Stack:
     override_file: Path | None = None  # the Compose override beside the deploy file, when present
     override_warnings: tuple[str, ...] = ()
     host_warnings: tuple[str, ...] = ()  # host accounts with a uid the containers run under
+    lock: image_lock.ImageLock | None = None  # nachos-deploy.lock beside the deploy file (docs/images.md)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -76,6 +78,11 @@ class Stack:
             f"nachos-deploy, or put it in {self.output_dir / DOTENV} as VARIABLE=value (or disable "
             "the component). Secrets are never written into the rendered files."
         )
+
+    @property
+    def lock_file(self) -> Path:
+        """Where the image lock of this deploy file is (or would be written)."""
+        return lockfile.path_for(self.loaded.base_dir)
 
     @property
     def config(self) -> DeployConfig:
@@ -132,6 +139,9 @@ def assemble(loaded: loader.Loaded, output_dir: Path, environ: Mapping[str, str]
     """Plan and render a loaded configuration for ``output_dir`` (absolute): the part of
     :func:`prepare` that a recorded deployment (:mod:`nachos_deploy.io.deployed`) shares."""
     plan = make_plan(loaded.config, loaded.platform, base_dir=loaded.base_dir, output_dir=output_dir)
+    lock = lockfile.read(lockfile.path_for(loaded.base_dir))
+    if lock is not None:  # images pinned to the lock's digests (docs/images.md)
+        plan = image_lock.pin(plan, lock)
     rendered = render(plan, template_cache.bytecode_cache())
     override_file = loaded.base_dir / loaded.config.compose_override
     found = override_file.is_file() and loaded.config_path is not None
@@ -152,12 +162,23 @@ def assemble(loaded: loader.Loaded, output_dir: Path, environ: Mapping[str, str]
         override_file=override_file if found else None,
         override_warnings=tuple(warnings),
         host_warnings=tuple(host_accounts.uid_warnings(loaded.config, plan)),
+        lock=lock,
     )
+
+
+def with_lock(stack: Stack, lock: image_lock.ImageLock) -> Stack:
+    """``stack`` (read without a lock) as it renders under ``lock``: what a bundle made before the lock
+    was written carries."""
+    if stack.lock is not None:
+        raise ValueError("with_lock() takes a stack read without a lock")
+    plan = image_lock.pin(stack.plan, lock)
+    return replace(stack, plan=plan, files=render(plan, template_cache.bytecode_cache()), lock=lock)
 
 
 def _candidates(output_dir: Path) -> list[str]:
     """The files an earlier render may have written: the fixed names, and each component's own copy
-    of nachos.toml (a component since disabled leaves one behind)."""
+    of nachos.toml and its sidecar's configuration (a component since disabled leaves both behind)."""
     with contextlib.suppress(OSError):
-        return [*OUTPUT_NAMES, *(p.name for p in output_dir.glob(platform_copy("*")))]
+        own = [*output_dir.glob(platform_copy("*")), *output_dir.glob(SIDECAR_PATTERN)]
+        return [*OUTPUT_NAMES, *(p.name for p in own)]
     return list(OUTPUT_NAMES)

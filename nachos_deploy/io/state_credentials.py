@@ -7,10 +7,12 @@ The plain passwords live in ``credentials/state.env`` (0600, in the 0700 folder 
 reads (``REDIS_URL``, ``RUNTIME_REDIS_URL``) through its private env file
 ``credentials/platform-gateway.env`` (see :mod:`~nachos_deploy.io.platform_secrets`).
 
-Three users: ``default`` off (no login without a name and a password), the gateway's (every command
-but the administrative ones: it keeps its limits and sessions there), and the healthcheck's, which
+Four users: ``default`` off (no login without a name and a password), the gateway's (every command
+but the administrative ones: it keeps its limits and sessions there), the healthcheck's, which
 may only PING and list the clients (what ``status`` reads), so the one plain password inside the
-state's container opens nothing. The ACL file's folder is 0711 and its files 0644, as the bus's
+state's container opens nothing, and ``backup``'s, which may only take a snapshot
+(``redis-cli --rdb``: SYNC with REPLCONF) and count the keys: it reads the data as a whole, never
+writes it. The ACL file's folder is 0711 and its files 0644, as the bus's
 ``secrets.conf``: Redis reads them as its own uid, and ``credentials/`` itself stays 0700.
 """
 
@@ -25,6 +27,7 @@ from nachos_deploy.core.plan import (
     CREDENTIALS_DIR,
     STATE,
     STATE_ACL_FILE,
+    STATE_BACKUP_USER,
     STATE_GATEWAY_USER,
     STATE_HEALTH_FILE,
     STATE_HEALTH_USER,
@@ -40,11 +43,15 @@ from nachos_deploy.io.stack import Stack
 
 GATEWAY_PASSWORD = "NACHOS_STATE_GATEWAY_PASSWORD"
 HEALTH_PASSWORD = "NACHOS_STATE_HEALTH_PASSWORD"
+BACKUP_PASSWORD = "NACHOS_STATE_BACKUP_PASSWORD"
 ENV_FILE = f"{STATE}.env"
 # What the gateway may do: everything on every key and channel but the administrative commands
 # (ACL, CONFIG, DEBUG, SHUTDOWN, MONITOR, REPLICAOF, ...), which would let it undo these rules.
 GATEWAY_RULES = "~* &* +@all -@admin"
 HEALTH_RULES = "resetkeys resetchannels -@all +ping +client|list"
+# `backup`: redis-cli --rdb (REPLCONF, then SYNC: the whole data set as one RDB stream) and the key
+# count for its manifest; no key pattern, so no command that names a key is allowed.
+BACKUP_RULES = "resetkeys resetchannels -@all +ping +replconf +sync +psync +info +dbsize"
 
 
 def folder(output_dir: Path) -> Path:
@@ -62,7 +69,7 @@ def gateway_url(password: str) -> str:
     return f"redis://{STATE_GATEWAY_USER}:{password}@{STATE}:{STATE_PORT}"
 
 
-def acl_text(gateway_password: str, health_password: str) -> str:
+def acl_text(gateway_password: str, health_password: str, backup_password: str) -> str:
     """The ACL file: the passwords only as their SHA-256, which Redis compares a login's hash with."""
 
     def digest(password: str) -> str:
@@ -72,6 +79,7 @@ def acl_text(gateway_password: str, health_password: str) -> str:
         "user default off resetkeys resetchannels -@all\n"
         f"user {STATE_GATEWAY_USER} on {digest(gateway_password)} {GATEWAY_RULES}\n"
         f"user {STATE_HEALTH_USER} on {digest(health_password)} {HEALTH_RULES}\n"
+        f"user {STATE_BACKUP_USER} on {digest(backup_password)} {BACKUP_RULES}\n"
     )
 
 
@@ -82,7 +90,8 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> dict[str, d
     if plan.state is None:
         return {}
     existing = {} if rotate else passwords(output_dir)
-    values = {name: existing.get(name) or new_password() for name in (GATEWAY_PASSWORD, HEALTH_PASSWORD)}
+    names = (GATEWAY_PASSWORD, HEALTH_PASSWORD, BACKUP_PASSWORD)
+    values = {name: existing.get(name) or new_password() for name in names}
     directory = folder(output_dir)
     place = directory / STATE
     try:
@@ -91,7 +100,8 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> dict[str, d
         _write(directory / ENV_FILE, "".join(f"{k}={v}\n" for k, v in sorted(values.items())), 0o600)
         place.mkdir(mode=0o711, exist_ok=True)
         place.chmod(0o711)
-        _write(place / STATE_ACL_FILE, acl_text(values[GATEWAY_PASSWORD], values[HEALTH_PASSWORD]), 0o644)
+        acl = acl_text(values[GATEWAY_PASSWORD], values[HEALTH_PASSWORD], values[BACKUP_PASSWORD])
+        _write(place / STATE_ACL_FILE, acl, 0o644)
         _write(place / STATE_HEALTH_FILE, values[HEALTH_PASSWORD], 0o644)
     except OSError as exc:
         raise OutputError(

@@ -143,6 +143,7 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
         checks.append(_disk(engine.docker_root()))
         if stack is not None:
             checks.extend(_images(stack))
+            checks.extend(_image_lock(stack))
         if stack is not None:
             checks.extend(_target(stack))
     if stack is not None:
@@ -366,6 +367,30 @@ def _images(stack: Stack) -> list[Check]:
             f"not on the engine: {', '.join(missing)}",
             "`docker pull` them, or without a registry `bash scripts/build-images.sh` (nats:alpine "
             "stand-in and the probe); `up` does not pull",
+        )
+    ]
+
+
+def _image_lock(stack: Stack) -> list[Check]:
+    """Each image against nachos-deploy.lock, when there is one (docs/images.md)."""
+    if stack.lock is None:
+        return []
+    from nachos_deploy.lifecycle import lock
+
+    try:
+        found = lock.differences(stack)
+    except DeployError as exc:
+        return [Check("image lock", "fail", exc.message, "fix what the message names")]
+    if not found:
+        count = len(stack.lock.services)
+        detail = f"every image is the one {stack.lock_file} locks ({count} services)"
+        return [Check("image lock", "pass", detail)]
+    return [
+        Check(
+            "image lock",
+            "fail",
+            lock.refusal(stack, found),
+            "`nachos-deploy lock` to record the present images, or put the locked images back",
         )
     ]
 

@@ -40,9 +40,11 @@ from nachos_deploy.io import (
     files,
     locks,
     platform_secrets,
+    releases,
     state_credentials,
 )
 from nachos_deploy.io.stack import Stack
+from nachos_deploy.lifecycle import upgrade
 from nachos_deploy.lifecycle.ingress_root import write_ingress_root
 from nachos_deploy.lifecycle.observe import Observation, Since, check_waiting, observe, start_checks
 from nachos_deploy.targets import Target, for_stack
@@ -79,7 +81,7 @@ def up(
     (counted once no other `up` or `down` of the project holds its lock; ``notice`` hears of the wait;
     ``warm_up`` names modules the caller needs afterwards, imported while the engine starts the bus)."""
     with locks.project_lock(stack.project, notice or progress), for_stack(stack) as target:
-        return up_on(target, timeout=timeout, only=only, progress=progress, warm_up=warm_up)
+        return up_on(target, timeout=timeout, only=only, progress=progress, warm_up=warm_up, notice=notice)
 
 
 def up_on(
@@ -89,8 +91,10 @@ def up_on(
     only: Sequence[str] = (),
     progress: Progress = lambda _: None,
     warm_up: Sequence[str] = (),
+    notice: Progress | None = None,
 ) -> UpResult:
-    """:func:`up` on a given target, its caller holding the project's lock."""
+    """:func:`up` on a given target, its caller holding the project's lock (``notice``: lines that
+    must last, such as each bus node replaced one at a time; else ``progress`` hears them)."""
     stack = target.stack
     started = time.monotonic()
     deadline = started + timeout
@@ -101,11 +105,16 @@ def up_on(
 
     progress("Checking the Docker engine")
     target.check(components)  # nothing is written before this passes
+    if stack.lock is not None:  # before the fast path and any upgrade: a rebuilt tag is refused
+        from nachos_deploy.lifecycle import lock
+
+        lock.verify(stack)
     if stack.plan.ingress is not None and stack.plan.ingress.tls == "files":
         from nachos_deploy.io import ingress_tls  # cryptography: loaded only then
 
         ingress_tls.describe(stack)  # the user's certificate and key, checked before anything starts
     bind_folders.prepare(stack)  # one rule on every target: the deploy's missing folders are made
+    before = upgrade.before_files(stack)  # what runs now, to put back if an upgrade fails
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)
     # each component's env_file, with the gateway's state store URLs (made when missing)
     state = state_credentials.ensure(stack.output_dir, stack.plan)
@@ -128,6 +137,17 @@ def up_on(
             return proven
 
     mark = time.monotonic()
+    # Running components this up would recreate are held, and replaced one at a time once the rest
+    # is up (lifecycle/upgrade.py); read before anything starts.
+    target.move_networks(notice or progress)  # a stack whose networks moved starts from cold
+    recreate = upgrade.recreated(target, only) if before.files else set()
+    upgrading = upgrade.prepare(target, components, recreate, before, target.states()) if recreate else None
+    if stack.plan.bus.clustered:  # a running cluster's changed nodes: one at a time, before the rest
+        from nachos_deploy.lifecycle import bus_upgrade
+
+        rolled = time.monotonic()
+        if bus_upgrade.roll(target, deadline, notice or progress):
+            phases["bus_upgrade"] = time.monotonic() - rolled
     progress("Starting the bus")
     gate.warm_up(warm_up)
     bus_started = time.time()
@@ -149,11 +169,17 @@ def up_on(
     mark = time.monotonic()
     seen = _start_components(target, components, endpoints, deadline, bus_started, progress)
     phases["components"] = time.monotonic() - mark
+    if upgrading is not None:
+        mark = time.monotonic()
+        seen = _upgrade(target, upgrading, components, endpoints, deadline, timeout, progress)
+        phases["upgrade"] = time.monotonic() - mark
     write_ingress_root(target, components, seen.states, deadline)
     init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
     bus_set = [s.name for s in _bus_set(stack)]
     target.remember(seen.states, list(dict.fromkeys([*bus_set, *init, *(r.name for r in seen.reports)])))
     webhooks = prove_webhooks(target, components, deadline, progress)
+    if not only:  # a full deployment proven: what `rollback` and the next failed upgrade go back to
+        _record_release(target, seen.states, progress)
     phases["total"] = time.monotonic() - started
     return UpResult(
         stack.project,
@@ -165,7 +191,52 @@ def up_on(
         audit,
         warnings=warnings,
         webhooks=webhooks,
+        upgraded=dict(upgrading.replaced) if upgrading is not None else {},
     )
+
+
+def _upgrade(
+    target: Target,
+    upgrading: upgrade.Upgrade,
+    components: Sequence[ServicePlan],
+    endpoints: Endpoints,
+    deadline: float,
+    timeout: float,
+    progress: Progress,
+) -> Observation:
+    """Replace the held components one at a time, each proven with the bus set and its sidecar
+    (``timeout``: what a rollback may take again, from when it begins); then every service once more."""
+    stack = target.stack
+    bus = _bus_set(stack)
+    sidecars = {s.name: s for s in stack.plan.with_sidecars(components) if s.leaf_name}
+
+    def around(component: ServicePlan) -> list[ServicePlan]:
+        sidecar = sidecars.get(component.sidecar) if component.sidecar else None
+        return [*bus, *([sidecar] if sidecar is not None else [])]
+
+    def wait(services: Sequence[ServicePlan], until: float, since: Since) -> Observation:
+        return _wait_until_ok(target, services, endpoints, until, since, progress)
+
+    everything = [*bus, *sidecars.values(), *components]
+    return upgrade.replace_one_by_one(
+        target, upgrading, around, wait, everything, deadline, lambda: time.monotonic() + timeout, progress
+    )
+
+
+def _record_release(target: Target, states: Mapping[str, ServiceState], progress: Progress) -> None:
+    """Note the deployment just proven in the output folder's record of releases (io/releases.py)."""
+    stack = target.stack
+    images = {
+        service.name: releases.ServiceImage(service.image, state.image_id)
+        for service in stack.plan.services
+        if (state := states.get(service.name)) is not None and state.image_id
+    }
+    try:
+        releases.record(
+            stack.output_dir, releases.release(stack.output_dir, deployed.digest(stack), images, stack.files)
+        )
+    except OSError as exc:
+        progress(f"Could not record this deployment for `rollback` ({exc})")
 
 
 def prove_webhooks(
@@ -647,7 +718,8 @@ def _component_failure(target: Target, reasons: Mapping[str, str]) -> ComponentF
         f"--- {name}: {why}\n{indent(target.logs_tail(name, LOG_LINES))}" for name, why in reasons.items()
     ]
     return ComponentFailure(
-        f"{', '.join(reasons)} did not come up: "
+        fields={"failed": dict(reasons)},
+        message=f"{', '.join(reasons)} did not come up: "
         + "; ".join(f"{name} {why}" for name, why in reasons.items())
         + f". The stack is left as it is for inspection (`nachos-deploy status -p {project}`, "
         f"`nachos-deploy logs {first} -p {project}`); remove it with `nachos-deploy down -p {project}`.",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol
 
 from nachos_deploy.bus import trust
+from nachos_deploy.core.changes import Objects, ServiceChange
 from nachos_deploy.core.plan import PORTS, ServicePlan, forwarded_ports
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker.engine import ServiceState
@@ -84,6 +85,15 @@ class Target(Protocol):
         """Note a successful full ``up`` for the next one's :meth:`unchanged`."""
         ...
 
+    def changes(self, only: Sequence[str]) -> list[ServiceChange]:
+        """What ``up --only`` would do to each service (create, recreate and why, remove, keep),
+        then to the orphans, read from the engine without changing anything (``plan``)."""
+        ...
+
+    def to_create(self, only: Sequence[str]) -> Objects:
+        """The volumes, networks (and on Swarm configs and secrets) ``up --only`` would create."""
+        ...
+
     # -- starting, stage by stage ----------------------------------------------------------------
     def start_bus(self, components: Sequence[ServicePlan], progress: Progress) -> list[str]:
         """Start the bus set (the bus's nodes, its port forwarder, volume-init) without waiting;
@@ -120,6 +130,35 @@ class Target(Protocol):
 
     def restart(self, names: Sequence[str]) -> None:
         """Restart services now (also ends a restart back-off)."""
+        ...
+
+    # -- upgrading (lifecycle/upgrade.py) ----------------------------------------------------------
+    def move_networks(self, progress: Progress) -> bool:
+        """When the engine has a network of this stack on another subnet than the plan gives it (a
+        grown stack, another ``networks.pool``), remove the stack's containers (never its volumes),
+        so that the networks can be made anew and this ``up`` starts from cold; True when it did."""
+        ...
+
+    def hold(self, names: Sequence[str]) -> None:
+        """Leave the running components ``names`` as they are in :meth:`start_components`: an upgrade
+        replaces them one at a time afterwards (:meth:`replace`)."""
+        ...
+
+    def replace(self, names: Sequence[str]) -> None:
+        """Recreate the held components ``names`` from the files as rendered now (one upgrade step),
+        every other service left as it is; none is held any more once each was replaced."""
+        ...
+
+    def restore(self, names: Sequence[str], rendered: Mapping[str, str], images: Mapping[str, str]) -> None:
+        """Put ``rendered`` (an earlier deployment's rendered files) back in the output folder and
+        recreate the components ``names`` from them, each on the image id ``images`` names (the one
+        its container ran then) where its reference names another image now."""
+        ...
+
+    def replace_bus_node(self, name: str) -> None:
+        """Replace one running node of a clustered bus now, as rendered (stop it, start it anew),
+        without waiting for it and without touching any other service: ``up`` replaces the nodes
+        :meth:`changes` says the engine would recreate one at a time (lifecycle/bus_upgrade.py)."""
         ...
 
     def reload(self, names: Sequence[str]) -> bool:

@@ -24,17 +24,19 @@ import contextlib
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
+from nachos_deploy.core.changes import Objects, ServiceChange
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.core.plan import PORTS, VOLUME_INIT, ServicePlan
 from nachos_deploy.core.results import Endpoints
-from nachos_deploy.docker import engine
+from nachos_deploy.docker import engine, running_specs
 from nachos_deploy.docker.engine import Compose, ServiceState
 from nachos_deploy.io import credentials, files
 from nachos_deploy.io.stack import DOTENV, Stack
+from nachos_deploy.targets import compose_changes, subnet_check, upgrade_files
 from nachos_deploy.targets import compose_record as fastpath
-from nachos_deploy.targets import subnet_check
 from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
 
 
@@ -80,6 +82,7 @@ class ComposeTarget:
         self._fresh: list[str] = []  # containers created while the bus is proven, not started yet
         self._pool: ThreadPoolExecutor | None = None
         self._created: Future[None] | None = None
+        self._held: frozenset[str] = frozenset()  # running components an upgrade replaces one by one
 
     def close(self) -> None:
         if self._pool is not None:
@@ -174,6 +177,13 @@ class ComposeTarget:
             digest = fastpath.key(fastpath.resolved_digest(resolved), self.stack.files, self._only)
         fastpath.save(self.stack.output_dir, digest, states, started)
 
+    def changes(self, only: Sequence[str]) -> list[ServiceChange]:
+        """See :mod:`nachos_deploy.targets.compose_changes`: reads, changes nothing."""
+        return compose_changes.changes(self.stack, self.client, only)
+
+    def to_create(self, only: Sequence[str]) -> Objects:
+        return compose_changes.to_create(self.stack, self.client, only)
+
     # -- starting, stage by stage ----------------------------------------------------------------
     def start_bus(self, components: Sequence[ServicePlan], progress: Progress) -> list[str]:
         """``compose up`` of the bus set; then, while the bus is proven, the containers of sidecars
@@ -195,6 +205,25 @@ class ComposeTarget:
             self._pool = ThreadPoolExecutor(max_workers=1)
             self._created = self._pool.submit(engine.create, self.client, self._fresh)
         return []
+
+    def move_networks(self, progress: Progress) -> bool:
+        """Compose must remove a network whose subnet changed and make it anew, which the engine
+        refuses while a container of a step `up` has not reached yet is on it ("has active
+        endpoints"). A moved network is rare (docs/networks.md): the stack's containers go first,
+        its volumes stay, and this `up` starts it as from cold."""
+        subnets = self.stack.plan.subnets
+        if subnets is None:  # networks.pool: docker, the engine's own choice
+            return False
+        wanted = {f"{self.stack.project}_{name}": subnet for name, subnet in subnets.assigned}
+        have = running_specs.networks(list(wanted))
+        moved = sorted(name for name, spec in have.items() if spec.subnets and spec.subnets != {wanted[name]})
+        if not moved:
+            return False
+        progress(f"Networks {', '.join(moved)} move to other subnets: removing the stack's containers first")
+        engine.down(self.client, volumes=False)
+        fastpath.forget(self.stack.output_dir)
+        self._last = None
+        return True
 
     def bus_problem(self) -> str | None:
         states = self.states()
@@ -230,7 +259,30 @@ class ComposeTarget:
         self._start([s.name for s in sidecars], states)
 
     def start_components(self, components: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> None:
-        self._start([c.name for c in components], states)
+        self._start([c.name for c in components if c.name not in self._held], states)
+
+    def hold(self, names: Sequence[str]) -> None:
+        self._held = frozenset(names)
+
+    def replace(self, names: Sequence[str]) -> None:
+        """``compose up --no-deps`` of those services alone: Compose recreates each (its definition
+        or the image behind its reference changed) and touches nothing else."""
+        engine.up(self.client, names, dependencies=False)
+        self._held = self._held - set(names)
+
+    def restore(self, names: Sequence[str], rendered: Mapping[str, str], images: Mapping[str, str]) -> None:
+        """The earlier files written back (all or none), then ``compose up --no-deps`` of ``names`` on
+        them, each on the image id of ``images`` where its tag has moved (targets/upgrade_files.py)."""
+        stack = self.stack
+        restored = dict(rendered)
+        name = stack.compose_file.name
+        if name in restored:
+            pinned = upgrade_files.pins(restored[name], {n: images[n] for n in names if n in images})
+            restored[name] = upgrade_files.pin_images(restored[name], pinned)
+        files.write_all(stack.output_dir, restored)
+        with compose_client(replace(stack, files=restored)) as client:
+            engine.up(client, names, dependencies=False)
+        self._held = self._held - set(names)
 
     def _start(self, names: Sequence[str], states: Mapping[str, ServiceState]) -> None:
         """Those created during this up by a ``docker start`` each, at once; the others through
@@ -253,6 +305,9 @@ class ComposeTarget:
 
     def restart(self, names: Sequence[str]) -> None:
         engine.restart(self.client, names)
+
+    def replace_bus_node(self, name: str) -> None:
+        engine.up(self.client, [name], dependencies=False, failure=ExitCode.BUS)
 
     def reload(self, names: Sequence[str]) -> bool:
         states = self.states()

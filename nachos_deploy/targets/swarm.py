@@ -14,19 +14,21 @@ are read as Compose's are, so that :func:`nachos_deploy.lifecycle.observe.judge`
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from nachos_deploy.core import bus_placement
+from nachos_deploy.core.changes import Objects, ServiceChange
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.core.plan import PORTS, VOLUME_INIT, Plan, ServicePlan, is_bus_node
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, swarm
 from nachos_deploy.docker.engine import ServiceState
-from nachos_deploy.io import bus_tls, credentials, state_credentials
+from nachos_deploy.io import bus_tls, credentials, files, state_credentials
 from nachos_deploy.io.stack import DOTENV, Stack
-from nachos_deploy.targets import subnet_check
+from nachos_deploy.targets import subnet_check, swarm_changes, upgrade_files
 from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
 
 GONE_TIMEOUT = 60.0  # seconds `down` waits for Swarm to remove the containers of removed services
@@ -43,6 +45,7 @@ class SwarmTarget:
         self.stack = stack
         self._deployed = 0.0  # when the bus file was deployed (epoch seconds)
         self._moved: dict[str, str] = {}  # bus node -> the machine it is moving to
+        self._held: frozenset[str] = frozenset()  # running components an upgrade replaces one by one
 
     # -- before anything is written -------------------------------------------------------------
     def components(self, only: Sequence[str]) -> list[ServicePlan]:
@@ -79,6 +82,13 @@ class SwarmTarget:
 
     def remember(self, states: Mapping[str, ServiceState], started: Sequence[str]) -> None:
         return None
+
+    def changes(self, only: Sequence[str]) -> list[ServiceChange]:
+        """See :mod:`nachos_deploy.targets.swarm_changes`: reads, changes nothing."""
+        return swarm_changes.changes(self.stack, only)
+
+    def to_create(self, only: Sequence[str]) -> Objects:
+        return swarm_changes.to_create(self.stack, only)
 
     # -- starting, stage by stage ----------------------------------------------------------------
     def start_bus(self, components: Sequence[ServicePlan], progress: Progress) -> list[str]:
@@ -174,7 +184,54 @@ class SwarmTarget:
         self._deploy(self.stack.sidecars_stack_file, prune=False, failure=ExitCode.COMPONENT)
 
     def start_components(self, components: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> None:
-        self._deploy(self.stack.stack_file, prune=True, failure=ExitCode.COMPONENT)
+        if not self._held:
+            self._deploy(self.stack.stack_file, prune=True, failure=ExitCode.COMPONENT)
+            return
+        # Held services left out of the file, and no --prune: Swarm leaves them running as they are.
+        text = upgrade_files.without_services(self.stack.files[self.stack.stack_file.name], self._held)
+        self._deploy_text(text, prune=False)
+
+    def move_networks(self, progress: Progress) -> bool:
+        """Swarm's overlay networks are not moved here: `docker stack deploy` names the network
+        whose subnet it cannot change (docs/networks.md)."""
+        return False
+
+    def hold(self, names: Sequence[str]) -> None:
+        self._held = frozenset(names)
+
+    def replace(self, names: Sequence[str]) -> None:
+        """A deploy of a file naming only ``names``; once none is held, the whole file with --prune
+        (a no-op for every service by then, but it removes what the configuration dropped)."""
+        text = upgrade_files.only_services(self.stack.files[self.stack.stack_file.name], names)
+        self._deploy_text(text, prune=False)
+        self._held = self._held - set(names)
+        if not self._held:
+            self._deploy(self.stack.stack_file, prune=True, failure=ExitCode.COMPONENT)
+
+    def restore(self, names: Sequence[str], rendered: Mapping[str, str], images: Mapping[str, str]) -> None:
+        """The earlier files written back, then a deploy of the earlier stack file naming only
+        ``names``, each on the image id of ``images`` where its tag has moved."""
+        files.write_all(self.stack.output_dir, rendered)
+        text = rendered.get(self.stack.stack_file.name)
+        if text is None:
+            raise DeployError(
+                f"The earlier deployment has no {self.stack.stack_file.name} to put {', '.join(names)} "
+                "back from; deploy the version you want with `nachos-deploy up`."
+            )
+        subset = upgrade_files.only_services(text, names)
+        pinned = upgrade_files.pins(subset, {n: images[n] for n in names if n in images})
+        self._deploy_text(upgrade_files.pin_images(subset, pinned), prune=False)
+        self._held = self._held - set(names)
+
+    def _deploy_text(self, text: str, *, prune: bool) -> None:
+        """A deploy of a stack file made for one step, beside the rendered ones (its relative paths
+        resolve from the output folder), removed again afterwards."""
+        step = self.stack.output_dir / f".upgrade-step.{os.getpid()}.yml"
+        try:
+            files.replace_private(step, text)
+            self._deploy(step, prune=prune, failure=ExitCode.COMPONENT)
+        finally:
+            step.unlink(missing_ok=True)
 
     def volume_init(self, since: float, states: Mapping[str, ServiceState] | None) -> OneShot:
         mine = [t for t in swarm.tasks(self.stack.project) if t.service == VOLUME_INIT]
@@ -185,6 +242,18 @@ class SwarmTarget:
 
     def restart(self, names: Sequence[str]) -> None:
         swarm.restart(self.stack.project, names)  # a new task each; the old one is stopped
+
+    def replace_bus_node(self, name: str) -> None:
+        """A deploy of a copy of the bus's stack file that names this node alone, without --prune:
+        Swarm updates that one service and leaves the other nodes running as they are (a deploy of
+        the whole file would update every changed node at once, each being its own service)."""
+        text = upgrade_files.only_services(self.stack.files[self.stack.bus_stack_file.name], [name])
+        step = self.stack.output_dir / f".bus-step.{os.getpid()}.yml"
+        try:
+            files.replace_private(step, text)
+            self._deploy(step, prune=False, failure=ExitCode.BUS)
+        finally:
+            step.unlink(missing_ok=True)
 
     def reload(self, names: Sequence[str]) -> bool:
         """Never in place: the servers read their passwords from Swarm secrets here, which a task

@@ -22,6 +22,10 @@ COMMAND_MODULES = (
     "bench",
     "credentials",
     "firewall",
+    "lock",
+    "plan",
+    "rollback",
+    "backup",
 )
 
 for _name in COMMAND_MODULES:

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -52,10 +52,11 @@ def print_json(data: object) -> None:
     sys.stdout.flush()
 
 
-def failure_json(exit_code: int, message: str) -> None:
+def failure_json(exit_code: int, message: str, fields: Mapping[str, object] | None = None) -> None:
     """The document a `--json` command prints when it fails, whatever the exit code: scripts parse
-    stdout the same way every time and read ``ok`` first."""
-    print_json({"ok": False, "exit_code": exit_code, "error": message})
+    stdout the same way every time and read ``ok`` first (``fields``: more of the failure, such as
+    the components a failed upgrade rolled back)."""
+    print_json({"ok": False, "exit_code": exit_code, "error": message, **(fields or {})})
 
 
 @contextlib.contextmanager

@@ -20,9 +20,9 @@ def doctor(
 ) -> None:
     """Check this machine for a deployment: the configuration, the Docker engine and its version,
     Compose v2, healthcheck start_interval support (Engine 25+), free disk, whether every image is on
-    the engine, whether the configured host ports are free, and whether a host account has a uid the
-    containers run under (it could read their secrets). Each check passes, warns or fails with
-    a fix; any failure exits 1.
+    the engine (and, with nachos-deploy.lock, the locked ones), whether the configured host ports are
+    free, and whether a host account has a uid the containers run under (it could read their
+    secrets). Each check passes, warns or fails with a fix; any failure exits 1.
 
     Example: nachos-deploy doctor --json
     """

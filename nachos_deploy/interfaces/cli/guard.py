@@ -37,7 +37,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except DeployError as exc:
             if as_json:
-                failure_json(int(exc.exit_code), exc.message)
+                failure_json(int(exc.exit_code), exc.message, exc.fields)
             err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
             if exc.details:
                 err.print(exc.details, markup=False)

@@ -63,7 +63,9 @@ def validate(
     output folder's .env), then let `docker compose config` check the rendered files (when a Compose
     v2 CLI is installed; no engine is needed). Says which missing bind-source folders `up` will
     create (those named relative to the deploy file) and refuses a missing absolute one (exit 3), the
-    same on Compose and Swarm. Writes nothing to the output folder.
+    same on Compose and Swarm. With nachos-deploy.lock beside the deploy file, every image is checked
+    against it (this needs the engine; an image that differs: exit 4). Writes nothing to the output
+    folder.
 
     Example: nachos-deploy validate --set bus.max_payload=1MB
     """
@@ -87,6 +89,9 @@ def validate(
     ingress = api.check_ingress_tls(stack)  # the user's certificate files are refused here (exit 3)
     if ingress is not None:
         out.print(f"The ingress: {ingress}.", markup=False)
+    locked = api.check_lock(stack)  # an image that differs from nachos-deploy.lock: exit 4
+    if locked is not None:
+        out.print(f"Every image is the one {stack.lock_file} locks ({locked} services).", markup=False)
     checked = api.check_compose(stack)
     if checked.skipped is not None:
         out.print(f"Skipped the Compose check: {checked.skipped}.")

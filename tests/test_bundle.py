@@ -1,0 +1,101 @@
+"""Bundles on the real engine (docs/images.md#air-gapped-install): a stack of the test's own derived
+images (the bus's pushed to an in-process registry, so locked by digest; the gateway's a local build)
+is locked and saved; its images are removed; a copy of the bundle with one byte changed is refused
+before anything is loaded (the images stay absent); the bundle itself loads, its images are the
+locked ones, and `up` of what it wrote works with no registry (the bus held to its id there, since
+`docker load` drops registry digests)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import yaml
+
+from nachos_deploy.core.image_lock import LOCK_FILE
+from tests import derived_images, mini_registry
+from tests.commands import compose_down, nachos
+
+PROBE = "nachos-deploy/probe:latest"
+
+
+def flip_one_byte(path: Path, member: str) -> None:
+    """Change one byte in the middle of ``member``'s data, in place."""
+    with tarfile.open(path) as tar:
+        info = tar.getmember(member)
+        at = info.offset_data + info.size // 2
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_save_remove_load_and_up_with_no_registry_and_a_changed_byte_is_refused_first(
+    engine: str, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    project = f"h21bdl-{tag}"
+    with mini_registry.running() as registry:
+        bus, probe = f"{registry}/nachos-test/bundle-{tag}-bus:1", f"nachos-test/bundle-{tag}-probe:1"
+        ids = {bus: derived_images.build(bus, "nats:alpine")}
+        pushed = subprocess.run(["docker", "push", bus], capture_output=True, text=True, timeout=180)
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    source = tmp_path / "source"
+    source.mkdir()
+    document = {
+        "project": project,
+        "bus": {"client_port": 0, "monitor_port": 0, "image": bus},
+        "state": {"enabled": False},
+        "components": {"gateway": {"image": probe}, "llm-proxy": {"enabled": False}},
+    }
+    (source / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
+    try:
+        ids[probe] = derived_images.build(probe, PROBE)
+        assert nachos(source, "lock").returncode == 0
+        source_lock = json.loads((source / LOCK_FILE).read_text())["services"]
+        assert source_lock["bus"]["digest"] is not None and source_lock["gateway"]["digest"] is None
+        bundle = tmp_path / "stack.tar"
+        saved = nachos(source, "bundle", "save", str(bundle), "--json", timeout=300)
+        assert saved.returncode == 0, saved.stdout + saved.stderr
+        result = json.loads(saved.stdout)
+        assert result["images"] == sorted([bus, probe]) and result["lock_from_deploy_folder"] is True
+        assert "Saving 2 images" in saved.stderr  # a progress line while docker save runs
+        with tarfile.open(bundle) as tar:
+            names = tar.getnames()
+        assert names[0] == "manifest.json"
+        assert {"images.tar", LOCK_FILE, "nachos-deploy.yaml", "rendered/docker-compose.yml"} <= set(names)
+
+        derived_images.remove([bus, probe, *ids.values()])
+        assert derived_images.image_id(bus) == derived_images.image_id(probe) == ""  # gone
+
+        damaged = tmp_path / "damaged.tar"
+        shutil.copyfile(bundle, damaged)
+        flip_one_byte(damaged, "images.tar")
+        refused = nachos(
+            tmp_path, "bundle", "load", str(damaged), "--to", str(tmp_path / "never"), timeout=300
+        )
+        assert refused.returncode == 9, refused.stdout + refused.stderr
+        assert "member images.tar" in refused.stderr and str(damaged) in refused.stderr
+        assert derived_images.image_id(bus) == derived_images.image_id(probe) == ""  # nothing loaded
+        assert not (tmp_path / "never" / LOCK_FILE).exists()
+
+        target = tmp_path / "air-gapped"
+        loaded = nachos(tmp_path, "bundle", "load", str(bundle), "--to", str(target), "--json", timeout=300)
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        assert {derived_images.image_id(bus), derived_images.image_id(probe)} == set(ids.values())
+        assert {LOCK_FILE, "nachos-deploy.yaml", "rendered/docker-compose.yml"} <= set(
+            json.loads(loaded.stdout)["written"]
+        )
+        assert json.loads(loaded.stdout)["unpinned"] == ["bus", "bus-gateway", "bus-ports", "volume-init"]
+        written_lock = json.loads((target / LOCK_FILE).read_text())["services"]
+        assert written_lock["bus"] == {**source_lock["bus"], "digest": None}  # held to the same id
+        assert written_lock["gateway"] == source_lock["gateway"]
+
+        up = nachos(target, "up", "--timeout", "120", timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+    finally:
+        compose_down(project)
+        derived_images.remove([bus, probe, *ids.values()])

@@ -1,0 +1,239 @@
+"""The image lock and the bundle file without the engine: parsing, pinning, comparing, checksums."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nachos_deploy.core import image_lock
+from nachos_deploy.core.errors import ArchiveError, ConfigError
+from nachos_deploy.core.image_lock import ImageLock, LockedImage
+from nachos_deploy.docker.images import _digest_of
+from nachos_deploy.interfaces import api
+from nachos_deploy.io import bundle_archive
+
+ID_A = "sha256:" + "a" * 64
+ID_B = "sha256:" + "b" * 64
+DIGEST = "sha256:" + "d" * 64
+PROBE = "nachos-deploy/probe:latest"
+
+
+def deploy(folder: Path, **extra: object) -> Path:
+    document = {
+        "project": "h21l-unit",
+        "state": {"enabled": False},
+        "components": {"gateway": {"image": PROBE}, "llm-proxy": {"enabled": False}},
+        **extra,
+    }
+    path = folder / "nachos-deploy.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def full_lock(digest_for_bus: str | None = DIGEST) -> ImageLock:
+    bus = LockedImage("nats:alpine", ID_A, digest_for_bus)
+    return ImageLock(
+        {
+            "bus": bus,
+            "bus-ports": bus,
+            "bus-gateway": bus,
+            "volume-init": bus,
+            "gateway": LockedImage(PROBE, ID_B, None),
+        }
+    )
+
+
+def test_the_lock_file_is_deterministic_sorted_and_reads_back() -> None:
+    lock = full_lock()
+    text = image_lock.dumps(lock)
+    assert text == image_lock.dumps(ImageLock(dict(reversed(list(lock.services.items())))))
+    document = json.loads(text)
+    assert document["format"] == image_lock.LOCK_FORMAT
+    assert "nachos-deploy lock" in document["generated_by"]
+    assert list(document["services"]) == sorted(document["services"])
+    assert image_lock.loads(text, "x.lock") == lock
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("{", "not valid JSON"),
+        ('{"format": 2, "services": {}}', "format 2"),
+        ('{"format": 1}', "no `services`"),
+        ('{"format": 1, "services": {"bus": {"image": "nats", "id": "abc"}}}', "services.bus.id"),
+        (
+            '{"format": 1, "services": {"bus": {"image": "nats", "id": "' + ID_A + '", "digest": "md5:1"}}}',
+            "services.bus.digest",
+        ),
+    ],
+)
+def test_a_broken_lock_is_a_config_error_naming_file_and_key(text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        image_lock.loads(text, "/d/nachos-deploy.lock")
+    assert "/d/nachos-deploy.lock" in caught.value.message
+    assert named in caught.value.message
+    assert "nachos-deploy lock" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("reference", "repository"),
+    [
+        ("nats:alpine", "nats"),
+        ("nats", "nats"),
+        ("registry.local:5000/team/gateway:1.4", "registry.local:5000/team/gateway"),
+        ("registry.local:5000/team/gateway", "registry.local:5000/team/gateway"),
+        (f"ghcr.io/x/y:1@{DIGEST}", "ghcr.io/x/y"),
+    ],
+)
+def test_repository_drops_tag_and_digest_but_not_a_registry_port(reference: str, repository: str) -> None:
+    assert image_lock.repository(reference) == repository
+
+
+def test_the_digest_is_the_one_of_the_references_own_repository() -> None:
+    other = "sha256:" + "e" * 64
+    digests = [f"mirror.local/nats@{other}", f"nats@{DIGEST}"]
+    assert _digest_of("nats:alpine", digests) == DIGEST
+    assert _digest_of("docker.io/library/nats:alpine", digests) == DIGEST
+    assert _digest_of("mirror.local/nats:alpine", digests) == other
+    assert _digest_of("nachos/gateway:1", digests) is None  # pushed elsewhere says nothing of this one
+    assert _digest_of(f"nats@{DIGEST}", []) == DIGEST
+
+
+def test_render_pins_every_service_of_a_locked_digest_on_compose_and_swarm(tmp_path: Path) -> None:
+    path = deploy(tmp_path)
+    unlocked = api.load(path)
+    assert all("@sha256" not in text for text in unlocked.files.values())
+    (tmp_path / image_lock.LOCK_FILE).write_text(image_lock.dumps(full_lock()), encoding="utf-8")
+    stack = api.load(path)
+    compose = yaml.safe_load(stack.files["docker-compose.yml"])["services"]
+    pinned = f"nats@{DIGEST}"
+    for name in ("bus", "bus-ports", "bus-gateway", "volume-init"):
+        assert compose[name]["image"] == pinned, name
+    assert compose["gateway"]["image"] == PROBE  # a local build: no digest, locked by id
+    swarm = api.load(path, sets=["target=swarm"])
+    stack_files = [
+        yaml.safe_load(text) for name, text in swarm.files.items() if name.startswith("docker-stack")
+    ]
+    images = {s["image"] for document in stack_files for s in document["services"].values()}
+    assert images == {pinned, PROBE}
+
+
+def test_a_service_whose_image_changed_is_not_pinned_and_is_a_difference(tmp_path: Path) -> None:
+    path = deploy(tmp_path, bus={"image": "nats:2.10"})
+    (tmp_path / image_lock.LOCK_FILE).write_text(image_lock.dumps(full_lock()), encoding="utf-8")
+    stack = api.load(path)
+    assert stack.plan.bus.service.image == "nats:2.10"
+    present = {"nats:2.10": (ID_A, None), PROBE: (ID_B, None)}
+    found = image_lock.differences(stack.plan, full_lock(), present)
+    assert {(d.service, d.problem) for d in found} == {
+        (name, "changed in the configuration") for name in ("bus", "bus-ports", "bus-gateway", "volume-init")
+    }
+    assert "nats:2.10" in found[0].describe() and "nats:alpine" in found[0].describe()
+    # `lock` resolves the configured references again, not the pinned ones
+    assert ("bus", "nats:2.10") in image_lock.configured_services(stack.plan, full_lock())
+
+
+def test_differences_name_a_changed_id_a_missing_image_and_a_service_not_locked(tmp_path: Path) -> None:
+    path = deploy(
+        tmp_path,
+        components={
+            "gateway": {"image": PROBE},
+            "llm-proxy": {"enabled": False},
+            "chat": {"role": "channel", "image": PROBE},
+        },
+    )
+    lock = full_lock(digest_for_bus=None)
+    plan = api.load(path).plan
+    same = {"nats:alpine": (ID_A, None), PROBE: (ID_B, None)}
+    assert {(d.service, d.problem) for d in image_lock.differences(plan, lock, same)} == {
+        ("chat", "not in the lock"),
+        ("bus-chat", "not in the lock"),
+    }
+    lock = ImageLock({**lock.services, "chat": lock.services["gateway"], "bus-chat": lock.services["bus"]})
+    assert image_lock.differences(plan, lock, same) == []
+    rebuilt = {"nats:alpine": (ID_A, None), PROBE: ("sha256:" + "c" * 64, None)}
+    found = image_lock.differences(plan, lock, rebuilt)
+    assert {d.service for d in found} == {"gateway", "chat"}
+    text = found[0].describe()
+    assert ID_B in text and "sha256:" + "c" * 64 in text and PROBE in text
+    missing = image_lock.differences(plan, lock, {"nats:alpine": (ID_A, None), PROBE: None})
+    assert {d.problem for d in missing} == {"missing"}
+
+
+def test_a_broken_lock_beside_the_deploy_file_stops_loading_with_exit_3(tmp_path: Path) -> None:
+    path = deploy(tmp_path)
+    (tmp_path / image_lock.LOCK_FILE).write_text("not json", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        api.load(path)
+
+
+# -- the bundle file -------------------------------------------------------------------------------
+
+
+def bundle(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    members = {
+        "images.tar": bytes(range(256)) * 400,
+        "nachos-deploy.lock": b"{}\n",
+        "rendered/a.yml": b"a: 1\n",
+    }
+    sources = {}
+    for name, data in members.items():
+        source = tmp_path / "src" / name
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_bytes(data)
+        sources[name] = source
+    target = tmp_path / "b.tar"
+    bundle_archive.write(target, sources, {"project": "p"})
+    return target, members
+
+
+def test_a_bundle_reads_back_member_for_member(tmp_path: Path) -> None:
+    target, members = bundle(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = bundle_archive.extract_verified(target, out)
+    assert manifest["project"] == "p"
+    assert {name: (out / name).read_bytes() for name in members} == members
+    assert list(tmp_path.glob(".b.tar*")) == []  # no temporary file left
+
+
+def flip(path: Path, member: str) -> None:
+    """Change one byte in the middle of ``member``'s data, in place."""
+    with tarfile.open(path) as tar:
+        info = tar.getmember(member)
+        at = info.offset_data + info.size // 2
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_one_byte_changed_is_refused_naming_the_file_and_the_member(tmp_path: Path) -> None:
+    target, _ = bundle(tmp_path)
+    flip(target, "images.tar")
+    with pytest.raises(ArchiveError) as caught:
+        bundle_archive.extract_verified(target, tmp_path)
+    assert "member images.tar" in caught.value.message and str(target) in caught.value.message
+    assert "sha256" in caught.value.message
+
+
+def test_a_member_not_in_the_manifest_or_missing_or_a_cut_file_is_refused(tmp_path: Path) -> None:
+    target, _ = bundle(tmp_path)
+    with tarfile.open(target, "a") as tar:
+        data = b"extra"
+        info = tarfile.TarInfo("evil.sh")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ArchiveError, match=r"evil\.sh"):
+        bundle_archive.extract_verified(target, tmp_path)
+    target, _ = bundle(tmp_path)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(target.read_bytes()[:60000])
+    with pytest.raises(ArchiveError, match=r"cut\.tar"):
+        bundle_archive.extract_verified(cut, tmp_path)
+    with pytest.raises(ArchiveError, match="no such file"):
+        bundle_archive.extract_verified(tmp_path / "none.tar", tmp_path)
