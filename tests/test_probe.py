@@ -373,6 +373,26 @@ def test_plays_the_gateway_the_platform_ships(nats_server: NatsServer, tmp_path:
 
 
 @natsserver
+def test_an_older_probes_text_log_is_moved_aside_for_the_database(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Probes before the SQLite database wrote a text log at GATEWAY_DB_PATH, kept on the demo's
+    # volume by `down`: the next start must not die on "file is not a database".
+    (tmp_path / "gateway.db").write_text("started 1700000000.0\n")
+    env = clean_env(
+        NACHOS_COMPONENT="gateway",
+        NACHOS_ROLE="gateway",
+        NATS_URL=nats_server.nats_url,
+        GATEWAY_DB_PATH=str(tmp_path / "gateway.db"),
+    )
+    with run_probe(env) as probe:
+        probe.wait_ready()
+    assert (tmp_path / "gateway.db.text").read_text() == "started 1700000000.0\n"
+    with contextlib.closing(sqlite3.connect(tmp_path / "gateway.db")) as database:
+        assert database.execute("SELECT count(*) FROM starts").fetchone() == (1,)
+
+
+@natsserver
 def test_the_gateway_drops_a_payload_that_is_not_json(nats_server: NatsServer) -> None:
     # The real gateway JSON.parses each request on its own subjects: an empty payload logs
     # "SyntaxError: Unexpected end of JSON input" and is never answered, so the requester times out.

@@ -466,7 +466,18 @@ def open_database(path: str) -> str | None:
 
     WAL journal, as the platform's gateway (better-sqlite3) uses it: readers (a backup) never block
     the writer. Each start adds a row to ``starts``, so a test can tell the data survived a restart
-    or a `down`; each answered request a row to ``requests`` (:func:`record_request`)."""
+    or a `down`; each answered request a row to ``requests`` (:func:`record_request`).
+
+    Probes before this one kept a text log at that path, not a database: found on a volume they
+    wrote, it is moved aside (``<path>.text``), as the platform's gateway never meets one."""
+    try:
+        with Path(path).open("rb") as existing:
+            head = existing.read(16)
+        if head and head != b"SQLite format 3\x00":
+            Path(path).replace(f"{path}.text")
+            _say(f"probe gateway: {path} was an older probe's text log, moved to {path}.text")
+    except OSError:
+        pass  # no file yet (it is created below), or one the open below reports
     try:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
