@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,22 +27,16 @@ import nats
 import yaml
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-PROBE = "nachos-deploy/probe:latest"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests/
+
+from tests import gateway_stack
+
 PAYLOAD = 256
 
 
 def deploy_file(folder: Path, project: str) -> None:
     folder.mkdir(parents=True)
-    document = {
-        "project": project,
-        "bus": {"client_port": 0, "monitor_port": 0},
-        "components": {
-            "gateway": {"image": PROBE, "egress": False},
-            "llm-proxy": {"enabled": False},
-            "chat": {"role": "channel", "image": PROBE, "egress": False},
-        },
-    }
-    (folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
+    (folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(gateway_stack.document(project)))
 
 
 def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -77,33 +70,6 @@ async def fill(nats_url: str, messages: int, rows: int) -> dict[int, bytes]:
     finally:
         await client.close()
     return acked
-
-
-class Load:
-    """Acked publishes and gateway requests, one after another, until stopped."""
-
-    def __init__(self, nats_url: str) -> None:
-        self.nats_url = nats_url
-        self.acked: dict[int, bytes] = {}
-        self.answered = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.run()), daemon=True)
-
-    async def run(self) -> None:
-        client = await nats.connect(self.nats_url, connect_timeout=5, allow_reconnect=False)
-        js = client.jetstream(timeout=5)
-        try:
-            while not self.stop.is_set():
-                data = os.urandom(PAYLOAD)
-                try:
-                    self.acked[(await js.publish("nachos.audit.log", data)).seq] = data
-                    await client.request("nachos.gateway.subagents.list", b"{}", timeout=5)
-                    self.answered += 1
-                except Exception as exc:
-                    self.failures.append(repr(exc))
-        finally:
-            await client.close()
 
 
 async def read_all(nats_url: str, last_seq: int) -> dict[int, bytes]:
@@ -143,7 +109,7 @@ def main() -> None:
         started = time.monotonic()
         acked = asyncio.run(fill(up["nats_url"], options.messages, options.rows))
         figures["fill_seconds"] = round(time.monotonic() - started, 1)
-        load = Load(up["nats_url"])
+        load = gateway_stack.Load(up["nats_url"], payload=PAYLOAD)
         load.thread.start()
         time.sleep(1.0)
         before = (len(load.acked), load.answered)

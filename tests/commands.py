@@ -35,6 +35,17 @@ def nachos(
     )
 
 
+def nachos_on(file: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """The command ``args[0]`` as a child process on the deploy file ``file`` (``-c FILE``), from
+    wherever the tests run."""
+    return subprocess.run(
+        [sys.executable, "-m", "nachos_deploy", args[0], "-c", str(file), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def docker(*args: str) -> str:
     """A docker command's stdout, stripped; a failure raises with its stderr."""
     return subprocess.run(

@@ -1,6 +1,6 @@
 """Images of a test's own, derived from the shared offline images by adding one file of random content:
-a test of the image lock or of bundles may rebuild and remove these, never the shared ones, which the
-other tests' stacks run (tests/test_lock.py, tests/test_bundle.py)."""
+a test of the image lock, of bundles or of upgrades may rebuild and remove these, never the shared ones,
+which the other tests' stacks run (tests/test_lock.py, tests/test_bundle.py, tests/test_upgrade.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from tests import mini_registry
 
 
 def build(tag: str, base: str) -> str:
@@ -26,6 +28,37 @@ def build(tag: str, base: str) -> str:
             timeout=180,
         )
     return image_id(tag)
+
+
+def build_with(tag: str, base: str, lines: str) -> str:
+    """Build ``tag`` FROM ``base`` plus Dockerfile ``lines`` (a label, an environment variable the
+    probe reads); its image id."""
+    subprocess.run(
+        ["docker", "build", "-q", "-t", tag, "-"],
+        input=f"FROM {base}\n{lines}\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return image_id(tag)
+
+
+def pushed(tag: str, base: str) -> str:
+    """``build(tag, base)``, pushed to the registry ``tag`` names (tests/mini_registry.py); its id."""
+    made = build(tag, base)
+    done = subprocess.run(["docker", "push", tag], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return made
+
+
+def pushed_bus(part: str, tag: str) -> tuple[str, str, str]:
+    """A bus image of the test's own pushed to an in-process registry that is stopped again (so it has
+    a registry digest, and nothing to be pulled from), and the tag of the test's probe image to build
+    later: (bus, the bus's id, probe)."""
+    with mini_registry.running() as registry:
+        bus, probe = f"{registry}/nachos-test/{part}-{tag}-bus:1", f"nachos-test/{part}-{tag}-probe:1"
+        return bus, pushed(bus, "nats:alpine"), probe
 
 
 def image_id(reference: str) -> str:

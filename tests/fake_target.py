@@ -236,7 +236,7 @@ class FakeTarget:
             for name, state in self.now.items()
             if name != VOLUME_INIT
         }
-        found = decide(wanted, observed, orphans="remove" if self.swarm else "keep")
+        found = decide(wanted, observed, orphans="remove")
         return [replace(c, reasons=self.differs.get(c.name, c.reasons)) for c in found]
 
     def to_create(self, only: Sequence[str]) -> Objects:

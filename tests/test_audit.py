@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +18,7 @@ import pytest
 import yaml
 from nats.js.errors import NoStreamResponseError
 
+from tests.commands import nachos_on
 from tests.test_lifecycle import PROBE, containers
 
 BUS_ONLY = {
@@ -40,12 +41,7 @@ class Stack:
         self.file.write_text(yaml.safe_dump(document))
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "nachos_deploy", args[0], "-c", str(self.file), *args[1:]],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return nachos_on(self.file, *args, timeout=180)
 
     def up(self, *args: str) -> dict[str, object]:
         done = self.run("up", "--json", *args)
@@ -141,8 +137,9 @@ async def publish_until_killed(
     return acked, unsure
 
 
-async def stored_ids(url: str) -> list[str]:
-    client = await nats.connect(url)
+async def stored_ids(url: str, tls: ssl.SSLContext | None = None) -> list[str]:
+    """The Nats-Msg-Id of every message AUDIT holds, in order (``tls``: the context of a tls:// bus)."""
+    client = await nats.connect(url, tls=tls)
     try:
         js = client.jetstream(timeout=10)
         info = await js.stream_info("AUDIT")

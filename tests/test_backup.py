@@ -11,31 +11,27 @@ naming the member), and a restore over a running stack or over existing volumes 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 import yaml
 
-from nachos_deploy.bus import trust
 from nachos_deploy.core.errors import ArchiveError, ExitCode
-from nachos_deploy.io import archive
+from nachos_deploy.io import checked_tar
+from nachos_deploy.lifecycle.backup import ARCHIVE
+from tests import archives
+from tests.archives import tampered
 from tests.commands import compose_down, docker, nachos
+from tests.gateway_stack import CHANNEL, PAYLOAD, Load, connect, document
 
-PROBE = "nachos-deploy/probe:latest"
-CHANNEL = "chat"
-PAYLOAD = 512  # bytes of each audit message: random, so the snapshot is larger than its flow window
 BEFORE = 3000  # acked audit messages before the backup: over 1.5 MB, more than one window (1 MiB)
 
 
@@ -46,16 +42,7 @@ class Project:
         self.folder = root / name
         self.folder.mkdir()
         self.project = f"h21b-{name}-{uuid.uuid4().hex[:6]}"
-        document = {
-            "project": self.project,
-            "bus": {"client_port": 0, "monitor_port": 0},
-            "components": {
-                "gateway": {"image": PROBE, "egress": False},
-                "llm-proxy": {"enabled": False},
-                CHANNEL: {"role": "channel", "image": PROBE, "egress": False},
-            },
-        }
-        (self.folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
+        (self.folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document(self.project)))
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return nachos(self.folder, *args, timeout=300)
@@ -68,54 +55,6 @@ class Project:
         done = self.run("env", "--format", "json")
         assert done.returncode == 0, done.stderr
         return str(json.loads(done.stdout)["NATS_URL"])
-
-
-async def connect(nats_url: str) -> nats.NATS:
-    """A client that fails rather than reconnects, over TLS with the stack's CA for a tls:// bus (Swarm:
-    the caller registers the CA with ``trust.trust``)."""
-    options: dict[str, Any] = {"connect_timeout": 5, "allow_reconnect": False}
-    tls = trust.context(nats_url)
-    if tls is not None:
-        options.update(tls=tls, tls_handshake_first=True, tls_hostname=trust.server_name(nats_url))
-    return await nats.connect(nats_url, **options)
-
-
-class Load:
-    """Acked audit publishes and gateway requests, without pause, in a thread, until stopped: what
-    the stack's clients see while a backup runs."""
-
-    def __init__(self, nats_url: str) -> None:
-        self.nats_url = nats_url
-        self.acked: dict[int, bytes] = {}
-        self.answered = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        client = await connect(self.nats_url)
-        js = client.jetstream(timeout=5)
-        try:
-            while not self.stop.is_set():
-                data = os.urandom(PAYLOAD)
-                try:
-                    ack = await js.publish("nachos.audit.log", data)
-                    self.acked[ack.seq] = data
-                    reply = await client.request("nachos.gateway.subagents.list", b"{}", timeout=5)
-                    assert json.loads(reply.data) == {"ok": True, "runs": []}
-                    self.answered += 1
-                except Exception as exc:  # every failure is counted, none may happen
-                    self.failures.append(repr(exc))
-        finally:
-            await client.close()
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 def publish(nats_url: str, count: int) -> dict[int, bytes]:
@@ -212,7 +151,7 @@ def test_backup_while_working_then_restore_into_a_fresh_project(source: Source, 
     assert database["integrity_check"] == "ok" and database["rows"]["requests"] > 0
     assert result["state_store"]["keys"] >= 2  # alice's session and her rate counter
     assert set(result["volumes"]) == {f"{CHANNEL}-state", "gateway-state"}
-    manifest = archive.read(path).manifest
+    manifest = checked_tar.verify(path, ARCHIVE)
     assert manifest["project"] == made.project and manifest["credentials"] is False
     assert not any(name.startswith("credentials/") for name in manifest["members"])
 
@@ -246,25 +185,12 @@ def test_backup_while_working_then_restore_into_a_fresh_project(source: Source, 
         compose_down(copy.project)
 
 
-def tampered(path: Path, member: str, into: Path) -> Path:
-    """A copy of the archive with one byte of ``member``'s data changed (its size kept)."""
-    shutil.copy(path, into)
-    with tarfile.open(path) as tar:
-        offset = tar.getmember(member).offset_data
-    with into.open("r+b") as handle:
-        handle.seek(offset + 100)
-        byte = handle.read(1)
-        handle.seek(offset + 100)
-        handle.write(bytes([byte[0] ^ 0xFF]))
-    return into
-
-
 @pytest.mark.engine
 def test_a_tampered_archive_is_refused_before_anything_is_touched(source: Source, tmp_path: Path) -> None:
     _, _, path, _ = source
     bad = tampered(path, "gateway/database.sqlite", tmp_path / "bad.tar")
     with pytest.raises(ArchiveError, match=r"member gateway/database\.sqlite fails its checksum"):
-        archive.read(bad)
+        checked_tar.verify(bad, ARCHIVE)
     target = Project(tmp_path, "tampered")
     try:
         done = target.run("restore", str(bad))
@@ -289,36 +215,23 @@ def test_a_tampered_archive_is_refused_before_anything_is_touched(source: Source
         compose_down(target.project)
 
 
-def test_the_archive_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
-    members = {"a": b"x" * 10, "b": io.BytesIO(b"y").getvalue()}
-    path = tmp_path / "out.tar"
-    archive.write(path, {"project": "p"}, members)
-    assert archive.read(path).members == members
-    assert path.stat().st_mode & 0o777 == 0o600
-
-    class Boom(dict[str, bytes]):
-        """Fails while the tar is being written (its second look at the members)."""
-
-        calls = 0
-
-        def items(self) -> Any:
-            Boom.calls += 1
-            yield "a", b"x"
-            if Boom.calls > 1:
-                raise RuntimeError("disk gone")
-
-    with pytest.raises(RuntimeError):
-        archive.write(tmp_path / "half.tar", {}, Boom(a=b"x"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar"]  # no half file, no temporary
-
-
 def test_a_changed_byte_is_refused_naming_the_member(tmp_path: Path) -> None:
     path = tmp_path / "a.tar"
-    archive.write(path, {"project": "p"}, {"streams/AUDIT.snapshot": bytes(range(256)) * 4, "b": b"y" * 300})
+    members = {"streams/AUDIT.snapshot": bytes(range(256)) * 4, "b": b"y" * 300}
+    archives.write(path, members, {"project": "p"}, kind=ARCHIVE)
+    assert path.stat().st_mode & 0o777 == 0o600  # it may hold credentials
     bad = tampered(path, "streams/AUDIT.snapshot", tmp_path / "bad.tar")
-    with pytest.raises(ArchiveError, match=r"bad\.tar: member streams/AUDIT\.snapshot fails its checksum"):
-        archive.read(bad)
-    assert archive.read(path).manifest["project"] == "p"
+    with pytest.raises(
+        ArchiveError, match=r"bad\.tar: member streams/AUDIT\.snapshot fails its checksum"
+    ) as caught:
+        checked_tar.verify(bad, ARCHIVE)
+    assert "Nothing was restored" in caught.value.message
+    assert checked_tar.verify(path, ARCHIVE)["project"] == "p"
+    from nachos_deploy.interfaces import api
+
+    assert api.verify_backup(path)["project"] == "p"
+    with pytest.raises(ArchiveError, match="fails its checksum"):
+        api.verify_backup(bad)
 
 
 def test_credentials_go_in_only_when_asked_and_come_back_with_their_modes(tmp_path: Path) -> None:
@@ -334,14 +247,14 @@ def test_credentials_go_in_only_when_asked_and_come_back_with_their_modes(tmp_pa
     (source / "credentials" / "state.env").chmod(0o600)
     (source / "credentials" / "state" / "users.acl").write_text("user default off\n")
     (source / "credentials" / "state" / "users.acl").chmod(0o644)
-    members: dict[str, bytes] = {}
+    members = backup.Members(tmp_path / "scratch")
     modes = backup._credentials(SimpleNamespace(output_dir=source), members)  # type: ignore[arg-type]
-    assert sorted(members) == ["credentials/state.env", "credentials/state/users.acl"]
+    assert sorted(members.files) == ["credentials/state.env", "credentials/state/users.acl"]
     path = tmp_path / "with.tar"
-    archive.write(path, {"credential_modes": modes}, members)
+    checked_tar.write(path, members.files, {"credential_modes": modes}, mode=0o600, kind=backup.ARCHIVE)
 
     copy = tmp_path / "copy"
-    found = archive.read(path)
+    found = checked_tar.extract(path, tmp_path / "out", backup.ARCHIVE)
     assert restore._credentials(SimpleNamespace(output_dir=copy), found) is True  # type: ignore[arg-type]
     assert (copy / "credentials" / "state.env").read_text() == "NACHOS_STATE_GATEWAY_PASSWORD=a1\n"
     assert (copy / "credentials" / "state.env").stat().st_mode & 0o777 == 0o600

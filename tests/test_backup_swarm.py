@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from nachos_deploy.bus import trust
-from tests.test_backup import CHANNEL, PROBE, inbound, publish, stored
+from tests.gateway_stack import CHANNEL, PROBE
+from tests.test_backup import inbound, publish, stored
 from tests.test_swarm import SwarmStack, swarm  # noqa: F401  (the module's one-node swarm)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tarfile
 import uuid
 from pathlib import Path
@@ -17,20 +16,11 @@ from pathlib import Path
 import yaml
 
 from nachos_deploy.core.image_lock import LOCK_FILE
-from tests import derived_images, mini_registry
+from tests import derived_images
+from tests.archives import tampered
 from tests.commands import compose_down, nachos
 
 PROBE = "nachos-deploy/probe:latest"
-
-
-def flip_one_byte(path: Path, member: str) -> None:
-    """Change one byte in the middle of ``member``'s data, in place."""
-    with tarfile.open(path) as tar:
-        info = tar.getmember(member)
-        at = info.offset_data + info.size // 2
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 def test_save_remove_load_and_up_with_no_registry_and_a_changed_byte_is_refused_first(
@@ -38,11 +28,8 @@ def test_save_remove_load_and_up_with_no_registry_and_a_changed_byte_is_refused_
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     project = f"h21bdl-{tag}"
-    with mini_registry.running() as registry:
-        bus, probe = f"{registry}/nachos-test/bundle-{tag}-bus:1", f"nachos-test/bundle-{tag}-probe:1"
-        ids = {bus: derived_images.build(bus, "nats:alpine")}
-        pushed = subprocess.run(["docker", "push", bus], capture_output=True, text=True, timeout=180)
-        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    bus, bus_id, probe = derived_images.pushed_bus("bundle", tag)
+    ids = {bus: bus_id}
     source = tmp_path / "source"
     source.mkdir()
     document = {
@@ -73,7 +60,7 @@ def test_save_remove_load_and_up_with_no_registry_and_a_changed_byte_is_refused_
 
         damaged = tmp_path / "damaged.tar"
         shutil.copyfile(bundle, damaged)
-        flip_one_byte(damaged, "images.tar")
+        tampered(damaged, "images.tar")
         refused = nachos(
             tmp_path, "bundle", "load", str(damaged), "--to", str(tmp_path / "never"), timeout=300
         )

@@ -20,11 +20,10 @@ from typing import Any
 
 import nats
 import pytest
-import yaml
 
 from tests.test_audit import Stack, stored_ids
-from tests.test_lifecycle import PROBE, containers
-from tests.test_node_loss import CLUSTER, NODES, REQUEST, monitor
+from tests.test_lifecycle import containers
+from tests.test_node_loss import NODES, REQUEST, clustered, monitor
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:unclosed:ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
@@ -141,14 +140,8 @@ async def drive(url: str, traffic: Traffic, prefix: str, **options: Any) -> None
 
 @pytest.fixture
 def cluster(engine: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, {"webchat": {"enabled": True, "image": PROBE, "egress": False}})
-    document = yaml.safe_load(stack.file.read_text())
-    document["bus"].update(CLUSTER["bus"])
-    stack.file.write_text(yaml.safe_dump(document))
-    try:
+    with clustered(tmp_path) as stack:
         yield stack
-    finally:
-        stack.run("down", "--volumes", "--yes")
 
 
 def test_up_replaces_a_clustered_bus_one_node_at_a_time_losing_no_acked_message(cluster: Stack) -> None:

@@ -12,9 +12,9 @@ import threading
 import time
 from pathlib import Path
 
-import nats
 import pytest
 
+from tests.test_audit import stored_ids
 from tests.test_bus_upgrade import BLIP_BUDGET, NodeEvents, Traffic, at_most_one_down, drive
 from tests.test_lifecycle import PROBE
 from tests.test_node_loss import NODES
@@ -23,20 +23,6 @@ from tests.test_swarm import SwarmStack, swarm  # noqa: F401  (the module's one-
 pytestmark = pytest.mark.filterwarnings(
     "ignore:unclosed:ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
 )
-
-
-async def stored_ids(url: str, tls: ssl.SSLContext) -> list[str]:
-    client = await nats.connect(url, tls=tls)
-    try:
-        js = client.jetstream(timeout=10)
-        info = await js.stream_info("AUDIT")
-        found = []
-        for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-            message = await js.get_msg("AUDIT", sequence)
-            found.append((message.headers or {}).get("Nats-Msg-Id", ""))
-        return found
-    finally:
-        await client.close()
 
 
 def test_swarm_replaces_a_clustered_bus_one_node_at_a_time(swarm: None, tmp_path: Path) -> None:  # noqa: F811

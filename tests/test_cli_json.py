@@ -33,7 +33,8 @@ def failure(out: str, code: int) -> dict[str, Any]:
     """stdout as one JSON failure document with this exit code (json.loads refuses a second one)."""
     document: dict[str, Any] = json.loads(out)
     assert document["ok"] is False and document["exit_code"] == code, document
-    assert set(document) == {"ok", "exit_code", "error"} and document["error"]
+    extra = {"failed"} if code == 6 else set()  # exit 6 names each component and why (json-output.md)
+    assert set(document) == {"ok", "exit_code", "error", *extra} and document["error"]
     return document
 
 

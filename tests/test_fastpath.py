@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests import derived_images
 from tests.test_lifecycle import PROBE, Deployment, containers, deployment, docker, platform_probe
 
 __all__ = ["deployment"]  # the fixture, shared with test_lifecycle
@@ -249,13 +250,7 @@ def test_a_re_tagged_image_recreates_its_containers(logged: Logged, own_tag: str
     before = containers(logged.deployment.project)
     old_image = docker("inspect", "-f", "{{.Image}}", before["webchat"])
     # The same tag now names another image (a pull or a build would do this): built offline.
-    subprocess.run(
-        ["docker", "build", "-q", "-t", own_tag, "-"],
-        input=f"FROM {PROBE}\nLABEL nachos-deploy-test={uuid.uuid4().hex}\n",
-        text=True,
-        capture_output=True,
-        check=True,
-    )
+    derived_images.build_with(own_tag, PROBE, f"LABEL nachos-deploy-test={uuid.uuid4().hex}")
 
     result, calls = logged.up()
     assert result["unchanged"] is False and compose_ups(calls)

@@ -8,14 +8,13 @@ added to the configuration is refused until it is locked."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
 import yaml
 
 from nachos_deploy.core.image_lock import LOCK_FILE
-from tests import derived_images, mini_registry
+from tests import derived_images
 from tests.commands import compose_down, nachos
 
 PROBE = "nachos-deploy/probe:latest"
@@ -26,11 +25,7 @@ def test_up_validate_and_doctor_refuse_an_image_that_differs_from_the_lock(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     project = f"h21l-{tag}"
-    with mini_registry.running() as registry:
-        bus, probe = f"{registry}/nachos-test/lock-{tag}-bus:1", f"nachos-test/lock-{tag}-probe:1"
-        bus_id = derived_images.build(bus, "nats:alpine")
-        pushed = subprocess.run(["docker", "push", bus], capture_output=True, text=True, timeout=180)
-        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    bus, bus_id, probe = derived_images.pushed_bus("lock", tag)
     made = [bus, probe, bus_id]
     document: dict[str, object] = {
         "project": project,

@@ -11,6 +11,7 @@ as an operator's or CI's client would: one URL, no server list."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
@@ -45,6 +46,20 @@ ANSWERED_WITHIN = 2.0  # seconds from a node's death to the first request answer
 REQUEST = "nachos.health.ping.webchat"  # the probe's answer crosses its sidecar and a hub node
 
 
+@contextlib.contextmanager
+def clustered(folder: Path) -> Iterator[Stack]:
+    """A stack of a 3-node bus (CLUSTER) and the probe as webchat in ``folder``, its volumes removed
+    on leaving (tests/test_node_loss.py and tests/test_bus_upgrade.py)."""
+    stack = Stack(folder, {"webchat": {"enabled": True, "image": PROBE, "egress": False}})
+    document = yaml.safe_load(stack.file.read_text())
+    document["bus"].update(CLUSTER["bus"])
+    stack.file.write_text(yaml.safe_dump(document))
+    try:
+        yield stack
+    finally:
+        stack.run("down", "--volumes", "--yes")
+
+
 def monitor(url: str, path: str) -> dict[str, object]:
     with urllib.request.urlopen(f"{url}{path}", timeout=2) as answer:
         return dict(json.loads(answer.read()))
@@ -76,14 +91,8 @@ def audit_messages(monitor_url: str) -> int | None:
 
 @pytest.fixture
 def cluster(engine: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, {"webchat": {"enabled": True, "image": PROBE, "egress": False}})
-    document = yaml.safe_load(stack.file.read_text())
-    document["bus"].update(CLUSTER["bus"])
-    stack.file.write_text(yaml.safe_dump(document))
-    try:
+    with clustered(tmp_path) as stack:
         yield stack
-    finally:
-        stack.run("down", "--volumes", "--yes")
 
 
 class Watched:

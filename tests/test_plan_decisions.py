@@ -97,12 +97,12 @@ def test_a_stopped_container_is_started_and_a_finished_one_shot_kept() -> None:
     assert decide_one(init, observed(running=False)).changes  # exited non-zero: run again
 
 
-def test_orphans_are_removed_on_swarm_and_left_by_compose() -> None:
+def test_orphans_are_removed_and_one_left_would_be_no_change() -> None:
     running = {"gateway": observed(), "old": observed()}
-    swarm = decide([wanted()], running, orphans="remove")
-    assert swarm == [ServiceChange("gateway", "keep"), ServiceChange("old", "remove", (ORPHAN,))]
-    compose = decide([wanted()], running, orphans="keep")
-    assert compose[-1] == ServiceChange("old", "keep", (ORPHAN,)) and not compose[-1].changes
+    removed = decide([wanted()], running, orphans="remove")  # what up does on both targets
+    assert removed == [ServiceChange("gateway", "keep"), ServiceChange("old", "remove", (ORPHAN,))]
+    left = decide([wanted()], running, orphans="keep")  # Swarm with no component to deploy
+    assert left[-1] == ServiceChange("old", "keep", (ORPHAN,)) and not left[-1].changes
 
 
 def test_file_diffs_name_new_changed_and_stale_files() -> None:
@@ -238,7 +238,7 @@ def test_plan_over_the_fake_target_writes_nothing_and_reads_its_decisions(tmp_pa
     found = {s.name: s for s in preview.plan_on(target).services}
     assert found["webchat"] == ServiceChange("webchat", "recreate", (ENVIRONMENT,))
     assert found["bus"] == ServiceChange("bus", "keep")
-    assert found["old"] == ServiceChange("old", "keep", (ORPHAN,))
+    assert found["old"] == ServiceChange("old", "remove", (ORPHAN,))
     assert _tree(tmp_path) == before
 
 
@@ -260,3 +260,30 @@ def test_the_command_exits_2_with_changes_and_prints_one_document(
         assert document["services"] == [s.as_json() for s in result.services]
         exit_code, stdout, _ = cli("plan", "-c", str(tmp_path / "nachos-deploy.yaml"))
         assert exit_code == code and ("would apply" in stdout) is (code == 2)
+
+
+def test_the_hash_input_has_each_env_file_merged_under_the_services_own_environment(tmp_path: Path) -> None:
+    """Compose's `up` hashes a service with its env_file read into its environment; `config --hash`
+    does not, so every `up` of the gateway (its state store URL comes from an env_file) looked like
+    a change, and an `up` after an outage "upgraded" it."""
+    from nachos_deploy.docker.running_specs import _env_files_merged
+
+    env = tmp_path / "gateway.env"
+    env.write_text("# the state store\nRUNTIME_REDIS_URL=redis://gateway:secret@state:6379\nMODE=file\n")
+    resolved = {
+        "name": "p",
+        "services": {
+            "gateway": {
+                "image": "probe",
+                "environment": {"MODE": "own"},
+                "env_file": [{"path": str(env), "required": False}, {"path": str(tmp_path / "gone.env")}],
+            },
+            "bus": {"image": "nats"},
+        },
+    }
+    merged = _env_files_merged(resolved)
+    gateway = merged["services"]["gateway"]  # type: ignore[index]
+    assert "env_file" not in gateway
+    assert gateway["environment"] == {"RUNTIME_REDIS_URL": "redis://gateway:secret@state:6379", "MODE": "own"}
+    assert merged["services"]["bus"] == {"image": "nats"}  # type: ignore[index]
+    assert "env_file" in resolved["services"]["gateway"]  # the caller's mapping is left as it was

@@ -205,13 +205,13 @@ def test_plan_predicts_each_kind_of_change_without_changing_anything(planned: Pl
     assert found["bus-webchat"] == ("keep", ())
     check_prediction(planned, document)
 
-    planned.write()  # webchat removed: its containers are orphans, which Compose's up leaves
+    planned.write()  # webchat removed: its containers are orphans, which up removes
     code, document = planned.plan()
     found = actions(document)
-    assert found["webchat"] == found["bus-webchat"] == ("keep", ("orphan",))
-    assert code == PLAN  # the files change; the orphans alone would not be a change of up's
+    assert found["webchat"] == found["bus-webchat"] == ("remove", ("orphan",))
+    assert code == PLAN
     assert any(f["state"] == "stale" and f["name"] == "nachos-webchat.toml" for f in document["files"])
     after = check_prediction(planned, document)
-    assert "webchat" in after
+    assert "webchat" not in after and "bus-webchat" not in after
     code, document = planned.plan()
-    assert code == 0 and actions(document)["webchat"] == ("keep", ("orphan",))
+    assert code == 0 and "webchat" not in actions(document)

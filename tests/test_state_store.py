@@ -42,10 +42,8 @@ from nachos_deploy.io import credentials, state_credentials
 from nachos_deploy.io.loader import load
 from nachos_deploy.lifecycle.observe import BusView, judge
 from tests.commands import compose_down, container, docker, nachos
+from tests.gateway_stack import CHANNEL, document
 from tests.probe_module import load_settings, nachos_probe
-
-PROBE = "nachos-deploy/probe:latest"
-CHANNEL = "chat"  # a channel of the probe's: the gateway answers its inbound subject
 
 
 def plan_of(document: dict[str, Any]) -> Any:
@@ -184,16 +182,7 @@ class Stack:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.project = f"h20s-st-{uuid.uuid4().hex[:6]}"
-        document = {
-            "project": self.project,
-            "bus": {"client_port": 0, "monitor_port": 0},
-            "components": {
-                "gateway": {"image": PROBE, "egress": False},
-                "llm-proxy": {"enabled": False},
-                CHANNEL: {"role": "channel", "image": PROBE, "egress": False},
-            },
-        }
-        (folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
+        (folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document(self.project)))
         self.nats_url = ""
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ from nachos_deploy.bus.natsclient import login_refusal
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
 from nachos_deploy.io.stack import prepare
-from tests.commands import nachos
+from tests.commands import nachos, nachos_on
 from tests.conftest import unavailable
 from tests.engine_events import LiveEvents
 from tests.test_leaf_logins import bus_passwords
@@ -218,12 +218,7 @@ class SwarmStack:
         self.file.write_text(yaml.safe_dump(document))
 
     def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "nachos_deploy", args[0], "-c", str(self.file), *args[1:]],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return nachos_on(self.file, *args, timeout=timeout)
 
     def services(self) -> dict[str, str]:
         """Service → its creation time, from the engine."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,6 +24,8 @@ import nats
 import pytest
 import yaml
 
+from tests import derived_images
+from tests.commands import nachos_on
 from tests.test_lifecycle import PROBE
 
 COMPONENTS = ("gateway", "llm-proxy")
@@ -32,17 +33,7 @@ COMPONENTS = ("gateway", "llm-proxy")
 
 def build(tag: str, lines: str) -> str:
     """An image FROM the probe with ``lines`` added, tagged ``tag``; returns its id."""
-    subprocess.run(
-        ["docker", "build", "-q", "-t", tag, "-"],
-        input=f"FROM {PROBE}\n{lines}\n",
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return derived_images.build_with(tag, PROBE, lines)
 
 
 class Versions:
@@ -90,12 +81,7 @@ class Stack:
         self.file.write_text(yaml.safe_dump(document))
 
     def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "nachos_deploy", args[0], "-c", str(self.file), *args[1:]],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return nachos_on(self.file, *args, timeout=timeout)
 
     def json(self, *args: str) -> tuple[int, dict[str, Any]]:
         done = self.run(*args, "--json")

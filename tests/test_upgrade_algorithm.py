@@ -20,7 +20,7 @@ import yaml
 from nachos_deploy.core.errors import ComponentFailure, DeployError, ExitCode
 from nachos_deploy.core.plan import RELEASES_FILE
 from nachos_deploy.io import releases
-from nachos_deploy.lifecycle import rollback
+from nachos_deploy.lifecycle import rollback, upgrade
 from nachos_deploy.lifecycle import up as algorithm
 from nachos_deploy.lifecycle.status import status_on
 from nachos_deploy.targets import upgrade_files
@@ -31,6 +31,13 @@ from tests.test_algorithm import MAX_PAYLOAD, Make, stack_of
 
 V1: dict[str, Any] = {"bus": {"auth": False}}
 V2: dict[str, Any] = {"bus": {"auth": False}, "components": {"gateway": {"environment": {"MODE": "two"}}}}
+
+
+@pytest.fixture(autouse=True)
+def no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settle after each replacement (upgrade.SETTLE, 3 s) is real time; these tests act in it
+    where it is their subject, and skip it elsewhere."""
+    monkeypatch.setattr(upgrade, "_pause", lambda seconds: None)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +211,26 @@ def test_a_new_version_that_crashed_before_the_first_look_is_still_rolled_back(
     assert failed.value.fields["rolled_back"] == ["gateway"]
     assert ("replace", "llm-proxy") not in target.calls
     assert "restarted" in failed.value.message
+
+
+def test_a_new_version_that_dies_just_after_it_passed_the_gate_is_rolled_back(
+    make: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version that joins the bus and dies a moment later passes a gate that looks once: each new
+    container must still be up, with no restart, once the settle is over (in CI, the probe with
+    PROBE_FAIL_AFTER_UPGRADE passed the single look 0.9 s after its start)."""
+    target = first_up(make)
+    upgrade_to(target, tmp_path, V2, gateway=("environment",), **{"llm-proxy": ("image",)})
+
+    def dies_in_the_settle(seconds: float) -> None:
+        assert seconds > 0  # the settle is there
+        target.now["gateway"] = replace(target.now["gateway"], restart_count=1)
+
+    monkeypatch.setattr(upgrade, "_pause", dies_in_the_settle)
+    with pytest.raises(ComponentFailure) as failed:
+        algorithm.up_on(target, timeout=10)
+    assert failed.value.fields["rolled_back"] == ["gateway"]
+    assert ("replace", "llm-proxy") not in target.calls
 
 
 def test_a_pin_changes_only_the_image_line_of_the_services_named() -> None:

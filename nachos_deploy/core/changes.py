@@ -46,8 +46,7 @@ class ServiceChange:
 
     @property
     def changes(self) -> bool:
-        """Whether `up` would change anything of it: a kept container that is stopped is started; a
-        Compose orphan that `up` leaves running is no change of `up`'s (`down` removes it)."""
+        """Whether `up` would change anything of it: a kept container that is stopped is started."""
         return self.action != "keep" or NOT_RUNNING in self.reasons
 
     def as_json(self) -> dict[str, object]:
@@ -117,8 +116,8 @@ def decide(
     orphans: Action,
 ) -> list[ServiceChange]:
     """Every wanted service in order, then the orphans (running services no wanted one names) with
-    ``orphans``: ``remove`` where `up` removes them (Swarm's ``--prune``), ``keep`` where it leaves
-    them (Compose's ``up`` without ``--remove-orphans``)."""
+    ``orphans``: ``remove`` where `up` removes them (Compose's ``--remove-orphans``, Swarm's
+    ``--prune`` when it deploys the whole file), ``keep`` where it leaves them."""
     names = {w.name for w in wanted}
     found = [decide_one(w, observed.get(w.name)) for w in wanted]
     found += [ServiceChange(name, orphans, (ORPHAN,)) for name in sorted(set(observed) - names)]

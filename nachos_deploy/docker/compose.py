@@ -117,8 +117,16 @@ def up_command(
     build: bool = False,
     recreate: bool = False,
 ) -> list[str]:
-    """The ``docker compose up`` that :func:`up` runs (first without ``recreate``)."""
-    command = [*client.command, "up", "--detach", *([] if dependencies else ["--no-deps"])]
+    """The ``docker compose up`` that :func:`up` runs (first without ``recreate``). A container of a
+    service the files no longer have (a component removed from the configuration) is removed, as
+    Swarm's ``--prune`` does: left running, it would hold its network and its bus login for nothing."""
+    command = [
+        *client.command,
+        "up",
+        "--detach",
+        "--remove-orphans",
+        *([] if dependencies else ["--no-deps"]),
+    ]
     command += ["--build"] if build else ["--pull", "never"]
     return [*command, *(["--force-recreate"] if recreate else []), *services]
 

@@ -75,6 +75,7 @@ def run(
     check: bool = True,
     merge_stderr: bool = False,
     missing: str = NOT_INSTALLED,
+    stdin: str | None = None,
 ) -> Done:
     """Run one docker command to its end and capture its output. ``env``: variables added to this
     process's own. A non-zero exit raises :class:`DockerFailure` unless ``check`` is false; a
@@ -82,11 +83,13 @@ def run(
     answer); a missing docker binary is an EnvironmentProblem naming the fix. ``merge_stderr``: one
     stream in the order written (``service logs``, whose container stderr comes out on stderr).
     ``missing``: the message when the program itself is not installed (the host firewall's
-    ``iptables`` runs through here too, and its fix is not Docker's)."""
+    ``iptables`` runs through here too, and its fix is not Docker's). ``stdin``: text the command
+    reads (``docker compose -f -``)."""
     args = [str(arg) for arg in argv]
     try:
         done = subprocess.run(
             args,
+            input=stdin.encode() if stdin is not None else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
             timeout=timeout,
@@ -103,9 +106,15 @@ def run(
     return result
 
 
-def output(argv: Sequence[str], *, timeout: float | None = None, env: Mapping[str, str] | None = None) -> str:
+def output(
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+) -> str:
     """The stdout of a docker command that must succeed (:func:`run` with ``check``)."""
-    return run(argv, timeout=timeout, env=env).stdout
+    return run(argv, timeout=timeout, env=env, stdin=stdin).stdout
 
 
 def stream(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[str]:

@@ -6,6 +6,7 @@ changes anything on the engine or writes a file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -154,18 +155,52 @@ def _strings(value: object) -> list[str]:
 
 
 def config_hashes(client: Compose) -> dict[str, str]:
-    """Service → the ``com.docker.compose.config-hash`` Compose would give its container now
-    (``docker compose config --hash '*'``, on the client's files: reads, writes nothing)."""
+    """Service → the ``com.docker.compose.config-hash`` Compose would give its container now; reads,
+    writes nothing.
+
+    ``docker compose config --hash`` alone is not that hash for a service with an ``env_file``:
+    ``up`` hashes the service with the file's variables merged into its environment, ``config``
+    with the ``env_file`` key (Compose 2.40, measured: every `up` of the gateway looked like a
+    change). So the project as Compose resolves it is hashed again, from stdin, with each
+    ``env_file`` merged as ``up`` merges it (the file's values under the service's own)."""
     try:
-        text = runner.output([*client.command, "config", "--hash", "*"])
+        resolved = json.loads(runner.output([*client.command, "config", "--format", "json"]))
+        text = runner.output(
+            ["docker", "compose", "--project-name", client.project, "--file", "-", "config", "--hash", "*"],
+            stdin=json.dumps(_env_files_merged(resolved)),
+        )
     except DockerFailure as failure:
         raise classify(failure, "docker compose config --hash failed", config=True) from None
+    except ValueError:
+        return {}
     found = {}
     for line in text.splitlines():
         name, _, digest = line.strip().partition(" ")
         if name and digest:
             found[name] = digest.strip()
     return found
+
+
+def _env_files_merged(resolved: Mapping[str, object]) -> dict[str, object]:
+    """``resolved`` with each service's ``env_file`` read into its ``environment``, as ``up`` does
+    before it hashes (a missing optional file adds nothing)."""
+    project = dict(resolved)
+    services = {}
+    for name, value in mapping(resolved.get("services")).items():
+        service = dict(mapping(value))
+        found: dict[str, object] = {}
+        for entry in items(service.pop("env_file", None) or []):
+            path = entry.get("path")
+            with contextlib.suppress(OSError):
+                for line in Path(str(path)).read_text(encoding="utf-8").splitlines():
+                    key, equals, rest = line.strip().partition("=")
+                    if equals and key and not key.startswith("#"):
+                        found[key.strip()] = rest
+        if found:
+            service["environment"] = {**found, **mapping(service.get("environment"))}
+        services[name] = service
+    project["services"] = services
+    return project
 
 
 def existing_names(kind: str) -> set[str]:
@@ -242,10 +277,20 @@ class NetworkSpec:
 
 
 def networks(names: Sequence[str]) -> dict[str, NetworkSpec]:
-    """Name → the network's spec, for those of ``names`` the engine has."""
-    have = existing_names("network")
+    """Name → the network's spec, for those of ``names`` the engine has once. A name the engine has
+    twice (two Compose runs that raced, see ``compose.up``) is left out: inspecting it by name
+    fails ("is ambiguous"), and ``up`` repairs it before it uses it."""
+    try:
+        listed = runner.output(["docker", "network", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}"])
+    except DockerFailure as failure:
+        raise classify(failure, "Cannot list the networks", exit_code=ExitCode.ENVIRONMENT) from None
+    ids: dict[str, list[str]] = {}
+    for line in listed.splitlines():
+        network_id, _, name = line.strip().partition(" ")
+        ids.setdefault(name, []).append(network_id)
+    wanted = [found[0] for name, found in ids.items() if name in set(names) and len(found) == 1]
     found = {}
-    for item in _inspect("network", sorted(set(names) & have)):
+    for item in _inspect("network", sorted(wanted)):
         ipam = mapping(item.get("IPAM"))
         subnets = frozenset(str(c.get("Subnet")) for c in items(ipam.get("Config")) if c.get("Subnet"))
         name = str(item.get("Name") or "")

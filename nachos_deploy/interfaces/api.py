@@ -704,7 +704,7 @@ def verify_backup(path: str | Path) -> dict[str, Any]:
     """An archive's manifest, once it and every member's checksum are verified (ArchiveError, exit 9)."""
     from nachos_deploy.lifecycle import restore as restore_mod
 
-    return restore_mod.verify_archive(Path(path)).manifest
+    return restore_mod.verify_archive(Path(path))
 
 
 def restore(

@@ -12,14 +12,17 @@ What goes in, each part read online by the tool its owner provides for that:
 
 ``manifest.json`` records what each holds (per stream its configuration, first and last sequence
 and message count; the database's pages, integrity and rows; the store's keys) and a SHA-256 per
-member (:mod:`nachos_deploy.io.archive`), which `restore` checks before anything and verifies
-against afterwards. The archive is written atomically: a failed backup leaves no file.
+member (:mod:`nachos_deploy.io.checked_tar`), which `restore` checks before anything and verifies
+against afterwards. Each part goes to a private scratch folder as it is taken, and the archive is
+streamed from there and written atomically (0600: it may hold credentials): a failed backup leaves
+no file.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +42,7 @@ from nachos_deploy.core.plan import (
     state_volume,
 )
 from nachos_deploy.docker import oneshot
-from nachos_deploy.io import archive, state_credentials
+from nachos_deploy.io import checked_tar, state_credentials
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.targets import for_stack
 
@@ -50,6 +53,26 @@ DATABASE_MEMBER = "gateway/database.sqlite"
 STATE_MEMBER = "state/dump.rdb"
 FOLDERS = "volumes"  # volumes/<volume>.tar
 CREDENTIALS = "credentials"  # credentials/<path under the output folder's credentials/>
+ARCHIVE = checked_tar.Kind(
+    "backup archive",
+    "Nothing was restored; restore from a good copy of the archive.",
+    "Choose another --to, or free space there.",
+)
+
+
+class Members:
+    """The archive's members, each written to a private scratch folder as it is taken, so the archive
+    is streamed from files rather than held in memory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files: dict[str, Path] = {}
+
+    def add(self, name: str, data: bytes) -> None:
+        path = self.folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.files[name] = path
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,22 @@ def backup(
     started = time.monotonic()
     now = datetime.datetime.now(datetime.UTC)
     path = to if to is not None else default_path(stack, now)
-    members: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix=".nachos-backup-") as scratch:
+        manifest = _take(stack, Members(Path(scratch)), path, now, with_credentials, progress)
+    written = json.loads(json.dumps(manifest))
+    return BackupResult(path, path.stat().st_size, time.monotonic() - started, written)
+
+
+def _take(
+    stack: Stack,
+    members: Members,
+    path: Path,
+    now: datetime.datetime,
+    with_credentials: bool,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Take every part into ``members``, then write the archive; the manifest (without the
+    checksums the archive's copy adds)."""
     manifest: dict[str, Any] = {
         "nachos_deploy": __version__,
         "project": stack.project,
@@ -125,12 +163,11 @@ def backup(
     if with_credentials:
         manifest["credential_modes"] = _credentials(stack, members)
     progress(f"Writing {path}")
-    size = archive.write(path, manifest, members)
-    written = json.loads(json.dumps(manifest))
-    return BackupResult(path, size, time.monotonic() - started, written)
+    checked_tar.write(path, members.files, manifest, mode=0o600, kind=ARCHIVE)
+    return manifest
 
 
-def _streams(nats_url: str, members: dict[str, bytes], progress: Progress) -> dict[str, Any]:
+def _streams(nats_url: str, members: Members, progress: Progress) -> dict[str, Any]:
     try:
         taken = snapshots.snapshot_all(nats_url, progress=progress)
     except BusUnavailable as exc:
@@ -138,7 +175,7 @@ def _streams(nats_url: str, members: dict[str, bytes], progress: Progress) -> di
     found: dict[str, Any] = {}
     for snap in taken:
         member = f"{STREAMS}/{snap.name}.snapshot"
-        members[member] = snap.data
+        members.add(member, snap.data)
         found[snap.name] = {
             "member": member,
             "config": snap.config,
@@ -150,7 +187,7 @@ def _streams(nats_url: str, members: dict[str, bytes], progress: Progress) -> di
     return found
 
 
-def _database(stack: Stack, members: dict[str, bytes], progress: Progress) -> dict[str, Any] | None:
+def _database(stack: Stack, members: Members, progress: Progress) -> dict[str, Any] | None:
     found = gateway(stack)
     if found is None:
         return None
@@ -160,12 +197,12 @@ def _database(stack: Stack, members: dict[str, bytes], progress: Progress) -> di
         return None
     progress(f"Copying the gateway's database ({volume}) with SQLite's online backup")
     data, check = oneshot.database_backup(volume, file_name, service.user or "0:0")
-    members[DATABASE_MEMBER] = data
+    members.add(DATABASE_MEMBER, data)
     return {"member": DATABASE_MEMBER, "volume": GATEWAY_VOLUME, "file": file_name, **check.as_dict()}
 
 
 def _state_store(
-    stack: Stack, states: Mapping[str, Any], members: dict[str, bytes], progress: Progress
+    stack: Stack, states: Mapping[str, Any], members: Members, progress: Progress
 ) -> dict[str, Any] | None:
     state = stack.plan.state
     if state is None:
@@ -188,11 +225,11 @@ def _state_store(
         )
     progress("Taking the state store's snapshot (redis-cli --rdb)")
     data, keys = oneshot.redis_snapshot(running.container, STATE_BACKUP_USER, password)
-    members[STATE_MEMBER] = data
+    members.add(STATE_MEMBER, data)
     return {"member": STATE_MEMBER, "volume": state.mounts[0].source, **keys.as_dict()}
 
 
-def _folders(stack: Stack, members: dict[str, bytes], progress: Progress) -> dict[str, str]:
+def _folders(stack: Stack, members: Members, progress: Progress) -> dict[str, str]:
     found: dict[str, str] = {}
     for volume in state_folders(stack):
         name = volume_name(stack, volume)
@@ -200,12 +237,12 @@ def _folders(stack: Stack, members: dict[str, bytes], progress: Progress) -> dic
             continue
         progress(f"Copying the state folder {volume}")
         member = f"{FOLDERS}/{volume}.tar"
-        members[member] = oneshot.folder_out(name)
+        members.add(member, oneshot.folder_out(name))
         found[volume] = member
     return found
 
 
-def _credentials(stack: Stack, members: dict[str, bytes]) -> dict[str, str]:
+def _credentials(stack: Stack, members: Members) -> dict[str, str]:
     """The output folder's credentials/ as members; the mode of each file and folder (the bus and the
     state store read some of them as their own uid, through 0711 folders and 0644 files)."""
     folder = stack.output_dir / CREDENTIALS_DIR
@@ -214,5 +251,5 @@ def _credentials(stack: Stack, members: dict[str, bytes]) -> dict[str, str]:
         relative = path.relative_to(folder).as_posix()
         modes[relative] = oct(path.stat().st_mode & 0o777)
         if path.is_file():
-            members[f"{CREDENTIALS}/{relative}"] = path.read_bytes()
+            members.add(f"{CREDENTIALS}/{relative}", path.read_bytes())
     return modes

@@ -19,7 +19,7 @@ from nachos_deploy.core import image_lock
 from nachos_deploy.core.errors import ArchiveError, ConfigError, EnvironmentProblem, OutputError
 from nachos_deploy.core.render import HEADER
 from nachos_deploy.docker import images
-from nachos_deploy.io import bundle_archive, files, lockfile
+from nachos_deploy.io import checked_tar, files, lockfile
 from nachos_deploy.io.stack import Stack, with_lock
 from nachos_deploy.lifecycle import lock as lock_mod
 
@@ -28,6 +28,12 @@ IMAGES_MEMBER = "images.tar"
 LOCK_MEMBER = image_lock.LOCK_FILE
 DEPLOY_MEMBER = "nachos-deploy.yaml"
 RENDERED = "rendered"  # the rendered files' folder, in the bundle and under `load --to`
+BUNDLE = checked_tar.Kind(
+    "bundle",
+    "Nothing was loaded. Copy the bundle again from where it was made (compare its sha256 with the one "
+    "`bundle save` printed).",
+    "Free space or choose another place.",
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ def save(stack: Stack, target: Path, progress: Progress = lambda _: None) -> Sav
         if stack.loaded.config_path is not None:
             members[DEPLOY_MEMBER] = stack.loaded.config_path
         progress("Writing the bundle and its checksums")
-        bundle_archive.write(
+        checked_tar.write(
             target,
             members,
             {
@@ -117,8 +123,10 @@ def save(stack: Stack, target: Path, progress: Progress = lambda _: None) -> Sav
                 "target": stack.plan.target,
                 "images": references,
             },
+            mode=0o644,
+            kind=BUNDLE,
         )
-    sha, size = bundle_archive.hash_file(target)
+    sha, size = checked_tar.hash_file(target)
     return SaveResult(target, size, sha, references, beside, time.monotonic() - started)
 
 
@@ -142,7 +150,7 @@ def load(archive: Path, to: Path | None = None, progress: Progress = lambda _: N
     with tempfile.TemporaryDirectory(prefix=".nachos-bundle-", dir=to) as scratch:
         folder = Path(scratch)
         progress(f"Checking every member of {archive.name} against its manifest (sha256)")
-        manifest = bundle_archive.extract_verified(archive, folder)
+        manifest = checked_tar.extract(archive, folder, BUNDLE).manifest
         lock_path = folder / LOCK_MEMBER
         try:
             bundled = lockfile.read(lock_path)

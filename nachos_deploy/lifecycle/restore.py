@@ -2,9 +2,9 @@
 
 The order keeps every promise of the command:
 
-1. the archive is read and verified whole (manifest, every member's SHA-256) before anything else:
-   a damaged or altered one is an ArchiveError (exit 9) naming the file and the member, and nothing
-   has been touched;
+1. the archive is verified whole (manifest, every member's SHA-256) while it is copied out to a
+   private scratch folder, before anything else: a damaged or altered one is an ArchiveError
+   (exit 9) naming the file and the member, and nothing has been touched;
 2. a running stack is refused (restore under a running gateway would be overwritten by it), and so
    are the project's existing volumes unless ``yes`` (then they are removed first);
 3. the volumes are made (with the labels their engine gives them) and filled by one-shot
@@ -21,6 +21,7 @@ A difference at 3, 4 or 5 is an error (exit 1) naming what differs.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,11 +35,11 @@ from nachos_deploy.core.plan import CREDENTIALS_DIR, GATEWAY_VOLUME, STATE_BACKU
 from nachos_deploy.core.results import UpResult
 from nachos_deploy.docker import engine, oneshot
 from nachos_deploy.docker.oneshot import DatabaseCheck, KeyCount
-from nachos_deploy.io import archive, state_credentials
+from nachos_deploy.io import checked_tar, state_credentials
 from nachos_deploy.io.files import replace_private
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle import up as lifecycle_up
-from nachos_deploy.lifecycle.backup import CREDENTIALS, gateway, volume_name
+from nachos_deploy.lifecycle.backup import ARCHIVE, CREDENTIALS, gateway, volume_name
 from nachos_deploy.targets import for_stack
 
 Progress = Callable[[str], None]
@@ -80,13 +81,17 @@ class RestoreResult:
         }
 
 
-def verify_archive(path: Path) -> archive.Archive:
-    """Read and verify an archive without touching anything (ArchiveError, exit 9, when it fails)."""
-    found = archive.read(path)
-    for name, stream in (found.manifest.get("streams") or {}).items():
-        if stream.get("member") not in found.members:
+def verify_archive(path: Path) -> dict[str, Any]:
+    """Verify an archive without writing anything (ArchiveError, exit 9, when it fails); its manifest."""
+    return _complete(path, checked_tar.verify(path, ARCHIVE))
+
+
+def _complete(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A verified manifest whose streams each name a member it lists."""
+    for name, stream in (manifest.get("streams") or {}).items():
+        if stream.get("member") not in manifest["members"]:
             raise ArchiveError(f"{path}: member {stream.get('member')} (stream {name}) is missing.")
-    return found
+    return manifest
 
 
 def restore(
@@ -99,9 +104,25 @@ def restore(
 ) -> RestoreResult:
     """Restore ``path`` into ``stack`` (see the module's docstring)."""
     started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=".nachos-restore-") as scratch:  # 0700: it may hold credentials
+        progress(f"Verifying {path}")
+        found = checked_tar.extract(path, Path(scratch), ARCHIVE)
+        _complete(path, found.manifest)
+        return _restore(stack, found, started, yes=yes, timeout=timeout, progress=progress)
+
+
+def _restore(
+    stack: Stack,
+    found: checked_tar.Extracted,
+    started: float,
+    *,
+    yes: bool,
+    timeout: float,
+    progress: Progress,
+) -> RestoreResult:
+    """Steps 2 to 5, from an archive already verified and copied out."""
     timings: dict[str, float] = {}
-    progress(f"Verifying {path}")
-    found = verify_archive(path)
+    path = found.path
     manifest = found.manifest
     engine.require_engine()
     with for_stack(stack) as target:
@@ -174,7 +195,7 @@ def _make(stack: Stack, volume: str) -> str:
     return name
 
 
-def _database(stack: Stack, found: archive.Archive, progress: Progress) -> DatabaseCheck | None:
+def _database(stack: Stack, found: checked_tar.Extracted, progress: Progress) -> DatabaseCheck | None:
     wanted = found.manifest.get("database")
     if not wanted:
         return None
@@ -188,7 +209,7 @@ def _database(stack: Stack, found: archive.Archive, progress: Progress) -> Datab
     service, file_name = located
     progress("Restoring the gateway's database")
     name = _make(stack, GATEWAY_VOLUME)
-    check = oneshot.database_restore(name, file_name, service.user or "0:0", found.members[wanted["member"]])
+    check = oneshot.database_restore(name, file_name, service.user or "0:0", found.read(wanted["member"]))
     _compare_database(wanted, check, exact=True)
     return check
 
@@ -210,16 +231,16 @@ def _compare_database(wanted: Mapping[str, Any], check: DatabaseCheck, *, exact:
         )
 
 
-def _folders(stack: Stack, found: archive.Archive, progress: Progress) -> list[str]:
+def _folders(stack: Stack, found: checked_tar.Extracted, progress: Progress) -> list[str]:
     done = []
     for volume, member in sorted((found.manifest.get("volumes") or {}).items()):
         progress(f"Restoring the state folder {volume}")
-        oneshot.folder_in(_make(stack, volume), found.members[member])
+        oneshot.folder_in(_make(stack, volume), found.read(member))
         done.append(volume)
     return done
 
 
-def _state_store(stack: Stack, found: archive.Archive, progress: Progress) -> KeyCount | None:
+def _state_store(stack: Stack, found: checked_tar.Extracted, progress: Progress) -> KeyCount | None:
     wanted = found.manifest.get("state_store")
     if not wanted:
         return None
@@ -232,7 +253,7 @@ def _state_store(stack: Stack, found: archive.Archive, progress: Progress) -> Ke
         )
     progress("Restoring the state store's data")
     name = _make(stack, str(wanted["volume"]))
-    keys = oneshot.redis_restore(name, state.image, state.user or "0:0", found.members[wanted["member"]])
+    keys = oneshot.redis_restore(name, state.image, state.user or "0:0", found.read(wanted["member"]))
     # A key that expired since the backup is not loaded: only those without an expiry must all be there.
     lasting, expected = keys.keys - keys.expiring, int(wanted["keys"]) - int(wanted["expiring"])
     if lasting != expected or keys.expiring > int(wanted["expiring"]):
@@ -244,9 +265,9 @@ def _state_store(stack: Stack, found: archive.Archive, progress: Progress) -> Ke
     return keys
 
 
-def _streams(found: archive.Archive, nats_url: str, progress: Progress) -> dict[str, dict[str, int]]:
+def _streams(found: checked_tar.Extracted, nats_url: str, progress: Progress) -> dict[str, dict[str, int]]:
     snaps = [
-        snapshots.StreamSnapshot(name, doc["config"], doc["state"], found.members[doc["member"]])
+        snapshots.StreamSnapshot(name, doc["config"], doc["state"], found.read(doc["member"]))
         for name, doc in sorted((found.manifest.get("streams") or {}).items())
     ]
     try:
@@ -317,10 +338,10 @@ def _verify_running(stack: Stack, manifest: Mapping[str, Any], result: UpResult,
         )
 
 
-def _credentials(stack: Stack, found: archive.Archive) -> bool:
+def _credentials(stack: Stack, found: checked_tar.Extracted) -> bool:
     """The archive's credentials (``backup --with-credentials``), with their modes, into an output
     folder that has none yet; a folder's own credentials are never replaced."""
-    members = {k: v for k, v in found.members.items() if k.startswith(f"{CREDENTIALS}/")}
+    members = {name for name in found.names if name.startswith(f"{CREDENTIALS}/")}
     modes = {str(k): int(str(v), 8) for k, v in (found.manifest.get("credential_modes") or {}).items()}
     folder = stack.output_dir / CREDENTIALS_DIR
     if not members or (folder.is_dir() and any(folder.iterdir())):
@@ -330,10 +351,10 @@ def _credentials(stack: Stack, found: archive.Archive) -> bool:
         target = folder / relative
         if Path(relative).is_absolute() or ".." in Path(relative).parts:
             raise ArchiveError(f"{found.path}: member {CREDENTIALS}/{relative} points outside credentials/.")
-        data = members.get(f"{CREDENTIALS}/{relative}")
-        if data is None:
+        member = f"{CREDENTIALS}/{relative}"
+        if member not in members:
             target.mkdir(mode=0o700, exist_ok=True)
             target.chmod(mode)
         else:
-            replace_private(target, data.decode(), mode)
+            replace_private(target, found.read(member).decode(), mode)
     return True

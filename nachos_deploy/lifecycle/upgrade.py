@@ -37,6 +37,10 @@ Progress = Callable[[str], None]
 # (up.py's _wait_until_ok); raises ComponentFailure with ``fields["failed"]``: name -> why.
 Wait = Callable[[Sequence[ServicePlan], float, Since], Observation]
 LOG_LINES = 20
+SETTLE = 3.0
+"""Seconds a new container must stay up, once it passed the gate, before the next one is replaced: a
+version that dies a moment after it joined the bus (a crash on its first message, a failed migration)
+passes a gate that looks once. Swarm's own rolling update watches each new task 5 s (``monitor``)."""
 
 
 @dataclass
@@ -113,6 +117,9 @@ def replace_one_by_one(
         target.replace([name])
         try:
             wait([*around(component), component], deadline, since)
+            upgrade.replaced[name] = time.monotonic() - mark
+            _pause(max(0.0, min(SETTLE, deadline - time.monotonic())))
+            wait([*around(component), component], deadline, since)  # a restart meanwhile fails it
         except ComponentFailure as failure:
             raise _rolled_back(
                 target,
@@ -125,7 +132,6 @@ def replace_one_by_one(
                 rollback_deadline,
                 progress,
             ) from None
-        upgrade.replaced[name] = time.monotonic() - mark
         done.append(component)
     try:
         return wait(everything, deadline, start)
@@ -136,6 +142,11 @@ def replace_one_by_one(
         raise _rolled_back(
             target, upgrade, done, failed, failure, around, wait, rollback_deadline, progress
         ) from None
+
+
+def _pause(seconds: float) -> None:
+    """The settle (:data:`SETTLE`): its own function, so that the in-process tests can act in it."""
+    time.sleep(seconds)
 
 
 def _since(target: Target) -> Since:

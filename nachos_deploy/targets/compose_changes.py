@@ -3,8 +3,8 @@
 Compose replaces a container when the configuration hash it labels the container with
 (``com.docker.compose.config-hash``) differs from the one ``docker compose config --hash`` gives the
 service now, or when the image its reference names is not the one the container was created from;
-it starts a stopped one, and leaves an orphan (a container of a service the file no longer has)
-running, since `up` does not pass ``--remove-orphans``. The hash is computed on the new files as
+it starts a stopped one, and removes an orphan (a container of a service the file no longer has),
+since `up` passes ``--remove-orphans``. The hash is computed on the new files as
 staged by :func:`nachos_deploy.targets.compose.compose_client`: the output folder itself when it is
 up to date, else a private temporary copy, with ``--project-directory`` the output folder, so that
 relative paths resolve as they will once `up` has written the files, and nothing is written there.
@@ -116,7 +116,7 @@ def changes(stack: Stack, client: Compose, only: Sequence[str]) -> list[ServiceC
         for name, c in running.items()
         if name in names or name not in declared
     }
-    found = decide(wanted, observed, orphans="keep")
+    found = decide(wanted, observed, orphans="remove")
     replaced = set(replaced_networks(stack, resolved, names))
     return [
         ServiceChange(c.name, "recreate", (CONFIGURATION,))
