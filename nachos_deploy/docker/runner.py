@@ -67,6 +67,33 @@ def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
+def _spawn(
+    args: list[str],
+    data: bytes | None,
+    *,
+    timeout: float | None,
+    env: Mapping[str, str] | None,
+    merge_stderr: bool = False,
+    missing: str = NOT_INSTALLED,
+) -> subprocess.CompletedProcess[bytes]:
+    """One process to its end, its output as bytes: the one place a command is started and waited
+    for (:func:`run` for text, :func:`run_bytes` for archives)."""
+    try:
+        return subprocess.run(
+            args,
+            input=data,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            timeout=timeout,
+            env=_environment(env),
+            check=False,
+        )
+    except FileNotFoundError:
+        raise EnvironmentProblem(missing) from None
+    except subprocess.TimeoutExpired:
+        raise DockerTimeout(args, timeout or 0.0) from None
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -86,20 +113,8 @@ def run(
     ``iptables`` runs through here too, and its fix is not Docker's). ``stdin``: text the command
     reads (``docker compose -f -``)."""
     args = [str(arg) for arg in argv]
-    try:
-        done = subprocess.run(
-            args,
-            input=stdin.encode() if stdin is not None else None,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-            timeout=timeout,
-            env=_environment(env),
-            check=False,
-        )
-    except FileNotFoundError:
-        raise EnvironmentProblem(missing) from None
-    except subprocess.TimeoutExpired:
-        raise DockerTimeout(args, timeout or 0.0) from None
+    data = stdin.encode() if stdin is not None else None
+    done = _spawn(args, data, timeout=timeout, env=env, merge_stderr=merge_stderr, missing=missing)
     result = Done(tuple(args), done.returncode, _text(done.stdout), _text(done.stderr))
     if check and result.returncode != 0:
         raise DockerFailure(args, result.returncode, result.stdout, result.stderr)
@@ -158,19 +173,7 @@ def run_bytes(
     on its stdin, its stdout returned as it is. A non-zero exit raises :class:`DockerFailure` with
     its stderr; a timeout :class:`DockerTimeout`."""
     args = [str(arg) for arg in argv]
-    try:
-        done = subprocess.run(
-            args,
-            input=data if data is not None else b"",
-            capture_output=True,
-            timeout=timeout,
-            env=_environment(env),
-            check=False,
-        )
-    except FileNotFoundError:
-        raise EnvironmentProblem(NOT_INSTALLED) from None
-    except subprocess.TimeoutExpired:
-        raise DockerTimeout(args, timeout or 0.0) from None
+    done = _spawn(args, data if data is not None else b"", timeout=timeout, env=env)
     if done.returncode != 0:
         raise DockerFailure(args, done.returncode, "", _text(done.stderr))
     return done.stdout
