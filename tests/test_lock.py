@@ -3,11 +3,13 @@ bus's pushed to an in-process registry, so it has a registry digest and is pinne
 local build, locked by id). After both tags are rebuilt, `up` (on a running, unchanged stack, where the
 fast path would otherwise skip Compose), `validate` and `doctor` refuse the gateway's, naming the
 image, both ids and `nachos-deploy lock`, while the pinned bus still runs its locked image; a service
-added to the configuration is refused until it is locked."""
+added to the configuration is refused until it is locked. A lock broken by hand stops none of
+`status`, `down` and `lock` (which writes it again)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -91,6 +93,21 @@ def test_up_validate_and_doctor_refuse_an_image_that_differs_from_the_lock(
         assert added.returncode == 4, added.stdout + added.stderr
         assert "chat (" in added.stderr and "is not in the lock" in added.stderr
         assert "nachos-deploy lock" in added.stderr
+
+        (tmp_path / LOCK_FILE).write_text("{ cut by a bad merge", encoding="utf-8")
+        status = nachos(tmp_path, "status")  # reading and removing commands go on, with one warning
+        assert "goes on without it" in status.stderr and status.returncode != 3, status.stdout + status.stderr
+        down = nachos(tmp_path, "down", timeout=300)
+        assert down.returncode == 0 and "not valid JSON" in down.stderr, down.stdout + down.stderr
+        assert not subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        rewritten = nachos(tmp_path, "lock")
+        assert rewritten.returncode == 0, rewritten.stdout + rewritten.stderr
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["services"]["gateway"]["image"] == probe
     finally:
         compose_down(project)
         derived_images.remove(made)

@@ -171,8 +171,29 @@ def test_differences_name_a_changed_id_a_missing_image_and_a_service_not_locked(
 def test_a_broken_lock_beside_the_deploy_file_stops_loading_with_exit_3(tmp_path: Path) -> None:
     path = deploy(tmp_path)
     (tmp_path / image_lock.LOCK_FILE).write_text("not json", encoding="utf-8")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         api.load(path)
+    unpinned = api.load(path, strict_lock=False)  # what `down`, `status` and `lock` read
+    assert unpinned.lock is None and unpinned.lock_error is not None
+    assert "not valid JSON" in unpinned.lock_error and image_lock.LOCK_FILE in unpinned.lock_error
+
+
+def test_a_broken_lock_warns_but_does_not_stop_down_or_status_and_lock_rewrites_it(tmp_path: Path) -> None:
+    """Before: every command of the folder, `down` included, stopped at the lock with exit 3. Nothing
+    runs here, so `down` and `status` report that; what counts is that they get there."""
+    from typer.testing import CliRunner
+
+    from nachos_deploy.interfaces.cli import app
+
+    path = deploy(tmp_path, output=str(tmp_path / "out"))
+    (tmp_path / image_lock.LOCK_FILE).write_text("not json", encoding="utf-8")
+    runner = CliRunner()
+    for command in (["down"], ["status"]):
+        result = runner.invoke(app, [*command, "-c", str(path), "-p", "h21l-broken-lock"])
+        assert result.exit_code != 3, result.output
+        assert "warning: The image lock" in result.output and "goes on without it" in result.output
+    refused = runner.invoke(app, ["render", "-c", str(path)])
+    assert refused.exit_code == 3 and "not valid JSON" in refused.output
 
 
 # -- the bundle file -------------------------------------------------------------------------------

@@ -114,12 +114,16 @@ def load(
     output: str | Path | None = None,
     sets: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    strict_lock: bool = True,
 ) -> Stack:
     """Validate and render a deploy file (a path) or a mapping in memory; nothing is written.
-    Paths inside a mapping are relative to the current folder."""
+    Paths inside a mapping are relative to the current folder. A broken nachos-deploy.lock is a
+    ConfigError unless ``strict_lock`` is False: then the stack comes back unpinned with the reason
+    in ``lock_error``, for what only reads or removes a running stack (`down` must never be stopped
+    by the file that pins images for the next `up`) or rewrites the lock."""
     document = config if isinstance(config, Mapping) else None
     path = Path(config) if isinstance(config, str | Path) else None
-    return prepare(
+    stack = prepare(
         path,
         sets=sets,
         project=project,
@@ -127,6 +131,9 @@ def load(
         environ=environ,
         document=document,
     )
+    if strict_lock and stack.lock_error is not None:
+        raise ConfigError(stack.lock_error)
+    return stack
 
 
 def up(

@@ -47,6 +47,9 @@ class Stack:
     override_warnings: tuple[str, ...] = ()
     host_warnings: tuple[str, ...] = ()  # host accounts with a uid the containers run under
     lock: image_lock.ImageLock | None = None  # nachos-deploy.lock beside the deploy file (docs/images.md)
+    # Why that lock cannot be used (unreadable, not what `lock` writes); the stack is then unpinned,
+    # and only the commands that read or remove a running stack go on (interfaces.api.load).
+    lock_error: str | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -139,7 +142,11 @@ def assemble(loaded: loader.Loaded, output_dir: Path, environ: Mapping[str, str]
     """Plan and render a loaded configuration for ``output_dir`` (absolute): the part of
     :func:`prepare` that a recorded deployment (:mod:`nachos_deploy.io.deployed`) shares."""
     plan = make_plan(loaded.config, loaded.platform, base_dir=loaded.base_dir, output_dir=output_dir)
-    lock = lockfile.read(lockfile.path_for(loaded.base_dir))
+    lock, lock_error = None, None
+    try:
+        lock = lockfile.read(lockfile.path_for(loaded.base_dir))
+    except ConfigError as exc:
+        lock_error = str(exc)
     if lock is not None:  # images pinned to the lock's digests (docs/images.md)
         plan = image_lock.pin(plan, lock)
     rendered = render(plan, template_cache.bytecode_cache())
@@ -163,6 +170,7 @@ def assemble(loaded: loader.Loaded, output_dir: Path, environ: Mapping[str, str]
         override_warnings=tuple(warnings),
         host_warnings=tuple(host_accounts.uid_warnings(loaded.config, plan)),
         lock=lock,
+        lock_error=lock_error,
     )
 
 

@@ -383,20 +383,28 @@ def removal_waves(plan: Plan, present: Sequence[str]) -> list[list[str]]:
     ]
 
 
+ENGINE_START_ERROR = "starting container failed"
+"""How Swarm's executor words a container the engine created but could not start."""
+SETUP_RETRIES = 2
+"""Failures before a task's process ran that :func:`failed_since` leaves to Swarm's restart."""
+
+
 def failed_since(tasks: Sequence[swarm.Task], names: Sequence[str], since: float) -> dict[str, str]:
     """Service → the error of its last task that failed at or after ``since``. A task whose
-    container ran and exited non-zero is a failed start at once. One that failed before its container
-    ran (no exit code: the engine could not set up its network or mount, seen once in five runs as
-    "error while removing network: unknown network") is Swarm's to retry: it counts from the second
-    such failure of the same service."""
+    container ran and exited non-zero is a failed start at once. One that failed before its process
+    ran is Swarm's to retry (its restart delay is 1 s) and counts only from the third such failure of
+    the same service: either no container at all (seen once in five runs as "error while removing
+    network: unknown network") or a container the engine could not start (Engine 20.10, once in a CI
+    run: "starting container failed: unable to remount dir as readonly: mount tmpfs
+    .../mounts/secrets: device or resource busy", exit code 128, the engine's and not the process's)."""
     found: dict[str, str] = {}
     setup_failures: dict[str, int] = {}
     for task in sorted(tasks, key=lambda t: t.at or 0.0):
         if task.service not in names or task.state not in swarm.FAILED_STATES or (task.at or 0) < since:
             continue
-        if not task.exit_code:
+        if not task.exit_code or task.error.startswith(ENGINE_START_ERROR):
             setup_failures[task.service] = setup_failures.get(task.service, 0) + 1
-            if setup_failures[task.service] < 2:
+            if setup_failures[task.service] <= SETUP_RETRIES:
                 continue
         code = f", exit code {task.exit_code}" if task.exit_code else ""
         found[task.service] = f"{task.error or task.state}{code}"

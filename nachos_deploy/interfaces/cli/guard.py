@@ -99,14 +99,16 @@ def load_stack(
     output: Path | None,
     *,
     warn: bool = True,
+    strict_lock: bool = True,
 ) -> Stack:
     """The command's stack, validated and rendered in memory; its warnings go to stderr when ``warn``.
     The configuration's warnings are said by the commands that judge or apply it (render, validate,
     up, doctor); the ones that only look at or talk to a running stack (status, request, env, logs,
-    bench, down) pass ``warn=False``, or every `request` would repeat them all (issue 18)."""
+    bench, down) pass ``warn=False``, or every `request` would repeat them all (issue 18).
+    ``strict_lock=False`` lets a command go on past a broken nachos-deploy.lock (see api.load)."""
     from nachos_deploy.interfaces import api
 
-    stack = api.load(config, sets=sets or (), project=project, output=output)
+    stack = api.load(config, sets=sets or (), project=project, output=output, strict_lock=strict_lock)
     _current.append(stack)
     if warn:
         for warning in stack.warnings:
@@ -122,7 +124,9 @@ def load_running(
     from it, one line on stderr says so and which command would apply it."""
     from nachos_deploy.interfaces import api
 
-    given = load_stack(config, sets, project, output, warn=False)
+    given = load_stack(config, sets, project, output, warn=False, strict_lock=False)
+    if given.lock_error is not None:  # pins images for the next `up`; nothing here needs it
+        err.print(f"warning: {given.lock_error} `{command}` goes on without it.", markup=False)
     located = api.deployed(given)
     line = running_note(given, located, sets or (), output, command)
     if line:

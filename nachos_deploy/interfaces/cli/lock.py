@@ -37,7 +37,7 @@ def lock(
     """
     from nachos_deploy.interfaces import api
 
-    stack = load_stack(config, set_, project, output)
+    stack = load_stack(config, set_, project, output, strict_lock=False)  # a broken lock is rewritten
     result = api.lock_images(stack)
     if json_:
         print_json({"ok": True, **result.as_json()})
