@@ -31,6 +31,11 @@ from tests.test_lifecycle import PROBE
 COMPONENTS = ("gateway", "llm-proxy")
 
 
+def docker(*args: str) -> None:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def build(tag: str, lines: str) -> str:
     """An image FROM the probe with ``lines`` added, tagged ``tag``; returns its id."""
     return derived_images.build_with(tag, PROBE, lines)
@@ -212,6 +217,20 @@ def test_upgrades_one_at_a_time_roll_back_a_broken_version_and_rollback_returns(
     for name in COMPONENTS:
         assert stack.container(name)["Image"] == ids["2"]
     assert not any(v.startswith("UPGRADE_MARK=") for v in stack.container("gateway")["Config"]["Env"])
+
+    # A rollback whose image is gone (its tag moved on, the old image removed) is refused before
+    # anything changes, naming the service and the way back; the saved image loaded, it works.
+    saved = stack.folder / "version-1.tar"
+    docker("save", "-o", str(saved), stack.versions.tag("1"))
+    docker("tag", stack.versions.tag("2"), stack.versions.tag("1"))
+    docker("image", "rm", ids["1"])
+    code, refused = stack.json("rollback", "--timeout", "60")
+    assert code == 4, json.dumps(refused)
+    assert f"gateway ran {stack.versions.tag('1')} as {ids['1']}" in refused["error"], refused["error"]
+    assert "Nothing was changed" in refused["error"] and "bundle load" in refused["error"]
+    for name in COMPONENTS:
+        assert stack.container(name)["Image"] == ids["2"]
+    docker("load", "-i", str(saved))
 
     # `rollback`: back to the previous successful deployment (version 1), proven as `up` proves it.
     code, back = stack.json("rollback", "--timeout", "120")

@@ -15,11 +15,33 @@ from dataclasses import replace
 
 from nachos_deploy.core.errors import DeployError, ExitCode
 from nachos_deploy.core.results import UpResult
+from nachos_deploy.docker import engine
 from nachos_deploy.io import deployed, locks, releases
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle.up import Progress, up_on
 from nachos_deploy.targets import for_stack
 from nachos_deploy.targets.upgrade_files import pin_images, pins
+
+
+def _require_images(stack: Stack, previous: releases.Release, pinned: dict[str, str]) -> None:
+    """The previous deployment's images whose tags have moved on run by their recorded ids; one the
+    engine no longer has (removed, pruned) would fail half way through the rollback with the
+    engine's "No such image". Refused first, naming each service, its image then and the way back."""
+    missing = set(engine.missing_images(pinned.values()))
+    if not missing:
+        return
+    lost = "; ".join(
+        f"{service} ran {previous.images[service].reference} as {image}"
+        for service, image in sorted(pinned.items())
+        if image in missing
+    )
+    raise DeployError(
+        f"Cannot roll project {stack.project} back: the previous deployment's images are no longer on "
+        f"this engine ({lost}), and their tags now name other images. Put them back with `docker load` "
+        "of a saved copy, `nachos-deploy bundle load` of that version's bundle, or by building and "
+        "tagging that version again, then run `nachos-deploy rollback` again. Nothing was changed.",
+        exit_code=ExitCode.ENVIRONMENT,
+    )
 
 
 def previous_stack(stack: Stack) -> Stack:
@@ -50,8 +72,12 @@ def previous_stack(stack: Stack) -> Stack:
         )
     planned = deployed.stack_of(record)
     recorded = {name: image.image_id for name, image in previous.images.items()}
+    pinned = {name: pins(text, recorded) for name, text in previous.files.items() if name.endswith(".yml")}
+    _require_images(
+        stack, previous, {service: image for p in pinned.values() for service, image in p.items()}
+    )
     files = {
-        name: pin_images(text, pins(text, recorded)) if name.endswith(".yml") else text
+        name: pin_images(text, pinned[name]) if name in pinned else text
         for name, text in previous.files.items()
     }
     # Not held to nachos-deploy.lock: the lock describes today's configuration, and a rollback runs the
