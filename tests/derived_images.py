@@ -7,10 +7,16 @@ from __future__ import annotations
 import secrets
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tests import mini_registry
+
+PROBE = "nachos-deploy/probe:latest"
 
 
 def build(tag: str, base: str) -> str:
@@ -59,6 +65,41 @@ def pushed_bus(part: str, tag: str) -> tuple[str, str, str]:
     with mini_registry.running() as registry:
         bus, probe = f"{registry}/nachos-test/{part}-{tag}-bus:1", f"nachos-test/{part}-{tag}-probe:1"
         return bus, pushed(bus, "nats:alpine"), probe
+
+
+@dataclass(frozen=True)
+class OwnStack:
+    """A deploy file whose bus and gateway run images of the test's own (the state store and llm-proxy
+    off, no fixed host port): what tests/test_lock.py locks and tests/test_bundle.py bundles. A test that
+    changes ``document`` writes it to ``file`` again itself."""
+
+    project: str
+    bus: str
+    bus_id: str
+    probe: str
+    document: dict[str, object]
+    file: Path
+
+    def build_probe(self) -> str:
+        """Build (again) the gateway's image FROM the shared probe, with a new marker; its id."""
+        return build(self.probe, PROBE)
+
+
+def own_stack(folder: Path, part: str, project_prefix: str) -> OwnStack:
+    """Push the bus image (``pushed_bus``) and write folder/nachos-deploy.yaml. The gateway's image is not
+    built yet: build it inside the test's ``try`` (``build_probe``) so that its ``finally`` removes it."""
+    tag = uuid.uuid4().hex[:8]
+    project = f"{project_prefix}-{tag}"
+    bus, bus_id, probe = pushed_bus(part, tag)
+    document: dict[str, object] = {
+        "project": project,
+        "bus": {"client_port": 0, "monitor_port": 0, "image": bus},
+        "state": {"enabled": False},
+        "components": {"gateway": {"image": probe}, "llm-proxy": {"enabled": False}},
+    }
+    file = folder / "nachos-deploy.yaml"
+    file.write_text(yaml.safe_dump(document))
+    return OwnStack(project, bus, bus_id, probe, document, file)
 
 
 def image_id(reference: str) -> str:

@@ -10,37 +10,24 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
-import uuid
 from pathlib import Path
-
-import yaml
 
 from nachos_deploy.core.image_lock import LOCK_FILE
 from tests import derived_images
 from tests.archives import tampered
 from tests.commands import compose_down, nachos
 
-PROBE = "nachos-deploy/probe:latest"
-
 
 def test_save_remove_load_and_up_with_no_registry_and_a_changed_byte_is_refused_first(
     engine: str, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    project = f"h21bdl-{tag}"
-    bus, bus_id, probe = derived_images.pushed_bus("bundle", tag)
-    ids = {bus: bus_id}
     source = tmp_path / "source"
     source.mkdir()
-    document = {
-        "project": project,
-        "bus": {"client_port": 0, "monitor_port": 0, "image": bus},
-        "state": {"enabled": False},
-        "components": {"gateway": {"image": probe}, "llm-proxy": {"enabled": False}},
-    }
-    (source / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
+    stack = derived_images.own_stack(source, "bundle", "h21bdl")
+    project, bus, probe = stack.project, stack.bus, stack.probe
+    ids = {bus: stack.bus_id}
     try:
-        ids[probe] = derived_images.build(probe, PROBE)
+        ids[probe] = stack.build_probe()
         assert nachos(source, "lock").returncode == 0
         source_lock = json.loads((source / LOCK_FILE).read_text())["services"]
         assert source_lock["bus"]["digest"] is not None and source_lock["gateway"]["digest"] is None

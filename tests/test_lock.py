@@ -19,26 +19,15 @@ from nachos_deploy.core.image_lock import LOCK_FILE
 from tests import derived_images
 from tests.commands import compose_down, nachos
 
-PROBE = "nachos-deploy/probe:latest"
-
 
 def test_up_validate_and_doctor_refuse_an_image_that_differs_from_the_lock(
     engine: str, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    project = f"h21l-{tag}"
-    bus, bus_id, probe = derived_images.pushed_bus("lock", tag)
+    stack = derived_images.own_stack(tmp_path, "lock", "h21l")
+    project, bus, bus_id, probe = stack.project, stack.bus, stack.bus_id, stack.probe
     made = [bus, probe, bus_id]
-    document: dict[str, object] = {
-        "project": project,
-        "bus": {"client_port": 0, "monitor_port": 0, "image": bus},
-        "state": {"enabled": False},
-        "components": {"gateway": {"image": probe}, "llm-proxy": {"enabled": False}},
-    }
-    file = tmp_path / "nachos-deploy.yaml"
-    file.write_text(yaml.safe_dump(document))
     try:
-        first_id = derived_images.build(probe, PROBE)
+        first_id = stack.build_probe()
         locked = nachos(tmp_path, "lock", "--json")
         assert locked.returncode == 0, locked.stdout + locked.stderr
         services = json.loads(locked.stdout)["services"]
@@ -63,7 +52,7 @@ def test_up_validate_and_doctor_refuse_an_image_that_differs_from_the_lock(
 
         made.append(first_id)  # the rebuilds leave them untagged; removed by id at the end
         made.append(derived_images.build(bus, "nats:alpine"))  # the pinned bus keeps running bus_id
-        second_id = derived_images.build(probe, PROBE)
+        second_id = stack.build_probe()
         assert second_id != first_id
         refused = nachos(tmp_path, "up", "--timeout", "120", timeout=300)
         assert refused.returncode == 4, refused.stdout + refused.stderr
@@ -83,12 +72,12 @@ def test_up_validate_and_doctor_refuse_an_image_that_differs_from_the_lock(
         assert relocked.returncode == 0, relocked.stdout + relocked.stderr
         assert nachos(tmp_path, "validate").returncode == 0
 
-        document["components"] = {
+        stack.document["components"] = {
             "gateway": {"image": probe},
             "llm-proxy": {"enabled": False},
             "chat": {"role": "channel", "image": probe},
         }
-        file.write_text(yaml.safe_dump(document))
+        stack.file.write_text(yaml.safe_dump(stack.document))
         added = nachos(tmp_path, "up", "--timeout", "120", timeout=300)
         assert added.returncode == 4, added.stdout + added.stderr
         assert "chat (" in added.stderr and "is not in the lock" in added.stderr

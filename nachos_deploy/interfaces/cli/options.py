@@ -59,3 +59,11 @@ OnlyOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
+# The budget of one whole `up` (`rollback` is an `up` of the previous deployment); a --timeout that bounds
+# something else (each `up` of a restore, a request's reply) is declared by its command.
+StartTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout", metavar="SECONDS", help="Seconds for the whole start, bus and components.", min=1
+    ),
+]

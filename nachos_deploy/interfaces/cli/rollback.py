@@ -2,14 +2,18 @@
 
 import shlex
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from nachos_deploy.interfaces.cli.app import app
 from nachos_deploy.interfaces.cli.console import notice, out, print_json, spinner
 from nachos_deploy.interfaces.cli.guard import JsonCommand, handle_errors, load_running
-from nachos_deploy.interfaces.cli.options import ConfigOpt, JsonOpt, OutputOpt, ProjectOpt, SetOpt
+from nachos_deploy.interfaces.cli.options import (
+    ConfigOpt,
+    JsonOpt,
+    OutputOpt,
+    ProjectOpt,
+    SetOpt,
+    StartTimeoutOpt,
+)
 
 
 @app.command(cls=JsonCommand)
@@ -19,12 +23,7 @@ def rollback(
     set_: SetOpt = None,
     project: ProjectOpt = None,
     output: OutputOpt = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout", metavar="SECONDS", help="Seconds for the whole rollback, bus and components.", min=1
-        ),
-    ] = 120.0,
+    timeout: StartTimeoutOpt = 120.0,
     json_: JsonOpt = False,
 ) -> None:
     """Return the stack to its previous successful deployment: the rendered files and the image (by id)

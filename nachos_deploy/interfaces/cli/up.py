@@ -12,7 +12,15 @@ from nachos_deploy.interfaces import outputs as outputs_mod
 from nachos_deploy.interfaces.cli.app import app
 from nachos_deploy.interfaces.cli.console import notice, out, print_json, spinner
 from nachos_deploy.interfaces.cli.guard import JsonCommand, handle_errors, load_stack
-from nachos_deploy.interfaces.cli.options import ConfigOpt, JsonOpt, OnlyOpt, OutputOpt, ProjectOpt, SetOpt
+from nachos_deploy.interfaces.cli.options import (
+    ConfigOpt,
+    JsonOpt,
+    OnlyOpt,
+    OutputOpt,
+    ProjectOpt,
+    SetOpt,
+    StartTimeoutOpt,
+)
 
 
 @app.command(cls=JsonCommand)
@@ -22,12 +30,7 @@ def up(
     set_: SetOpt = None,
     project: ProjectOpt = None,
     output: OutputOpt = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout", metavar="SECONDS", help="Seconds for the whole start, bus and components.", min=1
-        ),
-    ] = 120.0,
+    timeout: StartTimeoutOpt = 120.0,
     only: OnlyOpt = None,
     json_: JsonOpt = False,
     env_file: Annotated[
