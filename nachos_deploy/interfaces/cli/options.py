@@ -54,7 +54,7 @@ OnlyOpt = Annotated[
     typer.Option(
         "--only",
         metavar="SERVICE",
-        help="Start only this service (repeatable); the bus always starts first.",
+        help="Only this service (repeatable), as `up --only` starts it: the bus always comes first.",
         autocompletion=complete_services,
     ),
 ]
