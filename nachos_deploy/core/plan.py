@@ -142,6 +142,8 @@ TLS_CERT = "server.pem"
 TLS_KEY = "server-key.pem"
 TLS_CA = "bus-ca.pem"
 TLS_CA_KEY = "bus-ca-key.pem"
+# In credentials/ (not mounted): the hash of the server's files the running bus last read (io/bus_tls.py)
+TLS_LOADED = "bus-tls.loaded"
 TLS_HANDSHAKE_TIMEOUT = 5  # seconds; nats-server's default (2s) fails handshakes on a loaded host
 SIDECAR_HEALTH_TEST = (
     "wget -qO- http://127.0.0.1:8222/leafz | grep -q '\"leafnodes\": 1'"  # joined to the hub

@@ -6,9 +6,10 @@ folder (``credentials/bus-ca-key.pem``, 0600, never mounted anywhere; ``credenti
 what clients trust), which signs the server's certificate for the names clients use (the plan's,
 plus this host's name). The server's certificate is made again when those names change, when it
 nears its end, or when ``credentials rotate`` asks (a new key, the same CA, so no client needs a new
-trust file). Or the user gives ``bus.tls.cert_file``/``key_file`` (and ``ca_file``): they are checked
-(readable, a certificate and its own key, valid now) and copied beside the generated ones, so the
-rendered files mount one place whichever the source.
+trust file). Or the user gives ``bus.tls.cert_file``/``key_file`` (and ``ca_file``): they are
+checked (readable, a certificate and its own key, valid now) and copied beside the generated ones,
+so the rendered files mount one place whichever the source. Either way ``up`` has a running bus
+re-read files it has not read yet (:func:`loaded`, lifecycle/bus_tls_reload.py).
 
 The server's files sit in ``credentials/bus-tls/`` (0711, files 0644, inside the 0700
 ``credentials/``), as the passwords' ``secrets.conf`` does and for the same reason: the hub reads them
@@ -38,6 +39,7 @@ from nachos_deploy.core.plan import (
     TLS_CA_KEY,
     TLS_CERT,
     TLS_KEY,
+    TLS_LOADED,
     TLS_OWNER,
     BusTlsPlan,
     Plan,
@@ -49,7 +51,7 @@ from nachos_deploy.io.files import replace_private
 CA_DAYS = 3650
 SERVER_DAYS = 397  # what browsers accept for a server certificate; nats-server does not care
 RENEW_BEFORE = datetime.timedelta(days=30)
-_FIX = (
+FIX = (
     "Give bus.tls.cert_file and bus.tls.key_file that match and are valid now, or remove both "
     "(nachos-deploy then makes its own)."
 )
@@ -91,12 +93,47 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Path | None
 def secret_versions(output_dir: Path) -> dict[str, str]:
     """The TLS files' Swarm secret version (their hash), as credentials.secret_versions gives the
     passwords': a renewed certificate must be a secret of a new name."""
+    digest = _digest(output_dir)
+    return {secret_version_variable(TLS_OWNER): digest} if digest is not None else {}
+
+
+def loaded(output_dir: Path) -> bool:
+    """Whether the server's files are the ones the running bus last read, as :func:`record_loaded`
+    noted. A nats-server reads them only at start or reload, and Compose keeps a bus whose rendered
+    files did not change: a certificate made again (near its end, for new names, by ``render``, or
+    a user's files copied anew) would otherwise be served only from the bus's next restart."""
+    try:
+        noted = (output_dir / CREDENTIALS_DIR / TLS_LOADED).read_text(encoding="utf-8").strip()
+    except OSError:
+        noted = None
+    return noted == _digest(output_dir)
+
+
+def record_loaded(output_dir: Path) -> None:
+    """Note that the running bus reads the server's files as they are now (after its reload, or as
+    it starts); see :func:`loaded`."""
+    digest = _digest(output_dir)
+    if digest is None:
+        return
+    try:
+        replace_private(output_dir / CREDENTIALS_DIR / TLS_LOADED, digest + "\n", 0o600)
+    except OSError as exc:
+        raise _cannot_write(output_dir / CREDENTIALS_DIR, exc) from None
+
+
+def _digest(output_dir: Path) -> str | None:
     folder = output_dir / CREDENTIALS_DIR / TLS_OWNER
-    paths = [folder / TLS_CERT, folder / TLS_KEY]
-    if not all(path.is_file() for path in paths):
-        return {}
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in paths)).hexdigest()[:12]
-    return {secret_version_variable(TLS_OWNER): digest}
+    try:
+        content = b"".join(path.read_bytes() for path in (folder / TLS_CERT, folder / TLS_KEY))
+    except OSError:
+        return None
+    return hashlib.sha256(content).hexdigest()[:12]
+
+
+def wanted_names(tls: BusTlsPlan) -> set[str]:
+    """The names nachos-deploy's own server certificate must carry (the plan's and this host's), as
+    :func:`certificates.names` reads them from a certificate."""
+    return _normalized(_names(tls))
 
 
 # -- the user's files -----------------------------------------------------------------------------
@@ -106,7 +143,7 @@ def check_user_files(tls: BusTlsPlan) -> UserFiles:
     """Read and check ``bus.tls.cert_file``/``key_file``/``ca_file``; each problem is one paragraph
     naming the key and the file. (``validate`` and ``up`` both call this.)"""
     assert tls.cert_file is not None and tls.key_file is not None
-    pair = certificates.load_pair("bus.tls", tls.cert_file, tls.key_file, server="nats-server", fix=_FIX)
+    pair = certificates.load_pair("bus.tls", tls.cert_file, tls.key_file, server="nats-server", fix=FIX)
     if not certificates.covers(pair.leaf, tls.server_name):
         named = ", ".join(sorted(certificates.names(pair.leaf))) or "no name at all"
         raise ConfigError(
@@ -126,7 +163,7 @@ def check_user_files(tls: BusTlsPlan) -> UserFiles:
                 "that signed bus.tls.cert_file, or remove the key to trust the system's CAs."
             ) from None
         for ca in cas:
-            certificates.check_dates("bus.tls.ca_file", tls.ca_file, ca, fix=_FIX)
+            certificates.check_dates("bus.tls.ca_file", tls.ca_file, ca, fix=FIX)
         ca_path = Path(tls.ca_file)
     return UserFiles(pair.cert_bytes, pair.key_bytes, ca_path)
 
@@ -181,6 +218,10 @@ def _names(tls: BusTlsPlan) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _normalized(names: tuple[str, ...]) -> set[str]:
+    return {str(ipaddress.ip_address(n)) if certificates.is_address(n) else n.lower() for n in names}
+
+
 def _kept_server_files(
     folder: Path, ca_cert: x509.Certificate, names: tuple[str, ...]
 ) -> tuple[bytes, bytes] | None:
@@ -195,7 +236,7 @@ def _kept_server_files(
     der = serialization.Encoding.DER
     same_key = key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
     fresh = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
-    wanted = {str(ipaddress.ip_address(n)) if certificates.is_address(n) else n.lower() for n in names}
+    wanted = _normalized(names)
     if not (same_key and fresh and cert.issuer == ca_cert.subject and certificates.names(cert) == wanted):
         return None
     try:

@@ -86,6 +86,17 @@ def _state_store(stack: Stack) -> list[Check]:
     return [Check("state store", "pass", detail)]
 
 
+def _bus_tls(stack: Stack) -> list[Check]:
+    """The bus's TLS files when bus.tls is on (io/bus_tls_check.py): a user's that `up` would refuse
+    fail; a certificate near its end, a name it lacks, nachos-deploy's own out of date, warn."""
+    if stack.plan.bus.tls is None:
+        return []
+    from nachos_deploy.io import bus_tls_check  # cryptography: loaded only for a bus with TLS
+
+    found = bus_tls_check.examine(stack.output_dir, stack.plan)
+    return [Check(bus_tls_check.NAME, f.level, f.detail, f.fix) for f in found]
+
+
 def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Check]:
     """Every check, in the order a user would fix them; an unreachable engine skips the engine checks."""
     checks: list[Check] = []
@@ -102,6 +113,7 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
         checks.append(_bind_sources(stack))
         checks.extend(_host_uids(stack))
         checks.extend(_state_store(stack))
+        checks.extend(_bus_tls(stack))
 
     engine_version: str | None = None
     try:

@@ -70,6 +70,10 @@ def rotate(stack: Stack, target: Target, endpoints: Endpoints, progress: Progres
         progress("Reloading the bus with the new passwords")
         if not target.reload(nodes):
             return None
+        if stack.plan.bus.tls is not None:  # the hub has read the new TLS key too: no reload at next up
+            from nachos_deploy.io import bus_tls
+
+            bus_tls.record_loaded(stack.output_dir)
         fresh = target.endpoints(states)
         if fresh is None:
             raise BusFailure("The bus's port forwarder stopped during the rotation; run `nachos-deploy up`.")

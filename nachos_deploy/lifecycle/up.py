@@ -125,8 +125,10 @@ def up_on(
         credentials.ensure(stack.output_dir, stack.plan)  # kept from the last up, made on the first
     if stack.plan.bus.tls is not None:  # the client port's certificate (cryptography: loaded only then)
         from nachos_deploy.io import bus_tls
+        from nachos_deploy.lifecycle.bus_tls_reload import reload_if_renewed
 
         bus_tls.ensure(stack.output_dir, stack.plan)
+        reload_if_renewed(target, progress)  # a running bus serves a certificate made again at once
     phases["prepare"] = time.monotonic() - started
     left = target.unchanged(changed, only)
     if left is not None:
