@@ -14,6 +14,10 @@ nats-py has no helper for these, so this module speaks the server's documented A
   subject to send the chunks to, each as a request that it acknowledges; an empty request ends it,
   and its reply is the restored stream's information (or the error).
 
+On a clustered bus any node takes these requests: JetStream answers a snapshot from the stream's
+leader (so it works while a minority of the stream's nodes is down, and not without a leader), and
+places a restored stream on as many nodes as its configuration's ``num_replicas`` says.
+
 A second module beside :mod:`~nachos_deploy.bus.natsclient` imports nats-py here: the snapshot flow
 is its own protocol, and keeping it apart keeps natsclient about the gate and the audit stream.
 """
@@ -48,6 +52,14 @@ CHUNK_TIMEOUT = 30.0
 """Seconds without a chunk before a snapshot is given up: the server itself gives up after 5 s
 without an acknowledgement, so a longer silence means it has."""
 
+NO_QUORUM = (
+    " (a clustered bus answers JetStream's API only while a majority of its nodes runs, and a stream"
+    " only while a majority of its replicas' nodes does: `nachos-deploy status` names the nodes that"
+    " are down, `nachos-deploy up` starts them)"
+)
+"""What no answer most often means on a clustered bus (measured: two of three nodes stopped, the
+listing or the snapshot goes unanswered, depending on whether the meta leader was among them)."""
+
 Progress = Callable[[str], None]
 
 
@@ -80,12 +92,14 @@ class StreamSnapshot:
 
 @dataclass(frozen=True)
 class StreamState:
-    """What the bus says of a stream now (after a restore, for the verification)."""
+    """What the bus says of a stream now (after a restore, for the verification): its state, and on
+    how many nodes it is replicated."""
 
     name: str
     first_seq: int
     last_seq: int
     messages: int
+    replicas: int = 1
 
 
 def _api_answer(msg: Msg, what: str) -> dict[str, Any]:
@@ -108,7 +122,8 @@ async def _request(client: Client, subject: str, body: dict[str, Any], what: str
     except nats_errors.NoRespondersError:
         raise SnapshotFailed(f"{what}: JetStream does not answer (is it enabled on the bus?)") from None
     except TimeoutError:
-        raise SnapshotFailed(f"{what}: no answer from JetStream within {API_TIMEOUT:g} s") from None
+        silent = f"no answer from JetStream within {API_TIMEOUT:g} s"
+        raise SnapshotFailed(f"{what}: {silent}{NO_QUORUM}") from None
     except (OSError, nats_errors.Error) as exc:
         raise SnapshotFailed(f"{what}: {describe(exc)}") from None
     return _api_answer(msg, what)
@@ -252,7 +267,11 @@ def restore_all(
 def _state(name: str, info: dict[str, Any]) -> StreamState:
     state = info.get("state") or {}
     return StreamState(
-        name, int(state.get("first_seq", 0)), int(state.get("last_seq", 0)), int(state.get("messages", 0))
+        name,
+        int(state.get("first_seq", 0)),
+        int(state.get("last_seq", 0)),
+        int(state.get("messages", 0)),
+        int((info.get("config") or {}).get("num_replicas") or 1),
     )
 
 

@@ -11,7 +11,9 @@ The order keeps every promise of the command:
    containers: the gateway's database, the state folders, the state store's data; the database's
    check and the store's key count are compared with the manifest at once;
 4. the bus alone comes up (`up --only bus`), and each stream is restored through JetStream's restore
-   API; its first and last sequence and message count must be the manifest's;
+   API, replicated as this bus can hold it (:func:`fit_replicas`: an archive of a 3-node bus
+   restores into a single node and the reverse); its first and last sequence and message count
+   must be the manifest's;
 5. a full `up`, then a last look at the running stack: every stream still holds at least what the
    manifest says, the database passes its integrity check with at least its rows, and the store
    holds at least its keys that do not expire.
@@ -31,7 +33,7 @@ from typing import Any
 from nachos_deploy.bus import snapshots
 from nachos_deploy.bus.monitor import BusUnavailable
 from nachos_deploy.core.errors import ArchiveError, BusFailure, DeployError, ExitCode
-from nachos_deploy.core.plan import CREDENTIALS_DIR, GATEWAY_VOLUME, STATE_BACKUP_USER
+from nachos_deploy.core.plan import CREDENTIALS_DIR, GATEWAY_VOLUME, STATE_BACKUP_USER, AuditPlan
 from nachos_deploy.core.results import UpResult
 from nachos_deploy.docker import engine, oneshot
 from nachos_deploy.docker.oneshot import DatabaseCheck, KeyCount
@@ -154,7 +156,7 @@ def _restore(
     mark = time.monotonic()
     progress("Starting the bus alone to restore the streams")
     bus = lifecycle_up.up(stack, timeout=timeout, only=["bus"], progress=progress)
-    streams = _streams(found, bus.endpoints.nats_url, progress)
+    streams = _streams(stack, found, bus.endpoints.nats_url, progress)
     timings["streams"] = time.monotonic() - mark
 
     mark = time.monotonic()
@@ -265,11 +267,33 @@ def _state_store(stack: Stack, found: checked_tar.Extracted, progress: Progress)
     return keys
 
 
-def _streams(found: checked_tar.Extracted, nats_url: str, progress: Progress) -> dict[str, dict[str, int]]:
-    snaps = [
-        snapshots.StreamSnapshot(name, doc["config"], doc["state"], found.read(doc["member"]))
-        for name, doc in sorted((found.manifest.get("streams") or {}).items())
-    ]
+def fit_replicas(name: str, config: Mapping[str, Any], audit: AuditPlan | None, nodes: int) -> dict[str, Any]:
+    """A stream's configuration from the archive, replicated as the bus it is restored into can
+    hold it: the audit stream as the stack renders it (``audit.replicas``, what `up` provisions),
+    any other stream on at most ``nodes`` nodes. The server refuses a replicated stream on a single
+    node ("replicas > 1 not supported in non-clustered mode"), and a 3-node bus restoring a
+    single-node archive would otherwise keep its audit stream on one node until the next `up`."""
+    fitted = dict(config)
+    wanted = int(config.get("num_replicas") or 1)
+    fitted["num_replicas"] = (
+        audit.replicas if audit is not None and name == audit.stream else min(wanted, nodes)
+    )
+    return fitted
+
+
+def _streams(
+    stack: Stack, found: checked_tar.Extracted, nats_url: str, progress: Progress
+) -> dict[str, dict[str, int]]:
+    bus = stack.plan.bus
+    snaps = []
+    for name, doc in sorted((found.manifest.get("streams") or {}).items()):
+        config = fit_replicas(name, doc["config"], bus.audit, len(bus.nodes))
+        if config["num_replicas"] != int(doc["config"].get("num_replicas") or 1):
+            progress(
+                f"Stream {name} was kept on {doc['config'].get('num_replicas') or 1} node(s); "
+                f"this bus replicates it on {config['num_replicas']}"
+            )
+        snaps.append(snapshots.StreamSnapshot(name, config, doc["state"], found.read(doc["member"])))
     try:
         restored = snapshots.restore_all(nats_url, snaps, progress=progress)
     except BusUnavailable as exc:
@@ -288,6 +312,7 @@ def _streams(found: checked_tar.Extracted, nats_url: str, progress: Progress) ->
             "first_seq": state.first_seq,
             "last_seq": state.last_seq,
             "messages": state.messages,
+            "replicas": state.replicas,
         }
     return done
 
