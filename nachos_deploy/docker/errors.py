@@ -62,8 +62,10 @@ COMPOSE_FIX = (
     "/usr/local/lib/docker/cli-plugins/docker-compose, as scripts/install-engine.sh does)."
 )
 PORT_FIX = (
-    "A host port is taken by another program or stack: choose other ports with "
-    "--set bus.client_port=PORT --set bus.monitor_port=PORT (0 picks free ones)."
+    "A host port is taken by another program or stack (the message above names it): choose other "
+    "ports with --set bus.client_port=PORT --set bus.monitor_port=PORT (0 picks free ones) for the "
+    "bus, or --set ingress.http_port=PORT --set ingress.https_port=PORT for the ingress (80 and 443 "
+    "by default); `nachos-deploy doctor` checks them all."
 )
 
 # First match wins: the specific rows come before the general ones that would also match.
