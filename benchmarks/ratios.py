@@ -60,7 +60,10 @@ class Stack:
         self.file = folder / f"{self.project}.yaml"
         self.file.write_text(
             f"project: {self.project}\noutput: {self.project}\n"
-            f"bus: {{client_port: 0, monitor_port: 0, healthcheck_interval: {interval}}}\n{body}"
+            # publish_monitor: the floor polls /healthz through the forwarder (since issue 19 the
+            # monitoring port is not published by default); nachos-deploy runs the same files.
+            "bus: {client_port: 0, monitor_port: 0, publish_monitor: true, "
+            f"healthcheck_interval: {interval}}}\n{body}"
         )
         self.output = folder / self.project
         if warm:  # the first up makes the credentials the rendered files mount; compose runs reuse them
@@ -109,7 +112,10 @@ class Stack:
             .stdout.strip()
             .rsplit(":", 1)[-1]
         )
-        while True:
+        if not port.isdigit():
+            raise SystemExit(f"{self.project}: bus-ports publishes no monitoring port (8222)")
+        deadline = start + 120
+        while time.perf_counter() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
                     if answer.status == 200:
@@ -117,6 +123,7 @@ class Stack:
             except OSError:
                 pass
             time.sleep(0.01)
+        raise SystemExit(f"{self.project}: the bus did not answer /healthz within 120 s")
 
 
 def compile_package() -> None:

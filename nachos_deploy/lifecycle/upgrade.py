@@ -53,6 +53,11 @@ class Upgrade:
     replaced: dict[str, float] = field(default_factory=dict)  # name -> seconds until proven
 
 
+def any_running(components: Sequence[ServicePlan], states: Mapping[str, ServiceState]) -> bool:
+    """Whether a container of one of ``components`` runs: only such a one can be replaced."""
+    return any((state := states.get(c.name)) is not None and state.status == "running" for c in components)
+
+
 def recreated(target: Target, only: Sequence[str]) -> set[str]:
     """The services the target would recreate, read from the engine without changing anything."""
     return {change.name for change in target.changes(only) if change.action == "recreate"}
