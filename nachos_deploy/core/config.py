@@ -188,9 +188,28 @@ class Resources(Model):
     pids: Annotated[int, BeforeValidator(_not_a_bool), Field(gt=0, le=4_194_304)] | None = None
 
 
+# An interval left out (None) is nachos-deploy's to choose: these, stretched for a large stack so that
+# its checks stay within a budget of execs a second (core/check_density.py); one written in the deploy
+# file, --set or the environment is kept as written. None, not the value, so that a configuration
+# dumped and read back (io/deployed.py's record) still knows which intervals were chosen.
+CHECK_INTERVAL = "5s"  # a component's own healthcheck
+BUS_CHECK_INTERVAL = "1s"  # the bus's nodes, its forwarder and the sidecars
+HEALTHCHECK_BUDGET = 12.0  # the whole stack's check runs a second (docker execs); the demo runs 9.5
+
+
+class Healthchecks(Model):
+    """How often the stack's Docker healthchecks may run, all together: ``budget`` runs a second,
+    beyond which the intervals nachos-deploy chose are stretched (core/check_density.py). Lower it
+    when several stacks share one engine: the budget is each stack's, and the engine pays for all."""
+
+    budget: Annotated[float, BeforeValidator(_not_a_bool), Field(gt=0, le=1000, allow_inf_nan=False)] = (
+        HEALTHCHECK_BUDGET
+    )
+
+
 class Healthcheck(Model):
     test: list[str] | str
-    interval: Duration = "5s"
+    interval: Duration | None = None  # None: CHECK_INTERVAL, stretched for a large stack
     timeout: Duration = "3s"
     retries: Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=1000)] = 3
     start_period: Duration | None = None
@@ -311,7 +330,7 @@ class Bus(Model):
     # (docs/security.md#monitoring); with auth off it is published, as everything else is open.
     publish_monitor: Bool = False
     bind_address: str = "127.0.0.1"
-    healthcheck_interval: Duration = "1s"
+    healthcheck_interval: Duration | None = None  # None: BUS_CHECK_INTERVAL, stretched for a large stack
     nodes: Annotated[int, BeforeValidator(_not_a_bool)] = 1  # 3 or 5: a clustered JetStream bus
     resources: Resources = Resources()
     audit: Audit = Audit()
@@ -859,6 +878,7 @@ class DeployConfig(Model):
     state: State = State()  # the gateway's Redis (docs/state-store.md)
     networks: Networks = Networks()  # the networks' addresses (docs/networks.md)
     ingress: Ingress = Ingress()  # HTTPS in front of the webhook channels (docs/ingress.md)
+    healthchecks: Healthchecks = Healthchecks()  # how often they run, all together (docs/components.md)
 
     @model_validator(mode="after")
     def _swarm_only(self) -> DeployConfig:

@@ -26,6 +26,8 @@ from nachos_deploy.core import (
 )
 from nachos_deploy.core.catalog import NOT_PLATFORM, Role
 from nachos_deploy.core.config import (
+    BUS_CHECK_INTERVAL,
+    CHECK_INTERVAL,
     ENGINE_POOLS,
     MAX_PAYLOAD_ADVISED,
     TAKEN_NAMES_HINT,
@@ -586,7 +588,7 @@ def make_plan(
     volumes = {node_volume(index) for index in range(1, config.bus.nodes + 1)}
     for service in components:
         volumes.update(mount.source for mount in service.mounts if mount.is_volume)
-    return _with_subnets(
+    finished = _with_subnets(
         config,
         _with_unique_names(
             Plan(
@@ -608,6 +610,11 @@ def make_plan(
             )
         ),
     )
+    # Imported here, as core/ingress.py is: it builds on this module's classes. Done last, over
+    # every service with a check (core/check_density.py: the stack's checks within a budget).
+    from nachos_deploy.core import check_density
+
+    return check_density.spread(config, finished)
 
 
 def _state(
@@ -953,7 +960,7 @@ def _sidecar(
         environment=(EnvVar("GOMEMLIMIT", bounds.go_memory_limit),),
         networks=(INTERNAL_NETWORK, f"{component.name}-link"),
         mounts=(Mount(f"./{config_file}", NATS_CONFIG_TARGET, read_only=True),),
-        healthcheck=HealthPlan(("CMD-SHELL", SIDECAR_HEALTH_TEST), config.bus.healthcheck_interval, "2s", 3),
+        healthcheck=HealthPlan(("CMD-SHELL", SIDECAR_HEALTH_TEST), bus_check_interval(config), "2s", 3),
         depends_on=((BUS, "service_healthy"),),
         leaf_name=name,
         user=config.run_as.sidecars,
@@ -1169,7 +1176,8 @@ def _healthcheck(settings: Component, role: Role) -> HealthPlan | None:
     if isinstance(settings.healthcheck, Healthcheck):
         check = settings.healthcheck
         test = tuple(check.test) if isinstance(check.test, list) else check.test
-        return HealthPlan(test, check.interval, check.timeout, check.retries, check.start_period)
+        interval = check.interval or CHECK_INTERVAL
+        return HealthPlan(test, interval, check.timeout, check.retries, check.start_period)
     if settings.healthcheck is False:
         return HEALTH_DISABLED
     if role is Role.GATEWAY:
@@ -1254,8 +1262,14 @@ SWARM_BUS_HEALTH_TEST = (
 SWARM_BUS_START_PERIOD = "60s"
 
 
+def bus_check_interval(config: DeployConfig) -> str:
+    """The bus's, its forwarder's and the sidecars' check interval before check_density stretches
+    it (a value the deploy file sets is not stretched)."""
+    return config.bus.healthcheck_interval or BUS_CHECK_INTERVAL
+
+
 def _bus_health(config: DeployConfig) -> HealthPlan:
-    interval = config.bus.healthcheck_interval
+    interval = bus_check_interval(config)
     if config.target == "swarm":
         return HealthPlan(("CMD-SHELL", SWARM_BUS_HEALTH_TEST), interval, "2s", 3, SWARM_BUS_START_PERIOD)
     return HealthPlan(("CMD-SHELL", BUS_HEALTH_TEST), interval, "2s", 3)
@@ -1511,7 +1525,7 @@ def _forwarder_check(config: DeployConfig) -> HealthPlan:
     if config.target == "swarm":
         return HEALTH_DISABLED
     test = ("CMD-SHELL", FORWARDER_HEALTH_TEST)
-    return HealthPlan(test, config.bus.healthcheck_interval, "2s", 3, asks_bus="only")
+    return HealthPlan(test, bus_check_interval(config), "2s", 3, asks_bus="only")
 
 
 def monitor_published(config: DeployConfig) -> bool:
