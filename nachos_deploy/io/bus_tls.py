@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -232,16 +231,12 @@ def _kept_server_files(
         key = serialization.load_pem_private_key(key_bytes, password=None)
     except (OSError, ValueError, TypeError):
         return None
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    same_key = key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+    same_key = certificates.holds_key(key.public_key(), cert)
     fresh = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
     wanted = _normalized(names)
     if not (same_key and fresh and cert.issuer == ca_cert.subject and certificates.names(cert) == wanted):
         return None
-    try:
-        cert.verify_directly_issued_by(ca_cert)  # a CA made anew (its old files lost) signs anew
-    except (InvalidSignature, ValueError, TypeError):
+    if not certificates.signed_by(cert, ca_cert):  # a CA made anew (its old files lost) signs anew
         return None
     return cert_bytes, key_bytes
 

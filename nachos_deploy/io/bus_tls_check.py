@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import CREDENTIALS_DIR, TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER, Plan
@@ -118,18 +116,10 @@ def _chains_to(chain: list[x509.Certificate], cas: list[x509.Certificate]) -> bo
     """Whether each certificate of ``chain`` is signed by the next, and the last by one of ``cas``
     (or is one of them)."""
     for child, parent in itertools.pairwise(chain):
-        if not _signed_by(child, parent):
+        if not certificates.signed_by(child, parent):
             return False
     top = chain[-1]
-    return any(top == ca or _signed_by(top, ca) for ca in cas)
-
-
-def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(parent)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
+    return any(top == ca or certificates.signed_by(top, ca) for ca in cas)
 
 
 # -- nachos-deploy's own files ---------------------------------------------------------------------
@@ -206,7 +196,7 @@ def _own_ca(credentials: Path) -> tuple[x509.Certificate | None, str]:
         return None, f"cannot be read with its key {TLS_CA_KEY} ({exc.strerror or exc})"
     except (ValueError, TypeError):
         return None, f"it or its key {TLS_CA_KEY} is not a PEM certificate or key nachos-deploy made"
-    if not _same_key(key.public_key(), cert):
+    if not certificates.holds_key(key.public_key(), cert):
         return None, f"{TLS_CA_KEY} is not the key of this CA"
     return cert, ""
 
@@ -221,19 +211,14 @@ def _own_server(credentials: Path, ca: x509.Certificate) -> tuple[x509.Certifica
         return None, f"cannot be read with its key {TLS_KEY} ({exc.strerror or exc})"
     except (ValueError, TypeError):
         return None, f"it or its key {TLS_KEY} is not a PEM certificate or key"
-    if not _same_key(key.public_key(), cert):
+    if not certificates.holds_key(key.public_key(), cert):
         return None, f"{TLS_KEY} is not its key: the bus cannot serve it"
-    if not _signed_by(cert, ca):
+    if not certificates.signed_by(cert, ca):
         return (
             None,
             f"it is not signed by the CA in {credentials / TLS_CA}: clients trusting that CA refuse it",
         )
     return cert, ""
-
-
-def _same_key(public: PublicKeyTypes, cert: x509.Certificate) -> bool:
-    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return public.public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
 
 
 # -- shared ----------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from nachos_deploy.core.errors import ConfigError
@@ -60,14 +62,29 @@ def load_pair(prefix: str, cert_path: str | Path, key_path: str | Path, *, serve
             else "holds no PEM private key"
         )
         raise ConfigError(f"{key_key} ({key_path}) {why}. {fix}") from None
-    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+    if not holds_key(key.public_key(), leaf):
         raise ConfigError(
             f"{key_key} ({key_path}) is not the key of the certificate in {cert_key} ({cert_path}): "
             f"the {server} could not prove it holds the certificate. {fix}"
         )
     check_dates(cert_key, cert_path, leaf, fix=fix)
     return Pair(cert_bytes, key_bytes, leaf)
+
+
+def holds_key(public: PublicKeyTypes, cert: x509.Certificate) -> bool:
+    """Whether ``public`` is the key ``cert`` was issued for (a server with another key cannot
+    complete a handshake for it)."""
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return public.public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+
+
+def signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """Whether ``parent``'s key signed ``child`` (issuer name and signature)."""
+    try:
+        child.verify_directly_issued_by(parent)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 def check_dates(key: str, path: str | Path, cert: x509.Certificate, *, fix: str) -> None:
