@@ -48,6 +48,23 @@ def test_a_waiting_lock_names_the_holder_that_has_not_written_its_pid_yet(temp: 
     assert path.read_text() == ""
 
 
+def test_the_networks_lock_is_one_per_machine_and_no_project_s(temp: Path) -> None:
+    """Two `up`s of different projects wait for each other only while one places its networks; the
+    lock file's name is one no project can have (a project name starts with a letter or digit)."""
+    holder = (locks.lock_folder() / locks.NETWORKS_LOCK).open("a+", encoding="utf-8")
+    holder.write("pid 4343")
+    holder.flush()
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    threading.Timer(0.1, lambda: fcntl.flock(holder, fcntl.LOCK_UN)).start()
+    told: list[str] = []
+    with locks.project_lock("networks", told.append):
+        assert told == []  # projects' locks are other files
+    with locks.networks_lock(told.append):
+        pass
+    holder.close()
+    assert told == ["Waiting for another nachos-deploy (pid 4343) placing its networks to finish"]
+
+
 def test_the_folder_is_private_to_this_user(temp: Path) -> None:
     folder = locks.lock_folder()
     assert folder == temp / f"nachos-deploy-{os.getuid()}"

@@ -1,7 +1,8 @@
 """Networks that scale, on the real engine (docs/networks.md): each network takes its own small subnet
 of networks.pool, so a stack of 24 components comes up (it took 24 of the engine's ~31 default
 ranges and failed, exit 4), two stacks of 12 run side by side, the same project gets the same
-subnets again, and a subnet another network already holds stops `up` before anything starts."""
+subnets again, a block another network holds moves the stack whole, and two projects that draw one
+block, started at once, both come up."""
 
 from __future__ import annotations
 
@@ -92,6 +93,23 @@ def no_overlap(subnets: list[str]) -> None:
         assert not one.overlaps(two), (one, two)
 
 
+def up_at_once(folders: list[Path], files: list[Path], timeout: int) -> None:
+    """`up` of each deploy file, all started together; each must exit 0."""
+    ups = [
+        subprocess.Popen(
+            [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--timeout", str(timeout)],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for folder, file in zip(folders, files, strict=True)
+    ]
+    for process in ups:
+        out, err = process.communicate(timeout=timeout + 160)
+        assert process.returncode == 0, out + err
+
+
 def test_a_stack_of_24_components_comes_up_on_subnets_of_its_own(engine: str, tmp_path: Path) -> None:
     (project,) = apart("h20n-24-", 1, 24)
     file = deploy_file(tmp_path, project, 24)
@@ -121,19 +139,7 @@ def test_two_stacks_of_12_side_by_side(engine: str, tmp_path: Path) -> None:
     folders = [tmp_path / side for side in "ab"]
     files = [deploy_file(folder, project, 12) for folder, project in zip(folders, projects, strict=True)]
     try:
-        ups = [
-            subprocess.Popen(
-                [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--timeout", "240"],
-                cwd=folder,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for folder, file in zip(folders, files, strict=True)
-        ]
-        for process in ups:
-            out, err = process.communicate(timeout=400)
-            assert process.returncode == 0, out + err
+        up_at_once(folders, files, timeout=240)
         both = [
             on_engine(project, list(planned(folder)))
             for folder, project in zip(folders, projects, strict=True)
@@ -146,29 +152,85 @@ def test_two_stacks_of_12_side_by_side(engine: str, tmp_path: Path) -> None:
             compose_down(project)
 
 
-def test_a_subnet_another_network_holds_stops_up_naming_both(engine: str, tmp_path: Path) -> None:
-    """Exit 4 before anything starts, naming the two networks and a free range to move to; with
-    that range as networks.pool, the stack is planned there."""
+def test_a_block_another_network_holds_moves_the_stack_and_a_full_pool_stops_up(
+    engine: str, tmp_path: Path
+) -> None:
+    """A network in the project's drawn block: `up` says so and puts the whole stack in a free block;
+    the next `up`s keep it there while it runs (even once the block is free again); after `down` it
+    takes its drawn block again. A pool with no free block left: exit 4 before anything starts,
+    naming the network in the way."""
     project = f"h20n-clash-{uuid.uuid4().hex[:6]}"
     file = deploy_file(tmp_path, project, 1, pool=None)  # the default pool
     rendered = nachos(tmp_path, "render", "-c", str(file))
     assert rendered.returncode == 0, rendered.stderr
-    taken = planned(tmp_path)["t0-link"]
+    drawn = planned(tmp_path)
+    block = make_plan(DeployConfig.model_validate(document(project, 1, None))).subnets
+    assert block is not None
     squatter = f"h20n-squatter-{uuid.uuid4().hex[:6]}"
-    docker("network", "create", "--internal", "--subnet", taken, squatter)
+    docker("network", "create", "--internal", "--subnet", drawn["t0-link"], squatter)
     try:
-        result = nachos(tmp_path, "up", "-c", str(file), "--timeout", "60")
-        message = " ".join(result.stderr.split())
-        assert result.returncode == 4, result.stdout + result.stderr
-        assert f"Network t0-link of project {project} would take {taken}" in message, message
-        assert f"overlaps network {squatter} ({taken})" in message, message
-        assert "Traceback" not in result.stderr
-        assert not docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}")
-        fix = message.split("--set networks.pool=")[1].split("`")[0]
-        moved = nachos(tmp_path, "render", "-c", str(file), "--set", f"networks.pool={fix}")
-        assert moved.returncode == 0, moved.stderr
-        moved_to = ipaddress.IPv4Network(fix)
-        assert all(ipaddress.IPv4Network(s).subnet_of(moved_to) for s in planned(tmp_path).values())
-    finally:
+        result = nachos(tmp_path, "up", "-c", str(file), "--only", "bus", "--timeout", "60")
+        assert result.returncode == 0, result.stdout + result.stderr
+        told = " ".join(result.stderr.split())
+        assert "overlaps a network of this engine, so the stack takes" in told, told
+        moved = planned(tmp_path)
+        assert set(moved) == set(drawn) and moved != drawn
+        no_overlap([*moved.values(), drawn["t0-link"]])
+        bus_networks = ["nachos-internal", "bus-link", "host-access"]
+        assert on_engine(project, bus_networks) == {name: moved[name] for name in bus_networks}
         docker("network", "rm", squatter)
+        again = nachos(tmp_path, "up", "-c", str(file), "--only", "bus", "--timeout", "60")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert planned(tmp_path) == moved  # running: it stays where its networks are
+        assert nachos(tmp_path, "down", "-c", str(file)).returncode == 0
+        back = nachos(tmp_path, "up", "-c", str(file), "--only", "bus", "--timeout", "60")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert planned(tmp_path) == drawn
+        # A pool of exactly one block, and another network in it: nothing to move to.
+        assert nachos(tmp_path, "down", "-c", str(file)).returncode == 0
+        docker("network", "create", "--internal", "--subnet", drawn["t0-link"], squatter)
+        full = nachos(tmp_path, "up", "-c", str(file), "--set", f"networks.pool={block.block}")
+        assert full.returncode == 4, full.stdout + full.stderr
+        message = " ".join(full.stderr.split())
+        assert "range ran out" in message and f"overlaps {squatter}" in message, message
+        assert "Traceback" not in full.stderr
+        assert not docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}")
+    finally:
+        if squatter in docker("network", "ls", "--format", "{{.Name}}").split():
+            docker("network", "rm", squatter)
+        nachos(tmp_path, "down", "-c", str(file), "--volumes", "--yes")
         compose_down(project)
+
+
+def same_block(prefix: str) -> list[str]:
+    """Two random project names that draw the same block of the default pool (1 pair in 128)."""
+    seen: dict[str, str] = {}
+    while True:
+        name = f"{prefix}{uuid.uuid4().hex[:6]}"
+        subnets = make_plan(DeployConfig.model_validate(document(name, 0, None))).subnets
+        assert subnets is not None
+        if subnets.block in seen:
+            return [seen[subnets.block], name]
+        seen[subnets.block] = name
+
+
+def test_two_projects_that_draw_one_block_come_up_at_once(engine: str, tmp_path: Path) -> None:
+    """Started together, each finds the block free: the machine's networks lock lets one place its
+    networks first, and the other then finds the block taken and moves (before, Docker refused the
+    second's network: "Pool overlaps with other one on this address space", exit 5)."""
+    projects = same_block("h20n-twin-")
+    folders = [tmp_path / side for side in "ab"]
+    files = [
+        deploy_file(folder, project, 0, pool=None) for folder, project in zip(folders, projects, strict=True)
+    ]
+    try:
+        up_at_once(folders, files, timeout=120)
+        both = [
+            on_engine(project, list(planned(folder)))
+            for folder, project in zip(folders, projects, strict=True)
+        ]
+        no_overlap([subnet for stack in both for subnet in stack.values()])
+    finally:
+        for folder, file, project in zip(folders, files, projects, strict=True):
+            nachos(folder, "down", "-c", str(file), "--volumes", "--yes")
+            compose_down(project)

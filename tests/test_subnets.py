@@ -1,6 +1,7 @@
 """Each network's own small subnet of networks.pool (core/subnets.py, docs/networks.md), without an
 engine: the same project gets the same subnets, no two networks of a stack overlap, a pool too small
-is a configuration error naming the key, and a collision with the engine's networks names both."""
+is a configuration error naming the key, a block the engine's networks overlap moves the stack whole,
+and a pool with no free block left names the networks in the way."""
 
 from __future__ import annotations
 
@@ -159,29 +160,62 @@ def test_every_rendered_network_has_its_subnet(target: str) -> None:
             assert spec["ipam"] == {"config": [expected]}, (name, network)
 
 
-def test_a_collision_names_both_networks_and_a_free_range() -> None:
+def _in(subnets_: subnets.Subnets, block: str) -> bool:
+    return all(ipaddress.IPv4Network(s).subnet_of(ipaddress.IPv4Network(block)) for _, s in subnets_.assigned)
+
+
+def test_a_free_drawn_block_is_kept_and_a_taken_one_moves_whole_to_a_free_block() -> None:
     plan = plan_of({"project": "clash", "components": probes(2)})
-    nets = assigned(plan)
+    planned = plan.subnets
+    assert planned is not None
+    own = subnet_check.own_networks(plan)
+    elsewhere = [("bridge", ("172.17.0.0/16",)), ("v6", ("fd00::/64",)), ("odd", ("not-a-subnet",))]
+    assert subnets.settle("clash", planned, own, elsewhere) == planned
+    # Another network anywhere in the block (not only on a planned subnet): the stack grows there.
+    block = ipaddress.IPv4Network(planned.block)
+    corner = ("other_stuff", (str(list(block.subnets(new_prefix=30))[-1]),))
+    moved = subnets.settle("clash", planned, own, [*elsewhere, corner])
+    assert moved is not None and moved.block != planned.block
+    assert _in(moved, moved.block) and not ipaddress.IPv4Network(moved.block).overlaps(block)
+    shift = int(ipaddress.IPv4Network(moved.block).network_address) - int(block.network_address)
+    for (name, before), (same, after) in zip(planned.assigned, moved.assigned, strict=True):
+        assert name == same  # the same layout, every network at its offset in the new block
+        assert (
+            int(ipaddress.IPv4Network(after).network_address)
+            == int(ipaddress.IPv4Network(before).network_address) + shift
+        )
+    # The same project on the same engine takes the same block again; another project its own.
+    assert subnets.settle("clash", planned, own, [corner]) == moved
+    # The stack's own networks are not in the way, wherever they are (Compose recreates them).
+    assert subnets.settle("clash", planned, own, [("clash_p0-link", ("10.0.0.0/8",))]) == planned
+
+
+def test_a_running_stack_stays_in_the_block_it_moved_to() -> None:
+    """Its networks exist where an earlier up settled it: the drawn block being free again moves
+    nothing (a moved network recreates every container on it)."""
+    plan = plan_of({"project": "moved", "components": probes(2)})
     assert plan.subnets is not None
-    theirs = ("other_stuff", (str(nets["p1-link"]),))
-    own_old = ("clash_p0-link", ("10.0.0.0/8",))  # this stack's own network: Compose recreates it
-    existing = [theirs, own_old, ("bridge", ("172.17.0.0/16",)), ("v6", ("fd00::/64",))]
-    found = subnets.collisions(plan.subnets, subnet_check.own_names(plan), existing)
-    assert [(c.network, c.other) for c in found] == [("p1-link", "other_stuff")]
-    message = subnet_check.message(plan, found, [theirs])
-    free = subnets.free_block(plan.subnets, [theirs])
-    assert free is not None and not ipaddress.IPv4Network(free).overlaps(nets["p1-link"])
-    for part in ("p1-link", "other_stuff", str(nets["p1-link"]), f"networks.pool={free}", plan.subnets.block):
-        assert part in message, message
+    own = subnet_check.own_networks(plan)
+    block = ipaddress.IPv4Network(plan.subnets.block)
+    away = next(
+        b for b in ipaddress.IPv4Network(plan.subnets.pool).subnets(new_prefix=block.prefixlen) if b != block
+    )
+    there = plan.subnets.moved_to(str(away))
+    running = [(f"moved_{name}", (subnet,)) for name, subnet in there.assigned]
+    assert subnets.settle("moved", plan.subnets, own, running) == there
+    # ... unless another network took a place in that block meanwhile: then the drawn one again.
+    squatter = ("squatter", (str(list(away.subnets(new_prefix=30))[-1]),))
+    assert subnets.settle("moved", plan.subnets, own, [*running, squatter]) == plan.subnets
 
 
 def test_a_pool_with_no_free_block_says_the_range_ran_out() -> None:
     plan = plan_of({"project": "full", "networks": {"pool": "172.16.4.0/23"}, "components": probes(1)})
     assert plan.subnets is not None
-    filler = [("filler", ("172.16.4.0/23",))]
-    found = subnets.collisions(plan.subnets, set(), filler)
-    message = subnet_check.message(plan, found, filler)
-    assert "the range ran out" in message and "networks.pool 172.16.4.0/23" in message, message
+    filler = [("filler", ("172.16.4.0/24",))]
+    assert subnets.settle("full", plan.subnets, {}, filler) is None
+    message = subnet_check.ran_out(plan, filler)
+    for part in ("range ran out", "networks.pool 172.16.4.0/23", "a /23", "filler", "project full"):
+        assert part in message, message
 
 
 def test_a_sidecar_holds_the_loop_detection_subscriptions_of_every_other_leaf() -> None:

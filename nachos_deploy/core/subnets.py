@@ -16,8 +16,10 @@ Pure, and deterministic from the project's name (docs/networks.md):
     (a moved network is a recreated one, with every container on it); a shared network that
     outgrows its size moves alone; a stack that outgrows half its block takes the block twice as
     large that holds the old one (everything moves once);
-  - two stacks can still draw overlapping blocks: ``up`` compares the plan with the engine's networks
-    first (:func:`collisions`) and names the two networks and a free range to move to.
+  - two stacks can draw overlapping blocks, and a network made by hand can sit in the pool: ``up``
+    reads the engine's networks first and :func:`settle` moves the stack's whole layout to a free
+    block (the next of a sequence drawn from the project's name), or keeps it where its running
+    networks already are.
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ class Subnets:
         subnet = self.of(network)
         return str(next(ipaddress.ip_network(subnet).hosts())) if subnet else None
 
+    def moved_to(self, block: str) -> Subnets:
+        """The same layout in another block of the same size: every network keeps its offset, so a
+        stack that had to move is laid out as it would be in its own block."""
+        shift = int(Network(block).network_address) - int(Network(self.block).network_address)
+        moved = []
+        for name, subnet in self.assigned:
+            network = Network(subnet)
+            moved.append((name, str(Network((int(network.network_address) + shift, network.prefixlen)))))
+        return Subnets(self.pool, block, tuple(moved))
+
 
 def addresses_needed(members: Sequence[Member], *, swarm: bool) -> int:
     """Addresses the network's containers take, plus as many again (at least three) for what joins
@@ -133,9 +145,8 @@ def allocate(
         )
     # The top bits of the draw pick the place: a block twice as large (the stack grew) is then the
     # one that holds the old block, so the addresses a grown stack takes stay near the ones it had.
-    slots = pool.num_addresses // block_size
-    start = int(pool.network_address) + (_draw(project) >> (64 - slots.bit_length() + 1)) * block_size
-    block = ipaddress.IPv4Network((start, 32 - block_size.bit_length() + 1))
+    block = _block(pool, block_size, _draw(project))
+    start = int(block.network_address)
     # The smallest networks (a component's own: they never grow) in the block's first half, each at
     # the place a hash of its name picks, or the next free one; the others (shared by many: they
     # grow with the stack) in the second half, so that one that outgrows its size moves alone. Each
@@ -148,6 +159,14 @@ def allocate(
     _place(own, sizes, start, half, placed, largest_first=False)
     _place(shared, sizes, start + half, half, placed, largest_first=True)
     return Subnets(str(pool), str(block), tuple((name, str(placed[name])) for name in members))
+
+
+def _block(pool: Network, size: int, draw: int) -> Network:
+    """The block of ``size`` addresses of ``pool`` that the top bits of ``draw`` pick: a block twice
+    as large, picked by the same draw, holds this one."""
+    slots = pool.num_addresses // size
+    start = int(pool.network_address) + (draw >> (64 - slots.bit_length() + 1)) * size
+    return Network((start, 32 - size.bit_length() + 1))
 
 
 def _place(
@@ -180,55 +199,59 @@ def _place(
                 break
 
 
-@dataclass(frozen=True)
-class Collision:
-    """A network of the plan whose subnet overlaps one the engine already has."""
-
-    network: str  # the plan's
-    subnet: str
-    other: str  # the engine's network
-    other_subnet: str
+# Blocks of the project's own sequence tried, after the drawn one, before the first free block of the
+# pool: with a few stacks on an engine the second or third is free, and the same project on the same
+# engine takes the same one again.
+SEQUENCE = 32
 
 
-def collisions(
-    subnets: Subnets, own: Iterable[str], existing: Iterable[tuple[str, Sequence[str]]]
-) -> list[Collision]:
-    """The plan's networks that overlap a network of the engine's (``existing``: name and subnets),
-    leaving out ``own`` (the engine names of this stack's networks: recreated by Compose when they
-    changed). IPv6 subnets are never ours to overlap."""
-    own_names = set(own)
+def _ipv4(texts: Iterable[str]) -> list[Network]:
     found = []
-    for other, their_subnets in existing:
-        if other in own_names:
+    for text in texts:
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
             continue
-        for text in their_subnets:
-            try:
-                theirs = ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                continue
-            if not isinstance(theirs, ipaddress.IPv4Network):
-                continue
-            for network, subnet in subnets.assigned:
-                if ipaddress.IPv4Network(subnet).overlaps(theirs):
-                    found.append(Collision(network, subnet, other, str(theirs)))
+        if isinstance(network, ipaddress.IPv4Network):
+            found.append(network)
     return found
 
 
-def free_block(subnets: Subnets, existing: Iterable[tuple[str, Sequence[str]]]) -> str | None:
-    """A block of the pool, of this stack's block size, that overlaps no network of the engine's:
-    given as ``networks.pool``, it is the only place the stack can take, so it takes that one."""
-    pool = ipaddress.IPv4Network(subnets.pool)
-    size = ipaddress.IPv4Network(subnets.block).prefixlen
-    used = []
-    for _, their_subnets in existing:
-        for text in their_subnets:
-            try:
-                theirs = ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                continue
-            if isinstance(theirs, ipaddress.IPv4Network):
-                used.append(theirs)
-    for candidate in pool.subnets(new_prefix=size):
-        if not any(candidate.overlaps(other) for other in used):
-            return str(candidate)
+def settle(
+    project: str, planned: Subnets, own: Mapping[str, str], existing: Iterable[tuple[str, Sequence[str]]]
+) -> Subnets | None:
+    """Where the stack's networks go on this engine: ``planned`` itself, or its layout moved to another
+    block of the pool (:meth:`Subnets.moved_to`); None when every block of that size overlaps a
+    network of the engine's. ``own``: the engine's names of this stack's networks, to the plan's;
+    ``existing``: every network of the engine, with its subnets.
+
+    - A stack whose networks exist stays where they are, when they lie as the plan lays them out and
+      no other network is in that block: moving a network recreates every container on it.
+    - Else the drawn block, when no other network overlaps it (the whole block: the stack grows in
+      it), then the blocks of a sequence drawn from the project's name, then the pool's first free one.
+    """
+    pool = Network(planned.pool)
+    size, prefix = Network(planned.block).num_addresses, Network(planned.block).prefixlen
+    others: list[Network] = []
+    mine: dict[str, Network] = {}
+    for name, subnets_of in existing:
+        found = _ipv4(subnets_of)
+        if name in own:
+            mine.update((own[name], network) for network in found if network.subnet_of(pool))
+        else:
+            others.extend(found)
+
+    def free(block: Network) -> bool:
+        return not any(block.overlaps(other) for other in others)
+
+    if mine:
+        where = next(iter(mine.values()))
+        held = Network((int(where.network_address) & ~(size - 1) & 0xFFFFFFFF, prefix))
+        kept = planned.moved_to(str(held))
+        if free(held) and all(kept.of(name) == str(network) for name, network in mine.items()):
+            return kept
+    drawn = [_block(pool, size, _draw(project, "block", str(turn))) for turn in range(1, SEQUENCE)]
+    for block in (Network(planned.block), *drawn, *pool.subnets(new_prefix=prefix)):
+        if free(block):
+            return planned if str(block) == planned.block else planned.moved_to(str(block))
     return None

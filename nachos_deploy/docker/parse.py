@@ -231,7 +231,7 @@ def duplicate_networks(networks: Sequence[Mapping[str, object]]) -> list[tuple[s
 
 def network_subnets(networks: Sequence[Mapping[str, object]]) -> list[tuple[str, tuple[str, ...]]]:
     """(name, subnets) of each network of ``docker network inspect``, IPAM's configured subnets:
-    what a stack's planned subnets must not overlap (core/subnets.collisions)."""
+    what a stack's planned subnets must not overlap (core/subnets.settle)."""
     found = []
     for network in networks:
         ipam = mapping(network.get("IPAM"))

@@ -97,14 +97,31 @@ def _holder(fd: int) -> str:
 @contextlib.contextmanager
 def project_lock(project: str, waiting: Callable[[str], None]) -> Iterator[None]:
     """Hold the project's lock for the block; ``waiting`` is told once if another holds it."""
-    fd = _open(lock_path(project))
+    with _held(lock_path(project), waiting, f"working on project {project}"):
+        yield
+
+
+NETWORKS_LOCK = "_networks.lock"  # no project has it: a project name starts with a letter or a digit
+
+
+@contextlib.contextmanager
+def networks_lock(waiting: Callable[[str], None]) -> Iterator[None]:
+    """Hold this machine's lock on new networks for the block: from the moment an `up` settles its
+    stack on a free block of networks.pool until its first networks exist there. Two `up`s of new
+    projects whose blocks overlap would otherwise both find the block free and Docker would refuse the
+    second's network half way ("Pool overlaps with other one on this address space")."""
+    with _held(lock_folder() / NETWORKS_LOCK, waiting, "placing its networks"):
+        yield
+
+
+@contextlib.contextmanager
+def _held(path: Path, waiting: Callable[[str], None], doing: str) -> Iterator[None]:
+    fd = _open(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            waiting(
-                f"Waiting for another nachos-deploy ({_holder(fd)}) working on project {project} to finish"
-            )
+            waiting(f"Waiting for another nachos-deploy ({_holder(fd)}) {doing} to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)

@@ -26,6 +26,7 @@ from nachos_deploy.core.plan import (
 )
 from nachos_deploy.core.platform_config import OWN_VARIABLES
 from nachos_deploy.core.render import HEADER, OUTPUT_NAMES, SIDECAR_PATTERN, render
+from nachos_deploy.core.subnets import Subnets
 from nachos_deploy.io import files as files_mod
 from nachos_deploy.io import host_accounts, loader, lockfile, template_cache
 
@@ -172,6 +173,13 @@ def assemble(loaded: loader.Loaded, output_dir: Path, environ: Mapping[str, str]
         lock=lock,
         lock_error=lock_error,
     )
+
+
+def with_subnets(stack: Stack, subnets: Subnets) -> Stack:
+    """``stack`` rendered with its networks elsewhere in the pool: where ``up`` found room on the engine
+    (targets/subnet_check.py)."""
+    plan = replace(stack.plan, subnets=subnets)
+    return replace(stack, plan=plan, files=render(plan, template_cache.bytecode_cache()))
 
 
 def with_lock(stack: Stack, lock: image_lock.ImageLock) -> Stack:

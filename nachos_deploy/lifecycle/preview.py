@@ -33,6 +33,7 @@ def plan_on(target: Target, *, only: Sequence[str] = ()) -> PlanResult:
     components = target.components(only)
     stack.require_secrets([c.name for c in components])
     target.check(components)
+    stack = target.stack  # where up would put its networks on this engine (targets/subnet_check.py)
     return PlanResult(
         project=stack.project,
         target=stack.plan.target,

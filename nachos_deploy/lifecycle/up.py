@@ -15,6 +15,7 @@ its exit code and log lines.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle import upgrade
 from nachos_deploy.lifecycle.ingress_root import write_ingress_root
 from nachos_deploy.lifecycle.observe import Observation, Since, check_waiting, observe, start_checks
-from nachos_deploy.targets import Target, for_stack
+from nachos_deploy.targets import Target, for_stack, subnet_check
 
 Progress = Callable[[str], None]
 POLL = 0.05
@@ -95,6 +96,22 @@ def up_on(
 ) -> UpResult:
     """:func:`up` on a given target, its caller holding the project's lock (``notice``: lines that
     must last, such as each bus node replaced one at a time; else ``progress`` hears them)."""
+    claim = contextlib.ExitStack()  # this machine's lock on new networks, while it is needed
+    try:
+        return _up(target, claim, timeout, only, progress, warm_up, notice)
+    finally:
+        claim.close()
+
+
+def _up(
+    target: Target,
+    claim: contextlib.ExitStack,
+    timeout: float,
+    only: Sequence[str],
+    progress: Progress,
+    warm_up: Sequence[str],
+    notice: Progress | None,
+) -> UpResult:
     stack = target.stack
     started = time.monotonic()
     deadline = started + timeout
@@ -104,7 +121,13 @@ def up_on(
     stack.require_secrets([c.name for c in components])
 
     progress("Checking the Docker engine")
+    if stack.plan.subnets is not None:  # held until the bus's networks exist (io/locks.py)
+        claim.enter_context(locks.networks_lock(notice or progress))
     target.check(components)  # nothing is written before this passes
+    moved = subnet_check.moved(stack, target.stack)
+    stack = target.stack  # settled on a free block of networks.pool (targets/subnet_check.py)
+    if moved:
+        (notice or progress)(moved)
     if stack.lock is not None:  # before the fast path and any upgrade: a rebuilt tag is refused
         from nachos_deploy.lifecycle import lock
 
@@ -160,6 +183,9 @@ def up_on(
     gate.warm_up(warm_up)
     bus_started = time.time()
     warnings = target.start_bus(components, progress)
+    claim.close()  # the stack's networks are in its block now: another up sees it taken
+    if moved:
+        warnings = [moved, *warnings]
     try:
         progress("Waiting for the bus: JetStream, max_payload and a NATS round trip")
         endpoints, report = _gate_bus(target, deadline)

@@ -135,7 +135,7 @@ class ComposeTarget:
                 self._last = None  # read again, and reported in order, by the full path
             if ids is not None and not failed:
                 self._image_ids = ids
-                subnet_check.check(stack.plan, networks.result() if networks is not None else None)
+                self._settle(networks.result() if networks is not None else None)
                 return
             engine.require_engine()
             missing = engine.missing_images(images)
@@ -149,7 +149,17 @@ class ComposeTarget:
                 )
             self._resolved = engine.check_compose_file(client, stack.compose_file)
             self._image_ids = engine.image_ids(images) or {}
-            subnet_check.check(stack.plan)
+            self._settle(None)
+
+    def _settle(self, networks: subnet_check.Listed | None) -> None:
+        """The stack on a block of the pool no other network is in; when it moved, Compose resolves
+        the files as they now render (their networks' addresses are part of what it compares)."""
+        settled = subnet_check.settle(self.stack, networks)
+        if settled is self.stack:
+            return
+        self.stack = settled
+        with compose_client(settled) as client:
+            self._resolved = engine.check_compose_file(client, settled.compose_file)
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         """See :mod:`nachos_deploy.targets.compose_record`: the same digest of what Compose compares,

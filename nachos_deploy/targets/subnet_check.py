@@ -1,66 +1,86 @@
-"""Before ``up`` creates a network: do the stack's planned subnets overlap a network the engine has?
+"""Before ``up`` creates a network: where the stack's subnets can go on this engine.
 
 The plan draws the stack's block of ``networks.pool`` from the project's name alone (core/subnets.py),
-so two projects can draw overlapping blocks, and a network made by hand or by another tool can sit in
-the pool. Docker would refuse the second network half way through ``up`` ("Pool overlaps with other
-one on this address space"), naming neither network; this says which two, and a free range to move
-to, before anything is written. Both targets call it from their ``check``.
+so two projects can draw overlapping blocks, and a network made by hand or by another tool, or one
+Swarm is still removing, can sit in the pool. Docker would refuse the second network half way through
+``up`` ("Pool overlaps with other one on this address space"), naming neither network. So both targets'
+``check`` read the engine's networks and settle the stack on a block no other network is in (the
+stack's own running networks stay where they are), before anything is written; only a pool with no
+free block left stops ``up``.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from nachos_deploy.core import subnets
 from nachos_deploy.core.errors import EnvironmentProblem
 from nachos_deploy.core.plan import Plan
 from nachos_deploy.docker import engine
+from nachos_deploy.io.stack import Stack, with_subnets
+
+Listed = list[tuple[str, tuple[str, ...]]]
 
 
-def own_names(plan: Plan) -> set[str]:
+def own_networks(plan: Plan) -> dict[str, str]:
     """The engine's names of this stack's networks (Compose and Swarm both name them
-    ``<project>_<network>``): they are this stack's to recreate, not collisions."""
+    ``<project>_<network>``), to the plan's: they are this stack's to keep or recreate."""
     names = {name for name, _ in plan.networks}
     if plan.subnets is not None:
         names.update(name for name, _ in plan.subnets.assigned)
-    return {f"{plan.project}_{name}" for name in names}
+    return {f"{plan.project}_{name}": name for name in names}
 
 
-def check(plan: Plan, networks: list[tuple[str, tuple[str, ...]]] | None = None) -> None:
-    """An EnvironmentProblem (exit 4) naming the first overlap and the fix; nothing when the plan
-    leaves the addresses to the engine (``networks.pool: docker``). ``networks``: the engine's, when
-    the caller read them already (engine.engine_subnets)."""
-    if plan.subnets is None:
-        return
-    own = own_names(plan)
+def settle(stack: Stack, networks: Listed | None = None) -> Stack:
+    """``stack``, or the same stack rendered with its networks in a free block of the pool; an
+    EnvironmentProblem (exit 4) when the pool has none. ``networks``: the engine's, when the caller
+    read them already (engine.engine_subnets)."""
+    plan = stack.plan
+    if plan.subnets is None:  # networks.pool: docker, the engine's own choice
+        return stack
     listed = engine.engine_subnets() if networks is None else networks
-    existing = [(name, found) for name, found in listed if name not in own]
-    found = subnets.collisions(plan.subnets, own, existing)
-    if found:
-        raise EnvironmentProblem(message(plan, found, existing))
+    own = own_networks(plan)
+    placed = subnets.settle(plan.project, plan.subnets, own, listed)
+    if placed is None:
+        raise EnvironmentProblem(ran_out(plan, [(name, found) for name, found in listed if name not in own]))
+    return stack if placed == plan.subnets else with_subnets(stack, placed)
 
 
-def message(plan: Plan, found: list[subnets.Collision], existing: list[tuple[str, tuple[str, ...]]]) -> str:
-    """What overlaps what, and how to move: the free block of the pool named outright, since a pool
-    of exactly the stack's block size has one place to give."""
-    assert plan.subnets is not None
-    first = found[0]
-    more = f" (and {len(found) - 1} more overlaps)" if len(found) > 1 else ""
-    free = subnets.free_block(plan.subnets, existing)
-    if free is not None:
-        fix = (
-            f"Move this stack: set networks.pool to {free} in the deploy file (or `--set "
-            f"networks.pool={free}`), a free range of the size this stack takes; or remove {first.other} "
-            "if it is no longer used"
-        )
-    else:
-        fix = (
-            f"networks.pool {plan.subnets.pool} has no free range of the size this stack takes "
-            f"({plan.subnets.block} is one): the range ran out. Give networks.pool another private range "
-            f"that no network of this engine uses, or remove networks you no longer use "
-            "(`docker network prune`, or `nachos-deploy down` of old stacks)"
-        )
+def moved(before: Stack, after: Stack) -> str | None:
+    """What to tell the user when :func:`settle` moved the stack, else None."""
+    if before.plan.subnets is None or after.plan.subnets is None:
+        return None
+    if before.plan.subnets.block == after.plan.subnets.block:
+        return None
     return (
-        f"Network {first.network} of project {plan.project} would take {first.subnet} (networks.pool "
-        f"{plan.subnets.pool}, this project's block {plan.subnets.block}), which overlaps network "
-        f"{first.other} ({first.other_subnet}) on this engine{more}. {fix}, then run `nachos-deploy up` "
-        "again (docs/networks.md#collisions)."
+        f"Networks: this project's block {before.plan.subnets.block} of networks.pool overlaps a network "
+        f"of this engine, so the stack takes {after.plan.subnets.block} (docs/networks.md#collisions)"
     )
+
+
+def ran_out(plan: Plan, existing: Listed) -> str:
+    """No block of the stack's size is free: the networks in the way and the ways out."""
+    assert plan.subnets is not None
+    block = ipaddress.IPv4Network(plan.subnets.block)
+    example = ""
+    for name, found in existing:
+        taken = [text for text in found if _overlaps(text, block)]
+        if taken:
+            example = f" (this project's block {block} overlaps {name}, {taken[0]})"
+            break
+    return (
+        f"networks.pool {plan.subnets.pool} has no free range of the size project {plan.project} takes "
+        f"(a /{block.prefixlen}): every one overlaps a network of this engine{example}. The "
+        "range ran out. Give networks.pool another private range that no network of this engine uses "
+        "(in the deploy file, or `--set networks.pool=10.123.0.0/16`), or remove networks you no longer "
+        "use (`docker network prune`, or `nachos-deploy down` of old stacks), then run `nachos-deploy "
+        "up` again (docs/networks.md#collisions)."
+    )
+
+
+def _overlaps(text: str, block: ipaddress.IPv4Network) -> bool:
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return isinstance(network, ipaddress.IPv4Network) and network.overlaps(block)

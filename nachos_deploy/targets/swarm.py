@@ -75,7 +75,7 @@ class SwarmTarget:
                 "them on every node (`docker load`, or `bash scripts/build-images.sh` for the offline "
                 "stand-ins)."
             )
-        subnet_check.check(self.stack.plan)
+        self.stack = subnet_check.settle(self.stack)
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         return None  # a deploy of an unchanged file is Swarm's own no-op; there is no record to trust
