@@ -215,8 +215,9 @@ class FakeTarget:
     def components(self, only: Sequence[str]) -> list[ServicePlan]:
         return [c for c in self.stack.plan.components if not only or c.name in only]
 
-    def check(self, components: Sequence[ServicePlan]) -> None:
+    def check(self, components: Sequence[ServicePlan]) -> bool:
         self.calls.append(("check", *(c.name for c in components)))
+        return False
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         return None

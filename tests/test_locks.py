@@ -55,12 +55,14 @@ def test_the_networks_lock_is_one_per_machine_and_no_project_s(temp: Path) -> No
     holder.write("pid 4343")
     holder.flush()
     fcntl.flock(holder, fcntl.LOCK_EX)
-    threading.Timer(0.1, lambda: fcntl.flock(holder, fcntl.LOCK_UN)).start()
+    threading.Timer(0.3, lambda: fcntl.flock(holder, fcntl.LOCK_UN)).start()
     told: list[str] = []
     with locks.project_lock("networks", told.append):
         assert told == []  # projects' locks are other files
-    with locks.networks_lock(told.append):
-        pass
+    with locks.networks_lock(told.append, wait=False) as holding:
+        assert holding is False and told == []  # not waited for
+    with locks.networks_lock(told.append) as holding:
+        assert holding is True
     holder.close()
     assert told == ["Waiting for another nachos-deploy (pid 4343) placing its networks to finish"]
 

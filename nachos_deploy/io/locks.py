@@ -105,28 +105,32 @@ NETWORKS_LOCK = "_networks.lock"  # no project has it: a project name starts wit
 
 
 @contextlib.contextmanager
-def networks_lock(waiting: Callable[[str], None]) -> Iterator[None]:
+def networks_lock(waiting: Callable[[str], None], *, wait: bool = True) -> Iterator[bool]:
     """Hold this machine's lock on new networks for the block: from the moment an `up` settles its
     stack on a free block of networks.pool until its first networks exist there. Two `up`s of new
     projects whose blocks overlap would otherwise both find the block free and Docker would refuse the
-    second's network half way ("Pool overlaps with other one on this address space")."""
-    with _held(lock_folder() / NETWORKS_LOCK, waiting, "placing its networks"):
-        yield
+    second's network half way ("Pool overlaps with other one on this address space"). Yields whether
+    it holds the lock: with ``wait`` False, a lock another holds is not waited for (False)."""
+    with _held(lock_folder() / NETWORKS_LOCK, waiting, "placing its networks", wait=wait) as holding:
+        yield holding
 
 
 @contextlib.contextmanager
-def _held(path: Path, waiting: Callable[[str], None], doing: str) -> Iterator[None]:
+def _held(path: Path, waiting: Callable[[str], None], doing: str, *, wait: bool = True) -> Iterator[bool]:
     fd = _open(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             waiting(f"Waiting for another nachos-deploy ({_holder(fd)}) {doing} to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         try:
-            yield
+            yield True
         finally:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -121,9 +121,18 @@ def _up(
     stack.require_secrets([c.name for c in components])
 
     progress("Checking the Docker engine")
-    if stack.plan.subnets is not None:  # held until the bus's networks exist (io/locks.py)
+    # This machine's networks lock, held until the bus's networks exist (io/locks.py): not needed
+    # when a network of the stack is in its block already (a running stack: its bus upgrade, say,
+    # keeps no other project waiting), so a lock another holds is waited for only after the check
+    # says it is needed, and the check is then made again under it.
+    free = stack.plan.subnets is not None and claim.enter_context(
+        locks.networks_lock(notice or progress, wait=False)
+    )
+    if target.check(components):  # nothing is written before this passes
+        claim.close()
+    elif stack.plan.subnets is not None and not free:
         claim.enter_context(locks.networks_lock(notice or progress))
-    target.check(components)  # nothing is written before this passes
+        target.check(components)  # another up may have placed its networks meanwhile
     moved = subnet_check.moved(stack, target.stack)
     stack = target.stack  # settled on a free block of networks.pool (targets/subnet_check.py)
     if moved:

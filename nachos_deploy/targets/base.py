@@ -70,9 +70,11 @@ class Target(Protocol):
         where the tool can do without one; a file it refuses is a ConfigError (exit 3)."""
         ...
 
-    def check(self, components: Sequence[ServicePlan]) -> None:
+    def check(self, components: Sequence[ServicePlan]) -> bool:
         """The engine, its images and the rendered files, before anything is written: one clear
-        error naming the first thing missing."""
+        error naming the first thing missing. Settles the stack's networks on a free block of the
+        pool (``stack`` may be rendered anew: targets/subnet_check.py); True when a network of the
+        stack is in that block already, so that no other `up` can take it meanwhile."""
         ...
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:

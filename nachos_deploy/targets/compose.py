@@ -107,7 +107,7 @@ class ComposeTarget:
         engine.check_compose_file(self.client, self.stack.compose_file)
         return FilesCheck(version)
 
-    def check(self, components: Sequence[ServicePlan]) -> None:
+    def check(self, components: Sequence[ServicePlan]) -> bool:
         """The project as Compose resolves it and the images' ids, in two docker calls at once (and,
         on a cold ``up``, the project's containers, alongside: the full path reads them first).
         Only when one fails are the engine, Compose and each image asked on their own, so that the
@@ -135,8 +135,7 @@ class ComposeTarget:
                 self._last = None  # read again, and reported in order, by the full path
             if ids is not None and not failed:
                 self._image_ids = ids
-                self._settle(networks.result() if networks is not None else None)
-                return
+                return self._settle(networks.result() if networks is not None else None)
             engine.require_engine()
             missing = engine.missing_images(images)
             if missing:
@@ -149,17 +148,17 @@ class ComposeTarget:
                 )
             self._resolved = engine.check_compose_file(client, stack.compose_file)
             self._image_ids = engine.image_ids(images) or {}
-            self._settle(None)
+            return self._settle(None)
 
-    def _settle(self, networks: subnet_check.Listed | None) -> None:
+    def _settle(self, networks: subnet_check.Listed | None) -> bool:
         """The stack on a block of the pool no other network is in; when it moved, Compose resolves
         the files as they now render (their networks' addresses are part of what it compares)."""
-        settled = subnet_check.settle(self.stack, networks)
-        if settled is self.stack:
-            return
-        self.stack = settled
-        with compose_client(settled) as client:
-            self._resolved = engine.check_compose_file(client, settled.compose_file)
+        settled, held = subnet_check.settle(self.stack, networks)
+        if settled is not self.stack:
+            self.stack = settled
+            with compose_client(settled) as client:
+                self._resolved = engine.check_compose_file(client, settled.compose_file)
+        return held
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         """See :mod:`nachos_deploy.targets.compose_record`: the same digest of what Compose compares,

@@ -31,19 +31,22 @@ def own_networks(plan: Plan) -> dict[str, str]:
     return {f"{plan.project}_{name}": name for name in names}
 
 
-def settle(stack: Stack, networks: Listed | None = None) -> Stack:
-    """``stack``, or the same stack rendered with its networks in a free block of the pool; an
-    EnvironmentProblem (exit 4) when the pool has none. ``networks``: the engine's, when the caller
-    read them already (engine.engine_subnets)."""
+def settle(stack: Stack, networks: Listed | None = None) -> tuple[Stack, bool]:
+    """``stack``, or the same stack rendered with its networks in a free block of the pool, and
+    whether a network of the stack is in that block already (another `up` then sees the block taken:
+    io/locks.networks_lock is not needed). An EnvironmentProblem (exit 4) when the pool has no free
+    block. ``networks``: the engine's, when the caller read them already (engine.engine_subnets)."""
     plan = stack.plan
     if plan.subnets is None:  # networks.pool: docker, the engine's own choice
-        return stack
+        return stack, True
     listed = engine.engine_subnets() if networks is None else networks
     own = own_networks(plan)
     placed = subnets.settle(plan.project, plan.subnets, own, listed)
     if placed is None:
         raise EnvironmentProblem(ran_out(plan, [(name, found) for name, found in listed if name not in own]))
-    return stack if placed == plan.subnets else with_subnets(stack, placed)
+    block = ipaddress.IPv4Network(placed.block)
+    held = any(_overlaps(text, block) for name, found in listed if name in own for text in found)
+    return (stack if placed == plan.subnets else with_subnets(stack, placed)), held
 
 
 def moved(before: Stack, after: Stack) -> str | None:

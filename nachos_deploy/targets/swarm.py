@@ -63,7 +63,7 @@ class SwarmTarget:
     def check_files(self) -> FilesCheck:
         return FilesCheck(None, "target is swarm (`docker stack deploy` has no dry run)")
 
-    def check(self, components: Sequence[ServicePlan]) -> None:
+    def check(self, components: Sequence[ServicePlan]) -> bool:
         engine.require_engine()
         swarm.require_manager()
         images = [s.image for s in (self.stack.plan.bus.service, *components)]
@@ -75,7 +75,8 @@ class SwarmTarget:
                 "them on every node (`docker load`, or `bash scripts/build-images.sh` for the offline "
                 "stand-ins)."
             )
-        self.stack = subnet_check.settle(self.stack)
+        self.stack, held = subnet_check.settle(self.stack)
+        return held
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         return None  # a deploy of an unchanged file is Swarm's own no-op; there is no record to trust
