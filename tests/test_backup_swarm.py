@@ -1,7 +1,9 @@
 """`backup` and `restore` on Swarm (issue 21, part 1): the same commands, through the same Target seam,
-on a one-node swarm (tests/test_swarm.py's fixture). One short case: a stack with a stream, a gateway
-database and a session in the state store is backed up, removed with its volumes, restored, and the
-session goes on counting where it was."""
+on a one-node swarm (tests/test_swarm.py's fixture), with a clustered bus (3 nodes, each a service of its
+own: the streams have 3 replicas). One short case: a stack with a stream, a gateway database and a
+session in the state store is backed up, removed with its volumes, restored, and the session goes on
+counting where it was. tests/test_backup.py has the one-node bus (Compose), test_backup_cluster.py a
+follower stopped during the backup."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ def test_backup_and_restore_on_swarm(swarm: None, tmp_path: Path) -> None:  # no
             "gateway": {"image": PROBE, "egress": False},
             CHANNEL: {"role": "channel", "image": PROBE, "egress": False},
         },
+        bus={"nodes": 3},
     )
     try:
         done = stack.run("up", "--json")
@@ -37,6 +40,7 @@ def test_backup_and_restore_on_swarm(swarm: None, tmp_path: Path) -> None:  # no
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout)
         assert result["target"] == "swarm" and result["streams"]["AUDIT"]["last_seq"] == 200
+        assert result["streams"]["AUDIT"]["config"]["num_replicas"] == 3, result["streams"]["AUDIT"]["config"]
         assert result["database"]["integrity_check"] == "ok" and result["state_store"]["keys"] >= 2
 
         assert stack.run("down", "--volumes", "--yes").returncode == 0
