@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import nats
+from nats.aio.msg import Msg
 
 from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import prepare
@@ -31,7 +32,7 @@ async def round_trips(nats_url: str, count: int) -> list[float]:
     requester = await nats.connect(nats_url, allow_reconnect=False)
     try:
 
-        async def answer(msg: nats.aio.msg.Msg) -> None:
+        async def answer(msg: Msg) -> None:
             await msg.respond(msg.data)
 
         await responder.subscribe("bench.echo", cb=answer)

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import yaml
 
-from nachos_deploy.core import subnets
 from nachos_deploy.core.config import HEALTHCHECK_BUDGET, DeployConfig
 from nachos_deploy.core.plan import make_plan
 from nachos_deploy.docker import engine
@@ -59,14 +58,21 @@ def deploy_file(folder: Path, project: str, count: int, budget: float | None = N
 
 def projects(name: str, stacks: int, each: int) -> list[str]:
     """Random names whose blocks of the default pool overlap neither each other nor a network the
-    engine has now: two names can draw overlapping blocks, which `up` refuses (docs/networks.md)."""
-    existing = engine.engine_subnets()
+    engine has now: two names can draw overlapping blocks, and `up` then moves one of them
+    (docs/networks.md#collisions), but the anchor, plain `docker compose up` of the rendered files,
+    would be refused."""
+    taken = [
+        network
+        for _, found in engine.engine_subnets()
+        for text in found
+        if isinstance(network := ipaddress.ip_network(text, strict=False), ipaddress.IPv4Network)
+    ]
     while True:
         names = [f"bench-net-{name}-{index}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
         plans = [make_plan(DeployConfig.model_validate(document(n, each))).subnets for n in names]
         blocks = [ipaddress.IPv4Network(p.block) for p in plans if p is not None]
         apart = not any(one.overlaps(two) for one, two in itertools.combinations(blocks, 2))
-        free = all(p is not None and not subnets.collisions(p, (), existing) for p in plans)
+        free = not any(block.overlaps(other) for block in blocks for other in taken)
         if apart and free:
             return names
 

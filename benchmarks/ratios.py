@@ -254,8 +254,8 @@ def main() -> None:
         ("status (s)", m("demo: nachos-deploy status"), "< 0.5 s"),
         ("down / compose down", m("demo: nachos-deploy down") / m("demo: compose down"), "<= 1.2"),
     ]
-    for name, value, target in rows:
-        print(f"  {name:<40} {value:6.2f}   {target}")
+    for name, value, goal in rows:
+        print(f"  {name:<40} {value:6.2f}   {goal}")
 
 
 if __name__ == "__main__":

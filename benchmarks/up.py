@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nachos_deploy.io.stack import prepare
 from nachos_deploy.lifecycle import up as lifecycle
+from nachos_deploy.lifecycle.down import down
 
 PROBE = "nachos-deploy/probe:latest"
 
@@ -46,13 +47,13 @@ def main() -> None:
         warms: list[float] = []
         try:
             for _ in range(args.runs):
-                lifecycle.down(stack, volumes=True)
+                down(stack, volumes=True)
                 colds.append(lifecycle.up(stack, timeout=120).phases)
                 mark = time.monotonic()
                 lifecycle.up(stack, timeout=120)
                 warms.append(time.monotonic() - mark)
         finally:
-            lifecycle.down(stack, volumes=True)
+            down(stack, volumes=True)
 
     for name in ("prepare", "bus", "components", "total"):
         values = [phases[name] for phases in colds]

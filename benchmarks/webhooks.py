@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+from nats.aio.msg import Msg
 
 from nachos_deploy.core.errors import DeployError
 from nachos_deploy.io.stack import prepare
@@ -106,7 +107,7 @@ class Inbound:
         self.stop = asyncio.Event()
         client = await nats.connect(nats_url, allow_reconnect=False)
 
-        async def keep(msg: nats.aio.msg.Msg) -> None:
+        async def keep(msg: Msg) -> None:
             now = time.perf_counter()
             text = json.loads(msg.data)["content"]["text"]
             with self.cond:
@@ -239,7 +240,8 @@ def main() -> None:
                 socket.create_connection(("127.0.0.1", https_port)) as raw,
                 probe.wrap_socket(raw, server_hostname="localhost") as sock,
             ):
-                negotiated = f"{sock.version()}, {sock.cipher()[0]}"
+                cipher = sock.cipher()
+                negotiated = f"{sock.version()}, {cipher[0] if cipher else 'no cipher'}"
             print(f"TLS with the ingress: {negotiated}; channel at {address}:{route.upstream_port}")
             report(rows)
             print(f"load average after (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}")

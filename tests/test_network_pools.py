@@ -60,8 +60,8 @@ def engine_subnets() -> list[ipaddress.IPv4Network]:
 
 def apart(prefix: str, stacks: int, count: int) -> list[str]:
     """Random project names whose blocks of POOL overlap neither each other nor a network the engine
-    has (two names can draw overlapping blocks: docs/networks.md#collisions; `up` would then refuse
-    the second, rightly, which is another test's subject)."""
+    has (two names can draw overlapping blocks: docs/networks.md#collisions; `up` would then move
+    one of them, which is another test's subject, and the same subnets after `down` is this one's)."""
     taken = engine_subnets()
     while True:
         names = [f"{prefix}{index}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
