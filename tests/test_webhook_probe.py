@@ -1,6 +1,7 @@
 """The probe's inbound webhooks (issue 20): the whatsapp channel's and slack's in http mode, as the
-real channels answer them. The handlers are pure functions, checked answer by answer; then the probe
-runs as a process on a real nats-server, and requests over real HTTP reach (or do not reach) the bus.
+real channels answer them, and the webchat's page. The handlers are pure functions, checked answer by
+answer; then the probe runs as a process on a real nats-server, and requests over real HTTP reach (or
+do not reach) the bus.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -204,7 +206,9 @@ def test_which_channel_serves_what() -> None:
     )
     assert (moved.port, moved.path, moved.secret) == (3102, "/wa/in", "s")
     assert nachos_probe.webhook_settings(base, "whatsapp", "extra") is None
-    assert nachos_probe.webhook_settings(base, "webchat", "channel") is None
+    webchat = nachos_probe.webhook_settings({}, "webchat", "channel")
+    assert (webchat.kind, webchat.port, webchat.path) == ("webchat", 8080, "/webchat")
+    assert nachos_probe.webhook_settings({}, "webchat", "tool") is None
     assert nachos_probe.webhook_settings({"SLACK_BOT_TOKEN": "x"}, "slack", "channel") is None  # socket mode
     slack = nachos_probe.webhook_settings(
         {"CHANNEL_SLACK_MODE": "http", "SLACK_SIGNING_SECRET": SIGNING, "SLACK_HTTP_PORT": "3005"},
@@ -215,6 +219,43 @@ def test_which_channel_serves_what() -> None:
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
         nachos_probe.webhook_settings({"CHANNEL_SLACK_MODE": "http"}, "slack", "channel")
     assert SIGNING not in repr(slack) and VERIFY not in repr(whatsapp)
+
+
+# --- webchat: a page at /webchat and below ---------------------------------------------------
+
+
+def webchat_call(target: str, method: str = "GET") -> Any:
+    hook = nachos_probe.webhook_settings({}, "webchat", "channel")
+    return nachos_probe.answer(hook, nachos_probe.Request(method, target, {}))
+
+
+def test_webchat_serves_its_page_at_webchat_and_below_for_get_and_head_only() -> None:
+    for target in ("/webchat", "/webchat/", "/webchat/index.html", "/webchat/assets/app.js?v=1"):
+        for method in ("GET", "HEAD"):
+            page = webchat_call(target, method)
+            assert (page.status, page.content_type) == (200, "text/html; charset=utf-8"), target
+            assert b"webchat" in page.body and page.body.startswith(b"<!doctype html>")
+            assert page.messages == ()  # a page view is not a message
+    for target in ("/", "/webchatx", "/whatsapp/webhook", "/health"):
+        assert webchat_call(target).status == 404, target
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        refused = webchat_call("/webchat/", method)
+        assert (refused.status, refused.allow) == (405, "GET, HEAD"), method
+
+
+def test_webchat_port_is_read_as_the_platform_reads_channels_webchat_port(tmp_path: Path) -> None:
+    def port(env: dict[str, str]) -> int:
+        return nachos_probe.webhook_settings(env, "webchat", "channel").port
+
+    assert port({}) == 8080
+    assert port({"CHANNEL_WEBCHAT_PORT": "8181"}) == 8181
+    toml = tmp_path / "nachos.toml"
+    toml.write_text("[channels.webchat]\nenabled = true\nport = 8282\n")
+    assert port({"NACHOS_CONFIG_PATH": str(toml)}) == 8282
+    assert port({"NACHOS_CONFIG_PATH": str(toml), "CHANNEL_WEBCHAT_PORT": "8383"}) == 8383  # the overlay wins
+    for bad in ("http", "0", "70000"):
+        with pytest.raises(ConfigError, match=r"channels\.webchat\.port"):
+            port({"CHANNEL_WEBCHAT_PORT": bad})
 
 
 # --- the probe as a process, on a real bus, over real HTTP ---------------------------------
@@ -368,3 +409,37 @@ def test_slack_http_mode_without_a_signing_secret_will_not_start() -> None:
     env = clean_env(NACHOS_COMPONENT="slack", NACHOS_ROLE="channel", CHANNEL_SLACK_MODE="http")
     done = run_once(env)
     assert done.returncode == 2 and "SLACK_SIGNING_SECRET" in done.stderr
+
+
+@pytest.mark.natsserver
+def test_webchat_serves_its_page_on_its_port(nats_server: NatsServer) -> None:
+    port = closed_port()
+    env = clean_env(
+        NACHOS_COMPONENT="webchat",
+        NACHOS_ROLE="channel",
+        NATS_URL=nats_server.nats_url,
+        CHANNEL_WEBCHAT_PORT=str(port),
+    )
+    with run_probe(env) as probe:
+        probe.wait_ready()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:  # one kept-alive connection, as the ingress keeps its own
+            conn.request("GET", "/webchat/")
+            page = conn.getresponse()
+            body = page.read()
+            assert (page.status, page.getheader("Content-Type")) == (200, "text/html; charset=utf-8")
+            assert b"<h1>Nachos webchat</h1>" in body
+            conn.request("HEAD", "/webchat/index.html")
+            head = conn.getresponse()
+            assert (head.status, head.read(), head.getheader("Content-Length")) == (200, b"", str(len(body)))
+            conn.request("POST", "/webchat", body=b"{}")
+            refused = conn.getresponse()
+            refused.read()
+            assert (refused.status, refused.getheader("Allow")) == (405, "GET, HEAD")
+            conn.request("GET", "/elsewhere")
+            missing = conn.getresponse()
+            missing.read()
+            assert missing.status == 404
+        finally:
+            conn.close()
+        assert f"probe webchat serving the webchat page on :{port}/webchat" in "\n".join(probe.stdout)

@@ -73,7 +73,16 @@ def channel_logic() -> dict[str, Any]:
     slack = nachos_probe.Webhook(
         kind="slack", channel="slack", port=3005, path="/slack/events", max_body=1_000_000, secret=SIGNING
     )
-    return {whatsapp.path: whatsapp, slack.path: slack}
+    webchat = nachos_probe.webhook_settings({}, "webchat", "channel")
+    assert webchat is not None
+    return {whatsapp.path: whatsapp, slack.path: slack, webchat.path: webchat}
+
+
+def routed(hooks: dict[str, Any], path: str) -> str | None:
+    """The route a path belongs to, as the ingress matches it: exact, or below webchat's."""
+    if path in hooks:
+        return path
+    return next((p for p, h in hooks.items() if h.kind == "webchat" and path.startswith(p + "/")), None)
 
 
 @pytest.fixture
@@ -91,15 +100,18 @@ def ingress(tmp_path: Path) -> Iterator[Ingress]:
             body = self.rfile.read(length) if length else b""
             state.seen.append(self.path)
             path = urllib.parse.urlsplit(self.path).path
+            route = routed(hooks, path)
             status, answer, kind = 404, b"", "text/plain"
             failing = state.behaviour.get("fail_first", 0)
             if failing:
                 state.behaviour["fail_first"] = failing - 1
                 status = 502  # the ingress without an answer from the channel, yet
-            elif path in hooks and path not in state.behaviour.get("unrouted", ()):
+            elif path in state.behaviour.get("answers", {}):
+                status = state.behaviour["answers"][path]  # a channel answering otherwise
+            elif route is not None and route not in state.behaviour.get("unrouted", ()):
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 request = nachos_probe.Request(self.command, self.path, headers, body)
-                result = nachos_probe.answer(hooks[path], request)
+                result = nachos_probe.answer(hooks[route], request)
                 status, answer, kind = result.status, result.body, result.content_type
                 if status == 200 and state.behaviour.get("forget_challenge"):
                     answer = b"ok"
@@ -137,6 +149,7 @@ def stack_for(tmp_path: Path, port: int, *, root: bytes | None = None) -> Stack:
                 "image": "nachos-deploy/probe:latest",
                 "environment": {"CHANNEL_SLACK_MODE": "http"},
             },
+            "webchat": {"enabled": True, "image": "nachos-deploy/probe:latest"},
         },
         "ingress": {"https_port": port, "http_port": closed_port()},
     }
@@ -161,12 +174,15 @@ def prove(
 def test_each_route_is_proven_by_its_providers_own_call(tmp_path: Path, ingress: Ingress) -> None:
     stack = stack_for(tmp_path, ingress.port)
     first, second = prove(stack), prove(stack)
-    whatsapp, slack = first["whatsapp"], first["slack"]
+    whatsapp, slack, webchat = first["whatsapp"], first["slack"], first["webchat"]
     assert whatsapp.url == f"https://localhost:{ingress.port}/whatsapp/webhook"
     assert slack.url == f"https://localhost:{ingress.port}/slack/events"
+    assert webchat.url == f"https://localhost:{ingress.port}/webchat"
     assert (whatsapp.proof, whatsapp.ok, whatsapp.status) == ("meta-verification", True, 200)
     assert (slack.proof, slack.ok, slack.status) == ("slack-url-verification", True, 200)
-    assert second["whatsapp"].ok and second["slack"].ok
+    assert (webchat.proof, webchat.proven, webchat.status) == ("webchat-page", True, 200)
+    assert second["whatsapp"].ok and second["slack"].ok and second["webchat"].proven
+    assert ingress.seen.count("/webchat/") == 2  # a browser's first call: the page, below the URL
     # Meta's handshake: the real token, a fresh challenge each time
     handshakes = [urllib.parse.parse_qs(urllib.parse.urlsplit(p).query) for p in ingress.seen if "hub." in p]
     assert [h["hub.verify_token"] for h in handshakes] == [[VERIFY], [VERIFY]]
@@ -242,6 +258,39 @@ def test_nothing_listening_is_said_after_the_deadline(tmp_path: Path) -> None:
     stack = stack_for(tmp_path, closed_port())
     found = prove(stack, within=0.6)["whatsapp"]
     assert found.problem is not None and "connection refused" in found.problem
+
+
+def test_webchat_is_proven_by_its_page_and_needs_no_secret(tmp_path: Path, ingress: Ingress) -> None:
+    stack = stack_for(tmp_path, ingress.port)
+    # No secret anywhere: the providers' calls cannot be made, a browser's can.
+    bare = prove(stack, {"LANG": "C"})
+    assert bare["webchat"].proven and bare["webchat"].ms is not None
+    assert bare["whatsapp"].unproven and bare["slack"].unproven
+    assert bare["webchat"].as_json()["unproven"] is None
+    ingress.behaviour["answers"] = {"/webchat/": 302}  # a redirect to the page is the channel answering
+    assert prove(stack)["webchat"].proven
+
+
+def test_webchat_still_coming_up_is_asked_again_and_a_wrong_answer_fails_at_once(
+    tmp_path: Path, ingress: Ingress
+) -> None:
+    stack = stack_for(tmp_path, ingress.port)
+    ingress.behaviour["answers"] = {"/webchat/": 504}
+    started = time.monotonic()
+    found = prove(stack, within=1.0)["webchat"]
+    assert 0.7 < time.monotonic() - started < 4
+    assert found.status == 504 and found.problem == "the ingress got no answer from webchat (HTTP 504)"
+    assert ingress.seen.count("/webchat/") > 2  # asked again until the deadline
+    for status, problem in (
+        (500, "answered HTTP 500 (body '')"),
+        (401, "answered HTTP 401 (body '')"),
+        (404, "HTTP 404: /webchat is not routed to webchat"),
+    ):
+        ingress.behaviour["answers"] = {"/webchat/": status}
+        started = time.monotonic()
+        found = prove(stack, within=30)["webchat"]
+        assert time.monotonic() - started < 5  # final at once
+        assert (found.status, found.problem, found.proven) == (status, problem, False)
 
 
 # --- in the one algorithm: `up` proves the routes last, and a failed proof is exit 8 -------------

@@ -1,7 +1,8 @@
 """A webhook from the outside world, end to end on the real engine (issue 20, part 1).
 
-A stack of probes (the gateway and the whatsapp channel) behind the ingress (Caddy, internal TLS):
-`up` proves the route with Meta's handshake and lists the public URL; then, from the host, as Meta
+A stack of probes (the gateway, the whatsapp channel and a webchat) behind the ingress (Caddy,
+internal TLS): `up` proves the whatsapp route with Meta's handshake and the webchat's with a browser's
+GET of its page, and lists the public URLs; then, from the host, as Meta
 would: an HTTPS POST of a signed WhatsApp event reaches the channel, which publishes it on
 nachos.channel.whatsapp.inbound, and the gateway answers on the outbound subject (the operator
 listens with its own credentials). A bad signature is 403 with nothing on the bus; a path the
@@ -95,6 +96,7 @@ def stack(engine: str, tmp_path: Path) -> Iterator[Stack]:
             "gateway": {"image": PROBE, "egress": False},
             "llm-proxy": {"enabled": False},
             "whatsapp": {"enabled": True, "image": PROBE, "egress": False},
+            "webchat": {"enabled": True, "image": PROBE},  # its page, proven by `up` too
         },
         "ingress": {"http_port": free_port(), "https_port": port},
     }
@@ -134,7 +136,17 @@ def test_a_signed_webhook_crosses_the_ingress_to_the_bus_and_nothing_else_does(s
     code, up, err = stack.run("up", "--timeout", "120")
     assert code == 0, err
     url = f"https://localhost:{stack.port}/whatsapp/webhook"
-    (webhook,) = up["webhooks"]
+    hooks = {hook["channel"]: hook for hook in up["webhooks"]}
+    assert sorted(hooks) == ["webchat", "whatsapp"], up["webhooks"]
+    webhook, webchat = hooks["whatsapp"], hooks["webchat"]
+    # The webchat's route proven through Caddy by the probe's page (a browser's GET of <URL>/).
+    assert (webchat["url"], webchat["proof"], webchat["proven"], webchat["ok"], webchat["status"]) == (
+        f"https://localhost:{stack.port}/webchat",
+        "webchat-page",
+        True,
+        True,
+        200,
+    ), webchat
     doc = (Path(__file__).resolve().parent.parent / "docs" / "json-output.md").read_text()
     assert set(webhook) == set(re.findall(r"^\| webhook \| `(\w+)` \|", doc, re.MULTILINE))
     assert (webhook["channel"], webhook["url"], webhook["proof"], webhook["proven"]) == (
@@ -176,8 +188,9 @@ def test_a_signed_webhook_crosses_the_ingress_to_the_bus_and_nothing_else_does(s
 
     # status proves the route again; with a token that is not the channel's, it says so.
     code, status_doc, err = stack.run("status")
-    assert code == 0 and status_doc["webhooks"][0]["proven"] is True, status_doc
+    assert code == 0 and all(hook["proven"] for hook in status_doc["webhooks"]), status_doc
     code, status_doc, err = stack.run("status", env={"WHATSAPP_VERIFY_TOKEN": "an-old-token"})
     assert code == 1, status_doc
-    assert status_doc["webhooks"][0]["status"] == 403
+    hooks = {hook["channel"]: hook for hook in status_doc["webhooks"]}
+    assert hooks["whatsapp"]["status"] == 403 and hooks["webchat"]["proven"] is True
     assert any("whatsapp" in p and "verify token" in p for p in status_doc["problems"]), status_doc

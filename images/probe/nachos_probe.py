@@ -58,6 +58,10 @@ Environment:
   SLACK_HTTP_PORT          channel role, component slack, channels.slack.mode = "http" (overlay
                            CHANNEL_SLACK_MODE): serve Bolt's /slack/events on this port (default 3000),
                            signed with SLACK_SIGNING_SECRET (required: exit 2 without it)
+  CHANNEL_WEBCHAT_PORT     channel role, component webchat: serve its page on this port (default
+                           8080; the overlay of channels.webchat.port, which nachos.toml may set):
+                           GET and HEAD of /webchat and every path below it answer 200 text/html,
+                           other methods 405, other paths 404
 
 Exit codes: 0 on SIGTERM/SIGINT, 1 when the bus is unreachable at start or the connection is
 finally closed (so the container restarts rather than idling), 2 for a configuration error.
@@ -78,6 +82,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import html
 import json
 import os
 import signal
@@ -136,7 +141,7 @@ class Settings:
     healthy_after: float = 0.0
     db_path: str = ""
     audit_at_start: int = 0
-    webhook: Webhook | None = None  # the inbound HTTP of the whatsapp channel, or slack's in http mode
+    webhook: Webhook | None = None  # the inbound HTTP of whatsapp, of slack in http mode, of webchat
     state_dir: str = ""  # RUNTIME_STATE_DIR: the gateway's identity/ and memory/, a channel's pairing/
     pair_at_start: tuple[str, ...] = ()  # PROBE_PAIR_AT_START: senders paired as the channel starts
     redis_url: str = ""  # RUNTIME_REDIS_URL (gateway role): its sessions and limits in the state store
@@ -606,7 +611,7 @@ async def run(settings: Settings) -> int:
             try:
                 webhook_server = await serve_webhook(hook, pairing_publish(settings, client.publish))
             except OSError as exc:
-                _say(f"probe {name}: cannot serve the {hook.kind} webhook on port {hook.port}: {exc}")
+                _say(f"probe {name}: cannot serve the {hook.label} on port {hook.port}: {exc}")
                 return EXIT_BUS
         ready = True
         connected.set()
@@ -615,7 +620,7 @@ async def run(settings: Settings) -> int:
         print(f"probe {name} connected to {url} as {as_name}; answering {answering}", flush=True)
         if settings.webhook is not None:
             hook = settings.webhook
-            print(f"probe {name} serving the {hook.kind} webhook on :{hook.port}{hook.path}", flush=True)
+            print(f"probe {name} serving the {hook.label} on :{hook.port}{hook.path}", flush=True)
         for index in range(settings.audit_at_start):
             await client.publish(AUDIT_SUBJECT, json.dumps({"from": name, "index": index}).encode())
         if settings.audit_at_start:
@@ -1070,7 +1075,7 @@ def config_value(env: Mapping[str, str], key: str) -> object | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Inbound webhooks: the whatsapp channel's, and slack's in http mode
+# Inbound webhooks: the whatsapp channel's, and slack's in http mode; and the webchat's page
 
 WHATSAPP_DEFAULT_PORT = 3002
 WHATSAPP_DEFAULT_PATH = "/whatsapp/webhook"
@@ -1079,6 +1084,9 @@ SLACK_DEFAULT_PORT = 3000  # Bolt's default; upstream's own compose sets 3005
 SLACK_EVENTS_PATH = "/slack/events"
 SLACK_MAX_AGE = 300  # seconds: Bolt refuses a request whose X-Slack-Request-Timestamp is older
 SLACK_MAX_BODY = 10_000_000  # the probe's own bound (Bolt has none); the ingress refuses far less
+WEBCHAT_DEFAULT_PORT = 8080  # upstream's generator: channels.webchat.port
+WEBCHAT_PATH = "/webchat"  # the page and everything below it, as the ingress routes it
+WEBCHAT_MAX_BODY = 1_000_000  # the probe's own bound, the ingress's limit for webchat
 _HEADER_LIMIT = 65_536  # a request line and headers longer than this are refused with 431
 _IDLE_TIMEOUT = 5.0  # node:http's keepAliveTimeout: an idle kept-alive connection is closed after it
 _READ_TIMEOUT = 30.0  # a request that trickles in for longer is dropped
@@ -1089,7 +1097,7 @@ class Webhook:
     """The inbound HTTP a channel serves, read from its environment as the real channel reads it.
     The secrets are kept out of every repr, so a log line or a traceback never shows them."""
 
-    kind: str  # "whatsapp" | "slack"
+    kind: str  # "whatsapp" | "slack" | "webchat"
     channel: str  # the component: its inbound subject is nachos.channel.<channel>.inbound
     port: int
     path: str
@@ -1100,6 +1108,11 @@ class Webhook:
     @property
     def subject(self) -> str:
         return f"nachos.channel.{self.channel}.inbound"
+
+    @property
+    def label(self) -> str:
+        """What it serves, for the log: a provider's webhook, or the page a browser opens."""
+        return "webchat page" if self.kind == "webchat" else f"{self.kind} webhook"
 
 
 @dataclass(frozen=True)
@@ -1117,6 +1130,7 @@ class Answer:
     body: bytes = b""
     content_type: str = "application/json"
     messages: tuple[bytes, ...] = ()  # to publish on the webhook's inbound subject, in order
+    allow: str = ""  # a 405's Allow header: the methods the path takes
 
 
 def _json_answer(status: int, doc: Mapping[str, object]) -> Answer:
@@ -1132,9 +1146,18 @@ def webhook_settings(env: Mapping[str, str], component: str, role: str) -> Webho
     WHATSAPP_HTTP_PORT, at its configured webhook_path), slack in ``http`` mode (on SLACK_HTTP_PORT,
     at Bolt's /slack/events). Values come from nachos.toml, its environment overlay, then the
     channel's own secret variables, as :func:`config_value` reads them. Slack in http mode without
-    a signing secret is refused, as Bolt refuses to start without one."""
-    if role != "channel" or component not in ("whatsapp", "slack"):
+    a signing secret is refused, as Bolt refuses to start without one. The webchat serves its page
+    on channels.webchat.port (overlay CHANNEL_WEBCHAT_PORT), at /webchat and below."""
+    if role != "channel" or component not in ("whatsapp", "slack", "webchat"):
         return None
+    if component == "webchat":
+        return Webhook(
+            kind="webchat",
+            channel=component,
+            port=webchat_port(env),
+            path=WEBCHAT_PATH,
+            max_body=WEBCHAT_MAX_BODY,
+        )
     if component == "whatsapp":
         path = _text(config_value(env, "channels.whatsapp.webhook_path")) or WHATSAPP_DEFAULT_PATH
         if not path.startswith("/"):
@@ -1166,11 +1189,44 @@ def webhook_settings(env: Mapping[str, str], component: str, role: str) -> Webho
     )
 
 
+def webchat_port(env: Mapping[str, str]) -> int:
+    """channels.webchat.port as the platform reads it (nachos.toml, CHANNEL_WEBCHAT_PORT over it)."""
+    value = config_value(env, "channels.webchat.port")
+    if value is None:
+        return WEBCHAT_DEFAULT_PORT
+    port = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if port is None or not 1 <= port <= 65535:
+        raise ConfigError(
+            f"channels.webchat.port={value!r} (CHANNEL_WEBCHAT_PORT or nachos.toml) must be a port "
+            "number from 1 to 65535"
+        )
+    return port
+
+
 def answer(hook: Webhook, request: Request, now: float | None = None) -> Answer:
     """What the real channel answers to one request, and the messages it publishes for it."""
     if hook.kind == "slack":
         return slack_answer(hook, request, time.time() if now is None else now)
+    if hook.kind == "webchat":
+        return webchat_answer(hook, request)
     return whatsapp_answer(hook, request)
+
+
+def webchat_answer(hook: Webhook, request: Request) -> Answer:
+    """A browser opening the chat: a small page at /webchat and every path below it (the UI's own
+    routes and assets), for GET and HEAD. There is no upstream package to copy, so it answers as
+    any web server serving a single-page UI would, and nothing reaches the bus."""
+    path = urllib.parse.urlsplit(request.target).path
+    if path != hook.path and not path.startswith(hook.path.rstrip("/") + "/"):
+        return Answer(404, b"Not found\n", "text/plain")
+    if request.method not in ("GET", "HEAD"):
+        return Answer(405, b"Method not allowed\n", "text/plain", allow="GET, HEAD")
+    name = html.escape(hook.channel)
+    page = (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Nachos {name}</title></head>'
+        f"<body><h1>Nachos {name}</h1><p>The {name} channel (nachos-deploy probe).</p></body></html>\n"
+    )
+    return Answer(200, page.encode(), "text/html; charset=utf-8")
 
 
 def whatsapp_answer(hook: Webhook, request: Request) -> Answer:
@@ -1391,15 +1447,17 @@ async def _read_chunks(reader: asyncio.StreamReader, max_body: int) -> tuple[byt
             raise _BadRequest(400)
 
 
-def _response(result: Answer, keep: bool) -> bytes:
+def _response(result: Answer, keep: bool, head_only: bool = False) -> bytes:
+    """The answer on the wire; for a HEAD request its headers alone, with the length GET would have."""
     phrase = HTTPStatus(result.status).phrase
+    allow = f"Allow: {result.allow}\r\n" if result.allow else ""
     head = (
         f"HTTP/1.1 {result.status} {phrase}\r\n"
         f"Content-Type: {result.content_type}\r\n"
-        f"Content-Length: {len(result.body)}\r\n"
+        f"Content-Length: {len(result.body)}\r\n{allow}"
         f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
     )
-    return head.encode("latin-1") + result.body
+    return head.encode("latin-1") + (b"" if head_only else result.body)
 
 
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -1428,7 +1486,7 @@ async def serve_webhook(hook: Webhook, publish: Publish, host: str = "0.0.0.0") 
                         await publish(hook.subject, message)
                     except (nats_errors.Error, OSError) as exc:
                         _say(f"probe {hook.channel}: cannot publish on {hook.subject}: {_describe(exc)}")
-                writer.write(_response(result, keep))
+                writer.write(_response(result, keep, head_only=request.method == "HEAD"))
                 await writer.drain()
                 if not keep:
                     await _discard(reader, unread)

@@ -153,16 +153,16 @@ class StreamReport:
 @dataclass(frozen=True)
 class WebhookReport:
     """One channel's public webhook URL, and how its proof from the host went (``web/webhooks.py``):
-    the provider's own call (Meta's verification handshake, Slack's signed url_verification) through
-    the ingress to the channel. ``proof`` None: the channel has no such call to prove it by (webchat,
-    which has no upstream package), so only its URL is reported. ``unproven``: why the call was not
+    the provider's own call (Meta's verification handshake, Slack's signed url_verification, a
+    browser's first GET of the webchat's page) through the ingress to the channel. ``proof`` None: the
+    channel has no such call to prove it by, so only its URL is reported. ``unproven``: why the call was not
     made although there is one (the secret it carries is not set where this command runs: `status`
     from another shell); neither proven nor failed."""
 
     channel: str
     kind: str  # whatsapp | slack | webchat
     url: str  # to paste into the provider's console
-    proof: str | None  # meta-verification | slack-url-verification | None
+    proof: str | None  # meta-verification | slack-url-verification | webchat-page | None
     problem: str | None = None  # None: proven (or nothing to prove)
     status: int | None = None  # the HTTP status the last try got
     ms: float | None = None  # the proof's round trip, host -> ingress -> channel -> host

@@ -77,6 +77,7 @@ def print_up(console: Console, result: UpResult, selector: str = "") -> None:
 _PROOFS = {
     "meta-verification": "Meta's verification handshake",
     "slack-url-verification": "Slack's url_verification",
+    "webchat-page": "a browser's GET of its page",
 }
 
 

@@ -9,7 +9,9 @@ So `up` and `status` make the provider's own first call, over HTTPS, to the publ
   channel's verify token>&hub.challenge=<random>``; the random challenge must come back, 200.
 - slack (``http`` mode): Slack's ``url_verification`` event, signed (``X-Slack-Signature`` v0) with the
   channel's signing secret and stamped now; the challenge must come back, 200.
-- webchat: nothing upstream to prove it by (there is no upstream package); its URL is only reported.
+- webchat: a browser's first call, ``GET <path>/`` (the page); the channel must answer it, 2xx or a
+  3xx redirect. There is no upstream package to say more of what it serves, so this proves the route,
+  the certificate and a channel listening where the route points, not the page's content.
 
 The connection goes to the address the ingress is published on (loopback for a wildcard), under the
 name the provider uses (the domain, else ``localhost`` or the published address) for SNI, the
@@ -21,6 +23,7 @@ replace (a private ACME server's root, say).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import http.client
@@ -40,16 +43,19 @@ from nachos_deploy.core.plan import Plan
 from nachos_deploy.core.results import WebhookReport
 from nachos_deploy.io.channel_secrets import channel_secret
 
-# What proves each kind of route, and the channel's own variable for the secret that call carries.
-PROOFS: dict[str, tuple[str, str]] = {
+# What proves each kind of route, and the channel's own variable for the secret that call carries
+# (None: the call carries none).
+PROOFS: dict[str, tuple[str, str | None]] = {
     "whatsapp": ("meta-verification", "WHATSAPP_VERIFY_TOKEN"),
     "slack": ("slack-url-verification", "SLACK_SIGNING_SECRET"),
+    "webchat": ("webchat-page", None),
 }
 ATTEMPT_TIMEOUT = 5.0  # seconds for one call: a provider gives up after about as long
 RETRY_EVERY = 0.25
 MAX_ANSWER = 65_536  # bytes of an answer read: a challenge is a few dozen
 META_AGENT = "facebookexternalua"  # the user agent Meta's webhook calls carry
 SLACK_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
+BROWSER_AGENT = "Mozilla/5.0 (compatible; nachos-deploy)"  # a browser's call, named as ours
 # Statuses a route can show while it is still coming up: the ingress has no answer from the channel
 # yet (502/504), or Caddy is still getting its certificate (503 from a health-gated upstream).
 PASSING = frozenset({502, 503, 504})
@@ -140,7 +146,9 @@ def prove_all(
         if context is None:
             reports.append(WebhookReport(route.channel, route.kind, url, name, no_trust))
             continue
-        secret = channel_secret(plan.component(route.channel), variable, output_dir, environ)
+        secret: str | None = ""  # a browser's call (webchat) carries none
+        if variable is not None:
+            secret = channel_secret(plan.component(route.channel), variable, output_dir, environ)
         if secret is None:
             why = (
                 f"{variable} is not set here (environment or {output_dir / '.env'}), and the call carries it"
@@ -176,7 +184,7 @@ def prove(
     clock: Callable[[], float] = time.monotonic,
 ) -> Attempt:
     """One route's proof, tried again while the route is still coming up and ``deadline`` allows."""
-    call = meta_verification if route.kind == "whatsapp" else slack_url_verification
+    call = CALLS[route.kind]
     while True:
         attempt = call(route, where, secret)
         if not attempt.passing or clock() + RETRY_EVERY >= deadline:
@@ -191,7 +199,8 @@ def meta_verification(route: WebhookRoute, where: Edge, verify_token: str) -> At
         {"hub.mode": "subscribe", "hub.challenge": challenge, "hub.verify_token": verify_token}
     )
     headers = {"User-Agent": META_AGENT, "Accept": "*/*"}
-    return _judge(route, where, "GET", f"{route.path}?{query}", b"", headers, challenge, "verify token")
+    answered = _challenge_back(route, challenge, "verify token")
+    return _judge(route, where, "GET", f"{route.path}?{query}", b"", headers, answered)
 
 
 def slack_url_verification(route: WebhookRoute, where: Edge, signing_secret: str) -> Attempt:
@@ -205,13 +214,56 @@ def slack_url_verification(route: WebhookRoute, where: Edge, signing_secret: str
         "X-Slack-Request-Timestamp": stamp,
         "X-Slack-Signature": slack_signature(signing_secret, stamp, body),
     }
-    return _judge(route, where, "POST", route.path, body, headers, challenge, "signing secret")
+    return _judge(
+        route, where, "POST", route.path, body, headers, _challenge_back(route, challenge, "signing secret")
+    )
 
 
 def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
     """Slack's v0 request signature: HMAC-SHA256 of ``v0:<timestamp>:<raw body>``."""
     base = b"v0:" + timestamp.encode() + b":" + body
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def webchat_page(route: WebhookRoute, where: Edge, _: str) -> Attempt:
+    """A browser opening the chat at its public URL: the channel must answer with its page (2xx) or
+    a redirect to it (3xx). Through the ingress only the channel can: Caddy itself answers that path
+    502/503/504 while the channel is not reachable, and never 2xx or 3xx on HTTPS."""
+    headers = {"User-Agent": BROWSER_AGENT, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    return _judge(route, where, "GET", route.path.rstrip("/") + "/", b"", headers, _page)
+
+
+def _page(status: int, answer: bytes) -> Attempt | None:
+    return Attempt(status, None) if 200 <= status < 400 else None
+
+
+# A call per kind of route: (route, where the ingress is, the secret the call carries) -> Attempt
+CALLS: dict[str, Callable[[WebhookRoute, Edge, str], Attempt]] = {
+    "whatsapp": meta_verification,
+    "slack": slack_url_verification,
+    "webchat": webchat_page,
+}
+
+
+def _challenge_back(
+    route: WebhookRoute, challenge: str, secret_name: str
+) -> Callable[[int, bytes], Attempt | None]:
+    """A provider's verification: proven by its challenge coming back; a refusal names the secret."""
+
+    def answered(status: int, answer: bytes) -> Attempt | None:
+        if status == 200 and _echoed(answer, challenge):
+            return Attempt(status, None)
+        if status == 200:
+            return Attempt(status, f"answered 200 without the challenge (body {_shown(answer)})")
+        if status in (401, 403):
+            return Attempt(
+                status,
+                f"{route.channel} refused the call (HTTP {status}): the {secret_name} it holds is not the "
+                "one nachos-deploy read for it",
+            )
+        return None
+
+    return answered
 
 
 def _judge(
@@ -221,9 +273,10 @@ def _judge(
     target: str,
     body: bytes,
     headers: Mapping[str, str],
-    challenge: str,
-    secret_name: str,
+    answered: Callable[[int, bytes], Attempt | None],
 ) -> Attempt:
+    """One call; ``answered`` judges what the channel's kind makes of the answer (None: nothing
+    particular, the statuses every route shares decide)."""
     started = time.perf_counter()
     try:
         status, answer = _call(where, method, target, body, headers)
@@ -234,18 +287,11 @@ def _judge(
         where_to = f"{where.address}:{where.port}"
         return Attempt(None, f"the ingress at {where_to} did not answer ({_describe(exc)})", True)
     ms = (time.perf_counter() - started) * 1000
-    if status == 200 and _echoed(answer, challenge):
-        return Attempt(status, None, ms=ms)
-    if status == 200:
-        return Attempt(status, f"answered 200 without the challenge (body {_shown(answer)})")
+    judged = answered(status, answer)
+    if judged is not None:
+        return judged if judged.problem else dataclasses.replace(judged, ms=ms)
     if status in PASSING:
         return Attempt(status, f"the ingress got no answer from {route.channel} (HTTP {status})", True)
-    if status in (401, 403):
-        return Attempt(
-            status,
-            f"{route.channel} refused the call (HTTP {status}): the {secret_name} it holds is not the "
-            "one nachos-deploy read for it",
-        )
     if status == 404:
         return Attempt(status, f"HTTP 404: {route.path} is not routed to {route.channel}")
     return Attempt(status, f"answered HTTP {status} (body {_shown(answer)})")
