@@ -75,6 +75,7 @@ def one_round(stack: Stack, url: str, setting: str, prefix: str) -> dict[str, ob
         "setting": setting,
         "up": ended - began,
         "phase": json.loads(done.stdout)["phases"].get("bus_upgrade", 0.0),
+        "phases": json.loads(done.stdout)["phases"],
         "back": [float(s) for s in re.findall(r"is back \(([\d.]+) s\)", done.stderr)],
         "order": order,
         "overlap": overlap,
@@ -82,6 +83,7 @@ def one_round(stack: Stack, url: str, setting: str, prefix: str) -> dict[str, ob
         "unsure": traffic.unsure,
         "answered": len(traffic.answered),
         "failed": traffic.failed,
+        "why": dict(traffic.why),
         "blips": blips,
         "events": ", ".join(f"{node} {action} {at - epoch:.1f}" for action, node, at in seen),
     }
@@ -122,9 +124,11 @@ def main() -> int:
                     f"(each back after {', '.join(f'{b:.1f}' for b in figures['back'])} s; order "  # type: ignore[attr-defined]
                     f"{figures['order']}; two down together: {figures['overlap']}), "
                     f"{len(figures['acked'])} acked, {len(figures['unsure'])} unsure, "  # type: ignore[arg-type]
-                    f"{figures['answered']} requests answered, {figures['failed']} failed, blips "
+                    f"{figures['answered']} requests answered, {figures['failed']} failed "
+                    f"{figures['why']}, blips "
                     + ", ".join(f"{s:.2f} s at {at:.1f}" for at, s in blips)  # type: ignore[attr-defined]
-                    + f" = {total:.2f} s\n    events: {figures['events']}",
+                    + f" = {total:.2f} s\n    events: {figures['events']}\n    phases: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in figures["phases"].items()),  # type: ignore[attr-defined]
                     flush=True,
                 )
                 failed |= bool(figures["overlap"])

@@ -94,6 +94,7 @@ class Traffic:
     unsure: set[str] = field(default_factory=set)
     answered: list[float] = field(default_factory=list)
     failed: int = 0
+    why: dict[str, int] = field(default_factory=dict)  # failed requests by nats-py's error
     stop: threading.Event = field(default_factory=threading.Event)
 
     def blips(self, began: float, ended: float) -> list[tuple[float, float]]:
@@ -128,8 +129,9 @@ async def drive(url: str, traffic: Traffic, prefix: str, **options: Any) -> None
                 await client.request(REQUEST, b"{}", timeout=0.25)
                 traffic.answered.append(began)
                 await asyncio.sleep(0.02)
-            except (TimeoutError, nats.errors.Error):
+            except (TimeoutError, nats.errors.Error) as exc:
                 traffic.failed += 1
+                traffic.why[type(exc).__name__] = traffic.why.get(type(exc).__name__, 0) + 1
                 await asyncio.sleep(0.02)
 
     try:
