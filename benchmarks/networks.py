@@ -26,24 +26,19 @@ from pathlib import Path
 
 import yaml
 
+from nachos_deploy.core import subnets
 from nachos_deploy.core.config import HEALTHCHECK_BUDGET, DeployConfig
 from nachos_deploy.core.plan import make_plan
 from nachos_deploy.docker import engine
+from tests import test_network_pools as pools
 
-PROBE = "nachos-deploy/probe:latest"
 TIMEOUT = 1800
 
 
 def document(project: str, count: int, budget: float | None = None) -> dict[str, object]:
-    """``count`` probe tools, each with its sidecar and its own network; no gateway. ``budget``: the
-    stack's healthchecks.budget (its checks' runs a second), when not nachos-deploy's default."""
-    components: dict[str, object] = {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}}
-    components.update({f"t{index}": {"role": "tool", "image": PROBE} for index in range(count)})
-    found: dict[str, object] = {
-        "project": project,
-        "bus": {"client_port": 0, "monitor_port": 0},
-        "components": components,
-    }
+    """tests/test_network_pools.py's stack of ``count`` probe tools in the default pool. ``budget``:
+    the stack's healthchecks.budget (its checks' runs a second), when not nachos-deploy's default."""
+    found = pools.document(project, count, None)
     if budget is not None:
         found["healthchecks"] = {"budget": budget}
     return found
@@ -61,12 +56,7 @@ def projects(name: str, stacks: int, each: int) -> list[str]:
     engine has now: two names can draw overlapping blocks, and `up` then moves one of them
     (docs/networks.md#collisions), but the anchor, plain `docker compose up` of the rendered files,
     would be refused."""
-    taken = [
-        network
-        for _, found in engine.engine_subnets()
-        for text in found
-        if isinstance(network := ipaddress.ip_network(text, strict=False), ipaddress.IPv4Network)
-    ]
+    taken = [network for _, found in engine.engine_subnets() for network in subnets.ipv4_networks(found)]
     while True:
         names = [f"bench-net-{name}-{index}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
         plans = [make_plan(DeployConfig.model_validate(document(n, each))).subnets for n in names]

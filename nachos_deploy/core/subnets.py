@@ -205,7 +205,9 @@ def _place(
 SEQUENCE = 32
 
 
-def _ipv4(texts: Iterable[str]) -> list[Network]:
+def ipv4_networks(texts: Iterable[str]) -> list[Network]:
+    """The IPv4 networks among the engine's subnet texts (IPv6 ones and text that is not a network
+    are never ours to overlap)."""
     found = []
     for text in texts:
         try:
@@ -235,7 +237,7 @@ def settle(
     others: list[Network] = []
     mine: dict[str, Network] = {}
     for name, subnets_of in existing:
-        found = _ipv4(subnets_of)
+        found = ipv4_networks(subnets_of)
         if name in own:
             mine.update((own[name], network) for network in found if network.subnet_of(pool))
         else:

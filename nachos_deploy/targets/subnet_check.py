@@ -45,7 +45,8 @@ def settle(stack: Stack, networks: Listed | None = None) -> tuple[Stack, bool]:
     if placed is None:
         raise EnvironmentProblem(ran_out(plan, [(name, found) for name, found in listed if name not in own]))
     block = ipaddress.IPv4Network(placed.block)
-    held = any(_overlaps(text, block) for name, found in listed if name in own for text in found)
+    mine = [network for name, found in listed if name in own for network in subnets.ipv4_networks(found)]
+    held = any(network.overlaps(block) for network in mine)
     return (stack if placed == plan.subnets else with_subnets(stack, placed)), held
 
 
@@ -67,7 +68,7 @@ def ran_out(plan: Plan, existing: Listed) -> str:
     block = ipaddress.IPv4Network(plan.subnets.block)
     example = ""
     for name, found in existing:
-        taken = [text for text in found if _overlaps(text, block)]
+        taken = [network for network in subnets.ipv4_networks(found) if network.overlaps(block)]
         if taken:
             example = f" (this project's block {block} overlaps {name}, {taken[0]})"
             break
@@ -79,11 +80,3 @@ def ran_out(plan: Plan, existing: Listed) -> str:
         "use (`docker network prune`, or `nachos-deploy down` of old stacks), then run `nachos-deploy "
         "up` again (docs/networks.md#collisions)."
     )
-
-
-def _overlaps(text: str, block: ipaddress.IPv4Network) -> bool:
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return isinstance(network, ipaddress.IPv4Network) and network.overlaps(block)
