@@ -25,7 +25,7 @@ help:
 	@echo "make node-loss - a 3-node bus losing each node in turn under a client of its one URL (3 rounds, about 6 min)"
 	@echo "make bus-upgrade - a 3-node bus upgraded one node at a time under a client of its one URL (3 rounds and a new image, about 4 min)"
 	@echo "make flood     - a channel flooding its sidecar from inside its container, 30 s per attack, gateway requests meanwhile (about 4 min)"
-	@echo "make webhooks  - webhook round trip host -> ingress (HTTPS) -> whatsapp channel -> inbound subject, p50/p99 over 1,000 posts, beside the channel's own port (about 1 min)"
+	@echo "make webhooks  - webhook round trip host -> ingress (HTTPS) -> whatsapp channel -> inbound subject, p50/p99/max over 1,000 posts and 300 at 20 a second, beside the channel's own port (about 2 min)"
 	@echo "make networks  - one stack of 100 probe components, then five of 20 side by side: up time per component beside plain docker compose up (heavy, about 15 min)"
 	@echo "make backup    - backup and restore of 100,000 audit messages and a 10,000-row gateway database, publishing meanwhile: times, size, acked messages lost (goal 0)"
 

@@ -11,14 +11,19 @@ credentials), receives the message it became. ``--posts`` per row (1,000 by defa
   webhook delivery does: host -> docker-proxy -> Caddy (TLS 1.3, HTTP/1.1) -> channel;
 - ``via the ingress (HTTPS, new connection each)``: the same with a TCP and TLS handshake per post
   (``--fresh`` posts of them, 200 by default);
+- ``via the ingress (20 posts a second)``: ``--paced`` posts at ``--rate`` a second, a chat's pace
+  rather than a flood's, measured first (a row at full rate spends the channel sidecar's CPU quota,
+  its flood cap);
 - ``straight to the channel (plain HTTP, the floor)``: the anchor, no ingress and no TLS: a POST to the
   channel's own port at its address on its ingress network (the host reaches bridge addresses), kept
   alive. What is left is the channel, its sidecar, the hub, bus-ports and the host's NATS client.
 
-Each row also gives the HTTP answer's own p50/p99 (the POST until its 200). Prints figures; no
+Each row also gives the HTTP answer's own p50/p99 (the POST until its 200), and the run the
+kernel's count of the periods in which the channel's sidecar was throttled. Prints figures; no
 pass/fail (issue 20's goal: p99 under 10 ms through the ingress). Usage:
 
     .venv/bin/python benchmarks/webhooks.py [--posts 1000] [--warm-up 50] [--fresh 200]
+        [--paced 300] [--rate 20]
 """
 
 from __future__ import annotations
@@ -136,9 +141,15 @@ class Inbound:
 Connect = Callable[[], http.client.HTTPConnection]
 
 
-def measure(row: Row, connect: Connect, inbound: Inbound, posts: int, warm_up: int, *, fresh: bool) -> Row:
+def measure(
+    row: Row, connect: Connect, inbound: Inbound, posts: int, warm_up: int, *, fresh: bool, rate: float = 0.0
+) -> Row:
+    """``rate`` posts a second, each at its own slot; 0: each as soon as the one before arrived."""
     connection: http.client.HTTPConnection | None = None
+    start = time.perf_counter()
     for index in range(warm_up + posts):
+        if rate:
+            time.sleep(max(0.0, start + index / rate - time.perf_counter()))
         if connection is None or fresh:
             if connection is not None:
                 connection.close()
@@ -169,13 +180,34 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(rows: list[Row]) -> None:
     width = max(len(row.name) for row in rows) + 2
-    heads = f"{'posts':>7}{'round trip p50 / p99 ms':>26}{'HTTP answer p50 / p99 ms':>27}{'mean ms':>9}"
+    heads = f"{'posts':>7}{'round trip p50 / p99 / max ms':>32}{'HTTP answer p50 / p99 ms':>27}{'mean ms':>9}"
     print(f"{'':{width}}{heads}")
     for row in rows:
-        trip = f"{percentile(row.round_trip, 0.5):.2f} / {percentile(row.round_trip, 0.99):.2f}"
+        trip = (
+            f"{percentile(row.round_trip, 0.5):.2f} / {percentile(row.round_trip, 0.99):.2f}"
+            f" / {max(row.round_trip):.1f}"
+        )
         answer = f"{percentile(row.answer, 0.5):.2f} / {percentile(row.answer, 0.99):.2f}"
         mean = statistics.fmean(row.round_trip)
-        print(f"{row.name:{width}}{len(row.round_trip):>7}{trip:>26}{answer:>27}{mean:>9.2f}")
+        print(f"{row.name:{width}}{len(row.round_trip):>7}{trip:>32}{answer:>27}{mean:>9.2f}")
+
+
+def throttling(container: str) -> str:
+    """The kernel's count of the CPU periods in which the container ran out of its quota (``cpus``),
+    read on the host (cgroup v1 or v2): why a message can wait for the next period."""
+    for folder in (
+        f"/sys/fs/cgroup/cpu/docker/{container}",
+        f"/sys/fs/cgroup/system.slice/docker-{container}.scope",
+    ):
+        try:
+            lines = Path(folder, "cpu.stat").read_text().split("\n")
+        except OSError:
+            continue
+        stat = dict(line.split() for line in lines if line.count(" ") == 1)
+        seconds = int(stat.get("throttled_time", 0)) / 1e9 or int(stat.get("throttled_usec", 0)) / 1e6
+        periods = f"{stat.get('nr_throttled')} of {stat.get('nr_periods')} periods"
+        return f"throttled in {periods}, {seconds:.1f} s in all"
+    return "throttling not readable here (no cgroup cpu.stat for it)"
 
 
 def main() -> None:
@@ -183,6 +215,8 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=1000, help="posts counted per row")
     parser.add_argument("--warm-up", type=int, default=50, help="posts per row before counting")
     parser.add_argument("--fresh", type=int, default=200, help="posts of the new-connection row (0: skip)")
+    parser.add_argument("--paced", type=int, default=300, help="posts of the paced row (0: skip)")
+    parser.add_argument("--rate", type=float, default=20.0, help="posts a second in the paced row")
     args = parser.parse_args()
     os.environ.update(SECRETS)  # the channel's secrets, as an operator exports them
 
@@ -216,6 +250,14 @@ def main() -> None:
             template = f'{{{{(index .NetworkSettings.Networks "{project}_{route.network}").IPAddress}}}}'
             address = docker("inspect", "-f", template, channel)
             inbound = Inbound(result.endpoints.nats_url)
+            labels = (
+                f"label=com.docker.compose.project={project}",
+                "label=com.docker.compose.service=bus-whatsapp",
+            )
+            sidecar = docker("ps", "-q", "--no-trunc", "--filter", labels[0], "--filter", labels[1])
+            period = docker("inspect", "-f", "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuPeriod}} "
+                            "{{.HostConfig.CpuQuota}}", sidecar)  # fmt: skip
+            print(f"the channel's sidecar: NanoCpus, CpuPeriod, CpuQuota {period}; {throttling(sidecar)}")
 
             def via_ingress() -> http.client.HTTPConnection:
                 return http.client.HTTPSConnection("localhost", https_port, timeout=10, context=context)
@@ -223,9 +265,18 @@ def main() -> None:
             def straight() -> http.client.HTTPConnection:
                 return http.client.HTTPConnection(address, route.upstream_port, timeout=10)
 
+            # The paced row first: a row at full rate spends the sidecar's CPU quota (the channel's
+            # flood cap) and a row after it would start throttled, which a chat's pace never is.
+            paced = (
+                [measure(Row(f"via the ingress ({args.rate:g} posts a second)"), via_ingress, inbound,
+                         args.paced, args.warm_up, fresh=False, rate=args.rate)]
+                if args.paced
+                else []
+            )  # fmt: skip
             rows = [
                 measure(Row("via the ingress (HTTPS, kept alive)"), via_ingress, inbound, args.posts,
                         args.warm_up, fresh=False),
+                *paced,
                 measure(Row("straight to the channel (plain HTTP, the floor)"), straight, inbound,
                         args.posts, args.warm_up, fresh=False),
             ]  # fmt: skip
@@ -244,6 +295,7 @@ def main() -> None:
                 negotiated = f"{sock.version()}, {cipher[0] if cipher else 'no cipher'}"
             print(f"TLS with the ingress: {negotiated}; channel at {address}:{route.upstream_port}")
             report(rows)
+            print(f"the channel's sidecar after the rows: {throttling(sidecar)}")
             print(f"load average after (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
             memory = docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}")
             for line in memory.splitlines():

@@ -4,6 +4,9 @@ keeps asking the gateway. ``make flood`` (benchmarks/flood.py) runs each attack 
 figures in docs/benchmarks.md; here each runs a few seconds.
 
 What the fixes promise, each asserted so that removing it fails a test:
+- an idle capped sidecar is never throttled by its own health checks (the CPU cap's period holds a
+  check: at Docker's 100 ms period a 0.03 CPU sidecar was throttled for ~0.4 s of every second,
+  and a message arriving then waited up to 100 ms);
 - 16-byte messages as fast as the channel can send: every gateway request is answered meanwhile
   and no container is killed for memory (the sidecars' max_pending and memory, and the CPU cap of
   the channel's sidecar, which limits how fast it can push messages at the gateway);
@@ -17,6 +20,7 @@ What the fixes promise, each asserted so that removing it fails a test:
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +61,17 @@ def restarts(stack: Stack, service: str) -> int:
         check=True,
     )
     return int(out.stdout)
+
+
+def test_an_idle_channel_sidecar_is_not_throttled_by_its_own_health_checks(stack: Stack) -> None:
+    service = f"bus-{CHANNEL}"
+    before = floods.cpu_stat(stack.project, service)
+    time.sleep(5)  # five health checks, each an exec in the sidecar's cgroup
+    after = floods.cpu_stat(stack.project, service)
+    ran = after["nr_periods"] - before["nr_periods"]
+    throttled = after["nr_throttled"] - before["nr_throttled"]
+    assert ran >= 1, f"the sidecar ran in no CPU period in 5 s: {before} -> {after}"
+    assert throttled == 0, f"{service} was throttled in {throttled} of the {ran} periods it ran in while idle"
 
 
 def test_a_flood_of_small_messages_leaves_the_gateway_answering(stack: Stack) -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from nachos_deploy.core import sidecar_limits
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.plan import make_plan
@@ -41,12 +42,12 @@ def test_each_role_gets_limits_that_fit_its_sidecars_memory() -> None:
     plan = plan_of({"components": COMPONENTS})
     files = render(plan)
     compose = yaml.safe_load(files["docker-compose.yml"])["services"]
-    expected = {  # max_payload, max_pending, connections, subscriptions, memory, cpus
+    expected = {  # max_payload, max_pending, connections, subscriptions, memory, (CFS period, quota) µs
         "gateway": ("10MB", "20MB", "8", "256", 80 * MB, None),
-        "llm-proxy": ("10MB", "20MB", "8", "64", 80 * MB, 0.25),
-        "webchat": ("1MB", "4MB", "8", "64", 32 * MB, 0.03),
-        "filesystem": ("1MB", "4MB", "8", "64", 32 * MB, 0.05),
-        "archiver": ("10MB", "20MB", "8", "256", 80 * MB, 0.25),
+        "llm-proxy": ("10MB", "20MB", "8", "64", 80 * MB, (120_000, 30_000)),  # cpus 0.25
+        "webchat": ("1MB", "4MB", "8", "64", 32 * MB, (1_000_000, 30_000)),  # cpus 0.03
+        "filesystem": ("1MB", "4MB", "8", "64", 32 * MB, (600_000, 30_000)),  # cpus 0.05
+        "archiver": ("10MB", "20MB", "8", "256", 80 * MB, (120_000, 30_000)),
     }
     assert {s.component for s in plan.sidecars} == set(expected)
     for name, (payload, pending, connections, subscriptions, memory, cpus) in expected.items():
@@ -57,7 +58,9 @@ def test_each_role_gets_limits_that_fit_its_sidecars_memory() -> None:
             "max_subscriptions": subscriptions,
         }, name
         service = compose[f"bus-{name}"]
-        assert service["mem_limit"] == memory and service.get("cpus") == cpus, name
+        assert service["mem_limit"] == memory, name
+        cfs = (service["cpu_period"], service["cpu_quota"]) if "cpu_period" in service else None
+        assert cfs == cpus and "cpus" not in service, name  # Docker refuses cpus beside a period
         # the memory is a few times max_pending, and Go's collector works harder before the kernel kills
         assert service["environment"]["GOMEMLIMIT"] == f"{memory * 3 // 4 // MB}MiB"
 
@@ -79,6 +82,34 @@ def test_the_deploy_file_sets_a_sidecars_limits_and_a_smaller_bus_caps_them() ->
         "max_subscriptions": "5",
     }
     assert sidecar_conf(files, "gateway")["max_payload"] == "512KB"  # the bus's, when smaller
+
+
+@pytest.mark.parametrize(
+    ("cpus", "period"),
+    [
+        (0.03, 1_000_000),  # 30 ms a second: a check (about 17 ms of CPU) fits in one period
+        (0.05, 600_000),
+        (0.07, 429_000),  # whole milliseconds, rounded up: the quota never falls below a check
+        (0.25, 120_000),
+        (0.01, 1_000_000),  # the kernel's longest period, although a check no longer fits
+        (0.3, None),  # Docker's 100 ms already holds a check
+        (2.0, None),
+        (None, None),
+    ],
+)
+def test_a_capped_sidecars_period_holds_one_health_check(cpus: float | None, period: int | None) -> None:
+    assert sidecar_limits.cpu_period_for(cpus) == period
+    if period is not None and cpus is not None and period < sidecar_limits.MAX_CPU_PERIOD_US:
+        assert cpus * period >= sidecar_limits.HEALTH_CHECK_CPU_US
+
+
+def test_swarm_keeps_cpus_which_is_all_a_service_can_set() -> None:
+    """`docker service create` has no CFS period (only --limit-cpu, Docker's 100 ms): Swarm renders
+    `cpus` as before, and the stack file has no key Swarm would ignore."""
+    files = render(plan_of({"target": "swarm", "components": COMPONENTS}))
+    services = yaml.safe_load(files["docker-stack.yml"])["services"]
+    assert services["bus-webchat"]["deploy"]["resources"]["limits"]["cpus"] == "0.03"
+    assert "cpu_period" not in services["bus-webchat"] and "cpu_quota" not in services["bus-webchat"]
 
 
 @pytest.mark.parametrize(

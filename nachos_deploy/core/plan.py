@@ -225,6 +225,14 @@ class Limits:
     memory: int | None = None
     cpus: float | None = None
     pids: int | None = None
+    cpu_period: int | None = None  # µs; None: Docker's 100 ms (Swarm has no other)
+
+    @property
+    def cpu_quota(self) -> int | None:
+        """``cpus`` as microseconds per ``cpu_period``: Docker refuses ``cpus`` beside a period."""
+        if self.cpus is None or self.cpu_period is None:
+            return None
+        return round(self.cpus * self.cpu_period)
 
 
 @dataclass(frozen=True)
@@ -964,7 +972,7 @@ def _sidecar(
         depends_on=((BUS, "service_healthy"),),
         leaf_name=name,
         user=config.run_as.sidecars,
-        limits=Limits(memory=bounds.memory, cpus=bounds.cpus, pids=bounds.pids),
+        limits=Limits(memory=bounds.memory, cpus=bounds.cpus, pids=bounds.pids, cpu_period=bounds.cpu_period),
         # While the hub is away its name is unknown: the lookup of `bus` must fail within a second
         # (not the resolver's ten), so the sidecar's next try comes as soon as the hub is back.
         dns=(NO_RESOLVER,),

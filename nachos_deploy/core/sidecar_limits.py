@@ -14,6 +14,7 @@ connections that carried the flood).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from nachos_deploy.core.catalog import Role
@@ -28,6 +29,17 @@ MIN_MEMORY = 32 * MB  # an idle sidecar takes 5 MiB; a flooded one with 4 MB pen
 PENDING_PER_PAYLOAD = 2  # a reader may fall one largest message behind and still take the next
 MEMORY_PER_PENDING = 4  # the pending bytes, what is being read, and Go's garbage collector's headroom
 PIDS = 64
+# Docker enforces `cpus` as a quota per CFS period, 100 ms unless told otherwise, and a health
+# check is an exec whose processes run in the container's cgroup: runc's set-up, sh, wget and
+# nats-server answering /leafz cost about 15-17 ms of CPU per check (measured: `docker exec` of
+# `true` alone 13.8 ms). At `cpus: 0.03` (3 ms per 100 ms) every check left the sidecar throttled
+# for about 0.4 s of each second, and a message arriving then waited for the next period: one in
+# fifteen reached the gateway ~100 ms late (docs/webhooks.md). The period is stretched until its
+# quota holds one check with room to spare, at most to the kernel's 1 s: the same share of a core,
+# spent in larger slices.
+HEALTH_CHECK_CPU_US = 30_000
+DEFAULT_CPU_PERIOD_US = 100_000
+MAX_CPU_PERIOD_US = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -78,10 +90,24 @@ class ServerLimits:
     pids: int = PIDS
 
     @property
+    def cpu_period(self) -> int | None:
+        """The CFS period in microseconds (Compose's ``cpu_period``), or None for Docker's 100 ms."""
+        return cpu_period_for(self.cpus)
+
+    @property
     def go_memory_limit(self) -> str:
         """GOMEMLIMIT: nats-server's garbage collector works harder as the heap nears three quarters
         of the container's memory, rather than letting it grow into the kernel's OOM kill."""
         return f"{self.memory * 3 // 4 // MB}MiB"
+
+
+def cpu_period_for(cpus: float | None) -> int | None:
+    """The shortest CFS period (µs, whole milliseconds) whose quota at ``cpus`` holds one health
+    check (``HEALTH_CHECK_CPU_US``), at most 1 s; None when Docker's 100 ms already does, or no cap."""
+    if cpus is None or cpus * DEFAULT_CPU_PERIOD_US >= HEALTH_CHECK_CPU_US:
+        return None
+    milliseconds = math.ceil(round(HEALTH_CHECK_CPU_US / 1000 / cpus, 6))  # 0.03 gives 1000, not 1001
+    return min(MAX_CPU_PERIOD_US, milliseconds * 1000)
 
 
 def for_component(config: DeployConfig, name: str, role: Role) -> ServerLimits:
