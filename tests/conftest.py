@@ -6,8 +6,10 @@ each other: each makes its own project with engine-chosen ports. Three rules kee
 the tests of a file that shares a module-scoped fixture (a swarm, a running stack, a set of
 nats-servers) go to one worker, so the shared thing is made once and never torn down under another
 worker's feet; a test marked ``exclusive`` (one that fills the engine's address pools) runs while no
-other engine test does; and the engine tests are handed out first, the shared (longest) ones before the
-rest, so the fast tests fill the gaps instead of leaving a long engine test alone at the end."""
+other engine test does, and a file that makes a swarm runs while no other engine test does, from
+its first test to its swarm's ``leave``; and the engine tests are handed out first, the shared
+(longest) ones before the rest, so the fast tests fill the gaps instead of leaving a long engine
+test alone at the end."""
 
 from __future__ import annotations
 
@@ -130,16 +132,40 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return SharedFiles(config, log)
 
 
+_SWARM_HELD: dict[str, Any] = {}
+"""The file whose swarm this worker holds the only lock for, and its open lock file."""
+
+
+def _uses_swarm(item: pytest.Item) -> bool:
+    return "swarm" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, object, object]:
     """Across xdist workers, engine tests hold a shared lock and ``exclusive`` ones the only lock,
-    from the setup of their fixtures to the teardown (a module fixture's too, on the last test)."""
+    from the setup of their fixtures to the teardown (a module fixture's too, on the last test).
+    A file that makes a swarm holds the only lock from its first test's setup to its last test's
+    teardown (the swarm's ``leave``): beside a swarm, a Compose stack's ``bus-ports`` started on
+    the other worker failed every lookup of ``bus`` (docs/testing.md), so Swarm runs alone."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one random id for all the workers of one run
     if not run or item.get_closest_marker("engine") is None:
         return (yield)
     path = Path(tempfile.gettempdir()) / f"nachos-deploy-tests-{run}.lock"
+    file = item.nodeid.split("::")[0]
+    if _uses_swarm(item) and file not in _SWARM_HELD:
+        handle = path.open("a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _SWARM_HELD[file] = handle
+    if file in _SWARM_HELD:  # the file's other tests run under it too (a second lock would wait on it)
+        try:
+            return (yield)
+        finally:
+            if nextitem is None or nextitem.nodeid.split("::")[0] != file:
+                held = _SWARM_HELD.pop(file)
+                fcntl.flock(held, fcntl.LOCK_UN)
+                held.close()
     with path.open("a") as handle:
         exclusive = item.get_closest_marker("exclusive") is not None
         fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

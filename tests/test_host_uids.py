@@ -16,6 +16,7 @@ import contextlib
 import json
 import pwd
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,6 +139,17 @@ def test_the_host_sees_every_process_under_a_uid_no_host_account_has(stack: Stac
         assert uid_free(uid) and uid not in passwd_uids, uid
 
 
+def running(pid: int, command: str, timeout: float = 10.0) -> None:
+    """Until ``pid`` runs ``command``: `docker run --detach` can return while the container's first
+    process is still runc's init, which runs as root and is not dumpable, so any other user's read
+    of its /proc/<pid>/environ is refused (seen under two engine test workers)."""
+    path = Path(f"/proc/{pid}/comm")
+    deadline = time.monotonic() + timeout
+    while path.read_text().strip() != command:
+        assert time.monotonic() < deadline, f"process {pid} still runs {path.read_text().strip()!r}"
+        time.sleep(0.05)
+
+
 def test_a_useradd_account_read_the_secret_under_1001_and_cannot_under_the_new_uid(stack: Stack) -> None:
     with host_account(1001) as account:  # the first account useradd makes on many hosts
         # A component as the old default ran it: uid 1001 (and the account's group, 1001 when
@@ -149,6 +161,7 @@ def test_a_useradd_account_read_the_secret_under_1001_and_cannot_under_the_new_u
         )  # fmt: skip
         try:
             old_pid = int(docker("inspect", "-f", "{{.State.Pid}}", old))
+            running(old_pid, "sleep")
             stolen = as_account(account, "cat", f"/proc/{old_pid}/environ")
             assert stolen.returncode == 0 and f"H19A_SECRET={SECRET}" in stolen.stdout, stolen
             refused = as_account(account, "cat", f"/proc/{stack.main_pid('llm-proxy')}/environ")
