@@ -171,3 +171,15 @@ def test_an_unbounded_or_unknown_log_setting_is_refused(logging: dict[str, Any],
     with pytest.raises(ValidationError) as caught:
         DeployConfig.model_validate({"logging": logging})
     assert words in str(caught.value)
+
+
+def test_a_sidecar_cpu_below_one_health_check_a_second_is_warned_by_name() -> None:
+    """At 0.02 CPU a flooded sidecar's own check no longer fit and it turned unhealthy (measured);
+    the defaults (0.03 and up) are never warned."""
+    starved = plan_of({"components": {**COMPONENTS, "webchat": {"enabled": True, "sidecar": {"cpus": 0.02}}}})
+    assert [w for w in starved.warnings if "sidecar.cpus" in w] == [
+        "components.webchat.sidecar.cpus is 0.02: 20 ms of CPU a second, less than its own health check "
+        "needs with room (30 ms; each check is an exec costing about 15-17 ms), so the sidecar may turn "
+        "unhealthy whenever its component is busy. Set components.webchat.sidecar.cpus to at least 0.03."
+    ]
+    assert not [w for w in plan_of({"components": COMPONENTS}).warnings if "sidecar.cpus" in w]

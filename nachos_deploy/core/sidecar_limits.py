@@ -110,6 +110,19 @@ def cpu_period_for(cpus: float | None) -> int | None:
     return min(MAX_CPU_PERIOD_US, milliseconds * 1000)
 
 
+def starved_warning(component: str, cpus: float | None) -> str | None:
+    """A warning when ``cpus`` leaves less than a health check's CPU in a second (the defaults never
+    do): measured, at 0.02 CPU a flooded sidecar's own check no longer fit and it turned unhealthy."""
+    if cpus is None or cpus * MAX_CPU_PERIOD_US >= HEALTH_CHECK_CPU_US:
+        return None
+    return (
+        f"components.{component}.sidecar.cpus is {cpus:g}: {cpus * 1000:g} ms of CPU a second, less than "
+        f"its own health check needs with room ({HEALTH_CHECK_CPU_US // 1000} ms; each check is an exec "
+        "costing about 15-17 ms), so the sidecar may turn unhealthy whenever its component is busy. "
+        f"Set components.{component}.sidecar.cpus to at least {HEALTH_CHECK_CPU_US / MAX_CPU_PERIOD_US:g}."
+    )
+
+
 def for_component(config: DeployConfig, name: str, role: Role) -> ServerLimits:
     """The limits of ``name``'s sidecar: the deploy file's ``components.<name>.sidecar``, each unset
     key from the role's defaults. ConfigError when they contradict each other or the bus."""
