@@ -48,6 +48,9 @@ a client that stops reading stops the server after one window, not after eight m
 API_TIMEOUT = 10.0
 """Seconds for one JetStream API answer (a snapshot's first answer waits for the store to be read)."""
 
+INTEREST_WAIT = 5.0
+"""Seconds a restore's deliver subject may take to be heard across a cluster (see _send_chunk)."""
+
 CHUNK_TIMEOUT = 30.0
 """Seconds without a chunk before a snapshot is given up: the server itself gives up after 5 s
 without an acknowledgement, so a longer silence means it has."""
@@ -203,6 +206,21 @@ def _chunks(data: bytes) -> Iterator[bytes]:
         yield data[start : start + CHUNK_SIZE]
 
 
+async def _send_chunk(client: Client, deliver: str, chunk: bytes) -> Msg:
+    """One chunk, sent again while no one listens on ``deliver`` yet: on a cluster the node that
+    restores the stream subscribes to it, and the interest reaches the client's node over a route a
+    moment after the answer (CI saw "no responders" for the first chunk of a 3-node restore). No
+    responder means no one got the chunk, so sending it again cannot deliver it twice."""
+    deadline = time.monotonic() + INTEREST_WAIT
+    while True:
+        try:
+            return await client.request(deliver, chunk, timeout=API_TIMEOUT)
+        except nats_errors.NoRespondersError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 async def _restore(client: Client, snap: StreamSnapshot, progress: Progress) -> dict[str, Any]:
     what = f"restore of stream {snap.name}"
     body = {"config": snap.config, "state": snap.state}
@@ -213,7 +231,7 @@ async def _restore(client: Client, snap: StreamSnapshot, progress: Progress) -> 
     sent, said = 0, time.monotonic()
     for chunk in _chunks(snap.data):
         try:
-            reply = await client.request(deliver, chunk, timeout=API_TIMEOUT)
+            reply = await _send_chunk(client, deliver, chunk)
         except (TimeoutError, OSError, nats_errors.Error) as exc:
             raise SnapshotFailed(f"{what}: chunk at byte {sent} not taken: {describe(exc)}") from None
         if reply.data:  # an acknowledgement is empty; anything else is the server's refusal
