@@ -54,6 +54,8 @@ from nachos_deploy.core.errors import DeployError
 from nachos_deploy.io.stack import prepare
 from nachos_deploy.lifecycle import down as teardown
 from nachos_deploy.lifecycle import up as lifecycle
+from tests import floods
+from tests.commands import container
 
 INBOUND = "nachos.channel.whatsapp.inbound"
 PATH = "/whatsapp/webhook"
@@ -192,22 +194,13 @@ def report(rows: list[Row]) -> None:
         print(f"{row.name:{width}}{len(row.round_trip):>7}{trip:>32}{answer:>27}{mean:>9.2f}")
 
 
-def throttling(container: str) -> str:
-    """The kernel's count of the CPU periods in which the container ran out of its quota (``cpus``),
-    read on the host (cgroup v1 or v2): why a message can wait for the next period."""
-    for folder in (
-        f"/sys/fs/cgroup/cpu/docker/{container}",
-        f"/sys/fs/cgroup/system.slice/docker-{container}.scope",
-    ):
-        try:
-            lines = Path(folder, "cpu.stat").read_text().split("\n")
-        except OSError:
-            continue
-        stat = dict(line.split() for line in lines if line.count(" ") == 1)
-        seconds = int(stat.get("throttled_time", 0)) / 1e9 or int(stat.get("throttled_usec", 0)) / 1e6
-        periods = f"{stat.get('nr_throttled')} of {stat.get('nr_periods')} periods"
-        return f"throttled in {periods}, {seconds:.1f} s in all"
-    return "throttling not readable here (no cgroup cpu.stat for it)"
+def throttling(project: str) -> str:
+    """The kernel's count of the CPU periods in which the channel's sidecar ran out of its quota
+    (``cpus``): why a message can wait for the next period."""
+    stat = floods.cpu_stat(project, "bus-whatsapp")
+    periods = f"{stat['nr_throttled']} of {stat['nr_periods']} periods"
+    seconds = stat.get("throttled_time", 0) / 1e9 or stat.get("throttled_usec", 0) / 1e6  # cgroup v1, v2
+    return f"throttled in {periods}, {seconds:.1f} s in all"
 
 
 def main() -> None:
@@ -250,14 +243,10 @@ def main() -> None:
             template = f'{{{{(index .NetworkSettings.Networks "{project}_{route.network}").IPAddress}}}}'
             address = docker("inspect", "-f", template, channel)
             inbound = Inbound(result.endpoints.nats_url)
-            labels = (
-                f"label=com.docker.compose.project={project}",
-                "label=com.docker.compose.service=bus-whatsapp",
-            )
-            sidecar = docker("ps", "-q", "--no-trunc", "--filter", labels[0], "--filter", labels[1])
+            sidecar = container(project, "bus-whatsapp")
             period = docker("inspect", "-f", "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuPeriod}} "
                             "{{.HostConfig.CpuQuota}}", sidecar)  # fmt: skip
-            print(f"the channel's sidecar: NanoCpus, CpuPeriod, CpuQuota {period}; {throttling(sidecar)}")
+            print(f"the channel's sidecar: NanoCpus, CpuPeriod, CpuQuota {period}; {throttling(project)}")
 
             def via_ingress() -> http.client.HTTPConnection:
                 return http.client.HTTPSConnection("localhost", https_port, timeout=10, context=context)
@@ -295,7 +284,7 @@ def main() -> None:
                 negotiated = f"{sock.version()}, {cipher[0] if cipher else 'no cipher'}"
             print(f"TLS with the ingress: {negotiated}; channel at {address}:{route.upstream_port}")
             report(rows)
-            print(f"the channel's sidecar after the rows: {throttling(sidecar)}")
+            print(f"the channel's sidecar after the rows: {throttling(project)}")
             print(f"load average after (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
             memory = docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}")
             for line in memory.splitlines():

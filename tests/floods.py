@@ -25,7 +25,7 @@ import yaml
 
 from nachos_deploy.interfaces import api
 from nachos_deploy.io.stack import Stack
-from tests.commands import container
+from tests.commands import container, docker
 
 FLOODER = Path(__file__).with_name("flooder.py")
 PROBE = "nachos-deploy/probe:latest"
@@ -68,20 +68,13 @@ def make_stack(
 def cpu_stat(project: str, service: str) -> dict[str, int]:
     """The kernel's CPU counters of a service's container (cgroup v1 or v2, read on the host):
     ``nr_periods`` it ran in and ``nr_throttled`` of them in which it spent its quota (``cpus``)."""
-    full = docker_id(container(project, service))
+    full = docker("inspect", "-f", "{{.Id}}", container(project, service))
     for folder in (f"/sys/fs/cgroup/cpu/docker/{full}", f"/sys/fs/cgroup/system.slice/docker-{full}.scope"):
         path = Path(folder, "cpu.stat")
         if path.exists():
             pairs = (line.split() for line in path.read_text().splitlines())
             return {key: int(value) for key, value in pairs}
     raise AssertionError(f"no cgroup cpu.stat for {service} ({full}) under /sys/fs/cgroup")
-
-
-def docker_id(short: str) -> str:
-    out = subprocess.run(
-        ["docker", "inspect", "-f", "{{.Id}}", short], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
 
 
 def operator_url(stack: Stack) -> str:
