@@ -88,6 +88,9 @@ class Outcome:
     strays: list[str] = field(default_factory=list)
     longest_try: float = 0.0
     error: str | None = None
+    component_errors: list[str] = field(default_factory=list)
+    """stop-sidecar: the errors of the component's tries at its stopped sidecar, from its log (a
+    try stuck in a lookup that never fails ends as the client's TimeoutError, 2 s later)."""
 
 
 def _docker(*args: str) -> str:
@@ -121,6 +124,21 @@ def _longest_try(logs: list[str]) -> float:
     return max(gaps)
 
 
+_TRY_ERROR = re.compile(r"bus error: (.+)$", re.MULTILINE)
+
+
+def _component_errors(stack: Stack, kind: str, since: float) -> list[str]:
+    if kind != "stop-sidecar":
+        return []
+    component = SIDECAR.removeprefix("bus-")
+    done = subprocess.run(
+        ["docker", "logs", "--since", f"{since:.3f}", f"{stack.project}-{component}-1"],
+        capture_output=True,
+        text=True,
+    )
+    return _TRY_ERROR.findall(done.stdout + done.stderr)
+
+
 def outage(stack: Stack, kind: str, seconds: float, *, timeout: float = 90.0) -> Outcome:
     """Do the outage (``kind`` in KINDS) to the running stack, wait ``seconds``, then `up`."""
     service = SIDECAR if kind == "stop-sidecar" else "bus"
@@ -145,4 +163,5 @@ def outage(stack: Stack, kind: str, seconds: float, *, timeout: float = 90.0) ->
         restarted=sorted(r.name for r in result.services if r.healed),
         strays=_strays(logs),
         longest_try=_longest_try(logs),
+        component_errors=_component_errors(stack, kind, began),
     )

@@ -182,6 +182,30 @@ def test_a_sidecar_reconnecting_is_waited_for_then_ok(make: Make) -> None:
 
 
 @pytest.mark.parametrize("swarm", [False, True], ids=["compose", "swarm"])
+def test_the_state_store_starts_before_the_gateway_and_is_proven_first(make: Make, swarm: bool) -> None:
+    """The gateway's store starts with the sidecars (here none: the bus is open) and answers its
+    PING before the gateway starts, so the gateway finds it at its first try."""
+    target = make(swarm=swarm, **{"llm-proxy": {"enabled": False}})
+    target.online |= {"gateway"}
+    target.checks["fake-state-1"] = False  # its PING not answered yet
+    target.hook("start_sidecars", lambda t: t.now.update(state=replace(t.now["state"], health="starting")))
+
+    def answer_later(t: FakeTarget) -> None:
+        if "start_sidecars" in called(t) and t.looks >= 6:
+            t.checks["fake-state-1"] = True
+            t.now["state"] = replace(t.now["state"], health="healthy")
+
+    target.hook("look", answer_later)
+    answered: list[bool] = []
+    target.hook("start_components", lambda t: answered.append(t.checks["fake-state-1"]))
+    result = algorithm.up_on(target, timeout=10)
+    assert names(target, "start_sidecars") == ["state"]
+    assert names(target, "start_components") == ["gateway"]
+    assert answered == [True]
+    assert all(r.ok for r in result.services)
+
+
+@pytest.mark.parametrize("swarm", [False, True], ids=["compose", "swarm"])
 def test_an_outage_is_healed_on_both_targets(make: Make, swarm: bool) -> None:
     """Left by an outage: gateway runs off the bus for ever, llm-proxy waits out a restart back-off.
     Both are restarted once the bus is proven, and reported healed."""
@@ -285,6 +309,26 @@ def test_a_component_whose_sidecar_was_stopped_is_given_time_to_rejoin(make: Mak
     result = algorithm.up_on(target, timeout=15)
     assert target.restarted == []
     assert all(r.ok for r in result.services)
+
+
+def test_a_component_back_on_its_sidecar_in_the_same_run_is_not_held_to_settle(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its container ran before this up and was not restarted: back on its restarted sidecar and
+    passing its check, it is ok at once (no settling: nothing of it was started now)."""
+    monkeypatch.setattr(algorithm, "EARLY_SETTLE", 60.0)
+    target = make(auth=True, **{"llm-proxy": {"enabled": False}})
+    plan = target.stack.plan
+    target.now["bus-gateway"] = replace(target._run(plan.sidecars[0].service), status="exited")
+    # Off the bus its check failed: the engine says unhealthy until its next check passes.
+    target.now["gateway"] = replace(target._run(plan.component("gateway")), health="unhealthy")
+    target.hook("start_sidecars", lambda t: t.start_leaf("bus-gateway"))
+    target.hook("look", lambda t: t.online.add("gateway") if t.looks >= 8 else None)
+    began = time.monotonic()
+    result = algorithm.up_on(target, timeout=30)
+    assert all(r.ok for r in result.services) and target.restarted == []
+    assert ("check_run", "fake-gateway-1") in target.calls  # proven by its own check
+    assert time.monotonic() - began < 20  # not the 60 s of settling
 
 
 def test_a_component_that_does_not_rejoin_its_sidecar_is_restarted(make: Make, short_graces: None) -> None:

@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from nachos_deploy.io.stack import Stack
+from nachos_deploy.core.plan import Role
+from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import up as lifecycle
 from tests import outages
 
@@ -51,6 +53,10 @@ def test_up_converges_after_an_outage(stack: Stack, kind: str, seconds: float) -
         f"up had to restart {outcome.restarted}: they did not come back by themselves"
     )
     assert outcome.after_proven is not None and outcome.after_proven <= BOUND, outcome
+    # Its component's tries at the stopped sidecar failed at once (connection refused, or a lookup
+    # failing within a second), none stuck until the client's own 2 s timeout.
+    stuck = [error for error in outcome.component_errors if "Timeout" in error]
+    assert stuck == [], f"the component's tries waited out its timeout: {outcome.component_errors}"
 
 
 def test_the_rendered_files_keep_the_sidecars_reconnect_short(tmp_path: Path) -> None:
@@ -63,3 +69,14 @@ def test_the_rendered_files_keep_the_sidecars_reconnect_short(tmp_path: Path) ->
         assert sidecar.service.dns == ("127.0.0.1",)
         assert sidecar.service.dns_options == ("timeout:1", "attempts:1")
         assert 'reconnect: "250ms"' in stack.files[sidecar.config_file]
+    # A component on internal networks alone: its lookup of a stopped sidecar fails within a second
+    # too. One with egress keeps the engine's forwarding to the host's resolvers.
+    for component in stack.plan.components:
+        if component.role is not Role.STATE:
+            assert component.dns == ("127.0.0.1",) and component.dns_options == ("timeout:1", "attempts:1")
+    written = outages.write_deploy_file(tmp_path, "ndt-outage-egress", small=True)
+    document = yaml.safe_load(written.read_text())
+    document["components"]["gateway"]["egress"] = True
+    (tmp_path / "egress.yaml").write_text(yaml.safe_dump(document))
+    egress = prepare(tmp_path / "egress.yaml", cwd=tmp_path, environ={}).plan.component("gateway")
+    assert egress.dns == () and egress.dns_options == ()

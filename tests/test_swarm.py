@@ -61,11 +61,13 @@ def test_swarm_renders_three_stack_files_and_no_compose_file(tmp_path: Path) -> 
     files = rendered(tmp_path, DEMO)
     assert set(files) == {STACK_FILE, BUS_STACK_FILE, SIDECARS_STACK_FILE}
     bus_file, full = files[BUS_STACK_FILE], files[STACK_FILE]
-    # The sidecars go in between, so that no component starts before its sidecar listens.
+    # The sidecars and the state store go in between, so that no component starts before its
+    # sidecar listens, nor the gateway before its store answers.
     assert set(files[SIDECARS_STACK_FILE]["services"]) == set(bus_file["services"]) | {
         "bus-webchat",
         "bus-gateway",
         "bus-llm-proxy",
+        "state",
     }  # type: ignore[arg-type, operator]
     assert set(bus_file["services"]) == {"bus", "bus-ports", "volume-init"}  # type: ignore[arg-type]
     assert set(full["services"]) > set(bus_file["services"]) | {"gateway", "webchat", "bus-webchat"}  # type: ignore[arg-type, operator]

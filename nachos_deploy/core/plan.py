@@ -72,8 +72,9 @@ NATS_CONFIG_TARGET = "/etc/nats/nats.conf"
 COMPOSE_FILE = "docker-compose.yml"
 STACK_FILE = "docker-stack.yml"  # target: swarm, for `docker stack deploy`
 BUS_STACK_FILE = "docker-stack.bus.yml"  # the bus alone: deployed and proven before the rest
-# The bus and the components' sidecars: deployed once the bus is proven, before the components
-# (a component whose sidecar does not listen yet exits 1 at start: Swarm would count a failed task).
+# The bus, the components' sidecars and the state store: deployed once the bus is proven, before the
+# components (a component whose sidecar does not listen yet exits 1 at start: Swarm would count a
+# failed task; a gateway started beside its store waits out a connect timeout).
 SIDECARS_STACK_FILE = "docker-stack.sidecars.yml"
 INIT_NETWORK = "volume-init-link"  # Swarm has no network_mode none: the one-shot gets a network of its own
 PLATFORM_CONFIG_FILE = "nachos.toml"
@@ -449,6 +450,17 @@ class Plan:
         return [
             *(s.service for s in self.sidecars if s.component in names),
             *(c for c in self.components if c.name in names),
+        ]
+
+    def before_components(self, components: Iterable[ServicePlan]) -> list[ServicePlan]:
+        """What starts once the bus is proven and must be proven before ``components`` start: their
+        sidecars (a component's only way onto the bus) and the state store when it is among them
+        (the gateway's sessions). A component then finds both at its first try: on Swarm a gateway
+        started beside its store waited out a 2 s connect timeout and a health interval (4 s)."""
+        names = {c.name for c in components}
+        return [
+            *(s.service for s in self.sidecars if s.component in names),
+            *(c for c in self.components if c.role is Role.STATE and c.name in names),
         ]
 
     def required_secrets(self, names: Collection[str] | None = None) -> list[tuple[str, str]]:
@@ -1120,6 +1132,11 @@ def _component(
 
     egress = settings.egress if settings.egress is not None else known.egress
     networks = [INTERNAL_NETWORK, *([EGRESS_NETWORK] if egress else []), *settings.networks]
+    # Only on internal networks, a component can resolve nothing but the stack's names, and the
+    # engine answers no lookup of a name it does not know (measured: 10 s to fail). Its sidecar,
+    # stopped, is such a name: one that fails within a second lets the component's next try at it
+    # come on time (the platform's clients try every 2 s; a try stuck in a lookup misses the next).
+    isolated = not egress and not settings.networks
 
     healthcheck = _healthcheck(settings, role)
 
@@ -1148,6 +1165,8 @@ def _component(
         hardening=Hardening(read_only=settings.read_only),
         replicas=settings.replicas,
         placement=tuple(settings.placement),
+        dns=(NO_RESOLVER,) if isolated else (),
+        dns_options=FAST_FAILING_LOOKUPS if isolated else (),
     )
 
 

@@ -283,15 +283,15 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
             files[BUS_STACK_FILE] = template.render(
                 _stack_context(context, plan, bus, files, "the bus alone, deployed and proven first")
             )
-            sidecars = [s.service for s in plan.sidecars]
-            if sidecars:
+            early = plan.before_components(plan.components)
+            if early:
                 files[SIDECARS_STACK_FILE] = template.render(
                     _stack_context(
                         context,
                         plan,
-                        [*bus, *sidecars],
+                        [*bus, *early],
                         files,
-                        "the bus and the sidecars, before the components",
+                        "the bus, the sidecars and the state store, before the components",
                     )
                 )
         else:

@@ -488,18 +488,25 @@ def _start_components(
     since = _since(states)
     if not components:  # the bus alone (`up --only bus`): nothing to heal or start
         return _wait_until_ok(target, bus, endpoints, deadline, since, progress, states=states)
-    sidecars = [s for s in stack.plan.with_sidecars(components) if s.leaf_name]
+    early = stack.plan.before_components(components)
+    sidecars = [s for s in early if s.leaf_name]
     looked: dict[str, ServiceState] | None = None
     relaunched: set[str] = set()  # sidecars restarted for not logging in at the hub (once each)
-    before = frozenset(name for name, state in states.items() if state.status == "running")
-    if sidecars:  # the second link of the chain: each sidecar logged in at the hub
-        progress(f"Starting the bus sidecars {', '.join(s.name for s in sidecars)}")
-        target.start_sidecars(sidecars, states)
+    # What ran before this up, by container and restart count: the same run later was not started
+    # by this up (see _wait_until_ok's settling).
+    before = {n: (s.container_id, s.restart_count) for n, s in states.items() if s.status == "running"}
+    waited = False  # for volume-init
+    if early:  # the second link of the chain: each sidecar logged in at the hub, the state store up
+        if any(s.waits_for_volumes for s in early):  # the store's volume must be its user's first
+            _wait_for_volume_init(target, deadline, bus_started, progress, states)
+            waited = True
+        progress(f"Starting {_early_names(early)}")
+        target.start_sidecars(early, states)
         # Proven is enough to let the components start: the settling time of a sidecar proven by
         # its own check runs on while they start, and the final wait below holds them all to it.
         seen = _wait_until_ok(
             target,
-            [*bus, *sidecars],
+            [*bus, *early],
             endpoints,
             deadline,
             since,
@@ -520,12 +527,14 @@ def _start_components(
     )
     # The sidecars' last look is recent enough unless healing restarted something since.
     recent = looked if looked is not None and not healed else None
-    if any(c.waits_for_volumes for c in components):
+    late = [c for c in components if c not in early]
+    if not waited and any(c.waits_for_volumes for c in late):
         _wait_for_volume_init(target, deadline, bus_started, progress, recent)
     states = dict(recent) if recent is not None else target.states()
     since = _since(states)
-    progress(f"Starting {', '.join(c.name for c in components)}")
-    target.start_components(components, states)
+    if late:
+        progress(f"Starting {', '.join(c.name for c in late)}")
+        target.start_components(late, states)
     services = [*bus, *sidecars, *components]
     healed |= relaunched
     return _wait_until_ok(
@@ -540,6 +549,13 @@ def _start_components(
         rejoining=rejoining - healed,
         before=before,
     )
+
+
+def _early_names(early: Sequence[ServicePlan]) -> str:
+    sidecars = [s.name for s in early if s.leaf_name]
+    others = [s.name for s in early if not s.leaf_name]
+    said = [f"the bus sidecars {', '.join(sidecars)}"] if sidecars else []
+    return " and ".join([*said, *(f"the state store ({name})" for name in others)])
 
 
 def _heal(
@@ -614,7 +630,7 @@ def _wait_until_ok(
     settle: bool = True,
     relaunched: set[str] | None = None,
     rejoining: Collection[str] = (),
-    before: Collection[str] = (),
+    before: Mapping[str, tuple[str, int]] | None = None,
 ) -> Observation:
     """Until every one of ``services`` is ok by the one rule and runs all its replicas (``states``:
     the first look's containers, read a moment ago); a task failed since ``since`` is final. With
@@ -625,7 +641,12 @@ def _wait_until_ok(
     an outage its own check fails until it is back): settling, not failed. So is a component of
     ``rejoining`` (its sidecar is back only now) not on it yet. One still away LEAF_GRACE (a
     component: REJOIN_GRACE) after this wait first saw it so is restarted, once (``relaunched``: those
-    restarted so far, shared by the waits of one up); from then on it is judged as any other."""
+    restarted so far, shared by the waits of one up); from then on it is judged as any other.
+
+    A service still in the run it had before this up (``before``: its container and restart count
+    then; not restarted by this up) does not settle: it was not started now, and nothing about its
+    start can fail a moment later. A component back on its restarted sidecar is one."""
+    before = before if before is not None else {}
     names = [s.name for s in services]
     leaves = {s.name for s in services if s.leaf_name}
     proven: dict[str, float] = {}  # service -> when its own check first passed ahead of the engine
@@ -680,7 +701,13 @@ def _wait_until_ok(
         }
         short = target.shortfalls(names)
         pending.update({name: why for name, why in short.items() if name not in pending})
-        settling = [n for n in seen.early if settle and time.monotonic() - proven[n] < EARLY_SETTLE]
+        settling = [
+            n
+            for n in seen.early
+            if settle
+            and not _same_run(n, seen.states, before, healed)
+            and time.monotonic() - proven[n] < EARLY_SETTLE
+        ]
         if not failed and not pending and not settling:
             return seen
         if not failed and not pending:
@@ -693,6 +720,22 @@ def _wait_until_ok(
             raise _component_failure(target, failed or pending)
         progress(f"Waiting for {', '.join(pending)}")
         time.sleep(POLL * 2)
+
+
+def _same_run(
+    name: str,
+    states: Mapping[str, ServiceState],
+    before: Mapping[str, tuple[str, int]],
+    healed: Collection[str],
+) -> bool:
+    """Whether ``name`` runs in the container and run it had before this up (``before``), which
+    this up did not restart (``healed``: by hand, which the restart count does not show)."""
+    state = states.get(name)
+    return (
+        state is not None
+        and name not in healed
+        and before.get(name) == (state.container_id, state.restart_count)
+    )
 
 
 def _reconnecting(

@@ -2,10 +2,11 @@
 
 Swarm ignores ``depends_on`` and deploys a stack file whole, so the stages are three files:
 ``docker-stack.bus.yml`` (the bus's nodes, its port forwarder, the one-shot volume-init), then the
-sidecars' file, then the whole ``docker-stack.yml``. Swarm replaces a task that exits instead of
-restarting its container: a failure is a task that failed since the deploy (named with its error),
-and a service is short while fewer of its replicas run than it wants. The containers this node runs
-are read as Compose's are, so that :func:`nachos_deploy.lifecycle.observe.judge` stays the one rule.
+sidecars' file (with the state store), then the whole ``docker-stack.yml``. Swarm replaces a task
+that exits instead of restarting its container: a failure is a task that failed since the deploy
+(named with its error), and a service is short while fewer of its replicas run than it wants. The
+containers this node runs are read as Compose's are, so that
+:func:`nachos_deploy.lifecycle.observe.judge` stays the one rule.
 
 ``remove`` takes the components and their sidecars down first and the bus last. Swarm's own
 ``stack rm`` stops the bus first, and its clients then spend their grace period redialing it (11 to
