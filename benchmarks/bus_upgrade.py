@@ -49,7 +49,7 @@ def derived_image(tag: str, folder: Path) -> None:
     subprocess.run(["docker", "build", "-q", "-t", tag, str(folder)], check=True, capture_output=True)
 
 
-def one_round(stack: Stack, url: str, setting: str, prefix: str) -> dict[str, object]:
+def one_round(stack: Stack, url: str | list[str], setting: str, prefix: str) -> dict[str, object]:
     traffic = Traffic()
     runner = threading.Thread(target=lambda: asyncio.run(drive(url, traffic, prefix)), daemon=True)
     runner.start()
@@ -93,6 +93,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="configuration rounds (default 3)")
     parser.add_argument("--image", action="store_true", help="and a last round with a new bus image")
+    parser.add_argument(
+        "--every-url",
+        action="store_true",
+        help="the client gets every URL (the one URL, then each node's: NATS_SERVERS), not the one URL",
+    )
     args = parser.parse_args()
     tag = f"nachos-test/bus-upgrade-{uuid.uuid4().hex[:8]}:1"
     with tempfile.TemporaryDirectory() as folder:
@@ -104,7 +109,12 @@ def main() -> int:
         rounds = []
         failed = False
         try:
-            url = str(stack.up()["nats_url"])
+            result = stack.up()
+            url = str(result["nats_url"])
+            listed = result["nodes"]
+            assert isinstance(listed, list)
+            nodes = [str(node["nats_url"]) for node in listed]
+            servers: str | list[str] = [url, *nodes] if args.every_url else url
             settings = [f"bus.max_pending={PENDING[i % 2]}" for i in range(args.rounds)]
             if args.image:
                 (Path(folder) / "image").mkdir()
@@ -113,7 +123,7 @@ def main() -> int:
             acked_all: set[str] = set()
             for index, setting in enumerate(settings):
                 extra = [s for s in settings[:index] if s.startswith("bus.image")]
-                figures = one_round(stack, url, setting, f"r{index}-")
+                figures = one_round(stack, servers, setting, f"r{index}-")
                 acked_all |= figures["acked"]  # type: ignore[arg-type]
                 rounds.append(figures)
                 blips = figures["blips"]

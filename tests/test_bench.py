@@ -3,6 +3,7 @@ stream removed, the time bound, and the one-line failures."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import signal
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 from typer.testing import CliRunner
 
@@ -306,6 +308,31 @@ def test_a_bus_echoing_big_payloads_passes_on_its_own_bound(nats_server_factory:
     assert doc["memory_max_payload_bytes"] > doc["memory_rest_bytes"] + 8 * MIB
     assert doc["memory_typical_bytes"] < 50 * MIB and doc["memory_rest_bytes"] < 50 * MIB
     assert doc["memory_max_payload_bytes"] < doc["memory_max_payload_bound_bytes"]
+
+
+def test_a_cancel_that_comes_as_the_scratch_stream_is_made_still_deletes_it(nats_server: NatsServer) -> None:
+    """The server made the stream, and the cancel (a SIGTERM) reached the client before the answer
+    did: the stream is deleted all the same (CI under load left it behind)."""
+
+    async def run() -> None:
+        client = await nats.connect(nats_server.nats_url)
+        js = client.jetstream()
+        real_add = js.add_stream
+
+        async def made_then_cancelled(*args: object, **kwargs: object) -> None:
+            await real_add(*args, **kwargs)
+            raise asyncio.CancelledError
+
+        js.add_stream = made_then_cancelled  # type: ignore[method-assign]
+        client.jetstream = lambda **_: js  # type: ignore[method-assign]
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await bench._jetstream(client, "cancel", bench._Clock(5.0), 0.25)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    assert int(get_json(nats_server.monitor_url, "/jsz", 2.0)["streams"]) == 0
 
 
 def test_sigterm_during_the_jetstream_phase_deletes_the_scratch_stream(nats_server: NatsServer) -> None:

@@ -104,7 +104,7 @@ class Traffic:
         return [(a - began, b - a) for a, b in itertools.pairwise(moments) if b - a > GAP]
 
 
-async def drive(url: str, traffic: Traffic, prefix: str, **options: Any) -> None:
+async def drive(url: str | list[str], traffic: Traffic, prefix: str, **options: Any) -> None:
     """Publish with Nats-Msg-Id and request the component until told to stop (nats-py's defaults;
     ``options``: more of nats.connect's, such as the ``tls`` context a Swarm stack's URL needs)."""
     client = await nats.connect(url, name="bus-upgrade-test", **options)

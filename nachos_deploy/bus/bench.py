@@ -57,6 +57,7 @@ from typing import Any, Literal, TypeVar
 from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 from nats.js.api import StorageType, StreamConfig
 from rich.console import Console
@@ -732,18 +733,18 @@ async def _jetstream(
         return None, "JetStream is off on this bus: its API has no responders"
     except js_errors.APIError as exc:
         return None, f"JetStream refused the scratch stream {name}: {exc.description or exc}"
-    except nats_errors.TimeoutError:
+    except (nats_errors.TimeoutError, asyncio.CancelledError) as exc:
+        # The server may have made it before its answer came (late, or after a SIGTERM, seen in CI
+        # under load): remove it all the same.
+        await _remove_scratch(js, name)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         return None, "JetStream did not answer in time"
     seconds = clock.slice(share)
-    removal_problem: str | None = None
     try:
         rate = await _acked_publishes(js.publish, subject, seconds)
     finally:
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await js.delete_stream(name)
-        except (nats_errors.Error, TimeoutError, OSError) as exc:
-            removal_problem = describe(exc)
+        removal_problem = await _remove_scratch(js, name)
     clock.spend(seconds)
     if removal_problem is not None:
         raise DeployError(
@@ -751,6 +752,18 @@ async def _jetstream(
             f"with `nats stream rm {name}`."
         )
     return rate, None
+
+
+async def _remove_scratch(js: JetStreamContext, name: str) -> str | None:
+    """Delete the scratch stream; None when it is gone (or was never made), else why not."""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await js.delete_stream(name)
+    except js_errors.NotFoundError:
+        return None
+    except (nats_errors.Error, TimeoutError, OSError) as exc:
+        return describe(exc)
+    return None
 
 
 async def _acked_publishes(publish: Callable[..., Awaitable[Any]], subject: str, seconds: float) -> Rate:

@@ -82,10 +82,17 @@ class RunningStack:
         return self.result.endpoints.ca_file
 
     @property
+    def servers(self) -> list[str]:
+        """Every URL of the bus: ``nats_url``, then each node's of a clustered bus, for a client that
+        fails over (``nats.connect(stack.servers)``): one node's loss then costs it no reconnect wait."""
+        return [self.nats_url, *(url for _, url, _ in self.result.endpoints.nodes)]
+
+    @property
     def env(self) -> dict[str, str]:
-        """NATS_URL, NATS_MONITOR_URL (only with bus.publish_monitor), NATS_CA_FILE (only with TLS on
-        the bus), NACHOS_PROJECT and each webhook channel's NACHOS_WEBHOOK_URL_<CHANNEL>, as ``up
-        --env-file`` writes them."""
+        """NATS_URL, NATS_SERVERS (only for a clustered bus: every URL, comma-separated),
+        NATS_MONITOR_URL (only with bus.publish_monitor), NATS_CA_FILE (only with TLS on the bus),
+        NACHOS_PROJECT and each webhook channel's NACHOS_WEBHOOK_URL_<CHANNEL>, as ``up --env-file``
+        writes them."""
         webhooks = {webhook.channel: webhook.url for webhook in self.result.webhooks}
         return outputs.values(self.result.endpoints, self.project, webhooks)
 

@@ -24,6 +24,7 @@ GITHUB_OUTPUT = "GITHUB_OUTPUT"
 GITHUB_ENV = "GITHUB_ENV"
 STEP_OUTPUTS = {
     "NATS_URL": "nats_url",
+    "NATS_SERVERS": "nats_servers",
     "NATS_MONITOR_URL": "monitor_url",
     "NATS_CA_FILE": "ca_file",
     "NACHOS_PROJECT": "project",
@@ -42,10 +43,17 @@ def values(endpoints: Endpoints, project: str, webhooks: Mapping[str, str] | Non
     monitoring port is published (bus.publish_monitor), NATS_CA_FILE only where the bus speaks TLS
     with a CA the system does not trust (bus.tls: NATS_URL is then tls://). ``webhooks``: channel ->
     public webhook URL, each as NACHOS_WEBHOOK_URL_<CHANNEL> (what to paste into the provider's
-    console)."""
+    console).
+
+    NATS_SERVERS, only for a clustered bus: NATS_URL, then each node's own URL, comma-separated (what
+    the NATS CLI and nats.go take as a URL; nats-py and nats.js take the list). A client given them
+    all moves to another URL at once when its node goes, where with NATS_URL alone it redials that
+    one URL, which nats-py does not do again within its 2 s reconnect wait (docs/bus-upgrade.md)."""
     monitor = endpoints.shown_monitor_url
+    servers = [endpoints.nats_url, *(url for _, url, _ in endpoints.nodes)]
     return {
         "NATS_URL": endpoints.nats_url,
+        **({"NATS_SERVERS": ",".join(servers)} if endpoints.nodes else {}),
         **({"NATS_MONITOR_URL": monitor} if monitor else {}),
         **({"NATS_CA_FILE": endpoints.ca_file} if endpoints.ca_file else {}),
         "NACHOS_PROJECT": project,
