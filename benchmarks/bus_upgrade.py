@@ -12,7 +12,10 @@ nodes were ever down together (the engine's events), acked, unsure and lost mess
 requests' blips (gaps over 0.5 s between answered requests). Exits 1 when an acked message was lost or
 two nodes were down together. Usage:
 
-    .venv/bin/python benchmarks/bus_upgrade.py [--rounds 3] [--image]
+    .venv/bin/python benchmarks/bus_upgrade.py [--rounds 3] [--image] [--every-url]
+
+``--every-url`` gives the client every URL of the bus (NATS_SERVERS: the one URL, then each node's)
+instead of the one URL.
 """
 
 from __future__ import annotations
