@@ -76,6 +76,21 @@ def apart(prefix: str, stacks: int, count: int) -> list[str]:
             return names
 
 
+def free_name(prefix: str, components: dict[str, object] | None = None) -> str:
+    """A random project name whose drawn block of the default pool overlaps no network the engine
+    has, so that a test can put a network of its own there (one left by another run would refuse it)."""
+    taken = engine_subnets()
+    while True:
+        name = f"{prefix}{uuid.uuid4().hex[:6]}"
+        doc = document(name, 1, None)
+        if components is not None:
+            doc["components"] = components
+        subnets = make_plan(DeployConfig.model_validate(doc)).subnets
+        assert subnets is not None
+        if not any(ipaddress.IPv4Network(subnets.block).overlaps(other) for other in taken):
+            return name
+
+
 def planned(folder: Path) -> dict[str, str]:
     """The subnets the rendered Compose file asks for, by network."""
     doc = yaml.safe_load((folder / ".nachos" / "docker-compose.yml").read_text())
@@ -160,7 +175,7 @@ def test_a_block_another_network_holds_moves_the_stack_and_a_full_pool_stops_up(
     the next `up`s keep it there while it runs (even once the block is free again); after `down` it
     takes its drawn block again. A pool with no free block left: exit 4 before anything starts,
     naming the network in the way."""
-    project = f"h20n-clash-{uuid.uuid4().hex[:6]}"
+    project = free_name("h20n-clash-")
     file = deploy_file(tmp_path, project, 1, pool=None)  # the default pool
     rendered = nachos(tmp_path, "render", "-c", str(file))
     assert rendered.returncode == 0, rendered.stderr
@@ -240,3 +255,37 @@ def test_two_projects_that_draw_one_block_come_up_at_once(engine: str, tmp_path:
         for folder, file, project in zip(folders, files, projects, strict=True):
             nachos(folder, "down", "-c", str(file), "--volumes", "--yes")
             compose_down(project)
+
+
+def test_credentials_rotate_keeps_a_moved_stack_on_its_subnets(engine: str, tmp_path: Path) -> None:
+    """A stack that `up` moved off its drawn block (another network was in it): `credentials rotate`
+    recreates the gateway on the networks as they run. It rendered the drawn block again before, and
+    Compose, asked for the gateway, tried to remake state-link under the running state store ("has
+    active endpoints", exit 6: seen in CI with a network an earlier run had left in the pool)."""
+    components = {"gateway": {"image": PROBE, "egress": False}, "llm-proxy": {"enabled": False}}
+    project = free_name("h20n-rot-", components)
+    doc = document(project, 0, None)
+    doc["components"] = components
+    file = tmp_path / "nachos-deploy.yaml"
+    file.write_text(yaml.safe_dump(doc))
+    assert nachos(tmp_path, "render", "-c", str(file)).returncode == 0
+    drawn = planned(tmp_path)
+    squatter = f"h20n-squatter-{uuid.uuid4().hex[:6]}"
+    docker("network", "create", "--internal", "--subnet", drawn["state-link"], squatter)
+    try:
+        result = nachos(tmp_path, "up", "-c", str(file), "--timeout", "90")
+        assert result.returncode == 0, result.stdout + result.stderr
+        moved = planned(tmp_path)
+        assert moved != drawn
+        rotated = nachos(tmp_path, "credentials", "rotate", "-c", str(file))
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+        assert on_engine(project, ["state-link", "gateway-link"]) == {
+            name: moved[name] for name in ("state-link", "gateway-link")
+        }
+        status = nachos(tmp_path, "status", "-c", str(file))
+        assert status.returncode == 0, status.stdout + status.stderr
+    finally:
+        nachos(tmp_path, "down", "-c", str(file), "--volumes", "--yes")
+        compose_down(project)
+        if squatter in docker("network", "ls", "--format", "{{.Name}}").split():
+            docker("network", "rm", squatter)

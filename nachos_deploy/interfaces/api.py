@@ -549,10 +549,13 @@ def rotate_credentials(stack: Stack, *, progress: Progress | None = None) -> Rot
             "bus.auth is false: this bus has no credentials to rotate.", exit_code=ExitCode.USAGE
         )
     from nachos_deploy.lifecycle import rotate
-    from nachos_deploy.targets import for_stack
+    from nachos_deploy.targets import for_stack, subnet_check
 
     require_engine()
     folder = credentials.folder(stack.output_dir)
+    # The subnets the running networks have: `up` may have moved the stack off its drawn block, and
+    # the gateway is recreated below through Compose, which would remake a network that differs.
+    stack, _ = subnet_check.settle(stack)
     with for_stack(stack) as target:
         endpoints = target.endpoints()
         if endpoints is None:
