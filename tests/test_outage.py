@@ -61,14 +61,14 @@ def test_up_converges_after_an_outage(stack: Stack, kind: str, seconds: float) -
 
 def test_the_rendered_files_keep_the_sidecars_reconnect_short(tmp_path: Path) -> None:
     """The three settings behind a fast return, as rendered (no engine): the hub advertises no other
-    leaf address, each sidecar's lookups fail within a second, and it tries again every 0.25 s."""
+    leaf address, each sidecar's lookups fail within a second, and it tries again after 50 ms."""
     stack = outages.make_stack(tmp_path, "ndt-outage-render", small=True)
     leafnodes = stack.files["nats.conf"].split("leafnodes {", 1)[1].split("}", 1)[0]
     assert "no_advertise: true" in leafnodes
     for sidecar in stack.plan.sidecars:
         assert sidecar.service.dns == ("127.0.0.1",)
         assert sidecar.service.dns_options == ("timeout:1", "attempts:1")
-        assert 'reconnect: "250ms"' in stack.files[sidecar.config_file]
+        assert 'reconnect: "50ms"' in stack.files[sidecar.config_file]
     # A component on internal networks alone: its lookup of a stopped sidecar fails within a second
     # too. One with egress keeps the engine's forwarding to the host's resolvers.
     for component in stack.plan.components:
