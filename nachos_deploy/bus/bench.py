@@ -733,13 +733,13 @@ async def _jetstream(
         return None, "JetStream is off on this bus: its API has no responders"
     except js_errors.APIError as exc:
         return None, f"JetStream refused the scratch stream {name}: {exc.description or exc}"
-    except (nats_errors.TimeoutError, asyncio.CancelledError) as exc:
-        # The server may have made it before its answer came (late, or after a SIGTERM, seen in CI
-        # under load): remove it all the same.
-        await _remove_scratch(js, name)
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+    except nats_errors.TimeoutError:
+        await _remove_scratch(js, name)  # the server may have made it before its late answer
         return None, "JetStream did not answer in time"
+    except asyncio.CancelledError:
+        # A SIGTERM may come after the server made it and before its answer (seen in CI under load).
+        await _remove_scratch(js, name)
+        raise
     seconds = clock.slice(share)
     try:
         rate = await _acked_publishes(js.publish, subject, seconds)

@@ -85,6 +85,11 @@ class Endpoints:
     ca_file: str | None = None
 
     @property
+    def servers(self) -> list[str]:
+        """``nats_url``, then each node's of a clustered bus: every URL, for a client that fails over."""
+        return [self.nats_url, *(url for _, url, _ in self.nodes)]
+
+    @property
     def shown_nats_url(self) -> str:
         return redact(self.nats_url)
 

@@ -85,7 +85,7 @@ class RunningStack:
     def servers(self) -> list[str]:
         """Every URL of the bus: ``nats_url``, then each node's of a clustered bus, for a client that
         fails over (``nats.connect(stack.servers)``): one node's loss then costs it no reconnect wait."""
-        return [self.nats_url, *(url for _, url, _ in self.result.endpoints.nodes)]
+        return self.result.endpoints.servers
 
     @property
     def env(self) -> dict[str, str]:

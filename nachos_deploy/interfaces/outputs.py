@@ -50,10 +50,9 @@ def values(endpoints: Endpoints, project: str, webhooks: Mapping[str, str] | Non
     all moves to another URL at once when its node goes, where with NATS_URL alone it redials that
     one URL, which nats-py does not do again within its 2 s reconnect wait (docs/bus-upgrade.md)."""
     monitor = endpoints.shown_monitor_url
-    servers = [endpoints.nats_url, *(url for _, url, _ in endpoints.nodes)]
     return {
         "NATS_URL": endpoints.nats_url,
-        **({"NATS_SERVERS": ",".join(servers)} if endpoints.nodes else {}),
+        **({"NATS_SERVERS": ",".join(endpoints.servers)} if endpoints.nodes else {}),
         **({"NATS_MONITOR_URL": monitor} if monitor else {}),
         **({"NATS_CA_FILE": endpoints.ca_file} if endpoints.ca_file else {}),
         "NACHOS_PROJECT": project,
