@@ -58,37 +58,33 @@ def engine_subnets() -> list[ipaddress.IPv4Network]:
     return [n for n in found if isinstance(n, ipaddress.IPv4Network)]
 
 
-def apart(prefix: str, stacks: int, count: int) -> list[str]:
-    """Random project names whose blocks of POOL overlap neither each other nor a network the engine
-    has (two names can draw overlapping blocks: docs/networks.md#collisions; `up` would then move
-    one of them, which is another test's subject, and the same subnets after `down` is this one's)."""
+def apart(
+    prefix: str,
+    stacks: int = 1,
+    count: int = 1,
+    pool: str | None = POOL,
+    components: dict[str, object] | None = None,
+) -> list[str]:
+    """Random project names whose drawn blocks of ``pool`` (None: the default pool) overlap neither
+    each other nor a network the engine has: two names can draw overlapping blocks
+    (docs/networks.md#collisions; `up` would then move one of them, which is another test's subject),
+    and a network left by another run would refuse a test's own network there. ``components``, when
+    given, replaces the document's (the block's size follows the stack's networks)."""
     taken = engine_subnets()
     while True:
-        names = [f"{prefix}{index}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
+        names = [f"{prefix}{index if stacks > 1 else ''}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
         blocks = []
         for name in names:
-            subnets = make_plan(DeployConfig.model_validate(document(name, count, POOL))).subnets
+            doc = document(name, count, pool)
+            if components is not None:
+                doc["components"] = components
+            subnets = make_plan(DeployConfig.model_validate(doc)).subnets
             assert subnets is not None
             blocks.append(ipaddress.IPv4Network(subnets.block))
         if not any(one.overlaps(two) for one, two in itertools.combinations(blocks, 2)) and not any(
             block.overlaps(other) for block in blocks for other in taken
         ):
             return names
-
-
-def free_name(prefix: str, components: dict[str, object] | None = None) -> str:
-    """A random project name whose drawn block of the default pool overlaps no network the engine
-    has, so that a test can put a network of its own there (one left by another run would refuse it)."""
-    taken = engine_subnets()
-    while True:
-        name = f"{prefix}{uuid.uuid4().hex[:6]}"
-        doc = document(name, 1, None)
-        if components is not None:
-            doc["components"] = components
-        subnets = make_plan(DeployConfig.model_validate(doc)).subnets
-        assert subnets is not None
-        if not any(ipaddress.IPv4Network(subnets.block).overlaps(other) for other in taken):
-            return name
 
 
 def planned(folder: Path) -> dict[str, str]:
@@ -127,7 +123,7 @@ def up_at_once(folders: list[Path], files: list[Path], timeout: int) -> None:
 
 
 def test_a_stack_of_24_components_comes_up_on_subnets_of_its_own(engine: str, tmp_path: Path) -> None:
-    (project,) = apart("h20n-24-", 1, 24)
+    (project,) = apart("h20n-24", count=24)
     file = deploy_file(tmp_path, project, 24)
     try:
         result = nachos(tmp_path, "up", "-c", str(file), "--timeout", "240", timeout=400)
@@ -151,7 +147,7 @@ def test_a_stack_of_24_components_comes_up_on_subnets_of_its_own(engine: str, tm
 
 
 def test_two_stacks_of_12_side_by_side(engine: str, tmp_path: Path) -> None:
-    projects = apart("h20n-12-", 2, 12)
+    projects = apart("h20n-12-", stacks=2, count=12)
     folders = [tmp_path / side for side in "ab"]
     files = [deploy_file(folder, project, 12) for folder, project in zip(folders, projects, strict=True)]
     try:
@@ -175,7 +171,7 @@ def test_a_block_another_network_holds_moves_the_stack_and_a_full_pool_stops_up(
     the next `up`s keep it there while it runs (even once the block is free again); after `down` it
     takes its drawn block again. A pool with no free block left: exit 4 before anything starts,
     naming the network in the way."""
-    project = free_name("h20n-clash-")
+    (project,) = apart("h20n-clash", pool=None)
     file = deploy_file(tmp_path, project, 1, pool=None)  # the default pool
     rendered = nachos(tmp_path, "render", "-c", str(file))
     assert rendered.returncode == 0, rendered.stderr
@@ -263,7 +259,7 @@ def test_credentials_rotate_keeps_a_moved_stack_on_its_subnets(engine: str, tmp_
     Compose, asked for the gateway, tried to remake state-link under the running state store ("has
     active endpoints", exit 6: seen in CI with a network an earlier run had left in the pool)."""
     components = {"gateway": {"image": PROBE, "egress": False}, "llm-proxy": {"enabled": False}}
-    project = free_name("h20n-rot-", components)
+    (project,) = apart("h20n-rot", pool=None, components=components)
     doc = document(project, 0, None)
     doc["components"] = components
     file = tmp_path / "nachos-deploy.yaml"
