@@ -110,3 +110,31 @@ def test_included_files_hold_what_the_env_files_hold_and_rotation_keeps_the_rout
     new_leafs = credentials.leaf_logins(tmp_path, plan)
     assert all(new_leafs[name][1] != old_leafs[name][1] for name in old_leafs)
     assert old_leafs["bus-gateway"][1] not in (folder / "bus" / "secrets.conf").read_text()
+
+
+def test_a_sidecar_of_a_cluster_names_each_node_with_one_login(tmp_path: Path) -> None:
+    """Each node by its own name in the sidecar's remote (`bus-1` answers where the sidecars are, as
+    `bus-2` and `bus-3` do by their service names): after losing a node, nats-server tries the next
+    name, never the address of the node it lost (docs/bus-upgrade.md). One bus keeps `bus`."""
+    for target in ("compose", "swarm"):
+        data = {"bus": {"nodes": 3}, "components": COMPONENTS, "target": target}
+        plan = make_plan(
+            DeployConfig.model_validate(data), base_dir=PurePath("/a"), output_dir=PurePath("/a/o")
+        )
+        files = render(plan)
+        urls = "{ urls: [$NACHOS_LEAF_URL, $NACHOS_LEAF_URL_2, $NACHOS_LEAF_URL_3] }"
+        assert urls in files["sidecar-webchat.conf"], target
+        stack = files["docker-compose.yml" if target == "compose" else "docker-stack.yml"]
+        first = yaml.safe_load(stack)["services"]["bus"]["networks"]
+        assert first["nachos-internal"]["aliases"] == ["bus-1"], target
+    credentials.ensure(tmp_path, plan)
+    values = read_env_file(tmp_path / "credentials" / "bus-webchat.env")
+    hosts = {key: value.rsplit("@", 1)[1] for key, value in values.items()}
+    assert hosts == {
+        "NACHOS_LEAF_URL": "bus-1:7422",
+        "NACHOS_LEAF_URL_2": "bus-2:7422",
+        "NACHOS_LEAF_URL_3": "bus-3:7422",
+    }
+    assert len({value.rsplit("@", 1)[0] for value in values.values()}) == 1  # the same login to each
+    single = rendered({"components": COMPONENTS})["sidecar-webchat.conf"]
+    assert "{ url: $NACHOS_LEAF_URL }" in single and "urls" not in single

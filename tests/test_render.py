@@ -221,7 +221,11 @@ def test_a_clustered_bus_renders_routes_by_variable_and_aliases() -> None:
         "nachos-internal": {"aliases": ["bus"]},
         "bus-link": {"aliases": ["bus", "bus-2"]},  # `bus`: any live node, for the forwarder too
     }
-    assert services["bus"]["networks"] == {"nachos-internal": {}, "bus-link": {"aliases": ["bus-1"]}}
+    # `bus-1` on nachos-internal too: the sidecars name each node (plan.leaf_hosts)
+    assert services["bus"]["networks"] == {
+        "nachos-internal": {"aliases": ["bus-1"]},
+        "bus-link": {"aliases": ["bus-1"]},
+    }
     hashes = {services[name]["labels"]["org.nachos-deploy.config-hash"] for name in ("bus", "bus-2", "bus-3")}
     assert len(hashes) == 1  # a changed nats.conf recreates every node
     assert "cluster {" not in rendered({})["nats.conf"]

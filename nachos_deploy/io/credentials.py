@@ -40,6 +40,8 @@ from nachos_deploy.core.plan import (
     SYSTEM_PASSWORD,
     SYSTEM_USER,
     Plan,
+    leaf_hosts,
+    leaf_variable,
     route_host,
     route_variable,
     secret_version_variable,
@@ -117,7 +119,10 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials
         hub[sidecar.password_variable] = password(sidecar.password_variable)
         user = urllib.parse.quote(sidecar.leaf_user, safe="")
         secret = urllib.parse.quote(hub[sidecar.password_variable], safe="")
-        files[f"{sidecar.service.name}.env"] = {LEAF_URL: f"nats://{user}:{secret}@{BUS}:{LEAF_PORT}"}
+        files[f"{sidecar.service.name}.env"] = {
+            leaf_variable(index): f"nats://{user}:{secret}@{host}:{LEAF_PORT}"
+            for index, host in enumerate(leaf_hosts(len(plan.bus.nodes)), start=1)
+        }
     if plan.bus.clustered:  # the routes between the nodes, with their own password
         # Kept by a rotation: only the nodes use it, on bus-link, and changing it under running nodes
         # would part them until each had reloaded (see docs/security.md).
