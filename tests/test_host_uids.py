@@ -57,8 +57,14 @@ class Stack:
         return [int(line) for line in out.splitlines()[1:]]
 
     def main_pid(self, service: str) -> int:
-        """The program itself (pid 1 in the container is docker-init: `init: true`)."""
-        return self.pids(service)[-1]
+        """The program itself: the child of the container's pid 1, docker-init (`init: true`). Not
+        the last pid `docker top` lists, which was now and then a healthcheck's process, started by
+        `docker exec` beside the program and gone a moment later (CI: "No such file or directory"
+        instead of "Permission denied" for its /proc/<pid>/root)."""
+        init = int(docker("inspect", "-f", "{{.State.Pid}}", self.container(service)))
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        assert len(children) == 1, f"{service}: docker-init ({init}) has children {children}"
+        return int(children[0])
 
 
 @pytest.fixture(scope="module")
