@@ -1265,20 +1265,17 @@ def route_host(index: int) -> str:
     return f"{BUS}-{index}"
 
 
-def leaf_hosts(nodes: int) -> tuple[str, ...]:
-    """The names a sidecar's leaf remote lists: `bus`, or each node of a cluster by its own name.
-    Under `bus` alone a sidecar that lost its node redialled a random address of `bus`, and in a
-    node's replacement that was once the replaced node's own (the engine still gave it out): the
-    dial hung for nats-server's fixed leaf dial timeout, 1.3 s, with the component's interest gone
-    from the bus (docs/bus-upgrade.md). With each node named, nats-server tries the next name in its
-    list after the one it lost."""
-    return tuple(route_host(index) for index in range(1, nodes + 1)) if nodes > 1 else (BUS,)
-
-
-def leaf_variable(index: int) -> str:
-    """Variable in a sidecar's credentials holding its leaf URL (with its password) to the
-    ``index``-th of :func:`leaf_hosts` (1-based; the first keeps the single bus's name)."""
-    return LEAF_URL if index == 1 else f"{LEAF_URL}_{index}"
+def leaf_remotes(nodes: int) -> tuple[tuple[str, str], ...]:
+    """A sidecar's leaf remote: (variable in its credentials holding the URL with its password, the
+    host that URL names), for `bus` alone, or for each node of a cluster by its own name (the first
+    variable keeps the single bus's name). Under `bus` alone a sidecar that lost its node redialled a
+    random address of `bus`, and in a node's replacement that was once the replaced node's own (the
+    engine still gave it out): the dial hung for nats-server's fixed leaf dial timeout, 1.3 s, with
+    the component's interest gone from the bus (docs/bus-upgrade.md). With each node named,
+    nats-server tries the next name in its list after the one it lost."""
+    if nodes == 1:
+        return ((LEAF_URL, BUS),)
+    return tuple((LEAF_URL if i == 1 else f"{LEAF_URL}_{i}", route_host(i)) for i in range(1, nodes + 1))
 
 
 def route_variable(index: int) -> str:
@@ -1395,7 +1392,7 @@ def _bus(config: DeployConfig, base_dir: PurePath = _HERE) -> BusPlan:
             aliases = ((BUS_LINK_NETWORK, route_host(index)),)
             if index > 1:  # `bus` means any node, on both networks (the first answers by its name)
                 aliases = ((INTERNAL_NETWORK, BUS), (BUS_LINK_NETWORK, BUS), *aliases)
-            else:  # and by `bus-1` where the sidecars are, which name each node (leaf_hosts)
+            else:  # and by `bus-1` where the sidecars are, which name each node (leaf_remotes)
                 aliases = ((INTERNAL_NETWORK, route_host(index)), *aliases)
         return ServicePlan(
             name=name,

@@ -59,8 +59,7 @@ from nachos_deploy.core.plan import (
     EnvVar,
     Plan,
     ServicePlan,
-    leaf_hosts,
-    leaf_variable,
+    leaf_remotes,
     route_variable,
     secret_version_variable,
 )
@@ -227,7 +226,7 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
         "system_password": SYSTEM_PASSWORD,
         "system_reads": [f"$SYS.REQ.SERVER.*.{read}" for read in SYSTEM_READS],
         "leaf_url": LEAF_URL,
-        "leaf_urls": [leaf_variable(index) for index in range(1, len(leaf_hosts(len(plan.bus.nodes))) + 1)],
+        "leaf_urls": [variable for variable, _ in leaf_remotes(len(plan.bus.nodes))],
         "credentials_include": CREDENTIALS_INCLUDE,
         "tls_mount": TLS_MOUNT,
         "tls_cert": TLS_CERT,

@@ -40,8 +40,7 @@ from nachos_deploy.core.plan import (
     SYSTEM_PASSWORD,
     SYSTEM_USER,
     Plan,
-    leaf_hosts,
-    leaf_variable,
+    leaf_remotes,
     route_host,
     route_variable,
     secret_version_variable,
@@ -120,8 +119,8 @@ def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials
         user = urllib.parse.quote(sidecar.leaf_user, safe="")
         secret = urllib.parse.quote(hub[sidecar.password_variable], safe="")
         files[f"{sidecar.service.name}.env"] = {
-            leaf_variable(index): f"nats://{user}:{secret}@{host}:{LEAF_PORT}"
-            for index, host in enumerate(leaf_hosts(len(plan.bus.nodes)), start=1)
+            variable: f"nats://{user}:{secret}@{host}:{LEAF_PORT}"
+            for variable, host in leaf_remotes(len(plan.bus.nodes))
         }
     if plan.bus.clustered:  # the routes between the nodes, with their own password
         # Kept by a rotation: only the nodes use it, on bus-link, and changing it under running nodes
