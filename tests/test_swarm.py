@@ -404,11 +404,21 @@ def test_swarm_three_node_bus_forms_a_cluster(swarm_stack: object) -> None:
     assert status.returncode == 0, status.stdout + status.stderr
     # One machine: the three bus nodes are pinned to it by labels, and up says they share it.
     assert node_labels(stack.project) == {f"org.nachos-deploy.{stack.project}.{n}" for n in nodes}  # type: ignore[attr-defined]
-    (warning,) = json.loads(up.stdout)["warnings"]
+    (warning,) = own_warnings(json.loads(up.stdout))
     assert "bus, bus-2, bus-3 share the machine" in warning
     down = stack.run("down", "--volumes", "--yes")  # type: ignore[attr-defined]
     assert down.returncode == 0, down.stdout + down.stderr
     assert node_labels(stack.project) == set()  # type: ignore[attr-defined]
+
+
+def own_warnings(result: dict[str, object]) -> list[str]:
+    """An up's warnings but the notice that its networks took another block of networks.pool: a
+    network of another project on this engine can hold the block this project draws (a network an
+    earlier test's `down` could not remove: Engine 20.10's "has active endpoints" bug,
+    docs/testing.md), and `up` then moves and says so, which is not what a test here is about."""
+    warnings = result["warnings"]
+    assert isinstance(warnings, list)
+    return [str(w) for w in warnings if not str(w).startswith("Networks: this project's block ")]
 
 
 def node_labels(project: str) -> set[str]:
