@@ -360,7 +360,8 @@ def test_two_ups_of_one_new_project_at_once_are_serialized(engine: str, tmp_path
         results = [(run.wait(timeout=180), *run.communicate()) for run in runs]
         for code, out, err in results:
             assert code == 0, out + err
-        waited = [err for _, _, err in results if "Waiting for another nachos-deploy (pid" in err]
+        # The project's lock: another up on this machine may also hold the networks' lock a moment.
+        waited = [err for _, _, err in results if f"working on project {project} to finish" in err]
         assert len(waited) == 1, [err for _, _, err in results]
         # One set of networks, not two that make every later command ambiguous.
         names = subprocess.run(

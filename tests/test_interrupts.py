@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import without_networks_wait
 from tests.test_lifecycle import PROBE, containers
 
 
@@ -89,7 +90,7 @@ def test_an_interrupted_up_exits_130_and_a_second_up_converges(
         run.send_signal(signum)
         out, err = run.communicate(timeout=60)
         assert run.returncode == 130, out + err
-        lines = [line for line in err.splitlines() if line.strip()]
+        lines = without_networks_wait(err)
         assert lines == [
             f"Interrupted: project {project} may be left partly started; run `nachos-deploy up -c {file} "
             f"-p {project}` to finish it or `nachos-deploy down -p {project}` to remove it."
