@@ -54,6 +54,33 @@ def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "run", functools.partial(measure, targets=bench.Targets(p99_ms=10_000)))
 
 
+BUFFERED = 40_000  # publishes of 128 bytes, all in the client's buffer (below its pending_size) at the flush
+
+
+def test_a_flush_answers_once_the_server_has_read_what_the_client_buffered(nats_server: NatsServer) -> None:
+    """bench's flush (`bench._flush`) against nats-py 2.16's own, which writes its PING ahead of
+    publishes still in the client's buffer: a loop of publishes that never yields leaves the last of
+    them there, and a subscriber must have every one once both flushes have come back (bench's
+    `delivered`; seen 1,024 short in CI)."""
+
+    async def delivered() -> int:
+        sender = await nats.connect(nats_server.nats_url, pending_size=64 * 1024 * 1024)
+        receiver = await nats.connect(nats_server.nats_url)
+        try:
+            sub = await receiver.subscribe("bench.order")
+            await bench._flush(receiver, "a flush", 10)
+            for _ in range(BUFFERED):
+                await sender.publish("bench.order", b"x" * 128)
+            await bench._flush(sender, "a flush after publishing", 10)
+            await bench._flush(receiver, "the subscriber's flush", 10)
+            return sub.delivered
+        finally:
+            await sender.close()
+            await receiver.close()
+
+    assert asyncio.run(delivered()) == BUFFERED
+
+
 @pytest.mark.usefixtures("lenient")
 def test_bench_json_against_a_real_bus(nats_server: NatsServer) -> None:
     duration = 1.0
