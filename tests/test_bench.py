@@ -200,7 +200,9 @@ def test_a_missed_target_is_reported(nats_server: NatsServer) -> None:
     strict = bench.Targets(p99_ms=0.000001)
     result = bench.run(nats_server.nats_url, nats_server.monitor_url, duration=0.5, targets=strict)
     assert not result.ok
-    assert [check.name for check in result.missed] == ["request/reply p99 (128 B)"]
+    # The target made impossible is missed; on a busy machine another may be too (a fast-suite run on
+    # two workers missed one more), which is not this test's subject.
+    assert "request/reply p99 (128 B)" in [check.name for check in result.missed]
     assert [check.ok for check in result.targets if check.name.startswith("bus memory")] == [True, True, True]
     assert result.as_json()["ok"] is False
     assert scratch_streams(nats_server.monitor_url) == []

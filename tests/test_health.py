@@ -53,11 +53,13 @@ def black_hole() -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def fake_monitor(routes: dict[str, tuple[int, bytes]]) -> Iterator[str]:
-    """An HTTP server standing in for the monitor, answering ``routes[path] = (status, body)``."""
+def fake_monitor(routes: dict[str, tuple[int, bytes]], delay: float = 0.0) -> Iterator[str]:
+    """An HTTP server standing in for the monitor, answering ``routes[path] = (status, body)``,
+    each answer ``delay`` seconds late."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            time.sleep(delay)
             status, body = routes.get(self.path.split("?", 1)[0], (404, b"not found"))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
@@ -465,6 +467,18 @@ def test_bus_overview_fields(nats_server_factory: ServerFactory) -> None:
 def test_bus_overview_unreachable() -> None:
     with pytest.raises(BusUnavailable, match="not reachable"):
         bus_overview(f"http://127.0.0.1:{closed_port()}", timeout=0.5)
+
+
+def test_the_stream_state_waits_out_a_node_slow_to_list_its_streams() -> None:
+    """`status` asks for the streams once /varz has answered: a node slow to list them (a cluster
+    electing a leader after a node loss, on a busy machine) is waited for, not reported as a bus
+    that does not answer."""
+    page = {
+        "account_details": [{"stream_detail": [{"name": "AUDIT", "state": {"messages": 7, "bytes": 70}}]}]
+    }
+    with fake_monitor({"/jsz": (200, json.dumps(page).encode())}, delay=1.5) as url:
+        assert monitor.stream_state(url, "AUDIT") == (7, 70)
+        assert monitor.stream_state(url, "OTHER") is None
 
 
 def test_cluster_problems_name_the_node_the_route_and_the_leader() -> None:

@@ -14,6 +14,7 @@ import json
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import uuid
 import warnings
@@ -145,6 +146,29 @@ def test_a_body_over_the_channels_limit_is_413_and_never_reaches_it(stack: Stack
     assert f"GOT POST {WHATSAPP_PATH}?fits {WHATSAPP_MAX_BODY}" in log
     assert "too-big" not in log
     assert "chunked" not in log
+
+
+def test_a_request_while_its_channel_restarts_is_held_until_it_is_back(stack: Stack) -> None:
+    """A channel restarting (an upgrade replaces it, a heal restarts it) is away for a second or two:
+    the ingress dials it again until it is back, so the provider's call is answered, not refused
+    with 502. The request comes while the channel is stopped, which then starts."""
+    channel = stack.container("whatsapp")  # ps -q: only a running container is found
+    docker("stop", "-t", "1", channel)
+    answers: list[tuple[int, bytes]] = []
+    sender = threading.Thread(
+        target=lambda: answers.append(stack.https("POST", f"{WHATSAPP_PATH}?held", b"{}"))
+    )
+    try:
+        sender.start()
+        time.sleep(0.5)  # the request is at the ingress while the channel is stopped
+        started = time.monotonic()
+        docker("start", channel)
+        sender.join(30)
+    finally:
+        docker("start", channel)  # the next tests need it, whatever happened here
+    assert [status for status, _ in answers] == [200], answers
+    assert f"GOT POST {WHATSAPP_PATH}?held 2" in stack.channel_log()
+    print(f"answered {time.monotonic() - started:.2f} s after the channel's start")
 
 
 def test_http_redirects_to_the_published_https_port(stack: Stack) -> None:

@@ -203,7 +203,16 @@ def bus_overview(monitor_url: str, *, timeout: float = 1.0) -> dict[str, object]
     }
 
 
-def stream_state(monitor_url: str, name: str, *, timeout: float = 1.0) -> tuple[int, int] | None:
+STREAM_READ_TIMEOUT = 3.0
+"""Seconds ``status`` gives ``/jsz?streams=true``: it asks only once ``/varz`` has answered, so a
+bus that is down was already named; a live node can take over a second to list its streams while
+the cluster elects a new leader after a node loss on a busy machine (seen: 'the bus does not
+answer' from a bus that did)."""
+
+
+def stream_state(
+    monitor_url: str, name: str, *, timeout: float = STREAM_READ_TIMEOUT
+) -> tuple[int, int] | None:
     """(messages, bytes) of a JetStream stream from ``/jsz``, or None when there is no such
     stream. Raises ``BusUnavailable``."""
     try:
