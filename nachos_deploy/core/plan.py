@@ -1493,6 +1493,13 @@ def _socat(port: int, relays: int, host: str = BUS, target: int | None = None) -
 # bridge accepts in well under a millisecond, hence the short wait for one that does not.
 RELAY_SCRIPT = "/tmp/nachos-relay"
 RELAY_TRY_TIMEOUT = 0.25
+# The relay goes to the address the test connection reached, read from socat's own log line
+# ("opening connection to AF=2 <address>:<port>"), not to the name again: `bus` has an address per
+# node and the engine's DNS gives them in a random order, with a killed node's still among them for
+# a moment, so a second lookup could hand the client to the dead node the test had just passed
+# over (seen: a client relayed to a refused address, back only after nats-py's 2 s redial wait).
+# A socat that words its log otherwise leaves the address empty, and the relay uses the name.
+_TRIED_ADDRESS = r"s/.* opening connection to AF=2 \([0-9.]*\):.*/\1/p"
 
 
 def _failover_socat(port: int, relays: int, hosts: Sequence[str], target: int) -> str:
@@ -1500,14 +1507,15 @@ def _failover_socat(port: int, relays: int, hosts: Sequence[str], target: int) -
     return f"socat {listen} 'EXEC:sh {RELAY_SCRIPT} {target} {_idle(target)} {' '.join(hosts)},nofork'"
 
 
-def _relay_script() -> str:
+def relay_script() -> str:
     """``sh RELAY_SCRIPT PORT IDLE HOST...``: the client's connection (stdin/stdout, from socat's
     ``nofork``) relayed to PORT of the first HOST that accepts a connection, until IDLE quiet seconds."""
     return (
         "p=$1; t=$2; shift 2; for h; do "
-        f"socat -u OPEN:/dev/null TCP4:$h:$p,connect-timeout={RELAY_TRY_TIMEOUT} 2>/dev/null && "
+        f"if a=$(socat -d -d -u OPEN:/dev/null TCP4:$h:$p,connect-timeout={RELAY_TRY_TIMEOUT} 2>&1); then "
+        f'ip=$(printf "%s\\n" "$a" | sed -n "{_TRIED_ADDRESS}" | tail -n 1); '
         f"exec socat -T $t -b {RELAY_BUFFER} STDIO "
-        f"TCP4:$h:$p,nodelay,connect-timeout={RELAY_CONNECT_TIMEOUT}; "
+        f"TCP4:${{ip:-$h}}:$p,nodelay,connect-timeout={RELAY_CONNECT_TIMEOUT}; fi; "
         'echo "nachos-deploy: $h does not accept a connection on port $p, trying the next node" >&2; '
         'done; echo "nachos-deploy: no bus node accepts a connection on port $p" >&2; exit 1'
     )
@@ -1542,7 +1550,7 @@ def forwarder_script(nodes: int = 1) -> str:
             f"nc -ll -p {client} -e nc {host} {CLIENT_PORT}",
             f"nc -ll -p {monitor} -e nc {host} {MONITOR_PORT}",
         ]
-    relay = f"printf '%s\\n' '{_relay_script()}' > {RELAY_SCRIPT}; " if hosts else ""
+    relay = f"printf '%s\\n' '{relay_script()}' > {RELAY_SCRIPT}; " if hosts else ""
     return (
         f"if command -v socat >/dev/null; then {relay}{' & '.join(socat)} & "
         "else echo 'nachos-deploy: no socat in the bus image: relaying with busybox nc, which holds "
