@@ -160,7 +160,7 @@ def test_a_request_while_its_channel_restarts_is_held_until_it_is_back(stack: St
     )
     try:
         sender.start()
-        time.sleep(0.5)  # the request is at the ingress while the channel is stopped
+        time.sleep(0.3)  # the request is at the ingress while the channel is stopped
         started = time.monotonic()
         docker("start", channel)
         sender.join(30)
@@ -169,6 +169,25 @@ def test_a_request_while_its_channel_restarts_is_held_until_it_is_back(stack: St
     assert [status for status, _ in answers] == [200], answers
     assert f"GOT POST {WHATSAPP_PATH}?held 2" in stack.channel_log()
     print(f"answered {time.monotonic() - started:.2f} s after the channel's start")
+
+
+def test_a_channel_that_stays_away_is_named_by_status_from_the_ingress_502(stack: Stack) -> None:
+    """The ingress waits a while for a channel that is away (above), and then answers 502: within the
+    time `status` gives a route's proof, so `status` names the route by that answer, not a timeout."""
+    channel = stack.container("whatsapp")
+    docker("stop", "-t", "1", channel)
+    try:
+        started = time.monotonic()
+        done = nachos(stack.folder, "status", "--json", timeout=120, env=SECRETS)
+        took = time.monotonic() - started
+    finally:
+        docker("start", channel)
+        # Back for the next tests: the ingress holds this call until the channel answers.
+        assert stack.https("GET", f"{WHATSAPP_PATH}?back")[0] == 200
+    problems = json.loads(done.stdout)["problems"]
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert any("the ingress got no answer from whatsapp (HTTP 502)" in p for p in problems), problems
+    print(f"status took {took:.2f} s with the channel stopped")
 
 
 def test_http_redirects_to_the_published_https_port(stack: Stack) -> None:
