@@ -10,9 +10,10 @@ import yaml
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import ConfigError, ExitCode
-from nachos_deploy.core.ingress import IngressPlan
+from nachos_deploy.core.ingress import CHANNEL_HOLD, IngressPlan
 from nachos_deploy.io.ingress_tls import check_files
 from nachos_deploy.io.stack import Stack, prepare
+from nachos_deploy.web import webhooks
 from tests import certificates
 
 WEBHOOK_TOML = """
@@ -123,6 +124,14 @@ def test_the_caddyfile_routes_only_the_channels_paths(tmp_path: Path) -> None:
     assert "redir https://{host}:8443{uri} 308" in caddyfile
     assert caddyfile.rstrip().endswith("handle {\n\t\trespond 404\n\t}\n}")
     assert "org.nachos-deploy.config-hash" in files["docker-compose.yml"].split("  ingress:")[1]
+
+
+def test_a_channel_away_is_held_for_less_than_a_routes_proof_waits(tmp_path: Path) -> None:
+    """The ingress dials a channel that is away again for CHANNEL_HOLD, then answers 502; `up` and
+    `status` wait longer for one call, so they name such a channel by that 502, not a timeout."""
+    caddyfile = stack(tmp_path, WHATSAPP).files["Caddyfile"]
+    assert f"lb_try_duration {CHANNEL_HOLD}s\n\t\t\tlb_try_interval 250ms" in caddyfile
+    assert 0 < CHANNEL_HOLD < webhooks.ATTEMPT_TIMEOUT
 
 
 def test_whatsapp_webhook_path_comes_from_nachos_toml(tmp_path: Path) -> None:

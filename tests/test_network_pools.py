@@ -61,6 +61,10 @@ def engine_subnets() -> list[ipaddress.IPv4Network]:
         text=True,
         timeout=60,
     )
+    unexpected = [
+        line for line in inspected.stderr.splitlines() if line.strip() and "No such network" not in line
+    ]
+    assert not unexpected, inspected.stderr
     for text in inspected.stdout.splitlines():
         found += [ipaddress.ip_network(s) for s in text.split() if ipaddress.ip_network(s).version == 4]
     return [n for n in found if isinstance(n, ipaddress.IPv4Network)]

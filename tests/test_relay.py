@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nachos_deploy.core.config import Bus
-from nachos_deploy.core.plan import relay_script
+from nachos_deploy.core.plan import RELAY_SCRIPT, RELAYS, failover_socat, relay_script
 from tests.commands import docker
 
 pytestmark = pytest.mark.engine
@@ -39,15 +39,15 @@ def test_every_connection_goes_to_the_node_the_relay_tried(engine: str, tmp_path
                "socat TCP4-LISTEN:4222,fork,reuseaddr SYSTEM:'echo live'")  # fmt: skip
         docker(*run, "--name", f"{name}-dead", "--network-alias", "bus", IMAGE, "-c", "sleep 300")
         # The forwarder's own listener, as forwarder_script starts it; then TRIES connections to it.
+        listener = failover_socat(5000, RELAYS, ["bus", f"{name}-live"], 4222)
         clients = (
-            f"socat TCP4-LISTEN:5000,fork,reuseaddr 'EXEC:sh /relay.sh 4222 5 bus {name}-live,nofork' & "
-            "sleep 0.5; ok=0; "
+            f"{listener} & sleep 0.5; ok=0; "
             f"for i in $(seq 1 {TRIES}); do "
             '[ "$(socat -T 2 - TCP4:127.0.0.1:5000 </dev/null 2>/dev/null)" = live ] && ok=$((ok+1)); '
             "done; echo ok=$ok"
         )
         done = subprocess.run(
-            ["docker", "run", "--rm", "--network", name, "-v", f"{script}:/relay.sh:ro",
+            ["docker", "run", "--rm", "--network", name, "-v", f"{script}:{RELAY_SCRIPT}:ro",
              "--entrypoint", "sh", IMAGE, "-c", clients],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

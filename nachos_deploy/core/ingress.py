@@ -54,6 +54,7 @@ ACME_ROOT_TARGET = "/etc/caddy/acme-ca-root.pem"
 HTTP_PORT = 8080
 HTTPS_PORT = 8443
 HEALTH_PORT = 8081  # loopback only: the healthcheck's own listener, never published
+CHANNEL_HOLD = 4  # seconds the ingress dials a channel again while it is away (a restart), then 502
 # Where Caddy's internal CA keeps its root certificate (tls internal), under DATA_DIR.
 INTERNAL_ROOT = f"{DATA_DIR}/caddy/pki/authorities/local/root.crt"
 ROOT_CERT_FILE = "ingress-root.crt"  # in the output folder, written by `up` in internal mode

@@ -1502,7 +1502,7 @@ RELAY_TRY_TIMEOUT = 0.25
 _TRIED_ADDRESS = r"s/.* opening connection to AF=2 \([0-9.]*\):.*/\1/p"
 
 
-def _failover_socat(port: int, relays: int, hosts: Sequence[str], target: int) -> str:
+def failover_socat(port: int, relays: int, hosts: Sequence[str], target: int) -> str:
     listen = f"TCP4-LISTEN:{port},fork,reuseaddr,nodelay,max-children={relays}"
     return f"socat {listen} 'EXEC:sh {RELAY_SCRIPT} {target} {_idle(target)} {' '.join(hosts)},nofork'"
 
@@ -1537,8 +1537,8 @@ def forwarder_script(nodes: int = 1) -> str:
         client, monitor = forwarded_ports(index)
         if index == 0 and hosts:
             socat += [
-                _failover_socat(client, RELAYS, [BUS, *hosts], CLIENT_PORT),
-                _failover_socat(monitor, MONITOR_RELAYS, [BUS, *hosts], MONITOR_PORT),
+                failover_socat(client, RELAYS, [BUS, *hosts], CLIENT_PORT),
+                failover_socat(monitor, MONITOR_RELAYS, [BUS, *hosts], MONITOR_PORT),
             ]
         else:
             socat += [

@@ -269,6 +269,7 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
                     "http_port": ingress.HTTP_PORT,
                     "https_port": ingress.HTTPS_PORT,
                     "health_port": ingress.HEALTH_PORT,
+                    "channel_hold": ingress.CHANNEL_HOLD,
                     "tls_dir": ingress.TLS_DIR,
                     "acme_root": ingress.ACME_ROOT_TARGET,
                 }

@@ -50,7 +50,9 @@ PROOFS: dict[str, tuple[str, str | None]] = {
     "slack": ("slack-url-verification", "SLACK_SIGNING_SECRET"),
     "webchat": ("webchat-page", None),
 }
-ATTEMPT_TIMEOUT = 5.0  # seconds for one call: a provider gives up after about as long
+# Seconds for one call: a provider gives up after about as long. Longer than the ingress holds a call
+# for a channel that is away (ingress.CHANNEL_HOLD), so that such a channel is named by its 502.
+ATTEMPT_TIMEOUT = 5.0
 RETRY_EVERY = 0.25
 MAX_ANSWER = 65_536  # bytes of an answer read: a challenge is a few dozen
 META_AGENT = "facebookexternalua"  # the user agent Meta's webhook calls carry
