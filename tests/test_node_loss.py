@@ -1,12 +1,13 @@
-"""A clustered bus (bus.nodes: 3) on the real engine loses each node in turn, the first included
-(issue 18): the host's one NATS URL keeps working, requests are answered again within 2 s of the
-node's death, no acked
-audit message is lost, `status` names only the dead node, and a plain `up` brings it back.
+"""A clustered bus (bus.nodes: 3) on the real engine loses its first node (issue 18): the host's one
+NATS URL keeps working, requests are answered again within 2 s of the node's death, no acked audit
+message is lost, `status` names only the dead node, and a plain `up` brings it back.
 
-One stack for the whole sequence (CI's budget): its gate's promises are read back first, then each
-node is killed with SIGKILL under a client that was relayed to that very node and publishes with
-`Nats-Msg-Id` while it requests a component through its sidecar. The clients use nats-py's defaults,
-as an operator's or CI's client would: one URL, no server list."""
+One stack (CI's budget): its gate's promises are read back first, then the first node, the one a
+3-node bus used to depend on, is killed with SIGKILL under a client that was relayed to that very
+node and publishes with `Nats-Msg-Id` while it requests a component through its sidecar. The clients
+use nats-py's defaults, as an operator's or CI's client would: one URL, no server list. Losing each
+node in turn, repeated, is `make node-loss` (benchmarks/node_loss.py, with the same checks): the
+second and third kills are the first's check again, at some 25 s each of CI's time."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ CLUSTER = {
     }
 }
 NODES = ("bus", "bus-2", "bus-3")
+VICTIMS = ("bus",)  # CI's kill; benchmarks/node_loss.py kills each of NODES in turn
 ANSWERED_WITHIN = 2.0  # seconds from a node's death to the first request answered again (the issue's goal)
 REQUEST = "nachos.health.ping.webchat"  # the probe's answer crosses its sidecar and a hub node
 
@@ -225,7 +227,7 @@ def only_the_dead_node(stack: Stack, victim: str) -> Callable[[], bool]:
     return check
 
 
-def test_a_three_node_bus_loses_each_node_in_turn_and_up_brings_it_back(cluster: Stack) -> None:
+def test_a_three_node_bus_loses_its_first_node_and_up_brings_it_back(cluster: Stack) -> None:
     first = cluster.up()
     nodes = {node["name"]: node for node in first["nodes"]}  # type: ignore[union-attr]
     assert sorted(nodes) == list(NODES)
@@ -249,7 +251,7 @@ def test_a_three_node_bus_loses_each_node_in_turn_and_up_brings_it_back(cluster:
         acked_all: set[str] = set()
         unsure_all: set[str] = set()
         figures = []
-        for victim in NODES:
+        for victim in VICTIMS:
             container = containers(cluster.project)[victim]
             sidecar_hub = [n for n, node in nodes.items() if monitor(node["monitor_url"], "/leafz")["leafs"]]
             took, back, acked, unsure = loop.run_until_complete(
