@@ -45,7 +45,7 @@ import nats
 from nachos_deploy.bus import bench
 from nachos_deploy.bus.bench import BenchResult
 from nachos_deploy.core.config import DEFAULT_RUN_AS
-from nachos_deploy.core.plan import BUS, BUS_LINK_NETWORK, CLIENT_PORT, HOST_NETWORK, PORTS
+from nachos_deploy.core.names import BUS, BUS_LINK_NETWORK, CLIENT_PORT, HOST_NETWORK, PORTS
 from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import prepare
 from nachos_deploy.lifecycle import down as teardown

@@ -22,7 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from nachos_deploy.core.changes import Objects, Observed, ServiceChange, Wanted, decide
-from nachos_deploy.core.plan import INTERNAL_NETWORK, PORTS, VOLUME_INIT, ServicePlan
+from nachos_deploy.core.names import INTERNAL_NETWORK, PORTS, VOLUME_INIT
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io.stack import Stack

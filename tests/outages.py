@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from nachos_deploy.core.errors import DeployError
-from nachos_deploy.core.plan import BUS, LEAF_PORT
+from nachos_deploy.core.names import BUS, LEAF_PORT
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import down as teardown
 from nachos_deploy.lifecycle import up as lifecycle

@@ -23,7 +23,7 @@ import yaml
 
 from nachos_deploy.bus import replicas
 from nachos_deploy.bus.monitor import BusUnavailable
-from nachos_deploy.core.plan import AuditPlan
+from nachos_deploy.core.plan_types import AuditPlan
 from nachos_deploy.lifecycle.restore import fit_replicas
 from tests.commands import compose_down, docker
 from tests.gateway_stack import CHANNEL, connect, document

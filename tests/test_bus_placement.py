@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from nachos_deploy.core.bus_placement import Machine, assign, constraint, label, released
-from nachos_deploy.core.plan import STACK_FILE
+from nachos_deploy.core.names import STACK_FILE
 from nachos_deploy.io.stack import prepare
 
 NODES = ["bus", "bus-2", "bus-3"]

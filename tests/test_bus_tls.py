@@ -35,7 +35,7 @@ from cryptography import x509
 from nachos_deploy.bus import natsclient, sysrequest, trust
 from nachos_deploy.bus.monitor import BusUnavailable
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import BUS_STACK_FILE, TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER
+from nachos_deploy.core.names import BUS_STACK_FILE, TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.interfaces import api, outputs
 from nachos_deploy.io import bus_tls

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
-from nachos_deploy.core.plan import TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER
+from nachos_deploy.core.names import TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER
 from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io import bus_tls, bus_tls_check
 from nachos_deploy.io.stack import Stack, prepare

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nachos_deploy.core.plan import TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER
+from nachos_deploy.core.names import TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER
 from nachos_deploy.interfaces import api
 from nachos_deploy.io import bus_tls
 from nachos_deploy.io.stack import prepare

@@ -14,7 +14,9 @@ from nachos_deploy.core import check_density
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import BUS, PORTS, Plan, make_plan
+from nachos_deploy.core.names import BUS, PORTS
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.render import render
 from nachos_deploy.core.units import duration_seconds
 from nachos_deploy.io.loader import load

@@ -31,7 +31,8 @@ import yaml
 
 from nachos_deploy.bus import natsclient
 from nachos_deploy.core.catalog import Role
-from nachos_deploy.core.plan import PORTS, VOLUME_INIT, bus_check_script
+from nachos_deploy.core.names import PORTS, VOLUME_INIT
+from nachos_deploy.core.plan import bus_check_script
 from nachos_deploy.docker.compose import ACTIVE_ENDPOINTS, DOWN_RETRIES
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io.stack import prepare

@@ -22,7 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nachos_deploy.core.config import DeployConfig
-from nachos_deploy.core.plan import Plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.units import duration_seconds
 from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io.loader import load

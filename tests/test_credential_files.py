@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from nachos_deploy.core.config import DeployConfig
-from nachos_deploy.core.plan import CREDENTIALS_MOUNT, make_plan, secret_version_variable
+from nachos_deploy.core.names import CREDENTIALS_MOUNT
+from nachos_deploy.core.plan import make_plan, secret_version_variable
 from nachos_deploy.core.render import render
 from nachos_deploy.io import credentials
 from nachos_deploy.io.files import read_env_file

@@ -13,7 +13,7 @@ import yaml
 
 from nachos_deploy.core.bind_sources import bind_sources
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import DEPLOYED_FILE
+from nachos_deploy.core.names import DEPLOYED_FILE
 from nachos_deploy.docker.parse import most_named
 from nachos_deploy.interfaces.cli.guard import running_note
 from nachos_deploy.io import bind_folders, deployed

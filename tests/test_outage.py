@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nachos_deploy.core.plan import Role
+from nachos_deploy.core.catalog import Role
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import up as lifecycle
 from tests import outages

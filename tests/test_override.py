@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from nachos_deploy.core import override
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import Plan, make_plan
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.interfaces.cli import app
 
 runner = CliRunner()

@@ -7,7 +7,8 @@ import pytest
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import HEALTH_DISABLED, make_plan
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.plan_types import HEALTH_DISABLED
 from nachos_deploy.core.platform_config import Platform
 
 

@@ -18,7 +18,8 @@ from nachos_deploy.core import platform_config
 from nachos_deploy.core.catalog import NOT_PLATFORM
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import Plan, make_plan, platform_copy
+from nachos_deploy.core.plan import make_plan, platform_copy
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.render import render
 from nachos_deploy.io import loader, platform_secrets
 from nachos_deploy.io.stack import prepare

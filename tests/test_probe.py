@@ -518,7 +518,7 @@ def test_node_stand_in_runs_the_rendered_checks(script: str, code: int) -> None:
 
 @natsserver
 def test_node_stand_in_runs_the_gateway_check_of_the_plan(nats_server: NatsServer) -> None:
-    from nachos_deploy.core.plan import GATEWAY_HEALTH_TEST
+    from nachos_deploy.core.names import GATEWAY_HEALTH_TEST
 
     port = closed_port()
     env = clean_env(NACHOS_COMPONENT="gw", NATS_URL=nats_server.nats_url, PROBE_HTTP_PORT=str(port))

@@ -1,4 +1,4 @@
-"""The clustered forwarder's relay (core/plan.relay_script) in the bus image, on a real engine.
+"""The clustered forwarder's relay (core/forwarder.relay_script) in the bus image, on a real engine.
 
 A clustered bus's host ports relay each connection to the first node that accepts one, trying `bus`
 first: a name every live node answers to, for which the engine's DNS gives one address per node in
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nachos_deploy.core.config import Bus
-from nachos_deploy.core.plan import RELAY_SCRIPT, RELAYS, failover_socat, relay_script
+from nachos_deploy.core.forwarder import RELAY_SCRIPT, RELAYS, failover_socat, relay_script
 from tests.commands import docker
 
 pytestmark = pytest.mark.engine

@@ -221,7 +221,7 @@ def test_a_clustered_bus_renders_routes_by_variable_and_aliases() -> None:
         "nachos-internal": {"aliases": ["bus"]},
         "bus-link": {"aliases": ["bus", "bus-2"]},  # `bus`: any live node, for the forwarder too
     }
-    # `bus-1` on nachos-internal too: the sidecars name each node (plan.leaf_remotes)
+    # `bus-1` on nachos-internal too: the sidecars name each node (bus_nodes.leaf_remotes)
     assert services["bus"]["networks"] == {
         "nachos-internal": {"aliases": ["bus-1"]},
         "bus-link": {"aliases": ["bus-1"]},

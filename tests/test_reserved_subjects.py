@@ -25,7 +25,8 @@ from nachos_deploy.bus import monitor
 from nachos_deploy.core import subjects
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError, ExitCode
-from nachos_deploy.core.plan import LEAF_URL, make_plan
+from nachos_deploy.core.names import LEAF_URL
+from nachos_deploy.core.plan import make_plan
 from nachos_deploy.core.render import render
 from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io import credentials

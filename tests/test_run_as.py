@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from nachos_deploy.core.config import DEFAULT_RUN_AS, DeployConfig
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import Plan, make_plan
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io import host_accounts
 from nachos_deploy.io.loader import load

@@ -18,7 +18,9 @@ from nats.aio.client import Client
 
 from nachos_deploy.bus import monitor
 from nachos_deploy.core.config import DeployConfig
-from nachos_deploy.core.plan import LEAF_URL, Plan, make_plan
+from nachos_deploy.core.names import LEAF_URL
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.render import render
 from nachos_deploy.io import credentials
 from nachos_deploy.io.files import read_env_file

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from nachos_deploy.core import ingress
-from nachos_deploy.core import plan as plan_mod
+from nachos_deploy.core import bus_nodes, ingress, plan_types
 from nachos_deploy.core.config import BUS_SERVICES, SIDECAR_PREFIX, Component, DeployConfig, name_taken
 from nachos_deploy.core.errors import ConfigError
+from nachos_deploy.core.names import BUS, PORTS, STATE, VOLUME_INIT
 from nachos_deploy.core.plan import make_plan
 from nachos_deploy.interfaces.cli import app
 from nachos_deploy.io.stack import prepare
@@ -66,13 +66,13 @@ def test_names_close_to_the_taken_ones_are_free(workdir: Path, name: str) -> Non
 
 def test_the_reserved_names_are_the_ones_the_plan_makes() -> None:
     """config cannot import plan (plan imports config): the names are written in both, and kept equal here."""
-    own = {plan_mod.BUS, plan_mod.PORTS, plan_mod.VOLUME_INIT, plan_mod.STATE, ingress.NAME}
+    own = {BUS, PORTS, VOLUME_INIT, STATE, ingress.NAME}
     assert own == set(BUS_SERVICES)
     plan = make_plan(
         DeployConfig.model_validate({"bus": {"nodes": 5}, "components": {"x": {"image": "i"}}}),
         output_dir=Path("out"),
     )
-    made = [s.name for s in plan.services if s not in plan.components] + [plan_mod.VOLUME_INIT]
+    made = [s.name for s in plan.services if s not in plan.components] + [VOLUME_INIT]
     assert {"bus", "bus-2", "bus-5", "bus-ports", "bus-gateway", "bus-x", "volume-init"} <= set(made)
     assert all(name_taken(name) for name in made)
     assert all(s.service.name == SIDECAR_PREFIX + s.component for s in plan.sidecars)
@@ -125,7 +125,7 @@ def test_many_generated_configurations_render_each_service_once(tmp_path: Path) 
     assert cases == 36
 
 
-def _assert_unique_services(files: dict[str, str], plan: plan_mod.Plan) -> None:
+def _assert_unique_services(files: dict[str, str], plan: plan_types.Plan) -> None:
     rendered = [name for name in files if name.endswith(".yml")]
     assert rendered
     for name in rendered:
@@ -134,7 +134,7 @@ def _assert_unique_services(files: dict[str, str], plan: plan_mod.Plan) -> None:
         except DuplicateKey as exc:
             pytest.fail(f"{name}: {exc}")
         services = set(document["services"])
-        assert services <= {s.name for s in plan.services} | {plan_mod.VOLUME_INIT}, name
+        assert services <= {s.name for s in plan.services} | {VOLUME_INIT}, name
 
 
 def test_the_strict_reader_catches_a_service_twice() -> None:
@@ -160,6 +160,6 @@ def test_a_component_cannot_mount_the_bus_store(workdir: Path, volume: str) -> N
 def test_the_bus_store_names_are_the_ones_the_plan_makes() -> None:
     from nachos_deploy.core.config import BUS_VOLUME
 
-    assert all(BUS_VOLUME.fullmatch(plan_mod.node_volume(index)) for index in range(1, 6))
+    assert all(BUS_VOLUME.fullmatch(bus_nodes.node_volume(index)) for index in range(1, 6))
     for free in ("bus-data-x", "my-bus-data", "bus-datastore"):
         assert not BUS_VOLUME.fullmatch(free)

@@ -28,14 +28,14 @@ import yaml
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import DeployError
-from nachos_deploy.core.plan import (
+from nachos_deploy.core.names import (
     STATE,
     STATE_CLIENTS_COMMAND,
     STATE_HEALTH_TEST,
     STATE_NETWORK,
     STATE_VOLUME,
-    make_plan,
 )
+from nachos_deploy.core.plan import make_plan
 from nachos_deploy.core.render import render
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import credentials, state_credentials

@@ -15,7 +15,9 @@ import yaml
 from nachos_deploy.core import subnets
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import INIT_NETWORK, Plan, make_plan
+from nachos_deploy.core.names import INIT_NETWORK
+from nachos_deploy.core.plan import make_plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.render import render
 from nachos_deploy.io.loader import load
 from nachos_deploy.targets import subnet_check

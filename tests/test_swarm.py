@@ -29,7 +29,7 @@ from nachos_deploy.bus import trust
 from nachos_deploy.bus.monitor import BusUnavailable
 from nachos_deploy.bus.natsclient import login_refusal
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
+from nachos_deploy.core.names import BUS_STACK_FILE, SIDECARS_STACK_FILE, STACK_FILE
 from nachos_deploy.io.stack import prepare
 from tests.commands import nachos, nachos_on
 from tests.conftest import unavailable

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from nachos_deploy.core.errors import ComponentFailure, DeployError, ExitCode
-from nachos_deploy.core.plan import RELEASES_FILE
+from nachos_deploy.core.names import RELEASES_FILE
 from nachos_deploy.io import releases
 from nachos_deploy.lifecycle import rollback, upgrade
 from nachos_deploy.lifecycle import up as algorithm

@@ -25,7 +25,7 @@ from nats.js.api import StorageType, StreamConfig, StreamInfo
 from nachos_deploy.bus import trust
 from nachos_deploy.bus.monitor import BusUnavailable, MonitorProblem, describe
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import AuditPlan
+from nachos_deploy.core.plan_types import AuditPlan
 from nachos_deploy.core.results import StreamReport, redact
 
 PROBE_CONNECTION_NAME = "nachos-deploy-probe"

@@ -22,7 +22,7 @@ import urllib.parse
 from typing import Any, BinaryIO
 
 from nachos_deploy.bus import trust
-from nachos_deploy.core.plan import SYSTEM_READS
+from nachos_deploy.core.names import SYSTEM_READS
 from nachos_deploy.core.results import redact
 
 MONITOR_CONNECTION_NAME = "nachos-deploy-monitor"

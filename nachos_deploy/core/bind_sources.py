@@ -16,7 +16,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from nachos_deploy.core.plan import Plan
+from nachos_deploy.core.plan_types import Plan
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from nachos_deploy.core.config import HEALTHCHECK_BUDGET, DeployConfig, Healthcheck
-from nachos_deploy.core.plan import HEALTH_DISABLED, HealthPlan, Plan, ServicePlan
+from nachos_deploy.core.plan_types import HEALTH_DISABLED, HealthPlan, Plan, ServicePlan
 from nachos_deploy.core.units import duration_seconds
 
 # The whole stack's healthcheck runs a second, unless healthchecks.budget says otherwise. The demo (4

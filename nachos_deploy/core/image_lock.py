@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import VOLUME_INIT, Plan, ServicePlan
+from nachos_deploy.core.names import VOLUME_INIT
+from nachos_deploy.core.plan_types import Plan, ServicePlan
 
 LOCK_FILE = "nachos-deploy.lock"  # beside the deploy file, committed with it
 LOCK_FORMAT = 1

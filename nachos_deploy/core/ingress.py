@@ -27,18 +27,10 @@ from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.errors import ConfigError
 
-# core/plan.py imports this module inside make_plan only (its Plan names IngressPlan for type
-# checkers alone), so importing the plan here, at the top, makes no cycle.
-from nachos_deploy.core.plan import (
-    EnvVar,
-    HealthPlan,
-    Limits,
-    Mount,
-    PortPlan,
-    ServicePlan,
-    _limits,
-    _relative,
-)
+# core/plan.py imports this module inside make_plan only (core/plan_types.py's Plan names
+# IngressPlan for type checkers alone), so importing the plan here, at the top, makes no cycle.
+from nachos_deploy.core.plan import _relative
+from nachos_deploy.core.plan_types import EnvVar, HealthPlan, Limits, Mount, PortPlan, ServicePlan, limits_for
 
 NAME = "ingress"
 VOLUME = "ingress-data"  # Caddy's certificates, keys and ACME account: they survive `down`
@@ -354,7 +346,7 @@ def _ingress(
         ),
         healthcheck=HealthPlan(HEALTH_TEST, "2s", "2s", 3),
         user=config.run_as.ingress,
-        limits=_limits(settings.resources, Limits(memory=DEFAULT_MEMORY, pids=DEFAULT_PIDS)),
+        limits=limits_for(settings.resources, Limits(memory=DEFAULT_MEMORY, pids=DEFAULT_PIDS)),
         placement=tuple(settings.placement),
         aliases=aliases,
     )

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import VOLUME_INIT, Plan
+from nachos_deploy.core.names import VOLUME_INIT
+from nachos_deploy.core.plan_types import Plan
 
 # Keys whose override weakens or bypasses what nachos-deploy sets up, and what each one overrides.
 GUARDED = {

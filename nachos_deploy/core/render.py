@@ -21,8 +21,9 @@ import yaml
 
 from nachos_deploy import __version__
 from nachos_deploy.core import ingress
+from nachos_deploy.core.bus_nodes import leaf_remotes, route_variable
 from nachos_deploy.core.errors import DeployError
-from nachos_deploy.core.plan import (
+from nachos_deploy.core.names import (
     BUS_STACK_FILE,
     CLUSTER_NAME,
     COMPOSE_FILE,
@@ -56,13 +57,9 @@ from nachos_deploy.core.plan import (
     TLS_MOUNT,
     VOLUME_INIT,
     VOLUME_INIT_ROOT,
-    EnvVar,
-    Plan,
-    ServicePlan,
-    leaf_remotes,
-    route_variable,
-    secret_version_variable,
 )
+from nachos_deploy.core.plan import secret_version_variable
+from nachos_deploy.core.plan_types import EnvVar, Plan, ServicePlan
 from nachos_deploy.core.units import format_size
 
 HEADER = "Rendered by nachos-deploy; edit the deploy file and run `nachos-deploy render` instead."

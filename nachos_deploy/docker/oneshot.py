@@ -9,7 +9,7 @@ stdin and stdout, so nothing is written on the host but the archive itself.
   and restored by a one-shot ``redis-server`` of the store's own image that loads it and writes it
   again as the append-only file the store runs with (``CONFIG SET appendonly yes`` rewrites it).
 
-Every container runs with no network; the python3 ones run ``core.plan.BACKUP_TOOL_IMAGE``.
+Every container runs with no network; the python3 ones run ``core.names.BACKUP_TOOL_IMAGE``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nachos_deploy.core.errors import DeployError, ExitCode
-from nachos_deploy.core.plan import BACKUP_TOOL_IMAGE
+from nachos_deploy.core.names import BACKUP_TOOL_IMAGE
 from nachos_deploy.docker import runner
 from nachos_deploy.docker.errors import classify
 from nachos_deploy.docker.runner import DockerFailure

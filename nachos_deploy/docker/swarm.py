@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nachos_deploy.core.bus_placement import Machine
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
-from nachos_deploy.core.plan import INTERNAL_NETWORK
+from nachos_deploy.core.names import INTERNAL_NETWORK
 from nachos_deploy.docker import engine, runner
 from nachos_deploy.docker.errors import SWARM_INIT, Meaning, classify, meaning_of
 from nachos_deploy.docker.parse import (

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nachos_deploy.core.errors import ConfigError, OutputError
-from nachos_deploy.core.plan import (
+from nachos_deploy.core.names import (
     CREDENTIALS_DIR,
     TLS_CA,
     TLS_CA_KEY,
@@ -40,10 +40,9 @@ from nachos_deploy.core.plan import (
     TLS_KEY,
     TLS_LOADED,
     TLS_OWNER,
-    BusTlsPlan,
-    Plan,
-    secret_version_variable,
 )
+from nachos_deploy.core.plan import secret_version_variable
+from nachos_deploy.core.plan_types import BusTlsPlan, Plan
 from nachos_deploy.io import certificates
 from nachos_deploy.io.files import replace_private
 

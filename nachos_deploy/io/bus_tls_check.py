@@ -22,7 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import CREDENTIALS_DIR, TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER, Plan
+from nachos_deploy.core.names import CREDENTIALS_DIR, TLS_CA, TLS_CA_KEY, TLS_CERT, TLS_KEY, TLS_OWNER
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.io import bus_tls, certificates
 
 EXPIRY_WARNING = datetime.timedelta(days=30)  # as bus_tls.RENEW_BEFORE: the next up renews its own then

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from nachos_deploy.core.plan import ServicePlan
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.platform_config import OWN_VARIABLES
 from nachos_deploy.io.files import read_env_file
 

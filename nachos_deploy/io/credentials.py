@@ -7,7 +7,7 @@ control), which nachos-deploy reads: ``bus.env`` has every password the hub chec
 ``bus-<component>.env`` has only the URL its sidecar logs in with.
 
 The servers read the same values from ``<service>/secrets.conf``, which their config ``include``s
-(see :data:`~nachos_deploy.core.plan.CREDENTIALS_MOUNT`), never from their environment, where
+(see :data:`~nachos_deploy.core.names.CREDENTIALS_MOUNT`), never from their environment, where
 anyone who may read the process's environ or ``docker inspect`` it would read them too. On Compose
 the folder is mounted, so a rotation reaches a running server by a reload (nats-server re-reads
 files on SIGHUP); on Swarm the file is a Swarm secret, named by its hash (:func:`secret_versions`).
@@ -25,8 +25,9 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from nachos_deploy.core.bus_nodes import leaf_remotes, route_host, route_variable
 from nachos_deploy.core.errors import OutputError
-from nachos_deploy.core.plan import (
+from nachos_deploy.core.names import (
     BUS,
     CREDENTIALS_DIR,
     CREDENTIALS_INCLUDE,
@@ -39,12 +40,9 @@ from nachos_deploy.core.plan import (
     ROUTE_USER,
     SYSTEM_PASSWORD,
     SYSTEM_USER,
-    Plan,
-    leaf_remotes,
-    route_host,
-    route_variable,
-    secret_version_variable,
 )
+from nachos_deploy.core.plan import secret_version_variable
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.io.files import read_env_file, replace_private
 
 PASSWORD_BYTES = 24  # 192 bits from the OS's CSPRNG

@@ -31,7 +31,7 @@ from typing import Any
 
 from nachos_deploy.core import platform_config
 from nachos_deploy.core.config import DeployConfig
-from nachos_deploy.core.plan import DEPLOYED_FILE
+from nachos_deploy.core.names import DEPLOYED_FILE
 from nachos_deploy.core.platform_config import Platform
 from nachos_deploy.io import loader
 from nachos_deploy.io.files import replace_private

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 from nachos_deploy.core.errors import OutputError
-from nachos_deploy.core.plan import SELECTION_FILE
+from nachos_deploy.core.names import SELECTION_FILE
 
 
 def differences(output_dir: Path, files: Mapping[str, str], remove: Collection[str] = ()) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.config import DeployConfig
-from nachos_deploy.core.plan import Plan, ServicePlan
+from nachos_deploy.core.plan_types import Plan, ServicePlan
 
 Lookup = Callable[[int], str | None]
 

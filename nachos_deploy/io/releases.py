@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nachos_deploy.core.plan import DEPLOYED_FILE, RELEASES_FILE
+from nachos_deploy.core.names import DEPLOYED_FILE, RELEASES_FILE
 from nachos_deploy.io.files import replace_private
 
 FORMAT = 1  # bump when the record's meaning changes: an old record then reads as none

@@ -15,15 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from nachos_deploy.core import image_lock
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.plan import (
-    BUS_STACK_FILE,
-    COMPOSE_FILE,
-    SIDECARS_STACK_FILE,
-    STACK_FILE,
-    Plan,
-    make_plan,
-    platform_copy,
-)
+from nachos_deploy.core.names import BUS_STACK_FILE, COMPOSE_FILE, SIDECARS_STACK_FILE, STACK_FILE
+from nachos_deploy.core.plan import make_plan, platform_copy
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.platform_config import OWN_VARIABLES
 from nachos_deploy.core.render import HEADER, OUTPUT_NAMES, SIDECAR_PATTERN, render
 from nachos_deploy.core.subnets import Subnets

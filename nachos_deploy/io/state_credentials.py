@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import OutputError
-from nachos_deploy.core.plan import (
+from nachos_deploy.core.names import (
     CREDENTIALS_DIR,
     STATE,
     STATE_ACL_FILE,
@@ -33,9 +33,9 @@ from nachos_deploy.core.plan import (
     STATE_HEALTH_USER,
     STATE_PORT,
     STATE_URL_VARIABLES,
-    Plan,
-    secret_version_variable,
 )
+from nachos_deploy.core.plan import secret_version_variable
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.io import platform_secrets
 from nachos_deploy.io.credentials import new_password
 from nachos_deploy.io.files import read_env_file, replace_private

@@ -34,13 +34,9 @@ from nachos_deploy.bus import snapshots
 from nachos_deploy.bus.monitor import BusUnavailable
 from nachos_deploy.core.catalog import GATEWAY_DATA_DIR, Role
 from nachos_deploy.core.errors import BusFailure, DeployError, ExitCode
-from nachos_deploy.core.plan import (
-    CREDENTIALS_DIR,
-    GATEWAY_VOLUME,
-    STATE_BACKUP_USER,
-    ServicePlan,
-    state_volume,
-)
+from nachos_deploy.core.names import CREDENTIALS_DIR, GATEWAY_VOLUME, STATE_BACKUP_USER
+from nachos_deploy.core.plan import state_volume
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.docker import oneshot
 from nachos_deploy.io import checked_tar, state_credentials
 from nachos_deploy.io.stack import Stack

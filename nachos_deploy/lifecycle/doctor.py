@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import DeployError
-from nachos_deploy.core.plan import PORTS
+from nachos_deploy.core.names import PORTS
 from nachos_deploy.core.units import format_size
 from nachos_deploy.docker import engine
 from nachos_deploy.io import bind_folders, host_accounts

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nachos_deploy.core.errors import DeployError, ExitCode
-from nachos_deploy.core.plan import EGRESS_NETWORK
+from nachos_deploy.core.names import EGRESS_NETWORK
 from nachos_deploy.docker import firewall
 from nachos_deploy.docker.firewall import Bridge, Rule
 

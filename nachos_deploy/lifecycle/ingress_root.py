@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from nachos_deploy.core.errors import DeployError
-from nachos_deploy.core.plan import ServicePlan
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.targets import Target
 

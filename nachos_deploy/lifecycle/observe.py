@@ -19,17 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from nachos_deploy.bus import monitor
+from nachos_deploy.core.bus_nodes import is_bus_node
 from nachos_deploy.core.catalog import Role
-from nachos_deploy.core.plan import (
-    BUS,
-    HEALTH_DISABLED,
-    INTERNAL_NETWORK,
-    PORTS,
-    STATE_CLIENTS_COMMAND,
-    STATE_GATEWAY_USER,
-    ServicePlan,
-    is_bus_node,
-)
+from nachos_deploy.core.names import BUS, INTERNAL_NETWORK, PORTS, STATE_CLIENTS_COMMAND, STATE_GATEWAY_USER
+from nachos_deploy.core.plan_types import HEALTH_DISABLED, ServicePlan
 from nachos_deploy.core.results import ServiceReport
 from nachos_deploy.core.units import duration_seconds
 from nachos_deploy.docker.engine import ServiceState

@@ -33,7 +33,8 @@ from typing import Any
 from nachos_deploy.bus import snapshots
 from nachos_deploy.bus.monitor import BusUnavailable
 from nachos_deploy.core.errors import ArchiveError, BusFailure, DeployError, ExitCode
-from nachos_deploy.core.plan import CREDENTIALS_DIR, GATEWAY_VOLUME, STATE_BACKUP_USER, AuditPlan
+from nachos_deploy.core.names import CREDENTIALS_DIR, GATEWAY_VOLUME, STATE_BACKUP_USER
+from nachos_deploy.core.plan_types import AuditPlan
 from nachos_deploy.core.results import UpResult
 from nachos_deploy.docker import engine, oneshot
 from nachos_deploy.docker.oneshot import DatabaseCheck, KeyCount

@@ -30,7 +30,7 @@ from nachos_deploy.bus import monitor, natsclient
 from nachos_deploy.bus.monitor import BusUnavailable
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import BusFailure, ComponentFailure
-from nachos_deploy.core.plan import STATE_CLIENTS_COMMAND, STATE_GATEWAY_USER
+from nachos_deploy.core.names import STATE_CLIENTS_COMMAND, STATE_GATEWAY_USER
 from nachos_deploy.core.results import Endpoints, redact
 from nachos_deploy.io import credentials, locks, state_credentials
 from nachos_deploy.io.stack import Stack

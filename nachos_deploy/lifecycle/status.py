@@ -10,7 +10,7 @@ from typing import Any
 
 from nachos_deploy.bus import monitor
 from nachos_deploy.core.errors import DeployError
-from nachos_deploy.core.plan import VOLUME_INIT
+from nachos_deploy.core.names import VOLUME_INIT
 from nachos_deploy.core.results import Endpoints, StatusResult, StreamReport, WebhookReport
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import files

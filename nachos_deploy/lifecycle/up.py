@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from nachos_deploy.bus import gate, monitor
 from nachos_deploy.bus.monitor import BusEndpoints, BusUnavailable, MonitorProblem
 from nachos_deploy.core.errors import BusFailure, ComponentFailure, DeployError, WebhookFailure
-from nachos_deploy.core.plan import BUS, VOLUME_INIT, ServicePlan
+from nachos_deploy.core.names import BUS, VOLUME_INIT
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.render import HEADER
 from nachos_deploy.core.results import (
     BusReport,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nachos_deploy.core.errors import ComponentFailure, DeployError
-from nachos_deploy.core.plan import ServicePlan
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import releases
 from nachos_deploy.io.stack import Stack

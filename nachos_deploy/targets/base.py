@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol
 
 from nachos_deploy.bus import trust
+from nachos_deploy.core.bus_nodes import forwarded_ports
 from nachos_deploy.core.changes import Objects, ServiceChange
-from nachos_deploy.core.plan import PORTS, ServicePlan, forwarded_ports
+from nachos_deploy.core.names import PORTS
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import credentials

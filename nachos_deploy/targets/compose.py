@@ -29,7 +29,8 @@ from pathlib import Path
 
 from nachos_deploy.core.changes import Objects, ServiceChange
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
-from nachos_deploy.core.plan import PORTS, VOLUME_INIT, ServicePlan
+from nachos_deploy.core.names import PORTS, VOLUME_INIT
+from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, running_specs
 from nachos_deploy.docker.engine import Compose, ServiceState

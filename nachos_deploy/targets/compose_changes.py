@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from nachos_deploy.core.changes import CONFIGURATION, Mount, Objects, Observed, ServiceChange, Wanted, decide
-from nachos_deploy.core.plan import VOLUME_INIT
+from nachos_deploy.core.names import VOLUME_INIT
 from nachos_deploy.docker import engine, running_specs
 from nachos_deploy.docker.engine import Compose
 from nachos_deploy.io.stack import Stack

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nachos_deploy.core.plan import LAST_UP_FILE, VOLUME_INIT
+from nachos_deploy.core.names import LAST_UP_FILE, VOLUME_INIT
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io.files import replace_private
 

@@ -15,7 +15,7 @@ import ipaddress
 
 from nachos_deploy.core import subnets
 from nachos_deploy.core.errors import EnvironmentProblem
-from nachos_deploy.core.plan import Plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import Stack, with_subnets
 

@@ -21,9 +21,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from nachos_deploy.core import bus_placement
+from nachos_deploy.core.bus_nodes import is_bus_node
 from nachos_deploy.core.changes import Objects, ServiceChange
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
-from nachos_deploy.core.plan import PORTS, VOLUME_INIT, Plan, ServicePlan, is_bus_node
+from nachos_deploy.core.names import PORTS, VOLUME_INIT
+from nachos_deploy.core.plan_types import Plan, ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, swarm
 from nachos_deploy.docker.engine import ServiceState

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 
 from nachos_deploy.core.changes import Mount, Objects, Observed, ServiceChange, Wanted, decide
-from nachos_deploy.core.plan import STACK_FILE, VOLUME_INIT
+from nachos_deploy.core.names import STACK_FILE, VOLUME_INIT
 from nachos_deploy.docker import running_specs, swarm
 from nachos_deploy.io import bus_tls, credentials, files, state_credentials
 from nachos_deploy.io.files import read_env_file

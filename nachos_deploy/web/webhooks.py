@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nachos_deploy.core.ingress import IngressPlan, WebhookRoute
-from nachos_deploy.core.plan import Plan
+from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.results import WebhookReport
 from nachos_deploy.io.channel_secrets import channel_secret
 
