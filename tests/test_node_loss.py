@@ -6,8 +6,9 @@ One stack (CI's budget): its gate's promises are read back first, then the first
 3-node bus used to depend on, is killed with SIGKILL under a client that was relayed to that very
 node and publishes with `Nats-Msg-Id` while it requests a component through its sidecar. The clients
 use nats-py's defaults, as an operator's or CI's client would: one URL, no server list. Losing each
-node in turn, repeated, is `make node-loss` (benchmarks/node_loss.py, with the same checks): the
-second and third kills are the first's check again, at some 25 s each of CI's time."""
+node in turn, repeated, is `make node-loss` (benchmarks/node_loss.py: per kill the 2 s, `status`
+naming the dead node and the plain `up`; no acked message lost): the second and third kills were
+the first's check again, at some 25 s each of CI's time."""
 
 from __future__ import annotations
 
