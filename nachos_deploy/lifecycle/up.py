@@ -206,6 +206,8 @@ def _up(
             progress("Waiting for the cluster: every node healthy and routed, one JetStream meta leader")
             gate_cluster(target.logs_tail, stack, endpoints, deadline)
         audit = provision_audit(stack, endpoints, progress)
+        if stack.plan.bus.peers and audit is not None:
+            settle_streams(target.logs_tail, stack, endpoints, deadline, progress)
     except DeployError:
         target.abandon()
         raise
@@ -441,16 +443,33 @@ def _gate_bus(target: Target, deadline: float) -> tuple[Endpoints, BusReport]:
     )
 
 
+def settle_streams(
+    logs: Callable[[str, int], str], stack: Stack, endpoints: Endpoints, deadline: float, progress: Progress
+) -> None:
+    """On a cluster, the cluster's gate once more after the audit stream was provisioned: a node's
+    /healthz answers 503 until its replica of a stream just created is current ("JetStream stream
+    '$G > AUDIT' is not current: group node unhealthy"), and so does its engine healthcheck, three
+    times in a row while the components started was once enough for `up` to take the bus for lost
+    (exit 5, a CI run on 2026-12-06). The components start on a bus whose every node is healthy."""
+    if not monitor.check_cluster([(name, url) for name, _, url in endpoints.nodes]):
+        return
+    progress("Waiting for the audit stream: every node's replica current")
+    gate_cluster(logs, stack, endpoints, deadline, failure="The audit stream was not current on every node")
+
+
 def gate_cluster(
-    logs: Callable[[str, int], str], stack: Stack, endpoints: Endpoints, deadline: float
+    logs: Callable[[str, int], str],
+    stack: Stack,
+    endpoints: Endpoints,
+    deadline: float,
+    failure: str = "The bus cluster did not form",
 ) -> None:
     """Every node healthy, routed to every other, all following one JetStream meta leader, and a
     request answered across two nodes; else a bus failure naming what is missing."""
     from nachos_deploy.bus import natsclient
 
     names = [name for name, _, _ in endpoints.nodes]
-    problems = ["no node answered yet"]
-    while time.monotonic() < deadline:
+    while True:  # one look at least, so that a failure names what the nodes say
         problems = monitor.check_cluster([(name, url) for name, _, url in endpoints.nodes])
         if not problems:
             try:
@@ -459,9 +478,11 @@ def gate_cluster(
                 return
             except MonitorProblem as exc:
                 problems = [str(exc)]
+        if time.monotonic() >= deadline:
+            break
         time.sleep(POLL * 2)
     raise BusFailure(
-        f"The bus cluster did not form: {'; '.join(problems)}. No component was started. Look at the "
+        f"{failure}: {'; '.join(problems)}. No component was started. Look at the "
         f"nodes' logs (`nachos-deploy logs {' '.join(names)} -p {stack.project}`), then run "
         f"`nachos-deploy up` again or remove the stack with `nachos-deploy down -p {stack.project}`.",
         details="\n".join(f"--- {name}\n{indent(logs(name, 8))}" for name in names),
