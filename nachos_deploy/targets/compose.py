@@ -11,7 +11,9 @@ fast lives here, out of the algorithm's way:
 - while the bus is proven, the containers of sidecars and components that have none yet are
   created, not started, and removed again if the bus fails (:meth:`start_bus`, :meth:`abandon`);
   they are then started by one ``docker start`` each, at once (:meth:`start_sidecars`);
-- the containers read by the gate's last look serve as the first look after it.
+- the containers read by the gate's last look serve as the first look after it;
+- on a first ``up`` (credentials just made), Compose resolves the project for the run's record while
+  the bus starts, not after it, and the networks the check listed serve :meth:`move_networks`.
 
 Required secrets that are not set are passed to Compose as blanks: commands that only read or
 remove the stack (``status``, ``logs``, ``down``) must work without them, and without Compose's
@@ -83,11 +85,15 @@ class ComposeTarget:
         self._fresh: list[str] = []  # containers created while the bus is proven, not started yet
         self._pool: ThreadPoolExecutor | None = None
         self._created: Future[None] | None = None
+        self._recheck: ThreadPoolExecutor | None = None
+        self._resolved_after: Future[dict[str, object]] | None = None  # with the credentials made
         self._held: frozenset[str] = frozenset()  # running components an upgrade replaces one by one
+        self._networks: subnet_check.Listed | None = None  # the engine's, as the check read them
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for pool in (self._pool, self._recheck):
+            if pool is not None:
+                pool.shutdown(wait=True)
         self._files.close()
 
     @property
@@ -136,7 +142,8 @@ class ComposeTarget:
                 self._last = None  # read again, and reported in order, by the full path
             if ids is not None and not failed:
                 self._image_ids = ids
-                return self._settle(networks.result() if networks is not None else None)
+                self._networks = networks.result() if networks is not None else None
+                return self._settle(self._networks)
             engine.require_engine()
             missing = engine.missing_images(images)
             if missing:
@@ -170,7 +177,15 @@ class ComposeTarget:
         self._credentials_made = credentials.snapshot(stack.output_dir) != self._credentials
         self._digest = fastpath.key(fastpath.resolved_digest(self._resolved), stack.files, only)
         self._only = tuple(only)
-        if self._cold or changed or self._credentials_made:
+        if self._credentials_made:
+            # Compose resolves the project again, now with them, for the record `remember` leaves;
+            # asked now, it runs while the bus starts instead of after it (about 0.1 s of a first up).
+            self._recheck = ThreadPoolExecutor(max_workers=1)
+            self._resolved_after = self._recheck.submit(
+                engine.check_compose_file, self.client, stack.compose_file
+            )
+            return None
+        if self._cold or changed:
             return None
         record = fastpath.load(stack.output_dir)
         if record is None or record.key != self._digest:
@@ -182,8 +197,8 @@ class ComposeTarget:
 
     def remember(self, states: Mapping[str, ServiceState], started: Sequence[str]) -> None:
         digest = self._digest
-        if self._credentials_made:
-            resolved = engine.check_compose_file(self.client, self.stack.compose_file)
+        if self._resolved_after is not None:
+            resolved = self._resolved_after.result()
             digest = fastpath.key(fastpath.resolved_digest(resolved), self.stack.files, self._only)
         fastpath.save(self.stack.output_dir, digest, states, started)
 
@@ -225,8 +240,12 @@ class ComposeTarget:
         if subnets is None:  # networks.pool: docker, the engine's own choice
             return False
         wanted = {f"{self.stack.project}_{name}": subnet for name, subnet in subnets.assigned}
-        have = running_specs.networks(list(wanted))
-        moved = sorted(name for name, spec in have.items() if spec.subnets and spec.subnets != {wanted[name]})
+        if self._networks is not None:  # read by the check, under this project's lock: no docker call
+            names = [name for name, _ in self._networks]
+            have = {n: frozenset(s) for n, s in self._networks if n in wanted and names.count(n) == 1}
+        else:
+            have = {name: spec.subnets for name, spec in running_specs.networks(list(wanted)).items()}
+        moved = sorted(name for name, found in have.items() if found and found != {wanted[name]})
         if not moved:
             return False
         progress(f"Networks {', '.join(moved)} move to other subnets: removing the stack's containers first")
