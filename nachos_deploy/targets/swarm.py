@@ -349,6 +349,7 @@ class SwarmTarget:
             swarm.wait_tasks_ended(elsewhere, GONE_TIMEOUT / 2)
         swarm.remove_relay(project)
         swarm.remove_stack(project)  # what is left: networks, configs, services of old configs
+        swarm.remove_stopped_containers(project)
         self._wait_gone()
         if not volumes:
             return
