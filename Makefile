@@ -35,7 +35,11 @@ $(BIN)/nachos-deploy: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# Byte-compiled once here, and again only for what changed: with PYTHONDONTWRITEBYTECODE set (as on
+# these machines and in CI) an editable install would otherwise compile every module it imports on
+# each start of the command, about 0.15 s (docs/benchmarks.md).
 install: $(BIN)/nachos-deploy
+	@$(BIN)/python -m compileall -q nachos_deploy
 
 engine: install
 	PYTHON=$(CURDIR)/$(BIN)/python bash scripts/install-engine.sh

@@ -8,6 +8,8 @@ the demo changed a golden folder; these tests keep both true without an engine.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -49,3 +51,21 @@ def test_ci_runs_the_readme_commands_in_order_and_checks_the_golden_folders() ->
     readme = (ROOT / "README.md").read_text()
     shown = [readme.index(f"make {name} ") for name in ("demo", "demo-down", "test")]
     assert shown == sorted(shown)
+
+
+def test_make_install_byte_compiles_the_package() -> None:
+    """With PYTHONDONTWRITEBYTECODE set (these machines and CI set it), Python never writes a module's
+    bytecode, so an editable install compiled every module it imported on each start of the command
+    (about 0.15 s of every `nachos-deploy` run, docs/benchmarks.md). `make install`, which every other
+    target runs first, compiles what is missing or changed."""
+    source = ROOT / "nachos_deploy" / "core" / "units.py"
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    cached.unlink(missing_ok=True)
+    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        ["make", "-s", "install"], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert cached.is_file(), f"make install left {source.name} uncompiled"
+    header = cached.read_bytes()[8:12]  # the source's mtime the bytecode was compiled from
+    assert int.from_bytes(header, "little") == int(source.stat().st_mtime)
