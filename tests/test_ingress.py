@@ -122,6 +122,13 @@ def test_the_route_reaches_the_channel_over_https_with_the_written_root(stack: S
     status, body = stack.https("GET", f"{WHATSAPP_PATH}?hub.mode=subscribe&hub.challenge=42")
     assert (status, body) == (200, f"channel {WHATSAPP_PATH}?hub.mode=subscribe&hub.challenge=42".encode())
     assert f"GOT GET {WHATSAPP_PATH}?hub.mode=subscribe" in stack.channel_log()
+    # An unchanged up reads the root again only when the file has gone (it is the same container's).
+    written = stack.root.read_text()
+    stack.root.unlink()
+    done = nachos(stack.folder, "up", "--json", "--timeout", "60", timeout=200, env=SECRETS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["unchanged"] is True
+    assert stack.root.read_text() == written
 
 
 def test_any_other_path_is_404_at_the_ingress_and_never_forwarded(stack: Stack) -> None:
