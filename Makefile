@@ -36,7 +36,7 @@ $(BIN)/nachos-deploy: pyproject.toml
 	@touch $@
 
 # Byte-compiled once here, and again only for what changed: with PYTHONDONTWRITEBYTECODE set (as on
-# these machines and in CI) an editable install would otherwise compile every module it imports on
+# these machines) an editable install would otherwise compile every module it imports on
 # each start of the command, about 0.15 s (docs/benchmarks.md).
 install: $(BIN)/nachos-deploy
 	@$(BIN)/python -m compileall -q nachos_deploy

@@ -54,7 +54,7 @@ def test_ci_runs_the_readme_commands_in_order_and_checks_the_golden_folders() ->
 
 
 def test_make_install_byte_compiles_the_package() -> None:
-    """With PYTHONDONTWRITEBYTECODE set (these machines and CI set it), Python never writes a module's
+    """With PYTHONDONTWRITEBYTECODE set (as on these machines), Python never writes a module's
     bytecode, so an editable install compiled every module it imported on each start of the command
     (about 0.15 s of every `nachos-deploy` run, docs/benchmarks.md). `make install`, which every other
     target runs first, compiles what is missing or changed."""
