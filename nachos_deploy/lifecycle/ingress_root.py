@@ -10,7 +10,18 @@ from collections.abc import Mapping, Sequence
 from nachos_deploy.core.errors import DeployError
 from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.docker.engine import ServiceState
+from nachos_deploy.io.stack import Stack
 from nachos_deploy.targets import Target
+
+
+def root_missing(stack: Stack) -> bool:
+    """Whether the stack's ingress has an internal CA whose root is not in the output folder: what
+    ``status`` and an unchanged ``up`` read from the container (its CA lives on the ingress's volume,
+    so a root written from the same container stays true)."""
+    ingress = stack.plan.ingress
+    if ingress is None or ingress.root_cert_file is None:
+        return False
+    return not (stack.output_dir / ingress.root_cert_file).is_file()
 
 
 def write_ingress_root(

@@ -15,7 +15,7 @@ from nachos_deploy.core.results import Endpoints, StatusResult, StreamReport, We
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import files
 from nachos_deploy.io.stack import Stack
-from nachos_deploy.lifecycle.ingress_root import write_ingress_root
+from nachos_deploy.lifecycle.ingress_root import root_missing, write_ingress_root
 from nachos_deploy.lifecycle.observe import check_waiting, observe
 from nachos_deploy.targets import Target, for_stack
 
@@ -40,8 +40,7 @@ def status_on(target: Target, only: Sequence[str] | None = None) -> StatusResult
     result = judged(target, states, target.endpoints(states), only)
     selected = [s.name for s in stack.plan.selected(only)]
     result.problems += [f"{name} {why}" for name, why in sorted(target.shortfalls(selected).items())]
-    ingress = stack.plan.ingress
-    if ingress and ingress.root_cert_file and not (stack.output_dir / ingress.root_cert_file).is_file():
+    if root_missing(stack):
         # Started without `up` (Compose alone): the root is read from the ingress, as `up` does.
         try:
             write_ingress_root(target, stack.plan.components, states, time.monotonic() + 2)

@@ -47,7 +47,7 @@ from nachos_deploy.io import (
 )
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle import upgrade
-from nachos_deploy.lifecycle.ingress_root import write_ingress_root
+from nachos_deploy.lifecycle.ingress_root import root_missing, write_ingress_root
 from nachos_deploy.lifecycle.observe import Observation, Since, check_waiting, observe, start_checks
 from nachos_deploy.targets import Target, for_stack, subnet_check
 
@@ -377,10 +377,7 @@ def _prove_unchanged(
     if not all(r.ok for r in seen.reports):
         return None
     phases["components"] = time.monotonic() - mark
-    ingress = stack.plan.ingress
-    if ingress and ingress.root_cert_file and not (stack.output_dir / ingress.root_cert_file).is_file():
-        # Written by the last full up from this same ingress container (its CA lives on its volume):
-        # read again only when the file has gone (0.1 s of an unchanged up otherwise).
+    if root_missing(stack):  # else written by the last full up from this same container (0.1 s)
         write_ingress_root(target, components, seen.states, time.monotonic() + 5)
     return UpResult(stack.project, endpoints, seen.reports, phases, report, [], audit, unchanged=True)
 

@@ -83,18 +83,23 @@ class ComposeTarget:
         self._only: tuple[str, ...] = ()
         self._restarts: dict[str, int] = {}  # container id -> restart count before the bus started
         self._fresh: list[str] = []  # containers created while the bus is proven, not started yet
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None  # this up's Compose runs in the background
         self._created: Future[None] | None = None
-        self._recheck: ThreadPoolExecutor | None = None
         self._resolved_after: Future[dict[str, object]] | None = None  # with the credentials made
         self._held: frozenset[str] = frozenset()  # running components an upgrade replaces one by one
         self._networks: subnet_check.Listed | None = None  # the engine's, as the check read them
 
     def close(self) -> None:
-        for pool in (self._pool, self._recheck):
-            if pool is not None:
-                pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._files.close()
+
+    def _background(self) -> ThreadPoolExecutor:
+        """The pool of this up's background Compose runs: the record's check and the creation of
+        containers while the bus is proven, which may overlap."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2)
+        return self._pool
 
     @property
     def client(self) -> Compose:
@@ -180,8 +185,7 @@ class ComposeTarget:
         if self._credentials_made:
             # Compose resolves the project again, now with them, for the record `remember` leaves;
             # asked now, it runs while the bus starts instead of after it (about 0.1 s of a first up).
-            self._recheck = ThreadPoolExecutor(max_workers=1)
-            self._resolved_after = self._recheck.submit(
+            self._resolved_after = self._background().submit(
                 engine.check_compose_file, self.client, stack.compose_file
             )
             return None
@@ -227,8 +231,7 @@ class ComposeTarget:
             if s.name not in previous and s.build_context is None  # a build waits for `up`'s --build
         ]
         if self._fresh:
-            self._pool = ThreadPoolExecutor(max_workers=1)
-            self._created = self._pool.submit(engine.create, self.client, self._fresh)
+            self._created = self._background().submit(engine.create, self.client, self._fresh)
         return []
 
     def move_networks(self, progress: Progress) -> bool:
