@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from nachos_deploy.core.errors import BusFailure, ComponentFailure, ExitCode
+from nachos_deploy.core.errors import BusFailure, ComponentFailure, ExitCode, WebhookFailure
+from nachos_deploy.core.results import WebhookReport
 from nachos_deploy.docker.parse import Probe
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import up as algorithm
@@ -159,6 +160,69 @@ def test_a_component_proven_by_its_check_is_held_for_the_settling_time(make: Mak
     result = algorithm.up_on(target, timeout=10)
     assert all(r.ok for r in result.services)
     assert time.monotonic() - began >= algorithm.EARLY_SETTLE
+
+
+def settling_gateway(target: FakeTarget) -> None:
+    """The gateway's engine verdict still pending when it starts: `up` proves it by its own check,
+    ahead of the engine, so the last wait holds it for EARLY_SETTLE."""
+    target.online |= {"gateway", "llm-proxy"}
+    target.hook(
+        "start_components", lambda t: t.now.update(gateway=replace(t.now["gateway"], health="starting"))
+    )
+
+
+def test_the_last_links_are_proven_while_the_components_settle(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingress's root and the webhook proofs use the settling second, once, and the settling
+    still ends with a look of its own after them."""
+    target = make()
+    settling_gateway(target)
+    proofs: list[int] = []  # the looks taken when the webhook routes were proven
+
+    def proved(*_: object) -> list[WebhookReport]:
+        proofs.append(target.looks)
+        return []
+
+    monkeypatch.setattr(algorithm, "prove_webhooks", proved)
+    result = algorithm.up_on(target, timeout=10)
+    assert all(r.ok for r in result.services)
+    assert len(proofs) == 1 and proofs[0] < target.looks  # a look came after: the settle's last
+
+
+def test_a_crash_while_settling_outranks_a_failed_webhook_proof(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = make()
+    settling_gateway(target)
+
+    def refused(*_: object) -> list[WebhookReport]:
+        target.now["gateway"] = replace(target.now["gateway"], restart_count=1, health="starting")
+        target.exit_codes["id-gateway-1"] = [3]
+        raise WebhookFailure("whatsapp's webhook failed its proof")
+
+    monkeypatch.setattr(algorithm, "prove_webhooks", refused)
+    with pytest.raises(ComponentFailure) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert "gateway restarted 1 time(s) during this run (exit code 3)" in failure.value.message
+
+
+def test_a_failed_webhook_proof_is_raised_once_the_stack_settled_and_was_recorded(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = make()
+    settling_gateway(target)
+
+    def refused(*_: object) -> list[WebhookReport]:
+        raise WebhookFailure("whatsapp's webhook failed its proof")
+
+    monkeypatch.setattr(algorithm, "prove_webhooks", refused)
+    began = time.monotonic()
+    with pytest.raises(WebhookFailure) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert failure.value.exit_code == ExitCode.WEBHOOK
+    assert time.monotonic() - began >= algorithm.EARLY_SETTLE
+    assert "remember" in called(target)  # the next unchanged `up` proves the routes again
 
 
 def test_a_sidecar_reconnecting_is_waited_for_then_ok(make: Make) -> None:

@@ -214,17 +214,21 @@ def _up(
     phases["bus"] = time.monotonic() - mark
 
     mark = time.monotonic()
-    seen = _start_components(target, components, endpoints, deadline, bus_started, progress)
+    last = LastLinks(target, components, deadline, progress)
+    # An upgrade still replaces components after this wait: the last links wait for it.
+    meanwhile = last.prove if upgrading is None else None
+    seen = _start_components(target, components, endpoints, deadline, bus_started, progress, meanwhile)
     phases["components"] = time.monotonic() - mark
     if upgrading is not None:
         mark = time.monotonic()
         seen = _upgrade(target, upgrading, components, endpoints, deadline, timeout, progress)
         phases["upgrade"] = time.monotonic() - mark
-    write_ingress_root(target, components, seen.states, deadline)
+    last.prove(seen)  # when no settling gave them its second
+    last.raise_root_failure()
     init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
     bus_set = [s.name for s in _bus_set(stack)]
     target.remember(seen.states, list(dict.fromkeys([*bus_set, *init, *(r.name for r in seen.reports)])))
-    webhooks = prove_webhooks(target, components, deadline, progress)
+    webhooks = last.webhooks()
     if not only:  # a full deployment proven: what `rollback` and the next failed upgrade go back to
         _record_release(target, seen.states, progress)
     phases["total"] = time.monotonic() - started
@@ -268,6 +272,49 @@ def _upgrade(
     return upgrade.replace_one_by_one(
         target, upgrading, around, wait, everything, deadline, lambda: time.monotonic() + timeout, progress
     )
+
+
+class LastLinks:
+    """The links proven once every service is ok: the ingress's CA root written for clients to trust,
+    then every webhook route called from the host (:func:`prove_webhooks`). They run while the
+    services proven ahead of the engine settle (EARLY_SETTLE), a second `up` otherwise spends
+    asleep (0.2 s of a cold `up` of the demo), and once only. A failure is kept, and raised only
+    after the settling passed, in the order of old: a crash while settling is the truer cause."""
+
+    def __init__(
+        self, target: Target, components: Sequence[ServicePlan], deadline: float, progress: Progress
+    ) -> None:
+        self._target = target
+        self._components = components
+        self._deadline = deadline
+        self._progress = progress
+        self._proven = False
+        self._root_failure: DeployError | None = None
+        self._webhook_failure: DeployError | None = None
+        self._webhooks: list[WebhookReport] = []
+
+    def prove(self, seen: Observation) -> None:
+        if self._proven:
+            return
+        self._proven = True
+        try:
+            write_ingress_root(self._target, self._components, seen.states, self._deadline)
+        except DeployError as exc:
+            self._root_failure = exc
+            return
+        try:
+            self._webhooks = prove_webhooks(self._target, self._components, self._deadline, self._progress)
+        except DeployError as exc:
+            self._webhook_failure = exc
+
+    def raise_root_failure(self) -> None:
+        if self._root_failure is not None:
+            raise self._root_failure
+
+    def webhooks(self) -> list[WebhookReport]:
+        if self._webhook_failure is not None:
+            raise self._webhook_failure
+        return self._webhooks
 
 
 def _record_release(target: Target, states: Mapping[str, ServiceState], progress: Progress) -> None:
@@ -502,9 +549,11 @@ def _start_components(
     deadline: float,
     bus_started: float,
     progress: Progress,
+    while_settling: Callable[[Observation], None] | None = None,
 ) -> Observation:
     """Start the sidecars and wait until each is logged in at the hub, heal what an outage left,
-    wait for volume-init, start the components, and wait until every service is ok."""
+    wait for volume-init, start the components, and wait until every service is ok (``while_settling``:
+    run once when only the last wait's settling is left)."""
     stack = target.stack
     bus = _bus_set(stack)
     # Restart counts "before": as the gate's last look read them (a container made since has none).
@@ -572,6 +621,7 @@ def _start_components(
         relaunched=relaunched,
         rejoining=rejoining - healed,
         before=before,
+        while_settling=while_settling,
     )
 
 
@@ -655,11 +705,13 @@ def _wait_until_ok(
     relaunched: set[str] | None = None,
     rejoining: Collection[str] = (),
     before: Mapping[str, tuple[str, int]] | None = None,
+    while_settling: Callable[[Observation], None] | None = None,
 ) -> Observation:
     """Until every one of ``services`` is ok by the one rule and runs all its replicas (``states``:
     the first look's containers, read a moment ago); a task failed since ``since`` is final. With
     ``settle``, each one proven by its own check ahead of the engine must then have stayed up for
-    EARLY_SETTLE: a component that passes and crashes a moment later is a failed start.
+    EARLY_SETTLE: a component that passes and crashes a moment later is a failed start. Work that
+    may overlap that second is ``while_settling``, called once with the look that left only it.
 
     A sidecar of ``before`` (running before this up) not logged in at the hub is reconnecting (after
     an outage its own check fails until it is back): settling, not failed. So is a component of
@@ -677,6 +729,7 @@ def _wait_until_ok(
     passed: dict[str, str] = {}  # service -> the container that passed it
     relaunched = relaunched if relaunched is not None else set()
     away: dict[str, float] = {}  # service -> when this wait first saw it on its way back
+    meanwhile = while_settling if settle else None
     while True:
         states = states if states is not None else target.states()
         with ThreadPoolExecutor(max_workers=4) as pool:  # checks run while the bus is read
@@ -737,6 +790,9 @@ def _wait_until_ok(
         if not failed and not pending:
             # Only the settling is left: one look when it ends (a crash meanwhile shows as an exit
             # or a restart then) instead of a round of checks every POLL.
+            if meanwhile is not None:
+                meanwhile(seen)
+                meanwhile = None
             ends = min(proven[n] + EARLY_SETTLE for n in settling)
             time.sleep(max(POLL, min(ends, deadline) - time.monotonic()))
             continue
