@@ -196,3 +196,19 @@ def test_missing_and_mistyped_fields_read_as_unknown() -> None:
     assert parse.epoch_of("0001-01-01T00:00:00Z") is None  # a container that never ran
     assert parse.epoch_of("2026-12-05T01:06:12+02:00") == at("2026-12-04T23:06:12")
     assert parse.remote_state("x", {}).status == "created"
+
+
+def test_the_networks_the_bus_set_shares_with_the_rest_of_the_demo() -> None:
+    """What the containers made while the bus's `compose up` runs wait for (targets/compose.py)."""
+    from nachos_deploy.targets.compose import shared_networks
+
+    resolved = load("compose-config-demo.json")
+    assert isinstance(resolved, dict)
+    bus_set = ["bus", "bus-ports", "volume-init"]
+    rest = [n for n in resolved["services"] if n not in bus_set]
+    assert shared_networks(resolved, bus_set, rest) == ["nachos-demo_nachos-internal"]
+    assert shared_networks(resolved, bus_set, ["gateway", "ingress"]) == []  # on links of their own
+    assert shared_networks(resolved, ["volume-init"], rest) == []  # network_mode: none
+    assert shared_networks({}, bus_set, rest) is None  # not resolved: wait for the bus's own run
+    unnamed = {**resolved, "networks": {}}
+    assert shared_networks(unnamed, bus_set, rest) is None

@@ -52,6 +52,19 @@ def platform_probe(**extra: Any) -> dict[str, Any]:
     return {"image": PROBE, "egress": False, **extra}
 
 
+def running(project: str, service: str) -> bool:
+    """Whether ``service`` of ``project`` has a running container."""
+    out = subprocess.run(
+        [
+            "docker", "ps", "--quiet",
+            "--filter", f"label=com.docker.compose.project={project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return bool(out.strip())
+
+
 def containers(project: str) -> dict[str, str]:
     """Service → container id, for every container of the project, running or not."""
     out = subprocess.run(
@@ -339,6 +352,7 @@ def test_a_changed_bus_config_recreates_the_bus(deployment: Deployment) -> None:
 
 
 def test_a_taken_host_port_is_a_bus_failure_with_a_fix(deployment: Deployment) -> None:
+    deployment.write({"webchat": platform_probe(enabled=True)})  # a sidecar shares a network with the bus
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -346,6 +360,8 @@ def test_a_taken_host_port_is_a_bus_failure_with_a_fix(deployment: Deployment) -
         code, out, err = deployment.run("up", "--set", f"bus.client_port={port}")
     assert code == 5, out + err
     assert "--set bus.client_port=PORT" in " ".join(err.split())
+    # the components' containers, made while the bus's `compose up` ran, are removed again
+    assert set(containers(deployment.project)) <= {"bus", "bus-ports", "volume-init"}
 
 
 def test_unknown_only_service_is_a_config_error(deployment: Deployment) -> None:
@@ -547,7 +563,8 @@ def test_up_stops_at_once_when_the_bus_dies_while_components_start(deployment: D
         text=True,
     )
     try:
-        wait_for(lambda: "webchat" in containers(deployment.project), "the component to be created", 60)
+        # Started, not only created: `up` creates the components' containers while the bus starts.
+        wait_for(lambda: running(deployment.project, "webchat"), "the component to start", 60)
         time.sleep(0.5)
         docker("kill", containers(deployment.project)["bus"])
         _, err = process.communicate(timeout=60)

@@ -266,6 +266,14 @@ def engine_subnets() -> list[tuple[str, tuple[str, ...]]]:
     return []
 
 
+def networks_exist(names: Sequence[str]) -> bool:
+    """Whether every one of the networks ``names`` exists (one docker call; an error reads as no)."""
+    if not names:
+        return True
+    done = runner.run(["docker", "network", "inspect", "--format", "{{.Id}}", *names], check=False)
+    return done.returncode == 0
+
+
 def project_volumes(project: str) -> list[str]:
     """Volumes Compose created for ``project`` (by its label), also when the stack is down."""
     label = f"label=com.docker.compose.project={project}"
