@@ -198,17 +198,17 @@ def test_missing_and_mistyped_fields_read_as_unknown() -> None:
     assert parse.remote_state("x", {}).status == "created"
 
 
-def test_the_networks_the_bus_set_shares_with_the_rest_of_the_demo() -> None:
+def test_the_networks_of_the_demo_s_bus_set() -> None:
     """What the containers made while the bus's `compose up` runs wait for (targets/compose.py)."""
-    from nachos_deploy.targets.compose import shared_networks
+    from nachos_deploy.targets.compose import networks_of
 
     resolved = load("compose-config-demo.json")
     assert isinstance(resolved, dict)
-    bus_set = ["bus", "bus-ports", "volume-init"]
-    rest = [n for n in resolved["services"] if n not in bus_set]
-    assert shared_networks(resolved, bus_set, rest) == ["nachos-demo_nachos-internal"]
-    assert shared_networks(resolved, bus_set, ["gateway", "ingress"]) == []  # on links of their own
-    assert shared_networks(resolved, ["volume-init"], rest) == []  # network_mode: none
-    assert shared_networks({}, bus_set, rest) is None  # not resolved: wait for the bus's own run
-    unnamed = {**resolved, "networks": {}}
-    assert shared_networks(unnamed, bus_set, rest) is None
+    assert networks_of(resolved, ["bus", "bus-ports", "volume-init"]) == [
+        "nachos-demo_bus-link",
+        "nachos-demo_host-access",
+        "nachos-demo_nachos-internal",
+    ]
+    assert networks_of(resolved, ["volume-init"]) == []  # network_mode: none
+    assert networks_of({}, ["bus"]) is None  # not resolved: wait for the bus's own run
+    assert networks_of({**resolved, "networks": {}}, ["bus"]) is None  # a network without its name

@@ -1,7 +1,9 @@
 """The containers a first `up` creates while the bus's own `compose up` runs (targets/compose.py):
-only once the networks they share with the bus set exist (two Compose runs making one network race:
-"Pool overlaps"), and not at all when the bus failed first. The engine is replaced by a script of
-which networks exist at each look; the real race is the engine tests' (tests/test_lifecycle.py)."""
+only once every network of the bus set exists (Compose makes a dependency's networks too, and two
+Compose runs making one network race: "Pool overlaps"), and not at all when the bus failed first.
+The engine is replaced by a script of which networks exist at each look; the real race is the
+engine tests' (tests/test_cli_json.py met it when the wait covered only the networks shared with
+the bus set: the component's dependency, the bus, brought `bus-link` into the create)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def target(tmp_path: Path) -> ComposeTarget:
 
 
 def script(monkeypatch: pytest.MonkeyPatch, exists_from: int) -> list[str]:
-    """The shared networks exist from the ``exists_from``-th look on; returns the calls made."""
+    """The bus set's networks exist from the ``exists_from``-th look on; returns the calls made."""
     calls: list[str] = []
 
     def networks_exist(names: object) -> bool:
@@ -33,12 +35,12 @@ def script(monkeypatch: pytest.MonkeyPatch, exists_from: int) -> list[str]:
 
     monkeypatch.setattr(target_module.engine, "networks_exist", networks_exist)
     monkeypatch.setattr(target_module.engine, "create", lambda client, names: calls.append("create"))
-    monkeypatch.setattr(target_module, "SHARED_NETWORKS_POLL", 0.001)
+    monkeypatch.setattr(target_module, "BUS_NETWORKS_POLL", 0.001)
     monkeypatch.setattr(ComposeTarget, "client", property(lambda self: None))
     return calls
 
 
-def test_creation_waits_for_the_shared_networks(
+def test_creation_waits_for_the_bus_sets_networks(
     target: ComposeTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = script(monkeypatch, exists_from=4)

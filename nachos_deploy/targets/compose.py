@@ -9,8 +9,8 @@ fast lives here, out of the algorithm's way:
 - an ``up`` that would change nothing is recognised from the record the last full one left
   (:mod:`nachos_deploy.targets.compose_record`), and Compose is then not run at all (:meth:`unchanged`);
 - while the bus starts and is proven, the containers of sidecars and components that have none yet
-  are created, not started (once the networks they share with the bus exist), and removed again if
-  the bus fails (:meth:`start_bus`, :meth:`abandon`);
+  are created, not started (once the bus's own networks exist), and removed again if the bus
+  fails (:meth:`start_bus`, :meth:`abandon`);
   they are then started by one ``docker start`` each, at once (:meth:`start_sidecars`);
 - the containers read by the gate's last look serve as the first look after it;
 - on a first ``up`` (credentials just made), Compose resolves the project for the run's record while
@@ -45,37 +45,31 @@ from nachos_deploy.targets import compose_changes, subnet_check, upgrade_files
 from nachos_deploy.targets import compose_record as fastpath
 from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
 
-SHARED_NETWORKS_POLL = 0.03  # seconds between looks for the networks the bus's compose up makes
+BUS_NETWORKS_POLL = 0.03  # seconds between looks for the networks the bus's compose up makes
 
 
-def shared_networks(
-    resolved: Mapping[str, object], first: Sequence[str], then: Sequence[str]
-) -> list[str] | None:
-    """The engine's names of the networks a service of ``first`` and one of ``then`` are both on, by
-    the project as Compose resolved it (``docker compose config``, which names every network); None
-    when that project does not say (no services, or a shared network without its name)."""
-    services = resolved.get("services")
+def networks_of(resolved: Mapping[str, object], services: Sequence[str]) -> list[str] | None:
+    """The engine's names of every network a service of ``services`` is on, by the project as
+    Compose resolved it (``docker compose config``, which names every network); None when that
+    project does not say (no services, or a network without its name)."""
+    found = resolved.get("services")
     declared = resolved.get("networks")
-    if not isinstance(services, dict):
+    if not isinstance(found, dict):
         return None
     declared = declared if isinstance(declared, dict) else {}
-
-    def keys(names: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for name in names:
-            service = services.get(name)
-            networks = service.get("networks") if isinstance(service, dict) else None
-            if isinstance(networks, dict):
-                found.update(str(key) for key in networks)
-        return found
-
+    keys: set[str] = set()
+    for name in services:
+        service = found.get(name)
+        networks = service.get("networks") if isinstance(service, dict) else None
+        if isinstance(networks, dict):
+            keys.update(str(key) for key in networks)
     named: list[str] = []
-    for key in sorted(keys(first) & keys(then)):
+    for key in sorted(keys):
         spec = declared.get(key)
-        name = spec.get("name") if isinstance(spec, dict) else None
-        if not isinstance(name, str) or not name:
+        engine_name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(engine_name, str) or not engine_name:
             return None
-        named.append(name)
+        named.append(engine_name)
     return named
 
 
@@ -270,8 +264,8 @@ class ComposeTarget:
         bus_up = threading.Event()
         failed = threading.Event()
         if self._fresh:
-            shared = shared_networks(self._resolved, bus_set, self._fresh)
-            self._created = self._background().submit(self._create_fresh, shared, bus_up, failed)
+            bus_networks = networks_of(self._resolved, bus_set)
+            self._created = self._background().submit(self._create_fresh, bus_networks, bus_up, failed)
         try:
             engine.up(self.client, bus_set, failure=ExitCode.BUS)
         except DeployError:
@@ -283,14 +277,15 @@ class ComposeTarget:
         return []
 
     def _create_fresh(
-        self, shared: Sequence[str] | None, bus_up: threading.Event, failed: threading.Event
+        self, bus_networks: Sequence[str] | None, bus_up: threading.Event, failed: threading.Event
     ) -> None:
-        """Create the fresh containers while the bus set starts, once the networks they share with it
-        exist (``shared``; None: not known, so once the bus's ``compose up`` ended): that run makes
-        them, and two Compose runs making one network race ("Pool overlaps"). Nothing when the bus's
-        ``compose up`` failed first."""
-        while not bus_up.is_set() and not (shared is not None and engine.networks_exist(shared)):
-            time.sleep(SHARED_NETWORKS_POLL)
+        """Create the fresh containers while the bus set starts, once every network of the bus set
+        exists (``bus_networks``; None: not known, so once the bus's ``compose up`` ended). That run
+        makes them first, and Compose makes the networks of a service's dependencies too, even with
+        ``--no-deps``: two Compose runs making one network race ("Pool overlaps"). Nothing when the
+        bus's ``compose up`` failed first."""
+        while not bus_up.is_set() and not (bus_networks is not None and engine.networks_exist(bus_networks)):
+            time.sleep(BUS_NETWORKS_POLL)
         if not failed.is_set():
             engine.create(self.client, self._fresh)
 
