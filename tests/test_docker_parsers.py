@@ -200,7 +200,7 @@ def test_missing_and_mistyped_fields_read_as_unknown() -> None:
 
 def test_the_networks_of_the_demo_s_bus_set() -> None:
     """What the containers made while the bus's `compose up` runs wait for (targets/compose.py)."""
-    from nachos_deploy.targets.compose import networks_of
+    from nachos_deploy.targets.compose_changes import networks_of
 
     resolved = load("compose-config-demo.json")
     assert isinstance(resolved, dict)

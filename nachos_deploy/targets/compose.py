@@ -48,31 +48,6 @@ from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, b
 BUS_NETWORKS_POLL = 0.03  # seconds between looks for the networks the bus's compose up makes
 
 
-def networks_of(resolved: Mapping[str, object], services: Sequence[str]) -> list[str] | None:
-    """The engine's names of every network a service of ``services`` is on, by the project as
-    Compose resolved it (``docker compose config``, which names every network); None when that
-    project does not say (no services, or a network without its name)."""
-    found = resolved.get("services")
-    declared = resolved.get("networks")
-    if not isinstance(found, dict):
-        return None
-    declared = declared if isinstance(declared, dict) else {}
-    keys: set[str] = set()
-    for name in services:
-        service = found.get(name)
-        networks = service.get("networks") if isinstance(service, dict) else None
-        if isinstance(networks, dict):
-            keys.update(str(key) for key in networks)
-    named: list[str] = []
-    for key in sorted(keys):
-        spec = declared.get(key)
-        engine_name = spec.get("name") if isinstance(spec, dict) else None
-        if not isinstance(engine_name, str) or not engine_name:
-            return None
-        named.append(engine_name)
-    return named
-
-
 @contextlib.contextmanager
 def compose_client(stack: Stack) -> Iterator[Compose]:
     """A Compose client on the files as rendered now; relative paths resolve from the output folder."""
@@ -264,7 +239,7 @@ class ComposeTarget:
         bus_up = threading.Event()
         failed = threading.Event()
         if self._fresh:
-            bus_networks = networks_of(self._resolved, bus_set)
+            bus_networks = compose_changes.networks_of(self._resolved, bus_set)
             self._created = self._background().submit(self._create_fresh, bus_networks, bus_up, failed)
         try:
             engine.up(self.client, bus_set, failure=ExitCode.BUS)

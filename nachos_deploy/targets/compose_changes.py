@@ -135,6 +135,23 @@ def _attached(resolved: Mapping[str, object], name: str) -> list[str]:
     return list(networks) if isinstance(networks, dict) else []
 
 
+def networks_of(resolved: Mapping[str, object], services: Sequence[str]) -> list[str] | None:
+    """The engine's names of every network a service of ``services`` is on, by the project as
+    Compose resolved it (``docker compose config``, which names every network); None when that
+    project does not say (not resolved, or a network without its name), so the caller waits for
+    the engine instead of guessing Compose's ``<project>_<key>``."""
+    if not isinstance(resolved.get("services"), dict):
+        return None
+    declared = _mapping(resolved.get("networks"))
+    named: list[str] = []
+    for key in sorted({key for name in services for key in _attached(resolved, name)}):
+        engine_name = _mapping(declared.get(key)).get("name")
+        if not isinstance(engine_name, str) or not engine_name:
+            return None
+        named.append(engine_name)
+    return named
+
+
 def _network_name(resolved: Mapping[str, object], project: str, key: str) -> str | None:
     """The engine's name of a network of the file; None for an external one (not Compose's)."""
     networks = resolved.get("networks")
