@@ -46,12 +46,24 @@ def scratch_streams(monitor_url: str) -> list[str]:
     return names
 
 
+def _targets(monkeypatch: pytest.MonkeyPatch, targets: bench.Targets) -> None:
+    measure = bench.run
+    monkeypatch.setattr(bench, "run", functools.partial(measure, targets=targets))
+
+
 @pytest.fixture
 def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A p99 target no loaded CI machine misses (the suite runs two workers on two cores): these tests
-    are about what the command says, the tests of a missed target below use a strict one."""
-    measure = bench.run
-    monkeypatch.setattr(bench, "run", functools.partial(measure, targets=bench.Targets(p99_ms=10_000)))
+    """Targets no loaded CI machine misses (the suite runs two workers on two cores): these tests are
+    about what the command says, the tests of a missed target below use strict ones. The bound of
+    the 1 MiB phase goes too: at rest plus 6 MiB is within the Go runtime's own swing under load
+    (CI once read the peak above it with the fast tests beside it)."""
+    _targets(monkeypatch, bench.Targets(p99_ms=10_000, max_payload_copies=64))
+
+
+@pytest.fixture
+def lenient_p99(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the p99 target relaxed, for the test that judges a big ``max_payload`` on its own bound."""
+    _targets(monkeypatch, bench.Targets(p99_ms=10_000))
 
 
 BUFFERED = 40_000  # publishes of 128 bytes, all in the client's buffer (below its pending_size) at the flush
@@ -134,7 +146,9 @@ def test_bench_json_against_a_real_bus(nats_server: NatsServer) -> None:
     assert doc["memory_typical_bytes"] == max(readings[:6])
     assert doc["memory_rest_bytes"] == readings[6]
     assert doc["memory_max_payload_bytes"] == readings[7]
-    assert doc["memory_max_payload_bound_bytes"] == readings[6] + 6 * MIB
+    assert (
+        doc["memory_max_payload_bound_bytes"] == readings[6] + 64 * MIB
+    )  # at rest + the lenient copies x max_payload
     assert doc["memory_bytes"] == max(readings)
     assert doc["memory_note"] is None
     names = {target["name"]: target for target in doc["targets"]}
@@ -153,7 +167,7 @@ def test_bench_json_against_a_real_bus(nats_server: NatsServer) -> None:
     peak = names["bus memory, 1 MiB requests (peak)"]
     assert peak["measured"] == pytest.approx(doc["memory_max_payload_bytes"] / MIB, abs=1e-3)
     assert peak["limit"] == pytest.approx(doc["memory_max_payload_bound_bytes"] / MIB, abs=1e-3)
-    assert peak["target"].endswith("MiB (at rest + 6 x max_payload)")
+    assert peak["target"].endswith("MiB (at rest + 64 x max_payload)")  # the lenient bound
     assert scratch_streams(nats_server.monitor_url) == []
     assert no_connections_left(nats_server.monitor_url)
 
@@ -323,7 +337,7 @@ def test_the_max_payload_phase_has_its_own_bound() -> None:
     assert len(bench.judge(rows[:2], memory(typical=21 * MIB, rest=21 * MIB))) == 3
 
 
-@pytest.mark.usefixtures("lenient")
+@pytest.mark.usefixtures("lenient_p99")
 def test_a_bus_echoing_big_payloads_passes_on_its_own_bound(nats_server_factory: ServerFactory) -> None:
     # The max_payload phase comes last and is judged alone: its peak is far above the at-rest reading
     # (about four copies of each message are in the server), yet the typical and at-rest figures hold.
