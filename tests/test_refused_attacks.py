@@ -408,7 +408,7 @@ asyncio.run(main())
 IMPOSTOR = """
 import asyncio, sys, nats
 async def main():
-    for attempt in range(3):  # webchat's sidecar runs at 0.03 CPU: on a busy machine a connect is slow
+    for attempt in range(3):  # webchat's sidecar runs at 0.05 CPU: on a busy machine a connect is slow
         try:
             client = await nats.connect(
                 sys.argv[1], name=sys.argv[2], allow_reconnect=False, max_reconnect_attempts=1,

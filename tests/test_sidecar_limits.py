@@ -44,10 +44,10 @@ def test_each_role_gets_limits_that_fit_its_sidecars_memory() -> None:
     compose = yaml.safe_load(files["docker-compose.yml"])["services"]
     expected = {  # max_payload, max_pending, connections, subscriptions, memory, (CFS period, quota) µs
         "gateway": ("10MB", "20MB", "8", "256", 80 * MB, None),
-        "llm-proxy": ("10MB", "20MB", "8", "64", 80 * MB, (120_000, 30_000)),  # cpus 0.25
-        "webchat": ("1MB", "4MB", "8", "64", 32 * MB, (1_000_000, 30_000)),  # cpus 0.03
-        "filesystem": ("1MB", "4MB", "8", "64", 32 * MB, (600_000, 30_000)),  # cpus 0.05
-        "archiver": ("10MB", "20MB", "8", "256", 80 * MB, (120_000, 30_000)),
+        "llm-proxy": ("10MB", "20MB", "8", "64", 80 * MB, (200_000, 50_000)),  # cpus 0.25
+        "webchat": ("1MB", "4MB", "8", "64", 32 * MB, (1_000_000, 50_000)),  # cpus 0.05
+        "filesystem": ("1MB", "4MB", "8", "64", 32 * MB, (1_000_000, 50_000)),  # cpus 0.05
+        "archiver": ("10MB", "20MB", "8", "256", 80 * MB, (200_000, 50_000)),
     }
     assert {s.component for s in plan.sidecars} == set(expected)
     for name, (payload, pending, connections, subscriptions, memory, cpus) in expected.items():
@@ -87,12 +87,13 @@ def test_the_deploy_file_sets_a_sidecars_limits_and_a_smaller_bus_caps_them() ->
 @pytest.mark.parametrize(
     ("cpus", "period"),
     [
-        (0.03, 1_000_000),  # 30 ms a second: a check (about 17 ms of CPU) fits in one period
-        (0.05, 600_000),
-        (0.07, 429_000),  # whole milliseconds, rounded up: the quota never falls below a check
-        (0.25, 120_000),
-        (0.01, 1_000_000),  # the kernel's longest period, although a check no longer fits
-        (0.3, None),  # Docker's 100 ms already holds a check
+        (0.05, 1_000_000),  # 50 ms a second: a check (15-30 ms of CPU) fits in one period with room
+        (0.1, 500_000),
+        (0.07, 715_000),  # whole milliseconds, rounded up: the quota never falls below a check
+        (0.25, 200_000),
+        (0.03, 1_000_000),  # the kernel's longest period, although a check no longer fits with room
+        (0.5, None),  # Docker's 100 ms already holds a check
+        (0.3, 167_000),
         (2.0, None),
         (None, None),
     ],
@@ -108,7 +109,7 @@ def test_swarm_keeps_cpus_which_is_all_a_service_can_set() -> None:
     `cpus` as before, and the stack file has no key Swarm would ignore."""
     files = render(plan_of({"target": "swarm", "components": COMPONENTS}))
     services = yaml.safe_load(files["docker-stack.yml"])["services"]
-    assert services["bus-webchat"]["deploy"]["resources"]["limits"]["cpus"] == "0.03"
+    assert services["bus-webchat"]["deploy"]["resources"]["limits"]["cpus"] == "0.05"
     assert "cpu_period" not in services["bus-webchat"] and "cpu_quota" not in services["bus-webchat"]
 
 
@@ -174,12 +175,39 @@ def test_an_unbounded_or_unknown_log_setting_is_refused(logging: dict[str, Any],
 
 
 def test_a_sidecar_cpu_below_one_health_check_a_second_is_warned_by_name() -> None:
-    """At 0.02 CPU a flooded sidecar's own check no longer fit and it turned unhealthy (measured);
-    the defaults (0.03 and up) are never warned."""
-    starved = plan_of({"components": {**COMPONENTS, "webchat": {"enabled": True, "sidecar": {"cpus": 0.02}}}})
+    """At 0.02 CPU a flooded sidecar's own check no longer fit and it turned unhealthy, and at 0.03
+    an idle one was throttled in a quarter of its periods on a busy host (measured); the defaults
+    (0.05 and up) are never warned."""
+    starved = plan_of({"components": {**COMPONENTS, "webchat": {"enabled": True, "sidecar": {"cpus": 0.03}}}})
     assert [w for w in starved.warnings if "sidecar.cpus" in w] == [
-        "components.webchat.sidecar.cpus is 0.02: 20 ms of CPU a second, less than its own health check "
-        "needs with room (30 ms; each check is an exec costing about 15-17 ms), so the sidecar may turn "
-        "unhealthy whenever its component is busy. Set components.webchat.sidecar.cpus to at least 0.03."
+        "components.webchat.sidecar.cpus is 0.03: 30 ms of CPU a second, less than its own health checks "
+        "need with room (50 ms for 1 a second; each is an exec costing 15-30 ms), so the sidecar is "
+        "throttled even idle, holding its messages up to a second, and may turn unhealthy whenever its "
+        "component is busy. Set components.webchat.sidecar.cpus to at least 0.05."
     ]
     assert not [w for w in plan_of({"components": COMPONENTS}).warnings if "sidecar.cpus" in w]
+
+
+def test_a_shorter_check_interval_gives_the_capped_sidecars_room_for_each_check() -> None:
+    """Every ``bus.healthcheck_interval`` each sidecar runs its check: at 500 ms that is two a
+    second, which left the channel's sidecar throttled in every period, idle (the engine tests'
+    setting). The defaults grow by one check's room per further check; a value the file sets is
+    kept, and warned when the checks do not fit."""
+    fast = {"bus": {"healthcheck_interval": "500ms"}}
+    files = render(plan_of({**fast, "components": COMPONENTS}))
+    compose = yaml.safe_load(files["docker-compose.yml"])["services"]
+    assert (compose["bus-webchat"]["cpu_period"], compose["bus-webchat"]["cpu_quota"]) == (500_000, 50_000)
+    assert "cpu_period" not in compose["bus-gateway"]  # no cap: nothing to grow
+    assert (compose["bus-llm-proxy"]["cpu_period"], compose["bus-llm-proxy"]["cpu_quota"]) == (
+        167_000,
+        50_100,
+    )
+    assert not [w for w in plan_of({**fast, "components": COMPONENTS}).warnings if "sidecar.cpus" in w]
+    kept = {**COMPONENTS, "webchat": {"enabled": True, "sidecar": {"cpus": 0.05}}}
+    warned = [w for w in plan_of({**fast, "components": kept}).warnings if "sidecar.cpus" in w]
+    assert len(warned) == 1 and "(100 ms for 2 a second;" in warned[0] and "at least 0.1." in warned[0]
+    slow = {"bus": {"healthcheck_interval": "2s"}, "components": COMPONENTS}
+    assert (
+        yaml.safe_load(render(plan_of(slow))["docker-compose.yml"])["services"]["bus-webchat"]["cpu_quota"]
+        == 50_000
+    )

@@ -186,7 +186,8 @@ def make_plan(
             "on nachos-internal can read every message and publish as any component. Use it only to debug."
         )
     sidecars, components = _wire(config, components, channels)
-    starved = (sidecar_limits.starved_warning(s.component, s.limits.cpus) for s in sidecars)
+    checks = sidecar_limits.checks_a_second(config)
+    starved = (sidecar_limits.starved_warning(s.component, s.limits.cpus, checks) for s in sidecars)
     warnings.extend(warning for warning in starved if warning is not None)
     if state is not None:
         components = _with_state(components, replace(state, waits_for_volumes=True))

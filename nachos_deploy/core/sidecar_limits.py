@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass, replace
 
 from nachos_deploy.core.catalog import Role
-from nachos_deploy.core.config import DeployConfig, SidecarLimits
+from nachos_deploy.core.config import BUS_CHECK_INTERVAL, DeployConfig, SidecarLimits
 from nachos_deploy.core.errors import ConfigError
-from nachos_deploy.core.units import format_size
+from nachos_deploy.core.units import duration_seconds, format_size
 
 KB = 1024
 MB = 1024 * KB
@@ -31,13 +31,16 @@ MEMORY_PER_PENDING = 4  # the pending bytes, what is being read, and Go's garbag
 PIDS = 64
 # Docker enforces `cpus` as a quota per CFS period, 100 ms unless told otherwise, and a health
 # check is an exec whose processes run in the container's cgroup: runc's set-up, sh, wget and
-# nats-server answering /leafz cost about 15-17 ms of CPU per check (measured: `docker exec` of
-# `true` alone 13.8 ms). At `cpus: 0.03` (3 ms per 100 ms) every check left the sidecar throttled
-# for about 0.4 s of each second, and a message arriving then waited for the next period: one in
-# fifteen reached the gateway ~100 ms late (docs/webhooks.md). The period is stretched until its
-# quota holds one check with room to spare, at most to the kernel's 1 s: the same share of a core,
-# spent in larger slices.
-HEALTH_CHECK_CPU_US = 30_000
+# nats-server answering /leafz. Measured: about 15-17 ms of CPU per check on a quiet host (a
+# `docker exec` of `true` alone 13.8 ms), and 22-30 ms for `true` on the same kind of machine while
+# its hypervisor was busy (steal time 5-30 %). At `cpus: 0.03` and Docker's period (3 ms per 100 ms)
+# every check left the sidecar throttled for about 0.4 s of each second, and a message arriving then
+# waited for the next period: one in fifteen reached the gateway ~100 ms late (docs/webhooks.md).
+# The period is stretched until its quota holds one check with room to spare, at most to the
+# kernel's 1 s: the same share of a core, spent in larger slices. That room was 30 ms until the busy
+# hypervisor: an idle channel sidecar at 30 ms per 1 s period was then throttled in 5 of 20 periods,
+# at 40 ms in 1 of 60, at 50 ms in none of 60 (docs/security.md#limits-of-a-sidecar).
+HEALTH_CHECK_CPU_US = 50_000
 DEFAULT_CPU_PERIOD_US = 100_000
 MAX_CPU_PERIOD_US = 1_000_000
 
@@ -63,7 +66,10 @@ class RoleDefaults:
 # its sidecar at 0.1 CPU passed about 110,000 a second to the gateway, which was cut off as a slow
 # consumer; at 0.05 about 43,000, every request answered on a quiet machine but only a third
 # under a load average of 20; at 0.03 about 27,000, every request answered; at 0.02 or less the
-# sidecar's own health check (an exec each second) no longer fit and it turned unhealthy. A chat
+# sidecar's own health check (an exec each second) no longer fit and it turned unhealthy. 0.03 was
+# the channel's cap until a busy hypervisor made each check cost up to twice as much (above): an
+# idle channel sidecar was then throttled in a quarter of its periods, its messages held up to the
+# rest of the second, so a channel now gets 0.05, room for one check in each 1 s period. A chat
 # channel needs a few messages a second; the cap costs its sidecar about a second more to become
 # healthy at start. A tool can only answer the requests it gets (one reply each) and llm-proxy
 # streams the model's tokens: theirs are looser. The gateway's sidecar carries what every other
@@ -71,7 +77,7 @@ class RoleDefaults:
 ROLE_DEFAULTS = {
     Role.GATEWAY: RoleDefaults(None, 8, 256, None),
     Role.LLM_PROXY: RoleDefaults(None, 8, 64, 0.25),
-    Role.CHANNEL: RoleDefaults(1 * MB, 8, 64, 0.03),
+    Role.CHANNEL: RoleDefaults(1 * MB, 8, 64, 0.05),
     Role.TOOL: RoleDefaults(1 * MB, 8, 64, 0.05),
     Role.EXTRA: RoleDefaults(None, 8, 256, 0.25),
 }
@@ -110,16 +116,20 @@ def cpu_period_for(cpus: float | None) -> int | None:
     return min(MAX_CPU_PERIOD_US, milliseconds * 1000)
 
 
-def starved_warning(component: str, cpus: float | None) -> str | None:
-    """A warning when ``cpus`` leaves less than a health check's CPU in a second (the defaults never
-    do): measured, at 0.02 CPU a flooded sidecar's own check no longer fit and it turned unhealthy."""
-    if cpus is None or cpus * MAX_CPU_PERIOD_US >= HEALTH_CHECK_CPU_US:
+def starved_warning(component: str, cpus: float | None, checks: float = 1.0) -> str | None:
+    """A warning when ``cpus`` leaves less than its health checks' CPU with room in a second
+    (``checks`` a second; the defaults never do): an idle sidecar is then throttled, its messages
+    held up to the rest of the second, and at 0.02 CPU a flooded sidecar's own check no longer fit
+    and it turned unhealthy."""
+    needed = checks * HEALTH_CHECK_CPU_US / MAX_CPU_PERIOD_US
+    if cpus is None or cpus >= needed - 1e-9:
         return None
     return (
         f"components.{component}.sidecar.cpus is {cpus:g}: {cpus * 1000:g} ms of CPU a second, less than "
-        f"its own health check needs with room ({HEALTH_CHECK_CPU_US // 1000} ms; each check is an exec "
-        "costing about 15-17 ms), so the sidecar may turn unhealthy whenever its component is busy. "
-        f"Set components.{component}.sidecar.cpus to at least {HEALTH_CHECK_CPU_US / MAX_CPU_PERIOD_US:g}."
+        f"its own health checks need with room ({needed * 1000:g} ms for {checks:g} a second; each is an "
+        "exec costing 15-30 ms), so the sidecar is throttled even idle, holding its messages up to a "
+        "second, and may turn unhealthy whenever its component is busy. "
+        f"Set components.{component}.sidecar.cpus to at least {needed:g}."
     )
 
 
@@ -165,8 +175,24 @@ def for_component(config: DeployConfig, name: str, role: Role) -> ServerLimits:
         max_connections=settings.max_connections or defaults.max_connections,
         max_subscriptions=settings.max_subscriptions or defaults.max_subscriptions,
         memory=memory,
-        cpus=settings.cpus if settings.cpus is not None else defaults.cpus,
+        cpus=settings.cpus if settings.cpus is not None else _for_checks(defaults.cpus, config),
     )
+
+
+def checks_a_second(config: DeployConfig) -> float:
+    """How many times a second each sidecar's health check runs, at most: every
+    ``bus.healthcheck_interval`` (1 s unless set; a large stack only stretches it)."""
+    return max(1.0, 1.0 / duration_seconds(config.bus.healthcheck_interval or BUS_CHECK_INTERVAL))
+
+
+def _for_checks(cpus: float | None, config: DeployConfig) -> float | None:
+    """A role's cap with room for every check of a second: the defaults hold one check a second,
+    and a shorter ``bus.healthcheck_interval`` (the tests' 500 ms) runs two, which left a channel's
+    sidecar throttled in every period, idle. Each further check a second adds its room."""
+    if cpus is None:
+        return None
+    extra = (checks_a_second(config) - 1.0) * HEALTH_CHECK_CPU_US / MAX_CPU_PERIOD_US
+    return round(cpus + extra, 3)
 
 
 # The hub sends each leaf node the loop-detection subscription ($LDS.<id>) of every other leaf node
