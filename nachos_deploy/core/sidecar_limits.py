@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from nachos_deploy.core.bus_nodes import bus_check_interval
 from nachos_deploy.core.catalog import Role
-from nachos_deploy.core.config import BUS_CHECK_INTERVAL, DeployConfig, SidecarLimits
+from nachos_deploy.core.config import DeployConfig, SidecarLimits
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.units import duration_seconds, format_size
 
@@ -181,8 +182,8 @@ def for_component(config: DeployConfig, name: str, role: Role) -> ServerLimits:
 
 def checks_a_second(config: DeployConfig) -> float:
     """How many times a second each sidecar's health check runs, at most: every
-    ``bus.healthcheck_interval`` (1 s unless set; a large stack only stretches it)."""
-    return max(1.0, 1.0 / duration_seconds(config.bus.healthcheck_interval or BUS_CHECK_INTERVAL))
+    ``bus_check_interval`` (1 s unless set; a large stack only stretches it)."""
+    return max(1.0, 1.0 / duration_seconds(bus_check_interval(config)))
 
 
 def _for_checks(cpus: float | None, config: DeployConfig) -> float | None:
