@@ -21,6 +21,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -280,18 +281,47 @@ def container_started(project: str, service: str) -> str:
     ).stdout.strip()
 
 
-def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_last(
-    swarm_stack: object,
-) -> None:
-    stack = swarm_stack(
+@pytest.fixture(scope="module")
+def shared(
+    swarm: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SwarmStack, dict[str, Any]]]:
+    """One stack for the tests that read it (bus first, TLS, the state store, secrets), brought up
+    once with its `up --json` result; the rotation then changes it and the last test takes it down.
+    Each Swarm `up` costs about 12 s here (three stages, each waiting for Swarm's first healthcheck),
+    so these share one instead of five (docs/testing.md)."""
+    stack = SwarmStack(
+        tmp_path_factory.mktemp("swarm-shared"),
         {
             "gateway": {"enabled": True, "image": PROBE, "egress": False},
             "webchat": {"enabled": True, "image": PROBE, "replicas": 2},
-        }
-    )  # type: ignore[operator]
+        },
+    )
     up = stack.run("up", "--json")
     assert up.returncode == 0, up.stdout + up.stderr
-    result = json.loads(up.stdout)
+    try:
+        yield stack, json.loads(up.stdout)
+    finally:
+        if stack.services():  # the last test failed before its down, or did not run
+            LEAVING.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "nachos_deploy",
+                        "down",
+                        "-c",
+                        str(stack.file),
+                        "--volumes",
+                        "--yes",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
+
+def test_swarm_up_is_bus_first_and_answers_through_the_bus(shared: tuple[SwarmStack, dict[str, Any]]) -> None:
+    stack, result = shared
     assert {s["name"] for s in result["services"] if s["ok"]} >= {"bus", "gateway", "webchat", "bus-webchat"}
     # Swarm publishes on every interface: the client port speaks TLS (issue 20, item 4).
     assert result["nats_url"].startswith("tls://nachos-deploy:") and Path(result["ca_file"]).is_file()
@@ -333,6 +363,149 @@ def test_swarm_up_is_bus_first_answers_through_the_bus_and_down_removes_the_bus_
     assert again.returncode == 0, again.stdout + again.stderr
     assert container_started(stack.project, "bus") == bus_started
 
+
+def test_swarm_bus_speaks_only_tls_with_the_stacks_ca(shared: tuple[SwarmStack, dict[str, Any]]) -> None:
+    # Issue 20, item 4 on Swarm: the client port is published on every interface, so bus.tls's auto
+    # is on: the certificate and key reach the bus as Swarm secrets; a client trusting the CA logs
+    # in, one that does not is refused, and a plaintext one gets no session.
+    _, result = shared
+    url, ca_file = result["nats_url"], result["ca_file"]
+    assert url.startswith("tls://") and result["tls"] is True
+    trust.trust(url, ca_file)
+    assert login_refusal(url) is None
+    trust.trust(url, None)  # the system's CAs only
+    with pytest.raises(BusUnavailable, match=r"(?i)certificate verify failed"):
+        login_refusal(url)
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as plain:
+        info = json.loads(plain.recv(4096).removeprefix(b"INFO ").split(b"\r\n")[0])
+        plain.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        plain.settimeout(5)
+        answered = b""
+        while got := plain.recv(4096):
+            answered += got
+    assert info["tls_required"] is True and b"PONG" not in answered
+
+
+def test_swarm_the_state_store_gates_the_gateway_and_takes_only_its_login(
+    shared: tuple[SwarmStack, dict[str, Any]],
+) -> None:
+    # Issue 20, item 2 on Swarm: the ACL file and the healthcheck's password as Swarm secrets, the
+    # gateway's URLs from its env file; Swarm ignores depends_on, so the gateway (the probe) retries
+    # the store until it answers, and its /health waits for it. `status` judges the store by its
+    # CLIENT LIST, which must show the gateway's user.
+    stack, _ = shared
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = next(s for s in json.loads(status.stdout)["services"] if s["name"] == "state")
+    assert report["status"] == "running" and report["health"] == "healthy" and not report.get("problem")
+    state = subprocess.run(
+        ["docker", "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={stack.project}_state"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    output = stack.file.parent / ".nachos"
+    password = (output / "credentials" / "state.env").read_text().split("GATEWAY_PASSWORD=")[1].split()[0]
+
+    def redis(*login: str) -> str:
+        env = ["-e", f"REDISCLI_AUTH={login[1]}"] if login else []
+        user = ["--no-auth-warning", "--user", login[0]] if login else []
+        done = subprocess.run(
+            ["docker", "exec", *env, state, "redis-cli", *user, "GET", "x"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.stdout + done.stderr
+
+    assert "NOAUTH" in redis()
+    assert "WRONGPASS" not in redis("gateway", password) and "NOAUTH" not in redis("gateway", password)
+    assert (
+        password
+        not in subprocess.run(
+            ["docker", "service", "inspect", f"{stack.project}_state"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+
+
+def test_swarm_servers_read_their_passwords_from_secrets_and_a_rotation_replaces_them(
+    shared: tuple[SwarmStack, dict[str, Any]],
+) -> None:
+    # Issue 19, item 2 on Swarm: no bus password in any container's environment (the servers include
+    # a Swarm secret instead), a sidecar's leaf password refused on the client port, and a rotation
+    # (a secret cannot change) deploying new secrets under new names that the servers then use.
+    stack, result = shared
+    old_url = result["nats_url"]
+    trust.trust(old_url, result["ca_file"])  # tls://: this process trusts the stack's CA
+    folder = next(stack.file.parent.rglob("credentials/bus.env")).parent
+    passwords = bus_passwords(folder)
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack.project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    inspected = json.loads(
+        subprocess.run(["docker", "inspect", *ids], capture_output=True, check=True).stdout
+    )
+    services = {c["Config"]["Labels"]["com.docker.swarm.service.name"] for c in inspected}
+    assert {f"{stack.project}_{name}" for name in ("bus", "bus-webchat", "webchat")} <= services
+    leaked = [
+        (c["Name"], variable.split("=", 1)[0])
+        for c in inspected
+        for variable in c["Config"]["Env"] or []
+        if any(password in variable for password in passwords)
+    ]
+    assert leaked == []
+
+    sidecar = next(
+        c["Id"]
+        for c in inspected
+        if c["Config"]["Labels"]["com.docker.swarm.service.name"].endswith("_bus-webchat")
+    )
+    included = subprocess.run(
+        ["docker", "exec", sidecar, "cat", "/etc/nats/credentials/secrets.conf"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    leaf = urllib.parse.urlsplit(re.findall(r'NACHOS_LEAF_URL: "([^"]+)"', included)[0])
+    published = urllib.parse.urlsplit(old_url).netloc.rpartition("@")[2]
+    stolen = f"tls://{leaf.username}:{leaf.password}@{published}"
+    assert "Authorization Violation" in (login_refusal(stolen) or "accepted")
+
+    rotated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nachos_deploy",
+            "credentials",
+            "rotate",
+            "-c",
+            str(stack.file),
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["problems"] == []  # every sidecar logged in with its new password
+    assert "Authorization Violation" in (login_refusal(old_url) or "accepted")
+    assert login_refusal(json.loads(status.stdout)["nats_url"]) is None
+
+
+def test_swarm_down_removes_the_bus_last_and_keeps_the_volumes_unless_asked(
+    shared: tuple[SwarmStack, dict[str, Any]],
+) -> None:
+    stack, _ = shared
     events = LiveEvents("die", f"com.docker.stack.namespace={stack.project}", "com.docker.swarm.service.name")
     down = stack.run("down")
     died = [name.removeprefix(f"{stack.project}_") for name in events.stop()]
@@ -501,104 +674,6 @@ def test_swarm_creates_the_default_workspace_and_is_found_from_another_folder(
         nachos(elsewhere, "down", "-p", project, "--volumes", "--yes")  # after a failure too
 
 
-def test_swarm_servers_read_their_passwords_from_secrets_and_a_rotation_replaces_them(
-    swarm_stack: object,
-) -> None:
-    # Issue 19, item 2 on Swarm: no bus password in any container's environment (the servers include
-    # a Swarm secret instead), a sidecar's leaf password refused on the client port, and a rotation
-    # (a secret cannot change) deploying new secrets under new names that the servers then use.
-    stack = swarm_stack({"webchat": {"enabled": True, "image": PROBE, "egress": False}})  # type: ignore[operator]
-    up = stack.run("up", "--json")
-    assert up.returncode == 0, up.stdout + up.stderr
-    old_url = json.loads(up.stdout)["nats_url"]
-    trust.trust(old_url, json.loads(up.stdout)["ca_file"])  # tls://: this process trusts the stack's CA
-    folder = next(stack.file.parent.rglob("credentials/bus.env")).parent
-    passwords = bus_passwords(folder)
-    ids = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack.project}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    inspected = json.loads(
-        subprocess.run(["docker", "inspect", *ids], capture_output=True, check=True).stdout
-    )
-    services = {c["Config"]["Labels"]["com.docker.swarm.service.name"] for c in inspected}
-    assert {f"{stack.project}_{name}" for name in ("bus", "bus-webchat", "webchat")} <= services
-    leaked = [
-        (c["Name"], variable.split("=", 1)[0])
-        for c in inspected
-        for variable in c["Config"]["Env"] or []
-        if any(password in variable for password in passwords)
-    ]
-    assert leaked == []
-
-    sidecar = next(
-        c["Id"]
-        for c in inspected
-        if c["Config"]["Labels"]["com.docker.swarm.service.name"].endswith("_bus-webchat")
-    )
-    included = subprocess.run(
-        ["docker", "exec", sidecar, "cat", "/etc/nats/credentials/secrets.conf"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    leaf = urllib.parse.urlsplit(re.findall(r'NACHOS_LEAF_URL: "([^"]+)"', included)[0])
-    published = urllib.parse.urlsplit(old_url).netloc.rpartition("@")[2]
-    stolen = f"tls://{leaf.username}:{leaf.password}@{published}"
-    assert "Authorization Violation" in (login_refusal(stolen) or "accepted")
-
-    rotated = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nachos_deploy",
-            "credentials",
-            "rotate",
-            "-c",
-            str(stack.file),
-            "--timeout",
-            "120",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
-    status = stack.run("status", "--json")
-    assert status.returncode == 0, status.stdout + status.stderr
-    assert json.loads(status.stdout)["problems"] == []  # every sidecar logged in with its new password
-    assert "Authorization Violation" in (login_refusal(old_url) or "accepted")
-    assert login_refusal(json.loads(status.stdout)["nats_url"]) is None
-
-
-def test_swarm_bus_speaks_only_tls_with_the_stacks_ca(swarm_stack: object) -> None:
-    # Issue 20, item 4 on Swarm: the client port is published on every interface, so bus.tls's auto
-    # is on: the certificate and key reach the bus as Swarm secrets; a client trusting the CA logs
-    # in, one that does not is refused, and a plaintext one gets no session.
-    stack = swarm_stack({})  # type: ignore[operator]
-    up = stack.run("up", "--json")
-    assert up.returncode == 0, up.stdout + up.stderr
-    result = json.loads(up.stdout)
-    url, ca_file = result["nats_url"], result["ca_file"]
-    assert url.startswith("tls://") and result["tls"] is True
-    trust.trust(url, ca_file)
-    assert login_refusal(url) is None
-    trust.trust(url, None)  # the system's CAs only
-    with pytest.raises(BusUnavailable, match=r"(?i)certificate verify failed"):
-        login_refusal(url)
-    parts = urllib.parse.urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as plain:
-        info = json.loads(plain.recv(4096).removeprefix(b"INFO ").split(b"\r\n")[0])
-        plain.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
-        plain.settimeout(5)
-        answered = b""
-        while got := plain.recv(4096):
-            answered += got
-    assert info["tls_required"] is True and b"PONG" not in answered
-
-
 SWARM_CHANNEL = (
     "import http.server, os, urllib.parse\n"
     "class H(http.server.BaseHTTPRequestHandler):\n"
@@ -643,52 +718,6 @@ def test_swarm_the_ingress_routes_its_channel_over_https_and_nothing_else(
             assert (response.status, response.read()) == expected
         finally:
             connection.close()
-
-
-def test_swarm_the_state_store_gates_the_gateway_and_takes_only_its_login(swarm_stack: object) -> None:
-    # Issue 20, item 2 on Swarm: the ACL file and the healthcheck's password as Swarm secrets, the
-    # gateway's URLs from its env file; Swarm ignores depends_on, so the gateway (the probe) retries
-    # the store until it answers, and its /health waits for it. `status` judges the store by its
-    # CLIENT LIST, which must show the gateway's user.
-    probe = {"image": "nachos-deploy/probe:latest", "egress": False}
-    stack = swarm_stack({"gateway": probe})  # type: ignore[operator]
-    up = stack.run("up", "--json")
-    assert up.returncode == 0, up.stdout + up.stderr
-    status = stack.run("status", "--json")
-    assert status.returncode == 0, status.stdout + status.stderr
-    report = next(s for s in json.loads(status.stdout)["services"] if s["name"] == "state")
-    assert report["status"] == "running" and report["health"] == "healthy" and not report.get("problem")
-    state = subprocess.run(
-        ["docker", "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={stack.project}_state"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[0]
-    output = stack.file.parent / ".nachos"
-    password = (output / "credentials" / "state.env").read_text().split("GATEWAY_PASSWORD=")[1].split()[0]
-
-    def redis(*login: str) -> str:
-        env = ["-e", f"REDISCLI_AUTH={login[1]}"] if login else []
-        user = ["--no-auth-warning", "--user", login[0]] if login else []
-        done = subprocess.run(
-            ["docker", "exec", *env, state, "redis-cli", *user, "GET", "x"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return done.stdout + done.stderr
-
-    assert "NOAUTH" in redis()
-    assert "WRONGPASS" not in redis("gateway", password) and "NOAUTH" not in redis("gateway", password)
-    assert (
-        password
-        not in subprocess.run(
-            ["docker", "service", "inspect", f"{stack.project}_state"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
 
 
 def test_swarm_up_refuses_an_image_that_differs_from_the_lock_before_deploying(swarm_stack: object) -> None:

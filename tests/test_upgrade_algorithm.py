@@ -120,6 +120,26 @@ def test_changed_components_are_replaced_one_at_a_time_each_proven_first(make: M
     assert (target.stack.output_dir / RELEASES_FILE).stat().st_mode & 0o777 == 0o600
 
 
+def test_a_held_component_failing_beside_the_change_is_replaced_not_judged_first(
+    make: Make, tmp_path: Path
+) -> None:
+    """The old container of a component the upgrade replaces next is not held to the one rule while
+    the rest starts: on Swarm, `credentials rotate` restarts the state store with new passwords (its
+    stage, before the components), and the old gateway, still on the old one, fails its healthcheck
+    until the new gateway replaces it. Judged there, `up` failed with exit 6 (found by
+    tests/test_swarm.py's rotation once it had a gateway)."""
+    target = first_up(make)
+    upgrade_to(target, tmp_path, V2, gateway=("environment",))
+
+    def old_gateway_fails(t: FakeTarget) -> None:
+        t.now["gateway"] = replace(t.now["gateway"], status="exited", exit_code=1)
+
+    target.hook("start_sidecars", old_gateway_fails)
+    result = algorithm.up_on(target, timeout=10)
+    assert events(target, "hold", "replace") == [("hold", "gateway"), ("replace", "gateway")]
+    assert list(result.upgraded) == ["gateway"] and all(r.ok for r in result.services)
+
+
 def test_a_broken_new_version_puts_back_every_component_this_up_changed(make: Make, tmp_path: Path) -> None:
     target = first_up(make)
     old_files = dict(target.stack.files)

@@ -217,7 +217,8 @@ def _up(
     last = LastLinks(target, components, deadline, progress)
     # An upgrade still replaces components after this wait: the last links wait for it.
     meanwhile = last.prove if upgrading is None else None
-    seen = _start_components(target, components, endpoints, deadline, bus_started, progress, meanwhile)
+    held = frozenset(c.name for c in upgrading.replacing) if upgrading is not None else frozenset()
+    seen = _start_components(target, components, endpoints, deadline, bus_started, progress, meanwhile, held)
     phases["components"] = time.monotonic() - mark
     if upgrading is not None:
         mark = time.monotonic()
@@ -550,10 +551,16 @@ def _start_components(
     bus_started: float,
     progress: Progress,
     while_settling: Callable[[Observation], None] | None = None,
+    held: frozenset[str] = frozenset(),
 ) -> Observation:
     """Start the sidecars and wait until each is logged in at the hub, heal what an outage left,
     wait for volume-init, start the components, and wait until every service is ok (``while_settling``:
-    run once when only the last wait's settling is left)."""
+    run once when only the last wait's settling is left).
+
+    ``held``: running components an upgrade replaces next (lifecycle/upgrade.py), neither healed nor
+    judged here: their old containers may fail beside what changed around them (on Swarm, `credentials
+    rotate` restarts the state store with new passwords before the gateway is replaced with them),
+    and their new ones are judged once replaced."""
     stack = target.stack
     bus = _bus_set(stack)
     # Restart counts "before": as the gate's last look read them (a container made since has none).
@@ -595,9 +602,8 @@ def _start_components(
         for c in components
         if c.sidecar and c.name in before and (c.sidecar in relaunched or c.sidecar not in before)
     }
-    healed = _heal(
-        target, components, endpoints, looked if looked is not None else states, progress, rejoining
-    )
+    judged = [c for c in components if c.name not in held]
+    healed = _heal(target, judged, endpoints, looked if looked is not None else states, progress, rejoining)
     # The sidecars' last look is recent enough unless healing restarted something since.
     recent = looked if looked is not None and not healed else None
     late = [c for c in components if c not in early]
@@ -608,7 +614,7 @@ def _start_components(
     if late:
         progress(f"Starting {', '.join(c.name for c in late)}")
         target.start_components(late, states)
-    services = [*bus, *sidecars, *components]
+    services = [*bus, *sidecars, *judged]
     healed |= relaunched
     return _wait_until_ok(
         target,
