@@ -286,13 +286,17 @@ def alone(engine: str, tmp_path: Path) -> Iterator[Path]:
         _compose(out, "down", "--volumes", "--remove-orphans", "-t", "2", timeout=120)
 
 
+# Each runs alone (`exclusive`, under two workers): Compose alone creates the subnets `render` chose
+# without the machine's networks lock that `up` holds, so a stack the other worker brought up meanwhile
+# could draw the same block ("Pool overlaps", a two-worker CI run, 2026-12-07); and the full example
+# takes 15 networks of the engine's 30 or so.
+@pytest.mark.exclusive
 @pytest.mark.parametrize(
     ("example", "subject"),
     [
         ("ci-bus-only", None),
         ("demo", "nachos.gateway.subagents.list"),
-        # 15 networks of the engine's 30 or so: no other stack may be started beside it
-        pytest.param("full", "nachos.llm.request", marks=pytest.mark.exclusive),
+        ("full", "nachos.llm.request"),
     ],
 )
 def test_an_example_runs_with_compose_alone(alone: Path, example: str, subject: str | None) -> None:

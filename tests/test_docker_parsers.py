@@ -138,11 +138,29 @@ def test_nodes() -> None:
     assert parse.machine_of(drained) == Machine(NODE, "vm", False, frozenset({"nachos.bus"}))
 
 
+def test_task_services_from_stack_ps() -> None:
+    # `docker stack ps --no-trunc --format '{{.ID}} {{.Name}}'` as Engine 20.10 printed it for a stack
+    # with a task replaced (the old one is listed under the same name) and a global service's task.
+    listing = (
+        "lnkjpgo4711pa0wqwh70ykfh8 swt_bus-gateway.1\n"
+        "5x7l2ic8z51jkb8m4vrc2dykt swt_webchat.1\n"
+        "lk1nyoqsazy5gftwzewc8lg8l swt_webchat.1\n"
+        "q0v9t6c1m2lcm0l4a8xgx5f0a swt_relay.ti1ql6ww9lu8yttwxnu7qrgpf\n\n"
+    )
+    assert parse.task_services(listing) == {
+        "lnkjpgo4711pa0wqwh70ykfh8": "swt_bus-gateway",
+        "5x7l2ic8z51jkb8m4vrc2dykt": "swt_webchat",
+        "lk1nyoqsazy5gftwzewc8lg8l": "swt_webchat",
+        "q0v9t6c1m2lcm0l4a8xgx5f0a": "swt_relay",
+    }
+
+
 def test_tasks_a_failing_service_left_and_the_running_one() -> None:
     services = load("service-inspect.json")
     found = load("task-inspect.json")
     assert isinstance(services, list) and isinstance(found, list)
-    names = parse.service_names(services)
+    # What swarm.tasks reads from `stack ps` for these tasks: service ID → its full name.
+    names = {service["ID"]: service["Spec"]["Name"] for service in services}
     assert names == {
         "vuk6uivd7qqodtzgmdjaf2mmu": "ndr-sw_failing",
         "pviujn0a7cqs4yffmq9fwpkz0": "ndr-sw_healthy",

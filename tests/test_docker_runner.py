@@ -32,7 +32,7 @@ from nachos_deploy.core.errors import (
     EnvironmentProblem,
     ExitCode,
 )
-from nachos_deploy.docker import errors, runner
+from nachos_deploy.docker import engine, errors, runner
 from nachos_deploy.docker.errors import PATTERNS, Meaning, classify, meaning_of
 from nachos_deploy.docker.runner import DockerFailure, DockerTimeout
 
@@ -295,6 +295,39 @@ def test_a_non_zero_exit_is_a_failure_carrying_dockers_words(fake_docker: Path) 
     assert meaning_of(failure) is Meaning.GONE
     unchecked = runner.run(["docker", "fail", "web"], check=False)
     assert unchecked.returncode == 3
+
+
+RACED = """#!/bin/sh
+# `network ls` lists three networks; the one another stack's `down` removed meanwhile is gone by the
+# `network inspect`, which prints the other two and fails naming it, as Engine 20.10 does.
+case "$1 $2" in
+  "network ls") printf 'aaa\\nbbb\\nccc\\n' ;;
+  "network inspect")
+    echo '[{"Name": "a", "IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}]}},'
+    echo ' {"Name": "c", "IPAM": {"Config": [{"Subnet": "10.3.0.0/24"}]}}]'
+    echo "Error response from daemon: network bbb not found" >&2
+    [ -n "$NDR_ALSO" ] && echo "$NDR_ALSO" >&2
+    exit 1 ;;
+esac
+"""
+
+
+def test_a_network_removed_between_the_listing_and_the_inspect_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another stack's `down` removing networks while `up` reads the engine's subnets: a two-worker CI
+    run failed `up` with exit 4 there ("Cannot list the engine's networks: ... not found", twice in a
+    row, before this); a network gone holds no subnet, and the others are read. Any other error
+    still fails."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "docker").write_text(RACED)
+    (folder / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert engine.engine_subnets() == [("a", ("10.1.0.0/24",)), ("c", ("10.3.0.0/24",))]
+    monkeypatch.setenv("NDR_ALSO", "Error response from daemon: permission denied")
+    with pytest.raises(EnvironmentProblem, match="Cannot list the engine's networks"):
+        engine.engine_subnets()
 
 
 def test_env_adds_to_the_processes_own(fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:

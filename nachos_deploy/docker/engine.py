@@ -34,7 +34,7 @@ from nachos_deploy.docker.compose import (
     up,
     up_command,
 )
-from nachos_deploy.docker.errors import COMPOSE_FIX, classify
+from nachos_deploy.docker.errors import COMPOSE_FIX, Meaning, classify, every_error_means
 from nachos_deploy.docker.parse import (
     Probe,
     ServiceState,
@@ -248,22 +248,23 @@ def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> 
 
 def engine_subnets() -> list[tuple[str, tuple[str, ...]]]:
     """Every network of the engine with its subnets (two docker calls), for the check of a stack's
-    planned subnets before ``up`` creates any network. A network removed between the two calls
-    fails the second: the pair is tried again, twice at most."""
-    for attempt in range(3):
-        try:
-            ids = runner.output(["docker", "network", "ls", "--quiet", "--no-trunc"]).split()
-            found = json.loads(runner.output(["docker", "network", "inspect", *ids])) if ids else []
-        except DockerFailure as failure:
-            if attempt < 2 and "No such network" in failure.stderr:
-                continue
+    planned subnets before ``up`` creates any network. A network removed between the two calls (by
+    another stack's `down` meanwhile) holds no subnet any more: ``docker network inspect`` prints the
+    others and fails naming it, and the others are what counts."""
+    try:
+        ids = runner.output(["docker", "network", "ls", "--quiet", "--no-trunc"]).split()
+        text = runner.output(["docker", "network", "inspect", *ids]) if ids else "[]"
+    except DockerFailure as failure:
+        # Engine 20.10 says "network <id> not found" (a two-worker CI run met it, 2026-12-07)
+        if not every_error_means(failure.stderr, Meaning.NETWORK_NOT_FOUND):
             raise classify(
                 failure, "Cannot list the engine's networks", exit_code=ExitCode.ENVIRONMENT
             ) from None
-        except ValueError:
-            return []
-        return network_subnets(items(found))
-    return []
+        text = failure.stdout
+    try:
+        return network_subnets(items(json.loads(text)))
+    except ValueError:
+        return []
 
 
 def networks_exist(names: Sequence[str]) -> bool:

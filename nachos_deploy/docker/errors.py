@@ -114,7 +114,7 @@ PATTERNS: tuple[Pattern, ...] = (
     _pattern(Meaning.PORT_TAKEN, r"port is already allocated|address already in use", PORT_FIX),
     # With swarm mode on, the engine creates the containers and then cannot attach them.
     _pattern(Meaning.NETWORK_DUPLICATED, r"is ambiguous|attach to network \S+: .*not found"),
-    _pattern(Meaning.NETWORK_NOT_FOUND, r"network \S+ not found"),
+    _pattern(Meaning.NETWORK_NOT_FOUND, r"network \S+ not found|No such network"),
     _pattern(Meaning.NETWORK_IN_USE_BY_TASK, r"in use by task"),
     _pattern(Meaning.STACK_EMPTY, r"nothing found in stack"),
     _pattern(
@@ -133,6 +133,13 @@ def meaning_of(failure: DockerFailure | str) -> Meaning:
     """What a failure (or a text of Docker's) says happened; OTHER for a text no row knows."""
     row = pattern_of(failure if isinstance(failure, str) else failure.text)
     return row.meaning if row else Meaning.OTHER
+
+
+def every_error_means(text: str, meaning: Meaning) -> bool:
+    """Whether ``text`` holds errors and each one (a command on several objects prints one per
+    object: "Error response from daemon: ...") means ``meaning``."""
+    errors = [part for part in re.split(r"(?=Error response from daemon:)|\n", text) if part.strip()]
+    return bool(errors) and all(meaning_of(part) is meaning for part in errors)
 
 
 def reason(text: str) -> str:

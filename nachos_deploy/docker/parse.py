@@ -261,9 +261,16 @@ def machine_of(item: Mapping[str, object]) -> Machine:
     )
 
 
-def service_names(services: Iterable[Mapping[str, object]]) -> dict[str, str]:
-    """Service ID → its full name (``<stack>_<service>``), from ``docker service inspect``."""
-    return {str(item.get("ID")): str(mapping(item.get("Spec")).get("Name", "")) for item in services}
+def task_services(listing: str) -> dict[str, str]:
+    """Task ID → its service's full name, from ``docker stack ps --format '{{.ID}} {{.Name}}'``: a
+    task is named ``<stack>_<service>.<slot>`` (a global service's: ``.<node id>``), and a service's
+    name has no dot. One call where ``service ls`` and ``service inspect`` took two more."""
+    found = {}
+    for line in listing.splitlines():
+        task, _, name = line.strip().partition(" ")
+        if task and name:
+            found[task] = name.rpartition(".")[0] or name
+    return found
 
 
 def task_of(item: Mapping[str, object], names: Mapping[str, str], project: str) -> Task:

@@ -36,10 +36,10 @@ from nachos_deploy.docker.parse import (
     most_named,
     remote_state,
     replicas,
-    service_names,
     state_of,
     swarm_node,
     task_of,
+    task_services,
 )
 from nachos_deploy.docker.runner import DockerFailure, DockerTimeout
 from nachos_deploy.io.files import read_env_file
@@ -209,20 +209,18 @@ def services(project: str) -> dict[str, tuple[int, int]]:
 
 
 def tasks(project: str) -> list[Task]:
-    """Every task the stack has had (Swarm keeps the last few of each slot): three engine calls."""
+    """Every task the stack has had (Swarm keeps the last few of each slot): two engine calls."""
     try:
-        ids = _docker("stack", "ps", "--quiet", "--no-trunc", project).split()
-        listed = _docker("service", "ls", "--quiet", "--filter", f"label={STACK_LABEL}={project}")
-        names = json.loads(_docker("service", "inspect", *listed.split())) if listed.split() else []
-        found = json.loads(_docker("inspect", *ids)) if ids else []
+        listed = task_services(_docker("stack", "ps", "--no-trunc", "--format", "{{.ID}} {{.Name}}", project))
+        found = items(json.loads(_docker("inspect", *listed))) if listed else []
     except DockerFailure as failure:
         if meaning_of(failure) in (Meaning.STACK_EMPTY, Meaning.GONE):
             return []
         raise _environment(failure, "Cannot list the stack's tasks") from None
     except ValueError:
         return []
-    by_id = service_names(items(names))
-    return [task_of(item, by_id, project) for item in items(found)]
+    by_service = {str(item.get("ServiceID")): listed.get(str(item.get("ID")), "") for item in found}
+    return [task_of(item, by_service, project) for item in found]
 
 
 def states(project: str) -> dict[str, engine.ServiceState]:
