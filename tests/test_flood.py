@@ -67,12 +67,16 @@ def restarts(stack: Stack, service: str) -> int:
 def test_an_idle_channel_sidecar_is_not_throttled_by_its_own_health_checks(stack: Stack) -> None:
     service = f"bus-{CHANNEL}"
     before = floods.cpu_stat(stack.project, service)
-    time.sleep(5)  # five health checks, each an exec in the sidecar's cgroup
+    time.sleep(10)  # ten health checks or more, each an exec in the sidecar's cgroup
     after = floods.cpu_stat(stack.project, service)
     ran = after["nr_periods"] - before["nr_periods"]
     throttled = after["nr_throttled"] - before["nr_throttled"]
-    assert ran >= 1, f"the sidecar ran in no CPU period in 5 s: {before} -> {after}"
-    assert throttled == 0, f"{service} was throttled in {throttled} of the {ran} periods it ran in while idle"
+    assert ran >= 1, f"the sidecar ran in no CPU period in 10 s: {before} -> {after}"
+    # One period is allowed: on a host whose hypervisor takes CPU (steal), one exec now and then costs
+    # twice its usual 25-30 ms and fills a period's room (CI, 2026-12-07: 1 of 6, with 0 in the runs
+    # before). A cap that starves the sidecar is throttled in a quarter of its periods or more (30 ms:
+    # 5 of 20, docs/security.md#limits-of-a-sidecar), which this still fails.
+    assert throttled <= 1, f"{service} was throttled in {throttled} of the {ran} periods it ran in while idle"
 
 
 def test_a_flood_of_small_messages_leaves_the_gateway_answering(stack: Stack) -> None:
