@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.docker.swarm import Task
-from nachos_deploy.targets.swarm import failed_since
+from nachos_deploy.targets.swarm import failed_since, routed
 
 
 def task(service: str, state: str, at: float, exit_code: int | None = None, error: str = "") -> Task:
@@ -47,3 +48,18 @@ def test_only_the_named_services_and_failures_since_count() -> None:
         task("bus", "complete", 12.0, 0),
     ]
     assert failed_since(tasks, ["bus"], 5.0) == {}
+
+
+def state(status: str, health: str | None) -> ServiceState:
+    return ServiceState("bus", "c1", status, health, 0, 0, "nats:alpine")
+
+
+def test_the_gate_asks_a_swarm_bus_only_once_swarm_routes_to_it() -> None:
+    """Swarm puts a task in DNS only once its first healthcheck passed; a client the forwarder lets in
+    before then hangs until the gate's timeout (a second of every Swarm `up`, measured)."""
+    assert not routed(None)
+    assert not routed(state("created", None))
+    assert not routed(state("running", "starting"))
+    assert not routed(state("running", "unhealthy"))
+    assert routed(state("running", "healthy"))
+    assert routed(state("running", None))  # no healthcheck (the forwarder), or a task on another node

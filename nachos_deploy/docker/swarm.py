@@ -239,7 +239,7 @@ def states(project: str) -> dict[str, engine.ServiceState]:
         if meaning_of(failure) is Meaning.STACK_EMPTY:
             return {}
         raise _environment(failure, "Cannot list the stack's tasks") from None
-    names = {task: name for task, _, name in (line.partition(" ") for line in listed.splitlines())}
+    names = task_services(listed)
     current = set(names)
     found: list[Mapping[str, object]] = []
     for attempt in range(5):
@@ -272,7 +272,7 @@ def states(project: str) -> dict[str, engine.ServiceState]:
         if best is None or _rank(state) > _rank(best):
             result[service] = state
         current.discard(str(labels.get(TASK_LABEL)))
-    elsewhere = {names[task].removeprefix(f"{project}_").split(".")[0]: task for task in current}
+    elsewhere = {names[task].removeprefix(f"{project}_"): task for task in current}
     return _with_remote(project, result, {s: t for s, t in elsewhere.items() if s not in result})
 
 

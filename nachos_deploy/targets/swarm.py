@@ -164,7 +164,14 @@ class SwarmTarget:
         moving = self._moving()
         if moving:
             return f"{', '.join(moving)} not yet running on the machine its label names"
-        found = self.endpoints(swarm.states(self.stack.project))
+        states = swarm.states(self.stack.project)
+        # Swarm routes to a task (its name in DNS) only once its first healthcheck passed: a client
+        # let in by the forwarder before then hangs until the gate's timeout (1 s of every Swarm up,
+        # measured), so the gate asks once each node is routed.
+        unrouted = [name for name in self._bus_set() if not routed(states.get(name))]
+        if unrouted:
+            return f"{', '.join(unrouted)} not yet routed by Swarm (its first healthcheck)"
+        found = self.endpoints(states)
         return found if found is not None else "the bus has no published ports yet"
 
     def _moving(self) -> list[str]:
@@ -414,3 +421,9 @@ def failed_since(tasks: Sequence[swarm.Task], names: Sequence[str], since: float
         code = f", exit code {task.exit_code}" if task.exit_code else ""
         found[task.service] = f"{task.error or task.state}{code}"
     return found
+
+
+def routed(state: ServiceState | None) -> bool:
+    """Whether Swarm routes to this service's task: running, and healthy when it has a healthcheck
+    (a task on another node is "running" only once it passed, :func:`parse.remote_state`)."""
+    return state is not None and state.status == "running" and state.health in (None, "healthy")
