@@ -26,6 +26,7 @@ import yaml
 from nachos_deploy.interfaces import api
 from nachos_deploy.io.stack import Stack
 from tests.commands import container, docker
+from tests.documents import stack_document
 
 FLOODER = Path(__file__).with_name("flooder.py")
 PROBE = "nachos-deploy/probe:latest"
@@ -45,19 +46,12 @@ def make_stack(
     sidecar with the default limits (``channel_sidecar``: the channel's, to measure others), on
     engine-picked ports."""
     probe = {"image": PROBE}
-    document: dict[str, object] = {
-        "project": project,
-        "output": "out",
-        "bus": {"client_port": 0, "monitor_port": 0},
-        "ingress": {
-            "enabled": False
-        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-        "components": {
-            "gateway": {**probe, "egress": False},
-            "llm-proxy": {**probe, "egress": False} if llm_proxy else {"enabled": False},
-            "webchat": {**probe, "enabled": True, "sidecar": channel_sidecar or {}},
-        },
+    components = {
+        "gateway": {**probe, "egress": False},
+        "llm-proxy": {**probe, "egress": False} if llm_proxy else {"enabled": False},
+        "webchat": {**probe, "enabled": True, "sidecar": channel_sidecar or {}},
     }
+    document = stack_document(project, components, bus={}, output="out")
     if logging is not None:
         document["logging"] = logging
     path = folder / "nachos-deploy.yaml"

@@ -26,6 +26,7 @@ from nachos_deploy.core.names import BUS, LEAF_PORT
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import down as teardown
 from nachos_deploy.lifecycle import up as lifecycle
+from tests.documents import stack_document
 
 PROBE = "nachos-deploy/probe:latest"
 KINDS = ("stop-bus", "kill-bus", "stop-sidecar")
@@ -48,15 +49,7 @@ def write_deploy_file(folder: Path, project: str, *, small: bool = False) -> Pat
     }
     if not small:
         components |= {"webchat": {**probe, "enabled": True}, "filesystem": {**probe, "enabled": True}}
-    document = {
-        "project": project,
-        "output": "out",
-        "bus": {"client_port": 0, "monitor_port": 0},
-        "ingress": {
-            "enabled": False
-        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-        "components": components,
-    }
+    document = stack_document(project, components, bus={}, output="out")
     path = folder / "nachos-deploy.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

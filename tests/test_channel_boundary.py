@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from tests.commands import container, nachos
+from tests.documents import stack_document
 
 PROBE = "nachos-deploy/probe:latest"
 SECRET = f"wa-token-{uuid.uuid4().hex}"  # in nachos.toml only
@@ -90,20 +91,13 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     folder = tmp_path_factory.mktemp("channel-boundary")
     project = f"h19d-{uuid.uuid4().hex[:8]}"
     probe = {"image": PROBE, "egress": False}
-    document = {
-        "project": project,
-        "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
-        "ingress": {
-            "enabled": False
-        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-        "components": {
-            "gateway": probe,
-            "llm-proxy": {"enabled": False},
-            "whatsapp": {"enabled": True, **probe},
-            "webchat": {"enabled": True, **probe},
-            "filesystem": {"enabled": True, **probe},
-        },
+    components = {
+        "gateway": probe,
+        "whatsapp": {"enabled": True, **probe},
+        "webchat": {"enabled": True, **probe},
+        "filesystem": {"enabled": True, **probe},
     }
+    document = stack_document(project, components)
     (folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
     (folder / "nachos.toml").write_text(PLATFORM_TOML)
     (folder / "workspace").mkdir()

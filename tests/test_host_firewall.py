@@ -25,6 +25,7 @@ from nachos_deploy.docker import firewall
 from nachos_deploy.io.listeners import parse_proc_net_tcp, wildcard_listeners
 from tests.commands import cli, compose_down
 from tests.conftest import unavailable
+from tests.documents import stack_document
 
 DATA = Path(__file__).parent / "data" / "firewall"
 PROBE = "nachos-deploy/probe:latest"
@@ -143,23 +144,8 @@ def webchat(engine: str, tmp_path: Path) -> Iterator[tuple[Path, str]]:
         unavailable("the host firewall test changes iptables rules: run the tests as root")
     project = f"h19f-fw-{uuid.uuid4().hex[:8]}"
     file = tmp_path / "nachos-deploy.yaml"
-    component = {"image": PROBE, "egress": False, "healthcheck": False}
-    file.write_text(
-        yaml.safe_dump(
-            {
-                "project": project,
-                "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
-                "ingress": {
-                    "enabled": False
-                },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-                "components": {
-                    "gateway": {"enabled": False},
-                    "llm-proxy": {"enabled": False},
-                    "webchat": {**component, "enabled": True},
-                },
-            }
-        )
-    )
+    webchat = {"image": PROBE, "egress": False, "healthcheck": False, "enabled": True}
+    file.write_text(yaml.safe_dump(stack_document(project, {"webchat": webchat})))
     try:
         yield file, project
     finally:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import without_networks_wait
+from tests.documents import stack_document
 from tests.test_lifecycle import PROBE, containers
 
 
@@ -56,22 +57,8 @@ def test_an_interrupted_up_exits_130_and_a_second_up_converges(
 ) -> None:
     project = f"ndt-int-{uuid.uuid4().hex[:8]}"
     file = tmp_path / "nachos-deploy.yaml"
-    file.write_text(
-        yaml.safe_dump(
-            {
-                "project": project,
-                "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
-                "ingress": {
-                    "enabled": False
-                },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-                "components": {
-                    "gateway": {"enabled": False},
-                    "llm-proxy": {"enabled": False},
-                    "webchat": {"image": PROBE, "enabled": True, "egress": False},
-                },
-            }
-        )
-    )
+    webchat = {"image": PROBE, "enabled": True, "egress": False}
+    file.write_text(yaml.safe_dump(stack_document(project, {"webchat": webchat})))
     command = [sys.executable, "-m", "nachos_deploy", "up", "-c", str(file), "--timeout", "90"]
     try:
         events = wait_for_event(project, event, service)
@@ -110,27 +97,9 @@ def test_a_config_change_recreates_only_the_service_it_affects(engine: str, tmp_
     file = tmp_path / "nachos-deploy.yaml"
 
     def write(value: str) -> None:
-        file.write_text(
-            yaml.safe_dump(
-                {
-                    "project": project,
-                    "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
-                    "ingress": {
-                        "enabled": False
-                    },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-                    "components": {
-                        "gateway": {"enabled": False},
-                        "llm-proxy": {"image": PROBE, "egress": False},
-                        "webchat": {
-                            "image": PROBE,
-                            "enabled": True,
-                            "egress": False,
-                            "environment": {"EXAMPLE": value},
-                        },
-                    },
-                }
-            )
-        )
+        webchat = {"image": PROBE, "enabled": True, "egress": False, "environment": {"EXAMPLE": value}}
+        components = {"llm-proxy": {"image": PROBE, "egress": False}, "webchat": webchat}
+        file.write_text(yaml.safe_dump(stack_document(project, components)))
 
     def ids() -> dict[str, str]:
         return containers(project)

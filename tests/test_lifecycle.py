@@ -31,6 +31,7 @@ from nachos_deploy.bus.monitor import BusUnavailable, connection_names
 from nachos_deploy.bus.natsclient import request
 from tests.commands import cli, compose_down, docker
 from tests.conftest import unavailable
+from tests.documents import stack_document
 from tests.engine_events import LiveEvents
 
 PROBE = "nachos-deploy/probe:latest"
@@ -101,14 +102,7 @@ class Deployment:
         self.file = folder / "nachos-deploy.yaml"
 
     def write(self, components: dict[str, Any], **bus: Any) -> None:
-        document = {
-            "project": self.project,
-            "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms", **bus},
-            "ingress": {
-                "enabled": False
-            },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-            "components": {"gateway": {"enabled": False}, "llm-proxy": {"enabled": False}, **components},
-        }
+        document = stack_document(self.project, components, bus={"healthcheck_interval": "500ms", **bus})
         self.file.write_text(yaml.safe_dump(document))
 
     def run(self, command: str, *args: str) -> tuple[int, str, str]:

@@ -29,6 +29,7 @@ import yaml
 
 from nachos_deploy.docker.parse import split_frames
 from tests.commands import nachos
+from tests.documents import stack_document
 from tests.ports import free_port
 
 PROBE = "nachos-deploy/probe:latest"
@@ -57,23 +58,9 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     folder = tmp_path_factory.mktemp("monitor-access")
     project = f"h19e-{uuid.uuid4().hex[:8]}"
     monitor_port = free_port()
-    document = {
-        "project": project,
-        "bus": {"client_port": 0, "monitor_port": monitor_port, "healthcheck_interval": "500ms"},
-        "ingress": {
-            "enabled": False
-        },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-        "components": {
-            "gateway": {"enabled": False},
-            "llm-proxy": {"enabled": False},
-            "webchat": {
-                "enabled": True,
-                "image": PROBE,
-                "egress": False,
-                "connection_name": HOSTILE_NAME,
-            },
-        },
-    }
+    webchat = {"enabled": True, "image": PROBE, "egress": False, "connection_name": HOSTILE_NAME}
+    bus = {"monitor_port": monitor_port, "healthcheck_interval": "500ms"}
+    document = stack_document(project, {"webchat": webchat}, bus=bus)
     (folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
     try:
         done = nachos(folder, "up", "--json", "--timeout", "120")

@@ -29,6 +29,7 @@ from nachos_deploy.bus import natsclient
 from nachos_deploy.bus.monitor import BusUnavailable
 from tests.commands import cli, compose_down, docker
 from tests.conftest import unavailable
+from tests.documents import stack_document
 from tests.test_lifecycle import LookupWatch
 
 pytestmark = pytest.mark.engine
@@ -62,23 +63,12 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     project = f"h19f-att-{uuid.uuid4().hex[:8]}"
     component = {"image": PROBE, "egress": False}
     file = folder / "nachos-deploy.yaml"
-    file.write_text(
-        yaml.safe_dump(
-            {
-                "project": project,
-                "bus": {"client_port": 0, "monitor_port": 0, "healthcheck_interval": "500ms"},
-                "ingress": {
-                    "enabled": False
-                },  # not this test's subject: no ingress on ports 80/443 (docs/ingress.md)
-                "components": {
-                    "gateway": {"enabled": False},
-                    "llm-proxy": component,
-                    "webchat": {**component, "enabled": True},
-                    "filesystem": {**component, "enabled": True},
-                },
-            }
-        )
-    )
+    components = {
+        "llm-proxy": component,
+        "webchat": {**component, "enabled": True},
+        "filesystem": {**component, "enabled": True},
+    }
+    file.write_text(yaml.safe_dump(stack_document(project, components)))
     try:
         code, out, err = cli("up", "-c", str(file), "--json", "--timeout", "90")
         assert code == 0, out + err
