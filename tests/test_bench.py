@@ -211,7 +211,9 @@ def test_max_payload_is_capped_by_the_server_and_measured(nats_server_factory: S
 
 
 def test_a_missed_target_is_reported(nats_server: NatsServer) -> None:
-    strict = bench.Targets(p99_ms=0.000001)
+    # Only p99 made impossible: the memory bounds are the lenient ones of the other tests (CI read the
+    # 1 MiB phase above the real bound once, beside the fast tests on two workers).
+    strict = bench.Targets(p99_ms=0.000001, max_payload_copies=64)
     result = bench.run(nats_server.nats_url, nats_server.monitor_url, duration=0.5, targets=strict)
     assert not result.ok
     # The target made impossible is missed; on a busy machine another may be too (a fast-suite run on
