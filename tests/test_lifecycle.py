@@ -31,7 +31,7 @@ from nachos_deploy.bus.monitor import BusUnavailable, connection_names
 from nachos_deploy.bus.natsclient import request
 from tests.commands import cli, compose_down, docker
 from tests.conftest import unavailable
-from tests.documents import stack_document
+from tests.documents import FAST_CHECKS, stack_document
 from tests.engine_events import LiveEvents
 
 PROBE = "nachos-deploy/probe:latest"
@@ -102,7 +102,7 @@ class Deployment:
         self.file = folder / "nachos-deploy.yaml"
 
     def write(self, components: dict[str, Any], **bus: Any) -> None:
-        document = stack_document(self.project, components, bus={"healthcheck_interval": "500ms", **bus})
+        document = stack_document(self.project, components, bus={**FAST_CHECKS, **bus})
         self.file.write_text(yaml.safe_dump(document))
 
     def run(self, command: str, *args: str) -> tuple[int, str, str]:

@@ -29,7 +29,7 @@ import yaml
 
 from nachos_deploy.docker.parse import split_frames
 from tests.commands import nachos
-from tests.documents import stack_document
+from tests.documents import FAST_CHECKS, stack_document
 from tests.ports import free_port
 
 PROBE = "nachos-deploy/probe:latest"
@@ -59,7 +59,7 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     project = f"h19e-{uuid.uuid4().hex[:8]}"
     monitor_port = free_port()
     webchat = {"enabled": True, "image": PROBE, "egress": False, "connection_name": HOSTILE_NAME}
-    bus = {"monitor_port": monitor_port, "healthcheck_interval": "500ms"}
+    bus = {**FAST_CHECKS, "monitor_port": monitor_port}
     document = stack_document(project, {"webchat": webchat}, bus=bus)
     (folder / "nachos-deploy.yaml").write_text(yaml.safe_dump(document))
     try:
