@@ -76,6 +76,21 @@ class Stack:
     def channel_log(self) -> str:
         return docker("logs", self.container("whatsapp"))
 
+    def logs(self) -> str:
+        """The ingress's and the channel's last lines, both streams: why a route answered otherwise
+        (Caddy logs a failed proxying at its WARN level and above, on stderr)."""
+        parts = []
+        for service in ("ingress", "whatsapp"):
+            done = subprocess.run(
+                ["docker", "logs", "--tail", "40", self.container(service)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=60,
+            )
+            parts.append(f"--- {service}:\n{done.stdout}")
+        return "\n".join(parts)
+
     def https(self, method: str, path: str, body: bytes | Iterable[bytes] | None = None) -> tuple[int, bytes]:
         context = ssl.create_default_context(cafile=str(self.root))
         connection = http.client.HTTPSConnection("localhost", self.https_port, context=context, timeout=30)
@@ -120,7 +135,8 @@ def stack(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
 def test_the_route_reaches_the_channel_over_https_with_the_written_root(stack: Stack) -> None:
     assert stack.root.read_text().startswith("-----BEGIN CERTIFICATE-----")
     status, body = stack.https("GET", f"{WHATSAPP_PATH}?hub.mode=subscribe&hub.challenge=42")
-    assert (status, body) == (200, f"channel {WHATSAPP_PATH}?hub.mode=subscribe&hub.challenge=42".encode())
+    expected = f"channel {WHATSAPP_PATH}?hub.mode=subscribe&hub.challenge=42".encode()
+    assert (status, body) == (200, expected), stack.logs()
     assert f"GOT GET {WHATSAPP_PATH}?hub.mode=subscribe" in stack.channel_log()
     # An unchanged up reads the root again only when the file has gone (it is the same container's).
     written = stack.root.read_text()
@@ -143,7 +159,7 @@ def test_any_other_path_is_404_at_the_ingress_and_never_forwarded(stack: Stack) 
 
 def test_a_body_over_the_channels_limit_is_413_and_never_reaches_it(stack: Stack) -> None:
     status, _ = stack.https("POST", f"{WHATSAPP_PATH}?fits", b"x" * WHATSAPP_MAX_BODY)
-    assert status == 200
+    assert status == 200, stack.logs()
     status, _ = stack.https("POST", f"{WHATSAPP_PATH}?too-big", b"x" * (WHATSAPP_MAX_BODY + 1))
     assert status == 413
     # A body of no announced length (chunked) cannot be refused before it is read: it is refused.
@@ -173,7 +189,7 @@ def test_a_request_while_its_channel_restarts_is_held_until_it_is_back(stack: St
         sender.join(30)
     finally:
         docker("start", channel)  # the next tests need it, whatever happened here
-    assert [status for status, _ in answers] == [200], answers
+    assert [status for status, _ in answers] == [200], f"{answers}\n{stack.logs()}"
     assert f"GOT POST {WHATSAPP_PATH}?held 2" in stack.channel_log()
     print(f"answered {time.monotonic() - started:.2f} s after the channel's start")
 

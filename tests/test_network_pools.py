@@ -17,6 +17,7 @@ import yaml
 
 from nachos_deploy.core.config import DeployConfig
 from nachos_deploy.core.plan import make_plan
+from nachos_deploy.docker import engine
 from nachos_deploy.io import locks
 from tests.commands import compose_down, docker, nachos
 
@@ -50,24 +51,11 @@ def deploy_file(folder: Path, project: str, count: int, pool: str | None = POOL)
 
 def engine_subnets() -> list[ipaddress.IPv4Network]:
     """The IPv4 subnets of every network the engine has (another test's, or one Engine 20.10 could
-    not remove: "has active endpoints" with no container left)."""
-    found = []
-    # One inspect for all: a network another test removes meanwhile is left out (its error ignored),
-    # not a failure of this test (seen with two workers).
-    subnets = "{{range .IPAM.Config}}{{.Subnet}} {{end}}"
-    inspected = subprocess.run(
-        ["docker", "network", "inspect", "--format", subnets, *docker("network", "ls", "-q").split()],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    unexpected = [
-        line for line in inspected.stderr.splitlines() if line.strip() and "No such network" not in line
-    ]
-    assert not unexpected, inspected.stderr
-    for text in inspected.stdout.splitlines():
-        found += [ipaddress.ip_network(s) for s in text.split() if ipaddress.ip_network(s).version == 4]
-    return [n for n in found if isinstance(n, ipaddress.IPv4Network)]
+    not remove: "has active endpoints" with no container left), read as `up` reads them: a network
+    another test removes meanwhile is left out, not a failure of this test (seen with two workers,
+    Engine 20.10 naming it "network <id> not found")."""
+    found = (ipaddress.ip_network(subnet) for _, subnets in engine.engine_subnets() for subnet in subnets)
+    return [network for network in found if isinstance(network, ipaddress.IPv4Network)]
 
 
 def apart(

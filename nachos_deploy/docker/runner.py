@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from nachos_deploy.core.errors import EnvironmentProblem
+from nachos_deploy.docker import compose_program
 
 INSTALL_HINT = (
     "Install Docker Engine and Compose v2 (on Debian as root: `bash scripts/install-engine.sh` from a "
@@ -67,6 +68,24 @@ def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
+def _run(
+    args: list[str],
+    data: bytes | None,
+    timeout: float | None,
+    environment: dict[str, str] | None,
+    merge_stderr: bool,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        args,
+        input=data,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        timeout=timeout,
+        env=environment,
+        check=False,
+    )
+
+
 def _spawn(
     args: list[str],
     data: bytes | None,
@@ -77,17 +96,18 @@ def _spawn(
     missing: str = NOT_INSTALLED,
 ) -> subprocess.CompletedProcess[bytes]:
     """One process to its end, its output as bytes: the one place a command is started and waited
-    for (:func:`run` for text, :func:`run_bytes` for archives)."""
+    for (:func:`run` for text, :func:`run_bytes` for archives). ``docker compose`` runs Compose's
+    own program where that changes nothing (:mod:`compose_program`); messages keep ``args``."""
+    environment = _environment(env)
+    started = compose_program.program(args, environment or os.environ)
     try:
-        return subprocess.run(
-            args,
-            input=data,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-            timeout=timeout,
-            env=_environment(env),
-            check=False,
-        )
+        try:
+            return _run(started, data, timeout, environment, merge_stderr)
+        except FileNotFoundError:
+            if started == args:
+                raise
+            # Compose's program could not start (gone since it was found): the CLI's way then.
+            return _run(args, data, timeout, environment, merge_stderr)
     except FileNotFoundError:
         raise EnvironmentProblem(missing) from None
     except subprocess.TimeoutExpired:
@@ -138,12 +158,18 @@ def stream(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iter
     raises :class:`DockerFailure` after the last line, with the last lines as its text. Closing the
     iterator early (the reader stopped, Ctrl-C) ends the command."""
     args = [str(arg) for arg in argv]
-    try:
-        process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment(env)
-        )
-    except FileNotFoundError:
-        raise EnvironmentProblem(NOT_INSTALLED) from None
+    environment = _environment(env)
+    process = None
+    for started in (compose_program.program(args, environment or os.environ), args):
+        try:
+            process = subprocess.Popen(
+                started, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment
+            )
+            break
+        except FileNotFoundError:
+            continue  # Compose's program gone since it was found: the CLI's way then
+    if process is None:
+        raise EnvironmentProblem(NOT_INSTALLED)
     last: collections.deque[str] = collections.deque(maxlen=20)
     try:
         assert process.stdout is not None
