@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import pty
+import re
 import socket
 import subprocess
 import sys
@@ -369,6 +370,9 @@ def test_doctor_passes_with_a_free_port_setup(deployment: Deployment) -> None:
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
     assert checks["engine"]["level"] == "pass"
     assert checks["compose"]["level"] == "pass"
+    # This machine's docker is the compiled CLI with Compose as its plugin: every Compose call of the
+    # engine tests starts Compose's own program (docker/compose_program.py), and doctor says so.
+    assert re.search(r"\(run as /\S+/docker-compose\)$", checks["compose"]["detail"]), checks["compose"]
     assert checks["images"]["level"] == "pass"
     assert code == 0
 

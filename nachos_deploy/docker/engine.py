@@ -10,13 +10,14 @@ re-exported), so ``engine.X`` stays the one spelling. Every call is argv through
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
-from nachos_deploy.docker import runner
+from nachos_deploy.docker import compose_program, runner
 from nachos_deploy.docker.compose import (
     Compose,
     check_compose_file,
@@ -57,6 +58,7 @@ __all__ = [
     "ServiceState",
     "check_compose_file",
     "compose_client",
+    "compose_runs_as",
     "compose_version",
     "container_memory",
     "create",
@@ -99,6 +101,12 @@ def compose_version() -> str | None:
         return None
     match = re.search(r"v?(\d+\.\d+\.\d+)", text)
     return match.group(1) if match else None
+
+
+def compose_runs_as() -> str | None:
+    """The Compose program `docker compose` calls start directly (docker/compose_program.py), or None
+    when they go through the docker CLI: for `doctor` to say which."""
+    return compose_program.plugin_path(os.environ)
 
 
 def engine_version() -> str:

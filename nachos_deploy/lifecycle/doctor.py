@@ -135,7 +135,9 @@ def run_checks(stack: Stack | None, config_error: DeployError | None) -> list[Ch
             )
         )
     else:
-        checks.append(Check("compose", "pass", f"Docker Compose {compose}"))
+        direct = engine.compose_runs_as()
+        how = f"run as {direct}" if direct else "run through the docker CLI"
+        checks.append(Check("compose", "pass", f"Docker Compose {compose} ({how})"))
 
     if engine_version is not None:
         major = _major(engine_version)
