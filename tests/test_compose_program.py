@@ -116,6 +116,15 @@ def test_a_wrapper_named_docker_is_never_bypassed(machine: Machine) -> None:
     assert runner.output(["docker", "compose", "up"]) == "wrapped compose up\n"
 
 
+def test_a_link_named_docker_counts_only_when_it_leads_to_a_docker(machine: Machine) -> None:
+    (machine.bin / "docker").unlink()
+    (machine.bin / "docker").symlink_to(compiled("true"))  # as snap's /snap/bin/docker -> snap
+    assert machine.program("compose", "up") == ["docker", "compose", "up"]
+    (machine.bin / "docker").unlink()
+    (machine.bin / "docker").symlink_to(install(compiled("true"), machine.bin / "cli" / "docker"))
+    assert machine.program("compose", "up") == [str(machine.user_plugin), "up"]
+
+
 def test_plugins_the_cli_would_find_elsewhere_or_vet_keep_the_cli(
     machine: Machine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

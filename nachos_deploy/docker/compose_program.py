@@ -8,8 +8,10 @@ the path the user waits on (docs/benchmarks.md, "Compose without the docker CLI"
 
 It is done only where the docker CLI would run that very program with the same arguments:
 
-- ``docker`` on PATH is a compiled program (the real CLI), not a wrapper script such as podman's
-  ``docker`` or a test's shim that logs its calls, which would then be bypassed;
+- ``docker`` on PATH is a compiled program named ``docker`` once its links are followed (the real
+  CLI), not a wrapper script such as podman's ``docker`` or a test's shim that logs its calls,
+  which would then be bypassed, nor a link to another program (snap's ``/snap/bin/docker`` is
+  ``snap``, which runs a CLI with plugin folders of its own);
 - the plugin is the first ``docker-compose`` where the CLI looks (its configuration folder's
   ``cli-plugins``, ``DOCKER_CONFIG`` or ``~/.docker``, then the system folders), and is a compiled
   program too; a configuration that adds folders (``cliPluginsExtraDirs``) is left to the CLI;
@@ -72,7 +74,10 @@ def plugin_path(environ: Mapping[str, str]) -> str | None:
     if environ.get(PLUGIN_MODE_VARIABLE):
         return None
     docker = shutil.which("docker", path=environ.get("PATH", os.defpath))
-    if docker is None or not _compiled(Path(docker)):
+    if docker is None:
+        return None
+    cli = Path(docker).resolve()
+    if cli.name != "docker" or not _compiled(cli):
         return None
     home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
     config_dir = Path(environ["DOCKER_CONFIG"]) if environ.get("DOCKER_CONFIG") else home / ".docker"
