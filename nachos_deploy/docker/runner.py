@@ -12,8 +12,9 @@ from __future__ import annotations
 import collections
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from nachos_deploy.core.errors import EnvironmentProblem
 from nachos_deploy.docker import compose_program
@@ -23,6 +24,7 @@ INSTALL_HINT = (
     "nachos-deploy checkout), then check with `nachos-deploy doctor`."
 )
 NOT_INSTALLED = f"The docker command is not installed. {INSTALL_HINT}"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,22 +70,19 @@ def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
-def _run(
-    args: list[str],
-    data: bytes | None,
-    timeout: float | None,
-    environment: dict[str, str] | None,
-    merge_stderr: bool,
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        args,
-        input=data,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        timeout=timeout,
-        env=environment,
-        check=False,
-    )
+def _first_that_starts(
+    args: list[str], environment: dict[str, str] | None, start: Callable[[list[str]], T]
+) -> T:
+    """``start`` (run or Popen) of what to start for ``args``: Compose's own program where
+    :mod:`compose_program` allows it, else ``args`` as written, which is also tried when that
+    program went away since it was found. FileNotFoundError: ``args`` cannot start either."""
+    started = compose_program.program(args, environment or os.environ)
+    if started != args:
+        try:
+            return start(started)
+        except FileNotFoundError:
+            pass
+    return start(args)
 
 
 def _spawn(
@@ -99,15 +98,20 @@ def _spawn(
     for (:func:`run` for text, :func:`run_bytes` for archives). ``docker compose`` runs Compose's
     own program where that changes nothing (:mod:`compose_program`); messages keep ``args``."""
     environment = _environment(env)
-    started = compose_program.program(args, environment or os.environ)
     try:
-        try:
-            return _run(started, data, timeout, environment, merge_stderr)
-        except FileNotFoundError:
-            if started == args:
-                raise
-            # Compose's program could not start (gone since it was found): the CLI's way then.
-            return _run(args, data, timeout, environment, merge_stderr)
+        return _first_that_starts(
+            args,
+            environment,
+            lambda started: subprocess.run(
+                started,
+                input=data,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                timeout=timeout,
+                env=environment,
+                check=False,
+            ),
+        )
     except FileNotFoundError:
         raise EnvironmentProblem(missing) from None
     except subprocess.TimeoutExpired:
@@ -159,17 +163,16 @@ def stream(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iter
     iterator early (the reader stopped, Ctrl-C) ends the command."""
     args = [str(arg) for arg in argv]
     environment = _environment(env)
-    process = None
-    for started in (compose_program.program(args, environment or os.environ), args):
-        try:
-            process = subprocess.Popen(
+    try:
+        process = _first_that_starts(
+            args,
+            environment,
+            lambda started: subprocess.Popen(
                 started, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment
-            )
-            break
-        except FileNotFoundError:
-            continue  # Compose's program gone since it was found: the CLI's way then
-    if process is None:
-        raise EnvironmentProblem(NOT_INSTALLED)
+            ),
+        )
+    except FileNotFoundError:
+        raise EnvironmentProblem(NOT_INSTALLED) from None
     last: collections.deque[str] = collections.deque(maxlen=20)
     try:
         assert process.stdout is not None
