@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -25,21 +26,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nachos_deploy.core.ingress import ROOT_CERT_FILE, WHATSAPP_MAX_BODY, WHATSAPP_PATH
+from nachos_deploy.core.ingress import CHANNEL_IDLE, ROOT_CERT_FILE, WHATSAPP_MAX_BODY, WHATSAPP_PATH
 from tests.commands import container, docker, nachos
 from tests.ports import free_port
 
 PYTHON = "nachos-deploy/python:3.11"
 SECRETS = {"WHATSAPP_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "1", "WHATSAPP_VERIFY_TOKEN": "v"}
-# The channel: logs method, path and body size of every request; answers Meta's handshake (which `up`
-# proves) as whatsapp does, and anything else 200 with the path it got.
+# The channel: logs method, path, body size and the ingress's port of every request; answers Meta's
+# handshake (which `up` proves) as whatsapp does, and anything else 200 with the path it got. It keeps
+# a connection for the next request and closes it once idle for 5 s, as node:http (the real
+# channel's server) does by default.
 CHANNEL = """
 import http.server, os, urllib.parse
 class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 5
     def handle_one(self):
         size = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(size) if size else b""
-        print("GOT", self.command, self.path, len(body), flush=True)
+        print("GOT", self.command, self.path, len(body), "from", self.client_address[1], flush=True)
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
         answer = ("channel " + self.path).encode()
         if query.get("hub.verify_token") == os.environ["WHATSAPP_VERIFY_TOKEN"]:
@@ -169,6 +174,29 @@ def test_a_body_over_the_channels_limit_is_413_and_never_reaches_it(stack: Stack
     assert f"GOT POST {WHATSAPP_PATH}?fits {WHATSAPP_MAX_BODY}" in log
     assert "too-big" not in log
     assert "chunked" not in log
+
+
+def test_the_ingress_closes_an_idle_connection_to_its_channel_before_the_channel_does(stack: Stack) -> None:
+    """The channel closes a connection idle for 5 s. A POST the ingress wrote onto one just as the
+    channel closed it was lost, 502 (Caddy retries no POST; reproduced with pauses of 5.000-5.002 s
+    between two requests, docs/ingress.md). So the ingress keeps an idle connection to a channel for
+    CHANNEL_IDLE s only: a request after a longer pause comes on a new connection, one right after
+    the last on the same (the ingress does keep them, which is what could race)."""
+
+    def port_of(tag: str) -> str:
+        status, _ = stack.https("POST", f"{WHATSAPP_PATH}?{tag}", b"{}")
+        assert status == 200, stack.logs()
+        found = re.findall(rf"GOT POST {re.escape(WHATSAPP_PATH)}\?{tag} 2 from (\d+)", stack.channel_log())
+        assert len(found) == 1, stack.channel_log()
+        return found[0]
+
+    marker = uuid.uuid4().hex[:8]
+    first = port_of(f"idle-{marker}-1")
+    time.sleep(CHANNEL_IDLE + 1)  # longer than the ingress keeps it, shorter than the channel's 5 s
+    second = port_of(f"idle-{marker}-2")
+    third = port_of(f"idle-{marker}-3")
+    assert second != first, "the ingress sent a request onto a connection idle past CHANNEL_IDLE"
+    assert third == second, "the ingress keeps no connection to the channel: this test would see nothing"
 
 
 def test_a_request_while_its_channel_restarts_is_held_until_it_is_back(stack: Stack) -> None:

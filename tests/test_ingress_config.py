@@ -10,7 +10,7 @@ import yaml
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import ConfigError, ExitCode
-from nachos_deploy.core.ingress import CHANNEL_HOLD, IngressPlan
+from nachos_deploy.core.ingress import CHANNEL_HOLD, CHANNEL_IDLE, IngressPlan
 from nachos_deploy.io.ingress_tls import check_files
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.web import webhooks
@@ -132,6 +132,23 @@ def test_a_channel_away_is_held_for_less_than_a_routes_proof_waits(tmp_path: Pat
     caddyfile = stack(tmp_path, WHATSAPP).files["Caddyfile"]
     assert f"lb_try_duration {CHANNEL_HOLD}s\n\t\t\tlb_try_interval 250ms" in caddyfile
     assert 0 < CHANNEL_HOLD < webhooks.ATTEMPT_TIMEOUT
+
+
+# node:http's keepAliveTimeout: the real channels close a connection idle this long (seconds).
+NODE_KEEP_ALIVE = 5
+
+
+def test_every_route_drops_an_idle_connection_before_its_channel_does(tmp_path: Path) -> None:
+    """A request written onto a connection the channel is closing is lost (a 502 Caddy does not retry
+    for a POST): the ingress closes idle connections first (the engine test: tests/test_ingress.py)."""
+    channels = '[channels.slack]\nmode = "http"\n'
+    document = {"components": {name: {"enabled": True} for name in ("whatsapp", "slack", "webchat")}}
+    caddyfile = stack(tmp_path, document, channels).files["Caddyfile"]
+    routes = caddyfile.split("reverse_proxy ")[1:]
+    assert len(routes) == 3
+    for route in routes:
+        assert f"transport http {{\n\t\t\t\tkeepalive {CHANNEL_IDLE}s\n\t\t\t}}" in route.split("\n\t\t}")[0]
+    assert 0 < CHANNEL_IDLE <= NODE_KEEP_ALIVE - 2  # room for a loaded host's late timer
 
 
 def test_whatsapp_webhook_path_comes_from_nachos_toml(tmp_path: Path) -> None:

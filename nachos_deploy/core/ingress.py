@@ -47,6 +47,11 @@ HTTP_PORT = 8080
 HTTPS_PORT = 8443
 HEALTH_PORT = 8081  # loopback only: the healthcheck's own listener, never published
 CHANNEL_HOLD = 4  # seconds the ingress dials a channel again while it is away (a restart), then 502
+# Seconds the ingress keeps an idle connection to a channel for its next request. The channels are
+# node:http servers, which close a connection idle for 5 s (keepAliveTimeout); a request the ingress
+# writes onto one the channel is closing at that moment is lost (502; Caddy retries no POST). Below
+# 5 s with room for a loaded host, the ingress is always the one that closes (docs/ingress.md).
+CHANNEL_IDLE = 2
 # Where Caddy's internal CA keeps its root certificate (tls internal), under DATA_DIR.
 INTERNAL_ROOT = f"{DATA_DIR}/caddy/pki/authorities/local/root.crt"
 ROOT_CERT_FILE = "ingress-root.crt"  # in the output folder, written by `up` in internal mode

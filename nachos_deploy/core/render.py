@@ -267,6 +267,7 @@ def render(plan: Plan, compiled: jinja2.BytecodeCache | None = None) -> dict[str
                     "https_port": ingress.HTTPS_PORT,
                     "health_port": ingress.HEALTH_PORT,
                     "channel_hold": ingress.CHANNEL_HOLD,
+                    "channel_idle": ingress.CHANNEL_IDLE,
                     "tls_dir": ingress.TLS_DIR,
                     "acme_root": ingress.ACME_ROOT_TARGET,
                 }
