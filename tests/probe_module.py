@@ -19,3 +19,5 @@ ConfigError = nachos_probe.ConfigError
 load_settings = nachos_probe.load_settings
 json_problem = nachos_probe.json_problem
 role_subjects = nachos_probe.role_subjects
+# node:http's keepAliveTimeout (seconds), which the probe's webhook server keeps as the real channels do.
+KEEP_ALIVE_TIMEOUT: float = nachos_probe.KEEP_ALIVE_TIMEOUT

@@ -29,6 +29,7 @@ import yaml
 from nachos_deploy.core.ingress import CHANNEL_IDLE, ROOT_CERT_FILE, WHATSAPP_MAX_BODY, WHATSAPP_PATH
 from tests.commands import container, docker, nachos
 from tests.ports import free_port
+from tests.probe_module import KEEP_ALIVE_TIMEOUT
 
 PYTHON = "nachos-deploy/python:3.11"
 SECRETS = {"WHATSAPP_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "1", "WHATSAPP_VERIFY_TOKEN": "v"}
@@ -36,11 +37,11 @@ SECRETS = {"WHATSAPP_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "1", "WHATSAPP_VER
 # handshake (which `up` proves) as whatsapp does, and anything else 200 with the path it got. It keeps
 # a connection for the next request and closes it once idle for 5 s, as node:http (the real
 # channel's server) does by default.
-CHANNEL = """
+CHANNEL = f"""
 import http.server, os, urllib.parse
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = 5
+    timeout = {KEEP_ALIVE_TIMEOUT}
     def handle_one(self):
         size = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(size) if size else b""

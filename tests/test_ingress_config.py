@@ -15,6 +15,7 @@ from nachos_deploy.io.ingress_tls import check_files
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.web import webhooks
 from tests import certificates
+from tests.probe_module import KEEP_ALIVE_TIMEOUT
 
 WEBHOOK_TOML = """
 [nachos]
@@ -134,10 +135,6 @@ def test_a_channel_away_is_held_for_less_than_a_routes_proof_waits(tmp_path: Pat
     assert 0 < CHANNEL_HOLD < webhooks.ATTEMPT_TIMEOUT
 
 
-# node:http's keepAliveTimeout: the real channels close a connection idle this long (seconds).
-NODE_KEEP_ALIVE = 5
-
-
 def test_every_route_drops_an_idle_connection_before_its_channel_does(tmp_path: Path) -> None:
     """A request written onto a connection the channel is closing is lost (a 502 Caddy does not retry
     for a POST): the ingress closes idle connections first (the engine test: tests/test_ingress.py)."""
@@ -148,7 +145,7 @@ def test_every_route_drops_an_idle_connection_before_its_channel_does(tmp_path: 
     assert len(routes) == 3
     for route in routes:
         assert f"transport http {{\n\t\t\t\tkeepalive {CHANNEL_IDLE}s\n\t\t\t}}" in route.split("\n\t\t}")[0]
-    assert 0 < CHANNEL_IDLE <= NODE_KEEP_ALIVE - 2  # room for a loaded host's late timer
+    assert 0 < CHANNEL_IDLE <= KEEP_ALIVE_TIMEOUT - 2  # room for a loaded host's late timer
 
 
 def test_whatsapp_webhook_path_comes_from_nachos_toml(tmp_path: Path) -> None:

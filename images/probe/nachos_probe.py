@@ -1088,7 +1088,7 @@ WEBCHAT_DEFAULT_PORT = 8080  # upstream's generator: channels.webchat.port
 WEBCHAT_PATH = "/webchat"  # the page and everything below it, as the ingress routes it
 WEBCHAT_MAX_BODY = 1_000_000  # the probe's own bound, the ingress's limit for webchat
 _HEADER_LIMIT = 65_536  # a request line and headers longer than this are refused with 431
-_IDLE_TIMEOUT = 5.0  # node:http's keepAliveTimeout: an idle kept-alive connection is closed after it
+KEEP_ALIVE_TIMEOUT = 5.0  # node:http's keepAliveTimeout: an idle kept-alive connection is closed after it
 _READ_TIMEOUT = 30.0  # a request that trickles in for longer is dropped
 
 
@@ -1375,7 +1375,7 @@ async def _read_request(
     None when the client closed it between requests. A body over ``max_body`` is not read (by its
     Content-Length, or counted as its chunks come): the request is marked ``too_large``."""
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _IDLE_TIMEOUT)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), KEEP_ALIVE_TIMEOUT)
     except asyncio.IncompleteReadError as exc:
         if exc.partial.strip():
             raise _BadRequest(400) from None
