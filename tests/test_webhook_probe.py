@@ -22,7 +22,7 @@ import nats
 import pytest
 
 from tests.natsserver import NatsServer, nats_server, nats_server_factory
-from tests.probe_module import ConfigError, nachos_probe
+from tests.probe_module import KEEP_ALIVE_TIMEOUT, ConfigError, nachos_probe
 from tests.test_probe import clean_env, closed_port, run_probe
 
 __all__ = ["nats_server", "nats_server_factory"]  # fixtures, used by name
@@ -350,6 +350,28 @@ def test_signed_posts_reach_the_inbound_subject_and_bad_ones_do_not(whatsapp_pro
         got = bus.wait_for(2)
         time.sleep(0.3)  # the refused ones would have arrived by now
     assert [m["content"]["text"] for m in bus.got] == ["first", "second"], got
+
+
+@pytest.mark.natsserver
+def test_a_kept_connection_is_closed_once_idle_for_node_https_keep_alive_timeout(
+    whatsapp_probe: tuple[int, str],
+) -> None:
+    """As node:http (the real channel's server): a connection is kept for the next request and
+    closed by the channel once idle for KEEP_ALIVE_TIMEOUT; the ingress closes first (docs/ingress.md)."""
+    port, _ = whatsapp_probe
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", f"{PATH}?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=7")
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (200, b"7")
+    idle_since = time.monotonic()
+    assert conn.sock is not None
+    conn.sock.settimeout(KEEP_ALIVE_TIMEOUT - 1)
+    with pytest.raises(TimeoutError):
+        conn.sock.recv(1)  # still open, and nothing sent
+    conn.sock.settimeout(3)
+    assert conn.sock.recv(1) == b""  # closed by the channel
+    assert KEEP_ALIVE_TIMEOUT - 1 <= time.monotonic() - idle_since < KEEP_ALIVE_TIMEOUT + 2
+    conn.close()
 
 
 @pytest.mark.natsserver
