@@ -317,3 +317,39 @@ def test_shell_completion_offers_the_deploy_files_service_names(workdir: Path) -
         timeout=60,
     )
     assert "_nachos_deploy_completion" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    "write",
+    ["sys.stdout.write(f'line {n} of a log\\n'); sys.stdout.flush()", "out.print(f'line {n} of a log')"],
+)
+def test_a_reader_that_closes_stdout_ends_a_command_quietly_with_141(write: str) -> None:
+    """`nachos-deploy logs -f | grep -m1 ...` and `| head`: once the reader is gone, the command
+    stops with 141 (128 + SIGPIPE, as a Unix tool) and says nothing: no "Broken pipe. Check the
+    paths given" (exit 7, as OSError used to be read), no traceback, and not rich's own exit 1
+    (`status | head` would have read as "a check failed"). Through the console script's ``main``,
+    as the installed command runs."""
+    script = (
+        "import sys\n"
+        "from nachos_deploy.interfaces.cli.app import app, main\n"
+        "from nachos_deploy.interfaces.cli.console import out\n"
+        "from nachos_deploy.interfaces.cli.guard import handle_errors\n"
+        "@app.command('spill')\n"
+        "@handle_errors\n"
+        "def spill() -> None:\n"
+        "    for n in range(1_000_000):\n"
+        f"        {write}\n"
+        "sys.argv = ['nachos-deploy', 'spill']\n"
+        "main()\n"
+    )
+    command = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert command.stdout is not None and command.stderr is not None
+    assert command.stdout.readline().startswith("line 0")
+    command.stdout.close()  # the reader goes, as `head -1` does
+    try:
+        assert command.wait(timeout=30) == 141
+        assert command.stderr.read() == ""
+    finally:
+        command.stderr.close()

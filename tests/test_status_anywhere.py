@@ -6,6 +6,8 @@ deployed, from any folder, and a missing bind-source folder gets the same rule o
   through the deployed folder), `status` with a component stopped exits 1 listing every service,
   `logs -f` follows, `down` removes all three bus nodes; a plain `status` in the deploy folder (no
   `--set`) judges the three nodes and says in one line that the deploy file differs.
+- From a folder holding another project's broken deploy file, `status -p` still judges what runs
+  (one warning names the file); a mistyped `-p` is said to find nothing by `down` and `logs`.
 - A missing absolute bind source is refused before anything is deployed (Compose would have made
   an empty folder). The Swarm side (the default ``./workspace`` created before the deploy, the stack
   found by its services' labels) is in tests/test_swarm.py, on that module's one-node swarm.
@@ -92,6 +94,22 @@ def test_every_hint_of_up_works_from_another_folder_and_status_judges_what_was_d
         env = nachos(elsewhere, "env", "-p", project)
         assert env.returncode == 0 and f"NACHOS_PROJECT={project}" in env.stdout, env.stderr
         assert re.search(r"^NATS_URL=nats://nachos-deploy:\w+@", env.stdout, re.M), env.stdout
+
+        # (c) Another project's broken deploy file in that folder does not stop the commands that work
+        # on what runs: one warning names it, and where the project was deployed from.
+        (elsewhere / "nachos-deploy.yaml").write_text("project: other\nbus:\n  client_port: 1\n  - x\n")
+        judged = nachos(elsewhere, "status", "-p", project)
+        assert judged.returncode == 0, judged.stdout + judged.stderr
+        assert f"{elsewhere / 'nachos-deploy.yaml'} is not valid YAML" in judged.stderr, judged.stderr
+        assert f"as deployed from {here / 'nachos-deploy.yaml'}" in judged.stderr, judged.stderr
+        # With no such project running, the file's error is what the user needs: exit 3 as before.
+        assert nachos(elsewhere, "status", "-p", f"{project}-typo").returncode == 3
+        (elsewhere / "nachos-deploy.yaml").unlink()
+        # A mistyped name is read neither as a stack removed nor as a quiet one.
+        typo = nachos(elsewhere, "down", "-p", f"{project}-typo")
+        assert typo.returncode == 0 and "nothing was running to remove" in typo.stdout, typo.stdout
+        quiet = nachos(elsewhere, "logs", "-p", f"{project}-typo")
+        assert quiet.returncode == 0 and "has no containers on this engine" in quiet.stderr, quiet.stderr
 
         # With the gateway stopped, `status` from anywhere (the hint, and with -p alone) is not ok and
         # lists every service of the stack as deployed.

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     WEBHOOK = 8  # a webhook route did not pass its proof from the host (the provider's own call)
     ARCHIVE = 9  # a backup archive or an image bundle is unreadable, incomplete or fails its checksums
     INTERRUPTED = 130
+    PIPE_CLOSED = 141  # stdout's reader closed it (`| head`): 128 + SIGPIPE, as a Unix tool killed by it
 
 
 class DeployError(Exception):

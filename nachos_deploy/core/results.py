@@ -245,6 +245,9 @@ class DownResult:
     project: str
     volumes_removed: list[str]
     volumes_kept: list[str]
+    # Whether the project had a container (or Swarm task) on this engine when `down` began: a
+    # mistyped `-p` finds nothing, and the user must not read that their stack is gone.
+    found: bool = True
 
 
 @dataclass

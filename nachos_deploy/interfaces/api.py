@@ -18,6 +18,7 @@ and, for a component, the failing services' last log lines (``details``)::
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import tempfile
@@ -300,6 +301,30 @@ def deployed(stack: Stack) -> Located:
     return locate(stack)  # an engine that does not answer finds nothing: the command then says why
 
 
+def deployed_by_name(
+    config: Config, sets: Sequence[str] | None, project: str | None, output: str | Path | None
+) -> Located | None:
+    """The stack project ``project`` runs, found by its name alone, for a reading command whose
+    configuration failed to load, when that was only the deploy file found in the current folder
+    (none named by ``config`` or NACHOS_DEPLOY_CONFIG, no ``sets``): `status -p P` run from another
+    project's folder must not be stopped by that project's broken file, as these commands work from
+    any folder. None when something the user named is what failed, or when the project does not run
+    from a folder that recorded its configuration: then the error is what the user needs."""
+    from nachos_deploy.io.loader import ENV_CONFIG_PATH
+
+    if project is None or config is not None or sets or os.environ.get(ENV_CONFIG_PATH):
+        return None
+    try:
+        # the defaults, the environment's NACHOS_DEPLOY_* and the name: enough to find the project
+        bare = load({}, project=project, output=output, strict_lock=False)
+    except DeployError:
+        return None
+    located = deployed(bare)
+    if located.stack is bare or located.unrecorded:
+        return None
+    return located
+
+
 def _uninterrupted(action: Callable[[], object]) -> None:
     """Run a teardown to its end: a second Ctrl-C while it runs is held back until it is done, so
     an impatient user does not leave half a stack behind."""
@@ -474,6 +499,16 @@ def _logs(stack: Stack, services: list[str], *, follow: bool, tail: int | None) 
 
     with for_stack(stack) as target:
         yield from target.stream_logs(services, follow=follow, tail=tail)
+
+
+def has_containers(stack: Stack) -> bool:
+    """Whether the project has a container (or a Swarm task) on this engine: what `logs` says when it
+    printed nothing, so that a mistyped `-p` is not read as a quiet stack."""
+    from nachos_deploy.targets import for_stack
+
+    require_engine()
+    with for_stack(stack) as target:
+        return bool(target.states())
 
 
 def stack_volumes(stack: Stack) -> list[str]:

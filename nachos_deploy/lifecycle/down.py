@@ -28,10 +28,11 @@ def down_on(target: Target, *, volumes: bool) -> DownResult:
     first: the result names what was removed, or what is kept for the next ``up``."""
     stack = target.stack
     existing = target.volumes()
+    found = bool(target.states())
     target.remove(volumes=volumes)
     if stack.output_dir.is_dir():
         files.write_selection(stack.output_dir, ())  # the next status judges the whole stack
         deployed.forget(stack.output_dir)  # nothing runs from this folder any more
     if not volumes:
-        return DownResult(stack.project, volumes_removed=[], volumes_kept=existing)
-    return DownResult(stack.project, volumes_removed=existing, volumes_kept=[])
+        return DownResult(stack.project, volumes_removed=[], volumes_kept=existing, found=found)
+    return DownResult(stack.project, volumes_removed=existing, volumes_kept=[], found=found)

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from nachos_deploy import __version__
+from nachos_deploy.core.errors import ExitCode
 from nachos_deploy.interfaces import lazyparams
 from nachos_deploy.interfaces.cli.console import out
 
@@ -78,6 +79,8 @@ def main() -> None:
         code: object = 0
     except SystemExit as exc:
         code = exc.code
+    except BrokenPipeError:  # a write outside a command's guard (`--version | true`) to a closed pipe
+        code = int(ExitCode.PIPE_CLOSED)
     if isinstance(code, str):  # sys.exit("message"), as the interpreter would print it
         sys.stderr.write(f"{code}\n")
     status = code if isinstance(code, int) else 0 if code is None else 1

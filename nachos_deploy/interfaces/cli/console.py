@@ -27,10 +27,21 @@ class _LazyConsole:
     def __getattr__(self, name: str) -> Any:  # only for names the proxy itself lacks
         console = self.__dict__.get("_console")
         if console is None:
-            from rich.console import Console
-
-            console = self._console = Console(**self.__dict__.get("_options", {}))
+            console = self._console = _quiet_on_broken_pipe(**self.__dict__.get("_options", {}))
         return getattr(console, name)
+
+
+def _quiet_on_broken_pipe(**options: Any) -> Console:
+    """A rich Console that leaves a closed pipe to the commands' guard (exit 141, quietly, as for a
+    plain write), where rich's own ``on_broken_pipe`` would exit 1: "a check failed" to a script."""
+    from rich.console import Console
+
+    class PipeAwareConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True  # nothing more on this stream
+            raise BrokenPipeError
+
+    return PipeAwareConsole(**options)
 
 
 def escape(text: str) -> str:

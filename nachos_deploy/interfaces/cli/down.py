@@ -47,7 +47,13 @@ def down(
                 err.print("Nothing removed.")
                 raise typer.Exit(int(ExitCode.FAILED))
     result = api.down(stack, volumes=volumes, notice=notice)
-    out.print(f"Removed project {result.project}'s containers and networks.")
+    if result.found:
+        out.print(f"Removed project {result.project}'s containers and networks.")
+    else:  # not an error (a second `down` finds nothing too), but no stack of that name was removed
+        out.print(
+            f"Project {result.project} has no containers on this engine: nothing was running to remove "
+            "(check the name: `nachos-deploy status -p NAME` shows what a project runs)."
+        )
     if result.volumes_removed:
         out.print(f"Deleted volumes: {', '.join(result.volumes_removed)}.")
     elif result.volumes_kept:

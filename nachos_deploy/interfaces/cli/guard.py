@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import typer
 import typer.core
 
-from nachos_deploy.core.errors import DeployError, ExitCode
+from nachos_deploy.core.errors import ConfigError, DeployError, ExitCode
 from nachos_deploy.interfaces.cli.console import err, escape, failure_json
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             if exc.details:
                 err.print(exc.details, markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
+        except BrokenPipeError:  # stdout's reader went away (`logs -f | grep -m1 ...`, `| head`)
+            _quiet_stdout()
+            raise typer.Exit(int(ExitCode.PIPE_CLOSED)) from None
         except OSError as exc:  # a path the file system refuses (too long, a loop of links...)
             where = f" ({exc.filename})" if exc.filename else ""
             message = (
@@ -60,6 +63,21 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
     return wrapper
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail on the closed pipe
+    again and print a traceback (the Python documentation's recipe for SIGPIPE)."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush later
+        pass
+    finally:
+        os.close(devnull)
 
 
 class JsonCommand(typer.core.TyperCommand):
@@ -124,7 +142,20 @@ def load_running(
     from it, one line on stderr says so and which command would apply it."""
     from nachos_deploy.interfaces import api
 
-    given = load_stack(config, sets, project, output, warn=False, strict_lock=False)
+    try:
+        given = load_stack(config, sets, project, output, warn=False, strict_lock=False)
+    except ConfigError as unreadable:
+        located = api.deployed_by_name(config, sets, project, output)
+        if located is None:
+            raise
+        err.print(
+            f"warning: {unreadable.message} `{command}` goes on with what project {located.stack.project} "
+            f"runs, as deployed from {located.source}.",
+            markup=False,
+        )
+        stack: Stack = located.stack
+        _current.append(stack)
+        return stack
     if given.lock_error is not None:  # pins images for the next `up`; nothing here needs it
         err.print(f"warning: {given.lock_error} `{command}` goes on without it.", markup=False)
     located = api.deployed(given)

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from nachos_deploy.interfaces.cli.app import app
+from nachos_deploy.interfaces.cli.console import err
 from nachos_deploy.interfaces.cli.guard import complete_services, handle_errors, load_running
 from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOpt, SetOpt
 
@@ -33,6 +34,14 @@ def logs(
     from nachos_deploy.interfaces import api
 
     stack = load_running(config, set_, project, output, "logs")
+    printed = False
     for chunk in api.stream_logs(stack, services or (), follow=follow, tail=tail):
         sys.stdout.write(chunk)
         sys.stdout.flush()
+        printed = printed or bool(chunk)
+    if not printed and not api.has_containers(stack):
+        err.print(
+            f"note: project {stack.project} has no containers on this engine, so there is no log to "
+            f"show (check the name; `nachos-deploy up -p {stack.project}` starts it).",
+            markup=False,
+        )
