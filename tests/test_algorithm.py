@@ -358,7 +358,10 @@ def test_a_sidecar_still_away_after_its_restart_fails_by_the_usual_rule(
     with pytest.raises(ComponentFailure) as failure:
         algorithm.up_on(target, timeout=algorithm.LEAF_GRACE + 1.5)
     assert target.restarted == ["bus-gateway"]
-    assert "bus-gateway did not come up: bus-gateway is not connected to the hub" in failure.value.message
+    assert (
+        "bus-gateway did not come up within `up`'s --timeout: bus-gateway is not connected to the hub"
+        in failure.value.message
+    )
 
 
 def test_a_component_whose_sidecar_was_stopped_is_given_time_to_rejoin(make: Make) -> None:
@@ -469,7 +472,9 @@ def test_a_timeout_names_the_service_still_pending(make: Make) -> None:
         algorithm.up_on(target, timeout=1.5)
     message = failure.value.message
     assert message.startswith(
-        "llm-proxy did not come up: llm-proxy is not connected to the bus as 'llm-proxy'"
+        "llm-proxy did not come up within `up`'s --timeout: llm-proxy is not connected to the bus as "
+        "'llm-proxy'. If they are only slow to start (a busy machine, a large stack), `--timeout "
+        "SECONDS` waits longer."
     )
     assert "gateway" not in message.split("did not come up")[0]
 

@@ -803,7 +803,7 @@ def _wait_until_ok(
             time.sleep(max(POLL, min(ends, deadline) - time.monotonic()))
             continue
         if failed or time.monotonic() >= deadline:
-            raise _component_failure(target, failed or pending)
+            raise _component_failure(target, failed or pending, timed_out=not failed)
         progress(f"Waiting for {', '.join(pending)}")
         time.sleep(POLL * 2)
 
@@ -883,17 +883,29 @@ def _bus_lost(target: Target, seen: Observation, since: Since, task_failure: str
     )
 
 
-def _component_failure(target: Target, reasons: Mapping[str, str]) -> ComponentFailure:
+def _component_failure(
+    target: Target, reasons: Mapping[str, str], *, timed_out: bool = False
+) -> ComponentFailure:
+    """``timed_out``: nothing failed for good, the wait ran out; each reason is the last look's, and
+    the services may only be slow (a loaded machine, a large stack), which the message says with
+    the option that waits longer."""
     project = target.stack.project
     first = next(iter(reasons))
     lines = [
         f"--- {name}: {why}\n{indent(target.logs_tail(name, LOG_LINES))}" for name, why in reasons.items()
     ]
+    slow = (
+        " If they are only slow to start (a busy machine, a large stack), `--timeout SECONDS` waits longer."
+        if timed_out
+        else ""
+    )
     return ComponentFailure(
         fields={"failed": dict(reasons)},
-        message=f"{', '.join(reasons)} did not come up: "
+        message=f"{', '.join(reasons)} did not come up"
+        + (" within `up`'s --timeout" if timed_out else "")
+        + ": "
         + "; ".join(f"{name} {why}" for name, why in reasons.items())
-        + f". The stack is left as it is for inspection (`nachos-deploy status -p {project}`, "
+        + f".{slow} The stack is left as it is for inspection (`nachos-deploy status -p {project}`, "
         f"`nachos-deploy logs {first} -p {project}`); remove it with `nachos-deploy down -p {project}`.",
         details="\n".join(lines),
     )
