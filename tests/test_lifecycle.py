@@ -31,7 +31,7 @@ import yaml
 from nachos_deploy.bus.monitor import BusUnavailable, connection_names
 from nachos_deploy.bus.natsclient import request
 from tests.commands import cli, compose_down, docker
-from tests.conftest import unavailable
+from tests.conftest import unavailable, without_networks_wait
 from tests.documents import FAST_CHECKS, stack_document
 from tests.engine_events import LiveEvents
 
@@ -342,7 +342,7 @@ def test_a_changed_bus_config_recreates_the_bus(deployment: Deployment) -> None:
     assert code == 0, err
     assert json.loads(out)["bus"]["max_payload"] == 1024 * 1024
     assert containers(deployment.project)["bus"] != first
-    code, out, _ = deployment.run("request", "_nobody.listens", "x", "--timeout", "0.5")
+    code, out, _ = deployment.run("request", "_nobody.listens", "x", "--raw", "--timeout", "0.5")
     assert code == 1 and "No reply" in out + _
 
 
@@ -768,9 +768,12 @@ def test_a_name_chosen_by_a_client_does_not_put_a_component_on_the_bus(deploymen
     assert "is not connected to its sidecar bus-webchat as 'channel-webchat'" in " ".join(err.split())
 
 
-def _up_bus_with_stderr_on(deployment: Deployment, terminal: bool) -> tuple[int, str, str]:
-    """`up --only bus` as a subprocess whose stderr is a terminal (a pty) or a pipe."""
-    command = [sys.executable, "-m", "nachos_deploy", "up", "--only", "bus", "-c", str(deployment.file)]
+def _up_bus_with_stderr_on(deployment: Deployment, terminal: bool, *args: str) -> tuple[int, str, str]:
+    """`up --only bus` (or the command ``args``) as a subprocess whose stderr is a terminal (a pty)
+    or a pipe."""
+    command = [
+        sys.executable, "-m", "nachos_deploy", *(args or ("up", "--only", "bus")), "-c", str(deployment.file)
+    ]  # fmt: skip
     quiet = {
         k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
     }
@@ -802,16 +805,22 @@ def _up_bus_with_stderr_on(deployment: Deployment, terminal: bool) -> tuple[int,
 
 
 def test_up_shows_its_progress_on_a_terminal_and_none_in_a_pipe(deployment: Deployment) -> None:
-    """On a terminal, a spinner says what `up` waits for; in a pipe (CI, a log file) there is none,
-    as rich would draw none (and rich is then not imported before the bus starts)."""
+    """On a terminal, a spinner says what `up` waits for, and what `down` does; in a pipe (CI, a log
+    file) there is none, as rich would draw none (and rich is then not imported before the bus
+    starts)."""
     code, out, shown = _up_bus_with_stderr_on(deployment, terminal=True)
     assert code == 0, out + shown
     # The spinner redraws 12.5 times a second: a line shorter than that may never be drawn, but
-    # Compose starting the bus takes most of a second.
+    # Compose starting the bus takes most of a second, and removing its networks too.
     assert "Starting the bus" in shown, shown[-2000:]
     assert "is up" in out
-    assert deployment.run("down")[0] == 0
+    code, out, shown = _up_bus_with_stderr_on(deployment, True, "down")
+    assert code == 0 and "Removed project" in out, out + shown
+    assert f"Removing project {deployment.project}'s containers and networks" in shown, shown[-2000:]
     code, out, err = _up_bus_with_stderr_on(deployment, terminal=False)
     assert code == 0, out + err
     assert "Starting the bus" not in err and "\x1b[" not in err, err
     assert "is up" in out
+    code, out, err = _up_bus_with_stderr_on(deployment, False, "down")
+    assert code == 0 and "Removed project" in out, out + err
+    assert without_networks_wait(err) == [], err

@@ -20,8 +20,14 @@ def test_request_without_data_sends_json_and_a_silence_is_named(deployment: Depl
     assert code == 0, out + err
     assert out.strip() == '{"ok": true, "runs": []}'
 
-    # An empty payload given on purpose: the gateway logs a SyntaxError and never answers.
-    code, out, err = deployment.run("request", "nachos.gateway.subagents.list", "", "--timeout", "0.5")
+    # A payload that is not JSON is refused before it is sent: nothing would answer it.
+    code, out, err = deployment.run("request", "nachos.gateway.subagents.list", "")
+    assert code == 2 and "DATA is not JSON" in err and "--raw" in err, out + err
+
+    # An empty payload sent on purpose (--raw): the gateway logs a SyntaxError and never answers.
+    code, out, err = deployment.run(
+        "request", "nachos.gateway.subagents.list", "", "--raw", "--timeout", "0.5"
+    )
     assert code == 1, out + err
     assert "Traceback" not in out + err
     message = " ".join(err.split())

@@ -31,19 +31,41 @@ def request(
     timeout: Annotated[
         float, typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the reply.", min=0.1)
     ] = 2.0,
+    raw: Annotated[bool, typer.Option("--raw", help="Send DATA as it is, also when it is not JSON.")] = False,
 ) -> None:
     """Send one request through the running stack's bus and print the reply: a quick way to talk to
-    a component. Without DATA the payload is {}. Exits 1 when nobody answers in time, naming the
-    subject and how long it waited.
+    a component. Without DATA the payload is {}. DATA that is not JSON is refused (exit 2) unless
+    --raw: the platform's components drop any other payload, so nothing would answer. Exits 1 when
+    nobody answers in time, naming the subject and how long it waited.
 
-    Example: nachos-deploy request nachos.gateway.subagents.list
+    Example: nachos-deploy request nachos.gateway.subagents.list '{}'
     """
     from nachos_deploy.interfaces import api
 
+    if data is not None and not raw:
+        _require_json(data)
     stack = load_running(config, set_, project, output, "request")
     payload = api.REQUEST_PAYLOAD if data is None else data.encode()
     reply = api.request(stack, subject, payload, timeout=timeout)
     out.print(reply.decode("utf-8", errors="replace"), markup=False)
+
+
+def _require_json(data: str) -> None:
+    """A payload the components would drop refused at once, rather than after the --timeout wait."""
+    import json
+
+    from nachos_deploy.core.errors import DeployError, ExitCode
+
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        where = f" ({exc.msg} at character {exc.pos})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise DeployError(
+            f"DATA is not JSON{where}: the platform's components read every request as JSON and drop "
+            "any other payload, so nothing would answer it. Quote it for the shell, e.g. "
+            "'{\"limit\": 5}', or send it as it is with --raw.",
+            exit_code=ExitCode.USAGE,
+        ) from None
 
 
 @app.command()

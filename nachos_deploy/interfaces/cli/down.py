@@ -7,7 +7,7 @@ import typer
 
 from nachos_deploy.core.errors import ExitCode
 from nachos_deploy.interfaces.cli.app import app
-from nachos_deploy.interfaces.cli.console import err, notice, out
+from nachos_deploy.interfaces.cli.console import err, notice, out, spinner
 from nachos_deploy.interfaces.cli.guard import handle_errors, load_running
 from nachos_deploy.interfaces.cli.options import ConfigOpt, OutputOpt, ProjectOpt, SetOpt
 
@@ -46,7 +46,8 @@ def down(
             if not typer.confirm(f"Delete volumes {', '.join(names)}? Their data is lost", default=False):
                 err.print("Nothing removed.")
                 raise typer.Exit(int(ExitCode.FAILED))
-    result = api.down(stack, volumes=volumes, notice=notice)
+    with spinner(f"Removing project {stack.project}'s containers and networks"):  # a terminal only
+        result = api.down(stack, volumes=volumes, notice=notice)
     if result.found:
         out.print(f"Removed project {result.project}'s containers and networks.")
     else:  # not an error (a second `down` finds nothing too), but no stack of that name was removed

@@ -68,16 +68,14 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null, so that Python's flush at exit does not fail on the closed pipe
     again and print a traceback (the Python documentation's recipe for SIGPIPE)."""
+    import contextlib
     import os
     import sys
 
     devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
+    with contextlib.suppress(OSError, ValueError):  # no real stdout (a test's capture): nothing to flush
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush later
-        pass
-    finally:
-        os.close(devnull)
+    os.close(devnull)
 
 
 class JsonCommand(typer.core.TyperCommand):
