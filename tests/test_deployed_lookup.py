@@ -103,6 +103,19 @@ def test_a_changed_deploy_file_in_another_folder_is_named_with_the_up_that_appli
     assert f"-c {tmp_path / 'b' / 'nachos-deploy.yaml'} --set bus.nodes=1 -p p1" in note
 
 
+def test_another_projects_deploy_file_in_front_is_not_offered_for_this_project(tmp_path: Path) -> None:
+    """`status -p p1` in project p2's folder: its file differs from what p1 runs, but applying it to p1
+    (`up -c <p2's file> -p p1`) is not what anyone there wants; the note says whose file it is."""
+    running = recorded(stack_in(tmp_path / "a", {"project": "p1"}))
+    other = stack_in(tmp_path / "b", {"project": "p2"}, "project=p1")  # as -p p1 sets it
+    located = choose(other, [running.output_dir], environ={})
+    assert located.differs
+    note = running_note(other, located, (), None, "status")
+    assert note is not None and "is project p2's, not p1's" in note, note
+    assert "nachos-deploy up" not in note and "applies it" not in note, note
+    assert f"deployed from {tmp_path / 'a' / 'nachos-deploy.yaml'}" in note
+
+
 def test_a_folder_without_a_record_is_used_and_said(tmp_path: Path) -> None:
     """Deployed by an older nachos-deploy or Compose alone: at least its folder (its credentials)."""
     folder = tmp_path / "old"

@@ -7,7 +7,9 @@ deployed, from any folder, and a missing bind-source folder gets the same rule o
   `logs -f` follows, `down` removes all three bus nodes; a plain `status` in the deploy folder (no
   `--set`) judges the three nodes and says in one line that the deploy file differs.
 - From a folder holding another project's broken deploy file, `status -p` still judges what runs
-  (one warning names the file); a mistyped `-p` is said to find nothing by `down` and `logs`.
+  (one warning names the file); from one holding another project's valid file, its note offers no
+  `up` that would apply that file to this project; a mistyped `-p` is said to find nothing by `down`
+  and `logs`.
 - A missing absolute bind source is refused before anything is deployed (Compose would have made
   an empty folder). The Swarm side (the default ``./workspace`` created before the deploy, the stack
   found by its services' labels) is in tests/test_swarm.py, on that module's one-node swarm.
@@ -104,6 +106,12 @@ def test_every_hint_of_up_works_from_another_folder_and_status_judges_what_was_d
         assert f"as deployed from {here / 'nachos-deploy.yaml'}" in judged.stderr, judged.stderr
         # With no such project running, the file's error is what the user needs: exit 3 as before.
         assert nachos(elsewhere, "status", "-p", f"{project}-typo").returncode == 3
+        # Another project's valid deploy file there: no offer to apply it to this project.
+        (elsewhere / "nachos-deploy.yaml").write_text("project: other\n")
+        judged = nachos(elsewhere, "status", "-p", project)
+        assert judged.returncode == 0, judged.stdout + judged.stderr
+        assert f"is project other's, not {project}'s" in judged.stderr, judged.stderr
+        assert "nachos-deploy up" not in judged.stderr, judged.stderr
         (elsewhere / "nachos-deploy.yaml").unlink()
         # A mistyped name is read neither as a stack removed nor as a quiet one.
         typo = nachos(elsewhere, "down", "-p", f"{project}-typo")

@@ -325,6 +325,14 @@ def deployed_by_name(
     return located
 
 
+def file_project(stack: Stack) -> str | None:
+    """The project the stack's deploy file names itself (its ``project`` key, not -p), when it has one."""
+    from nachos_deploy.io.loader import file_project as own
+
+    path = stack.loaded.config_path
+    return own(path) if path is not None else None
+
+
 def _uninterrupted(action: Callable[[], object]) -> None:
     """Run a teardown to its end: a second Ctrl-C while it runs is held back until it is done, so
     an impatient user does not leave half a stack behind."""

@@ -355,6 +355,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return document
 
 
+def file_project(path: Path) -> str | None:
+    """The ``project`` key the deploy file itself holds (not -p, --set or a variable), or None when
+    it holds none or cannot be read: a reading command run with -p in another project's folder must
+    not offer to apply that project's file to the one it was asked about."""
+    try:
+        project = _read_yaml(path).get("project")
+    except (ConfigError, OSError):
+        return None
+    return project if isinstance(project, str) else None
+
+
 def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any, str]]:
     """``NACHOS_DEPLOY_BUS__MAX_PAYLOAD=1MB`` sets ``bus.max_payload``; a '_' in a component name is '-'."""
     result = []

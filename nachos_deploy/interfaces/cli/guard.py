@@ -180,6 +180,14 @@ def running_note(
     config_path = given.loaded.config_path
     if not located.differs or (config_path is None and not sets):
         return None  # nothing in front of the command to compare: the defaults with -p, say
+    from nachos_deploy.interfaces import api
+
+    own = api.file_project(given)
+    if own is not None and own != project:  # another project's folder: its file is not this one's
+        return (
+            f"note: the deploy file {config_path} is project {own}'s, not {project}'s; {command} works on "
+            f"what project {project} runs (deployed from {located.source})."
+        )
     front = f"the deploy file {config_path}" if config_path else "the configuration"
     front += " with the --set values given" if sets else ""
     apply = ["nachos-deploy", "up", *(["-c", str(config_path)] if config_path else [])]
