@@ -355,7 +355,7 @@ def test_a_reader_that_closes_stdout_ends_a_command_quietly_with_141(write: str)
         command.stderr.close()
 
 
-@pytest.mark.parametrize("data", ["not json", "", "{'single': 'quotes'}"])
+@pytest.mark.parametrize("data", ["not json", "", "{'single': 'quotes'}", "[" * 100_000])
 def test_request_refuses_data_that_is_not_json_before_it_looks_for_the_bus(workdir: Path, data: str) -> None:
     """The components drop a payload that is not JSON, so `request` would only wait out --timeout: it
     says so at once (exit 2), naming --raw, before any engine call (none here: no engine is asked)."""

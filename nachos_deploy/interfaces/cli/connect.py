@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from nachos_deploy.core.errors import DeployError, ExitCode
 from nachos_deploy.interfaces import outputs as outputs_mod
 from nachos_deploy.interfaces.cli.app import app
 from nachos_deploy.interfaces.cli.console import out
@@ -54,12 +55,15 @@ def _require_json(data: str) -> None:
     """A payload the components would drop refused at once, rather than after the --timeout wait."""
     import json
 
-    from nachos_deploy.core.errors import DeployError, ExitCode
-
     try:
         json.loads(data)
-    except ValueError as exc:
-        where = f" ({exc.msg} at character {exc.pos})" if isinstance(exc, json.JSONDecodeError) else ""
+    except (ValueError, RecursionError) as exc:  # json's decoder recurses: `[[[...` deep enough raises
+        if isinstance(exc, json.JSONDecodeError):
+            where = f" ({exc.msg} at character {exc.pos})"
+        elif isinstance(exc, RecursionError):
+            where = " (nested deeper than Python's JSON decoder reads)"
+        else:
+            where = ""
         raise DeployError(
             f"DATA is not JSON{where}: the platform's components read every request as JSON and drop "
             "any other payload, so nothing would answer it. Quote it for the shell, e.g. "
