@@ -26,6 +26,7 @@ from nachos_deploy.core.names import INTERNAL_NETWORK, PORTS, VOLUME_INIT
 from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker.engine import ServiceState
+from nachos_deploy.io.host_ports import HostPort
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.targets.base import Finding, OneShot, Progress
 from tests.natsserver import NatsServer, start_nats_server
@@ -132,6 +133,7 @@ class FakeTarget:
         self.task_failures: dict[str, str] = {}  # Swarm: service -> why its task failed
         self.short: dict[str, str] = {}  # Swarm: service -> replicas missing
         self.init = OneShot(True)
+        self.taken_ports: list[HostPort] = []  # host ports another program holds (ports_taken)
         self.volume_list = ["v-js"]
         self.leaf_servers: dict[str, NatsServer] = {}
         self.roads: dict[str, Road] = {}  # sidecar -> its way to the hub, when a test cuts it
@@ -219,6 +221,10 @@ class FakeTarget:
     def check(self, components: Sequence[ServicePlan]) -> bool:
         self.calls.append(("check", *(c.name for c in components)))
         return False
+
+    def ports_taken(self) -> list[HostPort]:
+        self.calls.append(("ports_taken",))
+        return list(self.taken_ports)
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         return None

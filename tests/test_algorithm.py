@@ -16,9 +16,16 @@ from typing import Any
 
 import pytest
 
-from nachos_deploy.core.errors import BusFailure, ComponentFailure, ExitCode, WebhookFailure
+from nachos_deploy.core.errors import (
+    BusFailure,
+    ComponentFailure,
+    EnvironmentProblem,
+    ExitCode,
+    WebhookFailure,
+)
 from nachos_deploy.core.results import WebhookReport
 from nachos_deploy.docker.parse import Probe
+from nachos_deploy.io.host_ports import HostPort
 from nachos_deploy.io.stack import Stack, prepare
 from nachos_deploy.lifecycle import up as algorithm
 from nachos_deploy.lifecycle.down import down_on
@@ -463,6 +470,19 @@ def test_volume_init_failing_is_exit_6_before_any_component_starts(make: Make) -
         failure.value.message
     )
     assert "start_components" not in called(target)
+
+
+def test_a_host_port_another_program_holds_stops_up_before_anything_is_written(make: Make) -> None:
+    target = make()
+    target.taken_ports = [HostPort("bus.client_port", "127.0.0.1", 4222, "bus")]
+    with pytest.raises(EnvironmentProblem) as failure:
+        algorithm.up_on(target, timeout=10)
+    assert failure.value.exit_code == 4
+    assert "127.0.0.1:4222 (bus.client_port, for the bus). Nothing was written or started." in (
+        failure.value.message
+    )
+    assert called(target) == ["check", "ports_taken"]
+    assert not target.stack.output_dir.exists()
 
 
 def test_a_timeout_names_the_service_still_pending(make: Make) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import time
@@ -212,6 +213,15 @@ def test_a_tampered_archive_is_refused_before_anything_is_touched(source: Source
         done = target.run("restore", str(headless))
         assert done.returncode == 9 and "manifest.json" in done.stderr, done.stderr
         assert target.volumes() == []
+        # A good archive into a project whose client port another program holds: refused before any
+        # volume is written (else the bus it starts to restore the streams fails on the port, with the
+        # volumes already restored and that bus left running).
+        with socket.create_server(("127.0.0.1", 0)) as holder:
+            port = holder.getsockname()[1]
+            done = target.run("restore", str(path), "--set", f"bus.client_port={port}")
+        assert done.returncode == ExitCode.ENVIRONMENT == 4, done.stderr
+        assert f"127.0.0.1:{port} (bus.client_port, for the bus). Nothing was restored." in done.stderr
+        assert target.volumes() == [] and docker("ps", "-aq", "--filter", f"name={target.project}") == ""
     finally:
         compose_down(target.project)
 

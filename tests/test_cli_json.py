@@ -7,6 +7,7 @@ written is exit 3 on `up`: Compose's check of the files meets it first, before a
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nachos_deploy.interfaces.cli import app
+from tests.commands import docker
 from tests.test_ci import remove
 from tests.test_lifecycle import PROBE, probe
 
@@ -123,6 +125,23 @@ def test_an_env_file_that_cannot_be_written_is_one_document_exit_7(deploy_file: 
     code, out, err = run("up", "-c", str(deploy_file), "--json", "--only", "bus", "--env-file", str(env_file))
     assert code == 7, out + err
     assert "Cannot write --env-file" in failure(out, 7)["error"]
+
+
+def test_a_host_port_another_program_holds_is_one_document_exit_4_with_nothing_written(
+    deploy_file: Path,
+) -> None:
+    # Refused before anything is written or started: else Compose fails publishing it, exit 5,
+    # with the bus already running and the files written.
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        write(deploy_file, {}, client_port=port)
+        code, out, err = run("up", "-c", str(deploy_file), "--json", "--only", "bus")
+    assert code == 4, out + err
+    message = " ".join(failure(out, 4)["error"].split())
+    assert f"127.0.0.1:{port} (bus.client_port, for the bus). Nothing was written or started." in message
+    project = yaml.safe_load(deploy_file.read_text())["project"]
+    assert not (deploy_file.parent / ".nachos").exists()
+    assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}") == ""
 
 
 def test_a_bus_that_cannot_start_is_one_document_exit_5(deploy_file: Path) -> None:

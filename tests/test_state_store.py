@@ -69,6 +69,8 @@ def test_the_state_store_runs_with_the_gateway_before_it_on_a_network_of_their_o
     command = list(state.command or ())
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert command[command.index("--appendonly") + 1] == "yes"
+    # backup's snapshot (redis-cli --rdb, a replica's full sync) must not wait Redis's 5 s for others
+    assert command[command.index("--repl-diskless-sync-delay") + 1] == "0"
     assert state.user == "61005:61005" and state.hardening.read_only and state.hardening.cap_drop_all
     assert state.limits.memory and state.limits.pids
     assert any(p.volume == STATE_VOLUME and p.owner == "61005:61005" for p in plan.prepared_volumes)

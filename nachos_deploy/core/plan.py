@@ -266,6 +266,9 @@ def _state(
         *("--port", str(STATE_PORT), "--dir", STATE_DATA_DIR),
         # Every write in the append-only file, flushed each second; no RDB snapshots besides it.
         *("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
+        # `backup`'s `redis-cli --rdb` is the only replica it ever has: the snapshot starts at once,
+        # not after the 5 s Redis otherwise waits for more replicas to share one transfer.
+        *("--repl-diskless-sync-delay", "0"),
         # Full is an error to the writer, never a session dropped without a word.
         *("--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction"),
         *("--aclfile", f"{STATE_CREDENTIALS_MOUNT}/{STATE_ACL_FILE}"),

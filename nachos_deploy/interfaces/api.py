@@ -310,9 +310,9 @@ def deployed_by_name(
     project's folder must not be stopped by that project's broken file, as these commands work from
     any folder. None when something the user named is what failed, or when the project does not run
     from a folder that recorded its configuration: then the error is what the user needs."""
-    from nachos_deploy.io.loader import ENV_CONFIG_PATH
+    from nachos_deploy.io.loader import names_deploy_file
 
-    if project is None or config is not None or sets or os.environ.get(ENV_CONFIG_PATH):
+    if project is None or sets or names_deploy_file(config, os.environ):
         return None
     try:
         # the defaults, the environment's NACHOS_DEPLOY_* and the name: enough to find the project

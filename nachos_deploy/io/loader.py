@@ -52,6 +52,13 @@ class Loaded:
     platform: Platform
 
 
+def names_deploy_file(config_path: object, environ: Mapping[str, str]) -> bool:
+    """Whether the user named the deploy file (``--config``, the API's mapping, NACHOS_DEPLOY_CONFIG)
+    rather than leaving it to the current folder: a file named and missing is an error, and only a
+    file the folder offered may be looked past by a reading command given the project's name."""
+    return config_path is not None or bool(environ.get(ENV_CONFIG_PATH))
+
+
 def load(
     config_path: Path | None = None,
     *,
@@ -64,7 +71,7 @@ def load(
     A ``document`` (the Python API's mapping) stands in for the file, with ``cwd`` as its folder."""
     cwd = cwd or Path.cwd()
     environ = environ if environ is not None else {}
-    explicit = config_path is not None or bool(environ.get(ENV_CONFIG_PATH))
+    explicit = names_deploy_file(config_path, environ)
     path = config_path or Path(environ.get(ENV_CONFIG_PATH) or DEFAULT_CONFIG_NAME)
     if not path.is_absolute():
         path = cwd / path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import shutil
 import socket
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from nachos_deploy.core.errors import DeployError
 from nachos_deploy.core.names import PORTS
 from nachos_deploy.core.units import format_size
 from nachos_deploy.docker import engine
-from nachos_deploy.io import bind_folders, host_accounts
+from nachos_deploy.io import bind_folders, host_accounts, host_ports
 from nachos_deploy.io.stack import Stack
 
 Level = Literal["pass", "warn", "fail"]
@@ -430,7 +429,7 @@ def _port_check(key: str, host: str, port: int, own: set[int], service: str) -> 
     """Whether ``service`` can publish ``host:port``: free, or already this project's own."""
     if port in own:
         return Check(key, "pass", f"{port} is in use by this project's own {service}")
-    if _port_free(host, port):
+    if host_ports.is_free(host, port):
         return Check(key, "pass", f"{host}:{port} is free")
     zero = ", or 0 for any free port" if service == "bus" else ""
     return Check(
@@ -439,13 +438,3 @@ def _port_check(key: str, host: str, port: int, own: set[int], service: str) -> 
         f"{host}:{port} is in use by another program: the {service} cannot publish it",
         f"stop it, or choose another port (--set {key}=PORT{zero})",
     )
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            return exc.errno != errno.EADDRINUSE
-    return True

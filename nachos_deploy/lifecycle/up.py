@@ -22,7 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nachos_deploy.bus import gate, monitor
 from nachos_deploy.bus.monitor import BusEndpoints, BusUnavailable, MonitorProblem
-from nachos_deploy.core.errors import BusFailure, ComponentFailure, DeployError, WebhookFailure
+from nachos_deploy.core.errors import (
+    BusFailure,
+    ComponentFailure,
+    DeployError,
+    EnvironmentProblem,
+    WebhookFailure,
+)
 from nachos_deploy.core.names import BUS, VOLUME_INIT
 from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.render import HEADER
@@ -40,6 +46,7 @@ from nachos_deploy.io import (
     credentials,
     deployed,
     files,
+    host_ports,
     locks,
     platform_secrets,
     releases,
@@ -147,6 +154,9 @@ def _up(
         from nachos_deploy.io import ingress_tls  # cryptography: loaded only then
 
         ingress_tls.describe(stack)  # the user's certificate and key, checked before anything starts
+    taken = target.ports_taken()
+    if taken:
+        raise EnvironmentProblem(host_ports.refusal(taken, stack.project, "Nothing was written or started."))
     bind_folders.prepare(stack)  # one rule on every target: the deploy's missing folders are made
     before = upgrade.before_files(stack)  # what runs now, to put back if an upgrade fails
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)

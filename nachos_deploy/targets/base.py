@@ -25,6 +25,7 @@ from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import credentials
+from nachos_deploy.io.host_ports import HostPort
 from nachos_deploy.io.stack import Stack
 
 Progress = Callable[[str], None]
@@ -77,6 +78,13 @@ class Target(Protocol):
         error naming the first thing missing. Settles the stack's networks on a free block of the
         pool (``stack`` may be rendered anew: targets/subnet_check.py); True when a network of the
         stack is in that block already, so that no other `up` can take it meanwhile."""
+        ...
+
+    def ports_taken(self) -> list[HostPort]:
+        """The stack's fixed host ports another program holds now (not the project's own), asked
+        before anything is written or started: the engine would refuse one only when it publishes
+        it, with the bus already started. Empty where a test from this machine cannot speak for
+        where the port is published."""
         ...
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:

@@ -39,7 +39,8 @@ from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, running_specs
 from nachos_deploy.docker.engine import Compose, ServiceState
-from nachos_deploy.io import credentials, files
+from nachos_deploy.io import credentials, files, host_ports
+from nachos_deploy.io.host_ports import HostPort
 from nachos_deploy.io.stack import DOTENV, Stack
 from nachos_deploy.targets import compose_changes, subnet_check, upgrade_files
 from nachos_deploy.targets import compose_record as fastpath
@@ -167,6 +168,20 @@ class ComposeTarget:
             self._resolved = engine.check_compose_file(client, stack.compose_file)
             self._image_ids = engine.image_ids(images) or {}
             return self._settle(None)
+
+    def ports_taken(self) -> list[HostPort]:
+        """Tested by binding each address (io/host_ports.py) on a cold up, where the project's
+        containers were read by :meth:`check` (or are read now, for `restore`): a port one of them
+        publishes is the project's own. With an up on record here the ports are the running stack's,
+        and a port changed since is the engine's to refuse."""
+        if not self._cold:
+            return []
+        found = host_ports.taken(self.stack.plan)
+        if not found:
+            return []
+        states = self._last if self._last is not None else self.states()
+        own = {host for s in states.values() if s.status == "running" for _, host in s.ports}
+        return [p for p in found if p.port not in own]
 
     def _settle(self, networks: subnet_check.Listed | None) -> bool:
         """The stack on a block of the pool no other network is in; when it moved, Compose resolves

@@ -30,6 +30,7 @@ from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, swarm
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io import bus_tls, credentials, files, state_credentials
+from nachos_deploy.io.host_ports import HostPort
 from nachos_deploy.io.stack import DOTENV, Stack
 from nachos_deploy.targets import subnet_check, swarm_changes, upgrade_files
 from nachos_deploy.targets.base import FilesCheck, Finding, OneShot, Progress, bus_endpoints
@@ -80,6 +81,12 @@ class SwarmTarget:
             )
         self.stack, held = subnet_check.settle(self.stack)
         return held
+
+    def ports_taken(self) -> list[HostPort]:
+        """None are tested: Swarm publishes a port through its routing mesh on every node of the
+        swarm, so a bind on this machine could not speak for the others; `docker stack deploy` and
+        `doctor` (on this machine) tell."""
+        return []
 
     def unchanged(self, changed: Sequence[str], only: Sequence[str]) -> Mapping[str, ServiceState] | None:
         return None  # a deploy of an unchanged file is Swarm's own no-op; there is no record to trust
