@@ -19,6 +19,7 @@ import pytest
 from nachos_deploy.core.errors import (
     BusFailure,
     ComponentFailure,
+    ConfigError,
     EnvironmentProblem,
     ExitCode,
     WebhookFailure,
@@ -482,6 +483,24 @@ def test_a_host_port_another_program_holds_stops_up_before_anything_is_written(m
         failure.value.message
     )
     assert called(target) == ["check", "ports_taken"]
+    assert not target.stack.output_dir.exists()
+
+
+def test_the_preflight_refuses_what_up_would_before_anything_is_touched(make: Make) -> None:
+    """`restore` runs it before it fills a volume: the checks `up` makes before writing, the same."""
+    target = make(telegram={"enabled": True})  # its token, required, is not set
+    with pytest.raises(ConfigError, match="telegram needs TELEGRAM_BOT_TOKEN"):
+        algorithm.preflight(target, "Nothing was restored.")
+    assert called(target) == []  # the secret before the engine
+    target = make()
+    target.taken_ports = [HostPort("ingress.https_port", "127.0.0.1", 443, "ingress")]
+    with pytest.raises(
+        EnvironmentProblem, match=r"\(ingress.https_port, for the ingress\). Nothing was restored"
+    ):
+        algorithm.preflight(target, "Nothing was restored.")
+    assert called(target) == ["check", "ports_taken"]
+    target.taken_ports = []
+    algorithm.preflight(target, "Nothing was restored.")
     assert not target.stack.output_dir.exists()
 
 

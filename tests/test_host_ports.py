@@ -8,6 +8,7 @@ engine's port proxy binds it with SO_REUSEADDR, so a plain bind would cry wolf f
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from nachos_deploy.docker import engine
 from nachos_deploy.io import host_ports
 from nachos_deploy.io.stack import Stack, prepare
 
@@ -85,3 +87,23 @@ def test_the_ingress_ports_are_the_stack_s_too(tmp_path: Path, listener: int) ->
     keys = [p.key for p in host_ports.published(stack.plan)]
     assert keys == ["ingress.http_port", "ingress.https_port"]
     assert [p.key for p in host_ports.taken(stack.plan)] == ["ingress.https_port"]
+
+
+@pytest.mark.parametrize(
+    ("printed", "local"),
+    [(socket.gethostname(), True), ("another-machine", False), ("", False)],
+    ids=["this-machine", "another-machine", "says-nothing"],
+)
+def test_a_port_here_speaks_for_the_engine_only_when_it_runs_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, printed: str, local: bool
+) -> None:
+    """`docker info`'s host name against ours, through a stand-in `docker` on PATH (our reading of
+    its answer, not Docker): an engine behind DOCKER_HOST or a context on another machine publishes
+    its ports there, and a port taken here must not stop its `up`."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = folder / "docker"
+    script.write_text(f'#!/bin/sh\n[ "$1" = info ] && echo "{printed}"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert engine.on_this_machine() is local

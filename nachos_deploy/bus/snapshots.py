@@ -92,6 +92,19 @@ class StreamSnapshot:
     def messages(self) -> int:
         return int(self.state.get("messages", 0))
 
+    def restored_as(self, state: StreamState) -> bool:
+        """Whether ``state`` (the stream as restored) holds what this snapshot held. With no message
+        only the last sequence says anything: the first is 0 in a stream that never held one and
+        last + 1 in one restored (or purged) empty, so a backup of a fresh stack reads 0..0 and its
+        restore 1..0."""
+        if self.messages == 0 and state.messages == 0:
+            return state.last_seq == self.last_seq
+        return (state.first_seq, state.last_seq, state.messages) == (
+            self.first_seq,
+            self.last_seq,
+            self.messages,
+        )
+
 
 @dataclass(frozen=True)
 class StreamState:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -315,6 +316,18 @@ def docker_root() -> str | None:
         return runner.output(["docker", "info", "--format", "{{.DockerRootDir}}"], timeout=30).strip() or None
     except (DockerFailure, DeployError):
         return None
+
+
+def on_this_machine() -> bool:
+    """Whether the engine runs on this machine, by its host name (`docker info`): a port tested by
+    a bind here says something of the engine's ports only then, not through a DOCKER_HOST or a
+    context that names another machine (or the engine of a container, as scripts/swarm-nodes.sh
+    makes). An engine that does not say is taken for another machine's."""
+    try:
+        name = runner.output(["docker", "info", "--format", "{{.Name}}"], timeout=30).strip()
+    except (DockerFailure, DeployError):
+        return False
+    return bool(name) and name == socket.gethostname()
 
 
 def project_host_ports(project: str, service: str) -> set[int]:

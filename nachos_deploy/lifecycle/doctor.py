@@ -179,7 +179,7 @@ def _webhooks(stack: Stack, engine_up: bool) -> list[Check]:
         return checks
     own = engine.project_host_ports(stack.project, ingress.service.name) if engine_up else set()
     for key, port in (("ingress.http_port", ingress.http_port), ("ingress.https_port", ingress.https_port)):
-        checks.append(_port_check(key, ingress.host_ip, port, own, "ingress"))
+        checks.append(_port_check(key, ingress.host_ip, port, own, "ingress", engine_up))
     if ingress.domain:
         checks.append(_domain(ingress.domain, ingress.tls))
     return checks
@@ -421,16 +421,19 @@ def _ports(stack: Stack, engine_up: bool) -> list[Check]:
         if port == 0:
             checks.append(Check(key, "pass", "0: the engine picks a free port at start"))
         else:
-            checks.append(_port_check(key, bus.bind_address, port, own, "bus"))
+            checks.append(_port_check(key, bus.bind_address, port, own, "bus", engine_up))
     return checks
 
 
-def _port_check(key: str, host: str, port: int, own: set[int], service: str) -> Check:
-    """Whether ``service`` can publish ``host:port``: free, or already this project's own."""
+def _port_check(key: str, host: str, port: int, own: set[int], service: str, engine_up: bool) -> Check:
+    """Whether ``service`` can publish ``host:port``: free, or already this project's own. Tested
+    here, so it says nothing of an engine on another machine (DOCKER_HOST, a context)."""
     if port in own:
         return Check(key, "pass", f"{port} is in use by this project's own {service}")
     if host_ports.is_free(host, port):
         return Check(key, "pass", f"{host}:{port} is free")
+    if engine_up and not engine.on_this_machine():
+        return Check(key, "pass", f"{host}:{port} is in use here, but the engine runs on another machine")
     zero = ", or 0 for any free port" if service == "bus" else ""
     return Check(
         key,

@@ -32,13 +32,13 @@ from typing import Any
 
 from nachos_deploy.bus import snapshots
 from nachos_deploy.bus.monitor import BusUnavailable
-from nachos_deploy.core.errors import ArchiveError, BusFailure, DeployError, EnvironmentProblem, ExitCode
+from nachos_deploy.core.errors import ArchiveError, BusFailure, DeployError, ExitCode
 from nachos_deploy.core.names import CREDENTIALS_DIR, GATEWAY_VOLUME, STATE_BACKUP_USER
 from nachos_deploy.core.plan_types import AuditPlan
 from nachos_deploy.core.results import UpResult
 from nachos_deploy.docker import engine, oneshot
 from nachos_deploy.docker.oneshot import DatabaseCheck, KeyCount
-from nachos_deploy.io import checked_tar, host_ports, state_credentials
+from nachos_deploy.io import checked_tar, state_credentials
 from nachos_deploy.io.files import replace_private
 from nachos_deploy.io.stack import Stack
 from nachos_deploy.lifecycle import up as lifecycle_up
@@ -137,9 +137,9 @@ def _restore(
                 "unless you also pass --volumes), or restore into another project with -p.",
                 exit_code=ExitCode.FAILED,
             )
-        taken = target.ports_taken()  # else the bus of step 3 would fail on it, the volumes written
-        if taken:
-            raise EnvironmentProblem(host_ports.refusal(taken, stack.project, "Nothing was restored."))
+        # What the `up`s below would refuse (a secret, an image, a port...), refused before a volume
+        # is touched: else they fail with the volumes restored and the bus started.
+        lifecycle_up.preflight(target, "Nothing was restored.")
         existing = sorted(set(target.volumes()) | set(_existing(stack, manifest)))
     if existing and not yes:
         raise DeployError(
@@ -304,8 +304,7 @@ def _streams(
         raise BusFailure(f"Cannot restore the streams: {exc}.") from None
     done: dict[str, dict[str, int]] = {}
     for snap, state in zip(snaps, restored, strict=True):
-        have = (state.first_seq, state.last_seq, state.messages)
-        if have != (snap.first_seq, snap.last_seq, snap.messages):
+        if not snap.restored_as(state):
             raise DeployError(
                 f"Stream {snap.name} was restored with sequences {state.first_seq}..{state.last_seq} and "
                 f"{state.messages} messages; the archive's manifest says {snap.first_seq}..{snap.last_seq} "

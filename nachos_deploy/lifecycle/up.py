@@ -25,6 +25,7 @@ from nachos_deploy.bus.monitor import BusEndpoints, BusUnavailable, MonitorProbl
 from nachos_deploy.core.errors import (
     BusFailure,
     ComponentFailure,
+    ConfigError,
     DeployError,
     EnvironmentProblem,
     WebhookFailure,
@@ -94,6 +95,38 @@ def up(
         return up_on(target, timeout=timeout, only=only, progress=progress, warm_up=warm_up, notice=notice)
 
 
+def preflight(target: Target, untouched: str) -> None:
+    """Every check `up` makes before it writes or starts anything, for a caller about to change
+    something else first: `restore` fills the volumes before its `up`, and a secret, an image or a
+    port `up` would refuse must stop it before that, not after. ``untouched`` ends the messages
+    (what was left as it was). Nothing is settled or kept: `up` checks again."""
+    stack = target.stack
+    components = target.components(())
+    stack.require_secrets([c.name for c in components])
+    target.check(components)
+    _check_inputs(target, untouched)
+    refused = bind_folders.refused(target.stack)
+    if refused:
+        raise ConfigError(bind_folders.refusal(refused))
+
+
+def _check_inputs(target: Target, untouched: str) -> None:
+    """The checks after the engine's (:meth:`Target.check`): the image lock, the ingress's own
+    certificate and key, and the host ports the stack publishes."""
+    stack = target.stack
+    if stack.lock is not None:  # before the fast path and any upgrade: a rebuilt tag is refused
+        from nachos_deploy.lifecycle import lock
+
+        lock.verify(stack)
+    if stack.plan.ingress is not None and stack.plan.ingress.tls == "files":
+        from nachos_deploy.io import ingress_tls  # cryptography: loaded only then
+
+        ingress_tls.describe(stack)  # the user's certificate and key, checked before anything starts
+    taken = target.ports_taken()
+    if taken:
+        raise EnvironmentProblem(host_ports.refusal(taken, stack.project, untouched))
+
+
 def up_on(
     target: Target,
     *,
@@ -146,17 +179,7 @@ def _up(
     stack = target.stack  # settled on a free block of networks.pool (targets/subnet_check.py)
     if moved:
         (notice or progress)(moved)
-    if stack.lock is not None:  # before the fast path and any upgrade: a rebuilt tag is refused
-        from nachos_deploy.lifecycle import lock
-
-        lock.verify(stack)
-    if stack.plan.ingress is not None and stack.plan.ingress.tls == "files":
-        from nachos_deploy.io import ingress_tls  # cryptography: loaded only then
-
-        ingress_tls.describe(stack)  # the user's certificate and key, checked before anything starts
-    taken = target.ports_taken()
-    if taken:
-        raise EnvironmentProblem(host_ports.refusal(taken, stack.project, "Nothing was written or started."))
+    _check_inputs(target, "Nothing was written or started.")
     bind_folders.prepare(stack)  # one rule on every target: the deploy's missing folders are made
     before = upgrade.before_files(stack)  # what runs now, to put back if an upgrade fails
     changed = files.write_all(stack.output_dir, stack.files, stack.stale, marker=HEADER)

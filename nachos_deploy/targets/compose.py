@@ -173,7 +173,8 @@ class ComposeTarget:
         """Tested by binding each address (io/host_ports.py) on a cold up, where the project's
         containers were read by :meth:`check` (or are read now, for `restore`): a port one of them
         publishes is the project's own. With an up on record here the ports are the running stack's,
-        and a port changed since is the engine's to refuse."""
+        and a port changed since is the engine's to refuse; so is every port of an engine on another
+        machine (DOCKER_HOST, a context), asked only once a port here is found taken."""
         if not self._cold:
             return []
         found = host_ports.taken(self.stack.plan)
@@ -181,7 +182,8 @@ class ComposeTarget:
             return []
         states = self._last if self._last is not None else self.states()
         own = {host for s in states.values() if s.status == "running" for _, host in s.ports}
-        return [p for p in found if p.port not in own]
+        taken = [p for p in found if p.port not in own]
+        return taken if taken and engine.on_this_machine() else []
 
     def _settle(self, networks: subnet_check.Listed | None) -> bool:
         """The stack on a block of the pool no other network is in; when it moved, Compose resolves

@@ -1,7 +1,8 @@
 """`backup` and `restore`: one archive of everything the stack keeps, and the stack back from it."""
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,9 +56,7 @@ def backup(
     streams = result.manifest.get("streams") or {}
     out.print(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s:")
     for name, doc in streams.items():
-        out.print(
-            f"  stream {name}: {doc['messages']} messages, sequences {doc['first_seq']}..{doc['last_seq']}"
-        )
+        out.print(f"  stream {name}: {_stream_line(doc)}")
     database = result.manifest.get("database")
     if database:
         rows = ", ".join(f"{t} {n}" for t, n in database["rows"].items())
@@ -107,8 +106,7 @@ def restore(
         return
     out.print(f"Restored {archive} into project {result.project} in {result.seconds:.1f} s, and verified it:")
     for name, state in result.streams.items():
-        sequences = f"{state['first_seq']}..{state['last_seq']}"
-        out.print(f"  stream {name}: {state['messages']} messages, sequences {sequences}")
+        out.print(f"  stream {name}: {_stream_line(state)}")
     if result.database:
         database = result.database
         out.print(f"  gateway database: integrity {database['integrity_check']}, rows {database['rows']}")
@@ -116,3 +114,11 @@ def restore(
         out.print(f"  state store: {result.state_store['keys']} keys")
     for volume in result.volumes:
         out.print(f"  state folder {volume}")
+
+
+def _stream_line(state: Mapping[str, Any]) -> str:
+    """A stream's state in words. An empty one by its last sequence alone: its first reads 0 in a
+    stream that never held a message and last + 1 once restored, which says nothing to a reader."""
+    if not state["messages"]:
+        return f"empty (last sequence {state['last_seq']})"
+    return f"{state['messages']} messages, sequences {state['first_seq']}..{state['last_seq']}"
