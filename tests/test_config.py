@@ -198,3 +198,48 @@ def test_names_from_nachos_toml_follow_the_name_rules(tmp_path: Path, name: str)
     with pytest.raises(ConfigError, match="cannot name a component") as error:
         load(cwd=tmp_path, environ={})
     assert len(error.value.message) < 600
+
+
+@pytest.mark.parametrize(
+    ("document", "clauses"),
+    [
+        # pydantic's bounds, in the words of the other clauses; a size as a size
+        ("components: {gateway: {replicas: 0}}", ["components.gateway.replicas: must be at least 1 (got 0)"]),
+        ("state: {maxmemory: 1KB}", ["state.maxmemory: must be at least 1MB (got '1KB')"]),
+        ("logging: {max_file: 1000}", ["logging.max_file: must be at most 100 (got 1000)"]),
+        # a scalar that is neither branch of a union: one clause naming both, no branch names
+        (
+            "components: {gateway: {healthcheck: yes}}",
+            ["components.gateway.healthcheck: must be a mapping of keys, or must be false (got 'yes')"],
+        ),
+        (
+            "components: {gateway: {command: 5}}",
+            ["components.gateway.command: must be a list, or must be text (got 5)"],
+        ),
+        # a mapping (a list) given: its own errors, not the other branch's "should be false"
+        (
+            "components: {gateway: {healthcheck: {retries: 0}}}",
+            [
+                "components.gateway.healthcheck.test: is required",
+                "components.gateway.healthcheck.retries: must be at least 1 (got 0)",
+            ],
+        ),
+        ("components: {gateway: {healthcheck: {}}}", ["components.gateway.healthcheck.test: is required"]),
+        ("components: {gateway: {command: [a, {b: 1}]}}", ["components.gateway.command.1: must be text"]),
+    ],
+    ids=[
+        "bound",
+        "size-bound",
+        "upper-bound",
+        "union-scalar",
+        "list-or-text",
+        "mapping",
+        "empty-mapping",
+        "list",
+    ],
+)
+def test_each_problem_is_one_clause_in_plain_words(tmp_path: Path, document: str, clauses: list[str]) -> None:
+    message = errors_for(tmp_path, document + "\n").message
+    found = message.split(": ", 1)[1].split(". Fix the value(s)")[0].split("; ")
+    assert found == clauses, message
+    assert "Input should" not in message and "Field required" not in message

@@ -34,6 +34,7 @@ from nachos_deploy.core.config import (
 )
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.platform_config import Platform
+from nachos_deploy.core.units import format_size
 from nachos_deploy.io import platform_secrets
 
 DEFAULT_CONFIG_NAME = "nachos-deploy.yaml"
@@ -120,7 +121,10 @@ def validate(
         return DeployConfig.model_validate(data)
     except ValidationError as exc:
         listed: set[tuple[str, ...]] = set()  # lists of known keys said once already
-        problems = [_describe(error, origins or {}, source, data, listed) for error in exc.errors()]
+        errors = _meant_branches(exc.errors(), data)
+        problems = _one_clause_per_key(
+            [_describe(error, origins or {}, source, data, listed) for error in errors]
+        )
         where = sorted({origin for origin, _ in problems})
         text = "; ".join(problem for _, problem in problems)
         raise ConfigError(
@@ -438,6 +442,50 @@ def _put(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
     node[key_path[-1]] = value
 
 
+def _one_clause_per_key(problems: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The branches of a union a scalar failed (``healthcheck: yes``: neither a mapping nor false)
+    as one clause, "key: must be A, or must be B (got X)", not one clause per branch."""
+    merged: dict[tuple[str, str, str], list[str]] = {}
+    for origin, text in problems:
+        key, colon, message = text.partition(": ")
+        body, got = message, ""
+        if message.endswith(")") and " (got " in message:
+            body, _, got = message.rpartition(" (got ")
+            got = f" (got {got}"
+        slot = (origin, key, got) if colon else (origin, text, "\0")
+        merged.setdefault(slot, []).append(body)
+    return [
+        (origin, key if got == "\0" else f"{key}: {', or '.join(dict.fromkeys(bodies))}{got}")
+        for (origin, key, got), bodies in merged.items()
+    ]
+
+
+def _meant_branches(errors: Sequence[Any], data: Any) -> list[Any]:
+    """A key that takes a mapping (or a list) or something else (``healthcheck: false`` or a mapping
+    of its keys; a command as a list or a string): given a mapping or a list, the user meant that
+    branch, so the other branches' "should be False" or "should be a string" are left out when the
+    mapping's (the list's) own errors, below it, say what is wrong with it."""
+    located = [_clause_loc(data, e) for e in errors]
+
+    def meant(index: int) -> bool:
+        if errors[index]["type"] == "missing" or not isinstance(errors[index].get("input"), dict | list):
+            return False  # a missing key is the mapping's own error, reported below it
+        loc = located[index]
+        return any(other[: len(loc)] == loc and len(other) > len(loc) for other in located)
+
+    return [error for index, error in enumerate(errors) if not meant(index)]
+
+
+# pydantic's "Input should be greater than or equal to 1048576", in the words of every other clause.
+_BOUNDS = {
+    "greater_than_equal": "at least",
+    "greater_than": "more than",
+    "less_than_equal": "at most",
+    "less_than": "less than",
+}
+_SIZE_KEYS = {("memory",), ("maxmemory",), ("max_size",), ("max_payload",), ("max_pending",)}
+
+
 def _describe(
     error: Any,
     origins: Mapping[tuple[str, ...], str],
@@ -447,9 +495,7 @@ def _describe(
 ) -> tuple[str, str]:
     """One ``key: problem (got X)`` clause, and where the bad value came from. A mapping's known
     keys are listed at its first unknown key only (``listed``), so the paragraph stays readable."""
-    loc = _user_loc(data, error["loc"])
-    if error["type"] == "missing" and error["loc"]:
-        loc = (*loc, str(error["loc"][-1]))  # a required key: absent from the document by definition
+    loc = _clause_loc(data, error)
     key = ".".join(loc) or "(top level)"
     origin = source
     for length in range(len(loc), 0, -1):
@@ -476,6 +522,8 @@ def _describe(
         message = "must be a port number from 0 to 65535 (0 picks a free port on the host)"
     elif kind.startswith("int_"):
         message = "must be a whole number"
+    elif kind.startswith("float_") or kind == "finite_number":
+        message = "must be a number"
     elif kind == "bool_parsing" or kind == "bool_type":
         message = "must be true or false"
     elif kind == "string_pattern_mismatch" and loc == ("project",):
@@ -491,10 +539,32 @@ def _describe(
         message = "must be at least 6MB, the smallest limit the engine takes; or leave it out"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         message = "must be a mapping of keys"
+    elif kind == "missing":
+        message = "is required"
+    elif kind == "literal_error" and isinstance(error.get("ctx"), dict):
+        message = f"must be {str(error['ctx'].get('expected', '')).replace('False', 'false')}"
+    elif kind == "string_type":
+        message = "must be text"
+    elif kind == "list_type":
+        message = "must be a list"
+    elif kind in _BOUNDS and isinstance(error.get("ctx"), dict) and len(error["ctx"]) == 1:
+        (limit,) = error["ctx"].values()
+        sized = isinstance(error.get("input"), str) or loc[-1:] in _SIZE_KEYS
+        shown = format_size(limit) if sized and isinstance(limit, int) else limit
+        message = f"must be {_BOUNDS[kind]} {shown}"
     got = error.get("input")
     if kind != "extra_forbidden" and not isinstance(got, dict | list) and repr(got) not in message:
         message = f"{message} (got {_short(repr(got))})"
     return origin, f"{key}: {message}"
+
+
+def _clause_loc(data: Any, error: Any) -> tuple[str, ...]:
+    """The key an error's clause names: its place in the document, and for a required key that is
+    missing, that key (absent from the document by definition)."""
+    loc = _user_loc(data, error["loc"])
+    if error["type"] == "missing" and error["loc"]:
+        loc = (*loc, str(error["loc"][-1]))
+    return loc
 
 
 def _user_loc(data: Any, loc: Sequence[Any]) -> tuple[str, ...]:
@@ -507,8 +577,8 @@ def _user_loc(data: Any, loc: Sequence[Any]) -> tuple[str, ...]:
         in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         if (isinstance(node, dict) and part in node) or in_list:
             node = node[part]
-        elif isinstance(node, dict | list):
-            continue  # a branch tag: the document has no such key here
+        else:
+            continue  # a branch tag: the document has no such key here (nor any, below a scalar)
         kept.append(str(part))
     return tuple(kept) or tuple(str(part) for part in loc[:1])
 
