@@ -23,7 +23,6 @@ from pydantic import BaseModel, ValidationError
 
 from nachos_deploy.core import platform_config
 from nachos_deploy.core.config import (
-    IMAGE_HINT,
     NAME_PATTERN,
     TAKEN_NAMES_HINT,
     Component,
@@ -32,9 +31,9 @@ from nachos_deploy.core.config import (
     SourceInt,
     name_taken,
 )
+from nachos_deploy.core.error_words import in_words
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.platform_config import Platform
-from nachos_deploy.core.units import format_size
 from nachos_deploy.io import platform_secrets
 
 DEFAULT_CONFIG_NAME = "nachos-deploy.yaml"
@@ -476,16 +475,6 @@ def _meant_branches(errors: Sequence[Any], data: Any) -> list[Any]:
     return [error for index, error in enumerate(errors) if not meant(index)]
 
 
-# pydantic's "Input should be greater than or equal to 1048576", in the words of every other clause.
-_BOUNDS = {
-    "greater_than_equal": "at least",
-    "greater_than": "more than",
-    "less_than_equal": "at most",
-    "less_than": "less than",
-}
-_SIZE_KEYS = {("memory",), ("maxmemory",), ("max_size",), ("max_payload",), ("max_pending",)}
-
-
 def _describe(
     error: Any,
     origins: Mapping[tuple[str, ...], str],
@@ -516,42 +505,7 @@ def _describe(
         if listed is not None:
             listed.add(tuple(known))
         return origin, f"{key} is not a known key ({hint}known keys here: {', '.join(known)})"
-    message = str(error["msg"])
-    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if loc and loc[-1].endswith("port") and kind.startswith(("less_than", "greater_than", "int_")):
-        message = "must be a port number from 0 to 65535 (0 picks a free port on the host)"
-    elif kind.startswith("int_"):
-        message = "must be a whole number"
-    elif kind.startswith("float_") or kind == "finite_number":
-        message = "must be a number"
-    elif kind == "bool_parsing" or kind == "bool_type":
-        message = "must be true or false"
-    elif kind == "string_pattern_mismatch" and loc == ("project",):
-        message = (
-            "must be a Compose project name: lowercase letters, digits, '-' and '_', starting with a "
-            "letter or digit"
-        )
-    elif kind == "string_pattern_mismatch" and loc[-1:] == ("image",):
-        message = IMAGE_HINT
-    elif kind == "string_pattern_mismatch" and loc[-1:] == ("user",):
-        message = "must be a user name or number, optionally with :group, e.g. 1001:1001 or nobody"
-    elif kind == "greater_than_equal" and loc[-1:] == ("memory",):
-        message = "must be at least 6MB, the smallest limit the engine takes; or leave it out"
-    elif kind in ("model_type", "dict_type", "model_attributes_type"):
-        message = "must be a mapping of keys"
-    elif kind == "missing":
-        message = "is required"
-    elif kind == "literal_error" and isinstance(error.get("ctx"), dict):
-        message = f"must be {str(error['ctx'].get('expected', '')).replace('False', 'false')}"
-    elif kind == "string_type":
-        message = "must be text"
-    elif kind == "list_type":
-        message = "must be a list"
-    elif kind in _BOUNDS and isinstance(error.get("ctx"), dict) and len(error["ctx"]) == 1:
-        (limit,) = error["ctx"].values()
-        sized = isinstance(error.get("input"), str) or loc[-1:] in _SIZE_KEYS
-        shown = format_size(limit) if sized and isinstance(limit, int) else limit
-        message = f"must be {_BOUNDS[kind]} {shown}"
+    message = in_words(error, loc)
     got = error.get("input")
     if kind != "extra_forbidden" and not isinstance(got, dict | list) and repr(got) not in message:
         message = f"{message} (got {_short(repr(got))})"
