@@ -380,3 +380,25 @@ def test_request_refuses_data_that_is_not_json_before_it_looks_for_the_bus(workd
     assert code == 2, out + err
     message = " ".join(err.split())
     assert message.startswith("error: DATA is not JSON (") and "--raw" in message, message
+
+
+@pytest.mark.parametrize(
+    ("subject", "why"),
+    [
+        ("", "it is empty"),
+        ("a b", "it holds white space"),
+        ("nachos.>", "its token '>' is a wildcard"),
+        ("nachos.*.list", "its token '*' is a wildcard"),
+        ("nachos..list", "it has an empty token"),
+        (".nachos", "it has an empty token"),
+    ],
+)
+def test_request_refuses_a_subject_nothing_can_be_sent_on_before_it_looks_for_the_bus(
+    workdir: Path, subject: str, why: str
+) -> None:
+    """Else nats-py's "invalid subject" or a wait for a wildcard nothing answers came back as exit
+    1, "No reply"; now exit 2 at once, before any engine call (none here: no engine is asked)."""
+    code, out, err = run("request", subject)
+    assert code == 2, out + err
+    message = " ".join(err.split())
+    assert message.startswith(f"error: SUBJECT {subject!r} is not a subject a request can be sent on: {why}")

@@ -36,19 +36,44 @@ def request(
 ) -> None:
     """Send one request through the running stack's bus and print the reply: a quick way to talk to
     a component. Without DATA the payload is {}. DATA that is not JSON is refused (exit 2) unless
-    --raw: the platform's components drop any other payload, so nothing would answer. Exits 1 when
-    nobody answers in time, naming the subject and how long it waited.
+    --raw: the platform's components drop any other payload, so nothing would answer; so is a
+    SUBJECT nothing can be sent on (empty, white space, an empty token, a wildcard * or >). Exits 1
+    when nobody answers in time, naming the subject and how long it waited.
 
     Example: nachos-deploy request nachos.gateway.subagents.list '{}'
     """
     from nachos_deploy.interfaces import api
 
+    _require_subject(subject)
     if data is not None and not raw:
         _require_json(data)
     stack = load_running(config, set_, project, output, "request")
     payload = api.REQUEST_PAYLOAD if data is None else data.encode()
     reply = api.request(stack, subject, payload, timeout=timeout)
     out.print(reply.decode("utf-8", errors="replace"), markup=False)
+
+
+def _require_subject(subject: str) -> None:
+    """A subject nothing can be sent on refused at once (exit 2), not as "No reply": NATS subjects
+    are tokens separated by dots, with no white space, and a request goes to one subject, not to a
+    wildcard (``*`` or ``>``, which only a subscription may name)."""
+    tokens = subject.split(".")
+    if subject and not any(c.isspace() for c in subject) and all(tokens):
+        wild = [t for t in tokens if t in ("*", ">")]
+        if not wild:
+            return
+        why = f"its token {wild[0]!r} is a wildcard, which only a subscription may name"
+    elif not subject:
+        why = "it is empty"
+    elif any(c.isspace() for c in subject):
+        why = "it holds white space"
+    else:
+        why = "it has an empty token (a leading, trailing or doubled dot)"
+    raise DeployError(
+        f"SUBJECT {subject!r} is not a subject a request can be sent on: {why}. A NATS subject is "
+        "tokens separated by dots, e.g. nachos.gateway.subagents.list.",
+        exit_code=ExitCode.USAGE,
+    )
 
 
 def _require_json(data: str) -> None:
