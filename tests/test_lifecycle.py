@@ -346,17 +346,22 @@ def test_a_changed_bus_config_recreates_the_bus(deployment: Deployment) -> None:
     assert code == 1 and "No reply" in out + _
 
 
-def test_a_taken_host_port_is_a_bus_failure_with_a_fix(deployment: Deployment) -> None:
+def test_a_taken_host_port_stops_up_before_anything_starts_with_a_fix(deployment: Deployment) -> None:
+    # Before, Compose refused the port only when it published it: exit 5, the files written and the
+    # bus left running. Now a cold up tests it first (io/host_ports.py). A bus that fails once it is
+    # started is test_a_bus_that_cannot_start_stops_everything (the created containers removed).
     deployment.write({"webchat": platform_probe(enabled=True)})  # a sidecar shares a network with the bus
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         code, out, err = deployment.run("up", "--set", f"bus.client_port={port}")
-    assert code == 5, out + err
-    assert "--set bus.client_port=PORT" in " ".join(err.split())
-    # the components' containers, made while the bus's `compose up` ran, are removed again
-    assert set(containers(deployment.project)) <= {"bus", "bus-ports", "volume-init"}
+    assert code == 4, out + err
+    text = " ".join(err.split())
+    assert f"127.0.0.1:{port} (bus.client_port, for the bus). Nothing was written or started." in text
+    assert "--set bus.client_port=PORT" in text
+    assert containers(deployment.project) == {}
+    assert not (deployment.folder / ".nachos").exists()
 
 
 def test_unknown_only_service_is_a_config_error(deployment: Deployment) -> None:
