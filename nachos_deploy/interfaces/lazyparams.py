@@ -62,8 +62,9 @@ def _reword(refused: Exception) -> None:
     from nachos_deploy.core.error_words import in_words
 
     cause = refused.__cause__
-    if isinstance(cause, ValidationError) and cause.errors() and hasattr(refused, "message"):
-        error = cause.errors()[0]
+    errors = cause.errors() if isinstance(cause, ValidationError) else []
+    if errors and hasattr(refused, "message"):
+        error = errors[0]
         message, given = in_words(error, ()), error.get("input")
         shown = repr(given)
         refused.message = message if shown in message else f"{message} (got {shown})"

@@ -36,12 +36,17 @@ def refusal(sources: Sequence[BindSource]) -> str:
     )
 
 
-def prepare(stack: Stack) -> list[str]:
-    """Refuse a missing absolute bind source (ConfigError, exit 3), then create the missing folders
-    the deploy owns; returns the folders created."""
+def require(stack: Stack) -> None:
+    """Refuse a missing absolute bind source (ConfigError, exit 3), creating nothing."""
     foreign = refused(stack)
     if foreign:
         raise ConfigError(refusal(foreign))
+
+
+def prepare(stack: Stack) -> list[str]:
+    """Refuse a missing absolute bind source (ConfigError, exit 3), then create the missing folders
+    the deploy owns; returns the folders created."""
+    require(stack)
     created: list[str] = []
     for source in to_create(stack):
         try:

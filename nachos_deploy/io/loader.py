@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -441,22 +441,31 @@ def _put(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
     node[key_path[-1]] = value
 
 
-def _one_clause_per_key(problems: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+class _Clause(NamedTuple):
+    """One problem of the paragraph: "key: problem (got X)", or "key problem" as a sentence."""
+
+    origin: str  # where the value came from: the file, --set, a variable
+    key: str
+    problem: str
+    given: str = ""  # " (got X)", or nothing when the problem shows the value or it is a mapping
+    sentence: bool = False  # "KEY is not a known key (...)": no colon, never merged
+
+    def text(self, problems: Sequence[str]) -> str:
+        joined = ", or ".join(problems)
+        return f"{self.key} {joined}" if self.sentence else f"{self.key}: {joined}{self.given}"
+
+
+def _one_clause_per_key(clauses: Sequence[_Clause]) -> list[tuple[str, str]]:
     """The branches of a union a scalar failed (``healthcheck: yes``: neither a mapping nor false)
-    as one clause, "key: must be A, or must be B (got X)", not one clause per branch."""
-    merged: dict[tuple[str, str, str], list[str]] = {}
-    for origin, text in problems:
-        key, colon, message = text.partition(": ")
-        body, got = message, ""
-        if message.endswith(")") and " (got " in message:
-            body, _, got = message.rpartition(" (got ")
-            got = f" (got {got}"
-        slot = (origin, key, got) if colon else (origin, text, "\0")
-        merged.setdefault(slot, []).append(body)
-    return [
-        (origin, key if got == "\0" else f"{key}: {', or '.join(dict.fromkeys(bodies))}{got}")
-        for (origin, key, got), bodies in merged.items()
-    ]
+    as one clause, "key: must be A, or must be B (got X)", not one clause per branch; each clause
+    with where its value came from."""
+    merged: dict[_Clause, list[str]] = {}
+    for clause in clauses:
+        slot = clause._replace(problem="") if not clause.sentence else clause
+        problems = merged.setdefault(slot, [])
+        if clause.problem not in problems:
+            problems.append(clause.problem)
+    return [(slot.origin, slot.text(problems)) for slot, problems in merged.items()]
 
 
 def _meant_branches(errors: Sequence[Any], data: Any) -> list[Any]:
@@ -481,7 +490,7 @@ def _describe(
     source: str,
     data: Any = None,
     listed: set[tuple[str, ...]] | None = None,
-) -> tuple[str, str]:
+) -> _Clause:
     """One ``key: problem (got X)`` clause, and where the bad value came from. A mapping's known
     keys are listed at its first unknown key only (``listed``), so the paragraph stays readable."""
     loc = _clause_loc(data, error)
@@ -501,15 +510,16 @@ def _describe(
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         if listed is not None and tuple(known) in listed:
-            return origin, f"{key} is not a known key ({hint}known keys listed above)"
+            return _Clause(origin, key, f"is not a known key ({hint}known keys listed above)", sentence=True)
         if listed is not None:
             listed.add(tuple(known))
-        return origin, f"{key} is not a known key ({hint}known keys here: {', '.join(known)})"
+        return _Clause(
+            origin, key, f"is not a known key ({hint}known keys here: {', '.join(known)})", sentence=True
+        )
     message = in_words(error, loc)
     got = error.get("input")
-    if kind != "extra_forbidden" and not isinstance(got, dict | list) and repr(got) not in message:
-        message = f"{message} (got {_short(repr(got))})"
-    return origin, f"{key}: {message}"
+    given = "" if isinstance(got, dict | list) or repr(got) in message else f" (got {_short(repr(got))})"
+    return _Clause(origin, key, message, given)
 
 
 def _clause_loc(data: Any, error: Any) -> tuple[str, ...]:

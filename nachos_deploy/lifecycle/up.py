@@ -25,7 +25,6 @@ from nachos_deploy.bus.monitor import BusEndpoints, BusUnavailable, MonitorProbl
 from nachos_deploy.core.errors import (
     BusFailure,
     ComponentFailure,
-    ConfigError,
     DeployError,
     EnvironmentProblem,
     WebhookFailure,
@@ -105,9 +104,7 @@ def preflight(target: Target, untouched: str) -> None:
     stack.require_secrets([c.name for c in components])
     target.check(components)
     _check_inputs(target, untouched)
-    refused = bind_folders.refused(target.stack)
-    if refused:
-        raise ConfigError(bind_folders.refusal(refused))
+    bind_folders.require(target.stack)
 
 
 def _check_inputs(target: Target, untouched: str) -> None:
