@@ -57,6 +57,8 @@ def test_save_remove_load_and_up_with_no_registry_and_a_changed_byte_is_refused_
         assert not (tmp_path / "never" / LOCK_FILE).exists()
 
         target = tmp_path / "air-gapped"
+        target.mkdir()  # a folder pinned before to other images (the source's digests): replaced, and said
+        shutil.copyfile(source / LOCK_FILE, target / LOCK_FILE)
         loaded = nachos(tmp_path, "bundle", "load", str(bundle), "--to", str(target), "--json", timeout=300)
         assert loaded.returncode == 0, loaded.stdout + loaded.stderr
         assert {derived_images.image_id(bus), derived_images.image_id(probe)} == set(ids.values())
@@ -64,6 +66,7 @@ def test_save_remove_load_and_up_with_no_registry_and_a_changed_byte_is_refused_
             json.loads(loaded.stdout)["written"]
         )
         assert json.loads(loaded.stdout)["unpinned"] == ["bus", "bus-gateway", "bus-ports", "volume-init"]
+        assert json.loads(loaded.stdout)["replaced_lock"] is True
         written_lock = json.loads((target / LOCK_FILE).read_text())["services"]
         assert written_lock["bus"] == {**source_lock["bus"], "digest": None}  # held to the same id
         assert written_lock["gateway"] == source_lock["gateway"]

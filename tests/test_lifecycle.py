@@ -264,10 +264,15 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     assert containers(deployment.project) == {}
     assert f"{deployment.project}_bus-data" in volumes(deployment.project)
     assert "Kept volumes" in out
+    # Passwords rotated while the stack is down are written, said to be the next up's, and used by it.
+    code, out, err = cli("credentials", "rotate", "-c", str(deployment.file))
+    assert code == 0, out + err
+    assert "not running: the next `nachos-deploy up` starts the bus with them" in " ".join(out.split())
 
     code, out, err = deployment.run("up", "--json", "--timeout", "90")
     assert code == 0, out + err
     assert all(s["ok"] for s in json.loads(out)["services"])
+    assert new_password not in json.loads(out)["nats_url"]
     assert asyncio.run(_stream_messages(json.loads(out)["nats_url"], create=False)) == 1
     owner, lines = gateway_db(deployment.project)
     assert owner == "61000:61000" and lines[:-1] == opened  # the same database, opened again after down

@@ -28,7 +28,8 @@ def checks(stack: Stack, environ: dict[str, str], monkeypatch: pytest.MonkeyPatc
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    return {check.name: check for check in doctor._webhooks(stack, engine_up=False)}
+    found = [*doctor._ports(stack, engine_up=False), *doctor._webhooks(stack, engine_up=False)]
+    return {check.name: check for check in found}
 
 
 def test_whatsapp_without_an_app_secret_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

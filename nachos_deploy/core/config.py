@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from nachos_deploy.core import subjects
+from nachos_deploy.core.shown import shortened
 from nachos_deploy.core.units import parse_duration, parse_size
 
 MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024  # nats-server refuses more
@@ -646,17 +647,12 @@ MAX_LOG_SIZE = 1024**3
 def _log_driver(value: Any) -> Any:
     if value not in LOG_DRIVERS:
         raise ValueError(
-            f"{_short_text(value)!r} is not a log driver nachos-deploy bounds; use local (the default: "
+            f"{shortened(value)!r} is not a log driver nachos-deploy bounds; use local (the default: "
             "compressed, rotated files) or json-file (plain JSON lines, rotated). Both keep at most "
             "max_file files of max_size each on this machine, work on Compose and Swarm, and keep "
             "`nachos-deploy logs` working; to ship logs elsewhere, collect them from the engine"
         )
     return value
-
-
-def _short_text(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= 40 else f"{text[:40]}..."
 
 
 class Logging(Model):
@@ -713,7 +709,7 @@ def _network_pool(value: Any) -> Any:
         pool = ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
         raise ValueError(
-            f"{_short_text(value)!r} is not an IPv4 range in CIDR form (e.g. {NETWORK_POOL}); "
+            f"{shortened(value)!r} is not an IPv4 range in CIDR form (e.g. {NETWORK_POOL}); "
             f"{ENGINE_POOLS!r} leaves the addresses to the engine's own pools"
         ) from None
     if not isinstance(pool, ipaddress.IPv4Network):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 
+from nachos_deploy.core.shown import shortened
+
 _SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 _SIZE_UNITS = {
     "": 1,
@@ -53,15 +55,10 @@ def parse_size(value: object) -> int:
         if match and match.group(2).lower() in _SIZE_UNITS and len(match.group(1)) <= 20:
             size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
     if size is None:
-        raise ValueError(f"{_short(value)!r} is not a size; {SIZE_HINT}")
+        raise ValueError(f"{shortened(value)!r} is not a size; {SIZE_HINT}")
     if size > MAX_SIZE:
-        raise ValueError(f"{_short(value)} is too large (at most {MAX_SIZE} bytes); {SIZE_HINT}")
+        raise ValueError(f"{shortened(value)} is too large (at most {MAX_SIZE} bytes); {SIZE_HINT}")
     return size
-
-
-def _short(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def format_size(size: int) -> str:
@@ -77,7 +74,7 @@ def parse_duration(value: object) -> str:
     are read as seconds, as they are in the deploy file."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
-    shown = _short(value)
+    shown = shortened(value)
     if isinstance(value, str) and _NUMBER.match(value):
         value = float(value)
     if isinstance(value, int | float) and math.isfinite(value):

@@ -330,10 +330,9 @@ def on_this_machine() -> bool:
     return bool(name) and name == socket.gethostname()
 
 
-def project_host_ports(project: str, service: str) -> set[int]:
-    """Host ports published by a project's service, to tell 'in use by us' from 'in use by another'."""
+def project_host_ports(project: str) -> set[int]:
+    """Host ports published by a project's containers, to tell 'in use by us' from 'in use by another'."""
     filters = ["--filter", f"label=com.docker.compose.project={project}"]
-    filters += ["--filter", f"label=com.docker.compose.service={service}"]
     try:
         ids = runner.output(["docker", "container", "ls", "--quiet", "--no-trunc", *filters]).split()
         found = json.loads(runner.output(["docker", "container", "inspect", *ids])) if ids else []

@@ -60,11 +60,11 @@ def _reword(refused: Exception) -> None:
     from pydantic import ValidationError
 
     from nachos_deploy.core.error_words import in_words
+    from nachos_deploy.core.shown import given
 
     cause = refused.__cause__
     errors = cause.errors() if isinstance(cause, ValidationError) else []
     if errors and hasattr(refused, "message"):
         error = errors[0]
-        message, given = in_words(error, ()), error.get("input")
-        shown = repr(given)
-        refused.message = message if shown in message else f"{message} (got {shown})"
+        message = in_words(error, ())
+        refused.message = message + given(message, error.get("input"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nachos_deploy.core.plan_types import Plan
@@ -32,8 +32,9 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def published(plan: Plan) -> list[HostPort]:
-    """Every fixed host port of the plan (a port of 0 is the engine's pick: never taken)."""
+def published(plan: Plan, picked: bool = False) -> list[HostPort]:
+    """Every fixed host port of the plan; with ``picked``, also those of 0, the engine's pick at
+    start (never taken)."""
     bus = plan.bus
     ports = [HostPort("bus.client_port", bus.bind_address, bus.client_port, "bus")]
     if bus.monitor_published:  # else the HTTP monitoring port stays inside (bus.publish_monitor)
@@ -42,7 +43,7 @@ def published(plan: Plan) -> list[HostPort]:
     if ingress is not None:
         ports.append(HostPort("ingress.http_port", ingress.host_ip, ingress.http_port, "ingress"))
         ports.append(HostPort("ingress.https_port", ingress.host_ip, ingress.https_port, "ingress"))
-    return [p for p in ports if p.port != 0]
+    return [p for p in ports if picked or p.port != 0]
 
 
 def is_free(host: str, port: int) -> bool:
@@ -58,10 +59,10 @@ def is_free(host: str, port: int) -> bool:
     return True
 
 
-def taken(plan: Plan, own: Collection[int] = ()) -> list[HostPort]:
-    """The plan's host ports another program holds (``own``: those the project's own containers
-    publish, which are in use by it, not taken from it)."""
-    return [p for p in published(plan) if p.port not in own and not is_free(p.host, p.port)]
+def taken(plan: Plan) -> list[HostPort]:
+    """The plan's host ports in use here: by another program, or by the project's own containers,
+    which the caller tells apart (they ask the engine, which this need not)."""
+    return [p for p in published(plan) if not is_free(p.host, p.port)]
 
 
 def refusal(ports: Sequence[HostPort], project: str, what: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from nachos_deploy.core import platform_config
+from nachos_deploy.core import platform_config, shown
 from nachos_deploy.core.config import (
     NAME_PATTERN,
     TAKEN_NAMES_HINT,
@@ -34,6 +34,7 @@ from nachos_deploy.core.config import (
 from nachos_deploy.core.error_words import in_words
 from nachos_deploy.core.errors import ConfigError
 from nachos_deploy.core.platform_config import Platform
+from nachos_deploy.core.shown import shortened
 from nachos_deploy.io import platform_secrets
 
 DEFAULT_CONFIG_NAME = "nachos-deploy.yaml"
@@ -139,7 +140,7 @@ def read_platform(path: Path) -> Platform:
     try:
         document = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
-        problem = "it is nested too deeply" if isinstance(exc, RecursionError) else _short(exc, 200)
+        problem = "it is nested too deeply" if isinstance(exc, RecursionError) else shortened(exc, 200)
         raise ConfigError(
             f"{path} is not valid TOML ({problem}). Fix its syntax; nachos-deploy reads only its "
             "[channels.<name>] and [tools.<name>] 'enabled' keys."
@@ -206,8 +207,8 @@ class _UniqueKeyLoader(_BaseLoader):  # type: ignore[misc]
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
-                    f"the key {_short(key)!r} appears twice in one mapping (first at line {line + 1}); "
-                    "keep one",
+                    f"the key {shortened(key, 80)!r} appears twice in one mapping "
+                    f"(first at line {line + 1}); keep one",
                     key_node.start_mark,
                 )
             seen[key] = key_node.start_mark.line
@@ -261,11 +262,13 @@ def _check_tree(data: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 stack.append((where, key))
-                stack.append((f"{where}.{_short(key, 40)}".lstrip("."), value))
+                stack.append((f"{where}.{shortened(key, 40)}".lstrip("."), value))
         elif isinstance(node, list):
             stack.extend((f"{where}[{index}]", item) for index, item in enumerate(node))
         elif isinstance(node, str) and "\x00" in node:
-            raise _Unparseable(f"{where or 'a key'}: {_short(node)!r} holds a NUL character; remove it")
+            raise _Unparseable(
+                f"{where or 'a key'}: {shortened(node, 80)!r} holds a NUL character; remove it"
+            )
 
 
 class _Unparseable(Exception):
@@ -291,7 +294,7 @@ def _load_yaml(text: str) -> Any:
     except RecursionError:
         raise _Unparseable("it is nested too deeply") from None
     except (ValueError, TypeError, OverflowError) as exc:
-        raise _Unparseable(f"a value cannot be read ({_short(str(exc))})") from None
+        raise _Unparseable(f"a value cannot be read ({shortened(str(exc), 80)})") from None
 
 
 MAX_FLOW_DEPTH = 200
@@ -310,12 +313,6 @@ def _too_deep(text: str) -> bool:
         elif char in "]}":
             depth = max(depth - 1, 0)
     return deepest > MAX_FLOW_DEPTH
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """A value as it may appear in a message: never the whole of a huge one."""
-    text = str(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -385,7 +382,7 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], An
         raw = [part for part in name[len(ENV_PREFIX) :].split("__")]
         if not all(raw):
             raise ConfigError(
-                f"The environment variable {_short(name)} names no key: after {ENV_PREFIX}, give the "
+                f"The environment variable {shortened(name, 80)} names no key: after {ENV_PREFIX}, give the "
                 "key path with '__' between its parts, e.g. NACHOS_DEPLOY_BUS__MAX_PAYLOAD=1MB; or "
                 "unset it."
             )
@@ -410,11 +407,13 @@ def _set_overrides(sets: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]
         parts = tuple(key.strip().split("."))
         if not sep or not all(parts):
             raise ConfigError(
-                f"--set {_short(item)!r} is not of the form key.path=value; for example "
+                f"--set {shortened(item, 80)!r} is not of the form key.path=value; for example "
                 "--set bus.max_payload=1MB or --set components.slack.enabled=true."
             )
         if "\x00" in value:
-            raise ConfigError(f"--set {_short(key.strip())}: the value holds a NUL character; remove it.")
+            raise ConfigError(
+                f"--set {shortened(key.strip(), 80)}: the value holds a NUL character; remove it."
+            )
         result.append((parts, value if _is_text(parts) else _scalar(value), f"--set {key.strip()}"))
     return result
 
@@ -517,9 +516,7 @@ def _describe(
             origin, key, f"is not a known key ({hint}known keys here: {', '.join(known)})", sentence=True
         )
     message = in_words(error, loc)
-    got = error.get("input")
-    given = "" if isinstance(got, dict | list) or repr(got) in message else f" (got {_short(repr(got))})"
-    return _Clause(origin, key, message, given)
+    return _Clause(origin, key, message, shown.given(message, error.get("input")))
 
 
 def _clause_loc(data: Any, error: Any) -> tuple[str, ...]:

@@ -64,6 +64,7 @@ class LoadResult:
     written: list[str] = field(default_factory=list)
     seconds: float = 0.0
     unpinned: list[str] = field(default_factory=list)  # locked by digest, held to their id here
+    replaced_lock: bool = False  # the folder's lock before pinned other images
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -73,6 +74,7 @@ class LoadResult:
             "written": self.written,
             "seconds": round(self.seconds, 2),
             "unpinned": self.unpinned,
+            "replaced_lock": self.replaced_lock,
         }
 
 
@@ -173,10 +175,25 @@ def load(archive: Path, to: Path | None = None, progress: Progress = lambda _: N
                 "`nachos-deploy bundle save`."
             )
         here, unpinned = _for_this_engine(bundled)
+        before = _read_lock_text(to / LOCK_MEMBER) if to is not None else None
         written = _write_out(folder, to, manifest, here) if to is not None else []
     return LoadResult(
-        archive, references, len(bundled.services), written, time.monotonic() - started, unpinned
+        archive,
+        references,
+        len(bundled.services),
+        written,
+        time.monotonic() - started,
+        unpinned,
+        replaced_lock=before is not None and before != image_lock.dumps(here),
     )
+
+
+def _read_lock_text(path: Path) -> str | None:
+    """The lock a folder holds before a load writes its own (None: none, or none readable)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _for_this_engine(lock: image_lock.ImageLock) -> tuple[image_lock.ImageLock, list[str]]:

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from nachos_deploy.core.catalog import Role
 from nachos_deploy.core.errors import DeployError
-from nachos_deploy.core.names import PORTS
 from nachos_deploy.core.units import format_size
 from nachos_deploy.docker import engine
 from nachos_deploy.io import bind_folders, host_accounts, host_ports
@@ -177,9 +176,6 @@ def _webhooks(stack: Stack, engine_up: bool) -> list[Check]:
     ingress = stack.plan.ingress
     if ingress is None:
         return checks
-    own = engine.project_host_ports(stack.project, ingress.service.name) if engine_up else set()
-    for key, port in (("ingress.http_port", ingress.http_port), ("ingress.https_port", ingress.https_port)):
-        checks.append(_port_check(key, ingress.host_ip, port, own, "ingress", engine_up))
     if ingress.domain:
         checks.append(_domain(ingress.domain, ingress.tls))
     return checks
@@ -409,35 +405,39 @@ def _image_lock(stack: Stack) -> list[Check]:
 
 
 def _ports(stack: Stack, engine_up: bool) -> list[Check]:
-    bus = stack.plan.bus
-    own: set[int] = set()
-    if engine_up:
-        own = engine.project_host_ports(stack.project, PORTS)
+    """Whether the stack can publish each of its host ports (io/host_ports.py): free, the engine's
+    pick, or already this project's own. Tested here, so it says nothing of an engine on another
+    machine (DOCKER_HOST, a context), which is asked once a port is found in use."""
+    own = engine.project_host_ports(stack.project) if engine_up else set()
+    remote: bool | None = None  # the engine on another machine? asked once a port is in use
     checks = []
-    ports = [("bus.client_port", bus.client_port)]
-    if bus.monitor_published:  # else the HTTP monitoring port stays inside (bus.publish_monitor)
-        ports.append(("bus.monitor_port", bus.monitor_port))
-    for key, port in ports:
-        if port == 0:
+    for port in host_ports.published(stack.plan, picked=True):
+        key = port.key
+        if port.port == 0:
             checks.append(Check(key, "pass", "0: the engine picks a free port at start"))
+            continue
+        if port.port in own:
+            checks.append(Check(key, "pass", f"{port.port} is in use by this project's own {port.service}"))
+            continue
+        if host_ports.is_free(port.host, port.port):
+            checks.append(Check(key, "pass", f"{port.address} is free"))
+            continue
+        if engine_up and remote is None:
+            remote = not engine.on_this_machine()
+        if remote:
+            checks.append(
+                Check(key, "pass", f"{port.address} is in use here, but the engine runs on another machine")
+            )
         else:
-            checks.append(_port_check(key, bus.bind_address, port, own, "bus", engine_up))
+            checks.append(_port_taken(port))
     return checks
 
 
-def _port_check(key: str, host: str, port: int, own: set[int], service: str, engine_up: bool) -> Check:
-    """Whether ``service`` can publish ``host:port``: free, or already this project's own. Tested
-    here, so it says nothing of an engine on another machine (DOCKER_HOST, a context)."""
-    if port in own:
-        return Check(key, "pass", f"{port} is in use by this project's own {service}")
-    if host_ports.is_free(host, port):
-        return Check(key, "pass", f"{host}:{port} is free")
-    if engine_up and not engine.on_this_machine():
-        return Check(key, "pass", f"{host}:{port} is in use here, but the engine runs on another machine")
-    zero = ", or 0 for any free port" if service == "bus" else ""
+def _port_taken(port: host_ports.HostPort) -> Check:
+    zero = ", or 0 for any free port" if port.service == "bus" else ""
     return Check(
-        key,
+        port.key,
         "fail",
-        f"{host}:{port} is in use by another program: the {service} cannot publish it",
-        f"stop it, or choose another port (--set {key}=PORT{zero})",
+        f"{port.address} is in use by another program: the {port.service} cannot publish it",
+        f"stop it, or choose another port (--set {port.key}=PORT{zero})",
     )

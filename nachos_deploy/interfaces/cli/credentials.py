@@ -61,3 +61,5 @@ def rotate(
         with err.status("Replacing the bus and its sidecars", spinner="dots") as status:
             result = api.up(stack, timeout=timeout, progress=lambda text: status.update(text))
         report.print_up(out, result, f"-p {shlex.quote(result.project)}")
+    else:
+        out.print("The stack is not running: the next `nachos-deploy up` starts the bus with them.")

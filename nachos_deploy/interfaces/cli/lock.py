@@ -132,6 +132,11 @@ def load(
         )
     if to is not None:
         out.print(f"Wrote into {to}: {', '.join(result.written)}.", markup=False)
+        if result.replaced_lock:  # loading a bundle installs its version: said, never a surprise
+            out.print(
+                f"The nachos-deploy.lock that was in {to} pinned other images; the bundle's replaces it.",
+                markup=False,
+            )
         out.print(f"Next: nachos-deploy up -c {shlex.quote(str(to / 'nachos-deploy.yaml'))}", markup=False)
     else:
         out.print(
