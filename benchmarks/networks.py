@@ -56,7 +56,7 @@ def projects(name: str, stacks: int, each: int) -> list[str]:
     engine has now: two names can draw overlapping blocks, and `up` then moves one of them
     (docs/networks.md#collisions), but the anchor, plain `docker compose up` of the rendered files,
     would be refused."""
-    taken = [network for _, found in engine.engine_subnets() for network in subnets.ipv4_networks(found)]
+    taken = [network for n in engine.engine_subnets() for network in subnets.ipv4_networks(n.subnets)]
     while True:
         names = [f"bench-net-{name}-{index}-{uuid.uuid4().hex[:6]}" for index in range(stacks)]
         plans = [make_plan(DeployConfig.model_validate(document(n, each))).subnets for n in names]

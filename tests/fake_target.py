@@ -232,6 +232,9 @@ class FakeTarget:
     def remember(self, states: Mapping[str, ServiceState], started: Sequence[str]) -> None:
         self.calls.append(("remember", *started))
 
+    def prune_networks(self) -> None:
+        self.calls.append(("prune_networks",))
+
     def changes(self, only: Sequence[str]) -> list[ServiceChange]:
         """Compose's rule over the scripted containers: ``self.differs`` names the services whose
         configuration a test changed (service -> reasons), as the engine's comparison would find."""

@@ -324,7 +324,10 @@ def test_a_network_removed_between_the_listing_and_the_inspect_is_left_out(
     (folder / "docker").write_text(RACED)
     (folder / "docker").chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    assert engine.engine_subnets() == [("a", ("10.1.0.0/24",)), ("c", ("10.3.0.0/24",))]
+    assert [(n.name, n.subnets) for n in engine.engine_subnets()] == [
+        ("a", ("10.1.0.0/24",)),
+        ("c", ("10.3.0.0/24",)),
+    ]
     monkeypatch.setenv("NDR_ALSO", "Error response from daemon: permission denied")
     with pytest.raises(EnvironmentProblem, match="Cannot list the engine's networks"):
         engine.engine_subnets()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.commands import compose_down, docker, nachos
+from tests.commands import compose_down, container, docker, nachos
 
 pytestmark = pytest.mark.engine
 
@@ -57,6 +57,30 @@ def test_a_component_added_moves_no_network_and_a_moved_pool_still_converges(tmp
         added = nachos(tmp_path, "up", timeout=180)
         assert added.returncode == 0, added.stderr
         assert network(project, "nachos-internal") == internal  # the same network, not made anew
+
+        # One component disabled again: its networks go, and nothing else moves. Before, they stayed
+        # behind, counted as another's in the stack's block, and the whole stack moved to another
+        # block (every container recreated) with a warning of a collision.
+        tool = container(project, "t0")
+        deploy(tmp_path, project, tools=1)
+        removed = nachos(tmp_path, "up", timeout=180)
+        assert removed.returncode == 0, removed.stderr
+        assert "overlaps" not in removed.stderr and "move to other subnets" not in removed.stderr
+        assert network(project, "nachos-internal") == internal and container(project, "t0") == tool
+        assert f"{project}_t1-link" not in docker("network", "ls", "--format", "{{.Name}}").split()
+
+        # A network of the project that its files no longer name (left by an older version): `down`
+        # removes it with the rest, as it says.
+        docker("network", "create", "--label", f"com.docker.compose.project={project}", f"{project}_old")
+        assert nachos(tmp_path, "down").returncode == 0
+        assert not [
+            n for n in docker("network", "ls", "--format", "{{.Name}}").split() if n.startswith(project)
+        ]
+        assert nachos(tmp_path, "up", timeout=180).returncode == 0
+        internal = network(project, "nachos-internal")
+
+        deploy(tmp_path, project, tools=2)
+        assert nachos(tmp_path, "up", timeout=180).returncode == 0
 
         deploy(tmp_path, project, tools=2, pool=OTHER_POOL)  # every network moves
         moved = nachos(tmp_path, "up", timeout=180)

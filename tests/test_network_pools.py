@@ -54,7 +54,7 @@ def engine_subnets() -> list[ipaddress.IPv4Network]:
     not remove: "has active endpoints" with no container left), read as `up` reads them: a network
     another test removes meanwhile is left out, not a failure of this test (seen with two workers,
     Engine 20.10 naming it "network <id> not found")."""
-    found = (ipaddress.ip_network(subnet) for _, subnets in engine.engine_subnets() for subnet in subnets)
+    found = (ipaddress.ip_network(subnet) for n in engine.engine_subnets() for subnet in n.subnets)
     return [network for network in found if isinstance(network, ipaddress.IPv4Network)]
 
 

@@ -81,10 +81,15 @@ def test_swarm_plan_matches_the_next_up(swarm: None, tmp_path: Path) -> None:  #
         }
 
         rewrite(stack)  # the component removed: `up`'s last deploy prunes it and its sidecar
-        code, found, _ = plan(stack, tmp_path)
+        code, found, document = plan(stack, tmp_path)
         assert code == 2 and found["filesystem"] == found["bus-filesystem"] == ("remove", ("orphan",))
+        # Only the bus (its leaf logins) changes: the networks the component leaves behind are no
+        # other stack's, so the stack's block stays (all of them moved with it before).
+        assert {n: w for n, (a, w) in found.items() if a == "recreate"} == {"bus": ("configuration",)}
+        assert document["create"]["networks"] == [], document["create"]
         done = stack.run("up", "--timeout", "120")
         assert done.returncode == 0, done.stdout + done.stderr
+        assert "overlaps" not in done.stderr  # its networks, still there, are no other stack's
         assert not {"filesystem", "bus-filesystem"} & set(stack.services())
     finally:
         subprocess.run(

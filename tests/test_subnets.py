@@ -19,6 +19,7 @@ from nachos_deploy.core.names import INIT_NETWORK
 from nachos_deploy.core.plan import make_plan
 from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.core.render import render
+from nachos_deploy.docker.parse import EngineNetwork
 from nachos_deploy.io.loader import load
 from nachos_deploy.targets import subnet_check
 
@@ -210,11 +211,45 @@ def test_a_running_stack_stays_in_the_block_it_moved_to() -> None:
     assert subnets.settle("moved", plan.subnets, own, [*running, squatter]) == plan.subnets
 
 
+def test_a_component_disabled_moves_no_other_network() -> None:
+    """Its networks outlive it on the engine until the `up` that drops it removes them (Compose
+    removes only the networks its files name): they are this project's, in its block. Counted as
+    another's, they moved the whole stack to another block, and every container with it."""
+    before = plan_of({"project": "trim", "components": probes(3)})
+    after = plan_of({"project": "trim", "components": probes(2)})
+    assert before.subnets is not None and after.subnets is not None
+    running = [EngineNetwork(f"trim_{name}", (subnet,), "trim") for name, subnet in before.subnets.assigned]
+    stale = subnet_check.stale_networks(after, running)
+    assert stale == ["trim_p2-link"]
+    own = subnet_check.own_networks(after)
+    existing = [(n.name, n.subnets) for n in running]
+    assert subnets.settle("trim", after.subnets, own, existing, stale) == after.subnets
+    # Not this project's by its label (a network made by hand under that name): in the way, as before.
+    assert subnets.settle("trim", after.subnets, own, existing) != after.subnets
+    foreign = [EngineNetwork(n.name, n.subnets) for n in running]
+    assert subnet_check.stale_networks(after, foreign) == []
+    # A stale network on a subnet the plan gives another network is in that network's way.
+    subnet = after.subnets.of("p0-link")
+    squatting = [*existing, ("trim_old", (subnet,))]
+    assert subnets.settle("trim", after.subnets, own, squatting, ["trim_old"]) != after.subnets
+
+
+def test_the_engines_networks_name_their_project() -> None:
+    from nachos_deploy.docker.parse import network_subnets
+
+    inspected = [
+        {"Name": "a_x", "Labels": {"com.docker.compose.project": "a"}, "IPAM": {"Config": []}},
+        {"Name": "b_x", "Labels": {"com.docker.stack.namespace": "b"}, "IPAM": {"Config": []}},
+        {"Name": "mine", "Labels": None, "IPAM": {"Config": []}},
+    ]
+    assert [n.project for n in network_subnets(inspected)] == ["a", "b", ""]
+
+
 def test_a_pool_with_no_free_block_says_the_range_ran_out() -> None:
     plan = plan_of({"project": "full", "networks": {"pool": "172.16.4.0/23"}, "components": probes(1)})
     assert plan.subnets is not None
-    filler = [("filler", ("172.16.4.0/24",))]
-    assert subnets.settle("full", plan.subnets, {}, filler) is None
+    filler = [EngineNetwork("filler", ("172.16.4.0/24",))]
+    assert subnets.settle("full", plan.subnets, {}, [("filler", ("172.16.4.0/24",))]) is None
     message = subnet_check.ran_out(plan, filler)
     for part in ("range ran out", "networks.pool 172.16.4.0/23", "a /23", "filler", "project full"):
         assert part in message, message
@@ -249,7 +284,7 @@ def test_the_engines_networks_are_read_with_their_subnets() -> None:
         {"Name": "host", "IPAM": {"Driver": "default", "Options": None, "Config": []}},
         {"Name": "none", "IPAM": {"Driver": "default", "Options": None, "Config": None}},
     ]
-    assert network_subnets(inspected) == [
+    assert [(n.name, n.subnets) for n in network_subnets(inspected)] == [
         ("bridge", ("10.210.0.0/24",)),
         ("x_p0-link", ("172.16.200.0/29",)),
         ("host", ()),

@@ -220,40 +220,53 @@ def ipv4_networks(texts: Iterable[str]) -> list[Network]:
 
 
 def settle(
-    project: str, planned: Subnets, own: Mapping[str, str], existing: Iterable[tuple[str, Sequence[str]]]
+    project: str,
+    planned: Subnets,
+    own: Mapping[str, str],
+    existing: Iterable[tuple[str, Sequence[str]]],
+    stale: Collection[str] = (),
 ) -> Subnets | None:
     """Where the stack's networks go on this engine: ``planned`` itself, or its layout moved to another
     block of the pool (:meth:`Subnets.moved_to`); None when every block of that size overlaps a
     network of the engine's. ``own``: the engine's names of this stack's networks, to the plan's;
-    ``existing``: every network of the engine, with its subnets.
+    ``existing``: every network of the engine, with its subnets; ``stale``: the engine's names of this
+    project's networks the plan no longer has, which the `up` removes once nothing is on them.
 
     - A stack whose networks exist stays where they are, when they lie as the plan lays them out and
       no other network is in that block: moving a network recreates every container on it.
     - Else the drawn block, when no other network overlaps it (the whole block: the stack grows in
       it), then the blocks of a sequence drawn from the project's name, then the pool's first free one.
+    - A stale network is in no block's way, only in the way of a planned subnet it overlaps (it still
+      exists while the new networks are made): so a component disabled moves no other network.
     """
     pool = Network(planned.pool)
     size, prefix = Network(planned.block).num_addresses, Network(planned.block).prefixlen
     others: list[Network] = []
+    leaving: list[Network] = []
     mine: dict[str, Network] = {}
     for name, subnets_of in existing:
         found = ipv4_networks(subnets_of)
         if name in own:
             mine.update((own[name], network) for network in found if network.subnet_of(pool))
+        elif name in stale:
+            leaving.extend(found)
         else:
             others.extend(found)
 
-    def free(block: Network) -> bool:
-        return not any(block.overlaps(other) for other in others)
+    def free(block: Network, layout: Subnets) -> bool:
+        return not any(block.overlaps(other) for other in others) and not any(
+            Network(subnet).overlaps(network) for _, subnet in layout.assigned for network in leaving
+        )
 
     if mine:
         where = next(iter(mine.values()))
         held = Network((int(where.network_address) & ~(size - 1) & 0xFFFFFFFF, prefix))
         kept = planned.moved_to(str(held))
-        if free(held) and all(kept.of(name) == str(network) for name, network in mine.items()):
+        if free(held, kept) and all(kept.of(name) == str(network) for name, network in mine.items()):
             return kept
     drawn = [_block(pool, size, _draw(project, "block", str(turn))) for turn in range(1, SEQUENCE)]
     for block in (Network(planned.block), *drawn, *pool.subnets(new_prefix=prefix)):
-        if free(block):
-            return planned if str(block) == planned.block else planned.moved_to(str(block))
+        layout = planned if str(block) == planned.block else planned.moved_to(str(block))
+        if free(block, layout):
+            return layout
     return None

@@ -38,6 +38,7 @@ from nachos_deploy.docker.compose import (
 )
 from nachos_deploy.docker.errors import COMPOSE_FIX, Meaning, classify, every_error_means
 from nachos_deploy.docker.parse import (
+    EngineNetwork,
     Probe,
     ServiceState,
     die_exit_codes,
@@ -55,6 +56,7 @@ from nachos_deploy.docker.runner import INSTALL_HINT, DockerFailure
 __all__ = [
     "INSTALL_HINT",
     "Compose",
+    "EngineNetwork",
     "Probe",
     "ServiceState",
     "check_compose_file",
@@ -78,9 +80,11 @@ __all__ = [
     "network_subnets",
     "passes_check",
     "project_host_ports",
+    "project_networks",
     "project_volumes",
     "remove_created",
     "remove_duplicate_networks",
+    "remove_networks",
     "remove_volumes",
     "require_engine",
     "restart",
@@ -255,9 +259,9 @@ def monitor_from_inside(container: str, hosts: Mapping[str, str], path: str) -> 
     return split_frames(output, frame, hosts)
 
 
-def engine_subnets() -> list[tuple[str, tuple[str, ...]]]:
-    """Every network of the engine with its subnets (two docker calls), for the check of a stack's
-    planned subnets before ``up`` creates any network. A network removed between the two calls (by
+def engine_subnets() -> list[EngineNetwork]:
+    """Every network of the engine with its subnets and project (two docker calls), for the check of
+    a stack's planned subnets before ``up`` creates any network. A network removed between the two calls (by
     another stack's `down` meanwhile) holds no subnet any more: ``docker network inspect`` prints the
     others and fails naming it, and the others are what counts."""
     try:
@@ -276,12 +280,37 @@ def engine_subnets() -> list[tuple[str, tuple[str, ...]]]:
         return []
 
 
+def remove_networks(names: Sequence[str]) -> list[str]:
+    """Remove each of the networks ``names`` that no container is on; the names removed. One still in
+    use, or gone meanwhile, is left as it is: this is tidying, never a reason to fail."""
+    removed = []
+    for name in names:
+        try:
+            runner.run(["docker", "network", "rm", name])
+        except DockerFailure:
+            continue
+        removed.append(name)
+    return removed
+
+
 def networks_exist(names: Sequence[str]) -> bool:
     """Whether every one of the networks ``names`` exists (one docker call; an error reads as no)."""
     if not names:
         return True
     done = runner.run(["docker", "network", "inspect", "--format", "{{.Id}}", *names], check=False)
     return done.returncode == 0
+
+
+def project_networks(project: str) -> list[str]:
+    """Networks Compose created for ``project`` (by its label), also those its files no longer name;
+    an engine that cannot list them lists none."""
+    label = f"label=com.docker.compose.project={project}"
+    try:
+        return sorted(
+            runner.output(["docker", "network", "ls", "--format", "{{.Name}}", "--filter", label]).split()
+        )
+    except DockerFailure:
+        return []
 
 
 def project_volumes(project: str) -> list[str]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from nachos_deploy.core.bus_placement import Machine
 
@@ -229,14 +230,28 @@ def duplicate_networks(networks: Sequence[Mapping[str, object]]) -> list[tuple[s
     return extra
 
 
-def network_subnets(networks: Sequence[Mapping[str, object]]) -> list[tuple[str, tuple[str, ...]]]:
-    """(name, subnets) of each network of ``docker network inspect``, IPAM's configured subnets:
-    what a stack's planned subnets must not overlap (core/subnets.settle)."""
+class EngineNetwork(NamedTuple):
+    """One network of the engine: its name, its configured subnets, and the project that made it
+    (Compose's or Swarm's label; "" for one made by hand or by another tool)."""
+
+    name: str
+    subnets: tuple[str, ...]
+    project: str = ""
+
+
+PROJECT_LABELS = ("com.docker.compose.project", "com.docker.stack.namespace")
+
+
+def network_subnets(networks: Sequence[Mapping[str, object]]) -> list[EngineNetwork]:
+    """Each network of ``docker network inspect`` with IPAM's configured subnets: what a stack's
+    planned subnets must not overlap (core/subnets.settle), and whose it is."""
     found = []
     for network in networks:
         ipam = mapping(network.get("IPAM"))
         subnets = tuple(str(c.get("Subnet")) for c in items(ipam.get("Config")) if c.get("Subnet"))
-        found.append((str(network.get("Name") or network.get("Id")), subnets))
+        labels = mapping(network.get("Labels"))
+        project = next((str(labels[key]) for key in PROJECT_LABELS if labels.get(key)), "")
+        found.append(EngineNetwork(str(network.get("Name") or network.get("Id")), subnets, project))
     return found
 
 

@@ -259,6 +259,7 @@ def _up(
     init = [VOLUME_INIT] if any(c.waits_for_volumes for c in components) else []
     bus_set = [s.name for s in _bus_set(stack)]
     target.remember(seen.states, list(dict.fromkeys([*bus_set, *init, *(r.name for r in seen.reports)])))
+    target.prune_networks()  # a disabled component's networks, now that nothing is on them
     webhooks = last.webhooks()
     if not only:  # a full deployment proven: what `rollback` and the next failed upgrade go back to
         _record_release(target, seen.states, progress)

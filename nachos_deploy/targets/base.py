@@ -151,6 +151,12 @@ class Target(Protocol):
         so that the networks can be made anew and this ``up`` starts from cold; True when it did."""
         ...
 
+    def prune_networks(self) -> None:
+        """Remove this project's networks the plan no longer has (a component disabled or removed),
+        once a successful ``up`` took its containers off them; best effort: one still in use stays,
+        and stands in the way of no block (targets/subnet_check.stale_networks)."""
+        ...
+
     def hold(self, names: Sequence[str]) -> None:
         """Leave the running components ``names`` as they are in :meth:`start_components`: an upgrade
         replaces them one at a time afterwards (:meth:`replace`)."""

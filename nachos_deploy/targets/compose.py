@@ -291,8 +291,12 @@ class ComposeTarget:
             return False
         wanted = {f"{self.stack.project}_{name}": subnet for name, subnet in subnets.assigned}
         if self._networks is not None:  # read by the check, under this project's lock: no docker call
-            names = [name for name, _ in self._networks]
-            have = {n: frozenset(s) for n, s in self._networks if n in wanted and names.count(n) == 1}
+            names = [n.name for n in self._networks]
+            have = {
+                n.name: frozenset(n.subnets)
+                for n in self._networks
+                if n.name in wanted and names.count(n.name) == 1
+            }
         else:
             have = {name: spec.subnets for name, spec in running_specs.networks(list(wanted)).items()}
         moved = sorted(name for name, found in have.items() if found and found != {wanted[name]})
@@ -303,6 +307,12 @@ class ComposeTarget:
         fastpath.forget(self.stack.output_dir)
         self._last = None
         return True
+
+    def prune_networks(self) -> None:
+        if self._networks is not None:  # read by the check: no docker call when nothing is stale
+            stale = subnet_check.stale_networks(self.stack.plan, self._networks)
+            if stale:
+                engine.remove_networks(stale)
 
     def bus_problem(self) -> str | None:
         states = self.states()
@@ -447,6 +457,10 @@ class ComposeTarget:
         ``volumes``, also those of services the configuration no longer runs."""
         engine.down(self.client, volumes=volumes)
         fastpath.forget(self.stack.output_dir)
+        # Compose removes the networks its files name: those of a component disabled since go too.
+        leftover = engine.project_networks(self.stack.project)
+        if leftover:
+            engine.remove_networks(leftover)
         if volumes:
             leftovers = engine.project_volumes(self.stack.project)
             if leftovers:

@@ -19,7 +19,7 @@ from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.docker import engine
 from nachos_deploy.io.stack import Stack, with_subnets
 
-Listed = list[tuple[str, tuple[str, ...]]]
+Listed = list[engine.EngineNetwork]
 
 
 def own_networks(plan: Plan) -> dict[str, str]:
@@ -29,6 +29,14 @@ def own_networks(plan: Plan) -> dict[str, str]:
     if plan.subnets is not None:
         names.update(name for name, _ in plan.subnets.assigned)
     return {f"{plan.project}_{name}": name for name in names}
+
+
+def stale_networks(plan: Plan, listed: Listed) -> list[str]:
+    """This project's networks the plan no longer has (their component was disabled or removed):
+    the `up` that applies the plan removes them once its containers are off them, and until then they
+    stand in no block's way, only in the way of a planned subnet they overlap."""
+    own = own_networks(plan)
+    return sorted(n.name for n in listed if n.project == plan.project and n.name not in own)
 
 
 def settle(stack: Stack, networks: Listed | None = None) -> tuple[Stack, bool]:
@@ -41,11 +49,12 @@ def settle(stack: Stack, networks: Listed | None = None) -> tuple[Stack, bool]:
         return stack, True
     listed = engine.engine_subnets() if networks is None else networks
     own = own_networks(plan)
-    placed = subnets.settle(plan.project, plan.subnets, own, listed)
+    existing = [(n.name, n.subnets) for n in listed]
+    placed = subnets.settle(plan.project, plan.subnets, own, existing, stale_networks(plan, listed))
     if placed is None:
-        raise EnvironmentProblem(ran_out(plan, [(name, found) for name, found in listed if name not in own]))
+        raise EnvironmentProblem(ran_out(plan, [n for n in listed if n.name not in own]))
     block = ipaddress.IPv4Network(placed.block)
-    mine = [network for name, found in listed if name in own for network in subnets.ipv4_networks(found)]
+    mine = [network for n in listed if n.name in own for network in subnets.ipv4_networks(n.subnets)]
     held = any(network.overlaps(block) for network in mine)
     return (stack if placed == plan.subnets else with_subnets(stack, placed)), held
 
@@ -67,10 +76,10 @@ def ran_out(plan: Plan, existing: Listed) -> str:
     assert plan.subnets is not None
     block = ipaddress.IPv4Network(plan.subnets.block)
     example = ""
-    for name, found in existing:
-        taken = [network for network in subnets.ipv4_networks(found) if network.overlaps(block)]
+    for network in existing:
+        taken = [subnet for subnet in subnets.ipv4_networks(network.subnets) if subnet.overlaps(block)]
         if taken:
-            example = f" (this project's block {block} overlaps {name}, {taken[0]})"
+            example = f" (this project's block {block} overlaps {network.name}, {taken[0]})"
             break
     return (
         f"networks.pool {plan.subnets.pool} has no free range of the size project {plan.project} takes "
