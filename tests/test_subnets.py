@@ -234,6 +234,35 @@ def test_a_component_disabled_moves_no_other_network() -> None:
     assert subnets.settle("trim", after.subnets, own, squatting, ["trim_old"]) != after.subnets
 
 
+def test_every_running_network_stays_where_it_runs_when_a_component_goes() -> None:
+    """Placement follows the plan's order: a component removed frees the place another network drew
+    first, and rendered alone that network would move there (found with whatsapp disabled beside the
+    gateway: gateway-link moved onto whatsapp-ingress's old place, and `up` recreated every container).
+    Each network that runs keeps its subnet; the stale ones are in nobody's way."""
+    components = {f"c{index}": {"image": PROBE, "role": "channel"} for index in range(8)}
+    before = plan_of({"project": "sticky", "components": components})
+    assert before.subnets is not None
+    running = [EngineNetwork(f"sticky_{n}", (subnet,), "sticky") for n, subnet in before.subnets.assigned]
+    drawn_elsewhere = 0
+    for gone in components:
+        after = plan_of(
+            {"project": "sticky", "components": {k: v for k, v in components.items() if k != gone}}
+        )
+        assert after.subnets is not None
+        own = subnet_check.own_networks(after)
+        stale = subnet_check.stale_networks(after, running)
+        existing = [(n.name, n.subnets) for n in running]
+        settled = subnets.settle("sticky", after.subnets, own, existing, stale)
+        assert settled is not None and settled.block == before.subnets.block
+        for name, subnet in settled.assigned:
+            assert subnet == before.subnets.of(name), (gone, name)
+            drawn_elsewhere += after.subnets.of(name) != subnet
+        # The next up, the stale networks removed: nothing moves either.
+        again = [(f"sticky_{n}", (subnet,)) for n, subnet in settled.assigned]
+        assert subnets.settle("sticky", after.subnets, own, again) == settled, gone
+    assert drawn_elsewhere  # the plan alone would have moved some network: the case is exercised
+
+
 def test_the_engines_networks_name_their_project() -> None:
     from nachos_deploy.docker.parse import network_subnets
 

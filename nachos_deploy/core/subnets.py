@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from nachos_deploy.core.errors import ConfigError
@@ -186,17 +186,55 @@ def _place(
     ranked = sorted(names, key=lambda n: -(2 ** (32 - sizes[n]))) if largest_first else list(names)
     taken: list[Network] = []
     for name in ranked:
-        size = 2 ** (32 - sizes[name])
-        places = length // size
-        first = _draw(name) % places
-        stride = (_draw(name, "stride") % places) | 1  # odd: coprime with a power of two
-        for step in range(places):
-            index = (first + step * stride) % places
-            candidate = ipaddress.IPv4Network((start + index * size, sizes[name]))
+        for candidate in _places(name, sizes[name], start, length):
             if not any(candidate.overlaps(other) for other in taken):
                 placed[name] = candidate
                 taken.append(candidate)
                 break
+
+
+def _places(name: str, prefix: int, start: int, length: int) -> Iterator[Network]:
+    """Where the network ``name`` of a /``prefix`` may go in ``length`` addresses from ``start``, in
+    the order it tries them: a first place a hash of its name picks, then steps of a stride of its
+    own, which visit every place once."""
+    size = 2 ** (32 - prefix)
+    places = length // size
+    first = _draw(name) % places
+    stride = (_draw(name, "stride") % places) | 1  # odd: coprime with a power of two
+    for step in range(places):
+        yield Network((start + ((first + step * stride) % places) * size, prefix))
+
+
+def _keeping(layout: Subnets, running: Mapping[str, Network], avoid: Sequence[Network]) -> Subnets | None:
+    """``layout`` with every network that runs in its block at the same size kept where it runs, and
+    each other one at its planned place, or, when that overlaps a kept or an ``avoid``ed network, at
+    the next free place of its own sequence in its half (as :func:`_place` orders them); None when
+    one finds no place. The layout alone is a function of the plan's order: a component removed
+    frees the place another network had first drawn, which it would take, and a moved network is
+    one Compose recreates with every container on it."""
+    block = Network(layout.block)
+    half = block.num_addresses // 2
+    kept: dict[str, Network] = {}
+    for name, subnet in layout.assigned:
+        there = running.get(name)
+        if there is not None and there.prefixlen == Network(subnet).prefixlen and there.subnet_of(block):
+            kept[name] = there
+    taken = [*kept.values(), *avoid]
+    placed: dict[str, Network] = {}
+    for name, subnet in layout.assigned:
+        if name in kept:
+            placed[name] = kept[name]
+            continue
+        planned = Network(subnet)
+        second = int(planned.network_address) - int(block.network_address) >= half
+        start = int(block.network_address) + (half if second else 0)
+        candidates = (planned, *_places(name, planned.prefixlen, start, half))
+        found = next((c for c in candidates if not any(c.overlaps(t) for t in taken)), None)
+        if found is None:
+            return None
+        placed[name] = found
+        taken.append(found)
+    return Subnets(layout.pool, layout.block, tuple((name, str(placed[name])) for name, _ in layout.assigned))
 
 
 # Blocks of the project's own sequence tried, after the drawn one, before the first free block of the
@@ -261,8 +299,8 @@ def settle(
     if mine:
         where = next(iter(mine.values()))
         held = Network((int(where.network_address) & ~(size - 1) & 0xFFFFFFFF, prefix))
-        kept = planned.moved_to(str(held))
-        if free(held, kept) and all(kept.of(name) == str(network) for name, network in mine.items()):
+        kept = _keeping(planned.moved_to(str(held)), mine, leaving)
+        if kept is not None and free(held, kept):
             return kept
     drawn = [_block(pool, size, _draw(project, "block", str(turn))) for turn in range(1, SEQUENCE)]
     for block in (Network(planned.block), *drawn, *pool.subnets(new_prefix=prefix)):
