@@ -91,6 +91,13 @@ def test_swarm_plan_matches_the_next_up(swarm: None, tmp_path: Path) -> None:  #
         assert done.returncode == 0, done.stdout + done.stderr
         assert "overlaps" not in done.stderr  # its networks, still there, are no other stack's
         assert not {"filesystem", "bus-filesystem"} & set(stack.services())
+        removed = stack.run("down", "--volumes", "--yes")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        left = subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack.project}"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.split()  # fmt: skip
+        assert left == [], removed.stdout + removed.stderr
     finally:
         subprocess.run(
             [sys.executable, "-m", "nachos_deploy", "down", "-c", str(stack.file), "--volumes", "--yes"],

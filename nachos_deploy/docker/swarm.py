@@ -432,7 +432,8 @@ def wait_tasks_ended(ids: Sequence[str], timeout: float) -> None:
 def remove_stack(project: str) -> None:
     """The services left, the stack's networks and configs; volumes stay (Swarm never removes them).
     Tasks of removed services on other nodes keep their networks until their node stopped them:
-    "in use by task" is tried again for up to a minute."""
+    "in use by task" is tried again for up to a minute; so is a network listed and gone when removed
+    (the next try lists what is left)."""
     end = time.monotonic() + 60.0
     while True:
         try:
@@ -442,7 +443,8 @@ def remove_stack(project: str) -> None:
             meaning = meaning_of(failure)
             if meaning is Meaning.STACK_EMPTY:
                 return
-            if meaning is not Meaning.NETWORK_IN_USE_BY_TASK or time.monotonic() >= end:
+            retried = (Meaning.NETWORK_IN_USE_BY_TASK, Meaning.NETWORK_NOT_FOUND)
+            if meaning not in retried or time.monotonic() >= end:
                 raise classify(failure, f"docker stack rm {project} failed") from None
         time.sleep(0.5)
 

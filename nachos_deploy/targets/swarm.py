@@ -50,7 +50,6 @@ class SwarmTarget:
         self._deployed = 0.0  # when the bus file was deployed (epoch seconds)
         self._moved: dict[str, str] = {}  # bus node -> the machine it is moving to
         self._held: frozenset[str] = frozenset()  # running components an upgrade replaces one by one
-        self._networks: subnet_check.Listed | None = None  # the engine's, as the check read them
 
     # -- before anything is written -------------------------------------------------------------
     def components(self, only: Sequence[str]) -> list[ServicePlan]:
@@ -80,9 +79,7 @@ class SwarmTarget:
                 "them on every node (`docker load`, or `bash scripts/build-images.sh` for the offline "
                 "stand-ins)."
             )
-        if self.stack.plan.subnets is not None:  # else networks.pool: docker, the engine's choice
-            self._networks = engine.engine_subnets()
-        self.stack, held = subnet_check.settle(self.stack, self._networks)
+        self.stack, held = subnet_check.settle(self.stack)
         return held
 
     def ports_taken(self) -> list[HostPort]:
@@ -213,12 +210,10 @@ class SwarmTarget:
         self._deploy_text(text, prune=False)
 
     def prune_networks(self) -> None:
-        """Swarm may still be removing a pruned service's tasks, and its network with them: one still
-        in use stays until `down` (`docker stack rm` removes every network of the stack)."""
-        if self._networks is not None:
-            stale = subnet_check.stale_networks(self.stack.plan, self._networks)
-            if stale:
-                engine.remove_networks(stale)
+        """Left to `down`: Swarm removes a pruned service's tasks, and an overlay network removed
+        meanwhile, in its own time (a `docker stack rm` then listed one that was gone), and a stale
+        network stands in no block's way (targets/subnet_check.stale_networks)."""
+        return
 
     def move_networks(self, progress: Progress) -> bool:
         """Swarm's overlay networks are not moved here: `docker stack deploy` names the network
