@@ -15,11 +15,13 @@ Pure, and deterministic from the project's name (docs/networks.md):
     stack, in the second. A component added at the end of the deploy file moves no other network
     (a moved network is a recreated one, with every container on it); a shared network that
     outgrows its size moves alone; a stack that outgrows half its block takes the block twice as
-    large that holds the old one (everything moves once);
+    large that holds the old one (rendered alone, everything moves once);
   - two stacks can draw overlapping blocks, and a network made by hand can sit in the pool: ``up``
     reads the engine's networks first and :func:`settle` moves the stack's whole layout to a free
     block (the next of a sequence drawn from the project's name), or keeps it where its running
-    networks already are.
+    networks already are: each one that runs at the same size stays at its subnet, and only the
+    others are placed around them (a component removed would otherwise let another network take
+    the place it first drew, and a moved network is one recreated with every container on it).
 """
 
 from __future__ import annotations
