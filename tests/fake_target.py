@@ -305,7 +305,7 @@ class FakeTarget:
             self.restarted.append(name)
         self._event("restart", *names)
 
-    def move_networks(self, progress: Progress) -> bool:
+    def clear_for_cold_start(self, progress: Progress) -> bool:
         return False
 
     def hold(self, names: Sequence[str]) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import yaml
 
 from nachos_deploy.bus.monitor import BusUnavailable, connection_names
 from nachos_deploy.bus.natsclient import request
-from tests.commands import cli, compose_down, docker
+from tests.commands import cli, compose_down, container, docker
 from tests.conftest import unavailable, without_networks_wait
 from tests.documents import FAST_CHECKS, stack_document
 from tests.engine_events import LiveEvents
@@ -258,6 +259,19 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
         request(nats_url.replace(new_password, password), "nachos.health.ping.webchat")
 
     assert asyncio.run(_stream_messages(nats_url, create=True)) == 1
+    gateway = container(deployment.project, "gateway")
+    code, out, err = deployment.run("up")  # after a rotation in place: nothing is started over
+    assert code == 0 and "credentials changed" not in err, out + err
+    assert container(deployment.project, "gateway") == gateway
+
+    # The credentials folder removed under the running stack: `up` makes new passwords, which the
+    # running servers (bind mounts of the folder that is gone) never read. It starts the stack over,
+    # its data kept, where it failed with exit 5 before ("Authorization Violation").
+    shutil.rmtree(deployment.folder / ".nachos" / "credentials")
+    code, out, err = deployment.run("up", "--json", "--timeout", "90")
+    assert code == 0, out + err
+    assert "credentials changed since its servers started" in " ".join(err.split())
+    assert asyncio.run(_stream_messages(json.loads(out)["nats_url"], create=False)) == 1
     _, opened = gateway_db(deployment.project)  # once per start of the gateway
     code, out, _ = deployment.run("down")
     assert code == 0

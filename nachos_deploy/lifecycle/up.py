@@ -205,7 +205,7 @@ def _up(
     mark = time.monotonic()
     # Running components this up would recreate are held, and replaced one at a time once the rest
     # is up (lifecycle/upgrade.py); read before anything starts.
-    target.move_networks(notice or progress)  # a stack whose networks moved starts from cold
+    target.clear_for_cold_start(notice or progress)  # moved networks, credentials made anew
     upgrading = None
     if before.files:  # something ran from this folder: read what `up` would recreate of it
         now = target.states(recent=True)

@@ -145,10 +145,11 @@ class Target(Protocol):
         ...
 
     # -- upgrading (lifecycle/upgrade.py) ----------------------------------------------------------
-    def move_networks(self, progress: Progress) -> bool:
-        """When the engine has a network of this stack on another subnet than the plan gives it (a
-        grown stack, another ``networks.pool``), remove the stack's containers (never its volumes),
-        so that the networks can be made anew and this ``up`` starts from cold; True when it did."""
+    def clear_for_cold_start(self, progress: Progress) -> bool:
+        """When the stack's containers cannot take this ``up``'s files as they are, remove them (never
+        its volumes), so that this ``up`` starts it from cold; True when it did. Compose: a network
+        on another subnet than the plan gives it (a grown stack, another ``networks.pool``), which
+        must be made anew, or the bus's credentials made anew under running servers."""
         ...
 
     def prune_networks(self) -> None:

@@ -14,7 +14,7 @@ fast lives here, out of the algorithm's way:
   they are then started by one ``docker start`` each, at once (:meth:`start_sidecars`);
 - the containers read by the gate's last look serve as the first look after it;
 - on a first ``up`` (credentials just made), Compose resolves the project for the run's record while
-  the bus starts, not after it, and the networks the check listed serve :meth:`move_networks`.
+  the bus starts, not after it, and the networks the check listed serve :meth:`clear_for_cold_start`.
 
 Required secrets that are not set are passed to Compose as blanks: commands that only read or
 remove the stack (``status``, ``logs``, ``down``) must work without them, and without Compose's
@@ -85,6 +85,8 @@ class ComposeTarget:
         self._cold = True  # no record of a running stack: a first up, or one after `down`
         self._credentials: object = None  # the credentials as they were before this up wrote any
         self._credentials_made = False
+        self._credentials_now = ""  # their digest once this up made sure of them (compose_record)
+        self._record: fastpath.Record | None = None  # the last full up's, as the check read it
         self._digest = ""
         self._only: tuple[str, ...] = ()
         self._restarts: dict[str, int] = {}  # container id -> restart count before the bus started
@@ -133,7 +135,8 @@ class ComposeTarget:
         files. A client of its own: the files it sees are staged, not yet written."""
         stack = self.stack
         images = [s.image for s in (stack.plan.bus.service, *components) if s.build_context is None]
-        self._cold = fastpath.load(stack.output_dir) is None
+        self._record = fastpath.load(stack.output_dir)
+        self._cold = self._record is None
         self._credentials = credentials.snapshot(stack.output_dir)
         with compose_client(stack) as client, ThreadPoolExecutor(max_workers=4) as pool:
             listed = pool.submit(engine.image_ids, images)
@@ -201,7 +204,9 @@ class ComposeTarget:
         stack = self.stack
         # Made just now (a first up): Compose resolved the project without them, so that is asked
         # again once the stack is up, for the record the next up compares with.
-        self._credentials_made = credentials.snapshot(stack.output_dir) != self._credentials
+        now = credentials.snapshot(stack.output_dir)
+        self._credentials_made = now != self._credentials
+        self._credentials_now = fastpath.credentials_digest(now)
         self._digest = fastpath.key(fastpath.resolved_digest(self._resolved), stack.files, only)
         self._only = tuple(only)
         if self._credentials_made:
@@ -213,7 +218,7 @@ class ComposeTarget:
             return None
         if self._cold or changed:
             return None
-        record = fastpath.load(stack.output_dir)
+        record = self._record
         if record is None or record.key != self._digest:
             return None
         states = engine.inspect_containers([container for container, _ in record.containers.values()])
@@ -226,7 +231,7 @@ class ComposeTarget:
         if self._resolved_after is not None:
             resolved = self._resolved_after.result()
             digest = fastpath.key(fastpath.resolved_digest(resolved), self.stack.files, self._only)
-        fastpath.save(self.stack.output_dir, digest, states, started)
+        fastpath.save(self.stack.output_dir, digest, states, started, self._credentials_now)
 
     def changes(self, only: Sequence[str]) -> list[ServiceChange]:
         """See :mod:`nachos_deploy.targets.compose_changes`: reads, changes nothing."""
@@ -281,14 +286,42 @@ class ComposeTarget:
         if not failed.is_set():
             engine.create(self.client, self._fresh)
 
-    def move_networks(self, progress: Progress) -> bool:
+    def clear_for_cold_start(self, progress: Progress) -> bool:
+        why = self._moved_networks() or self._credentials_lost()
+        if why is None:
+            return False
+        progress(f"{why}: removing the stack's containers first")
+        engine.down(self.client, volumes=False)
+        fastpath.forget(self.stack.output_dir)
+        self._last = None
+        return True
+
+    def _credentials_lost(self) -> str | None:
+        """The credentials are not those the project's servers started with: made by this ``up``
+        (their folder removed, or a file of it), or since the last full ``up`` recorded them (an
+        ``up`` that made them and failed). Its servers hold the old passwords, in a folder that may be
+        gone, which a reload does not reach (a bind mount keeps the folder it was made with), so the
+        bus would refuse the new ones (exit 5, "Authorization Violation"; found by hand,
+        2026-12-08). A rotation reloads them in place and drops the record (:meth:`reload`)."""
+        record = self._record
+        changed = self._credentials_made or (
+            record is not None and record.credentials not in ("", self._credentials_now)
+        )
+        if not changed:
+            return None
+        states = self._last if self._last is not None else self.states()
+        if not states:
+            return None
+        return "The bus's credentials changed since its servers started (their folder made anew, or edited)"
+
+    def _moved_networks(self) -> str | None:
         """Compose must remove a network whose subnet changed and make it anew, which the engine
         refuses while a container of a step `up` has not reached yet is on it ("has active
         endpoints"). A moved network is rare (docs/networks.md): the stack's containers go first,
         its volumes stay, and this `up` starts it as from cold."""
         subnets = self.stack.plan.subnets
         if subnets is None:  # networks.pool: docker, the engine's own choice
-            return False
+            return None
         wanted = {f"{self.stack.project}_{name}": subnet for name, subnet in subnets.assigned}
         if self._networks is not None:  # read by the check, under this project's lock: no docker call
             names = [n.name for n in self._networks]
@@ -300,13 +333,7 @@ class ComposeTarget:
         else:
             have = {name: spec.subnets for name, spec in running_specs.networks(list(wanted)).items()}
         moved = sorted(name for name, found in have.items() if found and found != {wanted[name]})
-        if not moved:
-            return False
-        progress(f"Networks {', '.join(moved)} move to other subnets: removing the stack's containers first")
-        engine.down(self.client, volumes=False)
-        fastpath.forget(self.stack.output_dir)
-        self._last = None
-        return True
+        return f"Networks {', '.join(moved)} move to other subnets" if moved else None
 
     def prune_networks(self) -> None:
         if self._networks is not None:  # read by the check: no docker call when nothing is stale
@@ -403,6 +430,9 @@ class ComposeTarget:
         containers = [states[name].container for name in names if name in states]
         if containers:
             engine.send_signal(containers, "HUP")
+            # The servers now read the files as they are: the record's credentials are no longer
+            # what they started with, and the next up must not take that for a lost folder.
+            fastpath.forget(self.stack.output_dir)
         return True
 
     # -- observing ---------------------------------------------------------------------------------

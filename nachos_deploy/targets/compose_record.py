@@ -31,21 +31,31 @@ from nachos_deploy.core.names import LAST_UP_FILE, VOLUME_INIT
 from nachos_deploy.docker.engine import ServiceState
 from nachos_deploy.io.files import replace_private
 
-FORMAT = 3  # bump when the record's meaning changes: an old record then just means "full path"
+FORMAT = 4  # bump when the record's meaning changes: an old record then just means "full path"
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
 class Record:
-    """What the last full `up` left: its digest, and service → (container id, image id)."""
+    """What the last full `up` left: its digest, service → (container id, image id), and the digest
+    of the credentials its servers started with (:func:`credentials_digest`)."""
 
     key: str
     containers: Mapping[str, tuple[str, str]]
+    credentials: str = ""
 
 
 def resolved_digest(resolved: Mapping[str, object]) -> str:
     """The digest of the project as Compose resolved it."""
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def credentials_digest(files: Mapping[str, str]) -> str:
+    """The digest of the credential files (io/credentials.snapshot)."""
+    digest = hashlib.sha256()
+    for name, content in sorted(files.items()):
+        digest.update(b"\0" + name.encode() + b"\0" + content.encode())
+    return digest.hexdigest()
 
 
 def key(resolved: str, files: Mapping[str, str], only: Sequence[str]) -> str:
@@ -69,7 +79,7 @@ def load(output_dir: Path) -> Record | None:
             str(name): (str(ids["container"]), str(ids["image"]))
             for name, ids in document["containers"].items()
         }
-        return Record(str(document["key"]), containers)
+        return Record(str(document["key"]), containers, str(document.get("credentials", "")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -79,6 +89,7 @@ def save(
     digest: str,
     states: Mapping[str, ServiceState],
     services: Sequence[str],
+    credentials: str = "",
 ) -> None:
     """Record a successful full `up` (atomically; a record that cannot be written only costs the
     next `up` its shortcut)."""
@@ -89,7 +100,8 @@ def save(
             forget(output_dir)  # cannot vouch for this service next time
             return
         containers[name] = {"container": state.container_id, "image": state.image_id}
-    _write(output_dir, {"format": FORMAT, "key": digest, "containers": containers})
+    document = {"format": FORMAT, "key": digest, "containers": containers, "credentials": credentials}
+    _write(output_dir, document)
 
 
 def _write(output_dir: Path, document: Mapping[str, object]) -> None:

@@ -215,9 +215,10 @@ class SwarmTarget:
         network stands in no block's way (targets/subnet_check.stale_networks)."""
         return
 
-    def move_networks(self, progress: Progress) -> bool:
+    def clear_for_cold_start(self, progress: Progress) -> bool:
         """Swarm's overlay networks are not moved here: `docker stack deploy` names the network
-        whose subnet it cannot change (docs/networks.md)."""
+        whose subnet it cannot change (docs/networks.md); credentials made anew are new Swarm
+        secrets, which Swarm gives the services it updates."""
         return False
 
     def hold(self, names: Sequence[str]) -> None:
