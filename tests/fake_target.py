@@ -232,6 +232,9 @@ class FakeTarget:
     def remember(self, states: Mapping[str, ServiceState], started: Sequence[str]) -> None:
         self.calls.append(("remember", *started))
 
+    def note_credentials(self) -> None:
+        self.calls.append(("note_credentials",))
+
     def prune_networks(self) -> None:
         self.calls.append(("prune_networks",))
 

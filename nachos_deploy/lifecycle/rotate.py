@@ -96,6 +96,7 @@ def rotate(stack: Stack, target: Target, endpoints: Endpoints, progress: Progres
         seconds = time.monotonic() - started
         refused = _refused(old_operator)
         _restart_state(stack, target, running, progress)
+        target.note_credentials()  # proven in use: the next up starts nothing over for them
         return Reloaded(seconds, tuple(sidecars), tuple(missing), refused)
 
 

@@ -152,6 +152,12 @@ class Target(Protocol):
         must be made anew, or the bus's credentials made anew under running servers."""
         ...
 
+    def note_credentials(self) -> None:
+        """The running servers have read the credentials as they are now (a rotation proved it), so
+        that the next ``up`` does not take them for credentials its servers never read (Compose:
+        :meth:`clear_for_cold_start`)."""
+        ...
+
     def prune_networks(self) -> None:
         """Remove this project's networks the plan no longer has (a component disabled or removed),
         once a successful ``up`` took its containers off them; best effort: one still in use stays,

@@ -302,7 +302,7 @@ class ComposeTarget:
         ``up`` that made them and failed). Its servers hold the old passwords, in a folder that may be
         gone, which a reload does not reach (a bind mount keeps the folder it was made with), so the
         bus would refuse the new ones (exit 5, "Authorization Violation"; found by hand,
-        2026-12-08). A rotation reloads them in place and drops the record (:meth:`reload`)."""
+        2026-12-08). A rotation that reloaded them in place notes them (:meth:`note_credentials`)."""
         record = self._record
         changed = self._credentials_made or (
             record is not None and record.credentials not in ("", self._credentials_now)
@@ -430,10 +430,11 @@ class ComposeTarget:
         containers = [states[name].container for name in names if name in states]
         if containers:
             engine.send_signal(containers, "HUP")
-            # The servers now read the files as they are: the record's credentials are no longer
-            # what they started with, and the next up must not take that for a lost folder.
-            fastpath.forget(self.stack.output_dir)
         return True
+
+    def note_credentials(self) -> None:
+        digest = fastpath.credentials_digest(credentials.snapshot(self.stack.output_dir))
+        fastpath.note_credentials(self.stack.output_dir, digest)
 
     # -- observing ---------------------------------------------------------------------------------
     def states(self, *, recent: bool = False) -> dict[str, ServiceState]:

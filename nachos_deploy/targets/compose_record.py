@@ -109,6 +109,17 @@ def _write(output_dir: Path, document: Mapping[str, object]) -> None:
         replace_private(output_dir / LAST_UP_FILE, json.dumps(document, indent=1, sort_keys=True) + "\n")
 
 
+def note_credentials(output_dir: Path, credentials: str) -> None:
+    """The running servers now use ``credentials`` (a rotation reloaded them in place): recorded, so
+    that the next `up` does not take them for credentials its servers never read."""
+    try:
+        document = json.loads((output_dir / LAST_UP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(document, dict) and document.get("format") == FORMAT:
+        _write(output_dir, {**document, "credentials": credentials})
+
+
 def forget(output_dir: Path) -> None:
     """Drop the record (after `down`, or when a full `up` could not vouch for its result)."""
     with contextlib.suppress(OSError):

@@ -209,6 +209,9 @@ class SwarmTarget:
         text = upgrade_files.without_services(self.stack.files[self.stack.stack_file.name], self._held)
         self._deploy_text(text, prune=False)
 
+    def note_credentials(self) -> None:
+        """Nothing to note: Swarm's secrets are named by their content, and replaced by `up`."""
+
     def prune_networks(self) -> None:
         """Left to `down`: Swarm removes a pruned service's tasks, and an overlay network removed
         meanwhile, in its own time (a `docker stack rm` then listed one that was gone), and a stale
