@@ -272,8 +272,9 @@ def settle(
     ``existing``: every network of the engine, with its subnets; ``stale``: the engine's names of this
     project's networks the plan no longer has, which the `up` removes once nothing is on them.
 
-    - A stack whose networks exist stays where they are, when they lie as the plan lays them out and
-      no other network is in that block: moving a network recreates every container on it.
+    - A stack whose networks exist stays in their block, when no other network is in it, and each
+      that runs at the size the plan gives it keeps its subnet, the others placed around them
+      (:func:`_keeping`): moving a network recreates every container on it.
     - Else the drawn block, when no other network overlaps it (the whole block: the stack grows in
       it), then the blocks of a sequence drawn from the project's name, then the pool's first free one.
     - A stale network is in no block's way, only in the way of a planned subnet it overlaps (it still
