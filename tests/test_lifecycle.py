@@ -268,6 +268,13 @@ def test_up_answers_through_the_bus_and_down_keeps_data(deployment: Deployment) 
     # running servers (bind mounts of the folder that is gone) never read. It starts the stack over,
     # its data kept, where it failed with exit 5 before ("Authorization Violation").
     shutil.rmtree(deployment.folder / ".nachos" / "credentials")
+    code, out, err = deployment.run("plan", "--json")  # which `plan` foresees, writing nothing
+    assert code == 2, out + err
+    planned = json.loads(out)["services"]
+    assert {s["action"] for s in planned} == {"recreate"} and all(
+        "credentials" in s["reasons"] for s in planned
+    )
+    assert not (deployment.folder / ".nachos" / "credentials").exists()
     code, out, err = deployment.run("up", "--json", "--timeout", "90")
     assert code == 0, out + err
     assert "credentials changed since its servers started" in " ".join(err.split())

@@ -14,6 +14,7 @@ import yaml
 
 from nachos_deploy.core.changes import (
     CONFIGURATION,
+    CREDENTIALS,
     ENVIRONMENT,
     IMAGE,
     MOUNTS,
@@ -27,6 +28,7 @@ from nachos_deploy.core.changes import (
     decide,
     decide_one,
     diff_files,
+    started_over,
 )
 from nachos_deploy.docker.running_specs import container_mounts, container_of, swarm_spec_of
 from nachos_deploy.io.stack import Stack, prepare
@@ -287,3 +289,20 @@ def test_the_hash_input_has_each_env_file_merged_under_the_services_own_environm
     assert gateway["environment"] == {"RUNTIME_REDIS_URL": "redis://gateway:secret@state:6379", "MODE": "own"}
     assert merged["services"]["bus"] == {"image": "nats"}  # type: ignore[index]
     assert "env_file" in resolved["services"]["gateway"]  # the caller's mapping is left as it was
+
+
+def test_a_stack_started_over_recreates_every_service_it_starts_and_still_removes_orphans() -> None:
+    """`up` removes the stack's containers first when the bus's credentials changed under it
+    (ComposeTarget.clear_for_cold_start): `plan` shows each service recreated for that reason."""
+    found = [
+        ServiceChange("bus", "keep"),
+        ServiceChange("webchat", "keep", (NOT_RUNNING,)),
+        ServiceChange("gateway", "recreate", (ENVIRONMENT,)),
+        ServiceChange("old", "remove", (ORPHAN,)),
+    ]
+    assert started_over(found) == [
+        ServiceChange("bus", "recreate", (CREDENTIALS,)),
+        ServiceChange("webchat", "recreate", (CREDENTIALS,)),
+        ServiceChange("gateway", "recreate", (ENVIRONMENT, CREDENTIALS)),
+        ServiceChange("old", "remove", (ORPHAN,)),
+    ]

@@ -30,7 +30,9 @@ MOUNTS = "mounts"
 CONFIGURATION = "configuration"
 NOT_RUNNING = "not running"
 ORPHAN = "orphan"
-REASONS = (IMAGE, ENVIRONMENT, MOUNTS, CONFIGURATION, NOT_RUNNING, ORPHAN)
+CREDENTIALS = "credentials"  # Compose: the bus's credentials are not those the servers started with
+REASONS = (IMAGE, ENVIRONMENT, MOUNTS, CONFIGURATION, CREDENTIALS, NOT_RUNNING, ORPHAN)
+
 
 # (type, source, target, read_only): a bind's host path, a volume's engine name, "" for a tmpfs.
 Mount = tuple[str, str, str, bool]
@@ -51,6 +53,18 @@ class ServiceChange:
 
     def as_json(self) -> dict[str, object]:
         return {"name": self.name, "action": self.action, "reasons": list(self.reasons)}
+
+
+def started_over(changes: Sequence[ServiceChange]) -> list[ServiceChange]:
+    """``changes`` when `up` removes the stack's containers first (its credentials changed): every
+    service it starts is recreated, with ``credentials`` among its reasons; orphans stay removed."""
+    over = []
+    for change in changes:
+        if change.action in ("keep", "recreate"):
+            reasons = tuple(r for r in REASONS if r in (*change.reasons, CREDENTIALS) and r != NOT_RUNNING)
+            change = ServiceChange(change.name, "recreate", reasons)
+        over.append(change)
+    return over
 
 
 @dataclass(frozen=True)

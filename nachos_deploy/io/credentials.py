@@ -46,6 +46,7 @@ from nachos_deploy.core.plan_types import Plan
 from nachos_deploy.io.files import read_env_file, replace_private
 
 PASSWORD_BYTES = 24  # 192 bits from the OS's CSPRNG
+BUS_ENV = f"{BUS}.env"  # every password the hub checks
 
 
 def new_password() -> str:
@@ -85,7 +86,7 @@ def folder(output_dir: Path) -> Path:
 
 def load(output_dir: Path) -> Credentials | None:
     """The operator's credentials, or None before the first ``up``."""
-    hub = read_env_file(folder(output_dir) / f"{BUS}.env")
+    hub = read_env_file(folder(output_dir) / BUS_ENV)
     password = hub.get(OPERATOR_PASSWORD)
     return Credentials(password, hub.get(SYSTEM_PASSWORD) or None) if password else None
 
@@ -102,7 +103,7 @@ def snapshot(output_dir: Path) -> dict[str, str]:
 def ensure(output_dir: Path, plan: Plan, *, rotate: bool = False) -> Credentials:
     """Make sure every password the plan needs exists (all new when ``rotate``), and write the files
     the hub and each sidecar read. Existing passwords are kept, so a second ``up`` changes nothing."""
-    on_disk = read_env_file(folder(output_dir) / f"{BUS}.env")
+    on_disk = read_env_file(folder(output_dir) / BUS_ENV)
     existing = {} if rotate else on_disk
 
     def password(name: str) -> str:

@@ -32,14 +32,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from nachos_deploy.core.changes import Objects, ServiceChange
+from nachos_deploy.core.changes import Objects, ServiceChange, started_over
 from nachos_deploy.core.errors import DeployError, EnvironmentProblem, ExitCode
 from nachos_deploy.core.names import PORTS, VOLUME_INIT
 from nachos_deploy.core.plan_types import ServicePlan
 from nachos_deploy.core.results import Endpoints
 from nachos_deploy.docker import engine, running_specs
 from nachos_deploy.docker.engine import Compose, ServiceState
-from nachos_deploy.io import credentials, files, host_ports
+from nachos_deploy.io import credentials, files, host_ports, state_credentials
 from nachos_deploy.io.host_ports import HostPort
 from nachos_deploy.io.stack import DOTENV, Stack
 from nachos_deploy.targets import compose_changes, subnet_check, upgrade_files
@@ -83,7 +83,7 @@ class ComposeTarget:
         self._resolved: dict[str, object] = {}
         self._image_ids: dict[str, str] = {}
         self._cold = True  # no record of a running stack: a first up, or one after `down`
-        self._credentials: object = None  # the credentials as they were before this up wrote any
+        self._credentials: dict[str, str] = {}  # the credentials as they were before this up wrote any
         self._credentials_made = False
         self._credentials_now = ""  # their digest once this up made sure of them (compose_record)
         self._record: fastpath.Record | None = None  # the last full up's, as the check read it
@@ -234,8 +234,19 @@ class ComposeTarget:
         fastpath.save(self.stack.output_dir, digest, states, started, self._credentials_now)
 
     def changes(self, only: Sequence[str]) -> list[ServiceChange]:
-        """See :mod:`nachos_deploy.targets.compose_changes`: reads, changes nothing."""
-        return compose_changes.changes(self.stack, self.client, only)
+        """See :mod:`nachos_deploy.targets.compose_changes`: reads, changes nothing. When `up` would
+        start the stack over for its credentials (:meth:`_credentials_lost`), every service says so."""
+        found = compose_changes.changes(self.stack, self.client, only)
+        snapshot = self._credentials  # `plan` makes none: those missing would be made by `up`
+        plan, record = self.stack.plan, self._record
+        needed = [credentials.BUS_ENV] if plan.auth or plan.bus.clustered else []
+        needed += [state_credentials.ENV_FILE] if plan.state is not None else []
+        differ = any(name not in snapshot for name in needed) or (
+            record is not None and record.credentials not in ("", fastpath.credentials_digest(snapshot))
+        )
+        if differ and (self._last if self._last is not None else self.states()):
+            return started_over(found)
+        return found
 
     def to_create(self, only: Sequence[str]) -> Objects:
         return compose_changes.to_create(self.stack, self.client, only)
