@@ -62,4 +62,7 @@ def rotate(
             result = api.up(stack, timeout=timeout, progress=lambda text: status.update(text))
         report.print_up(out, result, f"-p {shlex.quote(result.project)}")
     else:
-        out.print("The stack is not running: the next `nachos-deploy up` starts the bus with them.")
+        out.print(
+            "No running bus could be given them (the stack is not running, or its credentials "
+            "folder was made anew): the next `nachos-deploy up` starts the bus with them."
+        )
