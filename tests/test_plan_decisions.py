@@ -306,3 +306,23 @@ def test_a_stack_started_over_recreates_every_service_it_starts_and_still_remove
         ServiceChange("gateway", "recreate", (ENVIRONMENT, CREDENTIALS)),
         ServiceChange("old", "remove", (ORPHAN,)),
     ]
+
+
+def test_the_passwords_servers_started_with_are_told_apart_from_new_ones() -> None:
+    """A component added brings its leaf login (a new entry) and keeps every other password: the
+    stack is not started over for it. A value changed under a running server (a folder made anew,
+    a file edited) is. The record holds digests, never a value."""
+    from nachos_deploy.targets.compose_record import credential_entries, credentials_differ
+
+    before = credential_entries({"bus.env": "NACHOS_OPERATOR_PASSWORD=a\nNACHOS_LEAF_X_PASSWORD=b\n"})
+    assert "a" not in before.values() and set(before) == {
+        "bus.env:NACHOS_OPERATOR_PASSWORD",
+        "bus.env:NACHOS_LEAF_X_PASSWORD",
+    }
+    added = credential_entries(
+        {"bus.env": "NACHOS_OPERATOR_PASSWORD=a\nNACHOS_LEAF_X_PASSWORD=b\nNACHOS_LEAF_Y_PASSWORD=c\n"}
+    )
+    removed = credential_entries({"bus.env": "NACHOS_OPERATOR_PASSWORD=a\n"})
+    edited = credential_entries({"bus.env": "NACHOS_OPERATOR_PASSWORD=z\nNACHOS_LEAF_X_PASSWORD=b\n"})
+    assert not credentials_differ(before, added) and not credentials_differ(before, removed)
+    assert credentials_differ(before, edited)

@@ -85,7 +85,8 @@ class ComposeTarget:
         self._cold = True  # no record of a running stack: a first up, or one after `down`
         self._credentials: dict[str, str] = {}  # the credentials as they were before this up wrote any
         self._credentials_made = False
-        self._credentials_now = ""  # their digest once this up made sure of them (compose_record)
+        self._credentials_now: dict[str, str] = {}  # once this up made sure of them (compose_record)
+        self._credentials_fresh = False  # made by this up where there were none
         self._record: fastpath.Record | None = None  # the last full up's, as the check read it
         self._digest = ""
         self._only: tuple[str, ...] = ()
@@ -206,7 +207,8 @@ class ComposeTarget:
         # again once the stack is up, for the record the next up compares with.
         now = credentials.snapshot(stack.output_dir)
         self._credentials_made = now != self._credentials
-        self._credentials_now = fastpath.credentials_digest(now)
+        self._credentials_now = fastpath.credential_entries(now)
+        self._credentials_fresh = not self._credentials and bool(now)
         self._digest = fastpath.key(fastpath.resolved_digest(self._resolved), stack.files, only)
         self._only = tuple(only)
         if self._credentials_made:
@@ -238,13 +240,11 @@ class ComposeTarget:
         start the stack over for its credentials (:meth:`_credentials_lost`), every service says so."""
         found = compose_changes.changes(self.stack, self.client, only)
         snapshot = self._credentials  # `plan` makes none: those missing would be made by `up`
-        plan, record = self.stack.plan, self._record
+        plan = self.stack.plan
         needed = [credentials.BUS_ENV] if plan.auth or plan.bus.clustered else []
         needed += [state_credentials.ENV_FILE] if plan.state is not None else []
-        differ = any(name not in snapshot for name in needed) or (
-            record is not None and record.credentials not in ("", fastpath.credentials_digest(snapshot))
-        )
-        if differ and (self._last if self._last is not None else self.states()):
+        missing = any(name not in snapshot for name in needed)
+        if self._started_with_others(missing, fastpath.credential_entries(snapshot)):
             return started_over(found)
         return found
 
@@ -314,16 +314,18 @@ class ComposeTarget:
         gone, which a reload does not reach (a bind mount keeps the folder it was made with), so the
         bus would refuse the new ones (exit 5, "Authorization Violation"; found by hand,
         2026-12-08). A rotation that reloaded them in place notes them (:meth:`note_credentials`)."""
-        record = self._record
-        changed = self._credentials_made or (
-            record is not None and record.credentials not in ("", self._credentials_now)
-        )
-        if not changed:
-            return None
-        states = self._last if self._last is not None else self.states()
-        if not states:
+        if not self._started_with_others(self._credentials_fresh, self._credentials_now):
             return None
         return "The bus's credentials changed since its servers started (their folder made anew, or edited)"
+
+    def _started_with_others(self, fresh: bool, current: Mapping[str, str]) -> bool:
+        """Whether the project has containers whose servers started with other passwords than
+        ``current`` (:func:`compose_record.credential_entries`): all made anew (``fresh``: by this
+        ``up`` where there were none, or missing for ``plan``), or one of those the last full ``up``
+        recorded with another value (a component added brings new ones: no difference)."""
+        record = self._record
+        changed = fresh or (record is not None and fastpath.credentials_differ(record.credentials, current))
+        return changed and bool(self._last if self._last is not None else self.states())
 
     def _moved_networks(self) -> str | None:
         """Compose must remove a network whose subnet changed and make it anew, which the engine
@@ -444,8 +446,8 @@ class ComposeTarget:
         return True
 
     def note_credentials(self) -> None:
-        digest = fastpath.credentials_digest(credentials.snapshot(self.stack.output_dir))
-        fastpath.note_credentials(self.stack.output_dir, digest)
+        entries = fastpath.credential_entries(credentials.snapshot(self.stack.output_dir))
+        fastpath.note_credentials(self.stack.output_dir, entries)
 
     # -- observing ---------------------------------------------------------------------------------
     def states(self, *, recent: bool = False) -> dict[str, ServiceState]:

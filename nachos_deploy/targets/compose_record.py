@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nachos_deploy.core.names import LAST_UP_FILE, VOLUME_INIT
@@ -37,12 +37,12 @@ _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 @dataclass(frozen=True)
 class Record:
-    """What the last full `up` left: its digest, service → (container id, image id), and the digest
-    of the credentials its servers started with (:func:`credentials_digest`)."""
+    """What the last full `up` left: its digest, service → (container id, image id), and the
+    passwords its servers started with (:func:`credential_entries`: digests, never the values)."""
 
     key: str
     containers: Mapping[str, tuple[str, str]]
-    credentials: str = ""
+    credentials: Mapping[str, str] = field(default_factory=dict)
 
 
 def resolved_digest(resolved: Mapping[str, object]) -> str:
@@ -50,12 +50,25 @@ def resolved_digest(resolved: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def credentials_digest(files: Mapping[str, str]) -> str:
-    """The digest of the credential files (io/credentials.snapshot)."""
-    digest = hashlib.sha256()
-    for name, content in sorted(files.items()):
-        digest.update(b"\0" + name.encode() + b"\0" + content.encode())
-    return digest.hexdigest()
+def credential_entries(files: Mapping[str, str]) -> dict[str, str]:
+    """Each password of the credential files (io/credentials.snapshot: file name -> text) as
+    "file:VARIABLE" -> a digest of its value. Per entry, since a component added brings new ones (its
+    leaf login) while the running servers' own stay what they were."""
+    entries = {}
+    for name, text in files.items():
+        for line in text.splitlines():
+            variable, sep, value = line.partition("=")
+            if sep and variable.strip():
+                entries[f"{name}:{variable.strip()}"] = hashlib.sha256(value.strip().encode()).hexdigest()[
+                    :16
+                ]
+    return entries
+
+
+def credentials_differ(recorded: Mapping[str, str], current: Mapping[str, str]) -> bool:
+    """Whether a password the servers started with (``recorded``) has another value now: new entries
+    (a component added) and entries gone (one removed) are no difference."""
+    return any(recorded.get(entry, digest) != digest for entry, digest in current.items())
 
 
 def key(resolved: str, files: Mapping[str, str], only: Sequence[str]) -> str:
@@ -79,7 +92,9 @@ def load(output_dir: Path) -> Record | None:
             str(name): (str(ids["container"]), str(ids["image"]))
             for name, ids in document["containers"].items()
         }
-        return Record(str(document["key"]), containers, str(document.get("credentials", "")))
+        recorded = document.get("credentials") or {}
+        credentials = {str(entry): str(digest) for entry, digest in recorded.items()}
+        return Record(str(document["key"]), containers, credentials)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -89,7 +104,7 @@ def save(
     digest: str,
     states: Mapping[str, ServiceState],
     services: Sequence[str],
-    credentials: str = "",
+    credentials: Mapping[str, str] | None = None,
 ) -> None:
     """Record a successful full `up` (atomically; a record that cannot be written only costs the
     next `up` its shortcut)."""
@@ -100,7 +115,7 @@ def save(
             forget(output_dir)  # cannot vouch for this service next time
             return
         containers[name] = {"container": state.container_id, "image": state.image_id}
-    document = {"format": FORMAT, "key": digest, "containers": containers, "credentials": credentials}
+    document = {"format": FORMAT, "key": digest, "containers": containers, "credentials": credentials or {}}
     _write(output_dir, document)
 
 
@@ -109,7 +124,7 @@ def _write(output_dir: Path, document: Mapping[str, object]) -> None:
         replace_private(output_dir / LAST_UP_FILE, json.dumps(document, indent=1, sort_keys=True) + "\n")
 
 
-def note_credentials(output_dir: Path, credentials: str) -> None:
+def note_credentials(output_dir: Path, credentials: Mapping[str, str]) -> None:
     """The running servers now use ``credentials`` (a rotation reloaded them in place): recorded, so
     that the next `up` does not take them for credentials its servers never read."""
     try:
